@@ -1,0 +1,177 @@
+/**
+ * A Hugging Face checkpoint folder: `config.json` plus either `model.safetensors` or
+ * `model-0000i-of-0000N.safetensors` shards with `model.safetensors.index.json`. Opening one
+ * cross-checks the index against every shard header; tensors are then read one at a time.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InputError } from '../errors.js';
+import { SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
+
+export const SINGLE_FILE = 'model.safetensors';
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+export interface CheckpointTensor extends TensorInfo {
+  /** Shard file name (relative to the checkpoint folder). */
+  readonly file: string;
+}
+
+export interface ShardIndex {
+  readonly metadata: Record<string, unknown>;
+  readonly weightMap: ReadonlyMap<string, string>;
+}
+
+export class Checkpoint {
+  private constructor(
+    readonly dir: string,
+    readonly config: Record<string, unknown>,
+    /** Shard file names in order. */
+    readonly shardFiles: readonly string[],
+    private readonly shards: ReadonlyMap<string, SafetensorsFile>,
+    private readonly tensorsByName: ReadonlyMap<string, CheckpointTensor>,
+    readonly index: ShardIndex | undefined,
+  ) {}
+
+  static async open(dir: string, options: { requireConfig?: boolean } = {}): Promise<Checkpoint> {
+    const config = await readConfig(dir, options.requireConfig ?? true);
+    let entries: string[];
+    try {
+      entries = await readdir(dir);
+    } catch (e) {
+      throw new InputError(`${dir}: cannot read checkpoint folder (${(e as NodeJS.ErrnoException).code})`, 'NOT_FOUND');
+    }
+    const opened = new Map<string, SafetensorsFile>();
+    const closeAll = async () => { for (const f of opened.values()) await f.close().catch(() => {}); };
+    try {
+      let index: ShardIndex | undefined;
+      let shardFiles: string[];
+      if (entries.includes(INDEX_FILE)) {
+        index = await readIndex(join(dir, INDEX_FILE));
+        shardFiles = [...new Set(index.weightMap.values())].sort();
+        const stray = entries.filter((f) => f.endsWith('.safetensors') && !shardFiles.includes(f));
+        if (stray.length > 0) {
+          throw new InputError(`${join(dir, INDEX_FILE)}: shard file(s) ${stray.join(', ')} present in the folder but not listed in the index`, 'INDEX_MISMATCH');
+        }
+        for (const f of shardFiles) {
+          if (!entries.includes(f)) throw new InputError(`${join(dir, INDEX_FILE)}: lists shard '${f}' which does not exist`, 'INDEX_MISMATCH');
+        }
+      } else if (entries.includes(SINGLE_FILE)) {
+        shardFiles = [SINGLE_FILE];
+      } else {
+        const any = entries.filter((f) => f.endsWith('.safetensors'));
+        if (any.length === 0) {
+          const other = entries.filter((f) => /\.(bin|pth|pt|gguf)$/.test(f));
+          throw new InputError(`${dir}: no safetensors weights found${other.length ? ` (found ${other.join(', ')}: apex reads only .safetensors)` : ''}`, 'NO_WEIGHTS');
+        }
+        throw new InputError(`${dir}: found ${any.join(', ')} but neither ${SINGLE_FILE} nor ${INDEX_FILE}`, 'NO_WEIGHTS');
+      }
+      const tensors = new Map<string, CheckpointTensor>();
+      for (const f of shardFiles) {
+        const st = await SafetensorsFile.open(join(dir, f));
+        opened.set(f, st);
+        for (const t of st.tensors) {
+          const prev = tensors.get(t.name);
+          if (prev) throw new InputError(`${dir}: tensor '${t.name}' appears in both ${prev.file} and ${f}`, 'INDEX_MISMATCH');
+          if (index) {
+            const mapped = index.weightMap.get(t.name);
+            if (mapped === undefined) throw new InputError(`${join(dir, INDEX_FILE)}: tensor '${t.name}' in ${f} is not in the weight_map`, 'INDEX_MISMATCH');
+            if (mapped !== f) throw new InputError(`${join(dir, INDEX_FILE)}: maps '${t.name}' to ${mapped} but it is stored in ${f}`, 'INDEX_MISMATCH');
+          }
+          tensors.set(t.name, { ...t, file: f });
+        }
+      }
+      if (index) {
+        for (const [name, f] of index.weightMap) {
+          if (!tensors.has(name)) throw new InputError(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`, 'INDEX_MISMATCH');
+        }
+      }
+      return new Checkpoint(dir, config, shardFiles, opened, tensors, index);
+    } catch (e) {
+      await closeAll();
+      throw e;
+    }
+  }
+
+  tensorNames(): string[] {
+    return [...this.tensorsByName.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensorsByName.has(name);
+  }
+
+  info(name: string): CheckpointTensor {
+    const t = this.tensorsByName.get(name);
+    if (!t) throw new InputError(`${this.dir}: checkpoint has no tensor '${name}'`, 'TENSOR_NOT_FOUND');
+    return t;
+  }
+
+  tensors(): CheckpointTensor[] {
+    return [...this.tensorsByName.values()];
+  }
+
+  shard(file: string): SafetensorsFile {
+    const s = this.shards.get(file);
+    if (!s) throw new InputError(`${this.dir}: no shard ${file}`, 'NOT_FOUND');
+    return s;
+  }
+
+  async readFloat32(name: string): Promise<Float32Array> {
+    return this.shard(this.info(name).file).readFloat32(name);
+  }
+
+  async readBytes(name: string): Promise<Uint8Array> {
+    return this.shard(this.info(name).file).readBytes(name);
+  }
+
+  async readRowsFloat32(name: string, rowStart: number, rowEnd: number): Promise<Float32Array> {
+    return this.shard(this.info(name).file).readRowsFloat32(name, rowStart, rowEnd);
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.shards.values()) await s.close().catch(() => {});
+  }
+}
+
+async function readConfig(dir: string, required: boolean): Promise<Record<string, unknown>> {
+  const path = join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if (!required) return {};
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputError(`${path}: cannot read (${code})${code === 'ENOENT' ? ': not a Hugging Face model folder' : ''}`, 'NOT_FOUND');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(`${path}: not valid JSON (${(e as Error).message})`, 'BAD_CONFIG');
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InputError(`${path}: must be a JSON object`, 'BAD_CONFIG');
+  return parsed as Record<string, unknown>;
+}
+
+export async function readIndex(path: string): Promise<ShardIndex> {
+  let parsed: unknown;
+  try {
+    const text = await readFile(path, 'utf8');
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(`${path}: cannot read index (${(e as Error).message})`, 'BAD_INDEX');
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InputError(`${path}: index must be a JSON object`, 'BAD_INDEX');
+  const p = parsed as Record<string, unknown>;
+  const wm = p.weight_map;
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new InputError(`${path}: 'weight_map' missing or not an object`, 'BAD_INDEX');
+  const weightMap = new Map<string, string>();
+  for (const [k, v] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof v !== 'string' || v.includes('/') || v.includes('\\') || v.startsWith('.') || !v.endsWith('.safetensors')) {
+      throw new InputError(`${path}: weight_map['${k}'] = ${JSON.stringify(v)} is not a shard file name in this folder`, 'BAD_INDEX');
+    }
+    weightMap.set(k, v);
+  }
+  const metadata = (p.metadata && typeof p.metadata === 'object' && !Array.isArray(p.metadata) ? p.metadata : {}) as Record<string, unknown>;
+  return { metadata, weightMap };
+}

@@ -1,0 +1,252 @@
+/**
+ * Strict, streaming safetensors reader. Validates a file the way the safetensors Rust crate
+ * (0.6) does, then reads each tensor by file offset: never the whole file, so files larger
+ * than 2 GiB work. Every failure is a SafetensorsFormatError naming file, tensor and rule.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import { SafetensorsFormatError, InputError } from '../errors.js';
+import { type DType, isDType, tensorByteLength } from './dtype.js';
+import { findDuplicateKey } from './json-keys.js';
+import { decodeToFloat32 } from './float-codec.js';
+
+export const MAX_HEADER_BYTES = 100_000_000;
+/** Largest single fs.read; Node refuses reads of 2 GiB and more. */
+const READ_CHUNK = 1 << 30;
+
+export interface TensorInfo {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** Byte offsets relative to the start of the data section, as in the header. */
+  readonly begin: number;
+  readonly end: number;
+}
+
+export interface SafetensorsHeader {
+  readonly headerLength: number;
+  /** Absolute file offset of the data section (8 + headerLength). */
+  readonly dataOffset: number;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Tensors in file order (ascending offsets). */
+  readonly tensors: readonly TensorInfo[];
+}
+
+const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
+
+/**
+ * Parses and validates a header given its raw bytes and the file size. Pure: used by the
+ * reader and by the fuzzer without touching the disk.
+ */
+export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: number): SafetensorsHeader {
+  const headerLength = headerBytes.length;
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new SafetensorsFormatError(file, 'header-utf8', 'header is not valid UTF-8');
+  }
+  let first = 0;
+  while (first < headerBytes.length && WS.has(headerBytes[first]!)) first++;
+  if (headerBytes[first] !== 0x7b) {
+    const looksLfs = text.startsWith('version https://git-lfs');
+    const looksHtml = /^\s*<(!doctype|html)/i.test(text);
+    const hint = looksLfs ? ' (this is a Git LFS pointer, not the file: run `git lfs pull`)' : looksHtml ? ' (this is an HTML page, probably a failed download)' : '';
+    throw new SafetensorsFormatError(file, 'header-start', `header does not start with '{'${hint}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new SafetensorsFormatError(file, 'header-json', `header is not valid JSON: ${(e as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new SafetensorsFormatError(file, 'header-json', 'header is not a JSON object');
+  }
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    throw new SafetensorsFormatError(file, 'duplicate-key', `key '${dup.key}' appears more than once${dup.path ? ` in ${dup.path}` : ''}`, dup.path === '' ? dup.key : undefined);
+  }
+  const metadata: Record<string, string> = {};
+  const tensors: TensorInfo[] = [];
+  for (const [name, entry] of Object.entries(parsed as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+        throw new SafetensorsFormatError(file, 'metadata-type', '__metadata__ must be an object of string to string');
+      }
+      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof v !== 'string') {
+          throw new SafetensorsFormatError(file, 'metadata-type', `__metadata__['${k}'] is ${v === null ? 'null' : typeof v}, must be a string`);
+        }
+        metadata[k] = v;
+      }
+      continue;
+    }
+    tensors.push(parseTensorEntry(file, name, entry));
+  }
+  const dataOffset = 8 + headerLength;
+  const dataSize = fileSize - dataOffset;
+  const ordered = [...tensors].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let expected = 0;
+  for (const t of ordered) {
+    if (t.begin !== expected) {
+      const rule = t.begin < expected ? 'overlap' : 'gap';
+      throw new SafetensorsFormatError(file, `offsets-${rule}`, `data starts at byte ${t.begin} but the previous tensor ends at ${expected}`, t.name);
+    }
+    expected = t.end;
+  }
+  if (expected > dataSize) {
+    const last = ordered[ordered.length - 1];
+    throw new SafetensorsFormatError(file, 'truncated', `tensor data ends at byte ${expected} of the data section but the file holds only ${dataSize} bytes after the header (file truncated?)`, last?.name);
+  }
+  if (expected < dataSize) {
+    throw new SafetensorsFormatError(file, 'trailing-bytes', `${dataSize - expected} bytes after the last tensor`);
+  }
+  return { headerLength, dataOffset, metadata, tensors: ordered };
+}
+
+function parseTensorEntry(file: string, name: string, entry: unknown): TensorInfo {
+  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+    throw new SafetensorsFormatError(file, 'tensor-entry', 'entry must be an object with dtype, shape and data_offsets', name);
+  }
+  const e = entry as Record<string, unknown>;
+  if (typeof e.dtype !== 'string') throw new SafetensorsFormatError(file, 'tensor-dtype', 'dtype missing or not a string', name);
+  if (!isDType(e.dtype)) throw new SafetensorsFormatError(file, 'tensor-dtype', `unknown dtype '${e.dtype}'`, name);
+  if (!Array.isArray(e.shape)) throw new SafetensorsFormatError(file, 'tensor-shape', 'shape missing or not an array', name);
+  for (const d of e.shape) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw new SafetensorsFormatError(file, 'tensor-shape', `shape ${JSON.stringify(e.shape)} has an entry that is not a non-negative integer`, name);
+    }
+  }
+  const offs = e.data_offsets;
+  if (!Array.isArray(offs) || offs.length !== 2) {
+    throw new SafetensorsFormatError(file, 'tensor-offsets', 'data_offsets must be [begin, end]', name);
+  }
+  const [begin, end] = offs as unknown[];
+  if (typeof begin !== 'number' || typeof end !== 'number' || !Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin < 0 || end < 0) {
+    throw new SafetensorsFormatError(file, 'tensor-offsets', `data_offsets ${JSON.stringify(offs)} must be non-negative integers`, name);
+  }
+  if (end < begin) throw new SafetensorsFormatError(file, 'tensor-offsets', `data_offsets end ${end} < begin ${begin}`, name);
+  const shape = e.shape as number[];
+  const bytes = tensorByteLength(e.dtype, shape);
+  if (bytes === undefined) {
+    throw new SafetensorsFormatError(file, 'shape-overflow', `shape ${JSON.stringify(shape)} × ${e.dtype} overflows or is not a whole number of bytes`, name);
+  }
+  if (bytes !== end - begin) {
+    throw new SafetensorsFormatError(file, 'tensor-size', `shape ${JSON.stringify(shape)} × ${e.dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`, name);
+  }
+  return { name, dtype: e.dtype, shape, begin, end };
+}
+
+/** An open safetensors file. Close it when done. */
+export class SafetensorsFile {
+  private constructor(
+    readonly path: string,
+    readonly header: SafetensorsHeader,
+    readonly fileSize: number,
+    private readonly handle: FileHandle,
+    private readonly byName: ReadonlyMap<string, TensorInfo>,
+  ) {}
+
+  static async open(path: string): Promise<SafetensorsFile> {
+    if (endianness() !== 'LE') throw new InputError('apex needs a little-endian machine to read safetensors', 'UNSUPPORTED_PLATFORM');
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new InputError(`${path}: cannot open (${err.code ?? err.message})`, err.code === 'ENOENT' ? 'NOT_FOUND' : 'UNREADABLE');
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new InputError(`${path}: not a regular file`, 'UNREADABLE');
+      const fileSize = st.size;
+      if (fileSize < 8) throw new SafetensorsFormatError(path, 'header-too-small', `file is ${fileSize} bytes, smaller than the 8-byte header length`);
+      const lenBuf = new Uint8Array(8);
+      await readExactly(handle, lenBuf, 0);
+      const len = new DataView(lenBuf.buffer).getBigUint64(0, true);
+      if (len > BigInt(MAX_HEADER_BYTES)) {
+        throw new SafetensorsFormatError(path, 'header-too-large', `header length ${len} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+      }
+      const headerLength = Number(len);
+      if (8 + headerLength > fileSize) {
+        throw new SafetensorsFormatError(path, 'header-length', `header length ${headerLength} runs past the end of the ${fileSize}-byte file`);
+      }
+      const headerBytes = new Uint8Array(headerLength);
+      await readExactly(handle, headerBytes, 8);
+      const header = parseHeader(path, headerBytes, fileSize);
+      const byName = new Map(header.tensors.map((t) => [t.name, t]));
+      return new SafetensorsFile(path, header, fileSize, handle, byName);
+    } catch (e) {
+      await handle.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  get metadata(): Readonly<Record<string, string>> {
+    return this.header.metadata;
+  }
+
+  get tensors(): readonly TensorInfo[] {
+    return this.header.tensors;
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.byName.get(name);
+    if (!t) throw new InputError(`${this.path}: no tensor named '${name}'`, 'TENSOR_NOT_FOUND');
+    return t;
+  }
+
+  /** Raw bytes of a tensor (or a byte range inside it), in a fresh, 8-byte-aligned buffer. */
+  async readBytes(name: string, range?: { start: number; end: number }): Promise<Uint8Array> {
+    const t = this.info(name);
+    const start = t.begin + (range?.start ?? 0);
+    const end = range ? t.begin + range.end : t.end;
+    if (start < t.begin || end > t.end || end < start) {
+      throw new InputError(`${this.path}: byte range ${range?.start}..${range?.end} outside tensor '${name}'`, 'RANGE');
+    }
+    const out = new Uint8Array(end - start);
+    await readExactly(this.handle, out, this.header.dataOffset + start);
+    return out;
+  }
+
+  /** Decodes a float tensor (F32, F16, BF16, F64) to float32. */
+  async readFloat32(name: string): Promise<Float32Array> {
+    const t = this.info(name);
+    return decodeToFloat32(await this.readBytes(name), t.dtype, `${this.path}:${name}`);
+  }
+
+  /**
+   * Decodes rows [rowStart, rowEnd) of a tensor whose first dimension is rows; lets callers
+   * walk large embedding / lm_head matrices in blocks.
+   */
+  async readRowsFloat32(name: string, rowStart: number, rowEnd: number): Promise<Float32Array> {
+    const t = this.info(name);
+    const rows = t.shape[0] ?? 1;
+    if (rowStart < 0 || rowEnd > rows || rowEnd < rowStart) {
+      throw new InputError(`${this.path}: rows ${rowStart}..${rowEnd} outside tensor '${name}' with ${rows} rows`, 'RANGE');
+    }
+    const rowBytes = rows === 0 ? 0 : (t.end - t.begin) / rows;
+    const bytes = await this.readBytes(name, { start: rowStart * rowBytes, end: rowEnd * rowBytes });
+    return decodeToFloat32(bytes, t.dtype, `${this.path}:${name}`);
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+/** Reads exactly `out.length` bytes at `position`, in chunks below Node's 2 GiB read limit. */
+export async function readExactly(handle: FileHandle, out: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < out.length) {
+    const want = Math.min(READ_CHUNK, out.length - done);
+    const { bytesRead } = await handle.read(out, done, want, position + done);
+    if (bytesRead === 0) throw new InputError(`unexpected end of file at byte ${position + done}`, 'TRUNCATED');
+    done += bytesRead;
+  }
+}
