@@ -1,0 +1,123 @@
+/**
+ * Chat rendering and the assistant-token loss mask.
+ *
+ * A conversation is rendered with the model's Jinja chat template (@huggingface/jinja, given
+ * the variables transformers' apply_chat_template passes), or, without one, with the Tulu format
+ * of open-instruct: `<|system|>\n…\n`, `<|user|>\n…\n`, `<|assistant|>\n…</s>\n` (assistant content
+ * stripped, followed by the EOS token and a newline).
+ *
+ * Which tokens are the assistant's is found by rendering incrementally: for the assistant message
+ * i, the conversation up to message i with the generation prompt marks where its tokens start,
+ * and the conversation up to and including message i marks where they end. Each segment between
+ * boundaries is tokenized on its own, so the boundaries fall exactly between tokens; the
+ * tokenizer's leading special tokens (BOS) are then added unless the template already wrote them.
+ */
+import { Template } from '@huggingface/jinja';
+import { InputError } from '../errors.js';
+import type { ApexTokenizer } from './tokenizer.js';
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** open-instruct's Tulu format, as a Jinja template. */
+export const TULU_CHAT_TEMPLATE =
+  "{% for message in messages %}" +
+  "{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}" +
+  "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}" +
+  "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + (message['content'] | trim) + eos_token + '\\n' }}" +
+  "{% else %}{{ raise_exception('the Tulu chat format supports the roles system, user and assistant, not ' + message['role']) }}" +
+  '{% endif %}{% endfor %}' +
+  "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+
+export interface ChatRenderer {
+  /** The template source in use (the model's, or TULU_CHAT_TEMPLATE). */
+  readonly template: string;
+  readonly isFallback: boolean;
+  render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): string;
+}
+
+export function chatRenderer(options: { template?: string; bosToken?: string; eosToken?: string }): ChatRenderer {
+  const source = options.template ?? TULU_CHAT_TEMPLATE;
+  let compiled: Template;
+  try {
+    compiled = new Template(source);
+  } catch (e) {
+    throw new InputError(`chat template does not parse: ${(e as Error).message}`, 'BAD_CHAT_TEMPLATE', { cause: e });
+  }
+  return {
+    template: source,
+    isFallback: options.template === undefined,
+    render(messages, addGenerationPrompt) {
+      try {
+        return compiled.render({
+          messages,
+          add_generation_prompt: addGenerationPrompt,
+          bos_token: options.bosToken ?? '',
+          eos_token: options.eosToken ?? '',
+        });
+      } catch (e) {
+        throw new InputError(`chat template failed: ${(e as Error).message}`, 'CHAT_TEMPLATE_FAILED', { cause: e });
+      }
+    },
+  };
+}
+
+export function rendererFor(tokenizer: ApexTokenizer): ChatRenderer {
+  return chatRenderer({ template: tokenizer.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken });
+}
+
+/** Character ranges [start, end) of each assistant message inside the full rendering. */
+export function assistantSpans(renderer: ChatRenderer, messages: readonly ChatMessage[]): { text: string; spans: Array<[number, number]> } {
+  const text = renderer.render(messages, false);
+  const spans: Array<[number, number]> = [];
+  messages.forEach((m, i) => {
+    if (m.role !== 'assistant') return;
+    const before = renderer.render(messages.slice(0, i), true);
+    const through = renderer.render(messages.slice(0, i + 1), false);
+    if (!text.startsWith(before) || !text.startsWith(through) || through.length < before.length) {
+      throw new InputError(
+        `the chat template does not render conversations incrementally (the rendering up to assistant message ${i} is not a prefix of the whole conversation), so the assistant tokens cannot be located`,
+        'CHAT_TEMPLATE_NOT_INCREMENTAL',
+      );
+    }
+    const previousEnd = spans.length > 0 ? spans[spans.length - 1]![1] : 0;
+    spans.push([Math.max(before.length, previousEnd), through.length]);
+  });
+  return { text, spans };
+}
+
+export interface ChatTokens {
+  ids: number[];
+  /** 1 for tokens of assistant messages (the loss targets), 0 elsewhere; same length as ids. */
+  assistantMask: Uint8Array;
+}
+
+/** Renders and tokenizes a conversation, marking the assistant's tokens. */
+export function tokenizeChat(tokenizer: ApexTokenizer, messages: readonly ChatMessage[], renderer = rendererFor(tokenizer)): ChatTokens {
+  const { text, spans } = assistantSpans(renderer, messages);
+  const ids: number[] = [];
+  const mask: number[] = [];
+  const pushSegment = (start: number, end: number, flag: number): void => {
+    if (end <= start) return;
+    for (const id of tokenizer.encode(text.slice(start, end), { addSpecialTokens: false })) {
+      ids.push(id);
+      mask.push(flag);
+    }
+  };
+  let cursor = 0;
+  for (const [start, end] of spans) {
+    pushSegment(cursor, start, 0);
+    pushSegment(start, end, 1);
+    cursor = end;
+  }
+  pushSegment(cursor, text.length, 0);
+  const prefix = tokenizer.prefixIds;
+  const hasPrefix = prefix.every((id, i) => ids[i] === id);
+  if (!hasPrefix) {
+    ids.unshift(...prefix);
+    mask.unshift(...prefix.map(() => 0));
+  }
+  return { ids, assistantMask: Uint8Array.from(mask) };
+}

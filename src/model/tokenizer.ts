@@ -1,0 +1,189 @@
+/**
+ * A model's tokenizer: `tokenizer.json` run by @huggingface/tokenizers, with the special-token
+ * rules of the model folder applied the way Hugging Face `transformers` applies them.
+ *
+ * BOS/EOS: the tokenizer's post-processor decides which special tokens wrap a text (for the
+ * LLaMA fixture a TemplateProcessing that prepends `<s>`); `add_bos_token` / `add_eos_token` in
+ * tokenizer_config.json, when present, override it (true adds the token if the post-processor
+ * does not, false removes it). A BOS is never doubled: when the text itself already starts with
+ * the BOS token (e.g. a chat template that writes `{{ bos_token }}`), none is added.
+ */
+import { readFile, access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { InputError } from '../errors.js';
+
+export interface EncodeOptions {
+  /** Wrap the text in the model's special tokens (BOS/EOS as the post-processor and config say). Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface ApexTokenizer {
+  /** Token ids of `text`. */
+  encode(text: string, options?: EncodeOptions): number[];
+  /** Text of `ids`; special tokens are kept unless `skipSpecialTokens`. Empty ids give ''. */
+  decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
+  /** Id of a token string (special or not), or undefined. */
+  tokenToId(token: string): number | undefined;
+  readonly vocabSize: number;
+  readonly bosId: number | undefined;
+  readonly eosId: number | undefined;
+  /** Padding id: the configured pad token, else EOS. */
+  readonly padId: number | undefined;
+  readonly bosToken: string | undefined;
+  readonly eosToken: string | undefined;
+  /** Special ids the post-processor (adjusted by the config) puts before and after a text. */
+  readonly prefixIds: readonly number[];
+  readonly suffixIds: readonly number[];
+  /** Jinja chat template from tokenizer_config.json `chat_template` or chat_template.jinja. */
+  readonly chatTemplate: string | undefined;
+  /** The folder the tokenizer came from. */
+  readonly source: string;
+}
+
+type TokenizerConfig = Record<string, unknown>;
+
+/** A special-token entry in tokenizer_config.json is a string or an AddedToken object. */
+function tokenString(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return undefined;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new InputError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'UNREADABLE');
+  }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
+    return parsed as Record<string, unknown>;
+  } catch (e) {
+    throw new InputError(`${path}: invalid JSON (${(e as Error).message})`, 'BAD_JSON');
+  }
+}
+
+/** Chat template: a string, or a list of named templates of which `default` is used. */
+function chatTemplateFromConfig(config: TokenizerConfig): string | undefined {
+  const t = config.chat_template;
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) {
+    const named = t.find((e) => e && typeof e === 'object' && (e as { name?: unknown }).name === 'default');
+    const template = (named as { template?: unknown } | undefined)?.template;
+    if (typeof template === 'string') return template;
+  }
+  return undefined;
+}
+
+function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
+  return prefix.length <= ids.length && prefix.every((id, i) => ids[i] === id);
+}
+
+/**
+ * Derives the special tokens that the post-processor wraps around a single text by encoding a
+ * probe text with and without special tokens.
+ */
+function postProcessorWrap(tok: Tokenizer): { prefix: number[]; suffix: number[] } {
+  const probe = 'a';
+  const plain: number[] = tok.encode(probe, { add_special_tokens: false }).ids;
+  const full: number[] = tok.encode(probe, { add_special_tokens: true }).ids;
+  for (let start = 0; start + plain.length <= full.length; start++) {
+    if (plain.every((id, i) => full[start + i] === id)) {
+      return { prefix: full.slice(0, start), suffix: full.slice(start + plain.length) };
+    }
+  }
+  throw new InputError('tokenizer post-processor changes the tokens of the text itself; apex cannot tell which tokens are special', 'UNSUPPORTED_TOKENIZER');
+}
+
+/** Applies add_bos_token / add_eos_token (when the config sets them) to the post-processor's wrap. */
+export function resolveSpecialWrap(
+  wrap: { prefix: number[]; suffix: number[] },
+  config: { addBos?: boolean; addEos?: boolean },
+  bosId: number | undefined,
+  eosId: number | undefined,
+): { prefix: number[]; suffix: number[] } {
+  let prefix = [...wrap.prefix];
+  let suffix = [...wrap.suffix];
+  if (bosId !== undefined) {
+    if (config.addBos === true && prefix[0] !== bosId) prefix = [bosId, ...prefix];
+    if (config.addBos === false) prefix = prefix.filter((id) => id !== bosId);
+  }
+  if (eosId !== undefined) {
+    if (config.addEos === true && suffix[suffix.length - 1] !== eosId) suffix = [...suffix, eosId];
+    if (config.addEos === false) suffix = suffix.filter((id) => id !== eosId);
+  }
+  return { prefix, suffix };
+}
+
+/** Loads the tokenizer of a model folder; undefined when it has no tokenizer.json. */
+export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | undefined> {
+  const tokenizerPath = join(modelDir, 'tokenizer.json');
+  if (!(await exists(tokenizerPath))) return undefined;
+  const tokenizerJson = await readJson(tokenizerPath);
+  const configPath = join(modelDir, 'tokenizer_config.json');
+  const config: TokenizerConfig = (await exists(configPath)) ? await readJson(configPath) : {};
+  const specialMapPath = join(modelDir, 'special_tokens_map.json');
+  const specialMap: TokenizerConfig = (await exists(specialMapPath)) ? await readJson(specialMapPath) : {};
+  const jinjaPath = join(modelDir, 'chat_template.jinja');
+  const chatTemplate = (await exists(jinjaPath)) ? await readFile(jinjaPath, 'utf8') : chatTemplateFromConfig(config);
+
+  let tok: Tokenizer;
+  try {
+    // transformers 5 no longer cleans up spaces on decode unless the config asks for it.
+    tok = new Tokenizer(tokenizerJson, { ...config, clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false });
+  } catch (e) {
+    throw new InputError(`${tokenizerPath}: unsupported or invalid tokenizer (${(e as Error).message})`, 'UNSUPPORTED_TOKENIZER', { cause: e });
+  }
+
+  const bosToken = tokenString(config.bos_token) ?? tokenString(specialMap.bos_token);
+  const eosToken = tokenString(config.eos_token) ?? tokenString(specialMap.eos_token);
+  const padToken = tokenString(config.pad_token) ?? tokenString(specialMap.pad_token);
+  const bosId = bosToken !== undefined ? tok.token_to_id(bosToken) : undefined;
+  const eosId = eosToken !== undefined ? tok.token_to_id(eosToken) : undefined;
+  const padId = (padToken !== undefined ? tok.token_to_id(padToken) : undefined) ?? eosId;
+  const addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token : undefined;
+  const addEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : undefined;
+  const { prefix, suffix } = resolveSpecialWrap(postProcessorWrap(tok), { addBos, addEos }, bosId, eosId);
+  const vocabSize = tok.get_vocab(true).size;
+
+  return {
+    source: modelDir,
+    vocabSize,
+    bosId,
+    eosId,
+    padId,
+    bosToken,
+    eosToken,
+    prefixIds: prefix,
+    suffixIds: suffix,
+    chatTemplate,
+    tokenToId: (token) => tok.token_to_id(token),
+    encode(text, options = {}) {
+      const body = tok.encode(text, { add_special_tokens: false }).ids;
+      if (options.addSpecialTokens === false) return body;
+      // Never double a special token that the text already produced itself.
+      const head = startsWith(body, prefix) ? [] : prefix;
+      const tail = suffix.length > 0 && startsWith(body.slice(body.length - suffix.length), suffix) ? [] : suffix;
+      return [...head, ...body, ...tail];
+    },
+    decode(ids, options = {}) {
+      const list = Array.from(ids);
+      if (list.length === 0) return '';
+      return tok.decode(list, { skip_special_tokens: options.skipSpecialTokens ?? false });
+    },
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * The data pipeline: from `--data` / `--input-ids` / a built-in corpus to fixed-length token
+ * sequences (and loss masks for chat), with a record of exactly what was read.
+ *
+ * API (imported by eval, analysis and training):
+ *   loadSequences({ data | inputIds | builtin, tokenizer, seqLen, samples, seed, split,
+ *                   heldoutFraction, splitSeed, bosId, eosId }) → SequenceSet
+ *
+ * - `data`: text files or folders (*.txt, *.md recursively), JSONL with `text`, or JSONL with
+ *   chat `messages` (kind detected per file; see data-sources.ts for how long text files become
+ *   documents). Text is packed (data-packing.ts): documents tokenized without special tokens,
+ *   EOS between documents, each sequence BOS + seqLen − 1 stream tokens, tail dropped. Chat:
+ *   one conversation per sequence, truncated/padded to seqLen, loss mask on assistant tokens
+ *   (model/chat-template.ts); conversations left with no assistant token are dropped.
+ * - `inputIds`: one I32/I64 [B, T] safetensors tensor (data-input-ids.ts); each row is a
+ *   document and a sequence; rows longer than seqLen are truncated (result seqLen = min(T, seqLen)).
+ * - `builtin`: 'out-of-domain' | 'in-domain' from fixtures/corpus (data-corpus.ts).
+ * - `split`: 'all', or 'train' / 'heldout' = a seeded `heldoutFraction` (default 5%, at least one)
+ *   of whole documents held out. The split is drawn with `splitSeed` (default 0), not `seed`, so
+ *   runs with different seeds are evaluated on the same held-out documents. With separate
+ *   `--eval-data`, callers load it with split 'all'.
+ * - `samples`: keep a seeded choice (`seed`) of that many sequences, in their original order.
+ * - `lossMasks[i][t]` = 1 when token t of sequence i is a prediction target (t ≥ 1); absent for
+ *   packed text and input ids, where every position t ≥ 1 is a target.
+ * - `source.documents` / `source.tokens`: documents in the chosen split / tokens in the returned
+ *   sequences (padding excluded).
+ */
+import { InputError, UsageError } from '../errors.js';
+import type { ApexTokenizer } from '../model/tokenizer.js';
+import { rendererFor, tokenizeChat } from '../model/chat-template.js';
+import { builtinCorpus } from './data-corpus.js';
+import { readInputIds } from './data-input-ids.js';
+import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
+import { readSources, sha256File, type ChatDocument, type TextDocument } from './data-sources.js';
+import { DEFAULT_HELDOUT_FRACTION, sampleIndices, selectSplit, type SplitName } from './data-split.js';
+
+export { builtinCorpus, BUILTIN_CORPORA, type BuiltinCorpusName } from './data-corpus.js';
+export { DEFAULT_HELDOUT_FRACTION, type SplitName } from './data-split.js';
+
+export interface DataSpecRecord {
+  kind: 'text' | 'jsonl-text' | 'jsonl-chat' | 'input-ids' | 'builtin';
+  paths: string[];
+  sha256: string[];
+  seqLen: number;
+  samples?: number;
+  seed: number;
+  split: SplitName;
+  heldoutFraction: number;
+  splitSeed: number;
+  /** Name of the built-in corpus, when kind is 'builtin'. */
+  builtin?: string;
+  documents: number;
+  tokens: number;
+  /** Chat conversations dropped because truncation to seqLen left no assistant token. */
+  dropped?: number;
+}
+
+export interface SequenceSet {
+  seqLen: number;
+  sequences: Int32Array[];
+  /** 1 where the token at position t is a prediction target (t ≥ 1); chat data only. */
+  lossMasks?: Uint8Array[];
+  source: DataSpecRecord;
+}
+
+export interface LoadSequencesOptions {
+  data?: string[];
+  inputIds?: string;
+  builtin?: string;
+  tokenizer?: ApexTokenizer;
+  seqLen: number;
+  samples?: number;
+  seed: number;
+  split?: SplitName;
+  /** Fraction of documents held out; default 0.05. */
+  heldoutFraction?: number;
+  /** Seed of the train/held-out split; default 0. */
+  splitSeed?: number;
+  /** Override the tokenizer's BOS / EOS ids. */
+  bosId?: number;
+  eosId?: number;
+}
+
+function checkOptions(o: LoadSequencesOptions): void {
+  if (!Number.isInteger(o.seqLen) || o.seqLen < 2) throw new UsageError(`--seq-len must be an integer ≥ 2, got ${o.seqLen}`);
+  if (o.samples !== undefined && (!Number.isInteger(o.samples) || o.samples < 1)) {
+    throw new UsageError(`--samples must be a positive integer, got ${o.samples}`);
+  }
+  const f = o.heldoutFraction ?? DEFAULT_HELDOUT_FRACTION;
+  if (!(f > 0 && f < 1)) throw new UsageError(`held-out fraction must be between 0 and 1, got ${f}`);
+  const given = [o.data !== undefined && o.data.length > 0, o.inputIds !== undefined, o.builtin !== undefined].filter(Boolean).length;
+  if (given > 1) throw new UsageError('give only one of --data, --input-ids or a built-in corpus');
+  if (given === 0) throw new UsageError('no data: pass --data <files or folders> or --input-ids <file.safetensors>');
+}
+
+type RecordBase = Omit<DataSpecRecord, 'tokens' | 'dropped'>;
+
+export async function loadSequences(options: LoadSequencesOptions): Promise<SequenceSet> {
+  checkOptions(options);
+  const split = options.split ?? 'all';
+  const heldoutFraction = options.heldoutFraction ?? DEFAULT_HELDOUT_FRACTION;
+  const splitSeed = options.splitSeed ?? 0;
+  const settings = { samples: options.samples, seed: options.seed, split, heldoutFraction, splitSeed };
+
+  if (options.inputIds !== undefined) {
+    const { rows, length } = await readInputIds(options.inputIds);
+    const seqLen = Math.min(length, options.seqLen);
+    const chosen = selectSplit(rows, split, heldoutFraction, splitSeed);
+    const sequences = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!.slice(0, seqLen));
+    const sha256 = [await sha256File(options.inputIds)];
+    return {
+      seqLen,
+      sequences,
+      source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, tokens: sequences.length * seqLen },
+    };
+  }
+
+  const tokenizer = options.tokenizer;
+  if (!tokenizer) {
+    throw new UsageError('this model has no tokenizer.json, so text data cannot be tokenized: pass token ids with --input-ids <file.safetensors> (one I32/I64 [B, T] tensor; `apex generate --ids-out` writes one)', 'NO_TOKENIZER');
+  }
+  const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!);
+  const chosen = selectSplit(sources.flatMap((s) => s.documents), split, heldoutFraction, splitSeed);
+  const isChat = sources.some((s) => s.kind === 'jsonl-chat');
+  const record: RecordBase = {
+    kind: options.builtin !== undefined ? 'builtin' : isChat ? 'jsonl-chat' : sources.some((s) => s.kind === 'jsonl-text') ? 'jsonl-text' : 'text',
+    paths: sources.map((s) => s.path),
+    sha256: sources.map((s) => s.sha256),
+    seqLen: options.seqLen,
+    ...settings,
+    ...(options.builtin !== undefined ? { builtin: options.builtin } : {}),
+    documents: chosen.length,
+  };
+  return isChat ? chatSet(chosen as ChatDocument[], tokenizer, options, record) : packedSet(chosen as TextDocument[], tokenizer, options, record);
+}
+
+function describeSplit(record: RecordBase): string {
+  return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${record.documents} documents)`;
+}
+
+function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {
+  const padId = tokenizer.padId;
+  if (padId === undefined) throw new InputError(`${tokenizer.source}: the tokenizer defines no pad or EOS token to pad chat sequences with`, 'NO_PAD_TOKEN');
+  const renderer = rendererFor(tokenizer);
+  const examples = documents.map((d) => tokenizeChat(tokenizer, d.messages, renderer));
+  const built = chatSequences(examples, options.seqLen, padId);
+  requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
+  const keep = sampleIndices(built.sequences.length, options.samples, options.seed);
+  return {
+    seqLen: options.seqLen,
+    sequences: keep.map((i) => built.sequences[i]!),
+    lossMasks: keep.map((i) => built.lossMasks[i]!),
+    source: { ...record, tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0), dropped: built.dropped },
+  };
+}
+
+function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {
+  // BOS only when the tokenizer puts one before a text (some tokenizers, e.g. Qwen2's, have none).
+  const bosId = options.bosId ?? (tokenizer.bosId !== undefined && tokenizer.prefixIds.includes(tokenizer.bosId) ? tokenizer.bosId : undefined);
+  const eosId = options.eosId ?? tokenizer.eosId;
+  const tokenized = documents.map((d) => tokenizer.encode(d.text, { addSpecialTokens: false }));
+  const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
+  const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
+  requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower --seq-len or add data`);
+  const sequences = sampleIndices(packed.length, options.samples, options.seed).map((i) => packed[i]!);
+  return { seqLen: options.seqLen, sequences, source: { ...record, tokens: sequences.length * options.seqLen } };
+}

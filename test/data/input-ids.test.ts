@@ -1,0 +1,73 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.js';
+import { loadSequences } from '../../src/train/data.js';
+
+/** A minimal safetensors writer for test inputs. */
+async function writeSafetensors(path: string, tensors: Array<{ name: string; dtype: string; shape: number[]; data: Uint8Array }>): Promise<string> {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.length] };
+    offset += t.data.length;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + json.length) % 8 !== 0) json += ' ';
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
+  await writeFile(path, Buffer.concat([len, Buffer.from(json), ...tensors.map((t) => t.data)]));
+  return path;
+}
+
+const i32 = (values: number[]) => new Uint8Array(Int32Array.from(values).buffer);
+const i64 = (values: bigint[]) => new Uint8Array(BigInt64Array.from(values).buffer);
+
+describe('--input-ids', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'apex-ids-'));
+
+  it('loads an I32 [B, T] tensor of any name', async () => {
+    const path = await writeSafetensors(join(dir, 'a.safetensors'), [{ name: 'whatever', dtype: 'I32', shape: [2, 4], data: i32([1, 5, 6, 7, 1, 8, 9, 10]) }]);
+    const set = await loadSequences({ inputIds: path, seqLen: 16, seed: 0 });
+    expect(set.seqLen).toBe(4);
+    expect(set.sequences.map((s) => Array.from(s))).toEqual([[1, 5, 6, 7], [1, 8, 9, 10]]);
+    expect(set.source).toMatchObject({ kind: 'input-ids', paths: [path], documents: 2, tokens: 8 });
+    expect(set.source.sha256[0]).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('loads I64 ids and truncates rows to seqLen', async () => {
+    const path = await writeSafetensors(join(dir, 'b.safetensors'), [{ name: 'input_ids', dtype: 'I64', shape: [1, 5], data: i64([1n, 2047n, 3n, 4n, 5n]) }]);
+    const set = await loadSequences({ inputIds: path, seqLen: 3, seed: 0 });
+    expect(set.seqLen).toBe(3);
+    expect(set.sequences.map((s) => Array.from(s))).toEqual([[1, 2047, 3]]);
+  });
+
+  it('refuses wrong dtype, rank, tensor count, out-of-range and negative values', async () => {
+    const cases: Array<[string, Parameters<typeof writeSafetensors>[1], RegExp]> = [
+      ['f32', [{ name: 'x', dtype: 'F32', shape: [1, 2], data: new Uint8Array(8) }], /dtype F32; token ids must be I32 or I64/],
+      ['rank1', [{ name: 'x', dtype: 'I32', shape: [4], data: i32([1, 2, 3, 4]) }], /rank 2/],
+      ['rank3', [{ name: 'x', dtype: 'I32', shape: [1, 2, 2], data: i32([1, 2, 3, 4]) }], /rank 2/],
+      ['two', [{ name: 'x', dtype: 'I32', shape: [1, 1], data: i32([1]) }, { name: 'y', dtype: 'I32', shape: [1, 1], data: i32([1]) }], /exactly one tensor.*found 2 \(x, y\)/],
+      ['big', [{ name: 'x', dtype: 'I64', shape: [1, 2], data: i64([1n, 2n ** 31n]) }], /does not fit in int32/],
+      ['neg', [{ name: 'x', dtype: 'I32', shape: [1, 2], data: i32([1, -3]) }], /negative token id -3/],
+    ];
+    for (const [name, tensors, message] of cases) {
+      const path = await writeSafetensors(join(dir, `${name}.safetensors`), tensors);
+      const err = await loadSequences({ inputIds: path, seqLen: 8, seed: 0 }).catch((e: unknown) => e);
+      expect(err, name).toBeInstanceOf(InputError);
+      expect((err as Error).message, name).toMatch(message);
+    }
+  });
+
+  it('splits rows into train and held-out', async () => {
+    const values = Array.from({ length: 40 * 3 }, (_, i) => i);
+    const path = await writeSafetensors(join(dir, 'c.safetensors'), [{ name: 'ids', dtype: 'I32', shape: [40, 3], data: i32(values) }]);
+    const train = await loadSequences({ inputIds: path, seqLen: 3, seed: 0, split: 'train' });
+    const held = await loadSequences({ inputIds: path, seqLen: 3, seed: 0, split: 'heldout' });
+    expect(held.sequences).toHaveLength(2);
+    expect(train.sequences).toHaveLength(38);
+    const firsts = new Set(train.sequences.map((s) => s[0]));
+    for (const s of held.sequences) expect(firsts.has(s[0])).toBe(false);
+  });
+});
