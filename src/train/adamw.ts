@@ -1,0 +1,187 @@
+/**
+ * AdamW (decoupled weight decay, bias-corrected moments) over named tfjs variables, float32,
+ * computed in the order of PyTorch's `torch.optim.AdamW` (single-tensor path) so runs can be
+ * compared with it:
+ *
+ *     p ← p · (1 − lr·λ)                       (decoupled decay, when the parameter decays)
+ *     m ← β1·m + (1 − β1)·g
+ *     v ← β2·v + (1 − β2)·g²
+ *     p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
+ *
+ * A parameter may carry a mask (0/1, the variable's shape or broadcastable to it, e.g. [rows, 1]
+ * to train selected rows): where it is 0 the gradient is treated as 0,
+ * and both the decay and the update are skipped, so masked entries keep their exact bits
+ * (APEX `structured` trains only selected rows/columns, §4). Moments can be reset (fresh
+ * optimizer state at a stage boundary, §5) and exported/imported for checkpoints.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export interface AdamWOptions {
+  readonly beta1?: number;
+  readonly beta2?: number;
+  readonly epsilon?: number;
+  /** Decoupled weight decay λ (default 0, as in the reference recipe). */
+  readonly weightDecay?: number;
+}
+
+export interface OptimizedParameter {
+  /** Unique name (the checkpoint tensor name, or an operator/adapter name). */
+  readonly name: string;
+  readonly variable: tf.Variable;
+  /**
+   * 0/1 float tensor of the variable's shape, or of the same rank with 1s where it broadcasts
+   * ([rows, 1] selects rows, [1, cols] columns); entries at 0 never change. Not owned.
+   */
+  readonly mask?: tf.Tensor;
+  /** Whether weight decay applies to this parameter (default true). */
+  readonly decay?: boolean;
+}
+
+/** Optimizer state as plain arrays, keyed by parameter name. */
+export interface AdamWState {
+  /** Number of updates applied since the last reset (t of the bias correction). */
+  readonly step: number;
+  readonly firstMoments: ReadonlyMap<string, Float32Array>;
+  readonly secondMoments: ReadonlyMap<string, Float32Array>;
+}
+
+interface Slot {
+  readonly param: OptimizedParameter;
+  readonly keep?: tf.Tensor;
+  readonly m: tf.Variable;
+  readonly v: tf.Variable;
+}
+
+export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0 } as const;
+
+export class AdamW {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly epsilon: number;
+  readonly weightDecay: number;
+  private readonly slots = new Map<string, Slot>();
+  private t = 0;
+
+  constructor(params: readonly OptimizedParameter[], options: AdamWOptions = {}) {
+    this.beta1 = options.beta1 ?? ADAMW_DEFAULTS.beta1;
+    this.beta2 = options.beta2 ?? ADAMW_DEFAULTS.beta2;
+    this.epsilon = options.epsilon ?? ADAMW_DEFAULTS.epsilon;
+    this.weightDecay = options.weightDecay ?? ADAMW_DEFAULTS.weightDecay;
+    for (const param of params) {
+      if (this.slots.has(param.name)) throw new Error(`AdamW: duplicate parameter '${param.name}'`);
+      if (param.mask !== undefined && !broadcastsTo(param.mask.shape, param.variable.shape)) {
+        throw new Error(`AdamW: mask of '${param.name}' has shape [${param.mask.shape}], which does not broadcast to [${param.variable.shape}]`);
+      }
+      this.slots.set(param.name, {
+        param,
+        keep: param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0))),
+        m: tf.variable(tf.zeros(param.variable.shape), false),
+        v: tf.variable(tf.zeros(param.variable.shape), false),
+      });
+    }
+  }
+
+  /** Updates applied since construction or the last reset. */
+  get step(): number {
+    return this.t;
+  }
+
+  get parameterNames(): string[] {
+    return [...this.slots.keys()];
+  }
+
+  /**
+   * Applies one update with learning rate `lr`. `grads` must hold a gradient for every
+   * parameter (shape of its variable); the gradients are not disposed.
+   */
+  apply(grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+    for (const name of grads.keys()) {
+      if (!this.slots.has(name)) throw new Error(`AdamW: gradient for unknown parameter '${name}'`);
+    }
+    this.t += 1;
+    const correction1 = 1 - this.beta1 ** this.t;
+    const sqrtCorrection2 = Math.sqrt(1 - this.beta2 ** this.t);
+    const stepSize = lr / correction1;
+    for (const [name, slot] of this.slots) {
+      const grad = grads.get(name);
+      if (grad === undefined) throw new Error(`AdamW: missing gradient for '${name}'`);
+      if (!sameShape(grad.shape, slot.param.variable.shape)) {
+        throw new Error(`AdamW: gradient of '${name}' has shape [${grad.shape}], expected [${slot.param.variable.shape}]`);
+      }
+      tf.tidy(() => {
+        const p = slot.param.variable;
+        const g = slot.keep === undefined ? grad : tf.where(slot.keep, grad, tf.zerosLike(grad));
+        const m = tf.add(tf.mul(slot.m, this.beta1), tf.mul(g, 1 - this.beta1));
+        const v = tf.add(tf.mul(slot.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+        const decays = this.weightDecay !== 0 && slot.param.decay !== false;
+        const decayed = decays ? tf.mul(p, 1 - lr * this.weightDecay) : p;
+        const denom = tf.add(tf.div(tf.sqrt(v), sqrtCorrection2), this.epsilon);
+        const updated = tf.sub(decayed, tf.mul(tf.div(m, denom), stepSize));
+        slot.m.assign(m);
+        slot.v.assign(v);
+        p.assign(slot.keep === undefined ? updated : tf.where(slot.keep, updated, p));
+      });
+    }
+  }
+
+  /** Zeroes the moments and the step count (fresh optimizer state). */
+  reset(): void {
+    this.t = 0;
+    for (const slot of this.slots.values()) {
+      tf.tidy(() => {
+        slot.m.assign(tf.zerosLike(slot.m));
+        slot.v.assign(tf.zerosLike(slot.v));
+      });
+    }
+  }
+
+  exportState(): AdamWState {
+    const firstMoments = new Map<string, Float32Array>();
+    const secondMoments = new Map<string, Float32Array>();
+    for (const [name, slot] of this.slots) {
+      firstMoments.set(name, (slot.m.dataSync() as Float32Array).slice());
+      secondMoments.set(name, (slot.v.dataSync() as Float32Array).slice());
+    }
+    return { step: this.t, firstMoments, secondMoments };
+  }
+
+  /** Restores a state exported from an optimizer over the same parameters. */
+  importState(state: AdamWState): void {
+    for (const name of state.firstMoments.keys()) {
+      if (!this.slots.has(name)) throw new Error(`AdamW state has moments of unknown parameter '${name}'`);
+    }
+    for (const [name, slot] of this.slots) {
+      const m = state.firstMoments.get(name);
+      const v = state.secondMoments.get(name);
+      if (m === undefined || v === undefined) throw new Error(`AdamW state lacks moments of '${name}'`);
+      if (m.length !== slot.m.size || v.length !== slot.v.size) {
+        throw new Error(`AdamW state of '${name}' has ${m.length}/${v.length} values, expected ${slot.m.size}`);
+      }
+    }
+    for (const [name, slot] of this.slots) {
+      tf.tidy(() => {
+        slot.m.assign(tf.tensor(state.firstMoments.get(name) as Float32Array, slot.m.shape, 'float32'));
+        slot.v.assign(tf.tensor(state.secondMoments.get(name) as Float32Array, slot.v.shape, 'float32'));
+      });
+    }
+    this.t = state.step;
+  }
+
+  /** Frees the moments and mask copies (the parameters stay with their owner). */
+  dispose(): void {
+    for (const slot of this.slots.values()) {
+      slot.m.dispose();
+      slot.v.dispose();
+      slot.keep?.dispose();
+    }
+    this.slots.clear();
+  }
+}
+
+function broadcastsTo(mask: readonly number[], shape: readonly number[]): boolean {
+  return mask.length === shape.length && mask.every((d, i) => d === shape[i] || d === 1);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}

@@ -1,0 +1,195 @@
+/**
+ * Trainer-state checkpoints (`stages/<n>/checkpoints/`), so a killed run resumes where it was
+ * (issue 6). One checkpoint is a folder `step-<8 digits>` holding
+ *
+ *     tensors.safetensors   F32: `param.<name>` every trainable tensor, `adam_m.<name>` and
+ *                           `adam_v.<name>` its AdamW moments
+ *     state.json            the scalars: step counters, data position, RNG state, recorder
+ *                           counts, learning-rate plan, optimizer step
+ *
+ * written atomically through `writeAtomicFolder` (temporary sibling folder, fsync, rename): a
+ * folder with the final name is complete, anything else (`.tmp-…`, `.old-…`, a lock) is
+ * ignored by `latestCheckpoint` and cleaned up by the next save. After each save only the
+ * newest `keep` checkpoints remain.
+ */
+import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InputError } from '../errors.js';
+import { fsyncFile, writeAtomicFolder } from '../io/atomic-output.js';
+import { SafetensorsFile } from '../io/safetensors-reader.js';
+import { type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
+import type { RankRecorderState } from '../ops/rank-counts.js';
+import type { AdamWState } from './adamw.js';
+import type { LrPlan } from './lr-schedule.js';
+
+export const TRAIN_STATE_VERSION = 1;
+const TENSORS_FILE = 'tensors.safetensors';
+const STATE_FILE = 'state.json';
+const CHECKPOINT_NAME = /^step-(\d+)$/;
+
+/** Where the data stream stands: the next example to read. */
+export interface DataPosition {
+  readonly epoch: number;
+  /** Index of the next example (or packed sequence) within the epoch's order. */
+  readonly index: number;
+  /** Seed of the epoch's shuffle. */
+  readonly shuffleSeed: number;
+}
+
+/** Everything but tensors; plain JSON. */
+export interface TrainStateScalars {
+  /** Stage index, 1-based. */
+  readonly stage: number;
+  /** Optimizer steps completed in this stage. */
+  readonly step: number;
+  /** Optimizer steps completed over all stages (the learning-rate plan's step). */
+  readonly globalStep: number;
+  /** Target tokens trained in this stage (for --tokens budgets). */
+  readonly tokens: number;
+  readonly data: DataPosition;
+  /** `Rng.state()` of the trainer's generator. */
+  readonly rng: readonly number[];
+  readonly lrPlan: LrPlan;
+  /** Rank counts recorded so far in this stage (absent for baselines without a recorder). */
+  readonly recorder?: RankRecorderState;
+}
+
+/** A trainable tensor: its values, or a function producing them when the writer reaches it. */
+export interface TrainableTensor {
+  readonly shape: readonly number[];
+  readonly values: Float32Array | (() => Float32Array | Promise<Float32Array>);
+}
+
+export interface TrainStateToSave {
+  readonly scalars: TrainStateScalars;
+  readonly trainable: ReadonlyMap<string, TrainableTensor>;
+  readonly optimizer: AdamWState;
+}
+
+export interface LoadedTrainState {
+  readonly path: string;
+  readonly scalars: TrainStateScalars;
+  readonly trainable: Map<string, { shape: number[]; values: Float32Array }>;
+  readonly optimizer: AdamWState;
+}
+
+interface StateFile {
+  readonly version: number;
+  readonly optimizerStep: number;
+  readonly trainable: readonly string[];
+  readonly scalars: TrainStateScalars;
+}
+
+export function checkpointName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+/**
+ * Saves a checkpoint for `state.scalars.step` into `checkpointsDir` atomically and prunes all
+ * but the newest `keep`. Returns the checkpoint's folder.
+ */
+export async function saveTrainState(checkpointsDir: string, state: TrainStateToSave, keep = 2): Promise<string> {
+  if (!Number.isInteger(keep) || keep < 1) throw new Error(`saveTrainState: keep must be an integer >= 1, got ${keep}`);
+  const out = join(checkpointsDir, checkpointName(state.scalars.step));
+  const names = [...state.trainable.keys()];
+  for (const name of names) {
+    if (!state.optimizer.firstMoments.has(name) || !state.optimizer.secondMoments.has(name)) {
+      throw new Error(`saveTrainState: no optimizer moments for trainable tensor '${name}'`);
+    }
+  }
+  await writeAtomicFolder(out, { force: true, command: 'apex finetune (checkpoint)' }, async (tmp) => {
+    const tensors: TensorToWrite[] = [];
+    for (const [name, t] of state.trainable) {
+      tensors.push(f32(`param.${name}`, t.shape, t.values));
+      tensors.push(f32(`adam_m.${name}`, t.shape, state.optimizer.firstMoments.get(name) as Float32Array));
+      tensors.push(f32(`adam_v.${name}`, t.shape, state.optimizer.secondMoments.get(name) as Float32Array));
+    }
+    await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, { format: 'apex-train-state' });
+    const file: StateFile = { version: TRAIN_STATE_VERSION, optimizerStep: state.optimizer.step, trainable: names, scalars: state.scalars };
+    await writeFile(join(tmp, STATE_FILE), JSON.stringify(file));
+    await fsyncFile(join(tmp, STATE_FILE));
+  });
+  await pruneCheckpoints(checkpointsDir, keep);
+  return out;
+}
+
+/** Complete checkpoints in `checkpointsDir`, oldest first. */
+export async function listCheckpoints(checkpointsDir: string): Promise<{ step: number; path: string }[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(checkpointsDir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const found: { step: number; path: string }[] = [];
+  for (const name of entries) {
+    const m = CHECKPOINT_NAME.exec(name);
+    if (m === null) continue;
+    const path = join(checkpointsDir, name);
+    if (!(await isFile(join(path, STATE_FILE))) || !(await isFile(join(path, TENSORS_FILE)))) continue;
+    found.push({ step: Number(m[1]), path });
+  }
+  return found.sort((a, b) => a.step - b.step);
+}
+
+/** The newest complete checkpoint's folder, or undefined when there is none. */
+export async function latestCheckpoint(checkpointsDir: string): Promise<string | undefined> {
+  return (await listCheckpoints(checkpointsDir)).at(-1)?.path;
+}
+
+/** Reads a checkpoint written by `saveTrainState`. */
+export async function loadTrainState(path: string): Promise<LoadedTrainState> {
+  let file: StateFile;
+  try {
+    file = JSON.parse(await readFile(join(path, STATE_FILE), 'utf8')) as StateFile;
+  } catch (e) {
+    throw new InputError(`${path}: unreadable trainer checkpoint (${(e as Error).message})`, 'CHECKPOINT_UNREADABLE', { cause: e });
+  }
+  if (file.version !== TRAIN_STATE_VERSION) {
+    throw new InputError(`${path}: trainer checkpoint version ${file.version} is not supported (expected ${TRAIN_STATE_VERSION})`, 'CHECKPOINT_VERSION');
+  }
+  const tensors = await SafetensorsFile.open(join(path, TENSORS_FILE));
+  try {
+    const trainable = new Map<string, { shape: number[]; values: Float32Array }>();
+    const firstMoments = new Map<string, Float32Array>();
+    const secondMoments = new Map<string, Float32Array>();
+    for (const name of file.trainable) {
+      for (const prefix of ['param', 'adam_m', 'adam_v']) {
+        if (!tensors.has(`${prefix}.${name}`)) {
+          throw new InputError(`${path}: trainer checkpoint lacks tensor '${prefix}.${name}'`, 'CHECKPOINT_INCOMPLETE');
+        }
+      }
+      trainable.set(name, { shape: [...tensors.info(`param.${name}`).shape], values: await tensors.readFloat32(`param.${name}`) });
+      firstMoments.set(name, await tensors.readFloat32(`adam_m.${name}`));
+      secondMoments.set(name, await tensors.readFloat32(`adam_v.${name}`));
+    }
+    return { path, scalars: file.scalars, trainable, optimizer: { step: file.optimizerStep, firstMoments, secondMoments } };
+  } finally {
+    await tensors.close();
+  }
+}
+
+/** Removes all complete checkpoints but the newest `keep`. */
+async function pruneCheckpoints(checkpointsDir: string, keep: number): Promise<void> {
+  const all = await listCheckpoints(checkpointsDir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) await rm(old.path, { recursive: true, force: true });
+}
+
+function f32(name: string, shape: readonly number[], values: TrainableTensor['values']): TensorToWrite {
+  const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  return {
+    name,
+    dtype: 'F32',
+    shape,
+    data: values instanceof Float32Array ? bytes(values) : async () => bytes(await values()),
+  };
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}

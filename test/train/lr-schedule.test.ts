@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { UsageError } from '../../src/errors.js';
+import { learningRate, planForStages, warmupSteps } from '../../src/train/lr-schedule.js';
+
+describe('learning-rate plan (§5)', () => {
+  const single = { peakLr: 1e-3, totalSteps: 200, stageStarts: [0] };
+  const twoStage = { peakLr: 1e-3, totalSteps: 200, stageStarts: [0, 100] };
+
+  it('warms up linearly over 3% of all steps to the peak', () => {
+    // 3% of 200 = 6 warm-up steps: 0, 1/6, ..., 1 at step 6.
+    expect(learningRate(0, single)).toBe(0);
+    expect(learningRate(3, single)).toBeCloseTo(5e-4, 15);
+    expect(learningRate(6, single)).toBeCloseTo(1e-3, 15);
+  });
+
+  it('decays by cosine to 0 at the end of the run', () => {
+    // step 103: progress (103-6)/194 = 0.5 -> half the peak
+    expect(learningRate(103, single)).toBeCloseTo(5e-4, 15);
+    // step 50: 1e-3 * 0.5 * (1 + cos(pi * 44/194)) = 8.783564079088476e-4
+    expect(learningRate(50, single)).toBeCloseTo(8.783564079088476e-4, 15);
+    expect(learningRate(200, single)).toBe(0);
+    expect(learningRate(199, single)).toBeGreaterThan(0);
+    expect(learningRate(5000, single)).toBe(0);
+  });
+
+  it('at a stage boundary re-warms to the current rate over 0.5% of the remaining steps, then cosines to 0', () => {
+    // the first segment's rate at step 100: 1e-3 * 0.5 * (1 + cos(pi * 94/194))
+    const current = 5.242811110572242e-4;
+    for (const s of [0, 6, 50, 99]) expect(learningRate(s, twoStage)).toBe(learningRate(s, single));
+    // remaining 100 steps: warm-up max(1, floor(0.5)) = 1 step
+    expect(learningRate(100, twoStage)).toBe(0);
+    expect(learningRate(101, twoStage)).toBeCloseTo(current, 15);
+    // step 150: current * 0.5 * (1 + cos(pi * 49/99))
+    expect(learningRate(150, twoStage)).toBeCloseTo(2.662996681022655e-4, 15);
+    expect(learningRate(199, twoStage)).toBeCloseTo(1.3197665935697356e-7, 18);
+    expect(learningRate(200, twoStage)).toBe(0);
+  });
+
+  it('uses floor(0.5% of the remaining steps) for longer re-warm-ups', () => {
+    const plan = planForStages(2e-5, [1000, 1000, 1000]);
+    expect(plan).toEqual({ peakLr: 2e-5, totalSteps: 3000, stageStarts: [0, 1000, 2000] });
+    // first warm-up: 90 steps; second stage: remaining 2000 -> 10 steps; third: 1000 -> 5 steps
+    expect(learningRate(90, plan)).toBeCloseTo(2e-5, 18);
+    expect(learningRate(45, plan)).toBeCloseTo(1e-5, 18);
+    const atSecond = 2e-5 * 0.5 * (1 + Math.cos((Math.PI * (1000 - 90)) / 2910));
+    expect(learningRate(1005, plan)).toBeCloseTo(atSecond / 2, 18);
+    expect(learningRate(1010, plan)).toBeCloseTo(atSecond, 18);
+    const atThird = atSecond * 0.5 * (1 + Math.cos((Math.PI * (1000 - 10)) / 1990));
+    expect(learningRate(2005, plan)).toBeCloseTo(atThird, 18);
+    expect(learningRate(2004, plan)).toBeCloseTo((atThird * 4) / 5, 18);
+    expect(learningRate(3000, plan)).toBe(0);
+  });
+
+  it('has at least one warm-up step for tiny runs', () => {
+    expect(warmupSteps(10, 0.03)).toBe(1);
+    expect(warmupSteps(0, 0.03)).toBe(0);
+    const plan = { peakLr: 1, totalSteps: 4, stageStarts: [0, 2] };
+    // segment 0: w=1, n=4: step 1 -> 1, step 2 -> 0.5*(1+cos(pi/3)) = 0.75
+    expect(learningRate(1, plan)).toBe(1);
+    expect(learningRate(2, plan)).toBe(0);
+    expect(learningRate(3, plan)).toBeCloseTo(0.75, 15);
+  });
+
+  it('rejects malformed plans', () => {
+    expect(() => learningRate(0, { peakLr: 1, totalSteps: 10, stageStarts: [5, 3] })).toThrow(UsageError);
+    expect(() => learningRate(0, { peakLr: 1, totalSteps: 10, stageStarts: [10] })).toThrow(UsageError);
+    expect(() => learningRate(0, { peakLr: -1, totalSteps: 10, stageStarts: [] })).toThrow(UsageError);
+    expect(() => planForStages(1, [0])).toThrow(UsageError);
+  });
+});

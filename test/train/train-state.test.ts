@@ -1,0 +1,121 @@
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.js';
+import { Rng } from '../../src/util/rng.js';
+import {
+  type TrainStateToSave,
+  checkpointName,
+  latestCheckpoint,
+  listCheckpoints,
+  loadTrainState,
+  saveTrainState,
+} from '../../src/train/train-state.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'apex-train-state-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function state(step: number): TrainStateToSave {
+  const rng = new Rng(step);
+  const values = (n: number) => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
+  const w = values(6);
+  w[0] = -0; // bit patterns survive, signed zero included
+  w[1] = 1e-40; // subnormal
+  return {
+    scalars: {
+      stage: 2,
+      step,
+      globalStep: 100 + step,
+      tokens: 4096 * step,
+      data: { epoch: 1, index: 17 * step, shuffleSeed: 42 },
+      rng: rng.state(),
+      lrPlan: { peakLr: 2e-5, totalSteps: 200, stageStarts: [0, 100] },
+    },
+    trainable: new Map([
+      ['model.layers.0.self_attn.v_proj.weight', { shape: [2, 3], values: w }],
+      ['model.layers.0.mlp.apex.a', { shape: [4], values: () => Float32Array.from([1, 1.5, 0.25, step]) }],
+    ]),
+    optimizer: {
+      step,
+      firstMoments: new Map([
+        ['model.layers.0.self_attn.v_proj.weight', values(6)],
+        ['model.layers.0.mlp.apex.a', values(4)],
+      ]),
+      secondMoments: new Map([
+        ['model.layers.0.self_attn.v_proj.weight', values(6)],
+        ['model.layers.0.mlp.apex.a', values(4)],
+      ]),
+    },
+  };
+}
+
+function bits(a: Float32Array): number[] {
+  return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+}
+
+describe('trainer-state checkpoints', () => {
+  it('round-trips tensors bit-exactly and scalars exactly', async () => {
+    const saved = state(5);
+    const path = await saveTrainState(dir, saved);
+    expect(path).toBe(join(dir, 'step-00000005'));
+    const loaded = await loadTrainState(path);
+    expect(loaded.scalars).toEqual(saved.scalars);
+    expect(loaded.optimizer.step).toBe(5);
+    const w = loaded.trainable.get('model.layers.0.self_attn.v_proj.weight')!;
+    expect(w.shape).toEqual([2, 3]);
+    expect(bits(w.values)).toEqual(bits(saved.trainable.get('model.layers.0.self_attn.v_proj.weight')!.values as Float32Array));
+    expect(Array.from(loaded.trainable.get('model.layers.0.mlp.apex.a')!.values)).toEqual([1, 1.5, 0.25, 5]);
+    for (const [name, m] of saved.optimizer.firstMoments) expect(bits(loaded.optimizer.firstMoments.get(name)!)).toEqual(bits(m));
+    for (const [name, v] of saved.optimizer.secondMoments) expect(bits(loaded.optimizer.secondMoments.get(name)!)).toEqual(bits(v));
+    // the restored RNG continues the same stream
+    const original = Rng.fromState([...saved.scalars.rng]);
+    const restored = Rng.fromState([...loaded.scalars.rng]);
+    expect(restored.nextUint32()).toBe(original.nextUint32());
+  });
+
+  it('keeps the newest N and finds the latest complete checkpoint', async () => {
+    expect(await latestCheckpoint(dir)).toBeUndefined();
+    expect(await latestCheckpoint(join(dir, 'missing'))).toBeUndefined();
+    for (const step of [2, 4, 6, 8]) await saveTrainState(dir, state(step), 3);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([4, 6, 8]);
+    expect(await latestCheckpoint(dir)).toBe(join(dir, checkpointName(8)));
+    // nothing but the checkpoints is left behind (no temporary folders, no locks)
+    expect((await readdir(dir)).sort()).toEqual(['step-00000004', 'step-00000006', 'step-00000008']);
+  });
+
+  it('ignores incomplete checkpoints: temporary folders and folders without their files', async () => {
+    await saveTrainState(dir, state(3));
+    // a writer killed before its rename leaves a temporary folder with a higher step
+    await mkdir(join(dir, 'step-00000009.tmp-999999-abcd'));
+    await writeFile(join(dir, 'step-00000009.tmp-999999-abcd', 'state.json'), '{}');
+    // a folder with the final name but no tensors (not written by saveTrainState)
+    await mkdir(join(dir, 'step-00000010'));
+    await writeFile(join(dir, 'step-00000010', 'state.json'), '{}');
+    expect(await latestCheckpoint(dir)).toBe(join(dir, 'step-00000003'));
+  });
+
+  it('replaces a checkpoint of the same step', async () => {
+    await saveTrainState(dir, state(7));
+    const again = state(7);
+    const replaced: TrainStateToSave = { ...again, scalars: { ...again.scalars, tokens: 1 } };
+    await saveTrainState(dir, replaced);
+    expect((await loadTrainState(join(dir, 'step-00000007'))).scalars.tokens).toBe(1);
+  });
+
+  it('refuses trainables without moments and unreadable checkpoints', async () => {
+    const s = state(1);
+    const bad: TrainStateToSave = { ...s, optimizer: { ...s.optimizer, firstMoments: new Map() } };
+    await expect(saveTrainState(dir, bad)).rejects.toThrow(/no optimizer moments/);
+    expect(await latestCheckpoint(dir)).toBeUndefined();
+    await mkdir(join(dir, 'broken'));
+    await writeFile(join(dir, 'broken', 'state.json'), '{"version": 99}');
+    await expect(loadTrainState(join(dir, 'broken'))).rejects.toThrow(InputError);
+    await expect(loadTrainState(join(dir, 'nothing'))).rejects.toThrow(/unreadable/);
+  });
+});
