@@ -1,0 +1,288 @@
+/**
+ * Resolves the configuration of `apex run`: schema defaults, then the embedded default (when
+ * there is no config file) or the config file, then `key=value` overrides; every key checked,
+ * every problem collected and reported at once (exit 2) before any heavy work.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { LineCounter, isMap, isScalar, parseDocument, type Node as YamlNode } from 'yaml';
+import { InputError, UsageError } from '../errors.js';
+import { expandHome } from '../io/hf-cache.js';
+import { parseRepoArgument } from '../io/resolve-model.js';
+import { applyRunRules } from './config-rules.js';
+import { BUILTIN_PREFIX, CONFIG_SCHEMA, type LeafNode, type ResolvedConfig } from './config-schema.js';
+import { embeddedDefaultConfig } from './default-config.js';
+import {
+  checkValue,
+  emptyCheckResult,
+  expectation,
+  formatProblem,
+  joinPath,
+  nodeAtPath,
+  schemaLeaves,
+  type CheckResult,
+  type ConfigProblem,
+  type Locator,
+} from './schema-check.js';
+
+/** Where a resolved value came from. */
+export type ConfigSource = 'default' | 'file' | 'override';
+
+export interface ResolvedRunConfig {
+  readonly config: ResolvedConfig;
+  /** Source of every key, by dotted path (`stages.count`). */
+  readonly sources: Readonly<Record<string, ConfigSource>>;
+  /** The config file as given, or null for the embedded default. */
+  readonly file: string | null;
+}
+
+export interface ResolveConfigOptions {
+  /** A YAML config file; without one the embedded default applies. */
+  readonly file?: string;
+  /** `key=value` overrides, applied in order after the file. */
+  readonly overrides?: readonly string[];
+  /** Folder that relative paths from defaults and overrides are resolved against. */
+  readonly cwd: string;
+}
+
+/** Every problem of a config at once, one line each, naming the key path (exit 2). */
+export class ConfigValidationError extends UsageError {
+  readonly problems: readonly ConfigProblem[];
+  constructor(problems: readonly ConfigProblem[]) {
+    const count = problems.length === 1 ? '1 problem' : `${problems.length} problems`;
+    super(`invalid configuration (${count}):\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`, 'CONFIG_INVALID');
+    this.problems = problems;
+  }
+}
+
+/** Config files are a few kilobytes; anything this large is not one. */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/** One source of values: its checked leaves, the folder its relative paths start from, and where its keys were written. */
+interface Layer {
+  readonly source: ConfigSource;
+  readonly baseDir: string;
+  readonly check: CheckResult;
+  readonly locate: Locator;
+}
+
+const LEAVES = schemaLeaves(CONFIG_SCHEMA);
+
+function defaultsLayer(cwd: string): Layer {
+  const check = emptyCheckResult();
+  for (const { path: key, node } of LEAVES) {
+    if (node.default !== undefined) check.leaves.set(key, node.default);
+  }
+  return { source: 'default', baseDir: cwd, check, locate: () => undefined };
+}
+
+function embeddedLayer(cwd: string): Layer {
+  const check = emptyCheckResult();
+  const locate = (): string => 'embedded default';
+  checkValue(CONFIG_SCHEMA, CONFIG_SCHEMA, embeddedDefaultConfig(), '', check, locate);
+  return { source: 'default', baseDir: cwd, check, locate };
+}
+
+/** The first line of a yaml error, without the position the message repeats. */
+function yamlMessage(message: string): string {
+  return (message.split('\n')[0] ?? message).replace(/ at line \d+, column \d+:?$/, '');
+}
+
+/** Line of every key in the document, by dotted path. */
+function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out: Map<string, number>): void {
+  if (!isMap(node)) return;
+  for (const pair of node.items) {
+    const keyNode = pair.key as YamlNode | null;
+    const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
+    const keyPath = joinPath(prefix, key);
+    if (keyNode?.range) out.set(keyPath, lines.linePos(keyNode.range[0]).line);
+    keyLines(pair.value as YamlNode | null, keyPath, lines, out);
+  }
+}
+
+/** The text of a config file; InputError (exit 3) when it cannot be read, UsageError when it is far too large to be one. */
+async function readConfigText(file: string, absolute: string): Promise<string> {
+  let size: number;
+  try {
+    size = (await stat(absolute)).size;
+  } catch (err) {
+    throw new InputError(`config file ${file}: ${(err as Error).message}`, 'CONFIG_UNREADABLE', { cause: err });
+  }
+  if (size > MAX_CONFIG_BYTES) throw new UsageError(`config file ${file} is ${size} bytes; a config file is a few kilobytes`, 'CONFIG_INVALID');
+  try {
+    return await readFile(absolute, 'utf8');
+  } catch (err) {
+    throw new InputError(`config file ${file}: ${(err as Error).message}`, 'CONFIG_UNREADABLE', { cause: err });
+  }
+}
+
+async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): Promise<Layer> {
+  const absolute = path.resolve(cwd, file);
+  const check = emptyCheckResult();
+  const layer: Layer = { source: 'file', baseDir: path.dirname(absolute), check, locate: () => file };
+  const text = await readConfigText(file, absolute);
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) {
+      const pos = e.linePos?.[0];
+      problems.push({ path: '', where: pos ? `${file}:${pos.line}:${pos.col}` : file, message: `YAML syntax error: ${yamlMessage(e.message)}` });
+    }
+    for (const leaf of LEAVES) check.failed.add(leaf.path); // unknown content: no "required" noise
+    return layer;
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    problems.push({ path: '', where: file, message: `YAML error: ${(err as Error).message}` });
+    for (const leaf of LEAVES) check.failed.add(leaf.path);
+    return layer;
+  }
+  const lines = new Map<string, number>();
+  keyLines(doc.contents as YamlNode | null, '', lineCounter, lines);
+  const locate: Locator = (keyPath) => {
+    // The key itself, else the closest enclosing key that was written (a list item's list).
+    for (let p = keyPath, parent = ''; p !== ''; p = parent) {
+      const line = lines.get(p);
+      if (line !== undefined) return `${file}:${line}`;
+      parent = p.replace(/(\[\d+\]|\.?[^.[]+)$/, '');
+      if (parent === p) break;
+    }
+    return file;
+  };
+  checkValue(CONFIG_SCHEMA, CONFIG_SCHEMA, value, '', check, locate);
+  problems.push(...check.problems);
+  return { ...layer, locate };
+}
+
+/** Parses `key=value` (value as YAML: scalars, `[a, b]`, `{k: v}`; empty means null). */
+function overridesLayer(overrides: readonly string[], cwd: string, problems: ConfigProblem[]): Layer {
+  const check = emptyCheckResult();
+  const origin = new Map<string, string>();
+  for (const text of overrides) {
+    const where = `override '${text}'`;
+    const eq = text.indexOf('=');
+    const key = eq > 0 ? text.slice(0, eq).trim() : '';
+    if (key === '' || /\s/.test(key)) {
+      problems.push({ path: '', where, message: 'expected key=value, e.g. stages.count=3 or data.train=[a.txt,b.txt]' });
+      continue;
+    }
+    const found = nodeAtPath(CONFIG_SCHEMA, key, where);
+    if ('problem' in found) {
+      problems.push(found.problem);
+      continue;
+    }
+    const valueText = text.slice(eq + 1);
+    const doc = parseDocument(valueText, { uniqueKeys: true });
+    if (doc.errors.length > 0) {
+      problems.push({ path: key, where, message: `value is not valid YAML (${yamlMessage(doc.errors[0]!.message)}); quote it` });
+      continue;
+    }
+    const value: unknown = valueText.trim() === '' ? null : doc.toJS({ maxAliasCount: 100 });
+    const single = emptyCheckResult();
+    checkValue(CONFIG_SCHEMA, found.node, value, key, single, () => where);
+    problems.push(...single.problems);
+    for (const [leaf, v] of single.leaves) {
+      check.leaves.set(leaf, v);
+      origin.set(leaf, where);
+    }
+    for (const leaf of single.failed) check.failed.add(leaf);
+  }
+  return { source: 'override', baseDir: cwd, check, locate: (p) => origin.get(p) ?? origin.get(p.replace(/\[\d+\]$/, '')) };
+}
+
+function resolvePath(value: string, baseDir: string): string {
+  return path.resolve(baseDir, expandHome(value));
+}
+
+/**
+ * A local folder resolved to an absolute path, or a Hub id `org/name[@rev]` kept as written;
+ * the same reading as the model argument of every command (src/io/resolve-model.ts).
+ */
+function resolveModel(value: string, baseDir: string): { value: string } | { problem: string } {
+  const looksLikePath = /^(\.{1,2}([/\\]|$)|[/\\~])/.test(value);
+  if (looksLikePath || existsSync(path.resolve(baseDir, value))) return { value: resolvePath(value, baseDir) };
+  try {
+    parseRepoArgument(value);
+    return { value };
+  } catch {
+    return { problem: `'${value}' is neither an existing folder nor a Hub id org/name[@revision] (start a local path with ./)` };
+  }
+}
+
+/** The leaf with its paths resolved, or why it cannot be. */
+function resolveLeaf(node: LeafNode, value: unknown, baseDir: string): { value: unknown } | { problem: string } {
+  if (value === null) return { value };
+  if (node.kind === 'path') return node.role === 'model' ? resolveModel(value as string, baseDir) : { value: resolvePath(value as string, baseDir) };
+  if (node.kind === 'sources') return { value: (value as string[]).map((s) => (s.startsWith(BUILTIN_PREFIX) ? s : resolvePath(s, baseDir))) };
+  return { value };
+}
+
+function setAt(target: Record<string, unknown>, keyPath: string, value: unknown): void {
+  const keys = keyPath.split('.');
+  let obj = target;
+  for (const key of keys.slice(0, -1)) {
+    obj[key] ??= {};
+    obj = obj[key] as Record<string, unknown>;
+  }
+  obj[keys[keys.length - 1]!] = value;
+}
+
+/**
+ * The resolved config: every default filled, paths absolute (relative to the config file's
+ * folder for values from the file, to `cwd` for defaults and overrides), contradictions
+ * checked. Throws ConfigValidationError listing every problem, or InputError when the file
+ * cannot be read.
+ */
+export async function resolveConfig(options: ResolveConfigOptions): Promise<ResolvedRunConfig> {
+  const { cwd } = options;
+  const problems: ConfigProblem[] = [];
+  const layers: Layer[] = [defaultsLayer(cwd)];
+  if (options.file === undefined) {
+    const embedded = embeddedLayer(cwd);
+    problems.push(...embedded.check.problems);
+    layers.push(embedded);
+  } else {
+    layers.push(await fileLayer(options.file, cwd, problems));
+  }
+  const overrides = overridesLayer(options.overrides ?? [], cwd, problems);
+  layers.push(overrides);
+
+  const config: Record<string, unknown> = {};
+  const sources: Record<string, ConfigSource> = {};
+  const failed = new Set(layers.flatMap((l) => [...l.check.failed]));
+  const locators = new Map<string, Locator>();
+  for (const { path: key, node } of LEAVES) {
+    const layer = layers.findLast((l) => l.check.leaves.has(key));
+    if (layer === undefined) {
+      if (!failed.has(key)) {
+        problems.push({ path: key, message: `is required: ${expectation(node)}`, where: options.file });
+      }
+      failed.add(key);
+      setAt(config, key, node.kind === 'sources' ? [] : '');
+      sources[key] = 'default';
+      continue;
+    }
+    const leaf = resolveLeaf(node, layer.check.leaves.get(key), layer.baseDir);
+    if ('problem' in leaf) {
+      problems.push({ path: key, message: leaf.problem, where: layer.locate(key) });
+      failed.add(key);
+    }
+    setAt(config, key, 'value' in leaf ? leaf.value : layer.check.leaves.get(key));
+    sources[key] = layer.source;
+    locators.set(key, layer.locate);
+  }
+
+  const resolved = config as unknown as ResolvedConfig;
+  problems.push(
+    ...applyRunRules(resolved, {
+      explicit: (key) => sources[key] === 'file' || sources[key] === 'override',
+      failed: (key) => failed.has(key),
+      locate: (key) => locators.get(key)?.(key),
+    }),
+  );
+  if (problems.length > 0) throw new ConfigValidationError(problems);
+  return { config: resolved, sources, file: options.file ?? null };
+}
