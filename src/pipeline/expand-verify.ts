@@ -1,0 +1,149 @@
+/**
+ * Hashing and verification for `apex expand`. One sequential read per shard file gives its
+ * sha256 (recorded in apex_run.json) and, for the tensors asked for, per-tensor digests:
+ * sha256 of the tensors copied byte for byte (the output's must equal the input's) and crc32
+ * of the computed ones (the output's must equal that of the bytes apex encoded, whose
+ * finiteness was checked before they were written). The finished temporary folder is
+ * re-opened with the strict reader (headers, index cross-checks), and must hold exactly the
+ * input's tensors with unchanged shapes and the planned dtypes.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { VerificationError } from '../errors.js';
+import { Checkpoint } from '../io/checkpoint.js';
+import { SafetensorsFile } from '../io/safetensors-reader.js';
+import type { ExpandPlan } from './expand-plan.js';
+
+/** Read size of the hashing pass (counted in EXPAND_IO_BYTES). */
+const HASH_CHUNK_BYTES = 16 * 2 ** 20;
+
+export interface ShardDigest {
+  readonly file: string;
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly tensorSha256: ReadonlyMap<string, string>;
+  readonly tensorCrc32: ReadonlyMap<string, number>;
+}
+
+export interface DigestRequest {
+  /** Tensors whose sha256 is wanted. */
+  readonly sha256?: ReadonlySet<string>;
+  /** Tensors whose crc32 is wanted. */
+  readonly crc32?: ReadonlySet<string>;
+}
+
+/** sha256 of a whole safetensors file plus the requested per-tensor digests, in one read. */
+export async function digestShard(dir: string, file: string, want: DigestRequest, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<ShardDigest> {
+  const path = join(dir, file);
+  const st = await SafetensorsFile.open(path);
+  const { dataOffset } = st.header;
+  const tensors = st.tensors;
+  const size = st.fileSize;
+  await st.close();
+  const fileHash = createHash('sha256');
+  const shaOf = new Map<string, Hash>();
+  const crcOf = new Map<string, number>();
+  const handle = await open(path, 'r');
+  try {
+    const buffer = new Uint8Array(Math.min(HASH_CHUNK_BYTES, Math.max(size, 1)));
+    let next = 0; // first tensor that may still overlap the stream
+    for (let pos = 0; pos < size;) {
+      signal?.throwIfAborted();
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, size - pos), pos);
+      if (bytesRead === 0) throw new VerificationError(`${path}: ended at byte ${pos} of ${size} while hashing (changed while apex was reading it?)`);
+      const chunk = buffer.subarray(0, bytesRead);
+      fileHash.update(chunk);
+      const end = pos + bytesRead;
+      for (let i = next; i < tensors.length; i++) {
+        const t = tensors[i]!;
+        const b = dataOffset + t.begin;
+        const e = dataOffset + t.end;
+        if (b >= end) break;
+        if (e <= pos) {
+          next = i + 1;
+          continue;
+        }
+        const part = chunk.subarray(Math.max(b, pos) - pos, Math.min(e, end) - pos);
+        if (want.sha256?.has(t.name)) {
+          let h = shaOf.get(t.name);
+          if (!h) shaOf.set(t.name, (h = createHash('sha256')));
+          h.update(part);
+        }
+        if (want.crc32?.has(t.name)) crcOf.set(t.name, crc32(part, crcOf.get(t.name) ?? 0));
+      }
+      onBytes?.(bytesRead);
+      pos = end;
+    }
+  } finally {
+    await handle.close();
+  }
+  const tensorSha256 = new Map<string, string>();
+  for (const t of tensors) {
+    if (!want.sha256?.has(t.name)) continue;
+    tensorSha256.set(t.name, (shaOf.get(t.name) ?? createHash('sha256')).digest('hex'));
+  }
+  const tensorCrc32 = new Map<string, number>();
+  for (const t of tensors) if (want.crc32?.has(t.name)) tensorCrc32.set(t.name, crcOf.get(t.name) ?? 0);
+  return { file, bytes: size, sha256: fileHash.digest('hex'), tensorSha256, tensorCrc32 };
+}
+
+export interface ExpandVerification {
+  /** The finished temporary folder. */
+  readonly dir: string;
+  readonly input: Checkpoint;
+  readonly plan: ExpandPlan;
+  /** sha256 of every copied tensor of the input, by name. */
+  readonly inputTensorSha256: ReadonlyMap<string, string>;
+  /** crc32 of the bytes encoded for every computed tensor, by name. */
+  readonly producedCrc32: ReadonlyMap<string, number>;
+  readonly signal?: AbortSignal;
+  readonly onBytes?: (n: number) => void;
+}
+
+/** Checks the written folder; returns the digests of its shards. Throws VerificationError. */
+export async function verifyExpandedCheckpoint(v: ExpandVerification): Promise<ShardDigest[]> {
+  let out: Checkpoint;
+  try {
+    out = await Checkpoint.open(v.dir);
+  } catch (e) {
+    throw new VerificationError(`the written checkpoint does not read back: ${(e as Error).message}`);
+  }
+  try {
+    const planned = new Map(v.plan.tensors.map((t) => [t.name, t]));
+    const names = out.tensorNames();
+    for (const name of names) if (!planned.has(name)) throw new VerificationError(`the written checkpoint holds '${name}', which the input does not`);
+    for (const t of v.plan.tensors) {
+      if (!out.has(t.name)) throw new VerificationError(`the written checkpoint lacks '${t.name}'`);
+      const w = out.info(t.name);
+      const inShape = v.input.info(t.name).shape;
+      if (JSON.stringify(w.shape) !== JSON.stringify(inShape)) {
+        throw new VerificationError(`'${t.name}' was written with shape [${w.shape.join(', ')}] but the input's is [${inShape.join(', ')}]`);
+      }
+      if (w.dtype !== t.outDtype) throw new VerificationError(`'${t.name}' was written as ${w.dtype}, planned ${t.outDtype}`);
+    }
+    if (out.index) {
+      const total = out.index.metadata.total_size;
+      if (total !== undefined && total !== out.totalBytes()) {
+        throw new VerificationError(`the written index says total_size ${String(total)} but the shards hold ${out.totalBytes()} bytes of tensors`);
+      }
+    }
+    const copied = new Set(v.plan.tensors.filter((t) => t.reasons.length === 0).map((t) => t.name));
+    const computed = new Set(v.plan.tensors.filter((t) => t.reasons.length > 0).map((t) => t.name));
+    const digests: ShardDigest[] = [];
+    for (const file of out.shardFiles) {
+      const d = await digestShard(v.dir, file, { sha256: copied, crc32: computed }, v.signal, v.onBytes);
+      for (const [name, sha] of d.tensorSha256) {
+        if (sha !== v.inputTensorSha256.get(name)) throw new VerificationError(`copied tensor '${name}' differs from the input's (sha256 mismatch)`);
+      }
+      for (const [name, crc] of d.tensorCrc32) {
+        if (crc !== v.producedCrc32.get(name)) throw new VerificationError(`computed tensor '${name}' on disk differs from the bytes apex encoded (crc32 mismatch)`);
+      }
+      digests.push(d);
+    }
+    return digests;
+  } finally {
+    await out.close();
+  }
+}
