@@ -1,0 +1,87 @@
+/**
+ * What an analysis was computed from, recorded so a reader (or a later stage) can tell whether
+ * a score file belongs to a checkpoint: the model's shape and sha256 fingerprints of its files
+ * (config.json, plus the shard index of a sharded checkpoint, or the single weights file of an
+ * unsharded one; an index names every shard's tensors and sizes, so hashing it avoids reading
+ * tens of gigabytes), and apex's version.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { INDEX_FILE, type Checkpoint } from '../io/checkpoint.js';
+import type { ModelSpec } from '../model/model-spec.js';
+import { packageRoot } from '../train/data-corpus.js';
+
+export interface FileFingerprint {
+  readonly file: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export interface ModelRecord {
+  /** The resolved local folder. */
+  readonly path: string;
+  readonly architecture: string;
+  readonly config: {
+    readonly numLayers: number;
+    readonly hiddenSize: number;
+    readonly numHeads: number;
+    readonly numKvHeads: number;
+    readonly headDim: number;
+    readonly intermediateSize: number;
+    readonly vocabSize: number;
+    readonly tieWordEmbeddings: boolean;
+  };
+  /** Stored dtype(s) of the layer weights, e.g. ["BF16"]. */
+  readonly dtypes: string[];
+  readonly parameters: number;
+  /** `index`: config.json and the shard index are hashed; `weights`: config.json and model.safetensors. */
+  readonly fingerprint: 'index' | 'weights';
+  readonly files: FileFingerprint[];
+}
+
+export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<FileFingerprint> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    signal?.throwIfAborted();
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { file: path, bytes, sha256: hash.digest('hex') };
+}
+
+export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signal?: AbortSignal): Promise<ModelRecord> {
+  const sharded = checkpoint.index !== undefined;
+  const names = ['config.json', sharded ? INDEX_FILE : checkpoint.shardFiles[0]!];
+  const files: FileFingerprint[] = [];
+  for (const name of names) {
+    const fp = await sha256OfFile(join(checkpoint.dir, name), signal);
+    files.push({ ...fp, file: name });
+  }
+  const dtypes = [...new Set(checkpoint.tensors().map((t) => t.dtype))].sort();
+  const parameters = checkpoint.tensors().reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0);
+  return {
+    path: checkpoint.dir,
+    architecture: spec.architecture,
+    config: {
+      numLayers: spec.numLayers,
+      hiddenSize: spec.hiddenSize,
+      numHeads: spec.numHeads,
+      numKvHeads: spec.numKvHeads,
+      headDim: spec.headDim,
+      intermediateSize: spec.intermediateSize,
+      vocabSize: spec.vocabSize,
+      tieWordEmbeddings: spec.tieWordEmbeddings,
+    },
+    dtypes,
+    parameters,
+    fingerprint: sharded ? 'index' : 'weights',
+    files,
+  };
+}
+
+/** apex's version from its package.json. */
+export function apexVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
