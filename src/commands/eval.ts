@@ -1,0 +1,95 @@
+/**
+ * `apex eval <model>`: mean next-token NLL and perplexity of a model on data, with the
+ * layer-streaming forward pass (memory about one layer, whatever the depth).
+ */
+import { Args, Flags } from '@oclif/core';
+import { ApexCommand } from '../cli/base-command.js';
+import { parseByteSize } from '../io/byte-size.js';
+import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
+import { openModelForCompute } from '../model/open-model.js';
+import { evaluateNll } from '../model/streaming-forward.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import { BUILTIN_CORPORA, loadSequences, type DataSpecRecord } from '../train/data.js';
+
+export interface EvalResult {
+  model: string;
+  modelDir: string;
+  backend: BackendName;
+  backendDetail: string;
+  meanNll: number;
+  perplexity: number;
+  tokens: number;
+  sequences: number;
+  seqLen: number;
+  chunkSequences: number;
+  seconds: number;
+  tokensPerSecond: number;
+  data: DataSpecRecord;
+}
+
+export default class Eval extends ApexCommand<EvalResult> {
+  static override description = 'Mean next-token NLL and perplexity of a model on text or token ids.';
+  static override examples = [
+    '<%= config.bin %> eval ./my-model --data notes/ --seq-len 256 --samples 64',
+    '<%= config.bin %> eval ./stories260K --input-ids calib.safetensors --json',
+  ];
+  static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
+  static override flags = {
+    data: Flags.string({ description: 'Text files/folders or JSONL (text or chat messages).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
+    'input-ids': Flags.string({ description: 'Pre-tokenized ids: a safetensors file with one I32/I64 [B, T] tensor.', exclusive: ['data', 'corpus'] }),
+    corpus: Flags.string({ description: 'Built-in corpus used when no data is given.', options: [...BUILTIN_CORPORA], default: 'in-domain' }),
+    'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
+    'batch-size': Flags.integer({ description: 'Sequences per forward chunk (fewer when --max-memory requires).', default: 8, min: 1 }),
+    samples: Flags.integer({ description: 'Evaluate a seeded sample of this many sequences (default: all).', min: 1 }),
+    seed: Flags.integer({ description: 'Seed of the sample.', default: 0 }),
+    backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
+    'max-memory': Flags.string({ description: 'Memory budget for weights and activations, e.g. 2GiB.', default: '4GiB' }),
+  };
+
+  protected async execute(): Promise<EvalResult> {
+    const { args, flags } = await this.parse(Eval);
+    const maxMemoryBytes = parseByteSize(flags['max-memory'], '--max-memory');
+    const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
+    try {
+      opened.warnings.forEach((w) => this.note(w));
+      const tokenizer = flags['input-ids'] ? undefined : await loadTokenizer(opened.resolved.dir);
+      const set = await loadSequences({
+        ...(flags.data ? { data: flags.data } : flags['input-ids'] ? { inputIds: flags['input-ids'] } : { builtin: flags.corpus }),
+        ...(tokenizer ? { tokenizer } : {}),
+        seqLen: flags['seq-len'],
+        ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
+        seed: flags.seed,
+      });
+      const started = performance.now();
+      const result = await evaluateNll(opened.source, set.sequences, {
+        batchSize: flags['batch-size'],
+        maxMemoryBytes,
+        ...(set.lossMasks ? { lossMasks: set.lossMasks } : {}),
+        signal: this.abort.signal,
+        onProgress: (p) => this.progress.update(`${p.stage === 'layer' ? 'layer' : 'lm_head block'} ${p.done}/${p.total}`),
+      });
+      const seconds = (performance.now() - started) / 1000;
+      this.progress.stop();
+      const processed = set.sequences.reduce((a, s) => a + s.length, 0);
+      this.say(`mean NLL ${result.meanNll.toFixed(4)}  perplexity ${result.perplexity.toFixed(3)}  (${result.tokens} targets in ${set.sequences.length} × ${set.seqLen} tokens)`);
+      this.say(`backend ${opened.backend.name}, ${seconds.toFixed(1)} s, ${(processed / seconds).toFixed(0)} tokens/s`);
+      return {
+        model: args.model,
+        modelDir: opened.resolved.dir,
+        backend: opened.backend.name,
+        backendDetail: opened.backend.detail,
+        meanNll: result.meanNll,
+        perplexity: result.perplexity,
+        tokens: result.tokens,
+        sequences: set.sequences.length,
+        seqLen: set.seqLen,
+        chunkSequences: result.plan.chunkSequences,
+        seconds,
+        tokensPerSecond: processed / seconds,
+        data: set.source,
+      };
+    } finally {
+      await opened.checkpoint.close();
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * `apex generate <model>`: greedy or sampled continuation of a text prompt or of token ids;
+ * prints text (when the model has a tokenizer) and ids, and can save the ids as an
+ * `--input-ids` file (calibration data for a model without a tokenizer).
+ */
+import { Args, Flags } from '@oclif/core';
+import { ApexCommand } from '../cli/base-command.js';
+import { UsageError } from '../errors.js';
+import { parseByteSize } from '../io/byte-size.js';
+import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
+import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
+import { generate } from '../model/generate.js';
+import { chooseGenerationSource } from '../model/generation-source.js';
+import { openModelForCompute } from '../model/open-model.js';
+import { buildPrompts, paddedIds } from '../model/prompts.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+
+export interface GenerateCommandResult {
+  model: string;
+  backend: BackendName;
+  backendDetail: string;
+  /** Whether all weights were held in memory (else streamed from disk every step). */
+  resident: boolean;
+  sequences: { ids: number[]; generatedIds: number[]; text?: string; generatedText?: string; stopped: boolean }[];
+  idsOut?: string;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export default class Generate extends ApexCommand<GenerateCommandResult> {
+  static override description = 'Continue a prompt (text or token ids) greedily or by sampling.';
+  static override examples = [
+    '<%= config.bin %> generate ./my-model --prompt "The president said" --max-new-tokens 40',
+    '<%= config.bin %> generate ./stories260K --max-new-tokens 127 --temperature 1 --seed 3 --ids-out calib.safetensors',
+  ];
+  static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
+  static override flags = {
+    prompt: Flags.string({ description: 'Prompt text (needs the model\'s tokenizer). Default: just the BOS token.', exclusive: ['input-ids'] }),
+    'input-ids': Flags.string({ description: 'Prompts as token ids: one I32/I64 [B, T] safetensors tensor (each row one prompt).' }),
+    'max-new-tokens': Flags.integer({ description: 'Tokens to generate per prompt.', default: 64, min: 0 }),
+    temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy.', default: '0' }),
+    'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
+    seed: Flags.integer({ description: 'Sampling seed.', default: 0 }),
+    'ids-out': Flags.string({ description: 'Write prompt + generated ids as an I32 [B, T] tensor `input_ids` to this safetensors file.' }),
+    backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
+    'max-memory': Flags.string({ description: 'Hold all weights in memory only below this budget (else stream layers every step).', default: '4GiB' }),
+  };
+
+  protected async execute(): Promise<GenerateCommandResult> {
+    const { args, flags } = await this.parse(Generate);
+    const temperature = Number(flags.temperature);
+    const topP = Number(flags['top-p']);
+    if (!Number.isFinite(temperature) || temperature < 0) throw new UsageError(`--temperature must be a number ≥ 0, got '${flags.temperature}'`);
+    if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${flags['top-p']}'`);
+    const budget = parseByteSize(flags['max-memory'], '--max-memory');
+    const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
+    try {
+      opened.warnings.forEach((w) => this.note(w));
+      const tokenizer = await loadTokenizer(opened.resolved.dir);
+      const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec });
+      const stops = [...new Set([...opened.spec.eosTokenIds, ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
+      const P = prompts[0]!.length;
+      const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
+      if (!chosen.resident) this.note(`the model needs about ${(chosen.residentBytes / 2 ** 30).toFixed(1)} GiB in memory, above --max-memory: streaming its layers from disk at every step (slow)`);
+      const started = performance.now();
+      let out;
+      try {
+        out = await generate(chosen.source, prompts, {
+          maxNewTokens: flags['max-new-tokens'], temperature, topP, seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
+          onStep: (s, n) => this.progress.update(`token ${s}/${n}`),
+        });
+      } finally {
+        chosen.dispose();
+      }
+      const seconds = (performance.now() - started) / 1000;
+      this.progress.stop();
+      const sequences = out.sequences.map((ids, b) => ({
+        ids: Array.from(ids),
+        generatedIds: Array.from(out.generated[b]!),
+        ...(tokenizer ? { text: tokenizer.decode(ids), generatedText: tokenizer.decode(out.generated[b]!) } : {}),
+        stopped: out.stopped[b]!,
+      }));
+      for (const s of sequences) this.say(s.text !== undefined ? `${s.text}\n[ids] ${s.ids.join(' ')}` : s.ids.join(' '));
+      if (flags['ids-out']) {
+        const { ids, shape } = paddedIds(out.sequences, tokenizer?.padId ?? opened.spec.padTokenId ?? stops[0] ?? 0);
+        await writeSafetensors(flags['ids-out'], [i32Tensor('input_ids', shape, ids)]);
+        this.say(`wrote ${shape[0]} × ${shape[1]} ids to ${flags['ids-out']}`);
+      }
+      const generatedCount = out.generated.reduce((a, g) => a + g.length, 0);
+      return {
+        model: args.model, backend: opened.backend.name, backendDetail: opened.backend.detail, resident: chosen.resident, sequences,
+        ...(flags['ids-out'] ? { idsOut: flags['ids-out'] } : {}), seconds, tokensPerSecond: generatedCount / seconds,
+      };
+    } finally {
+      await opened.checkpoint.close();
+    }
+  }
+}

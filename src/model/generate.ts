@@ -1,0 +1,135 @@
+/**
+ * Autoregressive generation with a key/value cache: the prompt is run once (prefill), then one
+ * token per step. Works on any WeightSource: a resident model for models that fit the memory
+ * budget, or the streaming checkpoint source (layers re-read every step: slow, but memory
+ * stays at one layer plus the cache) for models that do not.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { UsageError } from '../errors.js';
+import { Rng } from '../util/rng.js';
+import { decoderLayerWithCache, type KeyValue } from './decoder-layer.js';
+import { linear, rmsNorm } from './layer-math.js';
+import { ropeInverseFrequencies, ropeTensors } from './rope.js';
+import { chooseToken } from './sampling.js';
+import { checkTokens } from './streaming-forward.js';
+import type { WeightSource } from './weight-source.js';
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  /** 0 (default) → greedy. */
+  temperature?: number;
+  /** Nucleus sampling threshold, default 1 (off). */
+  topP?: number;
+  seed?: number;
+  /** A sequence stops after producing one of these (it is kept in the output). */
+  stopTokenIds?: readonly number[];
+  signal?: AbortSignal;
+  onStep?: (step: number, total: number) => void;
+}
+
+export interface GenerateResult {
+  /** Per prompt: prompt followed by the generated tokens. */
+  sequences: Int32Array[];
+  /** Per prompt: only the generated tokens. */
+  generated: Int32Array[];
+  /** Per prompt: whether it ended on a stop token. */
+  stopped: boolean[];
+}
+
+/** Vocab rows per lm_head block when scoring the last position. */
+const LM_HEAD_BLOCK_ROWS = 8192;
+
+export async function generate(source: WeightSource, prompts: readonly ArrayLike<number>[], options: GenerateOptions): Promise<GenerateResult> {
+  const { spec } = source;
+  checkTokens(spec, prompts);
+  const P = prompts[0]!.length;
+  if (prompts.some((p) => p.length !== P)) throw new UsageError('all prompts of one generate call must have the same number of tokens');
+  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) throw new UsageError(`max new tokens must be a non-negative integer, got ${options.maxNewTokens}`);
+  const temperature = options.temperature ?? 0;
+  const topP = options.topP ?? 1;
+  if (!(temperature >= 0)) throw new UsageError(`temperature must be ≥ 0, got ${temperature}`);
+  if (!(topP > 0 && topP <= 1)) throw new UsageError(`top-p must be in (0, 1], got ${topP}`);
+  const rng = new Rng(options.seed ?? 0);
+  const stops = new Set(options.stopTokenIds ?? []);
+  const B = prompts.length;
+  const generated: number[][] = prompts.map(() => []);
+  const stopped = prompts.map(() => false);
+  const inv = ropeInverseFrequencies(spec.rope, spec.headDim);
+  const cache: (KeyValue | undefined)[] = new Array(spec.numLayers).fill(undefined);
+  try {
+    let input: number[][] = prompts.map((p) => Array.from(p));
+    let position = 0;
+    for (let step = 0; step < options.maxNewTokens; step++) {
+      options.signal?.throwIfAborted();
+      const last = await lastPositionLogits(source, input, position, inv, cache);
+      position += input[0]!.length;
+      for (let b = 0; b < B; b++) {
+        if (stopped[b]) continue;
+        const token = chooseToken(last.subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize), { temperature, topP }, rng);
+        generated[b]!.push(token);
+        if (stops.has(token)) stopped[b] = true;
+      }
+      options.onStep?.(step + 1, options.maxNewTokens);
+      if (stopped.every((s) => s)) break;
+      // Finished sequences keep being fed (their last token) so the batch stays rectangular.
+      input = generated.map((g, b) => [g.length > 0 ? g[g.length - 1]! : prompts[b]![P - 1]!]);
+    }
+  } finally {
+    for (const kv of cache) if (kv) { kv.key.dispose(); kv.value.dispose(); }
+  }
+  return {
+    sequences: prompts.map((p, b) => Int32Array.from([...Array.from(p), ...generated[b]!])),
+    generated: generated.map((g) => Int32Array.from(g)),
+    stopped,
+  };
+}
+
+/** Runs `tokens` [B, T] at positions position… through all layers (updating the cache); logits of the last position, [B·V]. */
+async function lastPositionLogits(source: WeightSource, tokens: number[][], position: number, inv: Float32Array, cache: (KeyValue | undefined)[]): Promise<Float32Array> {
+  const { spec } = source;
+  const B = tokens.length;
+  const T = tokens[0]!.length;
+  const D = spec.hiddenSize;
+  const embedded = await source.embeddingRows(tokens.flat());
+  let x = tf.tensor3d(embedded, [B, T, D]);
+  const rope = ropeTensors(inv, position, T);
+  try {
+    for (let layer = 0; layer < spec.numLayers; layer++) {
+      const lease = await source.loadLayer(layer);
+      try {
+        const past = cache[layer];
+        const { hidden, present } = tf.tidy(() => {
+          const r = decoderLayerWithCache(x, lease.value, spec, { layer, rope, ...(past ? { past } : {}) });
+          return { hidden: r.hidden, present: { key: r.present.key, value: r.present.value } };
+        });
+        if (past) { past.key.dispose(); past.value.dispose(); }
+        cache[layer] = present as KeyValue;
+        x.dispose();
+        x = hidden as tf.Tensor3D;
+      } finally {
+        lease.release();
+      }
+    }
+  } finally {
+    rope.cos.dispose();
+    rope.signedSin.dispose();
+  }
+  const norm = await source.finalNorm();
+  const h = tf.tidy(() => rmsNorm(tf.reshape(tf.slice(x, [0, T - 1, 0], [B, 1, D]), [B, D]), norm.value, spec.rmsNormEps));
+  norm.release();
+  x.dispose();
+  const V = spec.vocabSize;
+  const out = new Float32Array(B * V);
+  try {
+    for (let start = 0; start < V; start += LM_HEAD_BLOCK_ROWS) {
+      const end = Math.min(V, start + LM_HEAD_BLOCK_ROWS);
+      const lease = await source.lmHeadRows(start, end);
+      const block = tf.tidy(() => linear(h, lease.value).dataSync());
+      lease.release();
+      for (let b = 0; b < B; b++) out.set(block.subarray(b * (end - start), (b + 1) * (end - start)), b * V + start);
+    }
+  } finally {
+    h.dispose();
+  }
+  return out;
+}

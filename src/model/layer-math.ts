@@ -1,0 +1,30 @@
+/**
+ * The small tensor functions a LLaMA decoder layer is built from: RMSNorm as transformers
+ * computes it, SiLU, and the linear map y = x·Wᵀ + b with W in checkpoint layout [out, in].
+ * All differentiable.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** weight · x / sqrt(mean(x²) + eps) over the last axis (float32 variance, as transformers). */
+export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
+  const variance = tf.mean(tf.square(x), -1, true);
+  return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, eps)))) as T;
+}
+
+export function silu<T extends tf.Tensor>(x: T): T {
+  return tf.mul(x, tf.sigmoid(x)) as T;
+}
+
+/**
+ * x [..., in] · Wᵀ (+ b) with W [out, in]. Computed as (W · xᵀ)ᵀ: the wasm backend runs a
+ * matMul with a transposed operand about ten times slower than two explicit transposes around
+ * a plain one, and this form keeps the big weight untransposed.
+ */
+export function linear(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
+  const inDim = x.shape[x.shape.length - 1]!;
+  const lead = x.shape.slice(0, -1);
+  const rows = tf.reshape(x, [-1, inDim]);
+  let y: tf.Tensor = tf.transpose(tf.matMul(weight, tf.transpose(rows)));
+  if (bias) y = tf.add(y, bias);
+  return tf.reshape(y, [...lead, weight.shape[0]]);
+}

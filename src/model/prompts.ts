@@ -1,0 +1,27 @@
+/**
+ * Prompts for generation, from text (through the model's tokenizer, BOS as its post-processor
+ * says), from an `--input-ids` file (one prompt per row), or, with neither, the BOS token alone.
+ */
+import { UsageError } from '../errors.js';
+import { readInputIds } from '../train/data-input-ids.js';
+import type { ModelSpec } from './model-spec.js';
+import type { ApexTokenizer } from './tokenizer.js';
+
+export async function buildPrompts(options: { prompt?: string; inputIds?: string; tokenizer?: ApexTokenizer; spec: ModelSpec }): Promise<Int32Array[]> {
+  if (options.inputIds !== undefined) return (await readInputIds(options.inputIds)).rows;
+  if (options.prompt !== undefined) {
+    if (!options.tokenizer) throw new UsageError('this model has no tokenizer.json: give the prompt as token ids with --input-ids', 'NO_TOKENIZER');
+    return [Int32Array.from(options.tokenizer.encode(options.prompt))];
+  }
+  const bos = options.tokenizer?.bosId ?? options.spec.bosTokenId;
+  if (bos === undefined) throw new UsageError('the model defines no BOS token: give --prompt or --input-ids');
+  return [Int32Array.from([bos])];
+}
+
+/** Sequences as one [B, T] block; rows that stopped early are padded with `pad`, as transformers pads a batch. */
+export function paddedIds(sequences: readonly Int32Array[], pad: number): { ids: Int32Array; shape: [number, number] } {
+  const T = Math.max(...sequences.map((s) => s.length));
+  const ids = new Int32Array(sequences.length * T).fill(pad);
+  sequences.forEach((s, b) => ids.set(s, b * T));
+  return { ids, shape: [sequences.length, T] };
+}

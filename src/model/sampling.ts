@@ -1,0 +1,54 @@
+/**
+ * Choosing the next token from logits: greedy (first index of the maximum, as torch.argmax),
+ * or sampling with temperature and nucleus (top-p) filtering as transformers' logits warpers
+ * do it (temperature first; top-p keeps the most probable tokens whose cumulative probability
+ * reaches p, at least one). Seeded, so a seed gives the same text every run.
+ */
+import type { Rng } from '../util/rng.js';
+
+export interface SamplingOptions {
+  /** 0 → greedy. */
+  temperature: number;
+  /** 1 → no nucleus filtering. */
+  topP: number;
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+export function chooseToken(logits: ArrayLike<number>, options: SamplingOptions, rng: Rng): number {
+  if (options.temperature === 0) return argmax(logits);
+  const V = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) max = Math.max(max, logits[i]! / options.temperature);
+  const probs = new Float64Array(V);
+  let total = 0;
+  for (let i = 0; i < V; i++) {
+    probs[i] = Math.exp(logits[i]! / options.temperature - max);
+    total += probs[i]!;
+  }
+  for (let i = 0; i < V; i++) probs[i]! /= total;
+  let candidates = Array.from({ length: V }, (_, i) => i);
+  if (options.topP < 1) {
+    // transformers: sort ascending, drop tokens whose cumulative probability ≤ 1 − top_p, keep the top one.
+    const ascending = candidates.sort((a, b) => probs[a]! - probs[b]! || b - a);
+    let cum = 0;
+    let firstKept = V - 1;
+    for (let k = 0; k < V - 1; k++) {
+      cum += probs[ascending[k]!]!;
+      if (cum > 1 - options.topP) { firstKept = k; break; }
+    }
+    candidates = ascending.slice(firstKept);
+  }
+  let mass = 0;
+  for (const i of candidates) mass += probs[i]!;
+  let u = rng.next() * mass;
+  for (const i of candidates) {
+    u -= probs[i]!;
+    if (u < 0) return i;
+  }
+  return candidates[candidates.length - 1]!;
+}

@@ -1,0 +1,73 @@
+/**
+ * What the tfjs wasm backend lacks for training: an `UnsortedSegmentSum` kernel (the gradient
+ * of `gather`, i.e. of the embedding lookup), and a matMul gradient that transposes explicitly
+ * instead of asking for transposeA/transposeB, which XNNPACK runs about ten times slower.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array;
+}
+
+let registered = false;
+
+/** Registers both additions once; the gradient only changes what it does on wasm. */
+export function registerWasmTrainingKernels(): void {
+  if (registered) return;
+  registered = true;
+  if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
+    tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm as unknown as tf.KernelFunc });
+  }
+  const original = tf.getGradient('BatchMatMul');
+  if (!original) throw new Error('tfjs registered no BatchMatMul gradient');
+  tf.registerGradient({
+    kernelName: 'BatchMatMul',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved, attrs) => {
+      if (tf.getBackend() !== 'wasm') return original.gradFunc(dy, saved, attrs);
+      const [a, b] = saved as [tf.Tensor, tf.Tensor];
+      const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+      const g = dy as tf.Tensor;
+      const t = swapLastTwo;
+      if (!transposeA && !transposeB) return { a: () => tf.matMul(g, t(b)), b: () => tf.matMul(t(a), g) };
+      if (!transposeA && transposeB) return { a: () => tf.matMul(g, b), b: () => tf.matMul(t(g), a) };
+      if (transposeA && !transposeB) return { a: () => tf.matMul(b, t(g)), b: () => tf.matMul(a, g) };
+      return { a: () => tf.matMul(t(b), t(g)), b: () => tf.matMul(t(g), t(a)) };
+    },
+  });
+}
+
+function swapLastTwo(x: tf.Tensor): tf.Tensor {
+  const perm = x.shape.map((_, i) => i);
+  const n = perm.length;
+  [perm[n - 2], perm[n - 1]] = [perm[n - 1]!, perm[n - 2]!];
+  return tf.transpose(x, perm);
+}
+
+/** out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]; ids outside [0, numSegments) are dropped, as in TF. */
+function unsortedSegmentSumWasm(args: {
+  inputs: { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { numSegments: number };
+}): tf.TensorInfo {
+  const { x, segmentIds } = args.inputs;
+  const { numSegments } = args.attrs;
+  const backend = args.backend;
+  if (x.dtype !== 'float32') throw new Error(`UnsortedSegmentSum (wasm): float32 only, got ${x.dtype}`);
+  const rows = segmentIds.shape.reduce((p, d) => p * d, 1);
+  const inner = x.shape.slice(segmentIds.shape.length).reduce((p, d) => p * d, 1);
+  const out = backend.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], 'float32');
+  const xs = backend.typedArrayFromHeap(x) as Float32Array;
+  const ids = backend.typedArrayFromHeap(segmentIds);
+  const o = backend.typedArrayFromHeap(out) as Float32Array;
+  o.fill(0);
+  for (let i = 0; i < rows; i++) {
+    const s = ids[i]!;
+    if (s < 0 || s >= numSegments) continue;
+    const src = i * inner;
+    const dst = s * inner;
+    for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
+  }
+  return out;
+}

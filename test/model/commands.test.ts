@@ -1,0 +1,109 @@
+/**
+ * `apex eval` and `apex generate` as a user runs them: the built CLI in a child process, checked
+ * against the transformers references and for its exit codes.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js';
+import { readInputIds } from '../../src/train/data-input-ids.js';
+import { loadReference } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+let tmp: string;
+
+function ensureBuilt(): void {
+  const built = ['eval', 'generate'].map((c) => join(ROOT, 'dist', 'commands', `${c}.js`));
+  const sources = ['src/commands/eval.ts', 'src/commands/generate.ts', ...readdirSync(join(ROOT, 'src/model')).map((f) => `src/model/${f}`)];
+  const newest = Math.max(...sources.map((s) => statSync(join(ROOT, s)).mtimeMs));
+  if (built.every((b) => existsSync(b) && statSync(b).mtimeMs >= newest)) return;
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { stdio: 'pipe' });
+  } catch {
+    // Type errors elsewhere in the tree still emit JavaScript; the check below is what matters.
+  }
+  for (const b of built) expect(existsSync(b), `${b} must exist: run npm run build`).toBe(true);
+}
+
+function apex(args: string[]): { status: number | null; json: { ok: boolean; data?: any; error?: { code: string; exit: number; message: string } }; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'run.js'), ...args, '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, json: JSON.parse(r.stdout), stderr: r.stderr };
+}
+
+beforeAll(() => {
+  ensureBuilt();
+  tmp = mkdtempSync(join(tmpdir(), 'apex-model-cli-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('apex eval', () => {
+  it('reproduces the reference mean NLL from --input-ids and records the backend', async () => {
+    const ref = await loadReference('llama-mha-f32');
+    const ids = new Int32Array(ref.B * ref.T);
+    ref.sequences.forEach((s, b) => ids.set(s, b * ref.T));
+    const file = join(tmp, 'ref-ids.safetensors');
+    await writeSafetensors(file, [i32Tensor('input_ids', [ref.B, ref.T], ids)]);
+    const r = apex(['eval', 'fixtures/llama-mha-f32', '--input-ids', file, '--backend', 'wasm', '--batch-size', '4']);
+    expect(r.status).toBe(0);
+    const d = r.json.data;
+    expect(Math.abs(d.meanNll - ref.meanNll)).toBeLessThanOrEqual(1e-4);
+    expect(d).toMatchObject({ backend: 'wasm', tokens: ref.B * (ref.T - 1), sequences: ref.B, seqLen: ref.T, chunkSequences: 4 });
+    expect(d.perplexity).toBeCloseTo(Math.exp(ref.meanNll), 3);
+    expect(d.data.kind).toBe('input-ids');
+  });
+
+  it('evaluates text data through the tokenizer', () => {
+    const text = join(tmp, 'doc.txt');
+    writeFileSync(text, 'We the People of the United States, in Order to form a more perfect Union, establish Justice. '.repeat(20));
+    const r = apex(['eval', 'fixtures/llama-mha-f32', '--data', text, '--seq-len', '64', '--backend', 'wasm']);
+    expect(r.status).toBe(0);
+    expect(r.json.data.seqLen).toBe(64);
+    expect(r.json.data.meanNll).toBeGreaterThan(0);
+    expect(r.json.data.data.kind).toBe('text');
+  });
+
+  it('exits 3 on an unsupported architecture, 2 on a bad backend or no tokenizer, 5 on an impossible budget', () => {
+    const dir = join(tmp, 'gpt2');
+    mkdirSync(dir);
+    copyFileSync('fixtures/stories260K/model.safetensors', join(dir, 'model.safetensors'));
+    const config = JSON.parse(readFileSync('fixtures/stories260K/config.json', 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, architectures: ['GPT2LMHeadModel'] }));
+    const unsupported = apex(['eval', dir]);
+    expect(unsupported.status).toBe(3);
+    expect(unsupported.json.error).toMatchObject({ code: 'UNSUPPORTED_MODEL', exit: 3 });
+    expect(unsupported.json.error!.message).toMatch(/GPT2LMHeadModel/);
+    expect(apex(['eval', 'fixtures/stories260K', '--backend', 'nope']).status).toBe(2);
+    const noTokenizer = apex(['eval', 'fixtures/stories260K', '--backend', 'wasm']);
+    expect(noTokenizer.status).toBe(2);
+    expect(noTokenizer.json.error!.message).toMatch(/--input-ids/);
+    const tiny = apex(['eval', 'fixtures/llama-mha-f32', '--max-memory', '1MB', '--backend', 'wasm']);
+    expect(tiny.status).toBe(5);
+  });
+});
+
+describe('apex generate', () => {
+  it('continues BOS greedily as the reference does and writes the ids as --input-ids data', async () => {
+    const ref = await loadReference('stories260K');
+    const out = join(tmp, 'greedy.safetensors');
+    const r = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', String(ref.greedyIds.length - 1), '--ids-out', out, '--backend', 'wasm']);
+    expect(r.status).toBe(0);
+    expect(r.json.data.sequences[0].ids).toEqual(Array.from(ref.greedyIds));
+    expect(r.json.data).toMatchObject({ backend: 'wasm', resident: true });
+    const written = await readInputIds(out);
+    expect(written.tensorName).toBe('input_ids');
+    expect(Array.from(written.rows[0]!)).toEqual(Array.from(ref.greedyIds));
+  });
+
+  it('tokenizes a text prompt and decodes the continuation', () => {
+    const r = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'The Congress', '--max-new-tokens', '8', '--backend', 'wasm']);
+    expect(r.status).toBe(0);
+    const s = r.json.data.sequences[0];
+    expect(s.ids[0]).toBe(1);
+    expect(s.generatedIds).toHaveLength(8);
+    expect(s.text.startsWith('<s>The Congress')).toBe(true);
+    expect(s.text.endsWith(s.generatedText)).toBe(true);
+  });
+});

@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../../src/errors.js';
+import { selectBackend } from '../../src/model/backend.js';
+import { generate } from '../../src/model/generate.js';
+import { ResidentWeightSource, disposeModelWeights, loadModelWeights, type ModelWeights } from '../../src/model/model-weights.js';
+import { argmax, chooseToken } from '../../src/model/sampling.js';
+import { computeLogits } from '../../src/model/streaming-forward.js';
+import { Rng } from '../../src/util/rng.js';
+import { openModel } from './helpers.js';
+
+let stories: Awaited<ReturnType<typeof openModel>>;
+let model: ModelWeights;
+const prompt = Int32Array.from([1, 403, 261]);
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+  stories = await openModel('fixtures/stories260K');
+  model = (await loadModelWeights(stories.checkpoint)).model;
+});
+afterAll(async () => {
+  disposeModelWeights(model);
+  await stories.checkpoint.close();
+});
+
+describe('generate', () => {
+  it('greedy decoding with the cache picks the argmax of a full forward at every step', async () => {
+    const out = await generate(new ResidentWeightSource(model), [prompt], { maxNewTokens: 12 });
+    const seq = out.sequences[0]!;
+    expect(seq.length).toBe(15);
+    const [logits] = await computeLogits(stories.source, [seq]);
+    const V = stories.spec.vocabSize;
+    for (let t = prompt.length - 1; t < seq.length - 1; t++) expect(argmax(logits!.subarray(t * V, (t + 1) * V))).toBe(seq[t + 1]);
+  });
+
+  it('gives the same tokens from the streamed checkpoint and the resident model, alone or batched', async () => {
+    const other = Int32Array.from([1, 65, 300]);
+    const resident = await generate(new ResidentWeightSource(model), [prompt, other], { maxNewTokens: 8 });
+    const streamed = await generate(stories.source, [other], { maxNewTokens: 8 });
+    expect(Array.from(resident.sequences[1]!)).toEqual(Array.from(streamed.sequences[0]!));
+  });
+
+  it('samples reproducibly from a seed; a tiny top-p is greedy', async () => {
+    const src = new ResidentWeightSource(model);
+    const a = await generate(src, [prompt], { maxNewTokens: 16, temperature: 1, seed: 5 });
+    const b = await generate(src, [prompt], { maxNewTokens: 16, temperature: 1, seed: 5 });
+    const c = await generate(src, [prompt], { maxNewTokens: 16, temperature: 1, seed: 6 });
+    expect(Array.from(a.generated[0]!)).toEqual(Array.from(b.generated[0]!));
+    expect(Array.from(a.generated[0]!)).not.toEqual(Array.from(c.generated[0]!));
+    const nucleus = await generate(src, [prompt], { maxNewTokens: 10, temperature: 0.8, topP: 1e-6, seed: 1 });
+    const greedy = await generate(src, [prompt], { maxNewTokens: 10 });
+    expect(Array.from(nucleus.generated[0]!)).toEqual(Array.from(greedy.generated[0]!));
+  });
+
+  it('stops a sequence at its first stop token, which is kept', async () => {
+    const src = new ResidentWeightSource(model);
+    const free = await generate(src, [prompt], { maxNewTokens: 10 });
+    const stopId = free.generated[0]![4]!;
+    const first = free.generated[0]!.indexOf(stopId);
+    const stopped = await generate(src, [prompt], { maxNewTokens: 10, stopTokenIds: [stopId] });
+    expect(stopped.stopped[0]).toBe(true);
+    expect(Array.from(stopped.generated[0]!)).toEqual(Array.from(free.generated[0]!.subarray(0, first + 1)));
+  });
+
+  it('refuses prompts of different lengths and bad sampling settings', async () => {
+    const src = new ResidentWeightSource(model);
+    await expect(generate(src, [prompt, prompt.subarray(0, 2)], { maxNewTokens: 2 })).rejects.toThrow(UsageError);
+    await expect(generate(src, [prompt], { maxNewTokens: 2, topP: 0 })).rejects.toThrow(/top-p/);
+    await expect(generate(src, [prompt], { maxNewTokens: 2, temperature: -1 })).rejects.toThrow(/temperature/);
+  });
+});
+
+describe('chooseToken', () => {
+  const logits = [Math.log(0.5), Math.log(0.3), Math.log(0.2)];
+  it('argmax takes the first of equal maxima', () => {
+    expect(argmax([1, 3, 3, 2])).toBe(1);
+    expect(chooseToken([0, 2, 2], { temperature: 0, topP: 1 }, new Rng(1))).toBe(1);
+  });
+  it('top-p keeps the most probable tokens reaching p (transformers semantics)', () => {
+    const rng = new Rng(3);
+    const counts = [0, 0, 0];
+    for (let i = 0; i < 3000; i++) counts[chooseToken(logits, { temperature: 1, topP: 0.6 }, rng)]!++;
+    expect(counts[2]).toBe(0);
+    expect(counts[0]! / 3000).toBeGreaterThan(0.55); // 0.5 / 0.8 = 0.625
+    expect(counts[0]! / 3000).toBeLessThan(0.7);
+    for (let i = 0; i < 200; i++) expect(chooseToken(logits, { temperature: 1, topP: 0.45 }, rng)).toBe(0);
+  });
+  it('samples proportionally to softmax(logits / T)', () => {
+    const rng = new Rng(9);
+    const counts = [0, 0, 0];
+    for (let i = 0; i < 6000; i++) counts[chooseToken(logits, { temperature: 1, topP: 1 }, rng)]!++;
+    expect(counts[1]! / 6000).toBeGreaterThan(0.27);
+    expect(counts[1]! / 6000).toBeLessThan(0.33);
+  });
+});

@@ -1,0 +1,3 @@
+import { referenceSuite } from './reference-suite.js';
+
+referenceSuite('cpu');
