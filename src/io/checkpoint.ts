@@ -3,10 +3,11 @@
  * `model-0000i-of-0000N.safetensors` shards with `model.safetensors.index.json`. Opening one
  * cross-checks the index against every shard header; tensors are then read one at a time.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
-import { SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
+import { scanJsonText } from './json-keys.js';
+import { MAX_HEADER_BYTES, SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -128,6 +129,33 @@ export class Checkpoint {
     return this.shard(this.info(name).file).readRowsFloat32(name, rowStart, rowEnd);
   }
 
+  /** A tensor's raw bytes in chunks (see SafetensorsFile.readChunks for `into`). */
+  readChunks(name: string, chunkBytes?: number, into?: Uint8Array): AsyncIterable<Uint8Array> {
+    return this.shard(this.info(name).file).readChunks(name, chunkBytes, into);
+  }
+
+  /** Fills `out` with tensor bytes from `offset` on (see SafetensorsFile.readInto). */
+  async readInto(name: string, offset: number, out: Uint8Array): Promise<void> {
+    return this.shard(this.info(name).file).readInto(name, offset, out);
+  }
+
+  /** `__metadata__` of the shard holding `name` (for rewrites that keep it). */
+  shardMetadata(file: string): Readonly<Record<string, string>> {
+    return this.shard(file).metadata;
+  }
+
+  /** Tensor name → shard file name: the layout a rewrite keeps unless asked for a new plan. */
+  layout(): Map<string, string> {
+    return new Map([...this.tensorsByName.values()].map((t) => [t.name, t.file]));
+  }
+
+  /** Sum of all tensors' bytes (an index's `metadata.total_size`). */
+  totalBytes(): number {
+    let n = 0;
+    for (const t of this.tensorsByName.values()) n += t.end - t.begin;
+    return n;
+  }
+
   async close(): Promise<void> {
     for (const s of this.shards.values()) await s.close().catch(() => {});
   }
@@ -153,25 +181,50 @@ async function readConfig(dir: string, required: boolean): Promise<Record<string
   return parsed as Record<string, unknown>;
 }
 
+/**
+ * Reads and checks `model.safetensors.index.json`: bounded size, UTF-8 JSON object, no
+ * duplicate keys, a non-empty `weight_map` of tensor name → shard file name in this folder.
+ */
 export async function readIndex(path: string): Promise<ShardIndex> {
+  const bad = (detail: string) => new InputError(`${path}: invalid shard index: ${detail}`, 'BAD_INDEX');
+  let bytes: Uint8Array;
+  try {
+    const st = await stat(path);
+    if (st.size > MAX_HEADER_BYTES) throw bad(`${st.size} bytes, larger than the ${MAX_HEADER_BYTES}-byte limit`);
+    bytes = await readFile(path);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw bad(`cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw bad('not valid UTF-8');
+  }
   let parsed: unknown;
   try {
-    const text = await readFile(path, 'utf8');
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new InputError(`${path}: cannot read index (${(e as Error).message})`, 'BAD_INDEX');
+    throw bad(`not valid JSON (${(e as Error).message})`);
   }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InputError(`${path}: index must be a JSON object`, 'BAD_INDEX');
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw bad('must be a JSON object');
+  const dup = scanJsonText(text, () => false).duplicate;
+  if (dup) throw bad(`key '${dup.key}' appears more than once${dup.path ? ` in ${dup.path}` : ''}`);
   const p = parsed as Record<string, unknown>;
   const wm = p.weight_map;
-  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new InputError(`${path}: 'weight_map' missing or not an object`, 'BAD_INDEX');
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw bad("'weight_map' missing or not an object");
   const weightMap = new Map<string, string>();
   for (const [k, v] of Object.entries(wm as Record<string, unknown>)) {
     if (typeof v !== 'string' || v.includes('/') || v.includes('\\') || v.startsWith('.') || !v.endsWith('.safetensors')) {
-      throw new InputError(`${path}: weight_map['${k}'] = ${JSON.stringify(v)} is not a shard file name in this folder`, 'BAD_INDEX');
+      throw bad(`weight_map['${k}'] = ${JSON.stringify(v)} is not a shard file name in this folder`);
     }
     weightMap.set(k, v);
   }
-  const metadata = (p.metadata && typeof p.metadata === 'object' && !Array.isArray(p.metadata) ? p.metadata : {}) as Record<string, unknown>;
+  if (weightMap.size === 0) throw bad("'weight_map' lists no tensors");
+  if (p.metadata !== undefined && (p.metadata === null || typeof p.metadata !== 'object' || Array.isArray(p.metadata))) {
+    throw bad("'metadata' must be an object");
+  }
+  const metadata = (p.metadata ?? {}) as Record<string, unknown>;
   return { metadata, weightMap };
 }

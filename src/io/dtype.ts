@@ -53,6 +53,16 @@ export function tensorByteLength(dtype: DType, shape: readonly number[]): number
   return Number(bytes);
 }
 
+/** Why a shape has no valid byte length: too large, or a sub-byte tensor that ends mid-byte. */
+export function tensorSizeProblem(dtype: DType, shape: readonly number[]): 'overflow' | 'misaligned' | undefined {
+  let numel = 1n;
+  for (const d of shape) numel *= BigInt(d);
+  const bits = numel * BigInt(DTYPE_BITS[dtype]);
+  if (bits % 8n !== 0n) return 'misaligned';
+  if (bits / 8n > BigInt(Number.MAX_SAFE_INTEGER)) return 'overflow';
+  return undefined;
+}
+
 export function numel(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;

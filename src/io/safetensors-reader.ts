@@ -6,8 +6,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { SafetensorsFormatError, InputError } from '../errors.js';
-import { type DType, isDType, tensorByteLength } from './dtype.js';
-import { findDuplicateKey } from './json-keys.js';
+import { type DType, isDType, tensorByteLength, tensorSizeProblem } from './dtype.js';
+import { scanJsonText } from './json-keys.js';
 import { decodeToFloat32 } from './float-codec.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -63,9 +63,10 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new SafetensorsFormatError(file, 'header-json', 'header is not a JSON object');
   }
-  const dup = findDuplicateKey(text);
+  const scan = scanJsonText(text, (path) => /\/(shape|data_offsets)\/\[\]$/.test(path));
+  const dup = scan.duplicate;
   if (dup) {
-    throw new SafetensorsFormatError(file, 'duplicate-key', `key '${dup.key}' appears more than once${dup.path ? ` in ${dup.path}` : ''}`, dup.path === '' ? dup.key : undefined);
+    throw new SafetensorsFormatError(file, 'duplicate-key', `key '${dup.key}' appears more than once${dup.path ? ` in ${dup.path}` : ''}`, dup.path === '' ? dup.key : dup.topKey);
   }
   const metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];
@@ -83,6 +84,10 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
       continue;
     }
     tensors.push(parseTensorEntry(file, name, entry));
+  }
+  if (scan.nonInteger) {
+    const { token, path, topKey } = scan.nonInteger;
+    throw new SafetensorsFormatError(file, 'number-format', `${token} at ${path} must be written as a plain non-negative integer (no sign, fraction or exponent)`, topKey);
   }
   const dataOffset = 8 + headerLength;
   const dataSize = fileSize - dataOffset;
@@ -130,12 +135,43 @@ function parseTensorEntry(file: string, name: string, entry: unknown): TensorInf
   const shape = e.shape as number[];
   const bytes = tensorByteLength(e.dtype, shape);
   if (bytes === undefined) {
-    throw new SafetensorsFormatError(file, 'shape-overflow', `shape ${JSON.stringify(shape)} × ${e.dtype} overflows or is not a whole number of bytes`, name);
+    if (tensorSizeProblem(e.dtype, shape) === 'misaligned') {
+      throw new SafetensorsFormatError(file, 'misaligned-slice', `shape ${JSON.stringify(shape)} × ${e.dtype} does not fill a whole number of bytes`, name);
+    }
+    throw new SafetensorsFormatError(file, 'shape-overflow', `shape ${JSON.stringify(shape)} × ${e.dtype} overflows the largest safe byte count`, name);
   }
   if (bytes !== end - begin) {
     throw new SafetensorsFormatError(file, 'tensor-size', `shape ${JSON.stringify(shape)} × ${e.dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`, name);
   }
   return { name, dtype: e.dtype, shape, begin, end };
+}
+
+/**
+ * Checks the 8-byte header length against the limit and the file size, given the file's
+ * first bytes (at least 8 when the file has them); returns the header length.
+ */
+export function checkHeaderLength(file: string, prefix: Uint8Array, fileSize: number): number {
+  if (fileSize < 8) {
+    checkNotSomethingElse(file, prefix);
+    throw new SafetensorsFormatError(file, 'header-too-small', `file is ${fileSize} bytes, smaller than the 8-byte header length`);
+  }
+  const len = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (len > BigInt(MAX_HEADER_BYTES)) {
+    checkNotSomethingElse(file, prefix);
+    throw new SafetensorsFormatError(file, 'header-too-large', `header length ${len} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  const headerLength = Number(len);
+  if (8 + headerLength > fileSize) {
+    checkNotSomethingElse(file, prefix);
+    throw new SafetensorsFormatError(file, 'header-length', `header length ${headerLength} runs past the end of the ${fileSize}-byte file`);
+  }
+  return headerLength;
+}
+
+/** Validates a whole safetensors file held in memory (tests and the fuzzer), like `open`. */
+export function parseSafetensorsBytes(file: string, bytes: Uint8Array): SafetensorsHeader {
+  const headerLength = checkHeaderLength(file, bytes.subarray(0, 64), bytes.length);
+  return parseHeader(file, bytes.subarray(8, 8 + headerLength), bytes.length);
 }
 
 /** An open safetensors file. Close it when done. */
@@ -161,19 +197,11 @@ export class SafetensorsFile {
       const st = await handle.stat();
       if (!st.isFile()) throw new InputError(`${path}: not a regular file`, 'UNREADABLE');
       const fileSize = st.size;
-      if (fileSize < 8) throw new SafetensorsFormatError(path, 'header-too-small', `file is ${fileSize} bytes, smaller than the 8-byte header length`);
-      const lenBuf = new Uint8Array(8);
-      await readExactly(handle, lenBuf, 0);
-      const len = new DataView(lenBuf.buffer).getBigUint64(0, true);
-      if (len > BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsFormatError(path, 'header-too-large', `header length ${len} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-      }
-      const headerLength = Number(len);
-      if (8 + headerLength > fileSize) {
-        throw new SafetensorsFormatError(path, 'header-length', `header length ${headerLength} runs past the end of the ${fileSize}-byte file`);
-      }
+      const prefix = new Uint8Array(Math.min(fileSize, 64));
+      await readExactly(handle, prefix, 0, path);
+      const headerLength = checkHeaderLength(path, prefix, fileSize);
       const headerBytes = new Uint8Array(headerLength);
-      await readExactly(handle, headerBytes, 8);
+      await readExactly(handle, headerBytes, 8, path);
       const header = parseHeader(path, headerBytes, fileSize);
       const byName = new Map(header.tensors.map((t) => [t.name, t]));
       return new SafetensorsFile(path, header, fileSize, handle, byName);
@@ -181,6 +209,13 @@ export class SafetensorsFile {
       await handle.close().catch(() => {});
       throw e;
     }
+  }
+
+  /** The file's first 8 + headerLength bytes, as stored (length prefix and header JSON). */
+  async rawHeader(): Promise<Uint8Array> {
+    const out = new Uint8Array(this.header.dataOffset);
+    await readExactly(this.handle, out, 0, this.path);
+    return out;
   }
 
   get metadata(): Readonly<Record<string, string>> {
@@ -210,8 +245,35 @@ export class SafetensorsFile {
       throw new InputError(`${this.path}: byte range ${range?.start}..${range?.end} outside tensor '${name}'`, 'RANGE');
     }
     const out = new Uint8Array(end - start);
-    await readExactly(this.handle, out, this.header.dataOffset + start);
+    await readExactly(this.handle, out, this.header.dataOffset + start, this.path);
     return out;
+  }
+
+  /**
+   * Streams a tensor's raw bytes in chunks of at most `chunkBytes`, so tensors larger than
+   * memory allows can be copied or hashed. Each chunk is a fresh buffer, unless `into` is
+   * given: then every chunk is a view of `into` (chunk size = its length), valid only until
+   * the next one is requested, which saves allocating and zero-filling per chunk.
+   */
+  async *readChunks(name: string, chunkBytes = 16 << 20, into?: Uint8Array): AsyncIterable<Uint8Array> {
+    const t = this.info(name);
+    const step = into ? into.length : chunkBytes;
+    if (step <= 0) throw new InputError(`${this.path}: chunk size must be positive`, 'RANGE');
+    for (let start = t.begin; start < t.end; start += step) {
+      const n = Math.min(step, t.end - start);
+      const out = into ? into.subarray(0, n) : new Uint8Array(n);
+      await readExactly(this.handle, out, this.header.dataOffset + start, this.path);
+      yield out;
+    }
+  }
+
+  /** Fills `out` with the tensor's bytes starting `offset` bytes into the tensor. */
+  async readInto(name: string, offset: number, out: Uint8Array): Promise<void> {
+    const t = this.info(name);
+    if (offset < 0 || offset + out.length > t.end - t.begin) {
+      throw new InputError(`${this.path}: byte range ${offset}..${offset + out.length} outside tensor '${name}'`, 'RANGE');
+    }
+    await readExactly(this.handle, out, this.header.dataOffset + t.begin + offset, this.path);
   }
 
   /** Decodes a float tensor (F32, F16, BF16, F64) to float32. */
@@ -240,13 +302,32 @@ export class SafetensorsFile {
   }
 }
 
+/**
+ * Recognises files that are commonly saved under a .safetensors name by mistake: a Git LFS
+ * pointer (repository cloned without `git lfs`), an HTML page or a JSON error body (a failed
+ * download). Called only once the first 8 bytes failed as a header length, so a real file
+ * whose length bytes happen to spell `{"` is never mistaken for one.
+ */
+export function checkNotSomethingElse(file: string, prefix: Uint8Array): void {
+  const text = new TextDecoder('latin1').decode(prefix);
+  if (text.startsWith('version https://git-lfs')) {
+    throw new SafetensorsFormatError(file, 'git-lfs-pointer', 'this is a Git LFS pointer file, not the weights: fetch them with `git lfs pull` or download the file again');
+  }
+  if (/^(\xef\xbb\xbf)?\s*<(!doctype|html|head|body|\?xml)/i.test(text)) {
+    throw new SafetensorsFormatError(file, 'html-page', 'this is an HTML/XML page, not safetensors: probably a failed or redirected download');
+  }
+  if (/^\s*[{[]\s*"/.test(text)) {
+    throw new SafetensorsFormatError(file, 'json-document', 'this is a JSON document, not safetensors (no 8-byte header length): probably an error body saved by a failed download');
+  }
+}
+
 /** Reads exactly `out.length` bytes at `position`, in chunks below Node's 2 GiB read limit. */
-export async function readExactly(handle: FileHandle, out: Uint8Array, position: number): Promise<void> {
+export async function readExactly(handle: FileHandle, out: Uint8Array, position: number, what = 'file'): Promise<void> {
   let done = 0;
   while (done < out.length) {
     const want = Math.min(READ_CHUNK, out.length - done);
     const { bytesRead } = await handle.read(out, done, want, position + done);
-    if (bytesRead === 0) throw new InputError(`unexpected end of file at byte ${position + done}`, 'TRUNCATED');
+    if (bytesRead === 0) throw new InputError(`${what}: unexpected end of file at byte ${position + done} (was it truncated while apex was reading it?)`, 'TRUNCATED');
     done += bytesRead;
   }
 }

@@ -1,0 +1,140 @@
+/**
+ * All-or-nothing output folders. Everything is written into a temporary sibling folder
+ * `<out>.tmp-<pid>-<rand>` on the same filesystem, fsync'd, checked by a verification
+ * callback, and only then renamed to `<out>`. Any failure (including Ctrl-C) removes the
+ * temporary folder, so an output folder either does not exist or is complete and verified.
+ * The whole operation holds the output lock (output-lock.ts). Temporary folders left by
+ * killed processes are cleaned up the next time the same output is written.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { UsageError } from '../errors.js';
+import { acquireOutputLock, processAlive } from './output-lock.js';
+import { fsyncDir, ioError } from './safetensors-writer.js';
+
+export type OutputState = 'absent' | 'empty' | 'present';
+
+export async function outputState(outDir: string): Promise<OutputState> {
+  try {
+    const st = await stat(outDir);
+    if (!st.isDirectory()) throw new UsageError(`output ${outDir} exists and is not a folder`, 'OUTPUT_EXISTS');
+    return (await readdir(outDir)).length === 0 ? 'empty' : 'present';
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw e;
+  }
+}
+
+export interface AtomicOutputOptions {
+  /** Replace an existing non-empty output folder. */
+  force?: boolean;
+  /** Recorded in the lock file (e.g. `apex expand`). */
+  command?: string;
+  /** Hears about stale locks taken over and abandoned folders cleaned up. */
+  onWarning?: (message: string) => void;
+}
+
+/**
+ * Runs `build` against a fresh temporary folder, then `verify`, then renames the folder to
+ * `outDir`. Returns what `build` returned.
+ */
+export async function writeAtomicFolder<T>(
+  outDir: string,
+  options: AtomicOutputOptions,
+  build: (tmpDir: string) => Promise<T>,
+  verify?: (tmpDir: string, built: T) => Promise<void>,
+): Promise<T> {
+  const out = resolve(outDir);
+  const parent = dirname(out);
+  await mkdir(parent, { recursive: true }).catch((e: unknown) => { throw ioError(parent, 'create the output parent folder', e); });
+  const lock = await acquireOutputLock(out, { command: options.command, onWarning: options.onWarning });
+  try {
+    for (const name of await removeAbandonedTemps(out)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
+    await assertWritableTarget(out, options.force ?? false);
+    const tmp = `${out}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await mkdir(tmp).catch((e: unknown) => { throw ioError(tmp, 'create the temporary output folder', e); });
+    try {
+      const built = await build(tmp);
+      await fsyncDir(tmp);
+      if (verify) await verify(tmp, built);
+      await moveIntoPlace(tmp, out, options.force ?? false);
+      return built;
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true }).catch(() => {});
+      throw e;
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+async function assertWritableTarget(out: string, force: boolean): Promise<void> {
+  const state = await outputState(out);
+  if (state === 'present' && !force) {
+    throw new UsageError(`output ${out} already exists and is not empty; choose another folder or pass --force to replace it`, 'OUTPUT_EXISTS');
+  }
+}
+
+async function moveIntoPlace(tmp: string, out: string, force: boolean): Promise<void> {
+  const state = await outputState(out);
+  if (state === 'present' && !force) {
+    throw new UsageError(`output ${out} appeared while apex was writing; left it alone (the new result was discarded)`, 'OUTPUT_EXISTS');
+  }
+  let old: string | undefined;
+  if (state !== 'absent') {
+    old = `${out}.old-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await rename(out, old).catch((e: unknown) => { throw ioError(out, 'move the previous output aside', e); });
+  }
+  try {
+    await rename(tmp, out);
+  } catch (e) {
+    if (old) await rename(old, out).catch(() => {});
+    throw ioError(out, 'rename the finished output into place', e);
+  }
+  await fsyncDir(dirname(out));
+  if (old) await rm(old, { recursive: true, force: true });
+}
+
+/**
+ * Removes `<out>.tmp-<pid>-*` folders whose process is gone (a SIGKILL'd writer cannot clean
+ * up after itself). A `<out>.old-<pid>-*` folder is a previous complete output moved aside
+ * just before a killed process could rename its result in: it is put back when `<out>` is
+ * missing, removed otherwise. Call with the output lock held.
+ */
+export async function removeAbandonedTemps(outDir: string): Promise<string[]> {
+  const out = resolve(outDir);
+  const base = basename(out);
+  const parent = dirname(out);
+  let entries: string[];
+  try {
+    entries = await readdir(parent);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  const pattern = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(tmp|old)-(\\d+)-[0-9a-f]+$`);
+  for (const name of entries) {
+    const m = pattern.exec(name);
+    if (!m || processAlive(Number(m[2]))) continue;
+    if (m[1] === 'old' && (await outputState(out)) === 'absent') {
+      await rename(join(parent, name), out);
+      continue;
+    }
+    await rm(join(parent, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+/** fsyncs one file (after copyFile or other writes that did not sync). */
+export async function fsyncFile(path: string): Promise<void> {
+  const h = await open(path, 'r+');
+  try {
+    await h.sync();
+  } catch (e) {
+    throw ioError(path, 'fsync', e);
+  } finally {
+    await h.close();
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * An exclusive lock on an output folder, so two apex processes writing the same output cannot
+ * both succeed. The lock is a file `<out>.lock` next to the folder (the folder itself only
+ * appears at the final rename), created with O_EXCL and holding the owner's PID, host name
+ * and start time. A lock left by a process that is gone (same host, PID not alive) is taken
+ * over with a warning; a live one is refused with a message naming its PID.
+ */
+import { hostname } from 'node:os';
+import { link, open, readFile, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { UsageError } from '../errors.js';
+import { ioError } from './safetensors-writer.js';
+
+export interface LockOwner {
+  readonly pid: number;
+  readonly hostname: string;
+  readonly startedAt: string;
+  readonly command?: string;
+}
+
+export interface OutputLock {
+  readonly path: string;
+  readonly owner: LockOwner;
+  release(): Promise<void>;
+}
+
+export function lockPathFor(outDir: string): string {
+  return `${outDir.replace(/[/\\]+$/, '')}.lock`;
+}
+
+/** True when `pid` names a live process on this machine. */
+export function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the lock on `outDir` or throws UsageError OUTPUT_LOCKED. `onWarning` hears about a
+ * stale lock taken over.
+ */
+export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
+  const path = lockPathFor(outDir);
+  const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
+  const text = `${JSON.stringify(owner)}\n`;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (await createExclusive(path, text)) return makeLock(path, owner, text);
+    const current = await readOwner(path);
+    if (current === 'missing') continue; // released between our two calls: try again
+    if (current !== 'unreadable' && (current.hostname !== owner.hostname || processAlive(current.pid))) {
+      throw new UsageError(
+        `output ${outDir} is locked by apex process ${current.pid} on ${current.hostname} (started ${current.startedAt}; lock file ${path}). ` +
+          `Wait for it to finish, or delete the lock file if that process is gone.`,
+        'OUTPUT_LOCKED',
+      );
+    }
+    if (current === 'unreadable' && attempt === 0) {
+      // A lock being written right now looks empty for a moment: give its owner time.
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
+    await takeOverStale(path, current);
+    options.onWarning?.(
+      current === 'unreadable'
+        ? `removed an unreadable lock file ${path}`
+        : `took over the stale lock ${path} left by process ${current.pid} (no longer running)`,
+    );
+  }
+  throw new UsageError(`output ${outDir}: could not take the lock ${path} (another process keeps racing for it)`, 'OUTPUT_LOCKED');
+}
+
+async function createExclusive(path: string, text: string): Promise<boolean> {
+  // Write the full content to a private file first, then link it into place: the lock never
+  // exists half-written, and link() fails with EEXIST when someone holds it.
+  const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`;
+  const h = await open(tmp, 'wx').catch((e: unknown) => { throw ioError(tmp, 'create the lock file', e); });
+  try {
+    await h.writeFile(text);
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  try {
+    await link(tmp, path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw ioError(path, 'create the lock file', e);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+async function readOwner(path: string): Promise<LockOwner | 'missing' | 'unreadable'> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable';
+  }
+  try {
+    const o = JSON.parse(text) as Partial<LockOwner>;
+    if (typeof o.pid === 'number' && typeof o.hostname === 'string' && typeof o.startedAt === 'string') return o as LockOwner;
+  } catch {
+    // fall through
+  }
+  return 'unreadable';
+}
+
+/**
+ * Moves the stale lock aside (only one racer can rename it), then checks that what was moved
+ * is the stale lock that was read; if a racer had already replaced it with a live lock, that
+ * lock is put back.
+ */
+async function takeOverStale(path: string, stale: LockOwner | 'unreadable'): Promise<void> {
+  const aside = `${path}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw ioError(path, 'remove the stale lock', e);
+  }
+  const moved = await readOwner(aside);
+  const same = stale === 'unreadable' ? moved === 'unreadable' : moved !== 'missing' && moved !== 'unreadable' && moved.pid === stale.pid && moved.startedAt === stale.startedAt;
+  if (!same) await link(aside, path).catch(() => {});
+  await rm(aside, { force: true });
+}
+
+function makeLock(path: string, owner: LockOwner, text: string): OutputLock {
+  let released = false;
+  return {
+    path,
+    owner,
+    async release() {
+      if (released) return;
+      released = true;
+      const current = await readFile(path, 'utf8').catch(() => undefined);
+      if (current === text) await rm(path, { force: true });
+    },
+  };
+}
