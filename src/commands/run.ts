@@ -1,0 +1,72 @@
+/**
+ * `apex run [config.yaml] [key=value ...]`: the whole multi-stage pipeline from one config
+ * (analysis, every stage, the vanilla baseline, evaluations, summary). Without a config file it
+ * runs the embedded offline demonstration. The work is in pipeline/run.ts; flags that name a
+ * config key (-o, --backend) are overrides of that key, so they count in the config hash the
+ * same way.
+ */
+import { Flags } from '@oclif/core';
+import { ApexCommand } from '../cli/base-command.js';
+import { UsageError } from '../errors.js';
+import { runPipeline } from '../pipeline/run.js';
+import type { RunSummary } from '../pipeline/run-summary.js';
+import { renderPerplexityTable } from '../pipeline/run-table.js';
+import { configHash, formatResolvedConfig } from '../run/config-format.js';
+import { BACKENDS, type ResolvedConfig } from '../run/config-schema.js';
+import { resolveConfig } from '../run/config.js';
+
+/** `--print-config --json` prints the resolved config instead of a summary. */
+type RunCommandResult = RunSummary | { configHash: string; config: ResolvedConfig };
+
+/** `key=value` with a key path (`stages.count=3`, `data.train=[a,b]`), as opposed to a file name. */
+const OVERRIDE = /^[A-Za-z_][\w.[\]]*=/;
+
+export default class Run extends ApexCommand<RunCommandResult> {
+  static override description =
+    'Run the whole APEX pipeline from one config: analysis, every training stage with its fused checkpoint, a vanilla baseline at the same token budget, held-out perplexity before and after each stage, and a summary (summary.json, index.html). Without a config file: a complete offline demonstration on a bundled model and corpus. A rerun of the same config resumes.';
+  static override examples = [
+    '<%= config.bin %> run',
+    '<%= config.bin %> run config.yaml',
+    '<%= config.bin %> run config.yaml stages.count=3 optimizer.lr=1e-4 -o runs/three-stages',
+    '<%= config.bin %> run config.yaml --print-config',
+    '<%= config.bin %> run config.yaml --json > summary.json',
+  ];
+  static override strict = false;
+  static override usage = 'run [CONFIG.yaml] [KEY=VALUE...] [-o DIR] [--print-config] [--force] [--backend NAME] [--json] [--quiet]';
+  static override flags = {
+    output: Flags.string({ char: 'o', description: 'Run folder (same as output=DIR; default ./apex-run).' }),
+    'print-config': Flags.boolean({ description: 'Print the resolved config as YAML and exit without doing any work.', default: false }),
+    force: Flags.boolean({ description: 'Discard an existing run folder (another config\'s run, or anything else) and start over.', default: false }),
+    backend: Flags.string({ description: 'TensorFlow.js backend (same as backend=NAME).', options: [...BACKENDS] }),
+  };
+
+  protected async execute(): Promise<RunCommandResult> {
+    const { argv, flags } = await this.parse(Run);
+    const positional = argv as string[];
+    const files = positional.filter((a) => !OVERRIDE.test(a));
+    if (files.length > 1) throw new UsageError(`one config file at most, got ${files.length}: ${files.join(', ')} (overrides are written key=value)`);
+    const overrides = [
+      ...positional.filter((a) => OVERRIDE.test(a)),
+      ...(flags.output !== undefined ? [`output=${JSON.stringify(flags.output)}`] : []),
+      ...(flags.backend !== undefined ? [`backend=${flags.backend}`] : []),
+    ];
+    const resolved = await resolveConfig({ ...(files[0] !== undefined ? { file: files[0] } : {}), overrides, cwd: process.cwd() });
+    if (flags['print-config']) {
+      if (!this.jsonEnabled()) process.stdout.write(formatResolvedConfig(resolved));
+      return { configHash: configHash(resolved.config), config: resolved.config };
+    }
+    const summary = await runPipeline({
+      resolved,
+      force: flags.force,
+      argv: this.argv,
+      signal: this.abort.signal,
+      log: (m) => this.progress.info(m),
+      status: (m) => this.progress.update(m),
+      onWarning: (m) => this.note(m),
+    });
+    this.progress.stop();
+    this.say(renderPerplexityTable(summary, process.stdout.columns || undefined));
+    this.say(`run folder: ${summary.run} (summary.json, index.html)`);
+    return summary;
+  }
+}

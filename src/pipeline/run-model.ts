@@ -1,0 +1,66 @@
+/**
+ * The base model of a run: the config's `model` resolved to a local folder (a folder, the
+ * Hugging Face cache or a download; src/io/resolve-model.ts), checked to be a model apex can
+ * train, and fingerprinted with the sha256 of its config and of every weight file, so
+ * summary.json says exactly what was trained.
+ */
+import { join } from 'node:path';
+import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
+import { resolveModel, type ResolvedModel } from '../io/resolve-model.js';
+import type { ModelSpec } from '../model/model-spec.js';
+import { describeCheckpoint } from '../model/weight-source.js';
+import { sha256OfFile } from './analysis-provenance.js';
+import type { BaseModelRecord } from './run-summary.js';
+
+export interface ResolvedBaseModel {
+  readonly argument: string;
+  readonly resolved: ResolvedModel;
+  readonly dir: string;
+  readonly spec: ModelSpec;
+  readonly parameters: number;
+  readonly files: readonly string[];
+}
+
+/** Resolves the model and reads its spec (refusing what the runtime does not support). */
+export async function resolveBaseModel(argument: string, options: { signal?: AbortSignal; progress?: (m: string) => void }): Promise<ResolvedBaseModel> {
+  const resolved = await resolveModel(argument, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.progress ? { progress: options.progress } : {}),
+  });
+  const checkpoint = await Checkpoint.open(resolved.dir);
+  try {
+    const { spec } = describeCheckpoint(checkpoint);
+    const parameters = checkpoint.tensors().reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0);
+    const files = ['config.json', ...(checkpoint.index !== undefined ? [INDEX_FILE] : []), ...checkpoint.shardFiles];
+    return { argument, resolved, dir: resolved.dir, spec, parameters, files };
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+/**
+ * The record of the base model with the sha256 of its config and weight files. `known` is the
+ * record of an earlier invocation of the same run: when it names the same folder and files,
+ * the hashes are reused instead of reading every weight file again.
+ */
+export async function baseModelRecord(base: ResolvedBaseModel, options: { signal?: AbortSignal; progress?: (m: string) => void; known?: BaseModelRecord }): Promise<BaseModelRecord> {
+  const { known } = options;
+  if (known !== undefined && known.path === base.dir && known.files.map((f) => f.file).join() === base.files.join()) return known;
+  const files = [];
+  for (const name of base.files) {
+    options.progress?.(`hashing ${name}`);
+    const fp = await sha256OfFile(join(base.dir, name), options.signal);
+    files.push({ file: name, bytes: fp.bytes, sha256: fp.sha256 });
+  }
+  const r = base.resolved;
+  return {
+    argument: base.argument,
+    path: base.dir,
+    source: r.source,
+    ...(r.repo !== undefined ? { repo: r.repo } : {}),
+    ...(r.revision !== undefined ? { revision: r.revision } : {}),
+    ...(r.commit !== undefined ? { commit: r.commit } : {}),
+    parameters: base.parameters,
+    files,
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * `apex run`: the whole multi-stage pipeline from one resolved config, readable top to bottom:
+ *
+ *   1. checks that need no writing: the base model resolved and readable, its tokenizer, every
+ *      data source present, the backend available;
+ *   2. the run folder: its lock, then run.json (new, resumed, or refused / restarted with
+ *      force); the base model's fingerprint; the data (loaded on first use);
+ *   3. held-out perplexity of the base model ("before");
+ *   4. method apex: the advantage assessment on the calibration data (`<run>/analysis/`);
+ *   5. every stage: train (select → operators → train → fuse into `stages/<n>/model/`), then
+ *      held-out perplexity of the fused model;
+ *   6. the vanilla baseline with the same data, seed, budget and learning-rate plan
+ *      (`<run>/baseline/vanilla/`), measured the same way;
+ *   7. `summary.json` and `index.html`.
+ * Every step already complete in the run folder is skipped, so a rerun of the same config
+ * continues where the last one stopped. Ctrl-C stops at the next safe point with the training
+ * checkpoints saved (InterruptedError, exit 130).
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { UsageError } from '../errors.js';
+import { selectBackend, type BackendRequest } from '../model/backend.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import type { ResolvedRunConfig } from '../run/config.js';
+import type { DataSpecRecord } from '../train/data.js';
+import { FIRST_WARMUP_FRACTION, STAGE_WARMUP_FRACTION } from '../train/lr-schedule.js';
+import { writeTextAtomic } from '../train/stage-outputs.js';
+import { ANALYSIS_FILES } from './analysis-json.js';
+import { apexVersion } from './analysis-provenance.js';
+import type { RunContext } from './run-context.js';
+import { checkDataSources, loadRunData, type RunData } from './run-data.js';
+import { trainLine } from './run-line.js';
+import { RunLock } from './run-lock.js';
+import { baseModelRecord, resolveBaseModel } from './run-model.js';
+import { renderRunReport } from './run-report.js';
+import { collectRunReportInputs } from './run-report-inputs.js';
+import { BASELINE_FOLDER } from './run-stage-settings.js';
+import { RunState } from './run-state.js';
+import { ANALYSIS_FOLDER, assessAdvantage, measureBaseModel } from './run-steps.js';
+import { assembleRunSummary, RUN_REPORT_FILE, writeRunSummary, type BaseModelRecord, type RunSummary, type RunSummaryParts } from './run-summary.js';
+
+export interface RunPipelineOptions {
+  readonly resolved: ResolvedRunConfig;
+  /** Discard an existing run folder and start over. */
+  readonly force?: boolean;
+  /** The command line, for the provenance records. */
+  readonly argv?: readonly string[];
+  readonly signal?: AbortSignal;
+  /** Permanent progress lines (stderr). */
+  readonly log?: (message: string) => void;
+  /** Transient status (a spinner on a terminal, throttled lines elsewhere). */
+  readonly status?: (message: string) => void;
+  readonly onWarning?: (message: string) => void;
+}
+
+interface DataRecords {
+  readonly train: DataSpecRecord;
+  readonly eval: DataSpecRecord;
+  readonly calibration: DataSpecRecord | null;
+}
+
+/**
+ * Config values the trainer cannot honour yet: its warm-up fractions are fixed (lr-schedule.ts).
+ * Refused rather than silently ignored.
+ */
+function checkTrainerSupport(resolved: ResolvedRunConfig): void {
+  const o = resolved.config.optimizer;
+  const wrong = [
+    ...(o.warmup_fraction !== FIRST_WARMUP_FRACTION ? [`optimizer.warmup_fraction (${o.warmup_fraction})`] : []),
+    ...(o.boundary_warmup_fraction !== STAGE_WARMUP_FRACTION ? [`optimizer.boundary_warmup_fraction (${o.boundary_warmup_fraction})`] : []),
+  ];
+  if (wrong.length > 0) {
+    throw new UsageError(
+      `${wrong.join(' and ')}: the trainer's learning-rate plan uses fixed warm-up fractions ${FIRST_WARMUP_FRACTION} and ${STAGE_WARMUP_FRACTION} (APEX-METHOD §5); leave these keys at their defaults`,
+      'CONFIG_UNSUPPORTED',
+    );
+  }
+}
+
+export async function runPipeline(options: RunPipelineOptions): Promise<RunSummary> {
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const { config } = options.resolved;
+  const log = options.log ?? (() => {});
+  const status = options.status ?? (() => {});
+  const onWarning = options.onWarning ?? log;
+  const signal = options.signal;
+  checkTrainerSupport(options.resolved);
+  const run = resolve(config.output);
+  // Everything that can be checked without writing is checked before the run folder exists.
+  const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
+  const tokenizer = await loadTokenizer(base.dir);
+  await checkDataSources(config, tokenizer, base.dir);
+  const backend = await selectBackend(config.backend as BackendRequest);
+  await mkdir(dirname(run), { recursive: true });
+
+  const lock = new RunLock(run, onWarning);
+  await lock.take();
+  try {
+    const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion(), onWarning });
+    log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
+
+    log(`backend: ${backend.name} (${backend.detail})`);
+    const knownModel = state.completed<BaseModelRecord>('model')?.result;
+    const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status, ...(knownModel ? { known: knownModel } : {}) });
+    if (modelRecord !== knownModel) await state.complete('model', 0, modelRecord);
+    log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
+
+    let loaded: Promise<RunData> | undefined;
+    const data = (): Promise<RunData> => (loaded ??= (async () => {
+      status('loading data');
+      const d = await loadRunData(config, tokenizer);
+      const calibration = d.calibration ? `, ${d.calibration.sequences.length} calibration` : '';
+      log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${config.data.seq_len} tokens each)`);
+      const records: DataRecords = { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };
+      await state.complete('data', 0, records);
+      return d;
+    })());
+
+    const ctx: RunContext = {
+      config,
+      state,
+      run,
+      modelDir: base.dir,
+      data,
+      aroundStage: (line, fn) => lock.around(line.folder === run, fn),
+      ...(signal ? { signal } : {}),
+      log,
+      status,
+      onWarning,
+      argv: options.argv ?? [],
+    };
+    const skipped: string[] = [];
+    const before = await measureBaseModel(ctx);
+    if (before.skipped) skipped.push('eval/before');
+    log(`before training: held-out perplexity ${before.value.perplexity.toFixed(3)}`);
+
+    let analysis: RunSummaryParts['analysis'] = null;
+    if (config.method === 'apex') {
+      const assessed = await assessAdvantage(ctx);
+      if (assessed.skipped) {
+        skipped.push('analysis');
+        log(`analysis: complete, skipped (${ANALYSIS_FOLDER})`);
+      }
+      analysis = { path: ANALYSIS_FOLDER, report: `${ANALYSIS_FOLDER}/${ANALYSIS_FILES.report}`, seconds: assessed.seconds };
+    }
+
+    const main = await trainLine(ctx, { key: 'run', name: config.method === 'apex' ? 'APEX' : config.method, method: config.method, folder: run });
+    skipped.push(...main.skipped);
+    let baseline: RunSummaryParts['baseline'] = null;
+    if (config.baseline.vanilla) {
+      const folder = join(run, BASELINE_FOLDER);
+      await mkdir(dirname(folder), { recursive: true }); // the trainer locks <folder>.lock next to it
+      const outcome = await trainLine(ctx, { key: BASELINE_FOLDER, name: 'vanilla', method: 'vanilla', folder });
+      skipped.push(...outcome.skipped);
+      baseline = { method: 'vanilla', path: BASELINE_FOLDER, stages: outcome.stages };
+    }
+
+    if (state.completed('data') === undefined) await data();
+    const summary = assembleRunSummary({
+      config,
+      apexVersion: apexVersion(),
+      run,
+      backend: { name: backend.name, detail: backend.detail },
+      baseModel: modelRecord,
+      data: state.completed<DataRecords>('data')!.result,
+      before,
+      analysis,
+      stages: main.stages,
+      baseline,
+      start: state.start,
+      skipped,
+      startedAt,
+      invocationSeconds: (performance.now() - started) / 1000,
+    });
+    await writeRunSummary(run, summary);
+    await writeTextAtomic(join(run, RUN_REPORT_FILE), renderRunReport(await collectRunReportInputs(summary, base.spec)));
+    log(`summary written to ${join(run, 'summary.json')} and ${join(run, RUN_REPORT_FILE)}`);
+    return summary;
+  } finally {
+    await lock.release();
+  }
+}

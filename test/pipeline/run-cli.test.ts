@@ -1,0 +1,137 @@
+/**
+ * `apex run` as a CI job runs it: the built CLI in a child process. --print-config does no
+ * work; every config problem is reported at once with exit 2 and nothing written; --json puts
+ * exactly the summary on stdout; a changed config on a run folder exits 2; SIGINT exits 130
+ * with the training checkpoints saved.
+ */
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { configFolder, microConfig } from './run-fixtures.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Builds dist/ when it is missing or older than the run sources. */
+function ensureBuilt(): void {
+  const built = join(ROOT, 'dist', 'commands', 'run.js');
+  const sources = readdirSync(join(ROOT, 'src', 'pipeline')).filter((f) => f.startsWith('run')).map((f) => join('src', 'pipeline', f)).concat('src/commands/run.ts');
+  if (existsSync(built) && sources.every((s) => statSync(join(ROOT, s)).mtimeMs <= statSync(built).mtimeMs)) return;
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { stdio: 'pipe' });
+  } catch {
+    // Type errors elsewhere in the tree still emit JavaScript; the check below is what matters.
+  }
+  expect(existsSync(built), 'dist/commands/run.js must exist: run npm run build').toBe(true);
+}
+
+function apex(args: string[], cwd: string): Promise<{ stdout: string; stderr: string; status: number }> {
+  return new Promise((done) => {
+    execFile(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', ...args], { cwd, encoding: 'utf8', timeout: 100_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } }, (err, stdout, stderr) => {
+      done({ stdout, stderr, status: err ? Number((err as { code?: number }).code ?? 1) : 0 });
+    });
+  });
+}
+
+beforeAll(() => ensureBuilt());
+
+describe('apex run CLI', () => {
+  it('--print-config prints the resolved embedded default and writes nothing', async () => {
+    const { dir } = configFolder('');
+    const r = await apex(['--print-config', 'stages.count=3'], dir);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('No config file: the embedded default');
+    const printed = parseYaml(r.stdout) as { model: string; output: string; stages: { count: number }; data: { train: string[] } };
+    expect(printed.stages.count).toBe(3);
+    expect(printed.data.train).toEqual(['builtin:out-of-domain']);
+    expect(printed.model).toBe(join(ROOT, 'fixtures', 'llama-mha-f32'));
+    expect(printed.output).toBe(join(dir, 'apex-run'));
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+
+    const j = await apex(['--print-config', '--json', '-o', 'elsewhere'], dir);
+    const json = JSON.parse(j.stdout) as { ok: boolean; data: { configHash: string; config: { output: string } } };
+    expect(json.ok).toBe(true);
+    expect(json.data.configHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(json.data.config.output).toBe(join(dir, 'elsewhere'));
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
+  it('reports every config problem at once with exit 2, and writes nothing', async () => {
+    const { dir } = configFolder(microConfig('seed: -1\nstages2: 1\n').replace('steps: 4', 'steps: 0'));
+    const r = await apex(['run.yaml', 'method=vanila', '--json'], dir);
+    expect(r.status).toBe(2);
+    const json = JSON.parse(r.stdout) as { ok: boolean; error: { code: string; message: string; exit: number } };
+    expect(json.ok).toBe(false);
+    expect(json.error).toMatchObject({ code: 'CONFIG_INVALID', exit: 2 });
+    expect(json.error.message).toContain('4 problems');
+    expect(json.error.message).toContain('stages.steps: must be an integer >= 1');
+    expect(json.error.message).toContain('seed: must be an integer');
+    expect(json.error.message).toContain("stages2: unknown key (did you mean 'stages'?)");
+    expect(json.error.message).toContain("did you mean 'vanilla'?");
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
+  it('a missing data file exits 3 before the run folder is created', async () => {
+    const { dir } = configFolder(microConfig());
+    const r = await apex(['run.yaml', 'data.eval=missing.txt', '--json'], dir);
+    expect(r.status).toBe(3);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { exit: 3 } });
+    expect(r.stdout).toContain('missing.txt');
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
+  it('refuses config values the trainer cannot honour, before any work', async () => {
+    const { dir } = configFolder(microConfig());
+    const r = await apex(['run.yaml', 'optimizer.warmup_fraction=0.1'], dir);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('optimizer.warmup_fraction');
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
+  it('--json prints only the summary; a different config on the same folder exits 2', async () => {
+    const { dir } = configFolder(microConfig('baseline: { vanilla: false }'));
+    const r = await apex(['run.yaml', '--json'], dir);
+    expect(r.status, r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout) as { ok: boolean; data: { schema: string; perplexity: { before: number; final: number; baseline: number | null; stages: number[] } } };
+    expect(json.ok).toBe(true);
+    expect(json.data.schema).toBe('apex.run/1');
+    expect(json.data.perplexity.stages).toHaveLength(2);
+    expect(json.data.perplexity.baseline).toBeNull();
+    expect(json.data.perplexity.final).toBeLessThan(json.data.perplexity.before);
+    expect(r.stderr).toContain('APEX stage 2 of 2: training');
+    expect(existsSync(join(dir, 'apex-run', 'stages', '2', 'model', 'model.safetensors'))).toBe(true);
+
+    const changed = await apex(['run.yaml', 'stages.count=3', '--json'], dir);
+    expect(changed.status).toBe(2);
+    const refusal = JSON.parse(changed.stdout) as { error: { code: string; message: string } };
+    expect(refusal.error.code).toBe('RUN_CONFIG_CHANGED');
+    expect(refusal.error.message).toContain('--force');
+    expect(existsSync(join(dir, 'apex-run', 'stages', '3'))).toBe(false);
+  });
+
+  it('SIGINT stops with exit 130 and the training checkpoint saved', async () => {
+    const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    let interrupting = false;
+    const status = await new Promise<number | null>((done) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('APEX stage 1 of 2: training') && !interrupting) {
+          interrupting = true;
+          setTimeout(() => child.kill('SIGINT'), 1500);
+        }
+      });
+      child.on('exit', (code) => done(code));
+    });
+    expect(status, stderr).toBe(130);
+    expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exit: 130 } });
+    const checkpoints = join(dir, 'apex-run', 'stages', '1', 'checkpoints');
+    expect(readdirSync(checkpoints).some((f) => /^step-\d{8}$/.test(f))).toBe(true);
+    expect(existsSync(join(dir, 'apex-run.lock'))).toBe(false);
+  });
+});

@@ -1,0 +1,220 @@
+/**
+ * `apex run` end to end on a micro config (2 APEX stages + the vanilla baseline, a few steps of
+ * 4 × 32 tokens on the fixture model, wasm): the §7 layout with loadable checkpoints, the
+ * summary and report, resume doing no work, a changed config refused, --force redoing, and an
+ * interrupted run resuming to the same final weights as an uninterrupted one.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { InterruptedError, UsageError } from '../../src/errors.js';
+import { Checkpoint } from '../../src/io/checkpoint.js';
+import { selectBackend } from '../../src/model/backend.js';
+import { disposeModelWeights, forwardLogits, loadModelWeights } from '../../src/model/model-weights.js';
+import { loadTokenizer } from '../../src/model/tokenizer.js';
+import { loadRunData } from '../../src/pipeline/run-data.js';
+import { runPipeline } from '../../src/pipeline/run.js';
+import type { RunSummary } from '../../src/pipeline/run-summary.js';
+import { resolveConfig } from '../../src/run/config.js';
+import { configFolder, fingerprint, maxWeightDifference, microConfig, MODEL } from './run-fixtures.js';
+
+async function run(file: string, options: { overrides?: string[]; force?: boolean; signal?: AbortSignal; onStatus?: (m: string) => void } = {}) {
+  const resolved = await resolveConfig({ file, overrides: options.overrides ?? [], cwd: path.dirname(file) });
+  const lines: string[] = [];
+  const summary = await runPipeline({
+    resolved,
+    ...(options.force ? { force: true } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    log: (m) => lines.push(m),
+    status: (m) => { lines.push(m); options.onStatus?.(m); },
+    onWarning: (m) => lines.push(`warning: ${m}`),
+  });
+  return { summary, lines };
+}
+
+/** Mean next-token NLL of a checkpoint over sequences, with the resident (non-streaming) forward and a float64 log-softmax. */
+async function residentMeanNll(dir: string, sequences: readonly Int32Array[]): Promise<number> {
+  const checkpoint = await Checkpoint.open(dir);
+  const { model } = await loadModelWeights(checkpoint);
+  try {
+    let sum = 0;
+    let count = 0;
+    for (const seq of sequences) {
+      const logits = tf.tidy(() => forwardLogits(model, tf.tensor2d(seq, [1, seq.length], 'int32')).dataSync());
+      const V = model.spec.vocabSize;
+      for (let t = 0; t + 1 < seq.length; t++) {
+        const row = logits.subarray(t * V, (t + 1) * V);
+        let max = -Infinity;
+        for (const v of row) max = Math.max(max, v);
+        let z = 0;
+        for (const v of row) z += Math.exp(v - max);
+        sum -= row[seq[t + 1]!]! - max - Math.log(z);
+        count++;
+      }
+    }
+    return sum / count;
+  } finally {
+    disposeModelWeights(model);
+    await checkpoint.close();
+  }
+}
+
+function stageRecord(run: string, rel: string): { details: { seeds: unknown; lr_plan: unknown; data: { train: unknown }; steps: number; method: string } } {
+  return JSON.parse(readFileSync(path.join(run, rel, 'apex_run.json'), 'utf8'));
+}
+
+describe('apex run (library, micro config)', () => {
+  let cfg: { dir: string; file: string };
+  let out: string;
+  let first: RunSummary;
+
+  beforeAll(async () => {
+    await selectBackend('wasm');
+    cfg = configFolder(microConfig());
+    out = path.join(cfg.dir, 'apex-run');
+    first = (await run(cfg.file)).summary;
+  });
+
+  it('writes the run folder layout of APEX-METHOD §7, for the run and for the baseline', () => {
+    for (const f of ['run.json', 'summary.json', 'index.html', 'analysis/analysis.json', 'analysis/stats.safetensors', 'analysis/index.html']) {
+      expect(existsSync(path.join(out, f)), f).toBe(true);
+    }
+    for (const n of [1, 2]) {
+      for (const f of ['operators.safetensors', 'trained.safetensors', 'scores.safetensors', 'metrics.jsonl', 'apex_run.json', 'model/config.json', 'model/model.safetensors']) {
+        expect(existsSync(path.join(out, 'stages', String(n), f)), `stages/${n}/${f}`).toBe(true);
+      }
+      for (const f of ['trained.safetensors', 'metrics.jsonl', 'apex_run.json', 'model/model.safetensors']) {
+        expect(existsSync(path.join(out, 'baseline/vanilla/stages', String(n), f)), `baseline stage ${n}/${f}`).toBe(true);
+      }
+      expect(existsSync(path.join(out, 'baseline/vanilla/stages', String(n), 'operators.safetensors'))).toBe(false);
+    }
+  });
+
+  it('every stage model is a loadable checkpoint whose perplexity is the one reported (checked by an independent forward)', async () => {
+    const resolved = await resolveConfig({ file: cfg.file, cwd: cfg.dir });
+    const data = await loadRunData(resolved.config, await loadTokenizer(MODEL));
+    expect(data.eval.sequences.length).toBe(6);
+    const checks: [string, number][] = [
+      [MODEL, first.before.meanNll],
+      ...first.stages.map((s) => [path.join(out, s.model), s.eval.meanNll] as [string, number]),
+      ...first.baseline!.stages.map((s) => [path.join(out, s.model), s.eval.meanNll] as [string, number]),
+    ];
+    for (const [dir, reported] of checks) expect(await residentMeanNll(dir, data.eval.sequences), dir).toBeCloseTo(reported, 4);
+    // the stages changed the model, and the two lines are different models
+    expect(first.stages[1]!.eval.meanNll).not.toBe(first.before.meanNll);
+    expect(await maxWeightDifference(path.join(out, 'stages/2/model'), path.join(out, 'baseline/vanilla/stages/2/model'))).toBeGreaterThan(0);
+  });
+
+  it('summary.json holds the config, hashes, data, and per stage perplexity, tokens, steps and trainable parameters', () => {
+    const s = JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as RunSummary;
+    expect(s.schema).toBe('apex.run/1');
+    expect(s.configHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(s.config.stages.count).toBe(2);
+    expect(s.backend.name).toBe('wasm');
+    expect(s.seed).toBe(0);
+    expect(s.baseModel.path).toBe(MODEL);
+    expect(s.baseModel.files.map((f) => f.file)).toEqual(['config.json', 'model.safetensors']);
+    expect(s.baseModel.files[1]!.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(s.data.train.split).toBe('train');
+    expect(s.data.eval.split).toBe('heldout');
+    expect(s.data.calibration?.samples).toBe(8);
+    expect(s.stages.map((x) => [x.stage, x.steps, x.tokens])).toEqual([[1, 4, 512], [2, 4, 512]]);
+    expect(s.baseline!.stages.map((x) => [x.stage, x.steps, x.tokens])).toEqual([[1, 4, 512], [2, 4, 512]]);
+    // full APEX trains every weight plus the operators; vanilla exactly every weight
+    expect(s.stages[0]!.trainableFraction).toBeGreaterThan(1);
+    expect(s.baseline!.stages[0]!.trainableParams).toBe(s.baseModel.parameters);
+    expect(s.baseline!.stages[0]!.trainableFraction).toBe(1);
+    expect(s.perplexity).toEqual({
+      before: s.before.perplexity,
+      stages: s.stages.map((x) => x.eval.perplexity),
+      final: s.stages[1]!.eval.perplexity,
+      baseline: s.baseline!.stages[1]!.eval.perplexity,
+      baselineStages: s.baseline!.stages.map((x) => x.eval.perplexity),
+    });
+    expect(s.invocation.start).toBe('new');
+    expect(s.invocation.skipped).toEqual([]);
+  });
+
+  it('trains the baseline on the same data order and learning-rate plan as APEX', () => {
+    for (const n of [1, 2]) {
+      const apex = stageRecord(out, `stages/${n}`).details;
+      const vanilla = stageRecord(out, `baseline/vanilla/stages/${n}`).details;
+      expect([apex.method, vanilla.method]).toEqual(['apex', 'vanilla']);
+      expect(vanilla.seeds).toEqual(apex.seeds);
+      expect(vanilla.lr_plan).toEqual(apex.lr_plan);
+      expect(vanilla.data.train).toEqual(apex.data.train);
+    }
+  });
+
+  it('index.html shows the perplexities, the curves, the heatmaps and links to the stage models', () => {
+    const html = readFileSync(path.join(out, 'index.html'), 'utf8');
+    expect(html).toContain('Held-out perplexity');
+    expect(html).toContain('Training curves');
+    expect(html).toContain('Rank counts recorded during stage 2');
+    expect(html).toContain('href="stages/1/model/"');
+    expect(html).toContain('href="baseline/vanilla/stages/2/model/"');
+    expect(html).toContain('href="analysis/index.html"');
+    expect(html.match(/<svg[\s>]/g)?.length).toBeGreaterThanOrEqual(5);
+    expect(html).toContain(first.perplexity.final.toPrecision(4));
+  });
+
+  it('a rerun of the same config does no work and leaves every stage output untouched', async () => {
+    const stagesBefore = fingerprint(path.join(out, 'stages'));
+    const baselineBefore = fingerprint(path.join(out, 'baseline'));
+    const analysisBefore = fingerprint(path.join(out, 'analysis'));
+    const { summary, lines } = await run(cfg.file);
+    expect(fingerprint(path.join(out, 'stages'))).toEqual(stagesBefore);
+    expect(fingerprint(path.join(out, 'baseline'))).toEqual(baselineBefore);
+    expect(fingerprint(path.join(out, 'analysis'))).toEqual(analysisBefore);
+    expect(summary.invocation.start).toBe('resumed');
+    expect(summary.invocation.skipped).toEqual([
+      'eval/before', 'analysis',
+      'run/stage/1', 'run/eval/1', 'run/stage/2', 'run/eval/2',
+      'baseline/vanilla/stage/1', 'baseline/vanilla/eval/1', 'baseline/vanilla/stage/2', 'baseline/vanilla/eval/2',
+    ]);
+    expect(lines).toContain('APEX stage 2: complete, skipped (stages/2)');
+    expect(lines.some((l) => l.startsWith('loading data'))).toBe(false);
+    expect(summary.perplexity).toEqual(first.perplexity);
+  });
+
+  it('refuses a different config on the run folder (exit 2) and changes nothing', async () => {
+    const before = fingerprint(out);
+    const err = await run(cfg.file, { overrides: ['stages.steps=5'] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).code).toBe('RUN_CONFIG_CHANGED');
+    expect((err as Error).message).toContain('stages.steps');
+    expect(fingerprint(out)).toEqual(before);
+  });
+
+  it('an interrupted stage resumes from its checkpoint and ends with the same weights as the uninterrupted run; --force redoes everything', async () => {
+    const other = configFolder(microConfig());
+    const otherOut = path.join(other.dir, 'apex-run');
+    const abort = new AbortController();
+    const err = await run(other.file, {
+      signal: abort.signal,
+      onStatus: (m) => { if (/^APEX stage 2: step 3\//.test(m)) abort.abort(new InterruptedError('test interrupt')); },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InterruptedError);
+    expect(existsSync(path.join(otherOut, 'stages/2/apex_run.json'))).toBe(false);
+    expect(existsSync(path.join(otherOut, 'stages/2/checkpoints'))).toBe(true);
+
+    const { summary, lines } = await run(other.file);
+    expect(summary.invocation.skipped).toEqual(expect.arrayContaining(['eval/before', 'analysis', 'run/stage/1', 'run/eval/1']));
+    expect(summary.invocation.skipped).not.toContain('run/stage/2');
+    expect(lines.some((l) => /^APEX: resuming stage 2 from step [23] /.test(l))).toBe(true);
+    const steps = readFileSync(path.join(otherOut, 'stages/2/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+    expect(steps.filter((s) => s > 0)).toEqual([1, 2, 3, 4]);
+    for (const rel of ['stages/1/model', 'stages/2/model', 'baseline/vanilla/stages/2/model']) {
+      expect(await maxWeightDifference(path.join(out, rel), path.join(otherOut, rel)), rel).toBeLessThanOrEqual(1e-6);
+    }
+    expect(summary.perplexity.final).toBeCloseTo(first.perplexity.final, 4);
+
+    const stageRecordBefore = readFileSync(path.join(otherOut, 'stages/1/apex_run.json'), 'utf8');
+    const forced = await run(other.file, { force: true });
+    expect(forced.summary.invocation.start).toBe('restarted');
+    expect(forced.summary.invocation.skipped).toEqual([]);
+    expect(readFileSync(path.join(otherOut, 'stages/1/apex_run.json'), 'utf8')).not.toBe(stageRecordBefore);
+    expect(await maxWeightDifference(path.join(out, 'stages/2/model'), path.join(otherOut, 'stages/2/model'))).toBeLessThanOrEqual(1e-6);
+  });
+});
