@@ -1,0 +1,132 @@
+/**
+ * Training benchmark (results go to docs/benchmarks.md, "Training"): one optimizer step of a
+ * ~10M-parameter LLaMA (8 layers, hidden 256, GQA 8/4 heads, I 688, vocab 8192, untied, f32,
+ * random weights; the shape bench/eval.ts uses) on 2 × 128 tokens, through apex's trainer
+ * (`runStage`, wasm backend) for every method and setting, next to PyTorch CPU running the same
+ * full fine-tuning step on the same weights and tokens (bench/pytorch/train_step.py, set up as
+ * DEVELOPERS.md says: OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2). Reports the median step time
+ * after warm-up, tokens/s, the APEX `full` overhead per step over `vanilla` (target ≤ 5%), and
+ * the peak RSS of each setting beside the trainer's memory estimate. Each measurement runs in
+ * a fresh child process so that its peak RSS is its own.
+ *
+ *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3]
+ *   npx tsx bench/train.ts worker <model> <run> <method> <setting|-> <backend> <steps>   (one measurement)
+ */
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { i32Tensor, writeSafetensors } from '../src/io/safetensors-writer.js';
+import { runAnalysis } from '../src/pipeline/analyze.js';
+import { readInputIds } from '../src/train/data-input-ids.js';
+import type { SequenceSet } from '../src/train/data.js';
+import { runStage } from '../src/train/stage.js';
+import type { ApexSetting, StageMethod } from '../src/train/stage-options.js';
+import { Rng } from '../src/util/rng.js';
+import { writeRandomCheckpoint, type RandomModelShape } from './random-checkpoint.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SMALL: RandomModelShape = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 8192 };
+const BATCH = 2;
+const SEQ_LEN = 128;
+const WARMUP = 3;
+
+interface WorkerResult {
+  msPerStep: number;
+  /** CPU milliseconds of the process per step (load-independent on this single-threaded backend). */
+  cpuMsPerStep: number;
+  tokensPerSecond: number;
+  firstLoss: number;
+  trainable: number;
+  fraction: number;
+  peakRssBytes: number;
+  memoryEstimateBytes: number;
+}
+
+async function idSet(file: string): Promise<SequenceSet> {
+  const { rows, length } = await readInputIds(file);
+  return { seqLen: length, sequences: rows, source: { kind: 'input-ids', paths: [file], sha256: [], seqLen: length, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: rows.length, tokens: rows.length * length } };
+}
+
+async function worker(model: string, run: string, method: StageMethod, setting: string, backend: string, steps: number, ids: string): Promise<void> {
+  const seconds: number[] = [];
+  const cpu: number[] = [];
+  let lastCpu = process.cpuUsage();
+  let firstLoss = NaN;
+  const result = await runStage({
+    model, modelDir: model, run, stage: 1, method, ...(setting !== '-' ? { setting: setting as ApexSetting } : {}),
+    ...(method === 'lora' ? { loraRank: 8 } : {}),
+    train: await idSet(ids), steps, batchSize: BATCH, lr: 1e-4, saveEvery: 0, backend, expand: false,
+    onStep: (r) => {
+      if (r.step === 1) firstLoss = r.loss;
+      seconds.push((BATCH * SEQ_LEN) / r.tokensPerSecond);
+      const now = process.cpuUsage(lastCpu);
+      cpu.push((now.user + now.system) / 1000);
+      lastCpu = process.cpuUsage();
+    },
+  });
+  const middle = (v: number[]) => v.slice(WARMUP).sort((a, b) => a - b)[Math.floor((v.length - WARMUP) / 2)]!;
+  const median = middle(seconds);
+  const out: WorkerResult = {
+    msPerStep: median * 1000,
+    cpuMsPerStep: middle(cpu), tokensPerSecond: (BATCH * SEQ_LEN) / median, firstLoss, trainable: result.trainable.trainable, fraction: result.trainable.fraction,
+    peakRssBytes: result.peakRssBytes, memoryEstimateBytes: result.memoryEstimateBytes,
+  };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+function measure(args: string[]): WorkerResult {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'worker', ...args], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 22 });
+  if (r.status !== 0) throw new Error(`worker failed (${args.join(' ')}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as WorkerResult;
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'worker') return worker(argv[1]!, argv[2]!, argv[3] as StageMethod, argv[4]!, argv[5]!, Number(argv[6]), argv[7]!);
+  const opt = (name: string, fallback: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1]! : fallback; };
+  const work = opt('--work', '/tmp/apex-train-bench');
+  const steps = Number(opt('--steps', '10'));
+  const python = opt('--python', '/usr/bin/python3');
+  mkdirSync(work, { recursive: true });
+  const model = join(work, 'small-10m-f32');
+  if (!existsSync(join(model, 'config.json'))) await writeRandomCheckpoint(model, SMALL, 'F32');
+  const ids = join(work, 'train-ids.safetensors');
+  const rng = new Rng(3);
+  await writeSafetensors(ids, [i32Tensor('input_ids', [BATCH, SEQ_LEN], Int32Array.from({ length: BATCH * SEQ_LEN }, (_, i) => (i % SEQ_LEN === 0 ? 1 : rng.nextInt(SMALL.vocab))))]);
+  const analysis = join(work, 'train-analysis');
+  rmSync(analysis, { recursive: true, force: true });
+  await runAnalysis({ model, output: join(analysis, 'analysis'), data: await idSet(ids), batchSize: BATCH, ratio: 0.375, seed: 0, backend: 'wasm' });
+
+  console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}; node ${process.version}; ${new Date().toISOString().slice(0, 10)}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`\n~10M-parameter LLaMA (8 layers, hidden 256, GQA 8/4, I 688, vocab 8192, untied, f32), ${BATCH} × ${SEQ_LEN} tokens per step, median of ${steps - WARMUP} steps after ${WARMUP} warm-up:`);
+  console.log('| engine | method / setting | trainable | wall ms/step | CPU ms/step | tokens/s (wall) | tokens per CPU-s | peak RSS | estimate | first loss |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const ours: Record<string, WorkerResult> = {};
+  for (const [method, setting] of [['vanilla', '-'], ['apex', 'full'], ['apex', 'structured'], ['apex', 'operators'], ['lora', '-']] as const) {
+    const run = join(work, `train-${method}-${setting}`);
+    rmSync(run, { recursive: true, force: true });
+    mkdirSync(run, { recursive: true });
+    if (method === 'apex') cpSync(join(analysis, 'analysis'), join(run, 'analysis'), { recursive: true });
+    const r = measure([model, run, method, setting, 'wasm', String(steps), ids]);
+    const key = `${method}${setting !== '-' ? ` ${setting}` : method === 'lora' ? ' r8' : ''}`;
+    ours[key] = r;
+    console.log(`| apex wasm | ${key} | ${r.trainable.toLocaleString('en-US')} (${(100 * r.fraction).toFixed(1)}%) | ${r.msPerStep.toFixed(0)} | ${r.cpuMsPerStep.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${((1000 * BATCH * SEQ_LEN) / r.cpuMsPerStep).toFixed(0)} | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.memoryEstimateBytes / 2 ** 20).toFixed(0)} MiB | ${r.firstLoss.toFixed(4)} |`);
+  }
+  const py = spawnSync(python, [join(ROOT, 'bench', 'pytorch', 'train_step.py'), model, ids, String(steps - 2)], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '2' },
+  });
+  const pct = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
+  const overhead = (k: 'msPerStep' | 'cpuMsPerStep') => pct((ours['apex full']![k] / ours.vanilla![k] - 1) * 100);
+  console.log(`\nAPEX full overhead per step over vanilla: ${overhead('cpuMsPerStep')} by CPU time, ${overhead('msPerStep')} by wall time (target ≤ 5%)`);
+  if (py.status !== 0) {
+    console.log(`PyTorch run failed: ${py.error?.message ?? py.stderr.trim().split('\n').pop()}`);
+    return;
+  }
+  const torch = JSON.parse(py.stdout.trim().split('\n').pop()!) as { secondsPerStep: number; cpuSecondsPerStep: number; tokensPerSecond: number; firstLoss: number; params: number; torch: string; threads: number };
+  const torchCpuMs = torch.cpuSecondsPerStep * 1000;
+  console.log(`| PyTorch ${torch.torch} CPU fp32 (${torch.threads} intra-op thread, OpenBLAS 2) | vanilla | ${torch.params.toLocaleString('en-US')} (100%) | ${(torch.secondsPerStep * 1000).toFixed(0)} | ${torchCpuMs.toFixed(0)} | ${torch.tokensPerSecond.toFixed(0)} | ${((1000 * BATCH * SEQ_LEN) / torchCpuMs).toFixed(0)} | | | ${torch.firstLoss.toFixed(4)} |`);
+  console.log(`training throughput ratio apex wasm vanilla / PyTorch: ${(ours.vanilla!.tokensPerSecond / torch.tokensPerSecond).toFixed(3)} by wall time, ${(torchCpuMs / ours.vanilla!.cpuMsPerStep).toFixed(3)} by CPU time; first-step loss |apex − PyTorch| ${Math.abs(ours.vanilla!.firstLoss - torch.firstLoss).toExponential(2)}`);
+}
+
+await main(process.argv.slice(2));

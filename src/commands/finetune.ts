@@ -1,0 +1,53 @@
+/**
+ * `apex finetune <model> --stage n -o <run>`: one APEX training stage (or a vanilla / LoRA
+ * baseline on the same trainer), written to `<run>/stages/<n>/` and fused into
+ * `<run>/stages/<n>/model/`. The work is in train/stage.ts; flags in train/stage-flags.ts.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { Args } from '@oclif/core';
+import { ApexCommand } from '../cli/base-command.js';
+import { resolveModel } from '../io/resolve-model.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import { resolveStageSettings } from '../train/stage-options.js';
+import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/stage-flags.js';
+import { runStage, type StageResult } from '../train/stage.js';
+
+export default class Finetune extends ApexCommand<StageResult> {
+  static override description = 'Train one APEX stage (or a vanilla / LoRA baseline) on a model and fuse it into <run>/stages/<n>/model/.';
+  static override examples = [
+    '<%= config.bin %> finetune ./my-model --data notes/ --steps 500 --total-stages 2 -o runs/a',
+    '<%= config.bin %> finetune ./my-model --data notes/ --steps 500 --total-stages 2 --stage 2 -o runs/a',
+    '<%= config.bin %> finetune ./stories260K --input-ids ids.safetensors --setting operators --steps 50 --lr 1e-3 -o runs/b',
+    '<%= config.bin %> finetune ./my-model --data notes/ --method lora --match-params runs/a --steps 500 -o runs/lora',
+  ];
+  static override args = { model: Args.string({ description: 'Base model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
+  static override flags = finetuneFlags;
+
+  protected async execute(): Promise<StageResult> {
+    const { args, flags } = await this.parse(Finetune);
+    const settings = stageSettingsFromFlags(args.model, flags, this.argv);
+    resolveStageSettings(settings);
+    const resolved = await resolveModel(args.model, { signal: this.abort.signal, progress: (m) => this.progress.update(m) });
+    const tokenizer = flags['input-ids'] ? undefined : await loadTokenizer(resolved.dir);
+    this.progress.update('loading data');
+    const { train, eval: held } = await loadStageData(flags, tokenizer);
+    const result = await runStage({
+      ...settings,
+      // base_model is recorded so that `apex expand --run` can resolve it again from anywhere.
+      model: resolved.source === 'local' && !isAbsolute(args.model) ? resolve(args.model) : args.model,
+      modelDir: resolved.dir,
+      train,
+      eval: held,
+      signal: this.abort.signal,
+      progress: (m) => this.progress.update(m),
+      onWarning: (m) => this.note(m),
+    });
+    this.progress.stop();
+    const t = result.trainable;
+    this.say(`stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}` : ''}): ${result.status === 'complete' ? 'already complete' : `${result.steps - result.startStep} steps trained${result.startStep > 0 ? ` (resumed at step ${result.startStep})` : ''}`}`);
+    this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
+    if (result.finalLoss !== null) this.say(`final training loss ${result.finalLoss.toFixed(4)}${result.eval ? `, held-out loss ${result.eval.loss.toFixed(4)} (perplexity ${result.eval.ppl.toFixed(3)})` : ''}`);
+    this.say(`written to ${result.dir}${result.modelDir ? `; fused model in ${result.modelDir}` : ''}`);
+    return result;
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * `metrics.jsonl` of a stage: one JSON object per line, one line per optimizer step (and one
+ * for the evaluation before the first step), appended as training goes. A resumed run first
+ * cuts the file back to its checkpoint's step, so no step is ever logged twice.
+ */
+import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+export interface MetricsLine {
+  /** Optimizer steps completed in this stage. */
+  readonly step: number;
+  /** Tokens (sequence positions) trained on in this stage so far. */
+  readonly tokens: number;
+  /** Mean training loss of the step (absent on the line of the evaluation before step 1). */
+  readonly loss?: number;
+  readonly lr?: number;
+  /** Global gradient norm before clipping. */
+  readonly grad_norm?: number;
+  readonly tokens_per_s?: number;
+  /** Held-out mean NLL and perplexity, on the steps that evaluate. */
+  readonly eval_loss?: number;
+  readonly eval_ppl?: number;
+  /** Seconds since the stage started, resumed runs included. */
+  readonly elapsed: number;
+}
+
+export async function appendMetrics(path: string, line: MetricsLine): Promise<void> {
+  await appendFile(path, `${JSON.stringify(line)}\n`);
+}
+
+/** Every complete line of the file (a torn last line from a killed process is skipped); [] when absent. */
+export async function readMetrics(path: string): Promise<MetricsLine[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const out: MetricsLine[] = [];
+  for (const raw of text.split('\n')) {
+    if (raw.trim() === '') continue;
+    try {
+      out.push(JSON.parse(raw) as MetricsLine);
+    } catch {
+      // A line cut short by a kill; the resume truncation drops it.
+    }
+  }
+  return out;
+}
+
+/**
+ * Keeps the lines of steps ≤ `step` (atomically: temporary file + rename) and returns them;
+ * `step` undefined removes the file (a fresh start).
+ */
+export async function truncateMetrics(path: string, step: number | undefined): Promise<MetricsLine[]> {
+  if (step === undefined) {
+    await rm(path, { force: true });
+    return [];
+  }
+  const kept = (await readMetrics(path)).filter((l) => l.step <= step);
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  await writeFile(tmp, kept.map((l) => `${JSON.stringify(l)}\n`).join(''));
+  await rename(tmp, path);
+  return kept;
+}

@@ -1,0 +1,108 @@
+/**
+ * The APEX score recorder that stays on during training (APEX-METHOD §2): for every training
+ * micro-batch and layer it takes the unit activation norms from the operator-augmented forward
+ * (the attention output after the mixed values, the gate activation after the gate transform)
+ * and adds that micro-batch's Top-k / Min-k counts with the same code analysis uses
+ * (RankCountRecorder). The counts of stage t select the units of stage t + 1.
+ *
+ * Sums of squares are computed on the backend inside the forward (one [H] and one [I] vector
+ * per layer, kept past the forward's tidy scope) and read after the optimizer step; a step
+ * that does not complete (interrupt, NaN) records nothing, so the counts always belong to
+ * whole optimizer steps, like the checkpoint they are saved in.
+ *
+ * Padding is excluded: a token counts when its weight is 1. For chat data the tokens after a
+ * sequence's last loss target are treated as padding **(ours: the SequenceSet keeps no
+ * separate attention mask, and everything after the last target is the pad fill or a
+ * trailing turn that trains nothing)**; packed text and input ids count every token.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { LayerActivations, LayerObserver } from '../model/layer-hooks.js';
+import { RankCountRecorder, type RankRecorderState, type RecorderShape } from '../ops/rank-counts.js';
+import type { SequenceSet } from './data.js';
+
+/** Per-token weights (1 = counts) of one sequence for the activation norms. */
+export function activationTokenWeights(set: SequenceSet, index: number): Float32Array {
+  const weights = new Float32Array(set.seqLen).fill(1);
+  const mask = set.lossMasks?.[index];
+  if (mask === undefined) return weights;
+  let last = -1;
+  for (let t = 0; t < mask.length; t++) if (mask[t] === 1) last = t;
+  weights.fill(0, last + 1);
+  return weights;
+}
+
+interface PendingLayer {
+  readonly head: tf.Tensor1D;
+  readonly channel: tf.Tensor1D;
+}
+
+export class TrainingScoreRecorder {
+  readonly counts: RankCountRecorder;
+  /** Micro-batches of the step in progress; each maps layer → its kept sums of squares. */
+  private pending: Map<number, PendingLayer>[] = [];
+  private weights: tf.Tensor3D | undefined;
+
+  constructor(shapeOrState: RecorderShape | RankRecorderState) {
+    this.counts = 'version' in shapeOrState ? RankCountRecorder.fromState(shapeOrState) : new RankCountRecorder(shapeOrState);
+  }
+
+  /**
+   * Starts a micro-batch whose token weights are `weights` [B, T] (0/1) and returns the observer
+   * to hand to the forward pass.
+   */
+  beginMicroBatch(weights: Float32Array, batch: number, seqLen: number): LayerObserver {
+    this.weights?.dispose();
+    this.weights = tf.tensor3d(weights, [batch, seqLen, 1]);
+    const layers = new Map<number, PendingLayer>();
+    this.pending.push(layers);
+    const { numHeads } = this.counts.shape;
+    return (a: LayerActivations) => {
+      const w = this.weights as tf.Tensor3D;
+      const [B, T, width] = a.attention.shape;
+      const kept = tf.tidy(() => {
+        const att = tf.mul(a.attention, w);
+        const head = tf.sum(tf.square(tf.reshape(att, [B, T, numHeads, width / numHeads])), [0, 1, 3]) as tf.Tensor1D;
+        const channel = tf.sum(tf.square(tf.mul(a.gate, w)), [0, 1]) as tf.Tensor1D;
+        return { head: tf.keep(head), channel: tf.keep(channel) };
+      });
+      layers.set(a.layer, kept);
+    };
+  }
+
+  /** Adds the counts of every micro-batch of the completed step and frees their tensors. */
+  commitStep(): void {
+    const batches = this.pending;
+    this.pending = [];
+    try {
+      for (const layers of batches) {
+        for (let layer = 0; layer < this.counts.shape.numLayers; layer++) {
+          const sums = layers.get(layer);
+          if (sums === undefined) throw new Error(`score recorder: layer ${layer} reported no activations for a micro-batch`);
+          this.counts.record(layer, sums.head.dataSync(), sums.channel.dataSync());
+        }
+      }
+    } finally {
+      disposeBatches(batches);
+    }
+  }
+
+  /** Drops what the step in progress recorded (interrupted or failed step). */
+  discardStep(): void {
+    disposeBatches(this.pending);
+    this.pending = [];
+  }
+
+  state(): RankRecorderState {
+    return this.counts.state();
+  }
+
+  dispose(): void {
+    this.discardStep();
+    this.weights?.dispose();
+    this.weights = undefined;
+  }
+}
+
+function disposeBatches(batches: readonly Map<number, PendingLayer>[]): void {
+  for (const layers of batches) for (const { head, channel } of layers.values()) tf.dispose([head, channel]);
+}

@@ -1,0 +1,146 @@
+/**
+ * The files a finished stage leaves in `stages/<n>/` (APEX-METHOD §7), each written
+ * atomically (temporary file + rename):
+ *
+ *   operators.safetensors  M, a, b and P/N/E per layer (APEX settings; ops/operator-file.ts)
+ *   trained.safetensors    F32 copies of every directly-trained tensor (whole tensors, also
+ *                          when a mask trained some rows); for LoRA the merged projections
+ *                          W + (α/r)·B·A; absent for `operators`
+ *   scores.safetensors     the rank counts recorded over this stage's micro-batches (APEX)
+ *   loss.svg               training loss (and held-out loss) against steps
+ *
+ * Every value is read and checked first: NaN/Inf in any tensor is a VerificationError naming
+ * it, raised before the first file is written.
+ */
+import { open, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { VerificationError } from '../errors.js';
+import { f32Tensor, writeSafetensors, type TensorToWrite } from '../io/safetensors-writer.js';
+import type { ModelSpec } from '../model/model-spec.js';
+import { findLayerTensor } from '../model/architecture.js';
+import { operatorTensorName, writeOperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
+import { readOperatorVariables } from '../ops/operator-hooks.js';
+import type { LayerOperators } from '../ops/operator-init.js';
+import { scoreRecordsFromRecorder, writeScoreFile } from '../ops/score-file.js';
+import { OPERATORS_FILE, TRAINED_FILE } from '../pipeline/expand-paths.js';
+import { renderLineChartSvg } from '../report/svg-line-chart.js';
+import { PROJECTION_KEYS } from './lora.js';
+import type { MetricsLine } from './metrics-log.js';
+import type { TrainingScoreRecorder } from './score-recorder.js';
+import { SCORES_FILE } from './stage-selection.js';
+import type { StageTrainables } from './stage-trainables.js';
+
+export const LOSS_PLOT_FILE = 'loss.svg';
+
+export interface StageTensors {
+  /** Layers that carry operators (APEX settings). */
+  readonly operators: LayerOperators[] | undefined;
+  /** trained.safetensors content by checkpoint tensor name (absent for `operators`). */
+  readonly trained: Map<string, { shape: readonly number[]; values: Float32Array }> | undefined;
+}
+
+function checkFinite(name: string, values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) {
+      throw new VerificationError(`tensor '${name}' holds ${values[i]} at flat index ${i} after training; nothing was written`, 'NON_FINITE_TENSOR');
+    }
+  }
+}
+
+/** Reads every tensor a stage writes out of its variables, checking each is finite. */
+export function collectStageTensors(spec: ModelSpec, t: StageTrainables): StageTensors {
+  let operators: LayerOperators[] | undefined;
+  if (t.operators) {
+    operators = t.operators.map(readOperatorVariables).filter((l) => l.attn || l.mlp);
+    for (const l of operators) {
+      const name = (kind: 'self_attn' | 'mlp', field: string) => operatorTensorName(l.layer, kind, field);
+      if (l.attn) for (const [field, v] of [['B1', l.attn.B1], ['B2', l.attn.B2], ['a', l.attn.a], ['b_v', l.attn.bV]] as const) checkFinite(name('self_attn', field), v);
+      if (l.mlp) for (const [field, v] of [['B1', l.mlp.B1], ['B2', l.mlp.B2], ['a', l.mlp.a], ['b_gate', l.mlp.bGate], ['b_up', l.mlp.bUp]] as const) checkFinite(name('mlp', field), v);
+    }
+  }
+  let trained: StageTensors['trained'];
+  if (t.lora) {
+    trained = new Map();
+    for (let layer = 0; layer < spec.numLayers; layer++) {
+      for (const key of PROJECTION_KEYS) {
+        const weight = findLayerTensor(spec, layer, key)!;
+        const values = tf.tidy(() => t.lora!.mergedWeight(layer, key, t.model.tensors.get(weight.name) as tf.Tensor2D).dataSync() as Float32Array).slice();
+        trained.set(weight.name, { shape: weight.dims, values });
+      }
+    }
+  } else if (t.direct.length > 0) {
+    trained = new Map();
+    for (const d of t.direct) trained.set(d.name, { shape: d.shape, values: (t.model.tensors.get(d.name)!.dataSync() as Float32Array).slice() });
+  }
+  for (const [name, v] of trained ?? []) checkFinite(name, v.values);
+  return { operators, trained };
+}
+
+/** The training-curve plot of a stage's metrics. */
+export function renderLossPlot(stage: number, lines: readonly MetricsLine[]): string {
+  const train = lines.filter((l) => l.loss !== undefined).map((l) => ({ x: l.step, y: l.loss! }));
+  const held = lines.filter((l) => l.eval_loss !== undefined).map((l) => ({ x: l.step, y: l.eval_loss! }));
+  return renderLineChartSvg({
+    title: `Stage ${stage}: training loss`,
+    subtitle: 'mean next-token NLL (nats) per optimizer step',
+    series: [
+      { name: 'train loss', points: train, smoothing: train.length > 20 ? 0.6 : 0 },
+      ...(held.length > 0 ? [{ name: 'held-out loss', points: held, markers: true }] : []),
+    ],
+    xLabel: 'step',
+    yLabel: 'loss (nats)',
+  });
+}
+
+export interface StageFileInput {
+  readonly dir: string;
+  readonly spec: ModelSpec;
+  readonly tensors: StageTensors;
+  readonly operatorMeta?: OperatorFileMeta;
+  readonly recorder?: TrainingScoreRecorder;
+  readonly scoreMetadata?: Record<string, string>;
+  readonly trainedMetadata?: Record<string, string>;
+  readonly metrics: readonly MetricsLine[];
+  readonly stage: number;
+}
+
+/** Writes the stage's files; returns the names written. */
+export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
+  const written: string[] = [];
+  if (o.tensors.operators && o.operatorMeta) {
+    await writeOperatorFile(join(o.dir, OPERATORS_FILE), o.tensors.operators, o.operatorMeta, o.spec.headDim);
+    written.push(OPERATORS_FILE);
+  }
+  if (o.tensors.trained) {
+    const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => f32Tensor(name, t.shape, t.values));
+    await writeSafetensors(join(o.dir, TRAINED_FILE), tensors, { format: 'pt', apex_format: 'trained', ...o.trainedMetadata });
+    written.push(TRAINED_FILE);
+  }
+  if (o.recorder) {
+    const counts = o.recorder.counts;
+    await writeScoreFile(join(o.dir, SCORES_FILE), scoreRecordsFromRecorder(counts), counts.microBatches(0), o.scoreMetadata ?? {});
+    written.push(SCORES_FILE);
+  }
+  await writeTextAtomic(join(o.dir, LOSS_PLOT_FILE), renderLossPlot(o.stage, o.metrics));
+  written.push(LOSS_PLOT_FILE);
+  return written;
+}
+
+/** A text file written next to its final name and renamed into place. */
+export async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    const h = await open(tmp, 'w');
+    try {
+      await h.writeFile(text);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * What a stage reads from and writes into the `apex_run.json` records of a run (the shared
+ * provenance format of src/pipeline/provenance.ts, with the trainer's settings and results
+ * under `details`):
+ *
+ * - the earlier stages' step counts and stage total, so the learning-rate plan of stage n is
+ *   the same plan stages 1 … n − 1 followed (§5: one plan over all stages);
+ * - the trainable-parameter count of an APEX run, for `--match-params`;
+ * - the seeds of a stage, derived from the run seed so every stage gets its own stream.
+ */
+import { access, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InputError, UsageError } from '../errors.js';
+import type { ModelSpec } from '../model/model-spec.js';
+import { readJson, stageDir } from '../pipeline/expand-paths.js';
+import { PROVENANCE_FILE } from '../pipeline/provenance.js';
+import { Rng } from '../util/rng.js';
+import { loraRankForParamCount } from './lora.js';
+import { planForStages, type LrPlan } from './lr-schedule.js';
+import type { TrainableSummary } from './trainable-params.js';
+
+/** The trainer's part of a stage's apex_run.json (`details`). */
+export interface StageDetails {
+  readonly stage: number;
+  readonly total_stages: number;
+  readonly method: string;
+  readonly setting: string | null;
+  readonly steps: number;
+  readonly tokens_per_step: number;
+  readonly trainable: TrainableSummary;
+  readonly [key: string]: unknown;
+}
+
+async function stageDetails(run: string, stage: number): Promise<Partial<StageDetails> | undefined> {
+  const record = await readJson(join(stageDir(run, stage), PROVENANCE_FILE));
+  const details = record && typeof record === 'object' ? (record as Record<string, unknown>).details : undefined;
+  return details && typeof details === 'object' ? (details as Partial<StageDetails>) : undefined;
+}
+
+export interface StageSeeds {
+  readonly operators: number;
+  readonly data: number;
+  readonly lora: number;
+}
+
+/** Seeds of stage `stage`: the stage-th triple drawn from Rng(seed). */
+export function stageSeeds(seed: number, stage: number): StageSeeds {
+  const rng = new Rng(seed);
+  let seeds: StageSeeds = { operators: 0, data: 0, lora: 0 };
+  for (let s = 1; s <= stage; s++) seeds = { operators: rng.nextUint32(), data: rng.nextUint32(), lora: rng.nextUint32() };
+  return seeds;
+}
+
+/**
+ * The learning-rate plan of the run as stage `stage` sees it: the recorded step counts of the
+ * earlier stages, this stage's steps for itself and every later one. The stage total is the
+ * given one, else the one the previous stage recorded, else `stage`.
+ */
+export async function runLrPlan(run: string, stage: number, totalStages: number | undefined, steps: number, lr: number): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[] }> {
+  const notes: string[] = [];
+  const stageSteps: number[] = [];
+  let recordedTotal: number | undefined;
+  for (let s = 1; s < stage; s++) {
+    const d = await stageDetails(run, s);
+    if (d?.steps !== undefined && Number.isSafeInteger(d.steps) && d.steps > 0) stageSteps.push(d.steps);
+    else {
+      notes.push(`stage ${s} of ${run} has no record of its steps; the learning-rate plan assumes it ran ${steps} like this one`);
+      stageSteps.push(steps);
+    }
+    if (s === stage - 1 && d?.total_stages !== undefined) recordedTotal = d.total_stages;
+  }
+  const total = totalStages ?? recordedTotal ?? stage;
+  if (total < stage) throw new UsageError(`the run was planned for ${total} stages (recorded by stage ${stage - 1}); pass --total-stages ${stage} or more to train stage ${stage}`);
+  if (totalStages !== undefined && recordedTotal !== undefined && totalStages !== recordedTotal) {
+    notes.push(`--total-stages ${totalStages} differs from the ${recordedTotal} stages stage ${stage - 1} was planned with; the learning-rate plan changes from here on`);
+  }
+  const offset = stageSteps.reduce((a, b) => a + b, 0);
+  for (let s = stage; s <= total; s++) stageSteps.push(steps);
+  return { plan: planForStages(lr, stageSteps), totalStages: total, offset, notes };
+}
+
+/**
+ * The LoRA rank whose trainable count is closest to an APEX run's: `path` is a stage folder
+ * (holding apex_run.json) or a run folder (its stage `stage`, else its highest stage).
+ */
+export async function matchedLoraRank(path: string, stage: number, spec: ModelSpec): Promise<{ rank: number; target: number; record: string }> {
+  const candidates = [join(path, PROVENANCE_FILE), join(stageDir(path, stage), PROVENANCE_FILE)];
+  const stages = await readdir(join(path, 'stages')).catch(() => [] as string[]);
+  for (const s of stages.filter((n) => /^[1-9][0-9]*$/.test(n)).map(Number).sort((a, b) => b - a)) candidates.push(join(stageDir(path, s), PROVENANCE_FILE));
+  for (const file of candidates) {
+    if (!(await access(file).then(() => true, () => false))) continue;
+    const record = (await readJson(file)) as { details?: Partial<StageDetails> } | undefined;
+    const target = record?.details?.trainable?.trainable;
+    if (record?.details?.method !== 'apex' || typeof target !== 'number' || !(target > 0)) {
+      throw new InputError(`${file}: not the record of an APEX stage with a trainable-parameter count (--match-params needs an APEX run)`, 'MATCH_PARAMS');
+    }
+    return { rank: loraRankForParamCount(spec, target), target, record: file };
+  }
+  throw new InputError(`--match-params ${path}: no apex_run.json there or in its stages/ (give an APEX run or stage folder)`, 'MATCH_PARAMS');
+}

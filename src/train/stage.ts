@@ -1,0 +1,367 @@
+/**
+ * One training stage of a run (APEX-METHOD §5, §7; issue 6), from its inputs to its folder:
+ *
+ *   1. settings checked (UsageError before anything is read or written);
+ *   2. the input model: stage 1 the base model, stage n > 1 `stages/<n-1>/model/`;
+ *   3. LoRA's rank (or the one matching an APEX run), the budget in steps, the learning-rate
+ *      plan over all stages, and the memory estimate (over --max-memory: refused here);
+ *   4. APEX: the stage's scores (stage 1 runs the analysis when `analysis/stats.safetensors`
+ *      is missing), P/N/E per layer;
+ *   5. under the run folder's lock: the model loaded with its trainables (fresh seeded
+ *      operators or adapters), the score recorder, the training loop (resuming from the last
+ *      checkpoint with `resume`), then the stage's files and finally `apex_run.json`, whose
+ *      presence marks the stage complete;
+ *   6. `apex expand --run <run> --stage n` fuses it into `stages/<n>/model/`.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { InputError, UsageError } from '../errors.js';
+import { Checkpoint } from '../io/checkpoint.js';
+import { acquireOutputLock } from '../io/output-lock.js';
+import { selectBackend, type BackendRequest } from '../model/backend.js';
+import { checkTokens } from '../model/streaming-forward.js';
+import { describeCheckpoint } from '../model/weight-source.js';
+import type { LayerSelection } from '../ops/selection.js';
+import { apexVersion, modelRecord, sha256OfFile } from '../pipeline/analysis-provenance.js';
+import { runAnalysis } from '../pipeline/analyze.js';
+import { readJson, runBaseModel, stageDir } from '../pipeline/expand-paths.js';
+import { runExpand } from '../pipeline/expand.js';
+import { peakRssBytes, PROVENANCE_FILE, ProvenanceRecorder, writeProvenance, type FileRecord, type FileSetRecord } from '../pipeline/provenance.js';
+import type { SequenceSet } from './data.js';
+import { readMetrics, type MetricsLine } from './metrics-log.js';
+import { TrainingScoreRecorder } from './score-recorder.js';
+import { checkTrainingMemory, estimateTrainingMemory } from './stage-memory.js';
+import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
+import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
+import { matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
+import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
+import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
+import { latestCheckpoint, loadTrainState } from './train-state.js';
+import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
+import { train, type StepReport } from './trainer.js';
+
+/** LoRA rank when neither --lora-rank nor --match-params is given. */
+export const DEFAULT_LORA_RANK = 8;
+export const METRICS_FILE = 'metrics.jsonl';
+export const CHECKPOINTS_DIR = 'checkpoints';
+
+export interface StageOptions extends StageSettings {
+  /** Resolved local folder of the base model (stage 1's input). `model` is what base_model records. */
+  readonly modelDir: string;
+  readonly train: SequenceSet;
+  /** Held-out data for the periodic evaluation. */
+  readonly eval?: SequenceSet;
+  readonly signal?: AbortSignal;
+  readonly progress?: (message: string) => void;
+  readonly onStep?: (report: StepReport) => void;
+  readonly onWarning?: (message: string) => void;
+}
+
+export interface StageResult {
+  readonly stage: number;
+  /** The stage folder. */
+  readonly dir: string;
+  readonly method: ResolvedStageSettings['method'];
+  readonly setting: ResolvedStageSettings['setting'] | null;
+  /** `trained`, or `complete` when a resumed stage had already finished. */
+  readonly status: 'trained' | 'complete';
+  readonly steps: number;
+  /** 0, or the checkpoint step a resumed run continued from. */
+  readonly startStep: number;
+  readonly tokens: number;
+  readonly trainable: TrainableSummary;
+  readonly lora: { readonly rank: number; readonly alpha: number } | null;
+  readonly finalLoss: number | null;
+  /** The last held-out evaluation (mean NLL and perplexity). */
+  readonly eval: { readonly loss: number; readonly ppl: number } | null;
+  readonly tokensPerSecond: number;
+  /** Files written into the stage folder (besides checkpoints and metrics). */
+  readonly files: string[];
+  /** The fused checkpoint, when expanded. */
+  readonly modelDir: string | null;
+  readonly memoryEstimateBytes: number;
+  readonly peakRssBytes: number;
+}
+
+function trainingSetting(s: ResolvedStageSettings): TrainingSetting {
+  return s.method === 'apex' ? s.setting! : s.method;
+}
+
+export async function runStage(options: StageOptions): Promise<StageResult> {
+  const settings = resolveStageSettings(options);
+  const prov = new ProvenanceRecorder('finetune', settings.argv);
+  const say = options.progress ?? (() => {});
+  const warn = (m: string) => (options.onWarning ?? say)(m);
+  const { stage } = settings;
+  const run = resolve(settings.run);
+  const dir = stageDir(run, stage);
+  const checkpointsDir = join(dir, CHECKPOINTS_DIR);
+  const inputDir = stage === 1 ? resolve(options.modelDir) : join(stageDir(run, stage - 1), 'model');
+  if (stage > 1 && !existsSync(join(inputDir, 'config.json'))) {
+    throw new InputError(`${inputDir} does not exist: stage ${stage} starts from the fused model of stage ${stage - 1} (apex expand --run ${run} --stage ${stage - 1})`, 'NOT_FOUND');
+  }
+  if (existsSync(join(dir, PROVENANCE_FILE))) {
+    if (settings.resume) return completedStage(settings, dir, say);
+    if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
+  }
+  const latest = await latestCheckpoint(checkpointsDir);
+  if (latest !== undefined && !settings.resume && !settings.force) {
+    throw new UsageError(`${dir} holds checkpoints of an interrupted run (${latest}); pass --resume to continue it or --force to start the stage over`, 'CHECKPOINTS_EXIST');
+  }
+
+  const checkpoint = await prov.time('open', () => Checkpoint.open(inputDir));
+  try {
+    const described = describeCheckpoint(checkpoint);
+    described.warnings.forEach(warn);
+    const spec = described.spec;
+    checkTokens(spec, options.train.sequences);
+    if (options.eval) checkTokens(spec, options.eval.sequences);
+    const seeds = stageSeeds(settings.seed, stage);
+    const setting = trainingSetting(settings);
+
+    let lora: TrainablePlan['lora'];
+    let matched: Awaited<ReturnType<typeof matchedLoraRank>> | undefined;
+    if (settings.lora) {
+      if (settings.lora.matchParams !== undefined) matched = await matchedLoraRank(resolve(settings.lora.matchParams), stage, spec);
+      const rank = settings.lora.rank ?? matched?.rank ?? DEFAULT_LORA_RANK;
+      lora = { rank, ...(settings.lora.alpha !== undefined ? { alpha: settings.lora.alpha } : {}), seed: seeds.lora };
+      if (matched) say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
+    }
+    const { batchSize, gradAccum } = settings.optimizer;
+    const seqLen = options.train.seqLen;
+    const tokensPerStep = batchSize * gradAccum * seqLen;
+    const steps = stageSteps(settings.budget, tokensPerStep);
+    const lr = await runLrPlan(run, stage, settings.totalStages, steps, settings.optimizer.lr);
+    lr.notes.forEach(warn);
+    const planWith = (selections: LayerSelection[] | undefined): TrainablePlan => ({
+      setting,
+      ...(selections ? { selections } : {}),
+      trainEmbeddings: settings.selection.trainEmbeddings,
+      operatorSeed: seeds.operators,
+      ...(lora ? { lora } : {}),
+    });
+    // Memory first: a run that cannot fit is refused before the analysis writes anything.
+    const sizing = planWith(settings.method === 'apex' ? sizingSelections(settings, spec) : undefined);
+    const direct = planDirectTrainables(spec, sizing);
+    const sized = summarizePlan(spec, sizing);
+    const memory = estimateTrainingMemory(spec, {
+      batch: batchSize,
+      seqLen,
+      trainableEntries: direct.reduce((n, t) => n + elementCount(t.shape), 0) + sized.operators + sized.adapters,
+      largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
+      operators: settings.method === 'apex',
+      lora: settings.method === 'lora',
+    });
+    if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
+
+    let selections: LayerSelection[] | undefined;
+    let scoresPath: string | undefined;
+    if (settings.method === 'apex') {
+      scoresPath = stageScoresPath(run, stage);
+      if (!existsSync(scoresPath)) {
+        if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
+        say(`no ${scoresPath}: running the analysis first`);
+        await prov.time('analysis', () =>
+          runAnalysis({
+            model: inputDir,
+            output: join(run, 'analysis'),
+            data: options.train,
+            batchSize: settings.analysisBatchSize ?? settings.optimizer.batchSize,
+            ratio: settings.selection.ratio,
+            seed: settings.seed,
+            backend: settings.backend,
+            ...(options.signal ? { signal: options.signal } : {}),
+            progress: say,
+            onWarning: warn,
+          }),
+        );
+      }
+      selections = await selectStageUnits(settings, spec, scoresPath);
+    }
+
+    const plan = planWith(selections);
+    const summary = summarizePlan(spec, plan);
+    say(`trainable parameters: ${summary.trainable.toLocaleString('en-US')} of ${summary.modelParams.toLocaleString('en-US')} (${(100 * summary.fraction).toFixed(2)}%), setting ${setting}`);
+    const backend = await selectBackend(settings.backend as BackendRequest);
+    say(`backend: ${backend.name} (${backend.detail}); memory estimate ${(memory.totalBytes / 2 ** 20).toFixed(0)} MiB`);
+
+    const baseModel = stage === 1 ? settings.model : ((await runBaseModel(run)) ?? settings.model);
+    const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: warn });
+    let result: Awaited<ReturnType<typeof train>>;
+    let files: string[];
+    let metrics: MetricsLine[];
+    try {
+      if (settings.force) await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
+      if (resumeFrom) {
+        if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {
+          throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
+        }
+        say(`resuming stage ${stage} from step ${resumeFrom.scalars.step} (${resumeFrom.path})`);
+      } else if (settings.resume) {
+        say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
+      }
+      const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
+      const trainables = await prov.time('load', () => buildStageTrainables(checkpoint, spec, plan));
+      const recorder = recorderShape ? new TrainingScoreRecorder(resumeFrom?.scalars.recorder ?? recorderShape) : undefined;
+      try {
+        result = await prov.time('train', () =>
+          train({
+            model: trainables.model,
+            params: trainables.params,
+            hooks: trainables.hooks,
+            ...(recorder ? { recorder } : {}),
+            train: options.train,
+            ...(options.eval ? { eval: options.eval } : {}),
+            stage,
+            steps,
+            lrPlan: lr.plan,
+            globalStepOffset: lr.offset,
+            batchSize,
+            gradAccum,
+            gradClip: settings.optimizer.gradClip,
+            adamw: { beta1: settings.optimizer.beta1, beta2: settings.optimizer.beta2, weightDecay: settings.optimizer.weightDecay },
+            evalEvery: settings.evalEvery,
+            saveEvery: settings.saveEvery,
+            keepCheckpoints: settings.keepCheckpoints,
+            checkpointsDir,
+            metricsPath: join(dir, METRICS_FILE),
+            dataSeed: seeds.data,
+            ...(resumeFrom ? { resumeFrom } : {}),
+            ...(options.signal ? { signal: options.signal } : {}),
+            progress: say,
+            ...(options.onStep ? { onStep: options.onStep } : {}),
+          }),
+        );
+        metrics = await readMetrics(join(dir, METRICS_FILE));
+        const tensors = collectStageTensors(spec, trainables);
+        files = await prov.time('write', () =>
+          writeStageFiles({
+            dir,
+            spec,
+            stage,
+            tensors,
+            ...(settings.method === 'apex' ? { operatorMeta: { apexVersion: apexVersion(), stage, ratio: settings.selection.ratio, setting: settings.setting!, seed: settings.seed } } : {}),
+            ...(recorder ? { recorder, scoreMetadata: { source: 'apex finetune', stage: String(stage), seed: String(settings.seed) } } : {}),
+            trainedMetadata: { stage: String(stage), setting },
+            metrics,
+          }),
+        );
+      } finally {
+        trainables.dispose();
+        recorder?.dispose();
+      }
+      const last = metrics.at(-1);
+      const lastEval = lastEvaluation(metrics);
+      const details: StageDetails = {
+        stage,
+        total_stages: lr.totalStages,
+        method: settings.method,
+        setting: settings.setting ?? null,
+        steps,
+        tokens_per_step: tokensPerStep,
+        trainable: summary,
+        selection_settings: settings.method === 'apex' ? settings.selection : null,
+        selection: selections?.map((s) => ({ layer: s.layer, head_k: s.headK, channel_k: s.channelK, heads: unitLists(s.heads), channels: unitLists(s.channels) })) ?? null,
+        recorder_k: recorderShape ? { head: recorderShape.headK, channel: recorderShape.channelK } : null,
+        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank, ...(matched ? { matched_to: matched.record, target: matched.target } : {}) } : null,
+        optimizer: settings.optimizer,
+        budget: settings.budget,
+        lr_plan: lr.plan,
+        global_step_offset: lr.offset,
+        seeds,
+        data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },
+        memory_estimate: memory,
+        results: {
+          steps: result.steps,
+          start_step: result.startStep,
+          tokens: result.tokens,
+          final_loss: last?.loss ?? null,
+          eval_loss: lastEval?.loss ?? null,
+          eval_ppl: lastEval?.ppl ?? null,
+          tokens_per_s: result.tokensPerSecond,
+          elapsed_s: last?.elapsed ?? 0,
+        },
+      };
+      const model = await modelRecord(checkpoint, spec, options.signal);
+      const inputs: Record<string, FileSetRecord> = { model: { path: model.path, files: model.files } };
+      if (scoresPath) inputs.scores = { path: scoresPath, files: [{ ...(await sha256OfFile(scoresPath)), file: basename(scoresPath) }] };
+      const outputs: FileRecord[] = [];
+      for (const f of [...files, METRICS_FILE]) outputs.push({ ...(await sha256OfFile(join(dir, f))), file: f });
+      await writeProvenance(dir, prov.build({ seed: settings.seed, backend, base_model: baseModel, inputs, outputs: { stage: { path: dir, files: outputs } }, details }));
+    } finally {
+      await lock.release();
+    }
+    say(`stage ${stage} written to ${dir}`);
+    const modelDir = settings.expand ? await fuse(run, stage, say) : null;
+    return {
+      stage,
+      dir,
+      method: settings.method,
+      setting: settings.setting ?? null,
+      status: 'trained',
+      steps: result.steps,
+      startStep: result.startStep,
+      tokens: result.tokens,
+      trainable: summary,
+      lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
+      finalLoss: metrics.at(-1)?.loss ?? null,
+      eval: lastEvaluation(metrics),
+      tokensPerSecond: result.tokensPerSecond,
+      files,
+      modelDir,
+      memoryEstimateBytes: memory.totalBytes,
+      peakRssBytes: peakRssBytes(),
+    };
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+function lastEvaluation(metrics: readonly MetricsLine[]): { loss: number; ppl: number } | null {
+  const line = [...metrics].reverse().find((l) => l.eval_loss !== undefined);
+  return line ? { loss: line.eval_loss!, ppl: line.eval_ppl! } : null;
+}
+
+function unitLists(s: { P: Int32Array; N: Int32Array; E: Int32Array }): { P: number[]; N: number[]; E: number[] } {
+  return { P: Array.from(s.P), N: Array.from(s.N), E: Array.from(s.E) };
+}
+
+/** `apex expand --run <run> --stage n` unless the fused model is already there. */
+async function fuse(run: string, stage: number, say: (m: string) => void): Promise<string> {
+  const out = join(stageDir(run, stage), 'model');
+  if (!existsSync(join(out, 'config.json'))) await runExpand({ run, stage, progress: say });
+  return out;
+}
+
+/** A resumed stage that had already finished: its record, and the fused model if it is missing. */
+async function completedStage(settings: ResolvedStageSettings, dir: string, say: (m: string) => void): Promise<StageResult> {
+  const record = (await readJson(join(dir, PROVENANCE_FILE))) as { details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
+  const d = record.details;
+  if (d === undefined) throw new InputError(`${join(dir, PROVENANCE_FILE)}: no trainer details; not a stage record`, 'BAD_RECORD');
+  say(`stage ${settings.stage} is already complete (${join(dir, PROVENANCE_FILE)})`);
+  const results = d.results as { steps: number; start_step: number; tokens: number; final_loss: number | null; eval_loss: number | null; eval_ppl: number | null; tokens_per_s: number };
+  const lora = d.lora as { rank: number; alpha: number } | null;
+  const modelDir = settings.expand ? await fuse(resolve(settings.run), settings.stage, say) : null;
+  return {
+    stage: settings.stage,
+    dir,
+    method: settings.method,
+    setting: settings.setting ?? null,
+    status: 'complete',
+    steps: results.steps,
+    startStep: results.start_step,
+    tokens: results.tokens,
+    trainable: d.trainable,
+    lora: lora ? { rank: lora.rank, alpha: lora.alpha } : null,
+    finalLoss: results.final_loss,
+    eval: results.eval_loss !== null ? { loss: results.eval_loss, ppl: results.eval_ppl! } : null,
+    tokensPerSecond: results.tokens_per_s,
+    files: (record.outputs?.stage?.files ?? []).map((f) => f.file),
+    modelDir,
+    memoryEstimateBytes: (d.memory_estimate as { totalBytes: number }).totalBytes,
+    peakRssBytes: record.peak_rss_bytes ?? 0,
+  };
+}

@@ -1,0 +1,295 @@
+/**
+ * The training loop of one stage, readable top to bottom: restore or start → for each
+ * optimizer step: micro-batches (forward with the stage's hooks and the score recorder,
+ * causal-LM loss, gradients of the trainable variables, accumulation) → masks → global-norm
+ * clipping → learning rate from the plan → AdamW → recorder counts → evaluation, metrics,
+ * checkpoint.
+ *
+ * What it guarantees:
+ * - Resume is exact: a checkpoint holds the trainable tensors, AdamW moments, step counters,
+ *   data position, Rng state and recorder counts at a step boundary, so N straight steps and
+ *   N/2 + resume + N/2 follow the same computation (same losses, same weights).
+ * - An abort (Ctrl-C) is honoured between micro-batches: the partial step is dropped, a
+ *   checkpoint of the last completed step is saved, and InterruptedError is thrown.
+ * - A NaN/Inf loss or gradient stops training with a VerificationError naming it; nothing
+ *   more is saved.
+ * The model's frozen tensors are plain tensors (not variables) and never change; masked
+ * entries of partially trained tensors keep their bits (AdamW skips them).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { InputError, InterruptedError, VerificationError } from '../errors.js';
+import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
+import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
+import { Rng } from '../util/rng.js';
+import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
+import { BatchStream } from './batch-stream.js';
+import type { SequenceSet } from './data.js';
+import { GradientAccumulator } from './grad-accumulation.js';
+import { clipByGlobalNorm, globalNorm } from './grad-clip.js';
+import { batchTensors, evaluateHeldOut, type HeldOutResult } from './held-out-eval.js';
+import { causalLmLoss } from './loss.js';
+import { learningRate, type LrPlan } from './lr-schedule.js';
+import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.js';
+import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
+import { type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor } from './train-state.js';
+
+export interface StepReport {
+  readonly stage: number;
+  readonly step: number;
+  readonly steps: number;
+  readonly globalStep: number;
+  readonly tokens: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly gradNorm: number;
+  readonly tokensPerSecond: number;
+  readonly eval?: HeldOutResult;
+  readonly elapsed: number;
+  /** Seconds left at the pace of this process so far. */
+  readonly etaSeconds: number;
+}
+
+export interface TrainerOptions {
+  readonly model: ModelWeights;
+  /** Every trainable variable with its optimizer name, mask and decay flag. */
+  readonly params: readonly OptimizedParameter[];
+  readonly hooks?: (layer: number) => LayerHooks | undefined;
+  /** The APEX score recorder (absent for baselines). */
+  readonly recorder?: TrainingScoreRecorder;
+  readonly train: SequenceSet;
+  readonly eval?: SequenceSet;
+  readonly stage: number;
+  /** Optimizer steps of this stage. */
+  readonly steps: number;
+  readonly lrPlan: LrPlan;
+  /** Steps of the earlier stages: global step = offset + stage step. */
+  readonly globalStepOffset: number;
+  readonly batchSize: number;
+  readonly gradAccum: number;
+  /** Global-norm clipping threshold; 0 = no clipping. */
+  readonly gradClip: number;
+  readonly adamw: AdamWOptions;
+  /** Evaluate every this many steps (0: only before the first and after the last step). */
+  readonly evalEvery: number;
+  /** Checkpoint every this many steps (0: only after the last step and on interrupt). */
+  readonly saveEvery: number;
+  readonly keepCheckpoints: number;
+  readonly checkpointsDir: string;
+  readonly metricsPath: string;
+  /** Seed of the data order (the first epoch's shuffle seed is drawn from it). */
+  readonly dataSeed: number;
+  readonly resumeFrom?: LoadedTrainState;
+  readonly signal?: AbortSignal;
+  readonly progress?: (message: string) => void;
+  readonly onStep?: (report: StepReport) => void;
+}
+
+export interface TrainerResult {
+  /** Steps completed (= options.steps). */
+  readonly steps: number;
+  /** The step training started from: 0, or the resumed checkpoint's step. */
+  readonly startStep: number;
+  readonly tokens: number;
+  /** Loss of the last step run by this process (undefined when it ran none). */
+  readonly finalLoss: number | undefined;
+  /** The last evaluation of this process. */
+  readonly eval: HeldOutResult | undefined;
+  /** Wall seconds of this process's training loop. */
+  readonly seconds: number;
+  readonly tokensPerSecond: number;
+}
+
+/** Restores the trainable tensors of a checkpoint into the variables, checking names and shapes. */
+function restoreParameters(params: readonly OptimizedParameter[], state: LoadedTrainState): void {
+  const saved = [...state.trainable.keys()].sort();
+  const wanted = params.map((p) => p.name).sort();
+  if (saved.length !== wanted.length || saved.some((n, i) => n !== wanted[i])) {
+    throw new InputError(
+      `${state.path}: the checkpoint's trainable tensors (${saved.length}) differ from this stage's (${wanted.length}); it was made with other options (method, setting, selection or LoRA rank)`,
+      'CHECKPOINT_MISMATCH',
+    );
+  }
+  for (const p of params) {
+    const t = state.trainable.get(p.name)!;
+    if (t.shape.length !== p.variable.shape.length || t.shape.some((d, i) => d !== p.variable.shape[i])) {
+      throw new InputError(`${state.path}: tensor '${p.name}' has shape [${t.shape}] in the checkpoint, [${p.variable.shape}] in this stage`, 'CHECKPOINT_MISMATCH');
+    }
+    tf.tidy(() => p.variable.assign(tf.tensor(t.values, p.variable.shape, 'float32')));
+  }
+}
+
+/** The name of the first gradient holding NaN/Inf, for the error message. */
+function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): string {
+  for (const [name, g] of grads) {
+    const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(g))).dataSync()[0]);
+    if (bad) return name;
+  }
+  return '(unknown)';
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+export async function train(o: TrainerOptions): Promise<TrainerResult> {
+  const optimizer = new AdamW(o.params, o.adamw);
+  const accumulator = new GradientAccumulator();
+  const variables = o.params.map((p) => p.variable);
+  try {
+    let rng: Rng;
+    let stream: BatchStream;
+    let step = 0;
+    let tokens = 0;
+    let elapsedBefore = 0;
+    let lastEval: HeldOutResult | undefined;
+    if (o.resumeFrom) {
+      const s = o.resumeFrom.scalars;
+      restoreParameters(o.params, o.resumeFrom);
+      try {
+        optimizer.importState(o.resumeFrom.optimizer);
+      } catch (e) {
+        throw new InputError(`${o.resumeFrom.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
+      }
+      rng = Rng.fromState([...s.rng]);
+      stream = new BatchStream(o.train.sequences.length, rng, s.data);
+      step = s.step;
+      tokens = s.tokens;
+      elapsedBefore = (await truncateMetrics(o.metricsPath, step)).at(-1)?.elapsed ?? 0;
+    } else {
+      rng = new Rng(o.dataSeed);
+      stream = new BatchStream(o.train.sequences.length, rng);
+      await truncateMetrics(o.metricsPath, undefined);
+      if (o.eval) {
+        lastEval = evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks });
+        await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
+      }
+    }
+    const startStep = step;
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    let boundary: { data: DataPosition; rng: number[] } = { data: stream.position(), rng: rng.state() };
+    const save = () =>
+      saveTrainState(
+        o.checkpointsDir,
+        {
+          scalars: {
+            stage: o.stage,
+            step,
+            globalStep: o.globalStepOffset + step,
+            tokens,
+            data: boundary.data,
+            rng: boundary.rng,
+            lrPlan: o.lrPlan,
+            ...(o.recorder ? { recorder: o.recorder.state() } : {}),
+          },
+          trainable: new Map<string, TrainableTensor>(
+            o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => (p.variable.dataSync() as Float32Array).slice() }]),
+          ),
+          optimizer: optimizer.exportState(),
+        },
+        o.keepCheckpoints,
+      );
+
+    let finalLoss: number | undefined;
+    const stepTokens = o.gradAccum * o.batchSize * o.train.seqLen;
+    while (step < o.steps) {
+      const t0 = performance.now();
+      let lossSum = 0;
+      for (let micro = 0; micro < o.gradAccum; micro++) {
+        if (o.signal?.aborted) {
+          accumulator.dispose();
+          o.recorder?.discardStep();
+          await save();
+          throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, continue with --resume`);
+        }
+        const indices = stream.next(o.batchSize);
+        const { ids, mask } = batchTensors(o.train, indices);
+        let observe: LayerObserver | undefined;
+        if (o.recorder) {
+          const weights = new Float32Array(indices.length * o.train.seqLen);
+          indices.forEach((s, b) => weights.set(activationTokenWeights(o.train, s), b * o.train.seqLen));
+          observe = o.recorder.beginMicroBatch(weights, indices.length, o.train.seqLen);
+        }
+        try {
+          const { value, grads } = tf.variableGrads(
+            () => causalLmLoss(forwardLogits(o.model, ids, { ...(o.hooks ? { hooks: o.hooks } : {}), ...(observe ? { observe } : {}) }), ids, mask),
+            variables,
+          );
+          const loss = value.dataSync()[0]!;
+          const named = new Map<string, tf.Tensor>();
+          for (const p of o.params) named.set(p.name, grads[p.variable.name] ?? tf.zerosLike(p.variable));
+          accumulator.add(named);
+          tf.dispose([value, ...named.values()]);
+          if (!Number.isFinite(loss)) {
+            throw new VerificationError(`training loss is ${loss} at step ${step + 1} of stage ${o.stage} (micro-batch of sequences ${indices.join(', ')}); nothing was written`, 'NON_FINITE_LOSS');
+          }
+          lossSum += loss;
+        } finally {
+          tf.dispose([ids, mask]);
+        }
+      }
+      const mean = accumulator.take();
+      const masked = new Map<string, tf.Tensor>();
+      for (const p of o.params) {
+        const g = mean.get(p.name)!;
+        masked.set(p.name, p.mask ? tf.tidy(() => tf.mul(g, p.mask as tf.Tensor)) : g);
+        if (p.mask) g.dispose();
+      }
+      const clipped = o.gradClip > 0 ? clipByGlobalNorm(masked, o.gradClip) : { grads: masked, norm: globalNorm(masked) };
+      try {
+        if (!Number.isFinite(clipped.norm)) {
+          throw new VerificationError(`the gradient of '${nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; nothing was written`, 'NON_FINITE_GRADIENT');
+        }
+        const lr = learningRate(o.globalStepOffset + step, o.lrPlan);
+        optimizer.apply(clipped.grads, lr);
+        o.recorder?.commitStep();
+        step += 1;
+        tokens += stepTokens;
+        boundary = { data: stream.position(), rng: rng.state() };
+        const loss = lossSum / o.gradAccum;
+        finalLoss = loss;
+        const stepSeconds = (performance.now() - t0) / 1000;
+        const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
+        const evaluation = evalDue ? evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks }) : undefined;
+        if (evaluation) lastEval = evaluation;
+        const elapsed = elapsedBefore + seconds();
+        const line: MetricsLine = {
+          step,
+          tokens,
+          loss,
+          lr,
+          grad_norm: clipped.norm,
+          tokens_per_s: stepTokens / stepSeconds,
+          ...(evaluation ? { eval_loss: evaluation.loss, eval_ppl: evaluation.ppl } : {}),
+          elapsed,
+        };
+        await appendMetrics(o.metricsPath, line);
+        const etaSeconds = (seconds() / (step - startStep)) * (o.steps - step);
+        o.progress?.(
+          `stage ${o.stage} step ${step}/${o.steps} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(stepTokens / stepSeconds)} tok/s` +
+            `${evaluation ? ` eval ppl ${evaluation.ppl.toFixed(2)}` : ''} ETA ${formatDuration(etaSeconds)}`,
+        );
+        o.onStep?.({ stage: o.stage, step, steps: o.steps, globalStep: o.globalStepOffset + step, tokens, loss, lr, gradNorm: clipped.norm, tokensPerSecond: stepTokens / stepSeconds, ...(evaluation ? { eval: evaluation } : {}), elapsed, etaSeconds });
+        if (step === o.steps || (o.saveEvery > 0 && step % o.saveEvery === 0)) await save();
+      } finally {
+        tf.dispose([...masked.values(), ...clipped.grads.values()]);
+      }
+    }
+    const ran = seconds();
+    return {
+      steps: step,
+      startStep,
+      tokens,
+      finalLoss,
+      eval: lastEval,
+      seconds: ran,
+      tokensPerSecond: ran > 0 ? ((step - startStep) * stepTokens) / ran : 0,
+    };
+  } finally {
+    accumulator.dispose();
+    o.recorder?.discardStep();
+    optimizer.dispose();
+  }
+}

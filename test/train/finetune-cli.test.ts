@@ -1,0 +1,70 @@
+// `apex finetune` as a user runs it (the built CLI in a child process): contradictory flags
+// exit 2 naming the flags before anything is written; a small run on llama-mha-f32 with the
+// built-in corpus prints the trainable-parameter count and writes the stage and its fused model.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLAMA, tempRun } from './stage-fixtures.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const { dir: tmp, cleanup } = tempRun('finetune-cli');
+afterAll(cleanup);
+
+/** Builds dist/ when it is missing or older than any source file. */
+function ensureBuilt(): void {
+  const built = join(ROOT, 'dist', 'commands', 'finetune.js');
+  const newest = (dir: string): number =>
+    Math.max(...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+  if (existsSync(built) && newest(join(ROOT, 'src')) <= statSync(built).mtimeMs) return;
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { stdio: 'pipe' });
+  } catch {
+    // Type errors elsewhere in the tree still emit JavaScript; the check below is what matters.
+  }
+  expect(existsSync(built), 'dist/commands/finetune.js must exist: run npm run build').toBe(true);
+}
+
+function apex(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'run.js'), 'finetune', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(ensureBuilt);
+
+// Every combination is checked in stage-options.test.ts; these two show the CLI path
+// (oclif flags → settings → UsageError → exit 2 with the JSON error) before any work.
+describe('contradictory flags: exit 2, the flags named, nothing written', () => {
+  const cases: [string, string[], RegExp][] = [
+    ['a setting for a baseline', ['--method', 'vanilla', '--setting', 'full', '--steps', '2'], /--setting applies only to --method apex/],
+    ['two budgets', ['--steps', '2', '--tokens', '1k'], /either --steps or --tokens/],
+  ];
+  for (const [name, flags, message] of cases) {
+    it(name, () => {
+      const out = join(tmp, name.replace(/\W+/g, '-'));
+      const r = apex([LLAMA, '-o', out, '--json', ...flags]);
+      expect(r.status, r.stderr).toBe(2);
+      const body = JSON.parse(r.stdout) as { ok: boolean; error: { exit: number; message: string } };
+      expect(body.ok).toBe(false);
+      expect(body.error.exit).toBe(2);
+      expect(body.error.message).toMatch(message);
+      expect(existsSync(out)).toBe(false);
+    });
+  }
+});
+
+it('trains a stage of llama-mha-f32 on the built-in corpus, reports the trainable parameters, fuses it', () => {
+  const out = join(tmp, 'run');
+  const args = [LLAMA, '-o', out, '--corpus', 'in-domain', '--seq-len', '32', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--steps', '2', '--lr', '1e-3', '--backend', 'wasm', '--setting', 'operators'];
+  const r = apex(args);
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.stdout).toMatch(/trainable parameters: [\d,]+ of 1,328,256 \(\d+\.\d\d%\)/);
+  for (const f of ['operators.safetensors', 'scores.safetensors', 'metrics.jsonl', 'loss.svg', 'apex_run.json', 'model/model.safetensors']) {
+    expect(existsSync(join(out, 'stages', '1', f)), f).toBe(true);
+  }
+  expect(existsSync(join(out, 'analysis', 'stats.safetensors'))).toBe(true);
+  const again = apex([...args, '--json']);
+  expect(again.status).toBe(2);
+  expect(JSON.parse(again.stdout).error.message).toMatch(/already complete.*--force/);
+});

@@ -1,0 +1,75 @@
+// Shared by the stage and trainer tests: token-id data from the stories260K reference outputs
+// (the fixture has no tokenizer), temporary run folders, and small file readers.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import type { SequenceSet } from '../../src/train/data.js';
+import type { MetricsLine } from '../../src/train/metrics-log.js';
+import { readMetrics } from '../../src/train/metrics-log.js';
+
+export const STORIES = 'fixtures/stories260K';
+export const LLAMA = 'fixtures/llama-mha-f32';
+
+export interface StoriesReference {
+  /** [B, 128] reference input ids (B = 2). */
+  sequences: Int32Array[];
+  /** [L, B, H] and [L, B, I] per-sequence sums of squares from PyTorch float64. */
+  headSumsq: Float32Array;
+  gateSumsq: Float32Array;
+}
+
+export async function storiesReference(): Promise<StoriesReference> {
+  const f = await SafetensorsFile.open('fixtures/refs/stories260K/reference_outputs.safetensors');
+  try {
+    const bytes = await f.readBytes('input_ids');
+    const ids = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    const [B, T] = f.info('input_ids').shape as [number, number];
+    return {
+      sequences: Array.from({ length: B }, (_, b) => ids.slice(b * T, (b + 1) * T)),
+      headSumsq: await f.readFloat32('head_sumsq'),
+      gateSumsq: await f.readFloat32('gate_act_sumsq'),
+    };
+  } finally {
+    await f.close();
+  }
+}
+
+/** A SequenceSet of token ids, as `--input-ids` would give it. */
+export function idSet(sequences: Int32Array[]): SequenceSet {
+  const seqLen = sequences[0]!.length;
+  return {
+    seqLen,
+    sequences,
+    source: { kind: 'input-ids', paths: [], sha256: [], seqLen, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: sequences.length, tokens: sequences.length * seqLen },
+  };
+}
+
+/** The two reference stories cut into chunks of `length` tokens (the later chunks start mid-story, so the model is poor on them). */
+export async function storyChunks(length: number): Promise<SequenceSet> {
+  const ref = await storiesReference();
+  const out: Int32Array[] = [];
+  for (const s of ref.sequences) for (let at = 0; at + length <= s.length; at += length) out.push(s.slice(at, at + length));
+  return idSet(out);
+}
+
+export function tempRun(prefix: string): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `apex-${prefix}-`));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function stageMetrics(run: string, stage = 1): Promise<MetricsLine[]> {
+  return readMetrics(join(run, 'stages', String(stage), 'metrics.jsonl'));
+}
+
+/** All F32 tensors of a safetensors file. */
+export async function readAllF32(path: string): Promise<Map<string, { shape: number[]; values: Float32Array }>> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const out = new Map<string, { shape: number[]; values: Float32Array }>();
+    for (const t of f.tensors) if (t.dtype === 'F32') out.set(t.name, { shape: [...t.shape], values: await f.readFloat32(t.name) });
+    return out;
+  } finally {
+    await f.close();
+  }
+}

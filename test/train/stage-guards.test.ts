@@ -1,0 +1,56 @@
+// What a stage refuses: a loss or tensor that turns NaN/Inf (VerificationError, exit 6, no
+// stage files), a memory estimate over --max-memory (ResourceLimitError, exit 5, nothing
+// written), a later stage whose predecessor was not fused; and how --match-params sizes LoRA.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { ExitCode, InputError, ResourceLimitError, VerificationError } from '../../src/errors.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+
+const cleanups: (() => void)[] = [];
+afterAll(() => cleanups.forEach((c) => c()));
+function newRun(): string {
+  const { dir, cleanup } = tempRun('guards');
+  cleanups.push(cleanup);
+  return dir;
+}
+
+async function options(run: string, extra: Partial<StageOptions>): Promise<StageOptions> {
+  return { model: STORIES, modelDir: STORIES, run, stage: 1, method: 'vanilla', train: await storyChunks(32), steps: 4, batchSize: 4, backend: 'wasm', expand: false, ...extra };
+}
+
+it('a loss that overflows stops the stage with exit 6 and writes no stage files', async () => {
+  const run = newRun();
+  const error = await runStage(await options(run, { lr: 1e30, gradClip: 0 })).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(VerificationError);
+  expect((error as VerificationError).exit).toBe(ExitCode.verification);
+  expect((error as Error).message).toMatch(/NaN|Infinity|Inf/);
+  for (const f of ['trained.safetensors', 'apex_run.json', 'loss.svg']) expect(existsSync(join(run, 'stages/1', f)), f).toBe(false);
+});
+
+it('--max-memory below the estimate refuses before anything is written, the analysis included (exit 5)', async () => {
+  const run = newRun();
+  const error = await runStage(await options(join(run, 'r'), { method: 'apex', setting: 'structured', maxMemoryBytes: 1e6 })).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(ResourceLimitError);
+  expect((error as Error).message).toMatch(/needs about .* more than the 1\.00 MB allowed/);
+  expect(existsSync(join(run, 'r'))).toBe(false);
+});
+
+it('stage 2 needs the fused model of stage 1', async () => {
+  const run = newRun();
+  const error = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(InputError);
+  expect((error as Error).message).toMatch(/apex expand --run .* --stage 1/);
+});
+
+it('--match-params picks the LoRA rank whose count is closest to the APEX run\'s', async () => {
+  const apexRun = newRun();
+  const apex = await runStage(await options(apexRun, { method: 'apex', setting: 'structured', tunedAttnRatio: 0.25, tunedFfnRatio: 0.1, trainEmbeddings: false, steps: 1 }));
+  // stories260K: per rank, Σ (in + out) over q, k, v, o, gate, up, down = 128 + 96 + 96 + 128 + 236 + 236 + 236 = 1156 per layer, 5 layers.
+  const perRank = 5 * 1156;
+  const expected = Math.round(apex.trainable.trainable / perRank);
+  const lora = await runStage(await options(newRun(), { method: 'lora', matchParams: apexRun, steps: 1 }));
+  expect(lora.lora!.rank).toBe(expected);
+  expect(Math.abs(lora.trainable.trainable - apex.trainable.trainable)).toBeLessThanOrEqual(perRank / 2);
+});
