@@ -8,7 +8,10 @@
  *   npm run build && npx tsx bench/expand.ts [work-folder]     (default /tmp/apex-bench-expand)
  *
  * The model is generated once and reused. expand runs as the CLI in a child process, so its
- * peak RSS (reported by the command itself) is that of a real run. Prints a Markdown summary.
+ * peak RSS (reported by the command itself) is that of a real run. Both commands run under
+ * `sh -c '…; times'`, which gives their CPU time (user + system of the children) next to the
+ * wall time: on a shared machine the wall times are inflated, the CPU times much less.
+ * Prints a plain-text summary.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -25,11 +28,30 @@ const copyOut = join(work, 'cp-copy');
 const expandOut = join(work, 'expanded');
 const SHAPE = { layers: 22, hidden: 2048, heads: 32, kvHeads: 4, intermediate: 5632, vocab: 32000 };
 
-function seconds(fn: () => void): number {
-  const t0 = performance.now();
-  fn();
-  return (performance.now() - t0) / 1000;
+interface Timed {
+  readonly wall: number;
+  /** CPU seconds of the command's processes, user and system. */
+  readonly user: number;
+  readonly system: number;
+  readonly stdout: string;
 }
+
+/**
+ * Runs a shell command line; `times` (POSIX) then reports its children's CPU time on stderr as
+ * the last line, "<user> <system>" in the form 1m2.345s.
+ */
+function timed(commandLine: string, args: readonly string[]): Timed {
+  const t0 = performance.now();
+  const r = spawnSync('sh', ['-c', `${commandLine} || exit $?; times >&2`, 'sh', ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const wall = (performance.now() - t0) / 1000;
+  if (r.status !== 0) throw new Error(`${commandLine} failed (${r.status}): ${r.stdout}\n${r.stderr}`);
+  const last = r.stderr.trim().split('\n').at(-1) ?? '';
+  const parts = [...last.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  if (parts.length !== 2) throw new Error(`could not read the CPU times from '${last}'`);
+  return { wall, user: parts[0]!, system: parts[1]!, stdout: r.stdout };
+}
+
+const load1 = () => loadavg()[0]!.toFixed(1);
 
 async function main(): Promise<void> {
   if (!existsSync('dist/commands/expand.js')) throw new Error('run `npm run build` first');
@@ -43,31 +65,26 @@ async function main(): Promise<void> {
   const bytes = (await stat(join(model, 'model.safetensors'))).size;
 
   execFileSync('cat', [join(model, 'model.safetensors')], { stdio: ['ignore', 'ignore', 'inherit'] }); // warm the page cache for both
+  const loadBefore = load1();
   await rm(copyOut, { recursive: true, force: true });
-  const cpSeconds = seconds(() => {
-    execFileSync('cp', ['-r', model, copyOut]);
-    execFileSync('sync');
-  });
+  const cp = timed('cp -r "$1" "$2" && sync', [model, copyOut]);
   await rm(copyOut, { recursive: true, force: true });
 
   await rm(expandOut, { recursive: true, force: true });
-  let stdout = '';
-  const expandSeconds = seconds(() => {
-    const r = spawnSync(process.execPath, ['bin/run.js', 'expand', model, '--operators', operators, '-o', expandOut, '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    stdout = r.stdout;
-    if (r.status !== 0) throw new Error(`expand failed (${r.status}): ${r.stdout}\n${r.stderr}`);
-  });
-  const result = JSON.parse(stdout) as { data: { tensors: { changed: number; copied: number }; memory: { totalBytes: number; tensorBytes: number; peakRssBytes: number; largestTensor: string } } };
-  const record = JSON.parse(await readFile(join(expandOut, 'apex_run.json'), 'utf8')) as { timings: Record<string, number>; cpu_seconds: { user: number; system: number } };
+  const ex = timed('"$1" bin/run.js expand "$2" --operators "$3" -o "$4" --json', [process.execPath, model, operators, expandOut]);
+  const loadAfter = load1();
+  const result = JSON.parse(ex.stdout) as { data: { tensors: { changed: number; copied: number }; memory: { totalBytes: number; tensorBytes: number; peakRssBytes: number; largestTensor: string } } };
+  const record = JSON.parse(await readFile(join(expandOut, 'apex_run.json'), 'utf8')) as { timings: Record<string, number> };
   const { memory, tensors } = result.data;
   const gb = (b: number) => (b / 1e9).toFixed(2);
   const mb = (b: number) => (b / 2 ** 20).toFixed(0);
+  const cpu = (t: Timed) => `${t.user.toFixed(1)} s user + ${t.system.toFixed(1)} s system`;
   const lines = [
-    `machine: ${cpus().length}× ${cpus()[0]?.model ?? 'CPU'}, node ${process.versions.node}, ${new Date().toISOString().slice(0, 10)}, load average ${loadavg().map((x) => x.toFixed(1)).join(' / ')}`,
+    `machine: ${cpus().length}× ${cpus()[0]?.model ?? 'CPU'}, node ${process.versions.node}, ${new Date().toISOString().slice(0, 10)}, load average (1 min) ${loadBefore} before, ${loadAfter} after`,
     `checkpoint: ${gb(bytes)} GB bf16, ${tensors.changed} tensors fused, ${tensors.copied} copied`,
-    `cp + sync: ${cpSeconds.toFixed(1)} s (${gb(bytes / cpSeconds)} GB/s)`,
-    `apex expand (CLI, wall): ${expandSeconds.toFixed(1)} s (${gb(bytes / expandSeconds)} GB/s) → ratio ${(cpSeconds / expandSeconds).toFixed(2)}× of cp + sync`,
-    `phases (s): ${Object.entries(record.timings).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}; CPU ${record.cpu_seconds.user.toFixed(1)} s user + ${record.cpu_seconds.system.toFixed(1)} s system`,
+    `cp + sync: wall ${cp.wall.toFixed(1)} s (${gb(bytes / cp.wall)} GB/s), CPU ${cpu(cp)}`,
+    `apex expand (CLI): wall ${ex.wall.toFixed(1)} s (${gb(bytes / ex.wall)} GB/s), CPU ${cpu(ex)} → wall ratio ${(cp.wall / ex.wall).toFixed(2)}× of cp + sync`,
+    `phases (s): ${Object.entries(record.timings).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`,
     `peak RSS: ${mb(memory.peakRssBytes)} MiB; estimate ${mb(memory.totalBytes)} MiB (largest tensor ${memory.largestTensor}: ${mb(memory.tensorBytes)} MiB)`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -12,6 +12,7 @@ export default class Env extends ApexCommand<EnvInfo> {
   static override examples = ['<%= config.bin %> env', '<%= config.bin %> env --json'];
 
   protected async execute(): Promise<EnvInfo> {
+    await this.parse(Env); // rejects unknown flags (exit 2) before any output
     const info = await collectEnvInfo();
     const hf = info.huggingFace;
     this.say(`apex ${info.apex.version}, node ${info.node.version}, ${info.node.platform}/${info.node.arch} (${info.node.osRelease})`);

@@ -8,15 +8,17 @@
  *     W[:, N] ← W[:, N]·diag(a) + W[:, P]·Mᵀ
  *   GQA: o_proj is mixed once per slot j of a KV group (query head g·(H/nKv) + j), same M, a.
  *
- * Arithmetic is float64 per element with one rounding to float32. An element whose update is
- * exactly the identity (a = 1 and a zero mix contribution, or b = 1) is not written at all,
- * so identity operators leave every bit in place (signed zeros, NaN payloads).
+ * Arithmetic is float64 per element with one rounding to float32; the Monarch products run in
+ * the WebAssembly SIMD kernel of block-matmul.ts (M loaded once per tensor, applied to blocks
+ * of columns or rows). An element whose update is exactly the identity (a = 1 and a zero mix
+ * contribution, or b = 1) is not written at all, so identity operators leave every bit in
+ * place (signed zeros, NaN payloads).
  * Which tensor gets which rule comes from the architecture table (src/model/architecture.ts);
  * q_proj, k_proj and the o_proj / down_proj biases are never touched.
  */
 import { layerTensors, type LayerTensor, type LayerTensorDescriptor } from '../model/architecture.js';
 import type { ModelSpec } from '../model/model-spec.js';
-import { monarchIsZero, monarchMultiply } from './monarch.js';
+import { MonarchProduct, monarchIsZero } from './monarch.js';
 import type { ChannelOperator, HeadOperator, LayerOperators } from './operator-init.js';
 import { headRows, oProjSlotColumns } from './unit-rows.js';
 
@@ -29,6 +31,8 @@ export interface Mixer {
 
 /** Rows of a [rows, cols] matrix processed per block on the input side (bounds scratch memory). */
 const INPUT_SIDE_ROW_BLOCK = 256;
+/** Rows gathered and scattered together on the input side: one cache line of float64 scratch. */
+const INPUT_SIDE_ROW_TILE = 8;
 /** Columns processed per block on the output side. */
 const OUTPUT_SIDE_COL_BLOCK = 512;
 
@@ -47,20 +51,22 @@ export function fuseOutputRows(W: Float32Array, cols: number, pRows: Int32Array,
   checkOperands(n, nRows.length, mixer, b.length);
   checkIndices(pRows, nRows, W.length / cols, 'row');
   const { a } = mixer;
-  const zero = monarchIsZero(mixer.B1, mixer.B2);
+  const product = cols > 0 && !monarchIsZero(mixer.B1, mixer.B2) ? new MonarchProduct(mixer.B1, mixer.B2, n, Math.min(OUTPUT_SIDE_COL_BLOCK, cols)) : undefined;
+  const stride = product?.stride ?? 0;
   for (let c0 = 0; c0 < cols; c0 += OUTPUT_SIDE_COL_BLOCK) {
     const C = Math.min(OUTPUT_SIDE_COL_BLOCK, cols - c0);
     let mix: Float64Array | undefined;
-    if (!zero) {
-      const WP = new Float32Array(n * C);
-      for (let i = 0; i < n; i++) WP.set(W.subarray(pRows[i]! * cols + c0, pRows[i]! * cols + c0 + C), i * C);
-      mix = monarchMultiply(mixer.B1, mixer.B2, n, WP, C);
+    if (product) {
+      const WP = product.input();
+      for (let i = 0; i < n; i++) WP.set(W.subarray(pRows[i]! * cols + c0, pRows[i]! * cols + c0 + C), i * stride);
+      mix = product.multiply(C);
     }
     for (let i = 0; i < n; i++) {
       const ai = a[i]!;
       const row = nRows[i]! * cols + c0;
+      const at = i * stride;
       for (let t = 0; t < C; t++) {
-        const m = mix ? mix[i * C + t]! : 0;
+        const m = mix ? mix[at + t]! : 0;
         if (ai === 1 && m === 0) continue;
         W[row + t] = ai * W[row + t]! + m;
       }
@@ -81,31 +87,54 @@ export function fuseInputColumns(W: Float32Array, cols: number, pCols: Int32Arra
   checkIndices(pCols, nCols, cols, 'column');
   const { a } = mixer;
   const rows = W.length / cols;
-  const zero = monarchIsZero(mixer.B1, mixer.B2);
+  const product = rows > 0 && !monarchIsZero(mixer.B1, mixer.B2) ? new MonarchProduct(mixer.B1, mixer.B2, n, Math.min(INPUT_SIDE_ROW_BLOCK, rows)) : undefined;
+  const stride = product?.stride ?? 0;
+  // Operator positions visited in ascending column order, so the weight rows are read and
+  // written front to back (the selection order is arbitrary; only the memory order changes).
+  const byP = ascendingOrder(pCols);
+  const byN = ascendingOrder(nCols);
   for (let r0 = 0; r0 < rows; r0 += INPUT_SIDE_ROW_BLOCK) {
     const R = Math.min(INPUT_SIDE_ROW_BLOCK, rows - r0);
     let mix: Float64Array | undefined;
-    if (!zero) {
+    if (product) {
       // G[i, r] = W[r0 + r, P_i]: each weight row's P-slice is one column vector of G, so
-      // M·G gives (W[:, P]·Mᵀ)ᵀ for the block.
-      const G = new Float32Array(n * R);
-      for (let r = 0; r < R; r++) {
-        const row = (r0 + r) * cols;
-        for (let i = 0; i < n; i++) G[i * R + r] = W[row + pCols[i]!]!;
+      // M·G gives (W[:, P]·Mᵀ)ᵀ for the block. Gathered a few rows at a time, so that each
+      // G line is written whole while those rows of W stay in cache.
+      const G = product.input();
+      for (let rt = 0; rt < R; rt += INPUT_SIDE_ROW_TILE) {
+        const T = Math.min(INPUT_SIDE_ROW_TILE, R - rt);
+        const base = (r0 + rt) * cols;
+        for (let k = 0; k < n; k++) {
+          const i = byP[k]!;
+          const g = i * stride + rt;
+          const w = base + pCols[i]!;
+          for (let r = 0; r < T; r++) G[g + r] = W[w + r * cols]!;
+        }
       }
-      mix = monarchMultiply(mixer.B1, mixer.B2, n, G, R);
+      mix = product.multiply(R);
     }
-    for (let r = 0; r < R; r++) {
-      const row = (r0 + r) * cols;
-      for (let i = 0; i < n; i++) {
-        const m = mix ? mix[i * R + r]! : 0;
+    for (let rt = 0; rt < R; rt += INPUT_SIDE_ROW_TILE) {
+      const T = Math.min(INPUT_SIDE_ROW_TILE, R - rt);
+      const base = (r0 + rt) * cols;
+      for (let k = 0; k < n; k++) {
+        const i = byN[k]!;
         const ai = a[i]!;
-        if (ai === 1 && m === 0) continue;
-        const at = row + nCols[i]!;
-        W[at] = W[at]! * ai + m;
+        const g = i * stride + rt;
+        const w = base + nCols[i]!;
+        for (let r = 0; r < T; r++) {
+          const m = mix ? mix[g + r]! : 0;
+          if (ai === 1 && m === 0) continue;
+          const at = w + r * cols;
+          W[at] = W[at]! * ai + m;
+        }
       }
     }
   }
+}
+
+/** Positions of `indices` sorted by their values. */
+function ascendingOrder(indices: Int32Array): Int32Array {
+  return Int32Array.from(indices.keys()).sort((x, y) => indices[x]! - indices[y]!);
 }
 
 function checkIndices(p: Int32Array, nIdx: Int32Array, limit: number, what: string): void {

@@ -1,8 +1,9 @@
 /**
  * The Monarch matrix of an APEX expansion operator (APEX-METHOD §3): an n×n matrix M stored as
  * two block-diagonal factors B1, B2 of `nb` blocks `bs × bs` (block j is [out, in]) with a
- * fixed permutation between and after them, `2·n²/nb` parameters instead of n². Plain-array
- * versions serve fusion and file checks; the tfjs version is the differentiable one training uses.
+ * fixed permutation between and after them, `2·n²/nb` parameters instead of n². These are the
+ * plain-array versions (fusion, file checks, tests); the differentiable tfjs version training
+ * uses is in monarch-tf.ts, so loading this module does not load TensorFlow.js.
  *
  * The product y = M·x follows the reference code step by step:
  *   1. u_j = B1[j]·x_j            (x viewed as [nb, bs], row j = x_j)
@@ -10,7 +11,7 @@
  *   3. w_q = B2[q]·v_q
  *   4. y = flatten(transpose(view(w, [nb, bs])))  → y[r·nb + q] = w[q·bs + r]
  */
-import * as tf from '@tensorflow/tfjs';
+import { BlockMatmul, COLUMN_STRIP } from './block-matmul.js';
 
 export interface MonarchShape {
   /** Number of diagonal blocks. */
@@ -59,42 +60,86 @@ function allZero(v: ArrayLike<number>): boolean {
   return true;
 }
 
+/** The Monarch product whose kernel memory is currently laid out (one at a time per thread). */
+let activeProduct: MonarchProduct | undefined;
+
+/**
+ * Y = M·X for X of shape [n, cols] (each column one vector) with the factors loaded once, for
+ * callers that apply the same M to many column blocks (fusion): write X's rows into `input()`
+ * (row i at i·stride, float64), call `multiply(cols)`, read Y from the returned view (row i at
+ * i·stride). Both steps are block products on contiguous rows (block-matmul.ts, float64, each
+ * sum accumulated in the order of the block's columns), the permutations are only strides:
+ *   step 1, block j:  U rows j·bs … j·bs+bs−1  = B1[j] · X rows j·bs … j·bs+bs−1
+ *   step 3, block q:  Y rows r·nb + q (r < bs) = B2[q] · U rows p·nb + q (p < bs)
+ * The kernel memory holds one product at a time: creating another one (monarchMultiply does)
+ * invalidates this one and its views.
+ */
+export class MonarchProduct {
+  /** Row stride of the input and output views: cols rounded up to the kernel's column strip. */
+  readonly stride: number;
+  private readonly kernel = BlockMatmul.get();
+  private readonly nb: number;
+  private readonly bs: number;
+  private readonly b1At = 0;
+  private readonly b2At: number;
+  private readonly xyAt: number;
+  private readonly uAt: number;
+
+  /** Loads the factors for products of up to `maxCols` columns. */
+  constructor(B1: ArrayLike<number>, B2: ArrayLike<number>, readonly n: number, readonly maxCols: number) {
+    const { nb, bs } = checkFactors(B1, B2, n);
+    if (!Number.isSafeInteger(maxCols) || maxCols < 1) throw new RangeError(`MonarchProduct: maxCols must be a positive integer, got ${maxCols}`);
+    this.nb = nb;
+    this.bs = bs;
+    this.stride = Math.ceil(maxCols / COLUMN_STRIP) * COLUMN_STRIP;
+    this.b2At = B1.length;
+    this.xyAt = this.b2At + B2.length;
+    this.uAt = this.xyAt + n * this.stride;
+    this.kernel.reserve(this.uAt + n * this.stride);
+    this.kernel.f64View(this.b1At, B1.length).set(B1);
+    this.kernel.f64View(this.b2At, B2.length).set(B2);
+    activeProduct = this;
+  }
+
+  /** The [n, stride] input rows (the output of the previous `multiply` until overwritten). */
+  input(): Float64Array {
+    this.checkActive();
+    return this.kernel.f64View(this.xyAt, this.n * this.stride);
+  }
+
+  /** Y = M·X over the first `cols` columns; returns the [n, stride] output rows (it replaces the input). */
+  multiply(cols: number = this.maxCols): Float64Array {
+    this.checkActive();
+    if (!Number.isSafeInteger(cols) || cols < 1 || cols > this.maxCols) throw new RangeError(`MonarchProduct.multiply: cols ${cols} outside 1..${this.maxCols}`);
+    const { nb, bs, stride, kernel } = this;
+    const width = Math.ceil(cols / COLUMN_STRIP) * COLUMN_STRIP;
+    const bb = bs * bs;
+    for (let j = 0; j < nb; j++) kernel.product(this.b1At + j * bb, this.xyAt + j * bs * stride, stride, this.uAt + j * bs * stride, stride, bs, bs, width);
+    for (let q = 0; q < nb; q++) kernel.product(this.b2At + q * bb, this.uAt + q * stride, nb * stride, this.xyAt + q * stride, nb * stride, bs, bs, width);
+    return this.kernel.f64View(this.xyAt, this.n * stride);
+  }
+
+  private checkActive(): void {
+    if (activeProduct !== this) throw new Error('MonarchProduct used after another Monarch product took over the kernel memory');
+  }
+}
+
 /**
  * Y = M·X for X of shape [n, cols] (row-major; each column is one vector), accumulated in
- * float64. Works on whole rows so the inner loops run over contiguous memory: applying M to
- * the n selected rows of a [rows, hidden] weight is one call with cols = hidden.
+ * float64 (MonarchProduct): applying M to the n selected rows of a [rows, hidden] weight is one
+ * call with cols = hidden.
  */
 export function monarchMultiply(B1: ArrayLike<number>, B2: ArrayLike<number>, n: number, X: ArrayLike<number>, cols: number): Float64Array {
-  const { nb, bs } = checkFactors(B1, B2, n);
-  if (X.length !== n * cols) throw new RangeError(`monarchMultiply: X has ${X.length} values, expected ${n}×${cols}`);
-  const bb = bs * bs;
-  // Step 1: u[j·bs + r] = Σ_c B1[j][r][c] · x[j·bs + c]
-  const u = new Float64Array(n * cols);
-  for (let j = 0; j < nb; j++) {
-    for (let r = 0; r < bs; r++) {
-      const uo = (j * bs + r) * cols;
-      for (let c = 0; c < bs; c++) {
-        const coef = B1[j * bb + r * bs + c]!;
-        if (coef === 0) continue;
-        const xo = (j * bs + c) * cols;
-        for (let t = 0; t < cols; t++) u[uo + t] += coef * X[xo + t]!;
-      }
-    }
-  }
-  // Steps 2–4: w_q[r] = Σ_p B2[q][r][p] · u[p·nb + q], then y[r·nb + q] = w_q[r].
-  const y = new Float64Array(n * cols);
-  for (let q = 0; q < nb; q++) {
-    for (let r = 0; r < bs; r++) {
-      const yo = (r * nb + q) * cols;
-      for (let p = 0; p < bs; p++) {
-        const coef = B2[q * bb + r * bs + p]!;
-        if (coef === 0) continue;
-        const uo = (p * nb + q) * cols;
-        for (let t = 0; t < cols; t++) y[yo + t] += coef * u[uo + t]!;
-      }
-    }
-  }
-  return y;
+  checkFactors(B1, B2, n);
+  if (!Number.isSafeInteger(cols) || cols < 1 || X.length !== n * cols) throw new RangeError(`monarchMultiply: X has ${X.length} values, expected ${n}×${cols}`);
+  const product = new MonarchProduct(B1, B2, n, cols);
+  const { stride } = product;
+  const input = product.input();
+  for (let i = 0; i < n; i++) for (let t = 0; t < cols; t++) input[i * stride + t] = X[i * cols + t]!;
+  const out = product.multiply();
+  const Y = new Float64Array(n * cols);
+  for (let i = 0; i < n; i++) Y.set(out.subarray(i * stride, i * stride + cols), i * cols);
+  return Y;
 }
 
 /** y = M·x for one vector of length n, rounded once to float32. */
@@ -125,33 +170,4 @@ export function monarchDense(B1: ArrayLike<number>, B2: ArrayLike<number>, n: nu
     }
   }
   return M;
-}
-
-/**
- * Differentiable Monarch product for a batch of row vectors: X is [rows, n] and the result is
- * [rows, n] with row i = M·X[i], i.e. Y = X·Mᵀ. Used on the output side with X = activations
- * (each token's selected features are one row) and on the input side with X = W[:, P] (each
- * weight row's selected columns), where W[:, P]·Mᵀ is exactly what §3 asks for.
- * B1, B2 are [nb, bs, bs] with block j = [out, in]. Block factors are transposed explicitly
- * before the batched matMul (transposed matMul is slow on the wasm backend).
- */
-export function monarchApplyTf(B1: tf.Tensor3D, B2: tf.Tensor3D, x: tf.Tensor2D): tf.Tensor2D {
-  return tf.tidy(() => {
-    const [nb, bs] = B1.shape;
-    const rows = x.shape[0];
-    const n = nb * bs;
-    if (x.shape[1] !== n || B2.shape[0] !== nb || B2.shape[1] !== bs || B1.shape[2] !== bs || B2.shape[2] !== bs) {
-      throw new RangeError(`monarchApplyTf: factors [${B1.shape}] / [${B2.shape}] do not fit x [${x.shape}]`);
-    }
-    // Step 1, batched over blocks: U[j, i, r] = Σ_c X[i, j·bs + c] · B1[j, r, c].
-    const xBlocks = tf.transpose(tf.reshape(x, [rows, nb, bs]), [1, 0, 2]);
-    const u = tf.matMul(xBlocks, tf.transpose(B1, [0, 2, 1]));
-    // Step 2: u of row i is U[:, i, :] flattened (index j·bs + r = p·nb + q); v[q, i, p] = u_i[p·nb + q].
-    const uRows = tf.reshape(tf.transpose(u, [1, 0, 2]), [rows, bs, nb]);
-    const v = tf.transpose(uRows, [2, 0, 1]);
-    // Step 3: W[q, i, r] = Σ_p V[q, i, p] · B2[q, r, p].
-    const w = tf.matMul(v, tf.transpose(B2, [0, 2, 1]));
-    // Step 4: y_i[r·nb + q] = W[q, i, r].
-    return tf.reshape(tf.transpose(w, [1, 2, 0]), [rows, n]) as tf.Tensor2D;
-  });
 }

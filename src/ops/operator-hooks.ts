@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { LayerHooks, ProjectionKey } from '../model/layer-hooks.js';
 import type { ModelSpec } from '../model/model-spec.js';
-import { monarchApplyTf } from './monarch.js';
+import { monarchApplyTf } from './monarch-tf.js';
 import type { ChannelOperator, HeadOperator, LayerOperators } from './operator-init.js';
 import { headRows, oProjSlotColumns } from './unit-rows.js';
 

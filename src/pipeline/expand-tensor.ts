@@ -2,9 +2,9 @@
  * Produces the bytes of one tensor `apex expand` changes: start from the trained F32 copy when
  * there is one, else the input decoded to float32; apply the layer's operators by the tensor's
  * rule (fusion.ts, float32); encode once to the output dtype with round-to-nearest-even. A NaN
- * or Inf anywhere — in the values before encoding or created by the encoding (a value beyond
- * the output dtype's range) — fails with a VerificationError naming the tensor, so nothing
- * non-finite is ever written.
+ * or Inf anywhere — in the input, created by fusion, or created by the encoding (a value beyond
+ * the output dtype's range) — fails with a VerificationError naming the tensor, the element and
+ * where it came from, so nothing non-finite is ever written.
  */
 import { VerificationError } from '../errors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
@@ -24,24 +24,30 @@ export interface TensorSources {
 }
 
 export async function produceTensor(t: PlannedTensor, src: TensorSources): Promise<Uint8Array> {
-  const fromUpdate = t.reasons.includes('update');
-  const values = fromUpdate ? await src.updates!.readFloat32(t.name) : await src.input.readFloat32(t.name);
-  const origin = fromUpdate ? `the trained copy in ${src.updates!.path}` : 'the input';
-  const before = firstNonFinite(values);
-  if (t.fused) {
-    if (before >= 0) throw nonFinite(t.name, before, values[before]!, origin);
-    fuseLayerTensor(t.fused, values, src.operatorsOf.get(t.fused.layer)!, src.spec);
-    const after = firstNonFinite(values);
-    if (after >= 0) throw nonFinite(t.name, after, values[after]!, 'fusion (operator values too large for float32?)');
-  } else if (before >= 0) {
-    throw nonFinite(t.name, before, values[before]!, origin);
-  }
+  const values = await readSource(t, src);
+  if (t.fused) fuseLayerTensor(t.fused, values, src.operatorsOf.get(t.fused.layer)!, src.spec);
   const bytes = encodeFromFloat32(values, t.outDtype);
-  const overflow = firstNonFiniteEncoded(bytes, t.outDtype);
-  if (overflow >= 0) {
-    throw new VerificationError(`tensor '${t.name}': element ${overflow} (${values[overflow]}) does not fit in ${t.outDtype} and would become Inf; nothing was written`, 'NON_FINITE');
-  }
+  // One pass over the encoded bits finds every NaN/Inf: a non-finite input element stays
+  // non-finite through fusion (it is only scaled and added to) and through the encoding, and
+  // so does one that fusion creates. Only then are the values searched for where it came from.
+  const bad = firstNonFiniteEncoded(bytes, t.outDtype);
+  if (bad >= 0) throw await diagnoseNonFinite(t, src, values, bad);
   return bytes;
+}
+
+async function readSource(t: PlannedTensor, src: TensorSources): Promise<Float32Array> {
+  return t.reasons.includes('update') ? src.updates!.readFloat32(t.name) : src.input.readFloat32(t.name);
+}
+
+/** The error for a non-finite element at `encodedIndex` of the encoding of `values`: input, fusion or range. */
+async function diagnoseNonFinite(t: PlannedTensor, src: TensorSources, values: Float32Array, encodedIndex: number): Promise<VerificationError> {
+  const origin = t.reasons.includes('update') ? `the trained copy in ${src.updates!.path}` : 'the input';
+  const source = await readSource(t, src);
+  const before = firstNonFinite(source);
+  if (before >= 0) return nonFinite(t.name, before, source[before]!, origin);
+  const after = firstNonFinite(values);
+  if (after >= 0) return nonFinite(t.name, after, values[after]!, 'fusion (operator values too large for float32?)');
+  return new VerificationError(`tensor '${t.name}': element ${encodedIndex} (${values[encodedIndex]}) does not fit in ${t.outDtype} and would become Inf; nothing was written`, 'NON_FINITE');
 }
 
 function nonFinite(name: string, index: number, value: number, origin: string): VerificationError {

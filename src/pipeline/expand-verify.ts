@@ -1,6 +1,8 @@
 /**
  * Hashing and verification for `apex expand`. One sequential read per shard file gives its
- * sha256 (recorded in apex_run.json) and, for the tensors asked for, per-tensor digests:
+ * sha256 (recorded in apex_run.json; computed in a worker thread, so that it runs on the
+ * second core while the main thread reads and computes the per-tensor digests) and, for the
+ * tensors asked for, per-tensor digests:
  * sha256 of the tensors copied byte for byte (the output's must equal the input's) and crc32
  * of the computed ones (the output's must equal that of the bytes apex encoded, whose
  * finiteness was checked before they were written). The finished temporary folder is
@@ -10,14 +12,81 @@
 import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { VerificationError } from '../errors.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import type { ExpandPlan } from './expand-plan.js';
 
-/** Read size of the hashing pass (counted in EXPAND_IO_BYTES). */
-const HASH_CHUNK_BYTES = 16 * 2 ** 20;
+/** Read buffers of the hashing pass, 4 × 4 MiB (16 MiB counted in EXPAND_IO_BYTES). */
+const HASH_CHUNK_BYTES = 4 * 2 ** 20;
+const HASH_BUFFERS = 4;
+
+/**
+ * The worker's source: it hashes the chunks posted to it, in order, and hands each buffer
+ * back (transferred both ways, never copied).
+ */
+const FILE_HASH_WORKER = `
+const { parentPort } = require('node:worker_threads');
+const hash = require('node:crypto').createHash('sha256');
+parentPort.on('message', (m) => {
+  if (m === 'digest') return parentPort.postMessage({ digest: hash.digest('hex') });
+  hash.update(new Uint8Array(m.buffer, 0, m.length));
+  parentPort.postMessage({ buffer: m.buffer }, [m.buffer]);
+});`;
+
+/** sha256 of a byte stream in a worker thread, fed from a small pool of read buffers. */
+class FileHashWorker {
+  private readonly worker = new Worker(FILE_HASH_WORKER, { eval: true });
+  private readonly free: ArrayBuffer[];
+  private readonly waiting: ((b: ArrayBuffer) => void)[] = [];
+  private onDigest: ((hex: string) => void) | undefined;
+  private failure: Error | undefined;
+  private readonly failed: Promise<never>;
+
+  constructor(buffers: number, bytes: number) {
+    this.free = Array.from({ length: buffers }, () => new ArrayBuffer(bytes));
+    this.worker.on('message', (m: { buffer?: ArrayBuffer; digest?: string }) => {
+      if (m.digest !== undefined) this.onDigest?.(m.digest);
+      else if (this.waiting.length > 0) this.waiting.shift()!(m.buffer!);
+      else this.free.push(m.buffer!);
+    });
+    this.failed = new Promise<never>((_, reject) => {
+      const fail = (e: Error) => {
+        this.failure ??= e;
+        reject(this.failure);
+      };
+      this.worker.on('error', fail);
+      this.worker.on('exit', (code) => fail(new Error(`the sha256 worker stopped (exit code ${code})`)));
+    });
+    this.failed.catch(() => {}); // observed through the calls below
+  }
+
+  /** A buffer the worker is done with (waits while all of them are in its queue). */
+  async buffer(): Promise<ArrayBuffer> {
+    if (this.failure) throw this.failure;
+    const b = this.free.pop();
+    if (b) return b;
+    return Promise.race([new Promise<ArrayBuffer>((resolve) => this.waiting.push(resolve)), this.failed]);
+  }
+
+  /** Hands the first `length` bytes of `buffer` to the hash; the buffer comes back through buffer(). */
+  update(buffer: ArrayBuffer, length: number): void {
+    this.worker.postMessage({ buffer, length }, [buffer]);
+  }
+
+  async digest(): Promise<string> {
+    const hex = new Promise<string>((resolve) => (this.onDigest = resolve));
+    this.worker.postMessage('digest');
+    return Promise.race([hex, this.failed]);
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}
 
 export interface ShardDigest {
   readonly file: string;
@@ -42,19 +111,19 @@ export async function digestShard(dir: string, file: string, want: DigestRequest
   const tensors = st.tensors;
   const size = st.fileSize;
   await st.close();
-  const fileHash = createHash('sha256');
+  const fileHash = new FileHashWorker(HASH_BUFFERS, Math.min(HASH_CHUNK_BYTES, Math.max(size, 1)));
   const shaOf = new Map<string, Hash>();
   const crcOf = new Map<string, number>();
+  let fileSha256: string;
   const handle = await open(path, 'r');
   try {
-    const buffer = new Uint8Array(Math.min(HASH_CHUNK_BYTES, Math.max(size, 1)));
     let next = 0; // first tensor that may still overlap the stream
     for (let pos = 0; pos < size;) {
       signal?.throwIfAborted();
-      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, size - pos), pos);
+      const buffer = await fileHash.buffer();
+      const { bytesRead } = await handle.read(new Uint8Array(buffer), 0, Math.min(buffer.byteLength, size - pos), pos);
       if (bytesRead === 0) throw new VerificationError(`${path}: ended at byte ${pos} of ${size} while hashing (changed while apex was reading it?)`);
-      const chunk = buffer.subarray(0, bytesRead);
-      fileHash.update(chunk);
+      const chunk = new Uint8Array(buffer, 0, bytesRead);
       const end = pos + bytesRead;
       for (let i = next; i < tensors.length; i++) {
         const t = tensors[i]!;
@@ -73,11 +142,13 @@ export async function digestShard(dir: string, file: string, want: DigestRequest
         }
         if (want.crc32?.has(t.name)) crcOf.set(t.name, crc32(part, crcOf.get(t.name) ?? 0));
       }
+      fileHash.update(buffer, bytesRead);
       onBytes?.(bytesRead);
       pos = end;
     }
+    fileSha256 = await fileHash.digest();
   } finally {
-    await handle.close();
+    await Promise.all([handle.close(), fileHash.close()]);
   }
   const tensorSha256 = new Map<string, string>();
   for (const t of tensors) {
@@ -86,7 +157,7 @@ export async function digestShard(dir: string, file: string, want: DigestRequest
   }
   const tensorCrc32 = new Map<string, number>();
   for (const t of tensors) if (want.crc32?.has(t.name)) tensorCrc32.set(t.name, crcOf.get(t.name) ?? 0);
-  return { file, bytes: size, sha256: fileHash.digest('hex'), tensorSha256, tensorCrc32 };
+  return { file, bytes: size, sha256: fileSha256, tensorSha256, tensorCrc32 };
 }
 
 export interface ExpandVerification {

@@ -150,6 +150,29 @@ describe('input side (columns): W[:, N] ← W[:, N]·diag(a) + W[:, P]·Mᵀ', (
 });
 
 describe('block boundaries', () => {
+  it('input side matches a dense reference with unsorted P/N and a partial row tile (523 rows, n = 12, nb = 3)', () => {
+    const rng = new Rng(8);
+    const rows = 523; // two blocks of 256 rows, then 11: one tile of 8 and one of 3
+    const cols = 40;
+    const P = i32(31, 2, 17, 8, 39, 0, 25, 12, 5, 36, 21, 14);
+    const N = i32(3, 38, 9, 30, 1, 22, 16, 33, 27, 6, 11, 19);
+    const B1 = randomArray(rng, 3 * 4 * 4);
+    const B2 = randomArray(rng, 3 * 4 * 4);
+    const a = randomArray(rng, 12, 0.05, 1);
+    const W = randomArray(rng, rows * cols);
+    const M = denseMonarch(B1, B2, 3, 4);
+    const want = Float64Array.from(W);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < 12; i++) {
+        let s = W[r * cols + N[i]!]! * a[i]!;
+        for (let j = 0; j < 12; j++) s += W[r * cols + P[j]!]! * M.v[i * 12 + j]!;
+        want[r * cols + N[i]!] = s;
+      }
+    }
+    fuseInputColumns(W, cols, P, N, { B1, B2, a });
+    expect(maxAbsDiff(W, want)).toBeLessThan(1e-6 * maxAbs(want));
+  });
+
   it('output side matches a dense reference across column blocks (1100 columns, n = 6, nb = 2)', () => {
     const rng = new Rng(6);
     const rows = 14;

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { monarchApply, monarchApplyTf, monarchBlocks, monarchDense, monarchIsZero, monarchMultiply, monarchParamCount } from '../../src/ops/monarch.js';
+import { monarchApply, monarchBlocks, monarchDense, monarchIsZero, monarchMultiply, monarchParamCount } from '../../src/ops/monarch.js';
+import { monarchApplyTf } from '../../src/ops/monarch-tf.js';
 import { Rng } from '../../src/util/rng.js';
 import { denseMonarch, matvec, maxAbs, maxAbsDiff, monarchFactorsDense, randomArray } from './dense-reference.js';
 
