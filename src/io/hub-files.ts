@@ -7,20 +7,13 @@
  */
 import { InputError } from '../errors.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
+import { MODEL_FILES } from './model-files.js';
 
-/** Small files fetched when the repo has them; config.json is required. */
-export const METADATA_FILES = [
-  'config.json',
-  'generation_config.json',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'tokenizer.model',
-  'vocab.json',
-  'merges.txt',
-  'added_tokens.json',
-  'chat_template.jinja',
-] as const;
+/**
+ * Small files fetched when the repo has them (config.json is required): exactly the non-weight
+ * files a rewritten checkpoint carries over, so a downloaded model can be expanded completely.
+ */
+export const METADATA_FILES = MODEL_FILES;
 
 /** A plain file name in the repo root ending in .safetensors (no folders, no hidden files). */
 const SHARD_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$/;
