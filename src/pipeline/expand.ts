@@ -32,7 +32,7 @@ import { ApexFileFormatError } from '../ops/apex-tensor-file.js';
 import { readOperatorFile, type OperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
 import { redact } from '../util/secrets.js';
 import { apexVersion } from './analysis-provenance.js';
-import { resolveExpandPaths, readJson, type ExpandPaths } from './expand-paths.js';
+import { resolveExpandPaths, readJson, type ExpandPathOptions, type ExpandPaths } from './expand-paths.js';
 import { OUT_DTYPES, planExpansion, type ExpandMemoryEstimate, type ExpandPlan, type LayerPlan, type OutDtype } from './expand-plan.js';
 import { produceTensor } from './expand-tensor.js';
 import { TrainedUpdates } from './expand-updates.js';
@@ -40,13 +40,8 @@ import { digestShard, verifyExpandedCheckpoint, type ShardDigest } from './expan
 import { renderModelCard } from './model-card.js';
 import { PROVENANCE_FILE, ProvenanceRecorder, peakRssBytes, provenanceString, writeProvenance, type FileRecord } from './provenance.js';
 
-export interface ExpandOptions {
-  run?: string;
-  stage?: number;
-  model?: string;
-  operators?: string;
-  updates?: string;
-  output?: string;
+/** Where to read and write (either `run` + `stage`, or `model` + `operators`/`updates` + `output`), and how. */
+export interface ExpandOptions extends ExpandPathOptions {
   outDtype?: OutDtype;
   maxShardSize?: string;
   force?: boolean;
