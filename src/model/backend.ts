@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
+import { registerCpuTrainingKernels } from './cpu-training-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-training-kernels.js';
 
 export type BackendName = 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -89,7 +90,10 @@ const PREPARERS: Record<BackendName, () => Promise<Prepared>> = {
   webgpu: prepareWebgpu,
   tensorflow: prepareNative,
   wasm: prepareWasm,
-  cpu: async () => ({ ok: true, detail: 'pure-JavaScript kernels (slow)' }),
+  cpu: async () => {
+    registerCpuTrainingKernels();
+    return { ok: true, detail: 'pure-JavaScript kernels (slow)' };
+  },
 };
 
 async function prepareWebgpu(): Promise<Prepared> {

@@ -5,8 +5,9 @@
  *   output side, on activations:  y_N ← a ⊙ y_N + M·y_P,  y_P ← b ⊙ y_P   (v; gate and up)
  *   input side, on the weight:    W[:, N] ← W[:, N]·diag(a) + W[:, P]·Mᵀ  (o_proj per GQA slot; down_proj)
  *
- * Everything is built from differentiable tf ops (gather, concat, the batched Monarch product),
- * so gradients reach B1, B2, a, b and the weights. This module deliberately does not use
+ * Everything is built from differentiable tf ops (transposes, row moves as UnsortedSegmentSum
+ * with a custom gradient, concat, the Monarch product), so gradients reach B1, B2, a, b and the
+ * weights. This module deliberately does not use
  * fusion.ts: the exactness test compares a fused checkpoint against this forward.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -98,6 +99,8 @@ export function operatorVariableList(t: TrainableLayerOperators): tf.Variable[] 
 
 export function disposeOperatorVariables(t: TrainableLayerOperators): void {
   for (const v of operatorVariableList(t)) v.dispose();
+  for (const x of siteTensors.get(t) ?? []) x.dispose();
+  siteTensors.delete(t);
 }
 
 /** Current values of trained operators as plain data (for operators.safetensors and fusion). */
@@ -129,17 +132,6 @@ export function readOperatorVariables(t: TrainableLayerOperators): LayerOperator
   return { layer: t.layer, ...(attn ? { attn } : {}), ...(mlp ? { mlp } : {}) };
 }
 
-/**
- * Index map that rebuilds `width` features from concat([original, replacements…]): position
- * `targets[i]` takes column width + i, every other position keeps its own column.
- */
-function replacementMap(width: number, targets: Int32Array): Int32Array {
-  const map = new Int32Array(width);
-  for (let c = 0; c < width; c++) map[c] = c;
-  for (let i = 0; i < targets.length; i++) map[targets[i]!] = width + i;
-  return map;
-}
-
 function concatInt32(parts: Int32Array[]): Int32Array {
   const out = new Int32Array(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
@@ -150,75 +142,167 @@ function concatInt32(parts: Int32Array[]): Int32Array {
   return out;
 }
 
-function idx(values: Int32Array): tf.Tensor1D {
-  return tf.tensor1d(values, 'int32');
+/**
+ * A one-to-one move of rows, out[to[i]] = x[i] (to[i] = −1 drops row i), as one
+ * UnsortedSegmentSum each way: the gradient is the inverse move. Mixing works on the feature
+ * axis moved to the front ([width, rows]) so that selecting and re-assembling features are row
+ * moves: tfjs's GatherV2 along the last axis is several times slower on wasm than a transpose
+ * plus this move, and its gradient transposes twice more.
+ */
+interface RowMove {
+  readonly apply: (x: tf.Tensor2D) => tf.Tensor2D;
+  readonly tensors: tf.Tensor[];
+}
+
+function rowMove(to: Int32Array, outRows: number): RowMove {
+  const from = new Int32Array(outRows).fill(-1);
+  to.forEach((t, i) => {
+    if (t >= 0) from[t] = i;
+  });
+  const toT = tf.keep(tf.tensor1d(to, 'int32'));
+  const fromT = tf.keep(tf.tensor1d(from, 'int32'));
+  const move = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.unsortedSegmentSum(inputs[0] as tf.Tensor, toT, outRows),
+    gradFunc: (dy: tf.Tensor) => tf.unsortedSegmentSum(dy, fromT, to.length),
+  }));
+  const apply = (x: tf.Tensor2D) => move(x) as tf.Tensor2D;
+  return { apply, tensors: [toT, fromT] };
 }
 
 /**
- * Output side on features of the last axis of `x` [rows, width]: the n features at `pIdx`
- * become b ⊙ x_P, those at `nIdx` become a ⊙ x_N + M·x_P (per row).
+ * One mixing site (a feature axis of `width` with the units P, N): `select` takes rows P then
+ * N of [width, rows] into [2n, rows]; `assemble` rebuilds [width, rows] from
+ * concat([x, new N, new P]) (output side) or concat([x, new N]) (input side).
  */
-function mixOutputFeatures(x: tf.Tensor2D, pIdx: Int32Array, nIdx: Int32Array, op: { B1: tf.Tensor3D; B2: tf.Tensor3D; a: tf.Tensor1D }, b: tf.Tensor1D): tf.Tensor2D {
-  const width = x.shape[1];
-  const xP = tf.gather(x, idx(pIdx), 1) as tf.Tensor2D;
-  const xN = tf.gather(x, idx(nIdx), 1) as tf.Tensor2D;
-  const newN = tf.add(tf.mul(xN, op.a), monarchApplyTf(op.B1, op.B2, xP));
-  const newP = tf.mul(xP, b);
-  const all = tf.concat([x, newN, newP], 1);
-  return tf.gather(all, idx(replacementMap(width, concatInt32([nIdx, pIdx]))), 1) as tf.Tensor2D;
+interface MixSite {
+  readonly n: number;
+  readonly select: RowMove;
+  readonly assemble: RowMove;
+}
+
+/** Index tensors kept outside any tidy scope, disposed with the operator's variables. */
+const siteTensors = new WeakMap<TrainableLayerOperators, tf.Tensor[]>();
+
+/** The site's moves are made on first use (when the width is known) and kept for the stage. */
+function mixSite(owner: TrainableLayerOperators, P: Int32Array, N: Int32Array, outputSide: boolean): (width: number) => MixSite {
+  let site: (MixSite & { width: number }) | undefined;
+  return (width) => {
+    if (site?.width === width) return site;
+    const pn = concatInt32([P, N]);
+    const replaced = outputSide ? concatInt32([N, P]) : N;
+    const toSelected = new Int32Array(width).fill(-1);
+    pn.forEach((c, i) => {
+      toSelected[c] = i;
+    });
+    // Row r of concat([x, replacements]) goes to r if x keeps it, replacement i to replaced[i].
+    const toAssembled = new Int32Array(width + replaced.length);
+    for (let c = 0; c < width; c++) toAssembled[c] = c;
+    replaced.forEach((c, i) => {
+      toAssembled[c] = -1;
+      toAssembled[width + i] = c;
+    });
+    const select = rowMove(toSelected, pn.length);
+    const assemble = rowMove(toAssembled, width);
+    const list = siteTensors.get(owner) ?? [];
+    list.push(...select.tensors, ...assemble.tensors);
+    siteTensors.set(owner, list);
+    site = { n: P.length, select, assemble, width };
+    return site;
+  };
+}
+
+/**
+ * Operator sizes up to this use M as one dense [n, n] matrix built from B1, B2 per call: one
+ * matMul per site instead of the factorised product's four transposes of every [n, rows]
+ * activation block (and their gradients), which dominate at small n. Above it the dense
+ * matMul's rows·n² work outgrows the factorised 2·rows·n·bs, and the factorised product is used.
+ */
+const DENSE_MONARCH_MAX_N = 1024;
+
+/** Xᵀ [n, cols] ↦ M·Xᵀ with M from factors B1, B2 (§3's product). */
+function monarchLeft(op: { B1: tf.Tensor3D; B2: tf.Tensor3D }): (xT: tf.Tensor2D) => tf.Tensor2D {
+  const [nb, bs] = op.B1.shape;
+  const n = nb * bs;
+  if (n > DENSE_MONARCH_MAX_N) return (xT) => tf.transpose(monarchApplyTf(op.B1, op.B2, tf.transpose(xT)));
+  // Row i of monarchApplyTf(I) is M·e_i = column i of M: the product of the identity is Mᵀ.
+  const M = tf.transpose(monarchApplyTf(op.B1, op.B2, tf.eye(n) as tf.Tensor2D));
+  return (xT) => tf.matMul(M, xT);
+}
+
+/** A per-feature vector as a column [n, 1], to scale rows of a [n, rows] block. */
+function column(v: tf.Tensor1D): tf.Tensor2D {
+  return tf.reshape(v, [v.shape[0], 1]);
+}
+
+/**
+ * Output side on the features (last axis) of `x` [rows, width]: the n features at P become
+ * b ⊙ x_P, those at N become a ⊙ x_N + M·x_P (per row).
+ */
+function mixOutputFeatures(x: tf.Tensor2D, site: MixSite, mLeft: (xT: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  const xT = tf.transpose(x);
+  const [xP, xN] = tf.split(site.select.apply(xT as tf.Tensor2D), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+  const newN = tf.add(tf.mul(xN, column(a)), mLeft(xP));
+  const newP = tf.mul(xP, column(b));
+  return tf.transpose(site.assemble.apply(tf.concat([xT, newN, newP], 0) as tf.Tensor2D));
 }
 
 /**
  * Input side on the columns of W [rows, cols], for `slots` groups of columns that share M and
- * a (GQA o_proj; one slot otherwise): pCols / nCols hold the slots' columns one slot after
- * another, n per slot.
+ * a (GQA o_proj; one slot otherwise): the site's P and N hold the slots' columns one slot
+ * after another, n per slot.
  */
-function mixInputColumns(W: tf.Tensor2D, pCols: Int32Array, nCols: Int32Array, slots: number, op: { B1: tf.Tensor3D; B2: tf.Tensor3D; a: tf.Tensor1D }): tf.Tensor2D {
-  const [rows, cols] = W.shape;
-  const n = pCols.length / slots;
-  // [rows, slots·n] → [rows·slots, n]: each row of the view is one weight row's P-slice of one
-  // slot, and monarchApplyTf maps each view row x to M·x, which is W[:, P]·Mᵀ.
-  const WP = tf.reshape(tf.gather(W, idx(pCols), 1), [rows * slots, n]) as tf.Tensor2D;
-  const mixed = tf.reshape(monarchApplyTf(op.B1, op.B2, WP), [rows, slots * n]);
-  const WN = tf.gather(W, idx(nCols), 1);
-  const newN = tf.add(tf.mul(WN, slots === 1 ? op.a : tf.tile(op.a, [slots])), mixed);
-  const all = tf.concat([W, newN], 1);
-  return tf.gather(all, idx(replacementMap(cols, nCols)), 1) as tf.Tensor2D;
+function mixInputColumns(W: tf.Tensor2D, site: MixSite, slots: number, mLeft: (xT: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+  const rows = W.shape[0];
+  const n = site.n / slots;
+  const WT = tf.transpose(W);
+  const [WP, WN] = tf.split(site.select.apply(WT as tf.Tensor2D), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+  // (W[:, P_s]·Mᵀ)ᵀ = M·W[:, P_s]ᵀ for slot s: [slots·n, rows] as [n, slots·rows] needs the
+  // slot axis behind the feature axis.
+  const bySlot = slots === 1 ? WP : tf.reshape(tf.transpose(tf.reshape(WP, [slots, n, rows]), [1, 0, 2]), [n, slots * rows]);
+  const mixedBySlot = mLeft(bySlot as tf.Tensor2D);
+  const mixed = slots === 1 ? mixedBySlot : tf.reshape(tf.transpose(tf.reshape(mixedBySlot, [n, slots, rows]), [1, 0, 2]), [slots * n, rows]);
+  const newN = tf.add(tf.mul(WN, column(slots === 1 ? a : tf.tile(a, [slots]) as tf.Tensor1D)), mixed);
+  return tf.transpose(site.assemble.apply(tf.concat([WT, newN], 0) as tf.Tensor2D));
 }
 
 /**
- * LayerHooks for one decoder layer. Index lists are computed once here; the tf index tensors
- * are made per call inside the caller's tidy scope.
+ * LayerHooks for one decoder layer. Index tensors are made at the first call of each site (kept until
+ * disposeOperatorVariables); M is rebuilt from its factors at every call, inside the caller's
+ * tidy scope and gradient tape.
  */
 export function operatorHooks(t: TrainableLayerOperators, spec: HeadSpec): LayerHooks {
   const hooks: LayerHooks = {};
   const { attn, mlp } = t;
-  const oProj = attn && {
-    slots: spec.numHeads / spec.numKvHeads,
-    P: concatInt32(oProjSlotColumns(attn.P, spec.numHeads, spec.numKvHeads, spec.headDim)),
-    N: concatInt32(oProjSlotColumns(attn.N, spec.numHeads, spec.numKvHeads, spec.headDim)),
-  };
-  if (attn) {
-    const vP = headRows(attn.P, spec.headDim);
-    const vN = headRows(attn.N, spec.headDim);
+  const slots = spec.numHeads / spec.numKvHeads;
+  const value = attn && mixSite(t, headRows(attn.P, spec.headDim), headRows(attn.N, spec.headDim), true);
+  const out = attn && mixSite(
+    t,
+    concatInt32(oProjSlotColumns(attn.P, spec.numHeads, spec.numKvHeads, spec.headDim)),
+    concatInt32(oProjSlotColumns(attn.N, spec.numHeads, spec.numKvHeads, spec.headDim)),
+    false,
+  );
+  const gateUp = mlp && mixSite(t, mlp.P, mlp.N, true);
+  const down = mlp && mixSite(t, mlp.P, mlp.N, false);
+  if (attn && value) {
     hooks.mixValue = (v) => {
       const [B, T, C] = v.shape;
-      const mixed = mixOutputFeatures(tf.reshape(v, [B * T, C]) as tf.Tensor2D, vP, vN, attn, attn.bV);
+      const mixed = mixOutputFeatures(tf.reshape(v, [B * T, C]) as tf.Tensor2D, value(C), monarchLeft(attn), attn.a, attn.bV);
       return tf.reshape(mixed, [B, T, C]) as tf.Tensor3D;
     };
   }
-  if (mlp) {
+  if (mlp && gateUp) {
     hooks.mixGateUp = (gate, up) => {
       const [B, T, I] = gate.shape;
-      const g = mixOutputFeatures(tf.reshape(gate, [B * T, I]) as tf.Tensor2D, mlp.P, mlp.N, mlp, mlp.bGate);
-      const u = mixOutputFeatures(tf.reshape(up, [B * T, I]) as tf.Tensor2D, mlp.P, mlp.N, mlp, mlp.bUp);
+      const times = monarchLeft(mlp);
+      const g = mixOutputFeatures(tf.reshape(gate, [B * T, I]) as tf.Tensor2D, gateUp(I), times, mlp.a, mlp.bGate);
+      const u = mixOutputFeatures(tf.reshape(up, [B * T, I]) as tf.Tensor2D, gateUp(I), times, mlp.a, mlp.bUp);
       return [tf.reshape(g, [B, T, I]) as tf.Tensor3D, tf.reshape(u, [B, T, I]) as tf.Tensor3D];
     };
   }
   if (attn || mlp) {
     hooks.transformWeight = (key: ProjectionKey, W: tf.Tensor2D) => {
-      if (key === 'o_proj' && attn && oProj) return mixInputColumns(W, oProj.P, oProj.N, oProj.slots, attn);
-      if (key === 'down_proj' && mlp) return mixInputColumns(W, mlp.P, mlp.N, 1, mlp);
+      if (key === 'o_proj' && attn && out) return mixInputColumns(W, out(W.shape[1]), slots, monarchLeft(attn), attn.a);
+      if (key === 'down_proj' && mlp && down) return mixInputColumns(W, down(W.shape[1]), 1, monarchLeft(mlp), mlp.a);
       return W;
     };
   }

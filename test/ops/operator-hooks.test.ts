@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { registerCpuTrainingKernels } from '../../src/model/cpu-training-kernels.js';
 import { fuseDownProjection, fuseGateOrUp, fuseOutputProjection, fuseValueProjection } from '../../src/ops/fusion.js';
 import { disposeOperatorVariables, operatorHooks, operatorVariableList, operatorVariables, readOperatorVariables } from '../../src/ops/operator-hooks.js';
 import { initLayerOperators, type LayerOperators } from '../../src/ops/operator-init.js';
@@ -29,6 +30,9 @@ function randomOperators(): LayerOperators {
     },
   };
 }
+
+// The hooks move rows with UnsortedSegmentSum; tfjs's own cpu kernel runs one kernel per row.
+registerCpuTrainingKernels();
 
 const ops = randomOperators();
 const vars = operatorVariables(ops);
@@ -93,6 +97,34 @@ describe('operator-augmented forward vs fusion', () => {
     const q = tf.tensor2d(Wo, [16, hidden]);
     expect(hooks.transformWeight!('q_proj', q)).toBe(q);
     q.dispose();
+  });
+
+  it('a channel operator above the dense-M size (n = 1056) uses the factorised product and equals fusion', () => {
+    const wide = 2 * 1056;
+    const r = new Rng(5);
+    const n = wide / 2;
+    const big: LayerOperators = {
+      layer: 0,
+      mlp: {
+        P: Int32Array.from({ length: n }, (_, i) => 2 * i), N: Int32Array.from({ length: n }, (_, i) => 2 * (n - 1 - i) + 1), nb: 32, bs: 33,
+        B1: randomArray(r, 32 * 33 * 33, 0.2), B2: randomArray(r, 32 * 33 * 33, 0.2), a: randomArray(r, n, 0.05, 1), bGate: randomArray(r, n, 0.05, 1), bUp: randomArray(r, n, 0.05, 1),
+      },
+    };
+    const bigVars = operatorVariables(big);
+    const h = operatorHooks(bigVars, spec);
+    const Wg = randomArray(rng, wide * hidden);
+    const bg = randomArray(rng, wide);
+    const [g] = tf.tidy(() => h.mixGateUp!(project(x, Wg, bg, wide), project(x, Wg, bg, wide)).map((t) => t.dataSync()));
+    fuseGateOrUp(Wg, hidden, big.mlp!, 'gate_proj');
+    fuseGateOrUp(bg, 1, big.mlp!, 'gate_proj');
+    const want = tf.tidy(() => project(x, Wg, bg, wide).dataSync());
+    expect(maxAbsDiff(g!, want)).toBeLessThan(1e-5 * maxAbs(want));
+
+    const Wd = randomArray(rng, hidden * wide);
+    const gotD = tf.tidy(() => h.transformWeight!('down_proj', tf.tensor2d(Wd, [hidden, wide])).dataSync());
+    fuseDownProjection(Wd, wide, big.mlp!);
+    expect(maxAbsDiff(gotD, Wd)).toBeLessThan(1e-5 * maxAbs(Wd));
+    disposeOperatorVariables(bigVars);
   });
 
   it('fresh operators are exactly the identity', () => {
