@@ -4,6 +4,7 @@
  */
 import { Args, Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
+import { VerificationError } from '../errors.js';
 import { parseByteSize } from '../io/byte-size.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { openModelForCompute } from '../model/open-model.js';
@@ -68,6 +69,9 @@ export default class Eval extends ApexCommand<EvalResult> {
         signal: this.abort.signal,
         onProgress: (p) => this.progress.update(`${p.stage === 'layer' ? 'layer' : 'lm_head block'} ${p.done}/${p.total}`),
       });
+      if (!Number.isFinite(result.meanNll)) {
+        throw new VerificationError(`the model's log-probabilities are not finite (mean NLL ${result.meanNll}): a weight holds NaN/Inf or the forward pass overflows`, 'NON_FINITE_LOSS');
+      }
       const seconds = (performance.now() - started) / 1000;
       this.progress.stop();
       const processed = set.sequences.reduce((a, s) => a + s.length, 0);

@@ -81,9 +81,13 @@ async function createExclusive(path: string, text: string): Promise<boolean> {
   try {
     await h.writeFile(text);
     await h.sync();
-  } finally {
-    await h.close();
+  } catch (e) {
+    // A full disk fails here, after the private file exists: leave nothing behind.
+    await h.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw ioError(path, 'write the lock file', e);
   }
+  await h.close();
   try {
     await link(tmp, path);
     return true;

@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { UsageError, VerificationError } from '../errors.js';
 import { outputState, writeAtomicFolder } from '../io/atomic-output.js';
 import { Checkpoint } from '../io/checkpoint.js';
-import { f32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
+import { f32Tensor, ioError, writeSafetensors } from '../io/safetensors-writer.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { checkTokens, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
@@ -176,9 +176,11 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
         timing: { forwardSeconds, ...(erank ? { erankSeconds: erank.seconds } : {}), totalSeconds: (performance.now() - started) / 1000 },
       };
       await writeScoreFile(join(tmp, ANALYSIS_FILES.stats), records, collector.microBatches, scoreMetadata(analysis, options.data.source));
-      await writeFile(join(tmp, ANALYSIS_FILES.json), formatAnalysisJson(analysis));
+      // A full disk names the file (exit 5) instead of a bare ENOSPC.
+      const writeText = (name: string, content: string) => writeFile(join(tmp, name), content).catch((e: unknown) => { throw ioError(join(tmp, name), 'write', e); });
+      await writeText(ANALYSIS_FILES.json, formatAnalysisJson(analysis));
       const report = renderAnalysisReport({ analysis, channelNormAvg: records.map((r) => r.channelNormAvg!) });
-      for (const [name, content] of report) await writeFile(join(tmp, name), content);
+      for (const [name, content] of report) await writeText(name, content);
       return { analysis, records, selections, dump: collector.dump };
     }, async (tmp, b) => verifyOutput(tmp, spec, b.analysis));
 
