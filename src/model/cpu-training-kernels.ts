@@ -5,6 +5,7 @@
  * a single pass over the input, with TF's semantics (ids outside [0, numSegments) are dropped).
  */
 import * as tf from '@tensorflow/tfjs';
+import { accumulateSegments } from './segment-sum.js';
 
 interface CpuBackendLike {
   data: { get(dataId: unknown): { values: ArrayLike<number> } };
@@ -38,12 +39,6 @@ export function unsortedSegmentSumCpu(args: {
   const xs = backend.data.get(x.dataId).values;
   const ids = backend.data.get(segmentIds.dataId).values;
   const o = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
-  for (let i = 0; i < rows; i++) {
-    const s = ids[i]!;
-    if (s < 0 || s >= numSegments) continue;
-    const src = i * inner;
-    const dst = s * inner;
-    for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
-  }
+  accumulateSegments(xs, ids, rows, inner, numSegments, o);
   return backend.makeTensorInfo([numSegments, ...innerShape], x.dtype === 'int32' ? 'int32' : 'float32', o);
 }

@@ -4,6 +4,7 @@
  * instead of asking for transposeA/transposeB, which XNNPACK runs about ten times slower.
  */
 import * as tf from '@tensorflow/tfjs';
+import { accumulateSegments } from './segment-sum.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -62,12 +63,6 @@ function unsortedSegmentSumWasm(args: {
   const ids = backend.typedArrayFromHeap(segmentIds);
   const o = backend.typedArrayFromHeap(out) as Float32Array;
   o.fill(0);
-  for (let i = 0; i < rows; i++) {
-    const s = ids[i]!;
-    if (s < 0 || s >= numSegments) continue;
-    const src = i * inner;
-    const dst = s * inner;
-    for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
-  }
+  accumulateSegments(xs, ids, rows, inner, numSegments, o);
   return out;
 }
