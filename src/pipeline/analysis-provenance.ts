@@ -22,16 +22,7 @@ export interface ModelRecord {
   /** The resolved local folder. */
   readonly path: string;
   readonly architecture: string;
-  readonly config: {
-    readonly numLayers: number;
-    readonly hiddenSize: number;
-    readonly numHeads: number;
-    readonly numKvHeads: number;
-    readonly headDim: number;
-    readonly intermediateSize: number;
-    readonly vocabSize: number;
-    readonly tieWordEmbeddings: boolean;
-  };
+  readonly config: Pick<ModelSpec, 'numLayers' | 'hiddenSize' | 'numHeads' | 'numKvHeads' | 'headDim' | 'intermediateSize' | 'vocabSize' | 'tieWordEmbeddings'>;
   /** Stored dtype(s) of the layer weights, e.g. ["BF16"]. */
   readonly dtypes: string[];
   readonly parameters: number;
