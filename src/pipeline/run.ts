@@ -25,6 +25,8 @@ import type { ResolvedRunConfig } from '../run/config.js';
 import type { DataSpecRecord } from '../train/data.js';
 import { FIRST_WARMUP_FRACTION, STAGE_WARMUP_FRACTION } from '../train/lr-schedule.js';
 import { writeTextAtomic } from '../train/stage-outputs.js';
+import { checkTrainingMemory, estimateTrainingMemory } from '../train/stage-memory.js';
+import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
@@ -92,6 +94,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const tokenizer = await loadTokenizer(base.dir);
   await checkDataSources(config, tokenizer, base.dir);
   const backend = await selectBackend(config.backend as BackendRequest);
+  if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
   await mkdir(dirname(run), { recursive: true });
 
   const lock = new RunLock(run, onWarning);
@@ -180,4 +183,21 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * Refuses (exit 5) before the run folder exists when even the part of a training stage's
+ * memory that does not depend on the selection (weights, gradients of the weights, logits)
+ * is over `max_memory`; each stage checks its complete estimate again when it starts.
+ */
+function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: ModelSpec, budgetBytes: number): void {
+  const floor = estimateTrainingMemory(spec, {
+    batch: config.optimizer.batch_size,
+    seqLen: config.data.seq_len,
+    trainableEntries: 0,
+    largestTrainable: 0,
+    operators: false,
+    lora: false,
+  });
+  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`);
 }
