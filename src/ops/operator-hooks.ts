@@ -14,13 +14,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { LayerHooks, ProjectionKey } from '../model/layer-hooks.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { monarchApplyTf } from './monarch-tf.js';
-import type { ChannelOperator, HeadOperator, LayerOperators } from './operator-init.js';
+import type { ChannelOperator, HeadOperator, LayerOperators, OperatorUnits } from './operator-init.js';
 import { headRows, oProjSlotColumns } from './unit-rows.js';
 
-export interface TrainableHeadOperator {
-  readonly P: Int32Array;
-  readonly N: Int32Array;
-  readonly E?: Int32Array;
+export interface TrainableHeadOperator extends OperatorUnits {
   /** [nb, bs, bs] */
   readonly B1: tf.Variable<tf.Rank.R3>;
   readonly B2: tf.Variable<tf.Rank.R3>;
@@ -29,10 +26,7 @@ export interface TrainableHeadOperator {
   readonly bV: tf.Variable<tf.Rank.R1>;
 }
 
-export interface TrainableChannelOperator {
-  readonly P: Int32Array;
-  readonly N: Int32Array;
-  readonly E?: Int32Array;
+export interface TrainableChannelOperator extends OperatorUnits {
   readonly B1: tf.Variable<tf.Rank.R3>;
   readonly B2: tf.Variable<tf.Rank.R3>;
   /** [k] */

@@ -11,13 +11,17 @@ import { Rng } from '../util/rng.js';
 import { monarchBlocks } from './monarch.js';
 import type { Selection } from './selection.js';
 
-export interface HeadOperator {
-  /** Head units (KV groups under GQA) whose rows are the source of the mix. */
+/** The units an operator acts on (head units = KV groups under GQA, or FFN channels). */
+export interface OperatorUnits {
+  /** Units whose rows are the source of the mix. */
   readonly P: Int32Array;
-  /** Head units that are re-parameterised. */
+  /** Units that are re-parameterised. */
   readonly N: Int32Array;
-  /** Extra directly-tuned head units (structured setting). */
+  /** Extra directly-tuned units (structured setting). */
   readonly E?: Int32Array;
+}
+
+export interface HeadOperator extends OperatorUnits {
   /** Monarch factors, [nb, bs, bs] each, block j = [out, in]. */
   readonly B1: Float32Array;
   readonly B2: Float32Array;
@@ -29,10 +33,7 @@ export interface HeadOperator {
   readonly bV: Float32Array;
 }
 
-export interface ChannelOperator {
-  readonly P: Int32Array;
-  readonly N: Int32Array;
-  readonly E?: Int32Array;
+export interface ChannelOperator extends OperatorUnits {
   readonly B1: Float32Array;
   readonly B2: Float32Array;
   readonly nb: number;
