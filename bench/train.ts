@@ -9,7 +9,7 @@
  * the peak RSS of each setting beside the trainer's memory estimate. Each measurement runs in
  * a fresh child process so that its peak RSS is its own.
  *
- *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3]
+ *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128]
  *   npx tsx bench/train.ts worker <model> <run> <method> <setting|-> <backend> <steps>   (one measurement)
  */
 import { spawnSync } from 'node:child_process';
@@ -28,8 +28,9 @@ import { writeRandomCheckpoint, type RandomModelShape } from './random-checkpoin
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SMALL: RandomModelShape = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 8192 };
-const BATCH = 2;
-const SEQ_LEN = 128;
+// Micro-batch shape: --batch / --seq-len on the command line, handed to the workers by environment.
+const BATCH = Number(process.env.APEX_BENCH_BATCH ?? 2);
+const SEQ_LEN = Number(process.env.APEX_BENCH_SEQ_LEN ?? 128);
 const WARMUP = 3;
 
 interface WorkerResult {
@@ -85,13 +86,20 @@ function measure(args: string[]): WorkerResult {
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'worker') return worker(argv[1]!, argv[2]!, argv[3] as StageMethod, argv[4]!, argv[5]!, Number(argv[6]), argv[7]!);
   const opt = (name: string, fallback: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1]! : fallback; };
+  process.env.APEX_BENCH_BATCH = opt('--batch', String(BATCH));
+  process.env.APEX_BENCH_SEQ_LEN = opt('--seq-len', String(SEQ_LEN));
+  if (Number(process.env.APEX_BENCH_BATCH) !== BATCH || Number(process.env.APEX_BENCH_SEQ_LEN) !== SEQ_LEN) {
+    // The shape is read at module load: run again with it in the environment.
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...argv], { stdio: 'inherit', env: process.env });
+    process.exit(r.status ?? 1);
+  }
   const work = opt('--work', '/tmp/apex-train-bench');
   const steps = Number(opt('--steps', '10'));
   const python = opt('--python', '/usr/bin/python3');
   mkdirSync(work, { recursive: true });
   const model = join(work, 'small-10m-f32');
   if (!existsSync(join(model, 'config.json'))) await writeRandomCheckpoint(model, SMALL, 'F32');
-  const ids = join(work, 'train-ids.safetensors');
+  const ids = join(work, `train-ids-${BATCH}x${SEQ_LEN}.safetensors`);
   const rng = new Rng(3);
   await writeSafetensors(ids, [i32Tensor('input_ids', [BATCH, SEQ_LEN], Int32Array.from({ length: BATCH * SEQ_LEN }, (_, i) => (i % SEQ_LEN === 0 ? 1 : rng.nextInt(SMALL.vocab))))]);
   const analysis = join(work, 'train-analysis');
@@ -103,7 +111,9 @@ async function main(argv: string[]): Promise<void> {
   console.log('| engine | method / setting | trainable | wall ms/step | CPU ms/step | tokens/s (wall) | tokens per CPU-s | peak RSS | estimate | first loss |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   const ours: Record<string, WorkerResult> = {};
-  for (const [method, setting] of [['vanilla', '-'], ['apex', 'full'], ['apex', 'structured'], ['apex', 'operators'], ['lora', '-']] as const) {
+  const only = opt('--only', 'vanilla,full,structured,operators,lora').split(',');
+  const runs = ([['vanilla', '-'], ['apex', 'full'], ['apex', 'structured'], ['apex', 'operators'], ['lora', '-']] as const).filter(([m, s]) => only.includes(s === '-' ? m : s));
+  for (const [method, setting] of runs) {
     const run = join(work, `train-${method}-${setting}`);
     rmSync(run, { recursive: true, force: true });
     mkdirSync(run, { recursive: true });
@@ -113,6 +123,7 @@ async function main(argv: string[]): Promise<void> {
     ours[key] = r;
     console.log(`| apex wasm | ${key} | ${r.trainable.toLocaleString('en-US')} (${(100 * r.fraction).toFixed(1)}%) | ${r.msPerStep.toFixed(0)} | ${r.cpuMsPerStep.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${((1000 * BATCH * SEQ_LEN) / r.cpuMsPerStep).toFixed(0)} | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.memoryEstimateBytes / 2 ** 20).toFixed(0)} MiB | ${r.firstLoss.toFixed(4)} |`);
   }
+  if (!ours.vanilla || !ours['apex full']) return;
   const py = spawnSync(python, [join(ROOT, 'bench', 'pytorch', 'train_step.py'), model, ids, String(steps - 2)], {
     encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '2' },
   });

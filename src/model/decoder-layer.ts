@@ -58,12 +58,15 @@ export function decoderLayerWithCache(x: tf.Tensor3D, w: LayerWeights, spec: Mod
     throw new UnsupportedModelError(`sequence length ${S} exceeds the model's sliding window ${spec.slidingWindow}; sliding-window attention is not implemented`);
   }
   const weight = (key: ProjectionKey): tf.Tensor2D => hooks?.transformWeight?.(key, w.proj[key]) ?? w.proj[key];
+  const bias = (key: ProjectionKey): tf.Tensor1D | undefined => {
+    const b = w.bias[key];
+    return b && hooks?.transformBias ? hooks.transformBias(key, b) : b;
+  };
 
   const h = rmsNorm(x, w.inputNorm, spec.rmsNormEps);
-  const q = linear(h, weight('q_proj'), w.bias.q_proj);
-  const k = linear(h, weight('k_proj'), w.bias.k_proj);
-  let v = linear(h, weight('v_proj'), w.bias.v_proj) as tf.Tensor3D;
-  if (hooks?.mixValue) v = hooks.mixValue(v);
+  const q = linear(h, weight('q_proj'), bias('q_proj'));
+  const k = linear(h, weight('k_proj'), bias('k_proj'));
+  const v = linear(h, weight('v_proj'), bias('v_proj')) as tf.Tensor3D;
 
   const heads = (t: tf.Tensor, n: number) => tf.transpose(tf.reshape(t, [B, T, n, dh]), [0, 2, 1, 3]) as tf.Tensor4D;
   const qh = applyRotary(heads(q, H), options.rope);
@@ -83,14 +86,13 @@ export function decoderLayerWithCache(x: tf.Tensor3D, w: LayerWeights, spec: Mod
   const context = tf.reshape(tf.matMul(probs, vh), [B, H, T, dh]);
   const attention = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B, T, H * dh]) as tf.Tensor3D;
 
-  const afterAttention = tf.add(x, linear(attention, weight('o_proj'), w.bias.o_proj)) as tf.Tensor3D;
+  const afterAttention = tf.add(x, linear(attention, weight('o_proj'), bias('o_proj'))) as tf.Tensor3D;
   const h2 = rmsNorm(afterAttention, w.postAttentionNorm, spec.rmsNormEps);
-  let gate = linear(h2, weight('gate_proj'), w.bias.gate_proj) as tf.Tensor3D;
-  let up = linear(h2, weight('up_proj'), w.bias.up_proj) as tf.Tensor3D;
-  if (hooks?.mixGateUp) [gate, up] = hooks.mixGateUp(gate, up);
+  const gate = linear(h2, weight('gate_proj'), bias('gate_proj')) as tf.Tensor3D;
+  const up = linear(h2, weight('up_proj'), bias('up_proj')) as tf.Tensor3D;
   const gateAct = silu(gate);
   options.observe?.({ layer: options.layer, attention, gate: gateAct });
-  const down = linear(tf.mul(gateAct, up), weight('down_proj'), w.bias.down_proj);
+  const down = linear(tf.mul(gateAct, up), weight('down_proj'), bias('down_proj'));
   return { hidden: tf.add(afterAttention, down) as tf.Tensor3D, present: { key: kh, value: vh } };
 }
 

@@ -18,21 +18,19 @@ export interface LayerHooks {
    * down_proj columns, LoRA's W + s·B·A). Called once per layer evaluation.
    */
   transformWeight?(key: ProjectionKey, weight: tf.Tensor2D): tf.Tensor2D;
-  /** Output-side transform of the v_proj output [B, T, nKv·dh] (bias already added). */
-  mixValue?(v: tf.Tensor3D): tf.Tensor3D;
   /**
-   * Output-side transform of the gate_proj and up_proj outputs [B, T, I] (pre-activation,
-   * biases already added). Returns the transformed pair.
+   * Replaces a projection's bias [out] before use (the output-side APEX rule on v/gate/up
+   * biases). Called after transformWeight of the same projection, once per layer evaluation.
    */
-  mixGateUp?(gate: tf.Tensor3D, up: tf.Tensor3D): [tf.Tensor3D, tf.Tensor3D];
+  transformBias?(key: ProjectionKey, bias: tf.Tensor1D): tf.Tensor1D;
 }
 
 /** What an observer sees: per layer, the two activations APEX measures (§2). */
 export interface LayerActivations {
   readonly layer: number;
-  /** Attention output before o_proj, [B, T, H·dh], concatenated heads (after mixValue). */
+  /** Attention output before o_proj, [B, T, H·dh], concatenated heads (from the transformed v_proj). */
   readonly attention: tf.Tensor3D;
-  /** silu(x·W_gateᵀ) after mixGateUp, [B, T, I]. */
+  /** silu(x·W_gateᵀ) with the transformed gate_proj weight and bias, [B, T, I]. */
   readonly gate: tf.Tensor3D;
 }
 

@@ -1,7 +1,9 @@
 /**
  * What the tfjs wasm backend lacks for training: an `UnsortedSegmentSum` kernel (the gradient
- * of `gather`, i.e. of the embedding lookup), and a matMul gradient that transposes explicitly
- * instead of asking for transposeA/transposeB, which XNNPACK runs about ten times slower.
+ * of `gather`, i.e. of the embedding lookup), a matMul gradient that transposes explicitly
+ * instead of asking for transposeA/transposeB, which XNNPACK runs about ten times slower, and
+ * an Identity that shares the buffer instead of copying it (the engine clones every tensor it
+ * keeps for the backward pass).
  */
 import * as tf from '@tensorflow/tfjs';
 import { accumulateSegments } from './segment-sum.js';
@@ -9,6 +11,7 @@ import { accumulateSegments } from './segment-sum.js';
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array;
+  incRef(dataId: unknown): void;
 }
 
 let registered = false;
@@ -20,6 +23,14 @@ export function registerWasmTrainingKernels(): void {
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm as unknown as tf.KernelFunc });
   }
+  // Unregister first: registering over an existing kernel only warns and keeps the original.
+  const copyingIdentity = tf.getKernel('Identity', 'wasm');
+  if (copyingIdentity) tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel({
+    kernelName: 'Identity', backendName: 'wasm',
+    kernelFunc: ((args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike }) =>
+      args.inputs.x.dtype === 'string' && copyingIdentity ? copyingIdentity.kernelFunc(args as never) : sharedIdentityWasm(args)) as unknown as tf.KernelFunc,
+  });
   const original = tf.getGradient('BatchMatMul');
   if (!original) throw new Error('tfjs registered no BatchMatMul gradient');
   tf.registerGradient({
@@ -37,6 +48,19 @@ export function registerWasmTrainingKernels(): void {
       return { a: () => tf.matMul(t(b), t(g)), b: () => tf.matMul(t(g), t(a)) };
     },
   });
+}
+
+/**
+ * Identity as a new reference to the same buffer, as the cpu backend does it. The engine clones
+ * (Identity) every tensor it saves for the backward pass — each matMul's weight and
+ * activation, every customGrad input — and tfjs's wasm Identity copies the bytes each time;
+ * tensors are immutable (a variable's assign swaps its buffer, never writes into it), so a
+ * shared, reference-counted buffer is equivalent and saves a full copy per saved tensor.
+ */
+function sharedIdentityWasm(args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike }): tf.TensorInfo {
+  const { x } = args.inputs;
+  args.backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
 function swapLastTwo(x: tf.Tensor): tf.Tensor {

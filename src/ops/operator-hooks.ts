@@ -2,19 +2,26 @@
  * The operator-augmented forward (APEX-METHOD §3) as LayerHooks: operator parameters held as
  * tf variables, applied on the fly while training.
  *
- *   output side, on activations:  y_N ← a ⊙ y_N + M·y_P,  y_P ← b ⊙ y_P   (v; gate and up)
- *   input side, on the weight:    W[:, N] ← W[:, N]·diag(a) + W[:, P]·Mᵀ  (o_proj per GQA slot; down_proj)
+ *   output side, rows of the weight (and bias):  W[N] ← diag(a)·W[N] + M·W[P],  W[P] ← diag(b)·W[P]   (v; gate and up)
+ *   input side, columns of the weight:           W[:, N] ← W[:, N]·diag(a) + W[:, P]·Mᵀ            (o_proj per GQA slot; down_proj)
  *
- * Everything is built from differentiable tf ops (transposes, row moves as UnsortedSegmentSum
- * with a custom gradient, concat, the Monarch product), so gradients reach B1, B2, a, b and the
- * weights. This module deliberately does not use
+ * §3 states the output side on activations (y_N ← a ⊙ y_N + M·y_P); by linearity it is the
+ * same function as the row transform of the weight the activation comes from, and the weight
+ * form costs the same whatever the number of tokens in a micro-batch (test/ops/operator-hooks
+ * checks both forms against each other and against fusion). Each site is one differentiable
+ * op with a written-out gradient (site-mixing.ts) and M is built densely from its factors
+ * (monarch-dense-tf.ts), so gradients reach B1, B2, a, b and the weights. This module deliberately does not use
  * fusion.ts: the exactness test compares a fused checkpoint against this forward.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LayerHooks, ProjectionKey } from '../model/layer-hooks.js';
 import type { ModelSpec } from '../model/model-spec.js';
+import { readFloat32 } from '../model/tensor-read.js';
+import { lineSet, type LineAxis } from './line-moves.js';
+import { monarchDenseTf } from './monarch-dense-tf.js';
 import { monarchApplyTf } from './monarch-tf.js';
 import type { ChannelOperator, HeadOperator, LayerOperators, OperatorUnits } from './operator-init.js';
+import { mixColumns, mixColumnsFactorised, mixRows, mixRowsFactorised, type SiteLines } from './site-mixing.js';
 import { headRows, oProjSlotColumns } from './unit-rows.js';
 
 export interface TrainableHeadOperator extends OperatorUnits {
@@ -98,8 +105,10 @@ export function disposeOperatorVariables(t: TrainableLayerOperators): void {
 }
 
 /** Current values of trained operators as plain data (for operators.safetensors and fusion). */
-export function readOperatorVariables(t: TrainableLayerOperators): LayerOperators {
-  const f32 = (v: tf.Tensor) => Float32Array.from(v.dataSync() as Float32Array);
+export async function readOperatorVariables(t: TrainableLayerOperators): Promise<LayerOperators> {
+  const values = new Map<tf.Tensor, Float32Array>();
+  for (const v of operatorVariableList(t)) values.set(v, await readFloat32(v));
+  const f32 = (v: tf.Tensor) => values.get(v)!;
   const attn: HeadOperator | undefined = t.attn && {
     P: t.attn.P,
     N: t.attn.N,
@@ -136,169 +145,104 @@ function concatInt32(parts: Int32Array[]): Int32Array {
   return out;
 }
 
-/**
- * A one-to-one move of rows, out[to[i]] = x[i] (to[i] = −1 drops row i), as one
- * UnsortedSegmentSum each way: the gradient is the inverse move. Mixing works on the feature
- * axis moved to the front ([width, rows]) so that selecting and re-assembling features are row
- * moves: tfjs's GatherV2 along the last axis is several times slower on wasm than a transpose
- * plus this move, and its gradient transposes twice more.
- */
-interface RowMove {
-  readonly apply: (x: tf.Tensor2D) => tf.Tensor2D;
-  readonly tensors: tf.Tensor[];
-}
+/** Line sets kept outside any tidy scope, disposed with the operator's variables. */
+const siteTensors = new WeakMap<TrainableLayerOperators, { dispose(): void }[]>();
 
-function rowMove(to: Int32Array, outRows: number): RowMove {
-  const from = new Int32Array(outRows).fill(-1);
-  to.forEach((t, i) => {
-    if (t >= 0) from[t] = i;
-  });
-  const toT = tf.keep(tf.tensor1d(to, 'int32'));
-  const fromT = tf.keep(tf.tensor1d(from, 'int32'));
-  const move = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    value: tf.unsortedSegmentSum(inputs[0] as tf.Tensor, toT, outRows),
-    gradFunc: (dy: tf.Tensor) => tf.unsortedSegmentSum(dy, fromT, to.length),
-  }));
-  const apply = (x: tf.Tensor2D) => move(x) as tf.Tensor2D;
-  return { apply, tensors: [toT, fromT] };
-}
-
-/**
- * One mixing site (a feature axis of `width` with the units P, N): `select` takes rows P then
- * N of [width, rows] into [2n, rows]; `assemble` rebuilds [width, rows] from
- * concat([x, new N, new P]) (output side) or concat([x, new N]) (input side).
- */
-interface MixSite {
-  readonly n: number;
-  readonly select: RowMove;
-  readonly assemble: RowMove;
-}
-
-/** Index tensors kept outside any tidy scope, disposed with the operator's variables. */
-const siteTensors = new WeakMap<TrainableLayerOperators, tf.Tensor[]>();
-
-/** The site's moves are made on first use (when the width is known) and kept for the stage. */
-function mixSite(owner: TrainableLayerOperators, P: Int32Array, N: Int32Array, outputSide: boolean): (width: number) => MixSite {
-  let site: (MixSite & { width: number }) | undefined;
-  return (width) => {
-    if (site?.width === width) return site;
-    const pn = concatInt32([P, N]);
-    const replaced = outputSide ? concatInt32([N, P]) : N;
-    const toSelected = new Int32Array(width).fill(-1);
-    pn.forEach((c, i) => {
-      toSelected[c] = i;
-    });
-    // Row r of concat([x, replacements]) goes to r if x keeps it, replacement i to replaced[i].
-    const toAssembled = new Int32Array(width + replaced.length);
-    for (let c = 0; c < width; c++) toAssembled[c] = c;
-    replaced.forEach((c, i) => {
-      toAssembled[c] = -1;
-      toAssembled[width + i] = c;
-    });
-    const select = rowMove(toSelected, pn.length);
-    const assemble = rowMove(toAssembled, width);
+/** A mixing site's lines (P then N) along `axis`, made on first use (when the weight's extent is known) and kept for the stage. */
+function mixSite(owner: TrainableLayerOperators, P: Int32Array, N: Int32Array, axis: LineAxis): (extent: number) => SiteLines {
+  let site: (SiteLines & { extent: number }) | undefined;
+  return (extent) => {
+    if (site?.extent === extent) return site;
+    const lines = { P: lineSet(P, axis, extent), N: lineSet(N, axis, extent), both: lineSet(concatInt32([P, N]), axis, extent) };
     const list = siteTensors.get(owner) ?? [];
-    list.push(...select.tensors, ...assemble.tensors);
+    list.push(lines.P, lines.N, lines.both);
     siteTensors.set(owner, list);
-    site = { n: P.length, select, assemble, width };
+    site = { ...lines, extent };
     return site;
   };
 }
 
 /**
- * Operator sizes up to this use M as one dense [n, n] matrix built from B1, B2 per call: one
- * matMul per site instead of the factorised product's four transposes of every [n, rows]
- * activation block (and their gradients), which dominate at small n. Above it the dense
- * matMul's rows·n² work outgrows the factorised 2·rows·n·bs, and the factorised product is used.
+ * Operator sizes up to this build M densely (once per layer evaluation) and run each site as
+ * one op with a written-out gradient; above it a dense M would cost n² per weight line against
+ * the factorised product's 2·n·bs, and the sites use the factorised product instead.
  */
 const DENSE_MONARCH_MAX_N = 1024;
 
-/** Xᵀ [n, cols] ↦ M·Xᵀ with M from factors B1, B2 (§3's product). */
-function monarchLeft(op: { B1: tf.Tensor3D; B2: tf.Tensor3D }): (xT: tf.Tensor2D) => tf.Tensor2D {
-  const [nb, bs] = op.B1.shape;
-  const n = nb * bs;
-  if (n > DENSE_MONARCH_MAX_N) return (xT) => tf.transpose(monarchApplyTf(op.B1, op.B2, tf.transpose(xT)));
-  // Row i of monarchApplyTf(I) is M·e_i = column i of M: the product of the identity is Mᵀ.
-  const M = tf.transpose(monarchApplyTf(op.B1, op.B2, tf.eye(n) as tf.Tensor2D));
-  return (xT) => tf.matMul(M, xT);
+/** M and Mᵀ of one operator, for the current layer evaluation. */
+interface MonarchMatrices {
+  readonly M: () => tf.Tensor2D;
+  readonly Mt: () => tf.Tensor2D;
 }
 
-/** A per-feature vector as a column [n, 1], to scale rows of a [n, rows] block. */
-function column(v: tf.Tensor1D): tf.Tensor2D {
-  return tf.reshape(v, [v.shape[0], 1]);
-}
+type MonarchOp = { B1: tf.Tensor3D; B2: tf.Tensor3D; a: tf.Tensor1D };
+const isDense = (op: MonarchOp) => op.B1.shape[0] * op.B1.shape[1] <= DENSE_MONARCH_MAX_N;
 
 /**
- * Output side on the features (last axis) of `x` [rows, width]: the n features at P become
- * b ⊙ x_P, those at N become a ⊙ x_N + M·x_P (per row).
+ * The operator's M for the current layer evaluation. `fresh` rebuilds it from the factors (the
+ * operator's first site in a layer: v_proj, gate_proj); its later sites (o_proj; up_proj,
+ * down_proj) reuse it while it is alive, so M is built once per layer and forward, inside the
+ * caller's tidy scope and gradient tape.
  */
-function mixOutputFeatures(x: tf.Tensor2D, site: MixSite, mLeft: (xT: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
-  const xT = tf.transpose(x);
-  const [xP, xN] = tf.split(site.select.apply(xT as tf.Tensor2D), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-  const newN = tf.add(tf.mul(xN, column(a)), mLeft(xP));
-  const newP = tf.mul(xP, column(b));
-  return tf.transpose(site.assemble.apply(tf.concat([xT, newN, newP], 0) as tf.Tensor2D));
+function monarchCache(op: { B1: tf.Tensor3D; B2: tf.Tensor3D }): (fresh: boolean) => MonarchMatrices {
+  let M: tf.Tensor2D | undefined;
+  let Mt: tf.Tensor2D | undefined;
+  const matrices: MonarchMatrices = {
+    M: () => (M ??= monarchDenseTf(op.B1, op.B2)),
+    Mt: () => (Mt && !Mt.isDisposed ? Mt : (Mt = tf.transpose(matrices.M()))),
+  };
+  return (fresh) => {
+    if (fresh || !M || M.isDisposed) {
+      M = undefined;
+      Mt = undefined;
+    }
+    return matrices;
+  };
 }
 
 /**
- * Input side on the columns of W [rows, cols], for `slots` groups of columns that share M and
- * a (GQA o_proj; one slot otherwise): the site's P and N hold the slots' columns one slot
- * after another, n per slot.
- */
-function mixInputColumns(W: tf.Tensor2D, site: MixSite, slots: number, mLeft: (xT: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
-  const rows = W.shape[0];
-  const n = site.n / slots;
-  const WT = tf.transpose(W);
-  const [WP, WN] = tf.split(site.select.apply(WT as tf.Tensor2D), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-  // (W[:, P_s]·Mᵀ)ᵀ = M·W[:, P_s]ᵀ for slot s: [slots·n, rows] as [n, slots·rows] needs the
-  // slot axis behind the feature axis.
-  const bySlot = slots === 1 ? WP : tf.reshape(tf.transpose(tf.reshape(WP, [slots, n, rows]), [1, 0, 2]), [n, slots * rows]);
-  const mixedBySlot = mLeft(bySlot as tf.Tensor2D);
-  const mixed = slots === 1 ? mixedBySlot : tf.reshape(tf.transpose(tf.reshape(mixedBySlot, [n, slots, rows]), [1, 0, 2]), [slots * n, rows]);
-  const newN = tf.add(tf.mul(WN, column(slots === 1 ? a : tf.tile(a, [slots]) as tf.Tensor1D)), mixed);
-  return tf.transpose(site.assemble.apply(tf.concat([WT, newN], 0) as tf.Tensor2D));
-}
-
-/**
- * LayerHooks for one decoder layer. Index tensors are made at the first call of each site (kept until
- * disposeOperatorVariables); M is rebuilt from its factors at every call, inside the caller's
- * tidy scope and gradient tape.
+ * LayerHooks for one decoder layer: the operator-augmented forward of §3 as weight (and bias)
+ * transforms of v, o, gate, up and down (site-mixing.ts). Line sets are made at the first call
+ * of each site (kept until disposeOperatorVariables); M is built from its factors once per
+ * layer evaluation, inside the caller's tidy scope and gradient tape.
  */
 export function operatorHooks(t: TrainableLayerOperators, spec: HeadSpec): LayerHooks {
-  const hooks: LayerHooks = {};
   const { attn, mlp } = t;
+  if (!attn && !mlp) return {};
   const slots = spec.numHeads / spec.numKvHeads;
-  const value = attn && mixSite(t, headRows(attn.P, spec.headDim), headRows(attn.N, spec.headDim), true);
+  const value = attn && mixSite(t, headRows(attn.P, spec.headDim), headRows(attn.N, spec.headDim), 0);
   const out = attn && mixSite(
     t,
     concatInt32(oProjSlotColumns(attn.P, spec.numHeads, spec.numKvHeads, spec.headDim)),
     concatInt32(oProjSlotColumns(attn.N, spec.numHeads, spec.numKvHeads, spec.headDim)),
-    false,
+    1,
   );
-  const gateUp = mlp && mixSite(t, mlp.P, mlp.N, true);
-  const down = mlp && mixSite(t, mlp.P, mlp.N, false);
-  if (attn && value) {
-    hooks.mixValue = (v) => {
-      const [B, T, C] = v.shape;
-      const mixed = mixOutputFeatures(tf.reshape(v, [B * T, C]) as tf.Tensor2D, value(C), monarchLeft(attn), attn.a, attn.bV);
-      return tf.reshape(mixed, [B, T, C]) as tf.Tensor3D;
-    };
-  }
-  if (mlp && gateUp) {
-    hooks.mixGateUp = (gate, up) => {
-      const [B, T, I] = gate.shape;
-      const times = monarchLeft(mlp);
-      const g = mixOutputFeatures(tf.reshape(gate, [B * T, I]) as tf.Tensor2D, gateUp(I), times, mlp.a, mlp.bGate);
-      const u = mixOutputFeatures(tf.reshape(up, [B * T, I]) as tf.Tensor2D, gateUp(I), times, mlp.a, mlp.bUp);
-      return [tf.reshape(g, [B, T, I]) as tf.Tensor3D, tf.reshape(u, [B, T, I]) as tf.Tensor3D];
-    };
-  }
-  if (attn || mlp) {
-    hooks.transformWeight = (key: ProjectionKey, W: tf.Tensor2D) => {
-      if (key === 'o_proj' && attn && out) return mixInputColumns(W, out(W.shape[1]), slots, monarchLeft(attn), attn.a);
-      if (key === 'down_proj' && mlp && down) return mixInputColumns(W, down(W.shape[1]), 1, monarchLeft(mlp), mlp.a);
-      return W;
-    };
-  }
-  return hooks;
+  const gateUp = mlp && mixSite(t, mlp.P, mlp.N, 0);
+  const down = mlp && mixSite(t, mlp.P, mlp.N, 1);
+  const attnM = attn && monarchCache(attn);
+  const mlpM = mlp && monarchCache(mlp);
+  // `fresh`: the first use of an operator in a layer evaluation (the v_proj and gate_proj
+  // weights, which the layer reads before the operator's other sites and before its biases).
+  const rows = (W: tf.Tensor2D, site: SiteLines, op: MonarchOp, cache: (fresh: boolean) => MonarchMatrices, fresh: boolean, b: tf.Tensor1D) =>
+    isDense(op) ? mixRows(W, site, cache(fresh).M(), op.a, b) : mixRowsFactorised(W, site, (x) => monarchApplyTf(op.B1, op.B2, x), op.a, b);
+  const columns = (W: tf.Tensor2D, site: SiteLines, n: number, op: MonarchOp, cache: (fresh: boolean) => MonarchMatrices) =>
+    isDense(op) ? mixColumns(W, site, n, cache(false).Mt(), op.a) : mixColumnsFactorised(W, site, n, (x) => monarchApplyTf(op.B1, op.B2, x), op.a);
+  const outputSide = (key: ProjectionKey, W: tf.Tensor2D, fresh: boolean): tf.Tensor2D => {
+    if (key === 'v_proj' && attn && value && attnM) return rows(W, value(W.shape[0]), attn, attnM, fresh, attn.bV);
+    if (key === 'gate_proj' && mlp && gateUp && mlpM) return rows(W, gateUp(W.shape[0]), mlp, mlpM, fresh, mlp.bGate);
+    if (key === 'up_proj' && mlp && gateUp && mlpM) return rows(W, gateUp(W.shape[0]), mlp, mlpM, false, mlp.bUp);
+    return W;
+  };
+  return {
+    transformWeight: (key, W) => {
+      if (key === 'o_proj' && attn && out && attnM) return columns(W, out(W.shape[1]), slots, attn, attnM);
+      if (key === 'down_proj' && mlp && down && mlpM) return columns(W, down(W.shape[1]), 1, mlp, mlpM);
+      return outputSide(key, W, true);
+    },
+    // Biases follow their rows' rule on the output side (§3); o_proj/down_proj biases are untouched.
+    transformBias: (key, bias) => {
+      if (key !== 'v_proj' && key !== 'gate_proj' && key !== 'up_proj') return bias;
+      return tf.reshape(outputSide(key, tf.reshape(bias, [bias.shape[0], 1]) as tf.Tensor2D, false), [bias.shape[0]]) as tf.Tensor1D;
+    },
+  };
 }

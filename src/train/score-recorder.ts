@@ -16,6 +16,7 @@
  * trailing turn that trains nothing)**; packed text and input ids count every token.
  */
 import * as tf from '@tensorflow/tfjs';
+import { readFloat32 } from '../model/tensor-read.js';
 import type { LayerActivations, LayerObserver } from '../model/layer-hooks.js';
 import { RankCountRecorder, type RankRecorderState, type RecorderShape } from '../ops/rank-counts.js';
 import type { SequenceSet } from './data.js';
@@ -40,6 +41,7 @@ export class TrainingScoreRecorder {
   readonly counts: RankCountRecorder;
   /** Micro-batches of the step in progress; each maps layer → its kept sums of squares. */
   private pending: Map<number, PendingLayer>[] = [];
+  /** Token weights of the micro-batch in progress; undefined when every token counts. */
   private weights: tf.Tensor3D | undefined;
 
   constructor(shapeOrState: RecorderShape | RankRecorderState) {
@@ -52,17 +54,18 @@ export class TrainingScoreRecorder {
    */
   beginMicroBatch(weights: Float32Array, batch: number, seqLen: number): LayerObserver {
     this.weights?.dispose();
-    this.weights = tf.tensor3d(weights, [batch, seqLen, 1]);
+    // Packed text and input ids count every token: no masking multiplications then.
+    this.weights = weights.every((x) => x === 1) ? undefined : tf.tensor3d(weights, [batch, seqLen, 1]);
     const layers = new Map<number, PendingLayer>();
     this.pending.push(layers);
     const { numHeads } = this.counts.shape;
     return (a: LayerActivations) => {
-      const w = this.weights as tf.Tensor3D;
+      const w = this.weights;
+      const masked = (x: tf.Tensor3D) => (w ? tf.mul(x, w) : x);
       const [B, T, width] = a.attention.shape;
       const kept = tf.tidy(() => {
-        const att = tf.mul(a.attention, w);
-        const head = tf.sum(tf.square(tf.reshape(att, [B, T, numHeads, width / numHeads])), [0, 1, 3]) as tf.Tensor1D;
-        const channel = tf.sum(tf.square(tf.mul(a.gate, w)), [0, 1]) as tf.Tensor1D;
+        const head = tf.sum(tf.square(tf.reshape(masked(a.attention), [B, T, numHeads, width / numHeads])), [0, 1, 3]) as tf.Tensor1D;
+        const channel = tf.sum(tf.square(masked(a.gate)), [0, 1]) as tf.Tensor1D;
         return { head: tf.keep(head), channel: tf.keep(channel) };
       });
       layers.set(a.layer, kept);
@@ -70,7 +73,7 @@ export class TrainingScoreRecorder {
   }
 
   /** Adds the counts of every micro-batch of the completed step and frees their tensors. */
-  commitStep(): void {
+  async commitStep(): Promise<void> {
     const batches = this.pending;
     this.pending = [];
     try {
@@ -78,7 +81,7 @@ export class TrainingScoreRecorder {
         for (let layer = 0; layer < this.counts.shape.numLayers; layer++) {
           const sums = layers.get(layer);
           if (sums === undefined) throw new Error(`score recorder: layer ${layer} reported no activations for a micro-batch`);
-          this.counts.record(layer, sums.head.dataSync(), sums.channel.dataSync());
+          this.counts.record(layer, await readFloat32(sums.head), await readFloat32(sums.channel));
         }
       }
     } finally {

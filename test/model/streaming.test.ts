@@ -44,6 +44,22 @@ describe('streaming forward', () => {
     expect(maxAbsDiff(batched.perSequence.map((p) => p.meanNll), whole.perSequence.map((p) => p.meanNll))).toBeLessThan(1e-5);
   });
 
+  it('frees every tensor it and its observers create, also when an observer fails', async () => {
+    const tight = estimateForwardMemory(mha.spec, 1, 32, { totalSequences: 4, vocabBlockRows: 1024 }).totalBytes;
+    const stats = sumsqObserver(mha.spec, 4);
+    const before = tf.memory().numTensors;
+    const chunked = await evaluateNll(mha.source, short, { maxMemoryBytes: tight, observe: stats.observe });
+    expect(chunked.plan.chunkSequences).toBe(1);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(stats.head.every((v) => v > 0)).toBe(true);
+    const failing = evaluateNll(mha.source, short, {
+      maxMemoryBytes: tight,
+      observe: (a) => ({ tensors: [tf.sum(a.gate)], consume: () => { if (a.layer === 1) throw new RangeError('observer failed'); } }),
+    });
+    await expect(failing).rejects.toThrow('observer failed');
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   it('counts only the targets a loss mask keeps', async () => {
     const all = await evaluateNll(mha.source, short, { returnTargetLogprobs: true });
     const masks = short.map((s, i) => Array.from(s, (_, t) => (t >= 10 + i ? 1 : 0)));
@@ -102,24 +118,14 @@ describe('layer hooks act at the documented points', () => {
   });
   afterAll(() => disposeModelWeights(model));
 
-  it('mixValue acts on the v_proj output: doubling it equals doubling W_v; the observer sees the mixed attention', () => {
+  it('a transformed v_proj weight is what the attention uses: the observer sees the transformed attention', () => {
     const seen: number[][] = [];
     const observe = (label: number) => (a: LayerActivations) => { if (a.layer === 0) seen[label] = Array.from(tf.sum(tf.square(a.attention)).dataSync()); };
     const base = logitsWith(undefined, observe(0));
-    const viaActivation = logitsWith({ mixValue: (v) => tf.mul(v, 2) }, observe(1));
-    const viaWeight = logitsWith({ transformWeight: (k, w) => (k === 'v_proj' ? tf.mul(w, 2) : w) });
-    expect(maxAbsDiff(viaActivation, viaWeight)).toBeLessThan(1e-4);
-    expect(maxAbsDiff(viaActivation, base)).toBeGreaterThan(1e-2);
+    const doubled = logitsWith({ transformWeight: (k, w) => (k === 'v_proj' ? tf.mul(w, 2) : w) }, observe(1));
+    expect(maxAbsDiff(doubled, base)).toBeGreaterThan(1e-2);
+    // The attention output is linear in the values: doubling W_v doubles it, its sum of squares ×4.
     expect(seen[1]![0]! / seen[0]![0]!).toBeCloseTo(4, 4);
-  });
-
-  it('mixGateUp acts on the pre-activation gate/up outputs; the observer sees silu of the mixed gate', () => {
-    let observedGate = 0;
-    const viaActivation = logitsWith({ mixGateUp: (g, u) => [tf.mul(g, 2), tf.mul(u, 3)] }, (a) => { if (a.layer === 1) observedGate = tf.sum(a.gate).dataSync()[0]!; });
-    let weightGate = 0;
-    const viaWeight = logitsWith({ transformWeight: (k, w) => (k === 'gate_proj' ? tf.mul(w, 2) : k === 'up_proj' ? tf.mul(w, 3) : w) }, (a) => { if (a.layer === 1) weightGate = tf.sum(a.gate).dataSync()[0]!; });
-    expect(maxAbsDiff(viaActivation, viaWeight)).toBeLessThan(1e-4);
-    expect(maxRelDiff([observedGate], [weightGate])).toBeLessThan(1e-5);
   });
 
   it('transformWeight reaches all seven projections', () => {
@@ -129,12 +135,12 @@ describe('layer hooks act at the documented points', () => {
   });
 
   it('the streaming forward applies per-layer hooks and reports which sequences a chunk holds', async () => {
-    const hooks = (layer: number): LayerHooks | undefined => (layer === 2 ? { mixValue: (v) => tf.mul(v, 0.5) } : undefined);
+    const hooks = (layer: number): LayerHooks | undefined => (layer === 2 ? { transformWeight: (k, w) => (k === 'v_proj' ? tf.mul(w, 0.5) : w) } : undefined);
     const [s0, s1] = storiesRef.sequences as [Int32Array, Int32Array];
     const seqs = [s0.subarray(0, 16), s1.subarray(0, 16), s0.subarray(16, 32)];
     const stats = sumsqObserver(stories.spec, 3);
     const calls: number[][] = [];
-    const streamed = await computeLogits(stories.source, seqs, { hooks, batchSize: 2, observe: (a) => { stats.observe(a); if (a.layer === 0) calls.push([...a.sequenceIndices]); } });
+    const streamed = await computeLogits(stories.source, seqs, { hooks, batchSize: 2, observe: (a) => { if (a.layer === 0) calls.push([...a.sequenceIndices]); return stats.observe(a); } });
     expect(calls).toEqual([[0, 1], [2]]);
     const inMemory = tf.tidy(() => forwardLogits(model, tf.tensor2d(seqs.map((s) => Array.from(s)), [3, 16], 'int32'), { hooks }).dataSync());
     const flat = new Float32Array(3 * 16 * 512);

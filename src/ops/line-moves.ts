@@ -1,0 +1,191 @@
+/**
+ * Differentiable moves of whole rows or columns ("lines") of a 2-D tensor, the two primitives
+ * the operator-augmented forward is built from (operator-hooks.ts):
+ *
+ *   take(x, lines)          → the listed rows [k, C] (axis 0) or columns [R, k] (axis 1)
+ *   put(x, lines, updates)  → x with those rows / columns replaced by `updates`
+ *
+ * with gradients take ↔ put (the lines are distinct, so a put into zeros is the scatter-add
+ * that take's gradient needs). On the JavaScript-side backends (`cpu`, `wasm`) both are one
+ * kernel of ours: a copy plus a loop over k lines, where tfjs's own route (GatherV2 along a
+ * feature axis, or concat + a segment sum to rebuild the full tensor) costs several passes
+ * over the whole tensor per call and direction. Other backends (webgpu, tensorflow) run the
+ * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export type LineAxis = 0 | 1;
+
+/** A fixed list of distinct lines along one axis of tensors whose extent on that axis is `extent`. */
+export interface LineSet {
+  readonly axis: LineAxis;
+  readonly extent: number;
+  readonly lines: Int32Array;
+  readonly take: (x: tf.Tensor2D) => tf.Tensor2D;
+  readonly put: (x: tf.Tensor2D, updates: tf.Tensor2D) => tf.Tensor2D;
+  /** Frees the index tensors (kept outside any tidy scope). */
+  readonly dispose: () => void;
+}
+
+const TAKE = 'ApexTakeLines';
+const PUT = 'ApexPutLines';
+const JS_BACKENDS = ['cpu', 'wasm'] as const;
+
+/** Copies lines of `src` ([R, C] row-major) into lines of `dst`: line idxFrom[i] → idxTo[i]. */
+function copyLines(
+  src: Float32Array, srcCols: number, dst: Float32Array, dstCols: number, rows: number,
+  axis: LineAxis, from: ArrayLike<number> | null, to: ArrayLike<number> | null, count: number,
+): void {
+  if (axis === 0) {
+    for (let i = 0; i < count; i++) {
+      const s = (from ? from[i]! : i) * srcCols;
+      dst.set(src.subarray(s, s + srcCols), (to ? to[i]! : i) * dstCols);
+    }
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const so = r * srcCols;
+    const d = r * dstCols;
+    for (let i = 0; i < count; i++) dst[d + (to ? to[i]! : i)] = src[so + (from ? from[i]! : i)]!;
+  }
+}
+
+/**
+ * Kernel-side access to a backend's memory. `output` allocates first and reads the inputs
+ * after: on wasm an allocation can grow the heap, which detaches views taken before it.
+ */
+interface KernelIo {
+  output(shape: number[], inputs: tf.TensorInfo[], fill: (out: Float32Array, ins: (Float32Array | Int32Array)[]) => void): tf.TensorInfo;
+}
+
+function takeKernel(io: KernelIo, x: tf.TensorInfo, lines: tf.TensorInfo, axis: LineAxis): tf.TensorInfo {
+  const [R, C] = x.shape as [number, number];
+  const k = lines.shape[0]!;
+  return io.output(axis === 0 ? [k, C] : [R, k], [x, lines], (out, [xs, idx]) => copyLines(xs as Float32Array, C, out, axis === 0 ? C : k, R, axis, idx!, null, k));
+}
+
+function putKernel(io: KernelIo, x: tf.TensorInfo, lines: tf.TensorInfo, updates: tf.TensorInfo, axis: LineAxis): tf.TensorInfo {
+  const [R, C] = x.shape as [number, number];
+  const k = lines.shape[0]!;
+  return io.output([R, C], [x, lines, updates], (out, [xs, idx, us]) => {
+    out.set(xs as Float32Array);
+    copyLines(us as Float32Array, axis === 0 ? C : k, out, C, R, axis, null, idx!, k);
+  });
+}
+
+interface CpuBackendLike {
+  data: { get(dataId: unknown): { values: Float32Array | Int32Array } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array;
+}
+
+function kernelIo(backendName: (typeof JS_BACKENDS)[number], backend: unknown): KernelIo {
+  if (backendName === 'cpu') {
+    const b = backend as CpuBackendLike;
+    return {
+      output: (shape, inputs, fill) => {
+        const out = new Float32Array(shape[0]! * shape[1]!);
+        fill(out, inputs.map((t) => b.data.get(t.dataId).values));
+        return b.makeTensorInfo(shape, 'float32', out);
+      },
+    };
+  }
+  const b = backend as WasmBackendLike;
+  return {
+    output: (shape, inputs, fill) => {
+      const info = b.makeOutput(shape, 'float32');
+      fill(b.typedArrayFromHeap(info) as Float32Array, inputs.map((t) => b.typedArrayFromHeap(t)));
+      return info;
+    },
+  };
+}
+
+let registered = false;
+
+function registerLineKernels(): void {
+  if (registered) return;
+  registered = true;
+  for (const backendName of JS_BACKENDS) {
+    type Args = { inputs: Record<string, tf.TensorInfo>; backend: unknown; attrs: { axis: LineAxis } };
+    tf.registerKernel({
+      kernelName: TAKE, backendName,
+      kernelFunc: ((a: Args) => takeKernel(kernelIo(backendName, a.backend), a.inputs.x!, a.inputs.lines!, a.attrs.axis)) as unknown as tf.KernelFunc,
+    });
+    tf.registerKernel({
+      kernelName: PUT, backendName,
+      kernelFunc: ((a: Args) => putKernel(kernelIo(backendName, a.backend), a.inputs.x!, a.inputs.lines!, a.inputs.updates!, a.attrs.axis)) as unknown as tf.KernelFunc,
+    });
+  }
+}
+
+const onJsBackend = () => (JS_BACKENDS as readonly string[]).includes(tf.getBackend());
+
+function checkLines(lines: Int32Array, extent: number): void {
+  const seen = new Uint8Array(extent);
+  for (const l of lines) {
+    if (!Number.isInteger(l) || l < 0 || l >= extent) throw new RangeError(`line index ${l} outside [0, ${extent})`);
+    if (seen[l]) throw new RangeError(`line index ${l} listed twice: moved lines must be distinct`);
+    seen[l] = 1;
+  }
+}
+
+/**
+ * Lines `lines` along `axis` of tensors with `extent` lines on that axis. `portable: true`
+ * forces the tfjs-ops route that non-JavaScript backends take (to check it on any backend).
+ */
+export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, options: { portable?: boolean } = {}): LineSet {
+  checkLines(lines, extent);
+  registerLineKernels();
+  const k = lines.length;
+  const idx = tf.keep(tf.tensor1d(lines, 'int32'));
+  // For put on the other backends: line c of the result comes from concat([x, updates]) line
+  // from[c] (c itself, or extent + i when c = lines[i]).
+  const fromArr = Int32Array.from({ length: extent }, (_, c) => c);
+  lines.forEach((c, i) => {
+    fromArr[c] = extent + i;
+  });
+  const from = tf.keep(tf.tensor1d(fromArr, 'int32'));
+
+  const takeRaw = (x: tf.Tensor2D): tf.Tensor2D =>
+    tf.engine().runKernel(TAKE, { x, lines: idx }, { axis } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  const putRaw = (x: tf.Tensor2D, updates: tf.Tensor2D): tf.Tensor2D =>
+    tf.engine().runKernel(PUT, { x, lines: idx, updates }, { axis } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  const updatesShape = (x: tf.Tensor2D): [number, number] => (axis === 0 ? [k, x.shape[1]] : [x.shape[0], k]);
+
+  const takeJs = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = inputs[0] as tf.Tensor2D;
+    return { value: takeRaw(x), gradFunc: (dy: tf.Tensor) => putRaw(tf.zeros(x.shape) as tf.Tensor2D, dy as tf.Tensor2D) };
+  }) as (x: tf.Tensor2D) => tf.Tensor2D;
+  const putJs = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = inputs[0] as tf.Tensor2D;
+    const updates = inputs[1] as tf.Tensor2D;
+    return {
+      value: putRaw(x, updates),
+      gradFunc: (dy: tf.Tensor) => [putRaw(dy as tf.Tensor2D, tf.zeros(updatesShape(x)) as tf.Tensor2D), takeRaw(dy as tf.Tensor2D)],
+    };
+  }) as (x: tf.Tensor2D, updates: tf.Tensor2D) => tf.Tensor2D;
+
+  const usesJsKernels = () => !options.portable && onJsBackend();
+  const check = (x: tf.Tensor2D) => {
+    if (x.rank !== 2 || x.shape[axis] !== extent) throw new RangeError(`line move expects ${extent} lines along axis ${axis}, got [${x.shape}]`);
+  };
+  return {
+    axis, extent, lines,
+    take: (x) => {
+      check(x);
+      return usesJsKernels() ? takeJs(x) : (tf.gather(x, idx, axis) as tf.Tensor2D);
+    },
+    put: (x, updates) => {
+      check(x);
+      return usesJsKernels() ? putJs(x, updates) : (tf.gather(tf.concat([x, updates], axis), from, axis) as tf.Tensor2D);
+    },
+    dispose: () => {
+      idx.dispose();
+      from.dispose();
+    },
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * One APEX mixing site as a single differentiable op with a hand-written gradient
+ * (APEX-METHOD §3), for the operator-augmented forward (operator-hooks.ts):
+ *
+ *   mixRows     output side, rows of W [width, in]:  W[N] ← diag(a)·W[N] + M·W[P],  W[P] ← diag(b)·W[P]
+ *   mixColumns  input side, columns of W [rows, width], per slot s:  W[:, N_s] ← W[:, N_s]·diag(a) + W[:, P_s]·Mᵀ
+ *
+ * Autodiff through the composed ops would keep every intermediate and run about twice as many
+ * kernels (zero-filled scatters for each line move's gradient, split/concat gradients, the
+ * broadcasts' reductions); written out, the backward pass is one line move into dW plus small
+ * products on the 2n selected lines. Both functions are checked against autodiff of the
+ * composed form in test/ops/site-mixing.test.ts.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { LineSet } from './line-moves.js';
+
+const asColumn = (v: tf.Tensor1D) => tf.reshape(v, [v.shape[0], 1]) as tf.Tensor2D;
+
+/**
+ * The lines of a site on axis 0 (mixRows) or 1 (mixColumns): P, N, and P then N (`both`, for
+ * writing them back in one move). Taking P and N apart is cheaper than taking both and
+ * splitting: tfjs's SplitV slices each part again.
+ */
+export interface SiteLines {
+  readonly P: LineSet;
+  readonly N: LineSet;
+  readonly both: LineSet;
+}
+
+// The forward's intermediates do not outlive it (tfjs runs the forward in its own tidy scope
+// and keeps only what is saved), so the gradients take the selected lines again from the
+// saved inputs: a take is cheaper than keeping them.
+type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
+
+/**
+ * Output side on the rows of W [width, in] (a bias as [width, 1]); M is [n, n], a and b [n].
+ * By linearity the same function as §3's activation rule y_N ← a ⊙ y_N + M·y_P, y_P ← b ⊙ y_P
+ * on y = W·x.
+ */
+export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  const n = a.shape[0];
+  const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
+  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+    (inputs[4] as tf.GradSaveFunc)([w, m, av, bv]);
+    const [WP, WN] = halves(w);
+    const newN = tf.add(tf.mul(WN, asColumn(av)), tf.matMul(m, WP));
+    const newP = tf.mul(WP, asColumn(bv));
+    const gradFunc: Grad = (dy, saved) => {
+      const [w0, m0, a0, b0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+      const [dP, dN] = halves(dy as tf.Tensor2D);
+      const [WP, WN] = halves(w0);
+      const dWP = tf.add(tf.mul(dP, asColumn(b0)), tf.matMul(tf.transpose(m0), dN));
+      const dWN = tf.mul(dN, asColumn(a0));
+      return [
+        site.both.put(dy as tf.Tensor2D, tf.concat([dWP, dWN], 0) as tf.Tensor2D),
+        tf.matMul(dN, tf.transpose(WP)),
+        tf.sum(tf.mul(dN, WN), 1),
+        tf.sum(tf.mul(dP, WP), 1),
+      ];
+    };
+    return { value: site.both.put(w, tf.concat([newP, newN], 0) as tf.Tensor2D), gradFunc };
+  }) as (w: tf.Tensor2D, m: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
+  if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
+  return op(W, M, a, b);
+}
+
+/**
+ * Input side on the columns of W [rows, width] for `slots` groups of columns sharing M and a
+ * (GQA o_proj; one slot otherwise). The site's P and N hold the slots' columns one slot after
+ * another, n per slot; Mt is Mᵀ [n, n].
+ */
+export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+  const n = a.shape[0];
+  const rows = W.shape[0];
+  if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
+  const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
+  // Row-major [rows, slots·n] is [rows·slots, n] with one slot's columns per row.
+  const bySlot = (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows * slots, n]) as tf.Tensor2D));
+  const byColumn = (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows, slots * n]) as tf.Tensor2D));
+  const scaleRow = (v: tf.Tensor1D) => tf.reshape(slots === 1 ? v : tf.tile(v, [slots]), [1, slots * n]) as tf.Tensor2D;
+  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+    (inputs[3] as tf.GradSaveFunc)([w, mt, av]);
+    const [WP, WN] = halves(w);
+    const newN = tf.add(tf.mul(WN, scaleRow(av)), byColumn(tf.matMul(bySlot(WP), mt)));
+    const gradFunc: Grad = (dy, saved) => {
+      const [w0, mt0, a0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+      const [dP, dN] = halves(dy as tf.Tensor2D);
+      const [WP, WN] = halves(w0);
+      const dNSlots = bySlot(dN);
+      const dWP = tf.add(dP, byColumn(tf.matMul(dNSlots, tf.transpose(mt0))));
+      const dWN = tf.mul(dN, scaleRow(a0));
+      const dA = tf.sum(tf.reshape(tf.mul(dN, WN), [rows * slots, n]), 0);
+      return [
+        site.both.put(dy as tf.Tensor2D, tf.concat([dWP, dWN], 1) as tf.Tensor2D),
+        tf.matMul(tf.transpose(bySlot(WP)), dNSlots),
+        dA,
+      ];
+    };
+    return { value: site.both.put(w, tf.concat([WP, newN], 1) as tf.Tensor2D), gradFunc };
+  }) as (w: tf.Tensor2D, mt: tf.Tensor2D, a: tf.Tensor1D) => tf.Tensor2D;
+  return op(W, Mt, a);
+}
+
+/**
+ * The same two sites for large operators, where a dense M would cost n² per line (against the
+ * factorised product's 2·n·bs): composed from line moves and the four-step Monarch product,
+ * differentiated by autodiff. `monarch(X)` is X·Mᵀ for X [lines, n] (monarchApplyTf).
+ */
+export function mixRowsFactorised(W: tf.Tensor2D, site: SiteLines, monarch: (x: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  const [WP, WN] = [site.P.take(W), site.N.take(W)];
+  // M·W_P = (W_Pᵀ·Mᵀ)ᵀ
+  const newN = tf.add(tf.mul(WN, asColumn(a)), tf.transpose(monarch(tf.transpose(WP))));
+  return site.both.put(W, tf.concat([tf.mul(WP, asColumn(b)), newN], 0) as tf.Tensor2D);
+}
+
+export function mixColumnsFactorised(W: tf.Tensor2D, site: SiteLines, slots: number, monarch: (x: tf.Tensor2D) => tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+  const rows = W.shape[0];
+  const n = a.shape[0];
+  const [WP, WN] = [site.P.take(W), site.N.take(W)];
+  const mixed = tf.reshape(monarch(tf.reshape(WP, [rows * slots, n]) as tf.Tensor2D), [rows, slots * n]);
+  const scale = tf.reshape(slots === 1 ? a : tf.tile(a, [slots]), [1, slots * n]);
+  return site.both.put(W, tf.concat([WP, tf.add(tf.mul(WN, scale), mixed)], 1) as tf.Tensor2D);
+}
