@@ -12,6 +12,7 @@ import { linear, rmsNorm } from './layer-math.js';
 import { ropeInverseFrequencies, ropeTensors } from './rope.js';
 import { chooseToken } from './sampling.js';
 import { checkTokens } from './streaming-forward.js';
+import { readFloat32 } from './tensor-read.js';
 import type { WeightSource } from './weight-source.js';
 
 export interface GenerateOptions {
@@ -124,8 +125,17 @@ async function lastPositionLogits(source: WeightSource, tokens: number[][], posi
     for (let start = 0; start < V; start += LM_HEAD_BLOCK_ROWS) {
       const end = Math.min(V, start + LM_HEAD_BLOCK_ROWS);
       const lease = await source.lmHeadRows(start, end);
-      const block = tf.tidy(() => linear(h, lease.value).dataSync());
-      lease.release();
+      let block: Float32Array;
+      try {
+        const logits = tf.tidy(() => linear(h, lease.value));
+        try {
+          block = await readFloat32(logits);
+        } finally {
+          logits.dispose();
+        }
+      } finally {
+        lease.release();
+      }
       for (let b = 0; b < B; b++) out.set(block.subarray(b * (end - start), (b + 1) * (end - start)), b * V + start);
     }
   } finally {

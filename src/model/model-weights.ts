@@ -7,10 +7,12 @@ import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { expectedTensors, globalTensorName } from './architecture.js';
 import { decoderLayer, type LayerWeights } from './decoder-layer.js';
+import { readFiniteFloat32 } from './finite-check.js';
 import type { LayerHooks, LayerObserver } from './layer-hooks.js';
 import { linear, rmsNorm } from './layer-math.js';
 import type { ModelSpec } from './model-spec.js';
 import { ropeInverseFrequencies, ropeTensors } from './rope.js';
+import { readFloat32 } from './tensor-read.js';
 import { assembleLayerWeights, describeCheckpoint, type Lease, type WeightSource } from './weight-source.js';
 
 export interface ModelWeights {
@@ -26,13 +28,13 @@ export interface ModelWeightsOptions {
   variablePrefix?: string;
 }
 
-/** Loads all of a checkpoint's model tensors, decoded to float32. */
+/** Loads all of a checkpoint's model tensors, decoded to float32 (NaN/Inf refused, naming the tensor). */
 export async function loadModelWeights(checkpoint: Checkpoint, options: ModelWeightsOptions = {}): Promise<{ model: ModelWeights; warnings: string[] }> {
   const { spec, warnings } = describeCheckpoint(checkpoint);
   const tensors = new Map<string, tf.Tensor>();
   try {
     for (const [name, dims] of expectedTensors(spec)) {
-      tensors.set(name, makeTensor(name, await checkpoint.readFloat32(name), dims, options));
+      tensors.set(name, makeTensor(name, await readFiniteFloat32(checkpoint, name), dims, options));
     }
   } catch (e) {
     for (const t of tensors.values()) t.dispose();
@@ -120,7 +122,12 @@ export class ResidentWeightSource implements WeightSource {
   }
 
   async embeddingRows(ids: ArrayLike<number>): Promise<Float32Array> {
-    return tf.tidy(() => tf.gather(get(this.model, globalTensorName(this.spec, 'embed_tokens')), tf.tensor1d(Array.from(ids), 'int32')).dataSync() as Float32Array).slice();
+    const rows = tf.tidy(() => tf.gather(get(this.model, globalTensorName(this.spec, 'embed_tokens')), tf.tensor1d(Array.from(ids), 'int32')));
+    try {
+      return await readFloat32(rows);
+    } finally {
+      rows.dispose();
+    }
   }
 
   async finalNorm(): Promise<Lease<tf.Tensor1D>> {

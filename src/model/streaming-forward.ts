@@ -4,6 +4,9 @@
  * is about one layer plus activations whatever the depth. lm_head is applied in vocab row
  * blocks with a streaming log-softmax, so the full [N, V] logits never exist for the NLL.
  * Observers see every layer's activations, chunk by chunk.
+ *
+ * Every value read back from the backend is read asynchronously, after the tidy scope that
+ * computed it: the webgpu backend under Node cannot read synchronously (tensor-read.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { InputError, ResourceLimitError, UsageError } from '../errors.js';
@@ -14,6 +17,7 @@ import { planForward, type ForwardPlan } from './memory-estimate.js';
 import type { ModelSpec } from './model-spec.js';
 import { ropeInverseFrequencies, ropeTensors, type RopeTensors } from './rope.js';
 import { StreamingLogSoftmax } from './streaming-log-softmax.js';
+import { readFloat32 } from './tensor-read.js';
 import type { WeightSource } from './weight-source.js';
 
 export const DEFAULT_MAX_MEMORY_BYTES = 4 * 1024 ** 3;
@@ -26,6 +30,16 @@ export interface StreamedLayerActivations extends LayerActivations {
   readonly sequenceIndices: readonly number[];
 }
 
+/**
+ * Small tensors computed inside a tidy scope (the forward keeps them past it) and what to do
+ * with their values: `consume` receives them, in the order of `tensors`, once they have been
+ * read back; the tensors are disposed afterwards (also when the forward fails).
+ */
+export interface DeferredRead {
+  readonly tensors: readonly tf.Tensor[];
+  consume(values: Float32Array[]): void;
+}
+
 export interface StreamingOptions {
   /** Upper bound on sequences per chunk (default: as many as the budget allows). */
   batchSize?: number;
@@ -33,7 +47,11 @@ export interface StreamingOptions {
   maxMemoryBytes?: number;
   /** Operator or LoRA hooks per layer. */
   hooks?: (layer: number) => LayerHooks | undefined;
-  observe?: (activations: StreamedLayerActivations) => void;
+  /**
+   * Called inside the forward's tidy scope. To get values out, return a DeferredRead of the
+   * reduced tensors: they are read after the chunk's layer has run, before the next chunk.
+   */
+  observe?: (activations: StreamedLayerActivations) => DeferredRead | void;
   signal?: AbortSignal;
   onProgress?: (event: { stage: 'layer' | 'lm_head'; done: number; total: number }) => void;
 }
@@ -74,15 +92,20 @@ export async function evaluateNll(source: WeightSource, sequences: readonly Arra
   await lmHeadPass(source, hidden, chunks, plan.vocabBlockRows, options, (ci, start, end, logits) => {
     const c = chunks[ci]!;
     const blockMax = tf.max(logits, 1, true);
-    softmax[ci]!.addBlock(blockMax.dataSync(), tf.sum(tf.exp(tf.sub(logits, blockMax)), 1).dataSync());
+    const sumExp = tf.sum(tf.exp(tf.sub(logits, blockMax)), 1);
     const where: number[][] = [];
     c.indices.forEach((seqIndex, row) => {
       const seq = sequences[seqIndex]!;
       for (let t = 0; t + 1 < c.seqLen; t++) if (seq[t + 1]! >= start && seq[t + 1]! < end) where.push([row * c.seqLen + t, seq[t + 1]! - start]);
     });
-    if (where.length === 0) return;
-    const picked = tf.gatherND(logits, tf.tensor2d(where, [where.length, 2], 'int32')).dataSync();
-    where.forEach(([position], k) => softmax[ci]!.setTargetLogit(position!, picked[k]!));
+    const tensors = where.length === 0 ? [blockMax, sumExp] : [blockMax, sumExp, tf.gatherND(logits, tf.tensor2d(where, [where.length, 2], 'int32'))];
+    return {
+      tensors,
+      consume: ([max, sum, picked]) => {
+        softmax[ci]!.addBlock(max!, sum!);
+        if (picked) where.forEach(([position], k) => softmax[ci]!.setTargetLogit(position!, picked[k]!));
+      },
+    };
   });
 
   let total = 0;
@@ -124,15 +147,17 @@ export async function computeLogits(source: WeightSource, sequences: readonly Ar
   const hidden = await runDecoderStack(source, sequences, chunks, options);
   const out = sequences.map((s) => new Float32Array(s.length * spec.vocabSize));
   const V = spec.vocabSize;
-  await lmHeadPass(source, hidden, chunks, plan.vocabBlockRows, options, (ci, start, end, logits) => {
-    const c = chunks[ci]!;
-    const block = logits.dataSync();
-    const w = end - start;
-    c.indices.forEach((seqIndex, row) => {
-      const dst = out[seqIndex]!;
-      for (let t = 0; t < c.seqLen; t++) dst.set(block.subarray((row * c.seqLen + t) * w, (row * c.seqLen + t + 1) * w), t * V + start);
-    });
-  });
+  await lmHeadPass(source, hidden, chunks, plan.vocabBlockRows, options, (ci, start, end, logits) => ({
+    tensors: [logits],
+    consume: ([block]) => {
+      const c = chunks[ci]!;
+      const w = end - start;
+      c.indices.forEach((seqIndex, row) => {
+        const dst = out[seqIndex]!;
+        for (let t = 0; t < c.seqLen; t++) dst.set(block!.subarray((row * c.seqLen + t) * w, (row * c.seqLen + t + 1) * w), t * V + start);
+      });
+    },
+  }));
   return out;
 }
 
@@ -192,15 +217,24 @@ async function runDecoderStack(source: WeightSource, sequences: readonly ArrayLi
       const lease = await source.loadLayer(layer);
       try {
         const hooks = options.hooks?.(layer);
-        chunks.forEach((c, ci) => {
-          const observe = options.observe && ((a: LayerActivations) => options.observe!({ ...a, sequenceIndices: c.indices }));
-          const out = tf.tidy(() => {
-            const x = tf.tensor3d(hidden[ci]!, [c.indices.length, c.seqLen, D]);
-            return decoderLayer(x, lease.value, spec, { layer, rope: ropes.get(c.seqLen)!, ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) });
+        for (let ci = 0; ci < chunks.length; ci++) {
+          const c = chunks[ci]!;
+          const reads: DeferredRead[] = [];
+          const observe = options.observe && ((a: LayerActivations) => {
+            const read = options.observe!({ ...a, sequenceIndices: c.indices });
+            if (read) keepPending(read, reads);
           });
-          hidden[ci] = out.dataSync() as Float32Array;
-          out.dispose();
-        });
+          try {
+            const out = tf.tidy(() => {
+              const x = tf.tensor3d(hidden[ci]!, [c.indices.length, c.seqLen, D]);
+              return decoderLayer(x, lease.value, spec, { layer, rope: ropes.get(c.seqLen)!, ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) });
+            });
+            hidden[ci] = await readAndDispose(out);
+            await settle(reads);
+          } finally {
+            disposeReads(reads);
+          }
+        }
       } finally {
         lease.release();
       }
@@ -211,12 +245,12 @@ async function runDecoderStack(source: WeightSource, sequences: readonly ArrayLi
   }
   const norm = await source.finalNorm();
   try {
-    return hidden.map((h, ci) => {
-      const out = tf.tidy(() => rmsNorm(tf.tensor2d(h, [chunks[ci]!.indices.length * chunks[ci]!.seqLen, D]), norm.value, spec.rmsNormEps));
-      const data = out.dataSync() as Float32Array;
-      out.dispose();
-      return data;
-    });
+    const normed: Float32Array[] = [];
+    for (let ci = 0; ci < hidden.length; ci++) {
+      const c = chunks[ci]!;
+      normed.push(await readAndDispose(tf.tidy(() => rmsNorm(tf.tensor2d(hidden[ci]!, [c.indices.length * c.seqLen, D]), norm.value, spec.rmsNormEps))));
+    }
+    return normed;
   } finally {
     norm.release();
   }
@@ -224,9 +258,9 @@ async function runDecoderStack(source: WeightSource, sequences: readonly ArrayLi
 
 /**
  * Applies lm_head block by block: for every vocab block [start, end) and every chunk, calls
- * `consume` with the block's logits [b·T, end − start], inside a tidy scope. (Positions in
- * rows: the wasm backend reduces along the last axis about fifteen times faster than along
- * the first.)
+ * `reduce` with the block's logits [b·T, end − start], inside a tidy scope; the tensors of the
+ * DeferredRead it returns are read and consumed before the next chunk. (Positions in rows: the
+ * wasm backend reduces along the last axis about fifteen times faster than along the first.)
  */
 async function lmHeadPass(
   source: WeightSource,
@@ -234,7 +268,7 @@ async function lmHeadPass(
   chunks: readonly Chunk[],
   blockRows: number,
   options: StreamingOptions,
-  consume: (chunk: number, start: number, end: number, logits: tf.Tensor2D) => void,
+  reduce: (chunk: number, start: number, end: number, logits: tf.Tensor2D) => DeferredRead,
 ): Promise<void> {
   const { spec } = source;
   const V = spec.vocabSize;
@@ -245,15 +279,45 @@ async function lmHeadPass(
     const end = Math.min(V, start + blockRows);
     const lease = await source.lmHeadRows(start, end);
     try {
-      chunks.forEach((c, ci) => {
-        tf.tidy(() => {
-          const h = tf.tensor2d(hidden[ci]!, [c.indices.length * c.seqLen, spec.hiddenSize]);
-          consume(ci, start, end, linear(h, lease.value) as tf.Tensor2D);
-        });
-      });
+      for (let ci = 0; ci < chunks.length; ci++) {
+        const c = chunks[ci]!;
+        const reads: DeferredRead[] = [];
+        try {
+          tf.tidy(() => {
+            const h = tf.tensor2d(hidden[ci]!, [c.indices.length * c.seqLen, spec.hiddenSize]);
+            keepPending(reduce(ci, start, end, linear(h, lease.value) as tf.Tensor2D), reads);
+          });
+          await settle(reads);
+        } finally {
+          disposeReads(reads);
+        }
+      }
     } finally {
       lease.release();
     }
     options.onProgress?.({ stage: 'lm_head', done: b + 1, total: blocks });
+  }
+}
+
+/** Keeps a DeferredRead's tensors past the enclosing tidy scope and queues it. */
+function keepPending(read: DeferredRead, queue: DeferredRead[]): void {
+  for (const t of read.tensors) tf.keep(t);
+  queue.push(read);
+}
+
+/** Reads every queued DeferredRead in order and hands its values to its consumer. */
+async function settle(queue: readonly DeferredRead[]): Promise<void> {
+  for (const read of queue) read.consume(await Promise.all(read.tensors.map(readFloat32)));
+}
+
+function disposeReads(queue: readonly DeferredRead[]): void {
+  for (const read of queue) tf.dispose([...read.tensors]);
+}
+
+async function readAndDispose(t: tf.Tensor): Promise<Float32Array> {
+  try {
+    return await readFloat32(t);
+  } finally {
+    t.dispose();
   }
 }

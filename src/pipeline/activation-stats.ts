@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { VerificationError } from '../errors.js';
 import type { RankCountRecorder } from '../ops/rank-counts.js';
-import type { StreamedLayerActivations } from '../model/streaming-forward.js';
+import type { DeferredRead, StreamedLayerActivations } from '../model/streaming-forward.js';
 
 export interface StatsShape {
   readonly numLayers: number;
@@ -27,13 +27,16 @@ export interface ChunkSumsq {
   readonly channels: Float32Array;
 }
 
-/** Reduces a chunk's activations to per-sequence sums of squares (runs inside the forward's tidy). */
-export function chunkSumsq(activations: StreamedLayerActivations, shape: StatsShape): ChunkSumsq {
+/**
+ * Reduces a chunk's activations to per-sequence sums of squares on the backend (runs inside the
+ * forward's tidy, as its observer); `use` receives them once the forward has read them back.
+ */
+export function chunkSumsq(activations: StreamedLayerActivations, shape: StatsShape, use: (sums: ChunkSumsq) => void): DeferredRead {
   const [b, T] = activations.attention.shape;
   const perHead = tf.reshape(activations.attention, [b, T, shape.numHeads, shape.headDim]);
-  const heads = tf.sum(tf.square(perHead), [1, 3]).dataSync() as Float32Array;
-  const channels = tf.sum(tf.square(activations.gate), 1).dataSync() as Float32Array;
-  return { heads, channels };
+  const heads = tf.sum(tf.square(perHead), [1, 3]);
+  const channels = tf.sum(tf.square(activations.gate), 1);
+  return { tensors: [heads, channels], consume: ([h, c]) => use({ heads: h!, channels: c! }) };
 }
 
 /** Per-sequence statistics of every layer, in the layout of the reference outputs: [L, B, H] and [L, B, I]. */

@@ -131,10 +131,10 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
         maxMemoryBytes: budgetBytes,
         ...(options.data.lossMasks ? { lossMasks: options.data.lossMasks.map((m, i) => m.subarray(0, sequences[i]!.length)) } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
-        observe: (a) => {
+        observe: (a) => chunkSumsq(a, spec, (sums) => {
           if (collector.currentLayer >= 0 && a.layer !== collector.currentLayer) collector.finishLayer(recorder);
-          collector.addChunk(a.layer, a.sequenceIndices, chunkSumsq(a, spec));
-        },
+          collector.addChunk(a.layer, a.sequenceIndices, sums);
+        }),
         onProgress: (e) => progress(forwardProgress(e, forwardStarted)),
       });
       collector.finishLayer(recorder);

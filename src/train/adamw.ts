@@ -15,6 +15,7 @@
  * optimizer state at a stage boundary, §5) and exported/imported for checkpoints.
  */
 import * as tf from '@tensorflow/tfjs';
+import { readFloat32 } from '../model/tensor-read.js';
 
 export interface AdamWOptions {
   readonly beta1?: number;
@@ -135,12 +136,12 @@ export class AdamW {
     }
   }
 
-  exportState(): AdamWState {
+  async exportState(): Promise<AdamWState> {
     const firstMoments = new Map<string, Float32Array>();
     const secondMoments = new Map<string, Float32Array>();
     for (const [name, slot] of this.slots) {
-      firstMoments.set(name, (slot.m.dataSync() as Float32Array).slice());
-      secondMoments.set(name, (slot.v.dataSync() as Float32Array).slice());
+      firstMoments.set(name, await readFloat32(slot.m));
+      secondMoments.set(name, await readFloat32(slot.v));
     }
     return { step: this.t, firstMoments, secondMoments };
   }

@@ -1,9 +1,14 @@
 /**
  * Gradient clipping by global norm, as `torch.nn.utils.clip_grad_norm_`: the L2 norm over all
- * gradients together; when it exceeds `maxNorm` every gradient is scaled by
- * maxNorm / (norm + 1e-6). Returns the norm before clipping (logged as `grad_norm`).
+ * gradients together; every gradient is multiplied by min(1, maxNorm / (norm + 1e-6)). Returns
+ * the norm before clipping (logged as `grad_norm`).
+ *
+ * The coefficient is computed on the backend from the norm tensor, not from a value read back:
+ * the update then never waits on (or depends on) a device-to-host read, which on webgpu is an
+ * asynchronous round trip per step. The norm is still read, for the log and the NaN guard.
  */
 import * as tf from '@tensorflow/tfjs';
+import { readScalar } from '../model/tensor-read.js';
 
 export interface ClippedGradients {
   /** New tensors (the caller disposes both these and the inputs). */
@@ -12,10 +17,28 @@ export interface ClippedGradients {
   readonly norm: number;
 }
 
-/** Global L2 norm of all gradients, accumulated in float32 on the backend. */
-export function globalNorm(grads: ReadonlyMap<string, tf.Tensor>): number {
+/**
+ * The global L2 norm of all gradients as a scalar tensor, accumulated in float32. A chain of
+ * two-input adds, not tf.addN: the webgpu backend's AddN binds every input to one shader, and
+ * WebGPU limits the storage buffers of a shader stage (8–10 by default); past that the kernel
+ * cannot run.
+ */
+function globalNormTensor(grads: ReadonlyMap<string, tf.Tensor>): tf.Scalar {
+  return tf.tidy(() => {
+    let total: tf.Tensor = tf.scalar(0);
+    for (const g of grads.values()) total = tf.add(total, tf.sum(tf.square(g)));
+    return tf.sqrt(total) as tf.Scalar;
+  });
+}
+
+export async function globalNorm(grads: ReadonlyMap<string, tf.Tensor>): Promise<number> {
   if (grads.size === 0) return 0;
-  return tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))).dataSync()[0] as number);
+  const norm = globalNormTensor(grads);
+  try {
+    return await readScalar(norm);
+  } finally {
+    norm.dispose();
+  }
 }
 
 /**
@@ -23,12 +46,19 @@ export function globalNorm(grads: ReadonlyMap<string, tf.Tensor>): number {
  * `maxNorm` is Infinity). A non-finite norm leaves the gradients unscaled: the caller decides
  * whether to skip the step.
  */
-export function clipByGlobalNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number): ClippedGradients {
+export async function clipByGlobalNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number): Promise<ClippedGradients> {
   if (!(maxNorm > 0)) throw new Error(`clipByGlobalNorm: maxNorm must be > 0, got ${maxNorm}`);
-  const norm = globalNorm(grads);
-  const coefficient = maxNorm / (norm + 1e-6);
-  const scale = Number.isFinite(norm) && coefficient < 1;
-  const out = new Map<string, tf.Tensor>();
-  for (const [name, g] of grads) out.set(name, scale ? tf.tidy(() => tf.mul(g, coefficient)) : tf.clone(g));
-  return { grads: out, norm };
+  const normT = globalNormTensor(grads);
+  try {
+    const coefficient = tf.tidy(() => {
+      const c = tf.minimum(tf.div(tf.scalar(maxNorm), tf.add(normT, 1e-6)), 1);
+      return tf.where(tf.isFinite(normT), c, tf.onesLike(c));
+    });
+    const out = new Map<string, tf.Tensor>();
+    for (const [name, g] of grads) out.set(name, tf.mul(g, coefficient));
+    coefficient.dispose();
+    return { grads: out, norm: await readScalar(normT) };
+  } finally {
+    normT.dispose();
+  }
 }

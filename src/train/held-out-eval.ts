@@ -4,6 +4,7 @@
  * set, in micro-batches. Token-weighted: the mean is over targets, not over batches.
  */
 import * as tf from '@tensorflow/tfjs';
+import { readScalar } from '../model/tensor-read.js';
 import type { LayerHooks } from '../model/layer-hooks.js';
 import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
 import type { SequenceSet } from './data.js';
@@ -40,14 +41,19 @@ function targetCount(set: SequenceSet, index: number): number {
   return n;
 }
 
-export function evaluateHeldOut(model: ModelWeights, set: SequenceSet, options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined }): HeldOutResult {
+export async function evaluateHeldOut(model: ModelWeights, set: SequenceSet, options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined }): Promise<HeldOutResult> {
   let nll = 0;
   let targets = 0;
   for (let start = 0; start < set.sequences.length; start += options.batchSize) {
     const indices = Array.from({ length: Math.min(options.batchSize, set.sequences.length - start) }, (_, i) => start + i);
     const { ids, mask } = batchTensors(set, indices);
     try {
-      nll += tf.tidy(() => causalLmLoss(forwardLogits(model, ids, options.hooks ? { hooks: options.hooks } : {}), ids, mask, 'sum').dataSync()[0]!);
+      const sum = tf.tidy(() => causalLmLoss(forwardLogits(model, ids, options.hooks ? { hooks: options.hooks } : {}), ids, mask, 'sum'));
+      try {
+        nll += await readScalar(sum);
+      } finally {
+        sum.dispose();
+      }
     } finally {
       tf.dispose([ids, mask]);
     }

@@ -12,6 +12,7 @@
  * Every value is read and checked first: NaN/Inf in any tensor is a VerificationError naming
  * it, raised before the first file is written.
  */
+import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -20,6 +21,7 @@ import { f32Tensor, writeSafetensors, type TensorToWrite } from '../io/safetenso
 import type { ModelSpec } from '../model/model-spec.js';
 import { findLayerTensor } from '../model/architecture.js';
 import { operatorTensorName, writeOperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
+import { readFloat32 } from '../model/tensor-read.js';
 import { readOperatorVariables } from '../ops/operator-hooks.js';
 import type { LayerOperators } from '../ops/operator-init.js';
 import { scoreRecordsFromRecorder, writeScoreFile } from '../ops/score-file.js';
@@ -49,10 +51,10 @@ function checkFinite(name: string, values: Float32Array): void {
 }
 
 /** Reads every tensor a stage writes out of its variables, checking each is finite. */
-export function collectStageTensors(spec: ModelSpec, t: StageTrainables): StageTensors {
+export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): Promise<StageTensors> {
   let operators: LayerOperators[] | undefined;
   if (t.operators) {
-    operators = t.operators.map(readOperatorVariables).filter((l) => l.attn || l.mlp);
+    operators = (await Promise.all(t.operators.map(readOperatorVariables))).filter((l) => l.attn || l.mlp);
     for (const l of operators) {
       const name = (kind: 'self_attn' | 'mlp', field: string) => operatorTensorName(l.layer, kind, field);
       if (l.attn) for (const [field, v] of [['B1', l.attn.B1], ['B2', l.attn.B2], ['a', l.attn.a], ['b_v', l.attn.bV]] as const) checkFinite(name('self_attn', field), v);
@@ -65,13 +67,15 @@ export function collectStageTensors(spec: ModelSpec, t: StageTrainables): StageT
     for (let layer = 0; layer < spec.numLayers; layer++) {
       for (const key of PROJECTION_KEYS) {
         const weight = findLayerTensor(spec, layer, key)!;
-        const values = tf.tidy(() => t.lora!.mergedWeight(layer, key, t.model.tensors.get(weight.name) as tf.Tensor2D).dataSync() as Float32Array).slice();
+        const merged = tf.tidy(() => t.lora!.mergedWeight(layer, key, t.model.tensors.get(weight.name) as tf.Tensor2D));
+        const values = await readFloat32(merged);
+        merged.dispose();
         trained.set(weight.name, { shape: weight.dims, values });
       }
     }
   } else if (t.direct.length > 0) {
     trained = new Map();
-    for (const d of t.direct) trained.set(d.name, { shape: d.shape, values: (t.model.tensors.get(d.name)!.dataSync() as Float32Array).slice() });
+    for (const d of t.direct) trained.set(d.name, { shape: d.shape, values: await readFloat32(t.model.tensors.get(d.name)!) });
   }
   for (const [name, v] of trained ?? []) checkFinite(name, v.values);
   return { operators, trained };
@@ -127,9 +131,12 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
   return written;
 }
 
-/** A text file written next to its final name and renamed into place. */
+/**
+ * A text file written next to its final name and renamed into place. The temporary's name
+ * carries the PID, so a later apex process can tell it from a live writer's (stale-temps.ts).
+ */
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     const h = await open(tmp, 'w');
     try {

@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs';
 import { InputError, InterruptedError, VerificationError } from '../errors.js';
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
 import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
+import { readFloat32, readScalar } from '../model/tensor-read.js';
 import { Rng } from '../util/rng.js';
 import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
 import { BatchStream } from './batch-stream.js';
@@ -119,10 +120,12 @@ function restoreParameters(params: readonly OptimizedParameter[], state: LoadedT
 }
 
 /** The name of the first gradient holding NaN/Inf, for the error message. */
-function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): string {
+async function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): Promise<string> {
   for (const [name, g] of grads) {
-    const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(g))).dataSync()[0]);
-    if (bad) return name;
+    const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(g))));
+    const isBad = (await bad.data())[0];
+    bad.dispose();
+    if (isBad) return name;
   }
   return '(unknown)';
 }
@@ -162,7 +165,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       stream = new BatchStream(o.train.sequences.length, rng);
       await truncateMetrics(o.metricsPath, undefined);
       if (o.eval) {
-        lastEval = evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks });
+        lastEval = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks });
         await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
       }
     }
@@ -170,7 +173,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
     let boundary: { data: DataPosition; rng: number[] } = { data: stream.position(), rng: rng.state() };
-    const save = () =>
+    const save = async () =>
       saveTrainState(
         o.checkpointsDir,
         {
@@ -185,9 +188,9 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             ...(o.recorder ? { recorder: o.recorder.state() } : {}),
           },
           trainable: new Map<string, TrainableTensor>(
-            o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => (p.variable.dataSync() as Float32Array).slice() }]),
+            o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => readFloat32(p.variable) }]),
           ),
-          optimizer: optimizer.exportState(),
+          optimizer: await optimizer.exportState(),
         },
         o.keepCheckpoints,
       );
@@ -217,7 +220,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             () => causalLmLoss(forwardLogits(o.model, ids, { ...(o.hooks ? { hooks: o.hooks } : {}), ...(observe ? { observe } : {}) }), ids, mask),
             variables,
           );
-          const loss = value.dataSync()[0]!;
+          const loss = await readScalar(value);
           const named = new Map<string, tf.Tensor>();
           for (const p of o.params) named.set(p.name, grads[p.variable.name] ?? tf.zerosLike(p.variable));
           accumulator.add(named);
@@ -237,14 +240,14 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         masked.set(p.name, p.mask ? tf.tidy(() => tf.mul(g, p.mask as tf.Tensor)) : g);
         if (p.mask) g.dispose();
       }
-      const clipped = o.gradClip > 0 ? clipByGlobalNorm(masked, o.gradClip) : { grads: masked, norm: globalNorm(masked) };
+      const clipped = o.gradClip > 0 ? await clipByGlobalNorm(masked, o.gradClip) : { grads: masked, norm: await globalNorm(masked) };
       try {
         if (!Number.isFinite(clipped.norm)) {
-          throw new VerificationError(`the gradient of '${nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; nothing was written`, 'NON_FINITE_GRADIENT');
+          throw new VerificationError(`the gradient of '${await nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; nothing was written`, 'NON_FINITE_GRADIENT');
         }
         const lr = learningRate(o.globalStepOffset + step, o.lrPlan);
         optimizer.apply(clipped.grads, lr);
-        o.recorder?.commitStep();
+        await o.recorder?.commitStep();
         step += 1;
         tokens += stepTokens;
         boundary = { data: stream.position(), rng: rng.state() };
@@ -252,7 +255,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
-        const evaluation = evalDue ? evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks }) : undefined;
+        const evaluation = evalDue ? await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks }) : undefined;
         if (evaluation) lastEval = evaluation;
         const elapsed = elapsedBefore + seconds();
         const line: MetricsLine = {

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
-import type { StreamedLayerActivations } from '../../src/model/streaming-forward.js';
+import type { DeferredRead, StreamedLayerActivations } from '../../src/model/streaming-forward.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weight-source.js';
 
 export type FixtureName = 'llama-mha-f32' | 'stories260K';
@@ -54,7 +54,8 @@ export async function openModel(dir: string): Promise<{ checkpoint: Checkpoint; 
 /**
  * An observer computing, per layer and sequence, Σ over tokens and head dims of the squared
  * attention output per query head, and Σ over tokens of silu(gate)² per channel: the
- * reference's head_sumsq [L, B, H] and gate_act_sumsq [L, B, I].
+ * reference's head_sumsq [L, B, H] and gate_act_sumsq [L, B, I]. The sums are read after the
+ * chunk's forward (a DeferredRead), as the webgpu backend requires.
  */
 export function sumsqObserver(spec: ModelSpec, B: number) {
   const L = spec.numLayers;
@@ -62,14 +63,18 @@ export function sumsqObserver(spec: ModelSpec, B: number) {
   const I = spec.intermediateSize;
   const head = new Float64Array(L * B * H);
   const gate = new Float64Array(L * B * I);
-  const observe = (a: StreamedLayerActivations) => {
+  const observe = (a: StreamedLayerActivations): DeferredRead => {
     const [b, T] = a.attention.shape;
-    const hs = tf.sum(tf.square(tf.reshape(a.attention, [b, T, H, spec.headDim])), [1, 3]).dataSync();
-    const gs = tf.sum(tf.square(a.gate), 1).dataSync();
-    a.sequenceIndices.forEach((seq, row) => {
-      for (let h = 0; h < H; h++) head[(a.layer * B + seq) * H + h] = hs[row * H + h]!;
-      for (let c = 0; c < I; c++) gate[(a.layer * B + seq) * I + c] = gs[row * I + c]!;
-    });
+    const { layer, sequenceIndices } = a;
+    return {
+      tensors: [tf.sum(tf.square(tf.reshape(a.attention, [b, T, H, spec.headDim])), [1, 3]), tf.sum(tf.square(a.gate), 1)],
+      consume: ([hs, gs]) => {
+        sequenceIndices.forEach((seq, row) => {
+          for (let h = 0; h < H; h++) head[(layer * B + seq) * H + h] = hs![row * H + h]!;
+          for (let c = 0; c < I; c++) gate[(layer * B + seq) * I + c] = gs![row * I + c]!;
+        });
+      },
+    };
   };
   return { observe, head, gate };
 }

@@ -20,7 +20,7 @@ function grads(name: string, values: number[]): Map<string, tf.Tensor> {
 describe('AdamW', () => {
   afterAll(() => tf.disposeVariables());
 
-  it('matches a hand-computed two-step example', () => {
+  it('matches a hand-computed two-step example', async () => {
     const w = tf.variable(tf.tensor1d(p0));
     const opt = new AdamW([{ name: 'w', variable: w }], { weightDecay: 0.1 });
     opt.apply(grads('w', g1), 0.01);
@@ -29,14 +29,14 @@ describe('AdamW', () => {
     opt.apply(grads('w', g2), 0.01);
     const s2 = w.dataSync();
     afterStep2.forEach((x, i) => expect(s2[i]).toBeCloseTo(x, 6));
-    const state = opt.exportState();
+    const state = await opt.exportState();
     expect(state.step).toBe(2);
     m2.forEach((x, i) => expect(state.firstMoments.get('w')![i]).toBeCloseTo(x, 7));
     v2.forEach((x, i) => expect(state.secondMoments.get('w')![i]).toBeCloseTo(x, 8));
     opt.dispose();
   });
 
-  it('uses β = (0.9, 0.95), ε = 1e-8, no weight decay by default', () => {
+  it('uses β = (0.9, 0.95), ε = 1e-8, no weight decay by default', async () => {
     const w = tf.variable(tf.tensor1d([3]));
     const opt = new AdamW([{ name: 'w', variable: w }]);
     expect([opt.beta1, opt.beta2, opt.epsilon, opt.weightDecay]).toEqual([0.9, 0.95, 1e-8, 0]);
@@ -46,7 +46,7 @@ describe('AdamW', () => {
     opt.dispose();
   });
 
-  it('leaves masked entries bit-identical, with decay on and non-zero gradients', () => {
+  it('leaves masked entries bit-identical, with decay on and non-zero gradients', async () => {
     const start = new Float32Array([0.1, -0.0, 1e-30, 7.25, -3.5, 0.3]);
     const w = tf.variable(tf.tensor2d(start, [2, 3]));
     const mask = tf.tensor2d([1, 0, 0, 1, 0, 1], [2, 3]);
@@ -57,13 +57,13 @@ describe('AdamW', () => {
     const afterBits = new Uint32Array(after.buffer.slice(after.byteOffset, after.byteOffset + after.byteLength));
     for (const i of [1, 2, 4]) expect(afterBits[i]).toBe(startBits[i]);
     for (const i of [0, 3, 5]) expect(after[i]).not.toBe(start[i]);
-    const m = opt.exportState().firstMoments.get('w')!;
+    const m = (await opt.exportState()).firstMoments.get('w')!;
     for (const i of [1, 2, 4]) expect(m[i]).toBe(0);
     opt.dispose();
     mask.dispose();
   });
 
-  it('masked entries follow the same trajectory as an unmasked run', () => {
+  it('masked entries follow the same trajectory as an unmasked run', async () => {
     const a = tf.variable(tf.tensor1d(p0));
     const b = tf.variable(tf.tensor1d(p0));
     const mask = tf.tensor1d([1, 0, 1]);
@@ -82,7 +82,7 @@ describe('AdamW', () => {
     mask.dispose();
   });
 
-  it('skips decay for parameters marked decay: false', () => {
+  it('skips decay for parameters marked decay: false', async () => {
     const w = tf.variable(tf.tensor1d([2]));
     const opt = new AdamW([{ name: 'w', variable: w, decay: false }], { weightDecay: 0.5 });
     opt.apply(grads('w', [0]), 0.1);
@@ -90,7 +90,7 @@ describe('AdamW', () => {
     opt.dispose();
   });
 
-  it('reset restarts bias correction; export/import reproduces the trajectory', () => {
+  it('reset restarts bias correction; export/import reproduces the trajectory', async () => {
     const w = tf.variable(tf.tensor1d(p0));
     const opt = new AdamW([{ name: 'w', variable: w }], { weightDecay: 0.1 });
     opt.apply(grads('w', [5, 5, 5]), 0.01);
@@ -100,7 +100,7 @@ describe('AdamW', () => {
     opt.apply(grads('w', g1), 0.01);
     afterStep1.forEach((x, i) => expect(w.dataSync()[i]).toBeCloseTo(x, 6));
 
-    const saved = opt.exportState();
+    const saved = await opt.exportState();
     const savedWeights = w.dataSync().slice();
     const w2 = tf.variable(tf.tensor1d(savedWeights));
     const resumed = new AdamW([{ name: 'w', variable: w2 }], { weightDecay: 0.1 });
@@ -116,7 +116,7 @@ describe('AdamW', () => {
     resumed.dispose();
   });
 
-  it('rejects missing, unknown and mis-shaped gradients', () => {
+  it('rejects missing, unknown and mis-shaped gradients', async () => {
     const w = tf.variable(tf.tensor1d([1, 2]));
     const opt = new AdamW([{ name: 'w', variable: w }]);
     expect(() => opt.apply(new Map(), 0.1)).toThrow(/missing gradient/);
@@ -126,7 +126,7 @@ describe('AdamW', () => {
     opt.dispose();
   });
 
-  it('does not leak tensors per step', () => {
+  it('does not leak tensors per step', async () => {
     const w = tf.variable(tf.randomNormal([4, 4]));
     const opt = new AdamW([{ name: 'w', variable: w, mask: tf.ones([4, 4]) }], { weightDecay: 0.1 });
     const g = new Map([['w', tf.ones([4, 4])]]);
