@@ -1,8 +1,10 @@
 /**
  * How close apex's memory estimates (what `--max-memory` is compared with) are to what the
- * commands really use (issue 8: within 30%). For analyze, eval, finetune, expand and run on a
- * small model (fixtures/llama-mha-f32) and a medium one (a generated ~100M-parameter bf16
- * LLaMA, cached under /tmp), it runs the built CLI under `/usr/bin/time` and compares
+ * commands really use (issue 8: within 30%). For analyze, eval, finetune and expand (and run
+ * with --with-run) on fixtures/stories260K, fixtures/llama-mha-f32, a generated 10M-parameter
+ * f32 LLaMA and a generated ~96M-parameter bf16 one (both cached under /tmp), on seeded random
+ * token ids (--input-ids, the same way for every model), it runs the built CLI under
+ * `/usr/bin/time` and compares
  *
  *     estimate  /  (peak RSS of the command − baseline RSS)
  *
@@ -16,7 +18,7 @@
  * run's is the largest of its steps' estimates (analysis.json, each stage's apex_run.json,
  * each fused model's apex_run.json, and the evaluations' forward plans).
  *
- *     npx tsx scripts/memory-estimates.ts [--sizes small,medium] [--json out.json]
+ *     npx tsx scripts/memory-estimates.ts [--sizes stories,small,10m,medium] [--with-run] [--json out.json]
  */
 import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,17 +26,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeRandomCheckpoint } from '../bench/random-checkpoint.js';
+import { writeSafetensors, i32Tensor } from '../src/io/safetensors-writer.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { planForward } from '../src/model/memory-estimate.js';
 import type { ModelSpec } from '../src/model/model-spec.js';
 import { ROOT } from './lib/crash-process.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'small,medium' }, json: { type: 'string' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, json: { type: 'string' } } });
 const GiB = 2 ** 30;
 const MB = 1e6;
 const FOUR_GIB = 4 * GiB;
 const BIN = join(ROOT, 'bin', 'run.js');
 const FIXTURE = join(ROOT, 'fixtures', 'llama-mha-f32');
+const STORIES = join(ROOT, 'fixtures', 'stories260K');
+const TEN_M = join(tmpdir(), 'apex-memory-10m-f32');
 const MEDIUM = join(tmpdir(), 'apex-memory-medium-bf16');
 
 interface Size {
@@ -51,10 +56,29 @@ interface Size {
 }
 
 const SIZES: Record<string, Size> = {
+  stories: { name: 'stories', model: STORIES, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured' },
   small: { name: 'small', model: FIXTURE, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured' },
-  // structured training of ~96M parameters is estimated at 5.9 GB, beyond wasm's 4 GiB heap.
+  '10m': { name: '10m', model: TEN_M, samples: 16, seqLen: 128, batch: 8, trainBatch: 4, steps: 2, setting: 'structured' },
+  // structured training of ~96M parameters does not fit wasm's 4 GiB heap (refused, exit 5).
   medium: { name: 'medium', model: MEDIUM, samples: 8, seqLen: 128, batch: 4, trainBatch: 1, steps: 2, setting: 'operators' },
 };
+
+/** 10.4M parameters in f32: 8 layers, hidden 256, 8 heads / 4 KV heads, FFN 688, vocabulary 8192 (docs/benchmarks.md). */
+async function ensureTenMModel(): Promise<void> {
+  if (existsSync(join(TEN_M, 'model.safetensors'))) return;
+  await writeRandomCheckpoint(TEN_M, { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 8192 }, 'F32');
+}
+
+/** Seeded random token ids below the model's vocabulary, [n, seqLen] I32. */
+async function writeIds(path: string, vocab: number, n: number, seqLen: number, seed: number): Promise<void> {
+  const ids = new Int32Array(n * seqLen);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < ids.length; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    ids[i] = x % vocab;
+  }
+  await writeSafetensors(path, [i32Tensor('input_ids', [n, seqLen], ids)]);
+}
 
 /** ~96M parameters: hidden 768, 10 layers, 12 heads, FFN 2048, vocabulary 16,000, bf16 (192 MB). */
 async function ensureMediumModel(): Promise<void> {
@@ -142,27 +166,32 @@ async function measureSize(size: Size, work: string, base: number): Promise<Row[
     rows.push({ size: size.name, command, estimateBytes, peakBytes: m.peakBytes, usedBytes, ratio, within30: Math.abs(ratio - 1) <= 0.3, seconds: m.seconds, note });
     process.stderr.write(`${size.name} ${command}: estimate ${(estimateBytes / MB).toFixed(1)} MB, peak ${(m.peakBytes / MB).toFixed(1)} MB − baseline ${(base / MB).toFixed(1)} MB = ${(usedBytes / MB).toFixed(1)} MB → ratio ${ratio.toFixed(2)} (${m.seconds.toFixed(0)} s)\n`);
   };
-  const data = ['--corpus', 'in-domain', '--seq-len', String(size.seqLen), '--backend', 'wasm'];
   const dir = join(work, size.name);
   mkdirSync(dir, { recursive: true });
+  const evalIds = join(dir, 'eval-ids.safetensors');
+  const trainIds = join(dir, 'train-ids.safetensors');
+  await writeIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
+  await writeIds(trainIds, spec.vocabSize, 8 * size.trainBatch, size.seqLen, 2);
+  const backend = ['--seq-len', String(size.seqLen), '--backend', 'wasm'];
   const run = join(dir, 'ft');
 
-  const analyze = await timed(['analyze', size.model, '-o', join(run, 'analysis'), ...data, '--samples', String(size.samples), '--batch-size', String(size.batch), '--json'], dir);
-  add('analyze', json(analyze, 'analyze').memoryEstimateBytes as number, analyze);
+  const analyze = await timed(['analyze', size.model, '-o', join(run, 'analysis'), '--input-ids', evalIds, ...backend, '--batch-size', String(size.batch), '--json'], dir);
+  add('analyze', json(analyze, 'analyze').memoryEstimateBytes as number, analyze, `${size.samples} × ${size.seqLen}, batch ${size.batch}`);
 
-  const evaluation = await timed(['eval', size.model, ...data, '--samples', String(size.samples), '--batch-size', String(size.batch), '--json'], dir);
+  const evaluation = await timed(['eval', size.model, '--input-ids', evalIds, ...backend, '--batch-size', String(size.batch), '--json'], dir);
   const ev = json(evaluation, 'eval');
-  add('eval', evalEstimate(spec, ev.sequences as number, ev.seqLen as number, size.batch), evaluation, `${ev.chunkSequences} sequences per chunk`);
+  add('eval', evalEstimate(spec, ev.sequences as number, ev.seqLen as number, size.batch), evaluation, `${size.samples} × ${size.seqLen}, ${ev.chunkSequences} sequences per chunk`);
 
-  const finetune = await timed(['finetune', size.model, '-o', run, ...data, '--samples', String(8 * size.trainBatch), '--eval-samples', '2', '--batch-size', String(size.trainBatch), '--steps', String(size.steps), '--setting', size.setting, '--no-expand', '--json'], dir);
+  const finetune = await timed(['finetune', size.model, '-o', run, '--input-ids', trainIds, ...backend, '--eval-samples', '2', '--batch-size', String(size.trainBatch), '--steps', String(size.steps), '--setting', size.setting, '--no-expand', '--json'], dir);
   add('finetune', json(finetune, 'finetune').memoryEstimateBytes as number, finetune, `${size.setting}, batch ${size.trainBatch} × ${size.seqLen}`);
 
   const expand = await timed(['expand', '--run', run, '--stage', '1', '--json'], dir);
   add('expand', (json(expand, 'expand').memory as { totalBytes: number }).totalBytes, expand, size.setting === 'structured' ? 'operators + trained tensors' : 'operators');
 
+  if (!values['with-run']) return rows;
   const config = join(dir, 'run.yaml');
   writeFileSync(config, [
-    `model: ${size.model}`, 'backend: wasm', 'data:', '  train: [builtin:in-domain]', `  seq_len: ${size.seqLen}`, `  eval_samples: ${size.samples}`, `  calibration_samples: ${size.samples}`,
+    `model: ${size.model}`, 'backend: wasm', 'data:', `  train: [${trainIds}]`, `  seq_len: ${size.seqLen}`, `  eval_samples: ${size.samples}`, `  calibration_samples: ${size.samples}`,
     `setting: ${size.setting}`, `stages: { count: 1, steps: ${size.steps} }`, `optimizer: { batch_size: ${size.trainBatch} }`, `eval: { every: null, batch_size: ${size.batch} }`, 'baseline: { vanilla: false }', '',
   ].join('\n'));
   const runOut = join(dir, 'run');
@@ -182,6 +211,7 @@ const work = mkdtempSync(join(tmpdir(), 'apex-memory-'));
 try {
   const sizes = values.sizes!.split(',').map((s) => SIZES[s] ?? (() => { throw new Error(`unknown size ${s}`); })());
   if (sizes.some((s) => s.name === 'medium')) await ensureMediumModel();
+  if (sizes.some((s) => s.name === '10m')) await ensureTenMModel();
   const base = await baseline(work);
   process.stderr.write(`baseline RSS (imports + wasm backend): ${(base / MB).toFixed(1)} MB\n`);
   const rows: Row[] = [];

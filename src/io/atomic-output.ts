@@ -3,14 +3,14 @@
  * `<out>.tmp-<pid>-<rand>` on the same filesystem, fsync'd, checked by a verification
  * callback, and only then renamed to `<out>`. Any failure (including Ctrl-C) removes the
  * temporary folder, so an output folder either does not exist or is complete and verified.
- * The whole operation holds the output lock (output-lock.ts). Temporary folders left by
- * killed processes are cleaned up the next time the same output is written.
+ * The whole operation holds the output lock (output-lock.ts); taking it cleans up what killed
+ * processes left for the same output (stale-temps.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { acquireOutputLock, processAlive } from './output-lock.js';
+import { acquireOutputLock } from './output-lock.js';
 import { fsyncDir, ioError } from './safetensors-writer.js';
 
 export type OutputState = 'absent' | 'empty' | 'present';
@@ -50,7 +50,6 @@ export async function writeAtomicFolder<T>(
   await mkdir(parent, { recursive: true }).catch((e: unknown) => { throw ioError(parent, 'create the output parent folder', e); });
   const lock = await acquireOutputLock(out, { command: options.command, onWarning: options.onWarning });
   try {
-    for (const name of await removeAbandonedTemps(out)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
     await assertWritableTarget(out, options.force ?? false);
     const tmp = `${out}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     await mkdir(tmp).catch((e: unknown) => { throw ioError(tmp, 'create the temporary output folder', e); });
@@ -94,37 +93,6 @@ async function moveIntoPlace(tmp: string, out: string, force: boolean): Promise<
   }
   await fsyncDir(dirname(out));
   if (old) await rm(old, { recursive: true, force: true });
-}
-
-/**
- * Removes `<out>.tmp-<pid>-*` folders whose process is gone (a SIGKILL'd writer cannot clean
- * up after itself). A `<out>.old-<pid>-*` folder is a previous complete output moved aside
- * just before a killed process could rename its result in: it is put back when `<out>` is
- * missing, removed otherwise. Call with the output lock held.
- */
-export async function removeAbandonedTemps(outDir: string): Promise<string[]> {
-  const out = resolve(outDir);
-  const base = basename(out);
-  const parent = dirname(out);
-  let entries: string[];
-  try {
-    entries = await readdir(parent);
-  } catch {
-    return [];
-  }
-  const removed: string[] = [];
-  const pattern = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(tmp|old)-(\\d+)-[0-9a-f]+$`);
-  for (const name of entries) {
-    const m = pattern.exec(name);
-    if (!m || processAlive(Number(m[2]))) continue;
-    if (m[1] === 'old' && (await outputState(out)) === 'absent') {
-      await rename(join(parent, name), out);
-      continue;
-    }
-    await rm(join(parent, name), { recursive: true, force: true });
-    removed.push(name);
-  }
-  return removed;
 }
 
 /** fsyncs one file (after copyFile or other writes that did not sync). */

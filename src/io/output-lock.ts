@@ -3,13 +3,16 @@
  * both succeed. The lock is a file `<out>.lock` next to the folder (the folder itself only
  * appears at the final rename), created with O_EXCL and holding the owner's PID, host name
  * and start time. A lock left by a process that is gone (same host, PID not alive) is taken
- * over with a warning; a live one is refused with a message naming its PID.
+ * over with a warning; a live one is refused with a message naming its PID. Whoever takes the
+ * lock first sweeps the work in progress that killed processes left for this output
+ * (stale-temps.ts).
  */
 import { hostname } from 'node:os';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
 import { ioError } from './safetensors-writer.js';
+import { processAlive, removeStaleTemporaries } from './stale-temps.js';
 
 export interface LockOwner {
   readonly pid: number;
@@ -28,27 +31,20 @@ export function lockPathFor(outDir: string): string {
   return `${outDir.replace(/[/\\]+$/, '')}.lock`;
 }
 
-/** True when `pid` names a live process on this machine. */
-export function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
- * Takes the lock on `outDir` or throws UsageError OUTPUT_LOCKED. `onWarning` hears about a
- * stale lock taken over.
+ * Takes the lock on `outDir` or throws UsageError OUTPUT_LOCKED, then removes what dead
+ * processes left in progress for it. `onWarning` hears about a stale lock taken over and
+ * each abandoned temporary cleaned up.
  */
 export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
   const path = lockPathFor(outDir);
   const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
   const text = `${JSON.stringify(owner)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
-    if (await createExclusive(path, text)) return makeLock(path, owner, text);
+    if (await createExclusive(path, text)) {
+      for (const name of await removeStaleTemporaries(outDir)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
+      return makeLock(path, owner, text);
+    }
     const current = await readOwner(path);
     if (current === 'missing') continue; // released between our two calls: try again
     if (current !== 'unreadable' && (current.hostname !== owner.hostname || processAlive(current.pid))) {

@@ -1,8 +1,21 @@
 /**
  * Memory a streaming forward pass needs, in bytes, so `--max-memory` can pick how many
- * sequences go through a layer at once (and refuse early when even one does not fit):
- * one decoder layer in float32, the activations of one chunk of sequences, the hidden states of
- * all sequences between layers, the embedding rows, and one lm_head row block with its logits.
+ * sequences go through a layer at once (and refuse early when even one does not fit). Counted
+ * from what is resident at the peak (docs/reliability.md, "Memory limit and estimates"):
+ *
+ *   on the tf (wasm) heap  one decoder layer in float32; every intermediate of one chunk's pass
+ *                          through it (a layer runs inside one tf.tidy, so all of them are alive
+ *                          at its end: per token 18·D + 11·q + 11·kv + 8·I floats, measured by
+ *                          wrapping the wasm backend's malloc, plus 4 copies of the [B, H, T, T]
+ *                          attention scores); one lm_head row block with its logits [tokens, rows]
+ *                          and their three same-size temporaries (the transposed matMul product,
+ *                          logits − max, exp). The wasm heap never shrinks and the layer's holes
+ *                          are too small for the lm_head block's allocations, so the two phases
+ *                          add up rather than overlap.
+ *   JavaScript side        the tensor being decoded (float32 values and the raw bytes read), the
+ *                          hidden states of all sequences between layers, the embedding rows.
+ *   command                what a command holds beyond the process baseline before its model
+ *                          work (tokenizer, corpus, checkpoint index, oclif): COMMAND_BYTES.
  */
 import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
@@ -10,8 +23,14 @@ import { globalTensors, layerTensors } from './architecture.js';
 import type { ModelSpec } from './model-spec.js';
 
 const F32 = 4;
-/** tfjs keeps at most a few float32 temporaries of the score tensor alive at once (scores, masked, exp, probs). */
+/** Float32 copies of the attention scores alive in a layer's tidy scope (scores, scaled, masked, probs). */
 const SCORE_COPIES = 4;
+/**
+ * Peak RSS of `apex eval --input-ids` on 1 × 16 tokens (no model-sized work) minus the baseline
+ * process (modules imported, wasm initialised): 19 MiB (stories260K) to 27 MiB (llama-mha-f32),
+ * 2-core VM. A tokenizer and the built-in corpus add about 13 MiB more (not counted).
+ */
+export const COMMAND_BYTES = 20 * 2 ** 20;
 const LM_HEAD_BLOCK_BYTES = 128 * 1024 * 1024;
 
 export interface ForwardMemoryOptions {
@@ -30,8 +49,12 @@ export interface ForwardMemoryEstimate {
   hiddenStateBytes: number;
   /** Embedding rows of the tokens (or the whole table when it is small). */
   embeddingBytes: number;
-  /** One lm_head row block and its logits for one chunk. */
+  /** One lm_head row block (and its decoded copy) with its logits and their temporaries for one chunk. */
   lmHeadBytes: number;
+  /** What the command holds beyond the process baseline before the forward starts. */
+  commandBytes: number;
+  /** The part of the total that lives on the tf heap (what counts against the wasm heap limit). */
+  tfHeapBytes: number;
   totalBytes: number;
 }
 
@@ -49,25 +72,31 @@ export function estimateForwardMemory(spec: ModelSpec, batch: number, seqLen: nu
     layerParams += n;
     largest = Math.max(largest, n);
   }
-  const layerBytes = F32 * (layerParams + 2 * largest);
-  // Residual, two norms, attention output, o_proj output, transposes around each matMul (≈ 8·D),
-  // q (+ rotary temporaries), k/v (+ rotary, cache), gate/up/silu/product/down input (≈ 6·I).
-  const perToken = 8 * D + 4 * qDim + 6 * kvDim + 6 * I;
+  // The layer on the tf heap, plus the tensor being decoded on the JavaScript side (float32
+  // values and the raw bytes, at most as large again).
+  const layerTfBytes = F32 * layerParams;
+  const layerBytes = layerTfBytes + F32 * 2 * largest;
+  const perToken = 18 * D + 11 * qDim + 11 * kvDim + 8 * I;
   const activationBytes = F32 * (tokens * perToken + SCORE_COPIES * batch * spec.numHeads * seqLen * seqLen);
   const hiddenStateBytes = F32 * 2 * total * seqLen * D;
   const embedding = globalTensors(spec).find((g) => g.role === 'embed_tokens')!;
   const tableBytes = F32 * embedding.dims[0]! * D;
   const embeddingBytes = Math.min(tableBytes, F32 * total * seqLen * D) + (tableBytes <= 64 * 1024 * 1024 ? tableBytes : 0);
   const rows = Math.min(options.vocabBlockRows ?? spec.vocabSize, spec.vocabSize);
-  // block weights, its logits [rows, tokens] and the exp temporary, the transposed hidden.
-  const lmHeadBytes = F32 * (rows * D + 2 * rows * tokens + tokens * D);
+  // On the tf heap: the block, the hidden states and their transpose, the logits and three
+  // temporaries of their size; on the JavaScript side the block decoded (values + raw bytes).
+  const lmHeadTfBytes = F32 * (rows * D + 4 * rows * tokens + 2 * tokens * D);
+  const lmHeadBytes = lmHeadTfBytes + F32 * 2 * rows * D;
+  const commandBytes = COMMAND_BYTES;
   return {
     layerBytes,
     activationBytes,
     hiddenStateBytes,
     embeddingBytes,
     lmHeadBytes,
-    totalBytes: layerBytes + activationBytes + hiddenStateBytes + embeddingBytes + lmHeadBytes,
+    commandBytes,
+    tfHeapBytes: layerTfBytes + activationBytes + lmHeadTfBytes,
+    totalBytes: layerBytes + activationBytes + hiddenStateBytes + embeddingBytes + lmHeadBytes + commandBytes,
   };
 }
 

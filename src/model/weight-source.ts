@@ -1,7 +1,8 @@
 /**
  * Where a forward pass gets its weights from. The streaming source reads one decoder layer at
  * a time from a checkpoint (decoded to float32), embedding rows by token id, and lm_head in
- * vocab row blocks, so memory stays near one layer whatever the depth; the resident source
+ * vocab row blocks, so memory stays near one layer whatever the depth (every read is refused
+ * when it holds NaN/Inf, finite-check.ts); the resident source
  * (model-weights.ts) serves tensors already in memory. The forward passes are written once
  * against this interface.
  */
@@ -10,6 +11,7 @@ import type { Checkpoint } from '../io/checkpoint.js';
 import { checkCheckpointTensors, globalTensorName, layerTensors } from './architecture.js';
 import { parseModelConfig } from './config.js';
 import type { LayerWeights } from './decoder-layer.js';
+import { readFiniteFloat32, readFiniteRowsFloat32 } from './finite-check.js';
 import type { ProjectionKey } from './layer-hooks.js';
 import type { ModelSpec } from './model-spec.js';
 
@@ -66,7 +68,7 @@ export class CheckpointWeightSource implements WeightSource {
     const loaded = new Map<string, tf.Tensor>();
     try {
       for (const t of layerTensors(this.spec, layer)) {
-        loaded.set(t.name, tf.tensor(await this.checkpoint.readFloat32(t.name), [...t.dims], 'float32'));
+        loaded.set(t.name, tf.tensor(await readFiniteFloat32(this.checkpoint, t.name), [...t.dims], 'float32'));
       }
     } catch (e) {
       for (const t of loaded.values()) t.dispose();
@@ -83,7 +85,7 @@ export class CheckpointWeightSource implements WeightSource {
     const info = this.checkpoint.info(name);
     const bytes = info.end - info.begin;
     if (bytes <= WHOLE_EMBEDDING_BYTES) {
-      this.smallEmbedding ??= new Float32Array(await this.checkpoint.readFloat32(name));
+      this.smallEmbedding ??= await readFiniteFloat32(this.checkpoint, name);
       for (let i = 0; i < ids.length; i++) out.set(this.smallEmbedding.subarray(ids[i]! * D, (ids[i]! + 1) * D), i * D);
       return out;
     }
@@ -94,7 +96,7 @@ export class CheckpointWeightSource implements WeightSource {
       let j = i;
       while (j + 1 < unique.length && unique[j + 1]! - unique[j]! <= ROW_GAP) j++;
       const start = unique[i]!;
-      const block = await this.checkpoint.readRowsFloat32(name, start, unique[j]! + 1);
+      const block = await readFiniteRowsFloat32(this.checkpoint, name, start, unique[j]! + 1);
       for (let k = i; k <= j; k++) rowOf.set(unique[k]!, block.subarray((unique[k]! - start) * D, (unique[k]! - start + 1) * D));
       i = j + 1;
     }
@@ -103,13 +105,13 @@ export class CheckpointWeightSource implements WeightSource {
   }
 
   async finalNorm(): Promise<Lease<tf.Tensor1D>> {
-    const value = tf.tensor1d(await this.checkpoint.readFloat32(globalTensorName(this.spec, 'final_norm')));
+    const value = tf.tensor1d(await readFiniteFloat32(this.checkpoint, globalTensorName(this.spec, 'final_norm')));
     return { value, release: () => value.dispose() };
   }
 
   async lmHeadRows(start: number, end: number): Promise<Lease<tf.Tensor2D>> {
     const name = globalTensorName(this.spec, 'lm_head');
-    const value = tf.tensor2d(await this.checkpoint.readRowsFloat32(name, start, end), [end - start, this.spec.hiddenSize]);
+    const value = tf.tensor2d(await readFiniteRowsFloat32(this.checkpoint, name, start, end), [end - start, this.spec.hiddenSize]);
     return { value, release: () => value.dispose() };
   }
 }

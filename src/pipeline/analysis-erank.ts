@@ -7,6 +7,7 @@
 import { UsageError } from '../errors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { findLayerTensor } from '../model/architecture.js';
+import { readFiniteFloat32 } from '../model/finite-check.js';
 import type { ProjectionKey } from '../model/layer-hooks.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { effectiveRank } from '../ops/effective-rank.js';
@@ -84,10 +85,10 @@ export async function effectiveRanks(checkpoint: Checkpoint, spec: ModelSpec, op
       const t = findLayerTensor(spec, layer, key)!;
       const [rows, cols] = t.dims as [number, number];
       const t0 = performance.now();
-      const W = await checkpoint.readFloat32(t.name);
+      const W = await readFiniteFloat32(checkpoint, t.name);
       erank[key] = effectiveRank(W, rows, cols);
       if (options.base) {
-        const B = await options.base.checkpoint.readFloat32(t.name);
+        const B = await readFiniteFloat32(options.base.checkpoint, t.name);
         for (let i = 0; i < W.length; i++) W[i] = W[i]! - B[i]!;
         delta[key] = effectiveRank(W, rows, cols);
       }

@@ -8,6 +8,10 @@
  *   updates    <run>/stages/<n>/trained.safetensors     (absent for the `operators` setting)
  *   output     <run>/stages/<n>/model/
  *
+ * A run stage is only fused when its folder holds the record `apex finetune` writes last
+ * (`stages/<n>/apex_run.json`), and stage n > 1 only from a previous fused model that holds
+ * its own record (written last by `apex expand`, inside the atomic rename).
+ *
  * Contradictory or incomplete flag sets are UsageErrors naming the flags, raised before
  * anything is read or written.
  */
@@ -79,6 +83,7 @@ async function runPaths(o: ExpandPathOptions): Promise<ExpandPaths> {
   const dir = stageDir(run, stage);
   if (!(await isDir(run))) throw new InputError(`run folder ${run} does not exist`, 'NOT_FOUND');
   if (!(await isDir(dir))) throw new InputError(`${dir} does not exist: stage ${stage} of this run has not been trained (run \`apex finetune\` for it first)`, 'NOT_FOUND');
+  await requireStageRecord(run, stage);
   const operators = join(dir, OPERATORS_FILE);
   const updates = join(dir, TRAINED_FILE);
   const hasOperators = await isFile(operators);
@@ -101,6 +106,12 @@ async function runPaths(o: ExpandPathOptions): Promise<ExpandPaths> {
     if (!(await isDir(model))) {
       throw new InputError(`${model} does not exist: fuse the previous stage first (apex expand --run ${run} --stage ${stage - 1})`, 'NOT_FOUND');
     }
+    if (!(await isFile(join(model, PROVENANCE_FILE)))) {
+      throw new InputError(
+        `${model} has no ${PROVENANCE_FILE}: it is not a complete, verified fused model (apex expand writes that record last); fuse stage ${stage - 1} again (apex expand --run ${run} --stage ${stage - 1} --force)`,
+        'INCOMPLETE_MODEL',
+      );
+    }
   }
   return {
     model,
@@ -111,6 +122,27 @@ async function runPaths(o: ExpandPathOptions): Promise<ExpandPaths> {
     ...(hasUpdates ? { updates } : {}),
     ...(baseModel !== undefined ? { baseModel } : {}),
   };
+}
+
+/**
+ * A stage folder belongs to a run only with the record `apex finetune` writes last, when the
+ * stage is complete (`stages/<n>/apex_run.json`, command `finetune`). Without it the folder is
+ * an interrupted stage or not an apex run at all, and fusing what it holds would pass off
+ * arbitrary files as the stage's result.
+ */
+async function requireStageRecord(run: string, stage: number): Promise<void> {
+  const path = join(stageDir(run, stage), PROVENANCE_FILE);
+  const record = await readJson(path);
+  if (record === undefined) {
+    throw new InputError(
+      `${path} is missing: ${run} holds no finished stage ${stage} of an apex run (apex finetune writes that record last; resume an interrupted stage with \`apex finetune --resume\`)`,
+      'NOT_A_RUN',
+    );
+  }
+  const command = record && typeof record === 'object' ? (record as Record<string, unknown>).command : undefined;
+  if (command !== 'finetune') {
+    throw new InputError(`${path} is not a stage record of apex finetune (command ${JSON.stringify(command ?? null)}): ${run} is not an apex run folder`, 'NOT_A_RUN');
+  }
 }
 
 /** The run's base model: `base_model` of stage 1's apex_run.json, else analysis.json's `model.path`. */

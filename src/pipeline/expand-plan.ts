@@ -4,7 +4,8 @@
  * falls under, a dtype cast) and encode it once. Also estimates the memory of the rewrite:
  * tensors are computed one at a time, so the peak is the largest computed tensor's working set
  * (its decoded float32 values, the raw bytes read, the fusion scratch, the encoded bytes) plus
- * fixed I/O buffers, the operators and the runtime. Pure: the dry run prints this plan.
+ * the I/O buffers as far as tensors fill them, the operators, and what the command holds beyond
+ * the process baseline. Pure: the dry run prints this plan.
  */
 import type { DType } from '../io/dtype.js';
 import { DTYPE_BITS, FLOAT_DTYPES } from '../io/dtype.js';
@@ -41,12 +42,14 @@ export interface LayerPlan {
 export interface ExpandMemoryEstimate {
   /** Working set of the largest computed tensor (values, raw bytes, fusion scratch, encoded bytes). */
   readonly tensorBytes: number;
+  /** The buffer every computed tensor's stored bytes are read into (expand-tensor.ts): the largest one's. */
+  readonly scratchBytes: number;
   readonly largestTensor: string | null;
   /** Operators held in memory for the whole run. */
   readonly operatorBytes: number;
-  /** Copy, write and hashing buffers. */
+  /** Copy, read-back and hashing buffers, as far as the tensors fill them. */
   readonly ioBytes: number;
-  /** Node, the CLI and the libraries loaded. */
+  /** What the command holds beyond the process baseline whatever the model (hashing worker, index, lock). */
   readonly runtimeBytes: number;
   /** What `--max-memory` is compared with. */
   readonly totalBytes: number;
@@ -71,12 +74,23 @@ export interface PlanInput {
   readonly outDtype?: OutDtype;
 }
 
-/** Buffers of the copy path (16 MiB read chunks), the writer (8 MiB) and the hashing pass (16 MiB). */
-export const EXPAND_IO_BYTES = 40 * 2 ** 20;
-/** Resident size of the CLI process before it touches a tensor (Node, oclif, TensorFlow.js loaded): 109 MiB measured (`--dry-run`), see docs/benchmarks.md. */
-export const EXPAND_RUNTIME_BYTES = 112 * 2 ** 20;
-/** Rows per block in the input-side fusion (fusion.ts). */
+/** Copy-path read buffers: two of 16 MiB, used in turn (checkpoint-writer.ts). */
+const COPY_CHUNK_BYTES = 16 * 2 ** 20;
+/** The safetensors writer's two 8 MiB buffers, which computed tensors are copied into (safetensors-writer.ts). */
+const WRITE_BUFFERS_BYTES = 2 * 8 * 2 ** 20;
+/** Hashing passes: four 4 MiB read buffers shared by every pass (expand-verify.ts). */
+const HASH_BUFFERS_BYTES = 4 * 4 * 2 ** 20;
+/**
+ * What `apex expand` holds beyond the process baseline (modules imported, wasm initialised)
+ * whatever the model: mainly the sha256 worker thread (its own V8 isolate, about 10 MB while it
+ * runs), then the checkpoint index, the plan and the output lock, less the start-up garbage
+ * that expand's work reuses. 12 MiB: peak RSS − baseline minus the other terms, llama-mha-f32
+ * (11.6 MB) and the 10M f32 model (15.8 MB), 2-core VM (docs/reliability.md).
+ */
+export const EXPAND_RUNTIME_BYTES = 12 * 2 ** 20;
+/** Rows per block in the input-side fusion, columns per block on the output side (fusion.ts). */
 const INPUT_SIDE_ROW_BLOCK = 256;
+const OUTPUT_SIDE_COL_BLOCK = 512;
 
 export function planExpansion(input: PlanInput): ExpandPlan {
   const { spec } = input;
@@ -143,38 +157,58 @@ function bytesPer(dtype: DType): number {
   return DTYPE_BITS[dtype] / 8;
 }
 
-/**
- * Peak bytes while one tensor is computed: the raw bytes read (a view when they are F32), the
- * float32 values, the Monarch scratch of fusion.ts (P rows copied in float32, two float64
- * intermediates of the same size; input side per block of 256 weight rows), and the encoded
- * output (a view when it is F32).
- */
-export function tensorWorkingBytes(t: PlannedTensor, ops: LayerOperators | undefined): number {
-  const numel = t.shape.reduce((p, d) => p * d, 1);
-  const fromUpdate = t.reasons.includes('update');
-  const readBytes = fromUpdate || t.inDtype === 'F32' ? 0 : numel * bytesPer(t.inDtype);
-  const values = numel * 4;
-  const encoded = t.outDtype === 'F32' ? 0 : numel * bytesPer(t.outDtype);
-  let scratch = 0;
-  if (t.fused && ops) {
-    const op = t.fused.units === 'channel' ? ops.mlp : ops.attn;
-    const n = op ? op.a.length : 0;
-    const rows = t.fused.dims[0] ?? 1;
-    const cols = t.fused.dims.length === 2 ? t.fused.dims[1]! : 1;
-    scratch = t.fused.rule === 'input-side' ? 20 * n * Math.min(INPUT_SIDE_ROW_BLOCK, rows) : 20 * n * cols;
-  }
-  return readBytes + values + scratch + encoded;
+function numelOf(t: PlannedTensor): number {
+  return t.shape.reduce((p, d) => p * d, 1);
 }
 
+/** Stored bytes of a computed tensor, read into the shared scratch buffer (F32 for a trained copy). */
+function storedBytes(t: PlannedTensor): number {
+  return numelOf(t) * (t.reasons.includes('update') ? 4 : bytesPer(t.inDtype));
+}
+
+/**
+ * Bytes one computed tensor needs besides the shared scratch buffer: its float32 values when
+ * they are decoded from another dtype (F32 values are a view of the scratch), its encoded
+ * bytes when the output dtype is not F32, and the Monarch product's float64 memory of
+ * fusion.ts (both factors, and input/output rows of n × block, the block being 256 weight rows
+ * on the input side and 512 columns on the output side, rounded up to the kernel's strip).
+ */
+export function tensorWorkingBytes(t: PlannedTensor, ops: LayerOperators | undefined): number {
+  const numel = numelOf(t);
+  const decoded = t.reasons.includes('update') || t.inDtype === 'F32' ? 0 : numel * 4;
+  const encoded = t.outDtype === 'F32' ? 0 : numel * bytesPer(t.outDtype);
+  let monarch = 0;
+  if (t.fused && ops) {
+    const op = t.fused.units === 'channel' ? ops.mlp : ops.attn;
+    if (op) {
+      const n = op.a.length;
+      const rows = t.fused.dims[0] ?? 1;
+      const cols = t.fused.dims.length === 2 ? t.fused.dims[1]! : 1;
+      const block = t.fused.rule === 'input-side' ? Math.min(INPUT_SIDE_ROW_BLOCK, rows) : Math.min(OUTPUT_SIDE_COL_BLOCK, cols);
+      monarch = 8 * (op.B1.length + op.B2.length + 2 * n * Math.ceil(block / 8) * 8);
+    }
+  }
+  return decoded + encoded + monarch;
+}
+
+/**
+ * The peak of the rewrite above the process baseline. Tensors are computed one at a time into
+ * one reused buffer and every I/O buffer is allocated once and reused, so the peak is the sum
+ * of what is ever touched: the scratch buffer (largest computed tensor's stored bytes), the
+ * largest per-tensor extra (tensorWorkingBytes), the operators, the copy buffers up to the
+ * largest copied tensor, the writer's buffers up to the largest output file, the hashing
+ * buffers up to the largest file hashed, and the runtime constant.
+ */
 export function estimateExpandMemory(tensors: readonly PlannedTensor[], operators: readonly LayerOperators[]): ExpandMemoryEstimate {
   const opsOf = new Map(operators.map((o) => [o.layer, o]));
-  let tensorBytes = 0;
+  let workingBytes = 0;
+  let scratchBytes = 0;
   let largestTensor: string | null = null;
   for (const t of tensors) {
     if (t.reasons.length === 0) continue;
-    const bytes = tensorWorkingBytes(t, t.fused ? opsOf.get(t.fused.layer) : undefined);
-    if (bytes > tensorBytes) {
-      tensorBytes = bytes;
+    workingBytes = Math.max(workingBytes, tensorWorkingBytes(t, t.fused ? opsOf.get(t.fused.layer) : undefined));
+    if (storedBytes(t) > scratchBytes) {
+      scratchBytes = storedBytes(t);
       largestTensor = t.name;
     }
   }
@@ -186,7 +220,19 @@ export function estimateExpandMemory(tensors: readonly PlannedTensor[], operator
       operatorBytes += 'bV' in op ? op.bV.length * 4 : (op.bGate.length + op.bUp.length) * 4;
     }
   }
-  const ioBytes = EXPAND_IO_BYTES;
+  // Buffers are allocated at full size, but only the bytes written into them become resident.
+  let largestCopied = 0;
+  let inBytes = 0;
+  let outBytes = 0;
+  for (const t of tensors) {
+    const numel = numelOf(t);
+    if (t.reasons.length === 0) largestCopied = Math.max(largestCopied, numel * bytesPer(t.inDtype));
+    inBytes += numel * bytesPer(t.inDtype);
+    outBytes += numel * bytesPer(t.outDtype);
+  }
+  const largestFile = Math.max(inBytes, outBytes);
+  const ioBytes = 2 * Math.min(COPY_CHUNK_BYTES, largestCopied) + Math.min(WRITE_BUFFERS_BYTES, outBytes) + Math.min(HASH_BUFFERS_BYTES, largestFile);
+  const tensorBytes = scratchBytes + workingBytes;
   const runtimeBytes = EXPAND_RUNTIME_BYTES;
-  return { tensorBytes, largestTensor, operatorBytes, ioBytes, runtimeBytes, totalBytes: tensorBytes + operatorBytes + ioBytes + runtimeBytes };
+  return { tensorBytes, scratchBytes, largestTensor, operatorBytes, ioBytes, runtimeBytes, totalBytes: tensorBytes + operatorBytes + ioBytes + runtimeBytes };
 }

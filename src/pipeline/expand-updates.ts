@@ -43,6 +43,11 @@ export class TrainedUpdates {
     return this.file.readFloat32(name);
   }
 
+  /** The trained tensor's F32 bytes into `out` (its exact byte length). */
+  async readInto(name: string, out: Uint8Array): Promise<void> {
+    await this.file.readInto(name, 0, out);
+  }
+
   async close(): Promise<void> {
     await this.file.close();
   }

@@ -19,9 +19,24 @@ import { Checkpoint } from '../io/checkpoint.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import type { ExpandPlan } from './expand-plan.js';
 
-/** Read buffers of the hashing pass, 4 × 4 MiB (16 MiB counted in EXPAND_IO_BYTES). */
+/** Read buffers of the hashing pass, 4 × 4 MiB (counted in expand-plan.ts's ioBytes). */
 const HASH_CHUNK_BYTES = 4 * 2 ** 20;
 const HASH_BUFFERS = 4;
+
+/**
+ * The hashing passes' read buffers, shared by every pass of the process: an expand hashes the
+ * input, the operator and update files and the output one after another, and fresh buffers per
+ * pass stay resident until V8 collects them (external memory is freed lazily), which made the
+ * peak grow with the number of passes and the file sizes. A pass takes them all and puts back
+ * those the worker returned.
+ */
+const sharedHashBuffers: ArrayBuffer[] = [];
+
+function takeHashBuffers(): ArrayBuffer[] {
+  const taken = sharedHashBuffers.splice(0);
+  while (taken.length < HASH_BUFFERS) taken.push(new ArrayBuffer(HASH_CHUNK_BYTES));
+  return taken;
+}
 
 /**
  * The worker's source: it hashes the chunks posted to it, in order, and hands each buffer
@@ -45,8 +60,8 @@ class FileHashWorker {
   private failure: Error | undefined;
   private readonly failed: Promise<never>;
 
-  constructor(buffers: number, bytes: number) {
-    this.free = Array.from({ length: buffers }, () => new ArrayBuffer(bytes));
+  constructor(buffers: ArrayBuffer[]) {
+    this.free = buffers;
     this.worker.on('message', (m: { buffer?: ArrayBuffer; digest?: string }) => {
       if (m.digest !== undefined) this.onDigest?.(m.digest);
       else if (this.waiting.length > 0) this.waiting.shift()!(m.buffer!);
@@ -82,9 +97,11 @@ class FileHashWorker {
     return Promise.race([hex, this.failed]);
   }
 
-  async close(): Promise<void> {
+  /** Stops the worker; returns the buffers it handed back (all of them after a digest). */
+  async close(): Promise<ArrayBuffer[]> {
     this.worker.removeAllListeners('exit');
     await this.worker.terminate();
+    return this.free.splice(0);
   }
 }
 
@@ -111,7 +128,7 @@ export async function digestShard(dir: string, file: string, want: DigestRequest
   const tensors = st.tensors;
   const size = st.fileSize;
   await st.close();
-  const fileHash = new FileHashWorker(HASH_BUFFERS, Math.min(HASH_CHUNK_BYTES, Math.max(size, 1)));
+  const fileHash = new FileHashWorker(takeHashBuffers());
   const shaOf = new Map<string, Hash>();
   const crcOf = new Map<string, number>();
   let fileSha256: string;
@@ -148,7 +165,8 @@ export async function digestShard(dir: string, file: string, want: DigestRequest
     }
     fileSha256 = await fileHash.digest();
   } finally {
-    await Promise.all([handle.close(), fileHash.close()]);
+    const [, returned] = await Promise.all([handle.close(), fileHash.close()]);
+    sharedHashBuffers.push(...returned);
   }
   const tensorSha256 = new Map<string, string>();
   for (const t of tensors) {

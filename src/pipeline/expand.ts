@@ -34,7 +34,7 @@ import { redact } from '../util/secrets.js';
 import { apexVersion } from './analysis-provenance.js';
 import { resolveExpandPaths, readJson, type ExpandPathOptions, type ExpandPaths } from './expand-paths.js';
 import { OUT_DTYPES, planExpansion, type ExpandMemoryEstimate, type ExpandPlan, type LayerPlan, type OutDtype } from './expand-plan.js';
-import { produceTensor } from './expand-tensor.js';
+import { produceTensor, TensorScratch } from './expand-tensor.js';
 import { TrainedUpdates } from './expand-updates.js';
 import { digestShard, verifyExpandedCheckpoint, type ShardDigest } from './expand-verify.js';
 import { renderModelCard } from './model-card.js';
@@ -199,6 +199,7 @@ async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: numb
 
   const operatorsOf = new Map((inputs.operators?.layers ?? []).map((l) => [l.layer, l]));
   const producedCrc32 = new Map<string, number>();
+  const scratch = new TensorScratch(plan.memory.scratchBytes);
   let lastLayer = -1;
   const tensors: OutputTensor[] = plan.tensors.map((t) => {
     if (t.reasons.length === 0) return copiedTensor(input.info(t.name));
@@ -216,7 +217,7 @@ async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: numb
             say(`fusing layer ${layer + 1}/${spec.numLayers}`);
           }
           const t0 = performance.now();
-          const bytes = await produceTensor(t, { input, ...(inputs.updates ? { updates: inputs.updates } : {}), operatorsOf, spec });
+          const bytes = await produceTensor(t, { input, ...(inputs.updates ? { updates: inputs.updates } : {}), operatorsOf, spec, scratch });
           producedCrc32.set(t.name, crc32(bytes));
           prov.add('compute', (performance.now() - t0) / 1000);
           return bytes;

@@ -10,7 +10,6 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { removeAbandonedTemps } from '../io/atomic-output.js';
 import { fsyncDir, ioError } from '../io/safetensors-writer.js';
 import { canonicalJson, configHash } from '../run/config-format.js';
 import type { ResolvedConfig } from '../run/config-schema.js';
@@ -92,9 +91,8 @@ export class RunState {
    * from scratch. Refuses (UsageError, exit 2) a folder holding another config's run, or
    * anything that is not an apex run.
    */
-  static async open(dir: string, config: ResolvedConfig, options: { force: boolean; apexVersion: string; onWarning?: (m: string) => void }): Promise<RunState> {
+  static async open(dir: string, config: ResolvedConfig, options: { force: boolean; apexVersion: string }): Promise<RunState> {
     const out = resolve(dir);
-    for (const name of await removeAbandonedTemps(out)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
     const hash = configHash(config);
     const existing = await readExisting(out);
     let start: RunStart = 'new';

@@ -13,9 +13,11 @@
  *      (`<run>/baseline/vanilla/`), measured the same way;
  *   7. `summary.json` and `index.html`.
  * Every step already complete in the run folder is skipped, so a rerun of the same config
- * continues where the last one stopped. Ctrl-C stops at the next safe point with the training
+ * continues where the last one stopped. A failed run removes a run folder it created itself
+ * when that holds nothing to resume from (failed-run-folder.ts). Ctrl-C stops at the next safe point with the training
  * checkpoints saved (InterruptedError, exit 130).
  */
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
@@ -32,6 +34,7 @@ import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
 import { checkDataSources, loadRunData, type RunData } from './run-data.js';
 import { trainLine } from './run-line.js';
+import { removeUnresumableRunFolder } from './failed-run-folder.js';
 import { RunLock } from './run-lock.js';
 import { baseModelRecord, resolveBaseModel } from './run-model.js';
 import { renderRunReport } from './run-report.js';
@@ -95,12 +98,13 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   await checkDataSources(config, tokenizer, base.dir);
   const backend = await selectBackend(config.backend as BackendRequest);
   if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
+  const existed = existsSync(run);
   await mkdir(dirname(run), { recursive: true });
 
   const lock = new RunLock(run, onWarning);
   await lock.take();
   try {
-    const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion(), onWarning });
+    const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion() });
     log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
 
     log(`backend: ${backend.name} (${backend.detail})`);
@@ -180,6 +184,10 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     await writeTextAtomic(join(run, RUN_REPORT_FILE), renderRunReport(await collectRunReportInputs(summary, base.spec)));
     log(`summary written to ${join(run, 'summary.json')} and ${join(run, RUN_REPORT_FILE)}`);
     return summary;
+  } catch (e) {
+    // A run folder this invocation created and that holds nothing to resume from goes.
+    if (!existed && (await removeUnresumableRunFolder(run).catch(() => false))) onWarning(`removed ${run}: this failed run had created it and left nothing to resume from`);
+    throw e;
   } finally {
     await lock.release();
   }

@@ -1,26 +1,35 @@
 /**
  * Memory a training stage needs, in bytes, estimated before the model is loaded so that
  * `--max-memory` can refuse a run that would not fit (exit 5). Training keeps the whole model
- * in memory in float32 and tfjs's gradient tape keeps the intermediates of the forward pass
- * until the backward pass, so unlike the streaming forward this grows with depth.
+ * in memory in float32, and tfjs keeps, until the backward pass ends, every tensor saved for it
+ * and the gradient of every intermediate on the tape (engine.gradients disposes them only at its
+ * end), so unlike the streaming forward this grows with depth. Counted from the wasm backend's
+ * live allocations at the peak (the end of a micro-batch's backward pass), measured by wrapping
+ * its `_malloc`/`_free` and grouping the live blocks by size (docs/reliability.md):
  *
- *   weights      4 · all model parameters, plus as much again for the decoded copies the
- *                checkpoint reader hands over while loading
+ *   weights      4 · all model parameters (tf tensors)
  *   optimizer    4 · 6 per trainable entry (the gradient, its accumulated sum, the masked and
  *                clipped copies, AdamW's two moments), counted over whole tensors because
  *                moments and gradients have the tensor's shape even when a mask trains a few
  *                rows; plus two temporaries of the largest trainable tensor inside the update
- *   activations  per layer and token, in floats: 3.75 · (10·D + 6·q + 8·kv + 7·I) for the
- *                projections, norms, rotary copies, transposes and SwiGLU terms, 14.5 · H·T for
- *                the attention scores and their softmax/gradient copies; with APEX operators
- *                24 · (kv + 2·I) more (the gathers and concatenations that mix v, gate and up
- *                and their gradients); with LoRA 9 copies of the projection weights (the merged
- *                W + s·B·A of every projection and its gradient)
- *   logits       5 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
+ *   activations  per layer and token, in floats: 39·D + 20·q + 19·kv + 15·I + 12 (the saved
+ *                intermediates and their gradients, about twice the forward's 18·D + 11·q +
+ *                11·kv + 8·I) and 7 · H·T for the attention scores (3 saved, 4 gradients); per
+ *                token outside the layers 12·D (embedding rows, final norm, their gradients)
+ *   operators    APEX: per layer 5.25 · D·(kv + q + 3·I) floats: the operator-mixed weights of
+ *                v, o, gate, up and down (the transformed copy, its gradient and the gradient
+ *                of the original weight: 3 copies) and the [n, in] line blocks of the five sites
+ *                (about 12 per site at the default n = 3/16 of the lines); independent of tokens
+ *   LoRA         5 copies of the projection weights (B·A, its scaled copy, W + s·B·A and the
+ *                gradients of the last two)
+ *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
+ *   heap         the wasm heap's high-water mark is 1.13–1.20 × the live bytes above (memory
+ *                grows in 20% steps, large blocks that do not fit a hole go on top): 15% more
+ *   saved state  outside the heap, 4 floats per trainable entry when the checkpoint is written
+ *                (AdamW's moments downloaded, the values and their encoded copy)
  *
- * The coefficients are fitted to the wasm heap's high-water mark of the benchmark model and
- * checked against measured peak RSS minus the process's baseline on the three model shapes of
- * docs/benchmarks.md ("Training"), where the estimate falls within −20 % / +10 %.
+ * On the benchmarks of docs/reliability.md the live-bytes part is within 5% of the measured
+ * live allocations and the total within 0.90–1.06 of peak RSS minus the process baseline.
  */
 import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
@@ -48,22 +57,33 @@ export interface TrainingMemoryEstimate {
   readonly optimizerBytes: number;
   readonly activationBytes: number;
   readonly logitBytes: number;
+  /** The wasm heap's high-water mark: the four terms above with the heap's growth slack (what the wasm heap limit applies to). */
+  readonly tfHeapBytes: number;
+  /** JavaScript-side copies of the trainable state while a checkpoint is written. */
+  readonly savedStateBytes: number;
   readonly totalBytes: number;
 }
+
+/** The wasm heap's high-water mark over the live bytes, measured 1.13–1.20. */
+const HEAP_GROWTH = 1.15;
 
 export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInput): TrainingMemoryEstimate {
   const D = spec.hiddenSize;
   const q = spec.numHeads * spec.headDim;
   const kv = spec.numKvHeads * spec.headDim;
   const I = spec.intermediateSize;
+  const L = spec.numLayers;
   const tokens = input.batch * input.seqLen;
-  const perToken = 3.75 * (10 * D + 6 * q + 8 * kv + 7 * I) + 14.5 * spec.numHeads * input.seqLen + (input.operators ? 24 * (kv + 2 * I) : 0);
-  const projections = spec.numLayers * (2 * D * q + 2 * D * kv + 3 * D * I);
-  const weightBytes = 2 * F32 * modelParamCount(spec);
+  const perLayerToken = 39 * D + 20 * q + 19 * kv + 15 * I + 12 + 7 * spec.numHeads * input.seqLen;
+  const projections = L * (2 * D * q + 2 * D * kv + 3 * D * I);
+  const mixedSites = L * D * (kv + q + 3 * I);
+  const weightBytes = F32 * modelParamCount(spec);
   const optimizerBytes = F32 * (6 * input.trainableEntries + 2 * input.largestTrainable);
-  const activationBytes = F32 * (tokens * spec.numLayers * perToken + (input.lora ? 9 * projections : 0));
-  const logitBytes = F32 * 5 * tokens * spec.vocabSize;
-  return { weightBytes, optimizerBytes, activationBytes, logitBytes, totalBytes: weightBytes + optimizerBytes + activationBytes + logitBytes };
+  const activationBytes = F32 * (tokens * (L * perLayerToken + 12 * D) + (input.operators ? 5.25 * mixedSites : 0) + (input.lora ? 5 * projections : 0));
+  const logitBytes = F32 * 6 * tokens * spec.vocabSize;
+  const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
+  const savedStateBytes = F32 * 4 * input.trainableEntries;
+  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes };
 }
 
 /** Throws ResourceLimitError (exit 5) when the estimate is over the budget. */

@@ -11,7 +11,9 @@
  *      operators or adapters), the score recorder, the training loop (resuming from the last
  *      checkpoint with `resume`), then the stage's files and finally `apex_run.json`, whose
  *      presence marks the stage complete;
- *   6. `apex expand --run <run> --stage n` fuses it into `stages/<n>/model/`.
+ *   6. `apex expand --run <run> --stage n` fuses it into `stages/<n>/model/` (again on resume,
+ *      when the model there is not complete and verified).
+ * A failure removes a run folder this call created when it holds nothing to resume from.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -27,11 +29,14 @@ import { apexVersion, modelRecord, sha256OfFile } from '../pipeline/analysis-pro
 import { runAnalysis } from '../pipeline/analyze.js';
 import { readJson, runBaseModel, stageDir } from '../pipeline/expand-paths.js';
 import { runExpand } from '../pipeline/expand.js';
+import { removeUnresumableRunFolderLocked } from '../pipeline/failed-run-folder.js';
+import { fusedModelState } from '../pipeline/fused-model-state.js';
 import { peakRssBytes, PROVENANCE_FILE, ProvenanceRecorder, writeProvenance, type FileRecord, type FileSetRecord } from '../pipeline/provenance.js';
 import type { SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainingMemory, estimateTrainingMemory } from './stage-memory.js';
+import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
 import { matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
@@ -88,7 +93,25 @@ function trainingSetting(s: ResolvedStageSettings): TrainingSetting {
   return s.method === 'apex' ? s.setting! : s.method;
 }
 
+/**
+ * Trains the stage. A failure removes the run folder when this call created it and it holds
+ * nothing to resume from (pipeline/failed-run-folder.ts); a folder that was there before is
+ * left as it is.
+ */
 export async function runStage(options: StageOptions): Promise<StageResult> {
+  const run = resolve(options.run);
+  const existed = existsSync(run);
+  try {
+    return await trainStage(options);
+  } catch (e) {
+    if (!existed && (await removeUnresumableRunFolderLocked(run, 'apex finetune').catch(() => false))) {
+      (options.onWarning ?? options.progress)?.(`removed ${run}: this failed run had created it and left nothing to resume from`);
+    }
+    throw e;
+  }
+}
+
+async function trainStage(options: StageOptions): Promise<StageResult> {
   const settings = resolveStageSettings(options);
   const prov = new ProvenanceRecorder('finetune', settings.argv);
   const say = options.progress ?? (() => {});
@@ -154,6 +177,7 @@ export async function runStage(options: StageOptions): Promise<StageResult> {
       lora: settings.method === 'lora',
     });
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
+    await refuseOverWasmHeap(settings.backend as BackendRequest, memory.tfHeapBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
 
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;
@@ -236,7 +260,7 @@ export async function runStage(options: StageOptions): Promise<StageResult> {
           }),
         );
         metrics = await readMetrics(join(dir, METRICS_FILE));
-        const tensors = collectStageTensors(spec, trainables);
+        const tensors = await collectStageTensors(spec, trainables);
         files = await prov.time('write', () =>
           writeStageFiles({
             dir,
@@ -329,10 +353,16 @@ function unitLists(s: { P: Int32Array; N: Int32Array; E: Int32Array }): { P: num
   return { P: Array.from(s.P), N: Array.from(s.N), E: Array.from(s.E) };
 }
 
-/** `apex expand --run <run> --stage n` unless the fused model is already there. */
+/**
+ * `apex expand --run <run> --stage n` unless the stage's fused model is complete and verified
+ * (pipeline/fused-model-state.ts); an incomplete or outdated one is fused again over.
+ */
 async function fuse(run: string, stage: number, say: (m: string) => void): Promise<string> {
   const out = join(stageDir(run, stage), 'model');
-  if (!existsSync(join(out, 'config.json'))) await runExpand({ run, stage, progress: say });
+  const state = await fusedModelState(run, stage);
+  if (state.kind === 'complete') return out;
+  if (state.kind === 'stale') say(`${out}: ${state.reason}; fusing stage ${stage} again`);
+  await runExpand({ run, stage, progress: say, force: state.kind === 'stale' });
   return out;
 }
 

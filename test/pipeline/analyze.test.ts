@@ -184,9 +184,9 @@ describe('refusals leave nothing behind', () => {
     expect(existsSync(other)).toBe(false);
   });
 
-  it('NaN in the activations stops with a VerificationError naming layer and kind, writing nothing', async () => {
-    // stories260K with one NaN in layer 2's gate_proj.
-    const model = join(tmp, 'nan-model');
+  /** A copy of stories260K with layer 2's gate_proj changed by `edit` (float32 view of its bytes). */
+  async function gateEdited(name: string, edit: (w: Float32Array) => void): Promise<string> {
+    const model = join(tmp, name);
     mkdirSync(model);
     copyFileSync('fixtures/stories260K/config.json', join(model, 'config.json'));
     const src = await SafetensorsFile.open('fixtures/stories260K/model.safetensors');
@@ -194,14 +194,34 @@ describe('refusals leave nothing behind', () => {
       const tensors = [];
       for (const t of src.tensors) {
         const bytes = (await src.readBytes(t.name)).slice();
-        if (t.name === 'model.layers.2.mlp.gate_proj.weight') new DataView(bytes.buffer).setFloat32(0, NaN, true);
+        if (t.name === 'model.layers.2.mlp.gate_proj.weight') edit(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4));
         tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: bytes });
       }
       await writeSafetensors(join(model, 'model.safetensors'), tensors);
     } finally {
       await src.close();
     }
+    return model;
+  }
+
+  it('a NaN weight stops with a VerificationError naming the tensor and its file, writing nothing', async () => {
+    const model = await gateEdited('nan-model', (w) => { w[0] = NaN; });
     const out = join(tmp, 'nan-analysis');
+    const err = await runAnalysis({ ...base(), model, output: out }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VerificationError);
+    expect((err as Error).message).toContain(`model.layers.2.mlp.gate_proj.weight in ${join(model, 'model.safetensors')}: 1 non-finite value (first at index 0: NaN)`);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('finite weights whose activations overflow stop with a VerificationError naming layer and kind, writing nothing', async () => {
+    // Two gate rows of ±1e30: one of the two pre-activations is a huge positive number, whose
+    // square (the channel's sum of squares) overflows float32.
+    const model = await gateEdited('overflow-model', (w) => {
+      const D = w.length / 172;
+      w.fill(1e30, 0, D);
+      w.fill(-1e30, D, 2 * D);
+    });
+    const out = join(tmp, 'overflow-analysis');
     const err = await runAnalysis({ ...base(), model, output: out }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VerificationError);
     expect((err as Error).message).toMatch(/^layer 2: FFN gate activation/);

@@ -72,7 +72,7 @@ describe('numerical guards (exit 6, nothing written)', () => {
     await writeUpdates(join(s.dir, 'trained.safetensors'), new Map([['model.norm.weight', { shape: [s.spec.hiddenSize], values }]]));
     const e = await failure({ model: s.input, operators: s.operators, updates: join(s.dir, 'trained.safetensors'), output: s.output });
     expect(e.exit).toBe(6);
-    expect(e.message).toContain("'model.norm.weight': element 7");
+    expect(e.message).toContain(`model.norm.weight in ${join(s.dir, 'trained.safetensors')}: 1 non-finite value (first at index 7: NaN)`);
     await expectOnly(s.dir, ['in', 'ops.safetensors', 'trained.safetensors']);
   });
 
@@ -82,7 +82,7 @@ describe('numerical guards (exit 6, nothing written)', () => {
     await copyFixture('stories260K', s.input, 'F32', new Map([['model.layers.0.mlp.up_proj.weight', new Map([[row * s.spec.hiddenSize + 2, 0x7fc00000]])]]));
     const e = await failure({ model: s.input, operators: s.operators, output: s.output });
     expect(e.exit).toBe(6);
-    expect(e.message).toContain(`'model.layers.0.mlp.up_proj.weight': element ${row * s.spec.hiddenSize + 2} is NaN (from the input)`);
+    expect(e.message).toContain(`model.layers.0.mlp.up_proj.weight in ${join(s.input, 'model.safetensors')}: 1 non-finite value (first at index ${row * s.spec.hiddenSize + 2}: NaN)`);
     await expectOnly(s.dir, ['in', 'ops.safetensors']);
   });
 
@@ -125,7 +125,7 @@ describe('resources and interruption leave no output', () => {
 
   it('--max-memory below the estimate → exit 5 before anything is written', async () => {
     const s = await setup();
-    const e = await failure({ model: s.input, operators: s.operators, output: s.output, maxMemory: '100MB' });
+    const e = await failure({ model: s.input, operators: s.operators, output: s.output, maxMemory: '10MB' });
     expect(e.exit).toBe(5);
     expect(e.message).toContain('--max-memory');
     await expectOnly(s.dir, ['in', 'ops.safetensors']);
@@ -173,10 +173,13 @@ describe('existing output, dry run', () => {
       { name: 'model.layers.0.mlp.up_proj.weight', reasons: ['channels output-side'] },
       { name: 'model.layers.0.mlp.down_proj.weight', reasons: ['channels input-side'] },
     ]);
-    // largest computed tensor: a 352×128 FFN matrix in float32 plus its Monarch scratch
+    // largest computed tensor: a 352×128 FFN matrix in float32 (the reused read buffer) plus
+    // the Monarch product's float64 memory: both factors, input and output rows of k × 128
     const I = s.spec.intermediateSize;
-    const k = s.ops[0]!.mlp!.P.length;
-    expect(r.memory.tensorBytes).toBe(I * 128 * 4 + 20 * k * 128);
+    const mlp = s.ops[0]!.mlp!;
+    const k = mlp.P.length;
+    expect(r.memory.scratchBytes).toBe(I * 128 * 4);
+    expect(r.memory.tensorBytes).toBe(I * 128 * 4 + 8 * (mlp.B1.length + mlp.B2.length + 2 * k * 128));
     expect(r.memory.totalBytes).toBe(r.memory.tensorBytes + r.memory.operatorBytes + r.memory.ioBytes + r.memory.runtimeBytes);
   });
 });
@@ -218,10 +221,23 @@ describe('run folders (§7)', () => {
     const run = join(s.dir, 'run');
     await mkdir(join(run, 'stages', '1'), { recursive: true });
     await mkdir(join(run, 'stages', '2'), { recursive: true });
-    await writeFile(join(run, 'stages', '1', 'apex_run.json'), JSON.stringify({ base_model: s.input }));
+    // The record apex finetune writes last marks each stage complete (only the fields expand reads).
+    await writeFile(join(run, 'stages', '1', 'apex_run.json'), JSON.stringify({ command: 'finetune', base_model: s.input }));
     await writeOperators(join(run, 'stages', '1', 'operators.safetensors'), s.ops, s.spec, 1);
     const values = new Float32Array(s.spec.hiddenSize).fill(0.5);
     await writeUpdates(join(run, 'stages', '2', 'trained.safetensors'), new Map([['model.norm.weight', { shape: [s.spec.hiddenSize], values }]]));
+
+    // stage 2 has trained tensors but no record: an interrupted stage, not fused
+    const unfinished = await failure({ run, stage: 2 });
+    expect(unfinished.exit).toBe(3);
+    expect(unfinished.code).toBe('NOT_A_RUN');
+    expect(unfinished.message).toContain(join(run, 'stages', '2', 'apex_run.json'));
+    expect(unfinished.message).toContain(`${run} holds no finished stage 2`);
+    await writeFile(join(run, 'stages', '2', 'apex_run.json'), JSON.stringify({ command: 'expand' }));
+    const foreign = await failure({ run, stage: 2 });
+    expect(foreign.code).toBe('NOT_A_RUN');
+    expect(foreign.message).toContain('not a stage record of apex finetune');
+    await writeFile(join(run, 'stages', '2', 'apex_run.json'), JSON.stringify({ command: 'finetune' }));
 
     const e = await failure({ run, stage: 2 });
     expect(e.exit).toBe(3);
@@ -243,6 +259,33 @@ describe('run folders (§7)', () => {
 
     const again = await failure({ run, stage: 1 });
     expect(again.code).toBe('OUTPUT_EXISTS');
+  });
+
+  it('a folder that is not an apex run is refused (exit 3) naming the missing record and the run folder; nothing is written', async () => {
+    const s = await setup();
+    const run = join(s.dir, 'not-a-run');
+    await mkdir(join(run, 'stages', '1'), { recursive: true });
+    await writeOperators(join(run, 'stages', '1', 'operators.safetensors'), s.ops, s.spec, 1);
+    await writeFile(join(run, 'analysis.json'), JSON.stringify({ model: { path: s.input } }));
+    const e = await failure({ run, stage: 1 });
+    expect(e.exit).toBe(3);
+    expect(e.message).toContain(join(run, 'stages', '1', 'apex_run.json'));
+    expect(e.message).toContain(run);
+    expect((await readdir(join(run, 'stages', '1'))).sort()).toEqual(['operators.safetensors']);
+  });
+
+  it('stage n > 1 is not fused from a previous model without its record (an incomplete copy)', async () => {
+    const s = await setup();
+    const run = join(s.dir, 'run');
+    await mkdir(join(run, 'stages', '2'), { recursive: true });
+    await writeFile(join(run, 'stages', '2', 'apex_run.json'), JSON.stringify({ command: 'finetune' }));
+    await writeOperators(join(run, 'stages', '2', 'operators.safetensors'), s.ops, s.spec, 2);
+    await copyFixture('stories260K', join(run, 'stages', '1', 'model'), 'F32');
+    const e = await failure({ run, stage: 2 });
+    expect(e.exit).toBe(3);
+    expect(e.code).toBe('INCOMPLETE_MODEL');
+    expect(e.message).toContain(`${join(run, 'stages', '1', 'model')} has no apex_run.json`);
+    expect(await readdir(join(run, 'stages', '2'))).not.toContain('model');
   });
 });
 

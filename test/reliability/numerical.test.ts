@@ -1,9 +1,8 @@
 // Numerical guards (issue 8): NaN/Inf in a weight a command computes with (a copy of
-// llama-mha-f32 with one poisoned element), produced by training (a learning rate of 1e30 without
-// clipping) or by fusion (NaN in an operator file) fails the command with exit 6 and writes no
-// result. The requirement that the message names the poisoned *tensor* is met by expand; for
-// eval, analyze and finetune it is a known gap (they name the loss or the activation), kept
-// here as `it.fails` so the test flips when the gap is closed.
+// llama-mha-f32 with one poisoned element, f32 NaN / f32 +Inf / bf16 +Inf), produced by training
+// (a learning rate of 1e30 without clipping) or by fusion (NaN in an operator file) fails the
+// command with exit 6 and writes no result. A poisoned weight is refused when it is read
+// (src/model/finite-check.ts), so the message names the tensor and its file for every command.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -18,20 +17,36 @@ const home = join(ws, 'hf-home');
 const TRAIN = ['--corpus', 'in-domain', '--seq-len', '16', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--backend', 'wasm'];
 const SMALL = ['--samples', '2', '--seq-len', '16', '--backend', 'wasm'];
 
+const BF16_INF = 0x7f80;
 const nanModel = join(ws, 'nan-model');
 const infModel = join(ws, 'inf-model');
+const bf16InfModel = join(ws, 'bf16-inf-model');
 const ops = join(ws, 'ops.safetensors');
 const nanOps = join(ws, 'nan-ops.safetensors');
+
+const GENERATE = ['--max-new-tokens', '2', '--backend', 'wasm', '--ids-out', 'ids.safetensors'];
 
 const CASES: Record<string, string[]> = {
   'eval, NaN weight': ['eval', nanModel, ...SMALL],
   'eval, Inf weight': ['eval', infModel, ...SMALL],
+  'eval, bf16 Inf weight': ['eval', bf16InfModel, ...SMALL],
   'analyze, NaN weight': ['analyze', nanModel, '-o', 'out', ...SMALL],
+  'analyze, bf16 Inf weight': ['analyze', bf16InfModel, '-o', 'out', ...SMALL],
   'finetune, NaN weight': ['finetune', nanModel, '-o', 'out', ...TRAIN, '--steps', '2'],
   'finetune, divergence (lr 1e30, no clipping)': ['finetune', LLAMA, '-o', 'out', ...TRAIN, '--steps', '3', '--lr', '1e30', '--grad-clip', '0'],
   'expand, NaN in the operator file': ['expand', LLAMA, '--operators', nanOps, '-o', 'out'],
   'expand, NaN weight the operators change': ['expand', nanModel, '--operators', ops, '-o', 'out'],
-  'generate, NaN weight': ['generate', nanModel, '--max-new-tokens', '2', '--backend', 'wasm', '--ids-out', 'ids.safetensors'],
+  'expand, bf16 Inf weight the operators change': ['expand', bf16InfModel, '--operators', ops, '-o', 'out'],
+  'generate, NaN weight': ['generate', nanModel, ...GENERATE],
+  'generate, Inf weight': ['generate', infModel, ...GENERATE],
+  'generate, bf16 Inf weight': ['generate', bf16InfModel, ...GENERATE],
+};
+
+/** What the load check says about the poisoned element (index 5) of each model. */
+const NAMED: Record<string, string> = {
+  [nanModel]: `${POISONED} in ${join(nanModel, 'model.safetensors')}: 1 non-finite value (first at index 5: NaN)`,
+  [infModel]: `${POISONED} in ${join(infModel, 'model.safetensors')}: 1 non-finite value (first at index 5: Inf)`,
+  [bf16InfModel]: `${POISONED} in ${join(bf16InfModel, 'model.safetensors')}: 1 non-finite value (first at index 5: Inf)`,
 };
 
 describe('non-finite values: exit 6, nothing written', () => {
@@ -41,6 +56,7 @@ describe('non-finite values: exit 6, nothing written', () => {
     await ensureBuilt(['eval', 'analyze', 'finetune', 'expand', 'generate']);
     await copyFixture('llama-mha-f32', nanModel, 'F32', new Map([[POISONED, new Map([[5, NAN]])]]));
     await copyFixture('llama-mha-f32', infModel, 'F32', new Map([[POISONED, new Map([[5, INF]])]]));
+    await copyFixture('llama-mha-f32', bf16InfModel, 'BF16', new Map([[POISONED, new Map([[5, BF16_INF]])]]));
     const spec = await fixtureSpec('llama-mha-f32');
     const layers = perturbOperators(freshOperators(spec, 1, Array.from({ length: spec.numLayers }, () => ({ heads: true, channels: true }))), 2);
     await writeOperators(ops, layers, spec);
@@ -61,14 +77,22 @@ describe('non-finite values: exit 6, nothing written', () => {
     expect(files).toEqual([]);
   };
 
-  it('eval: a NaN or Inf weight is exit 6 instead of a perplexity of null', () => {
-    exit6('eval, NaN weight', /NON_FINITE/);
-    exit6('eval, Inf weight', /NON_FINITE/);
+  /** Exit 6, nothing written, and the message names the poisoned tensor, its file and the element. */
+  const poisoned = (name: string) => {
+    exit6(name, /^NON_FINITE$/);
+    expect(results.get(name)!.result.json?.error?.message, name).toContain(NAMED[CASES[name]![1]!]!);
+  };
+
+  it('eval: a NaN or Inf weight (f32 or bf16) is exit 6 naming the tensor', () => {
+    for (const name of ['eval, NaN weight', 'eval, Inf weight', 'eval, bf16 Inf weight']) poisoned(name);
   });
 
-  it('analyze and finetune: a NaN weight stops the command before it writes', () => {
-    exit6('analyze, NaN weight', /NON_FINITE/);
-    exit6('finetune, NaN weight', /NON_FINITE/);
+  it('analyze and finetune: a poisoned weight stops the command before it writes, naming the tensor', () => {
+    for (const name of ['analyze, NaN weight', 'analyze, bf16 Inf weight', 'finetune, NaN weight']) poisoned(name);
+  });
+
+  it('generate: a poisoned weight is exit 6 naming the tensor, no --ids-out file', () => {
+    for (const name of ['generate, NaN weight', 'generate, Inf weight', 'generate, bf16 Inf weight']) poisoned(name);
   });
 
   it('finetune: divergence to NaN is exit 6 naming the step, no stage files', () => {
@@ -80,20 +104,9 @@ describe('non-finite values: exit 6, nothing written', () => {
     expect(files.some((f) => f.startsWith('out/stages/1/model'))).toBe(false);
   });
 
-  it('expand: NaN in an operator file or in a weight it changes is exit 6 naming the tensor, nothing written', () => {
+  it('expand: NaN in an operator file or a poisoned weight it changes is exit 6 naming the tensor, nothing written', () => {
     exit6('expand, NaN in the operator file', /NON_FINITE/);
     expect(results.get('expand, NaN in the operator file')!.result.json?.error?.message).toMatch(/model\.layers\.0\.mlp\.apex\.b_up/);
-    exit6('expand, NaN weight the operators change', /NON_FINITE/);
-    expect(results.get('expand, NaN weight the operators change')!.result.json?.error?.message).toContain(POISONED);
-  });
-
-  // Known gaps (reported): the weight is read and used without a finiteness check, so the
-  // failure surfaces later as a NaN loss or activation that does not name the tensor.
-  it.fails('eval, analyze and finetune name the poisoned tensor', () => {
-    for (const name of ['eval, NaN weight', 'analyze, NaN weight', 'finetune, NaN weight']) expect(results.get(name)!.result.json?.error?.message, name).toContain(POISONED);
-  });
-
-  it.fails('generate: a NaN weight is exit 6 (today it generates token 0 and exits 0)', () => {
-    exit6('generate, NaN weight', /NON_FINITE/);
+    for (const name of ['expand, NaN weight the operators change', 'expand, bf16 Inf weight the operators change']) poisoned(name);
   });
 });

@@ -1,0 +1,94 @@
+// Work in progress left by SIGKILLed writers (issue 8, crash safety): taking an output's lock
+// removes the temporaries whose writer PID is dead, next to the output and inside a run folder,
+// puts back a complete output that a killed process had moved aside, and never touches a live
+// process's temporary or a folder that is not apex's.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { acquireOutputLock } from '../../src/io/output-lock.js';
+import { inProgressName } from '../../src/io/stale-temps.js';
+import { tempDir } from '../io/helpers.js';
+
+/** A PID that is certainly not running: a process that has exited. */
+function deadPid(): number {
+  return spawnSync(process.execPath, ['-e', '0']).pid!;
+}
+
+async function lockAndSweep(out: string): Promise<string[]> {
+  const warnings: string[] = [];
+  const lock = await acquireOutputLock(out, { command: 'test', onWarning: (m) => warnings.push(m) });
+  await lock.release();
+  return warnings;
+}
+
+describe('stale temporaries', () => {
+  it('a run folder: dead writers\' temporaries go, live ones stay, next to it and inside it', async () => {
+    const root = await tempDir('apex-stale-');
+    const dead = deadPid();
+    const out = join(root, 'run');
+    const stage = join(out, 'stages', '1');
+    await mkdir(join(stage, 'checkpoints'), { recursive: true });
+    await writeFile(join(out, 'run.json'), '{}');
+    const stale = [
+      join(stage, `loss.svg.tmp-${dead}-0badc0de`),
+      join(stage, `.metrics.jsonl.tmp-${dead}`),
+      join(out, `run.json.tmp-${dead}-12345678`),
+      join(root, `run.lock.${dead}-abcdef01`),
+    ];
+    const live = [join(stage, `apex_run.json.tmp-${process.pid}-0badc0de`), join(out, `summary.json.tmp-${process.pid}-00000001`)];
+    for (const f of [...stale, ...live]) await writeFile(f, 'half');
+    await mkdir(join(stage, 'checkpoints', `step-00000004.tmp-${dead}-aaaa0000`));
+    await writeFile(join(stage, 'checkpoints', `step-00000004.tmp-${dead}-aaaa0000`, 'state.json'), '{');
+    await mkdir(join(root, `run.tmp-${dead}-beefbeef`));
+
+    const warnings = await lockAndSweep(out);
+    for (const f of stale) expect(existsSync(f), f).toBe(false);
+    expect(existsSync(join(stage, 'checkpoints', `step-00000004.tmp-${dead}-aaaa0000`))).toBe(false);
+    expect(existsSync(join(root, `run.tmp-${dead}-beefbeef`))).toBe(false);
+    for (const f of live) expect(await readFile(f, 'utf8'), f).toBe('half');
+    expect(existsSync(join(out, 'run.json'))).toBe(true);
+    expect(existsSync(`${out}.lock`)).toBe(false);
+    expect(warnings.join('\n')).toContain(`cleaned up run/stages/1/loss.svg.tmp-${dead}-0badc0de left by an interrupted apex process`);
+    expect(warnings).toHaveLength(6);
+  });
+
+  it('a complete output moved aside by a killed writer is put back when the output is missing, dropped otherwise', async () => {
+    const root = await tempDir('apex-stale-');
+    const dead = deadPid();
+    const out = join(root, 'model');
+    await mkdir(join(root, `model.old-${dead}-0000aaaa`));
+    await writeFile(join(root, `model.old-${dead}-0000aaaa`, 'config.json'), 'old');
+    await lockAndSweep(out);
+    expect(await readFile(join(out, 'config.json'), 'utf8')).toBe('old');
+    expect(existsSync(join(root, `model.old-${dead}-0000aaaa`))).toBe(false);
+
+    await mkdir(join(root, `model.old-${dead}-0000bbbb`));
+    await lockAndSweep(out);
+    expect(existsSync(join(root, `model.old-${dead}-0000bbbb`))).toBe(false);
+    expect(await readFile(join(out, 'config.json'), 'utf8')).toBe('old');
+  });
+
+  it('a folder that is not an apex run is not searched, and other outputs\' temporaries are not touched', async () => {
+    const root = await tempDir('apex-stale-');
+    const dead = deadPid();
+    const out = join(root, 'mine');
+    await mkdir(join(out, 'sub'), { recursive: true });
+    const userFile = join(out, 'sub', `notes.txt.tmp-${dead}`);
+    const otherOutput = join(root, `other.tmp-${dead}-12341234`);
+    await writeFile(userFile, 'user data');
+    await writeFile(otherOutput, 'x');
+    expect(await lockAndSweep(out)).toEqual([]);
+    expect(existsSync(userFile)).toBe(true);
+    expect(existsSync(otherOutput)).toBe(true);
+  });
+
+  it('work-in-progress names carry the writer\'s PID and the final name', () => {
+    expect(inProgressName(`loss.svg.tmp-${process.pid}-0badc0de`)).toEqual({ kind: 'tmp', target: 'loss.svg', pid: process.pid });
+    expect(inProgressName(`.metrics.jsonl.tmp-${process.pid}`)).toEqual({ kind: 'tmp', target: '.metrics.jsonl', pid: process.pid });
+    expect(inProgressName('run.lock.stale-42-abcd')).toEqual({ kind: 'lock', target: 'run.lock', pid: 42 });
+    expect(inProgressName('model.safetensors')).toBeUndefined();
+    expect(inProgressName('notes.tmp')).toBeUndefined();
+  });
+});

@@ -1,0 +1,47 @@
+// The training memory estimate (issue 8) on a tiny shape, every term computed by hand from the
+// formulas of src/train/stage-memory.ts: D = 4, 2 query heads and 1 KV head of 2 (q = 4,
+// kv = 2), I = 8, 1 layer, vocabulary 10, untied; micro-batch 1 × 2 tokens.
+import { describe, expect, it } from 'vitest';
+import { ResourceLimitError } from '../../src/errors.js';
+import { parseModelConfig } from '../../src/model/config.js';
+import { checkTrainingMemory, estimateTrainingMemory } from '../../src/train/stage-memory.js';
+import { modelParamCount } from '../../src/train/trainable-params.js';
+
+const spec = parseModelConfig({
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', hidden_size: 4, num_hidden_layers: 1,
+  num_attention_heads: 2, num_key_value_heads: 1, head_dim: 2, intermediate_size: 8, vocab_size: 10, tie_word_embeddings: false,
+  rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 64,
+}, 'tiny');
+const base = { batch: 1, seqLen: 2, trainableEntries: 100, largestTrainable: 40, operators: false, lora: false };
+
+describe('estimateTrainingMemory', () => {
+  it('counts weights, optimizer, activations, logits, heap slack and saved state (hand-computed)', () => {
+    // embeddings + lm_head 2·10·4, final norm 4, layer: 2 norms 8 + q,o 2·16 + k,v 2·8 + gate,up,down 3·32
+    expect(modelParamCount(spec)).toBe(236);
+    const e = estimateTrainingMemory(spec, base);
+    expect(e.weightBytes).toBe(4 * 236);
+    expect(e.optimizerBytes).toBe(4 * (6 * 100 + 2 * 40));
+    // per layer and token 39·4 + 20·4 + 19·2 + 15·8 + 12 + 7·H·T (7·2·2) = 434; outside the layers 12·D = 48
+    expect(e.activationBytes).toBe(4 * 2 * (434 + 48));
+    expect(e.logitBytes).toBe(4 * 6 * 2 * 10);
+    expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 3856 + 480)));
+    expect(e.savedStateBytes).toBe(4 * 4 * 100);
+    expect(e.totalBytes).toBe(9200 + 1600);
+  });
+
+  it('adds the operator-mixed weights (APEX) and the merged projections (LoRA) independently of the tokens', () => {
+    // operators: 5.25 · L · D · (kv + q + 3·I) = 5.25 · 4 · 30 = 630 floats
+    const ops = estimateTrainingMemory(spec, { ...base, operators: true });
+    expect(ops.activationBytes).toBe(3856 + 4 * 630);
+    expect(estimateTrainingMemory(spec, { ...base, batch: 2, operators: true }).activationBytes - estimateTrainingMemory(spec, { ...base, batch: 2 }).activationBytes).toBe(4 * 630);
+    // LoRA: 5 copies of the projections 2·16 + 2·8 + 3·32 = 144
+    expect(estimateTrainingMemory(spec, { ...base, lora: true }).activationBytes).toBe(3856 + 4 * 5 * 144);
+  });
+
+  it('refuses a budget below the total with what it is made of', () => {
+    const e = estimateTrainingMemory(spec, base);
+    expect(() => checkTrainingMemory(e, e.totalBytes, 'stage')).not.toThrow();
+    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(ResourceLimitError);
+    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(/stage needs about .*weights .*activations .*logits .*--batch-size/);
+  });
+});
