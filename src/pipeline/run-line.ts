@@ -13,6 +13,7 @@ import { InputError } from '../errors.js';
 import { runStage } from '../train/stage.js';
 import type { StepReport } from '../train/trainer.js';
 import { readJson, stageDir } from './expand-paths.js';
+import { fusedModelState } from './fused-model-state.js';
 import { PROVENANCE_FILE } from './provenance.js';
 import { evalSettings, type RunContext } from './run-context.js';
 import { evaluateCheckpoint, type HeldOutEval } from './run-eval.js';
@@ -41,8 +42,13 @@ interface EvalRecord extends HeldOutEval {
   readonly stageFinishedAt: string;
 }
 
-function stageComplete(dir: string): boolean {
-  return existsSync(join(dir, PROVENANCE_FILE)) && existsSync(join(dir, 'model', PROVENANCE_FILE));
+/**
+ * A stage is done when its training record exists and its fused model is complete and
+ * verified against the records (fused-model-state.ts); otherwise runStage continues it, which
+ * for a trained stage only fuses again.
+ */
+async function stageComplete(lineFolder: string, n: number): Promise<boolean> {
+  return existsSync(join(stageDir(lineFolder, n), PROVENANCE_FILE)) && (await fusedModelState(lineFolder, n)).kind === 'complete';
 }
 
 async function readStageRecord(dir: string): Promise<StageRecord> {
@@ -79,7 +85,7 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
   for (let n = 1; n <= config.stages.count; n++) {
     const dir = stageDir(line.folder, n);
     const stageKey = `${line.key}/stage/${n}`;
-    if (!retrained && stageComplete(dir)) {
+    if (!retrained && (await stageComplete(line.folder, n))) {
       skipped.push(stageKey);
       ctx.log(`${line.name} stage ${n}: complete, skipped (${relative(ctx.run, dir)})`);
     } else {
