@@ -9,7 +9,7 @@
  * the peak RSS of each setting beside the trainer's memory estimate. Each measurement runs in
  * a fresh child process so that its peak RSS is its own.
  *
- *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128]
+ *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128] [--rounds 1]
  *   npx tsx bench/train.ts worker <model> <run> <method> <setting|-> <backend> <steps>   (one measurement)
  */
 import { spawnSync } from 'node:child_process';
@@ -113,15 +113,33 @@ async function main(argv: string[]): Promise<void> {
   const ours: Record<string, WorkerResult> = {};
   const only = opt('--only', 'vanilla,full,structured,operators,lora').split(',');
   const runs = ([['vanilla', '-'], ['apex', 'full'], ['apex', 'structured'], ['apex', 'operators'], ['lora', '-']] as const).filter(([m, s]) => only.includes(s === '-' ? m : s));
-  for (const [method, setting] of runs) {
-    const run = join(work, `train-${method}-${setting}`);
-    rmSync(run, { recursive: true, force: true });
-    mkdirSync(run, { recursive: true });
-    if (method === 'apex') cpSync(join(analysis, 'analysis'), join(run, 'analysis'), { recursive: true });
-    const r = measure([model, run, method, setting, 'wasm', String(steps), ids]);
-    const key = `${method}${setting !== '-' ? ` ${setting}` : method === 'lora' ? ' r8' : ''}`;
+  // This VM's speed drifts by ±10% between processes a minute apart: each setting runs once per
+  // round, rounds alternate the order, and the table reports each setting's median round; the
+  // APEX overhead is taken within each round (full against that round's vanilla).
+  const rounds = Number(opt('--rounds', '1'));
+  const perRound: Record<string, WorkerResult>[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? runs : [...runs].reverse();
+    const results: Record<string, WorkerResult> = {};
+    for (const [method, setting] of order) {
+      const run = join(work, `train-${method}-${setting}`);
+      rmSync(run, { recursive: true, force: true });
+      mkdirSync(run, { recursive: true });
+      if (method === 'apex') cpSync(join(analysis, 'analysis'), join(run, 'analysis'), { recursive: true });
+      results[`${method}${setting !== '-' ? ` ${setting}` : method === 'lora' ? ' r8' : ''}`] = measure([model, run, method, setting, 'wasm', String(steps), ids]);
+    }
+    perRound.push(results);
+  }
+  const medianOf = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)]!;
+  for (const key of Object.keys(perRound[0]!)) {
+    const all = perRound.map((r) => r[key]!);
+    const r = all.find((x) => x.cpuMsPerStep === medianOf(all.map((y) => y.cpuMsPerStep)))!;
     ours[key] = r;
     console.log(`| apex wasm | ${key} | ${r.trainable.toLocaleString('en-US')} (${(100 * r.fraction).toFixed(1)}%) | ${r.msPerStep.toFixed(0)} | ${r.cpuMsPerStep.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${((1000 * BATCH * SEQ_LEN) / r.cpuMsPerStep).toFixed(0)} | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.memoryEstimateBytes / 2 ** 20).toFixed(0)} MiB | ${r.firstLoss.toFixed(4)} |`);
+  }
+  if (rounds > 1 && perRound[0]!.vanilla && perRound[0]!['apex full']) {
+    const each = perRound.map((r) => (r['apex full']!.cpuMsPerStep / r.vanilla!.cpuMsPerStep - 1) * 100);
+    console.log(`\nAPEX full overhead by CPU time, per round: ${each.map((x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`).join(', ')}; median ${medianOf(each) >= 0 ? '+' : ''}${medianOf(each).toFixed(1)}%`);
   }
   if (!ours.vanilla || !ours['apex full']) return;
   const py = spawnSync(python, [join(ROOT, 'bench', 'pytorch', 'train_step.py'), model, ids, String(steps - 2)], {

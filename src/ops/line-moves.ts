@@ -13,6 +13,7 @@
  * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put.
  */
 import * as tf from '@tensorflow/tfjs';
+import { JS_BACKENDS, kernelIo, type KernelIo } from './js-kernel-io.js';
 
 export type LineAxis = 0 | 1;
 
@@ -21,6 +22,8 @@ export interface LineSet {
   readonly axis: LineAxis;
   readonly extent: number;
   readonly lines: Int32Array;
+  /** `lines` as an int32 tensor (kept; freed by dispose), for kernels that take the lines. */
+  readonly indices: tf.Tensor1D;
   readonly take: (x: tf.Tensor2D) => tf.Tensor2D;
   readonly put: (x: tf.Tensor2D, updates: tf.Tensor2D) => tf.Tensor2D;
   /** Frees the index tensors (kept outside any tidy scope). */
@@ -29,7 +32,6 @@ export interface LineSet {
 
 const TAKE = 'ApexTakeLines';
 const PUT = 'ApexPutLines';
-const JS_BACKENDS = ['cpu', 'wasm'] as const;
 
 /** Copies lines of `src` ([R, C] row-major) into lines of `dst`: line idxFrom[i] → idxTo[i]. */
 function copyLines(
@@ -50,58 +52,19 @@ function copyLines(
   }
 }
 
-/**
- * Kernel-side access to a backend's memory. `output` allocates first and reads the inputs
- * after: on wasm an allocation can grow the heap, which detaches views taken before it.
- */
-interface KernelIo {
-  output(shape: number[], inputs: tf.TensorInfo[], fill: (out: Float32Array, ins: (Float32Array | Int32Array)[]) => void): tf.TensorInfo;
-}
-
 function takeKernel(io: KernelIo, x: tf.TensorInfo, lines: tf.TensorInfo, axis: LineAxis): tf.TensorInfo {
   const [R, C] = x.shape as [number, number];
   const k = lines.shape[0]!;
-  return io.output(axis === 0 ? [k, C] : [R, k], [x, lines], (out, [xs, idx]) => copyLines(xs as Float32Array, C, out, axis === 0 ? C : k, R, axis, idx!, null, k));
+  return io.outputs([axis === 0 ? [k, C] : [R, k]], [x, lines], ([out], [xs, idx]) => copyLines(xs as Float32Array, C, out!, axis === 0 ? C : k, R, axis, idx!, null, k))[0]!;
 }
 
 function putKernel(io: KernelIo, x: tf.TensorInfo, lines: tf.TensorInfo, updates: tf.TensorInfo, axis: LineAxis): tf.TensorInfo {
   const [R, C] = x.shape as [number, number];
   const k = lines.shape[0]!;
-  return io.output([R, C], [x, lines, updates], (out, [xs, idx, us]) => {
-    out.set(xs as Float32Array);
-    copyLines(us as Float32Array, axis === 0 ? C : k, out, C, R, axis, null, idx!, k);
-  });
-}
-
-interface CpuBackendLike {
-  data: { get(dataId: unknown): { values: Float32Array | Int32Array } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array;
-}
-
-function kernelIo(backendName: (typeof JS_BACKENDS)[number], backend: unknown): KernelIo {
-  if (backendName === 'cpu') {
-    const b = backend as CpuBackendLike;
-    return {
-      output: (shape, inputs, fill) => {
-        const out = new Float32Array(shape[0]! * shape[1]!);
-        fill(out, inputs.map((t) => b.data.get(t.dataId).values));
-        return b.makeTensorInfo(shape, 'float32', out);
-      },
-    };
-  }
-  const b = backend as WasmBackendLike;
-  return {
-    output: (shape, inputs, fill) => {
-      const info = b.makeOutput(shape, 'float32');
-      fill(b.typedArrayFromHeap(info) as Float32Array, inputs.map((t) => b.typedArrayFromHeap(t)));
-      return info;
-    },
-  };
+  return io.outputs([[R, C]], [x, lines, updates], ([out], [xs, idx, us]) => {
+    out!.set(xs as Float32Array);
+    copyLines(us as Float32Array, axis === 0 ? C : k, out!, C, R, axis, null, idx!, k);
+  })[0]!;
 }
 
 let registered = false;
@@ -122,7 +85,8 @@ function registerLineKernels(): void {
   }
 }
 
-const onJsBackend = () => (JS_BACKENDS as readonly string[]).includes(tf.getBackend());
+/** Whether the current backend runs apex's JavaScript kernels (cpu, wasm). */
+export const onJsBackend = () => (JS_BACKENDS as readonly string[]).includes(tf.getBackend());
 
 function checkLines(lines: Int32Array, extent: number): void {
   const seen = new Uint8Array(extent);
@@ -141,7 +105,7 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
   checkLines(lines, extent);
   registerLineKernels();
   const k = lines.length;
-  const idx = tf.keep(tf.tensor1d(lines, 'int32'));
+  const idx = tf.keep(tf.tensor1d(lines, 'int32')) as tf.Tensor1D;
   // For put on the other backends: line c of the result comes from concat([x, updates]) line
   // from[c] (c itself, or extent + i when c = lines[i]).
   const fromArr = Int32Array.from({ length: extent }, (_, c) => c);
@@ -174,7 +138,7 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
     if (x.rank !== 2 || x.shape[axis] !== extent) throw new RangeError(`line move expects ${extent} lines along axis ${axis}, got [${x.shape}]`);
   };
   return {
-    axis, extent, lines,
+    axis, extent, lines, indices: idx,
     take: (x) => {
       check(x);
       return usesJsKernels() ? takeJs(x) : (tf.gather(x, idx, axis) as tf.Tensor2D);

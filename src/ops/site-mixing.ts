@@ -8,11 +8,14 @@
  * Autodiff through the composed ops would keep every intermediate and run about twice as many
  * kernels (zero-filled scatters for each line move's gradient, split/concat gradients, the
  * broadcasts' reductions); written out, the backward pass is one line move into dW plus small
- * products on the 2n selected lines. Both functions are checked against autodiff of the
- * composed form in test/ops/site-mixing.test.ts.
+ * products on the 2n selected lines. On cpu and wasm the element-wise work of each direction is
+ * one kernel of site-kernels.ts; other backends (webgpu) run the same gradient from tfjs ops.
+ * test/ops/site-mixing.test.ts checks both routes, values and gradients, against plain autodiff
+ * of the rule.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { LineSet } from './line-moves.js';
+import { onJsBackend, type LineSet } from './line-moves.js';
+import { mixColumnsBackwardKernel, mixColumnsForwardKernel, mixRowsBackwardKernel, mixRowsForwardKernel } from './site-kernels.js';
 
 const asColumn = (v: tf.Tensor1D) => tf.reshape(v, [v.shape[0], 1]) as tf.Tensor2D;
 
@@ -37,8 +40,31 @@ type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
  * By linearity the same function as §3's activation rule y_N ← a ⊙ y_N + M·y_P, y_P ← b ⊙ y_P
  * on y = W·x.
  */
-export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
   const n = a.shape[0];
+  if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
+  return !options.portable && onJsBackend() ? mixRowsJs(W, site, M, a, b) : mixRowsComposed(W, site, M, a, b);
+}
+
+/** mixRows with the element-wise work in two kernels of site-kernels.ts (cpu, wasm). */
+function mixRowsJs(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
+  const P = site.P.indices;
+  const N = site.N.indices;
+  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+    (inputs[4] as tf.GradSaveFunc)([w, m, av, bv]);
+    const gradFunc: Grad = (dy, saved) => {
+      const [w0, m0, a0, b0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+      const dN = site.N.take(dy as tf.Tensor2D);
+      const [dW, dA, dB] = mixRowsBackwardKernel(dy as tf.Tensor2D, w0, tf.matMul(tf.transpose(m0), dN), a0, b0, P, N);
+      return [dW, tf.matMul(dN, tf.transpose(site.P.take(w0))), dA, dB];
+    };
+    return { value: mixRowsForwardKernel(w, tf.matMul(m, site.P.take(w)), av, bv, P, N), gradFunc };
+  }) as (w: tf.Tensor2D, m: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
+  return op(W, M, a, b);
+}
+
+function mixRowsComposed(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
   const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
@@ -61,7 +87,6 @@ export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.T
     };
     return { value: site.both.put(w, tf.concat([newP, newN], 0) as tf.Tensor2D), gradFunc };
   }) as (w: tf.Tensor2D, m: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
-  if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
   return op(W, M, a, b);
 }
 
@@ -70,14 +95,44 @@ export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.T
  * (GQA o_proj; one slot otherwise). The site's P and N hold the slots' columns one slot after
  * another, n per slot; Mt is Mᵀ [n, n].
  */
-export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
+  const n = a.shape[0];
+  if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
+  return !options.portable && onJsBackend() ? mixColumnsJs(W, site, slots, Mt, a) : mixColumnsComposed(W, site, slots, Mt, a);
+}
+
+/** [rows, slots·n] ⇄ [rows·slots, n]: one slot's columns per row (row-major). */
+function slotViews(rows: number, slots: number, n: number) {
+  return {
+    bySlot: (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows * slots, n]) as tf.Tensor2D)),
+    byColumn: (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows, slots * n]) as tf.Tensor2D)),
+  };
+}
+
+/** mixColumns with the element-wise work in two kernels of site-kernels.ts (cpu, wasm). */
+function mixColumnsJs(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+  const { bySlot, byColumn } = slotViews(W.shape[0], slots, a.shape[0]);
+  const P = site.P.indices;
+  const N = site.N.indices;
+  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+    (inputs[3] as tf.GradSaveFunc)([w, mt, av]);
+    const gradFunc: Grad = (dy, saved) => {
+      const [w0, mt0, a0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+      const dN = bySlot(site.N.take(dy as tf.Tensor2D));
+      const [dW, dA] = mixColumnsBackwardKernel(dy as tf.Tensor2D, w0, byColumn(tf.matMul(dN, tf.transpose(mt0))), a0, P, N);
+      return [dW, tf.matMul(tf.transpose(bySlot(site.P.take(w0))), dN), dA];
+    };
+    return { value: mixColumnsForwardKernel(w, byColumn(tf.matMul(bySlot(site.P.take(w)), mt)), av, N), gradFunc };
+  }) as (w: tf.Tensor2D, mt: tf.Tensor2D, a: tf.Tensor1D) => tf.Tensor2D;
+  return op(W, Mt, a);
+}
+
+function mixColumnsComposed(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
   const n = a.shape[0];
   const rows = W.shape[0];
-  if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
   const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
-  // Row-major [rows, slots·n] is [rows·slots, n] with one slot's columns per row.
-  const bySlot = (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows * slots, n]) as tf.Tensor2D));
-  const byColumn = (x: tf.Tensor2D) => (slots === 1 ? x : (tf.reshape(x, [rows, slots * n]) as tf.Tensor2D));
+  const { bySlot, byColumn } = slotViews(rows, slots, n);
   const scaleRow = (v: tf.Tensor1D) => tf.reshape(slots === 1 ? v : tf.tile(v, [slots]), [1, slots * n]) as tf.Tensor2D;
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];

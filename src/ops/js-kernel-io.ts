@@ -1,0 +1,49 @@
+/**
+ * Memory access for apex's own tfjs kernels on the JavaScript-side backends (`cpu`, `wasm`):
+ * allocate float32 outputs, then read the inputs and fill the outputs in plain loops. Outputs
+ * are allocated before any input is read: on wasm an allocation can grow the heap, which
+ * detaches views taken before it.
+ */
+import type * as tf from '@tensorflow/tfjs';
+
+export const JS_BACKENDS = ['cpu', 'wasm'] as const;
+export type JsBackendName = (typeof JS_BACKENDS)[number];
+
+export type KernelValues = Float32Array | Int32Array;
+
+export interface KernelIo {
+  outputs(shapes: number[][], inputs: tf.TensorInfo[], fill: (outs: Float32Array[], ins: KernelValues[]) => void): tf.TensorInfo[];
+}
+
+interface CpuBackendLike {
+  data: { get(dataId: unknown): { values: KernelValues } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): KernelValues;
+}
+
+const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
+
+export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo {
+  if (backendName === 'cpu') {
+    const b = backend as CpuBackendLike;
+    return {
+      outputs: (shapes, inputs, fill) => {
+        const outs = shapes.map((s) => new Float32Array(size(s)));
+        fill(outs, inputs.map((t) => b.data.get(t.dataId).values));
+        return outs.map((o, i) => b.makeTensorInfo(shapes[i]!, 'float32', o));
+      },
+    };
+  }
+  const b = backend as WasmBackendLike;
+  return {
+    outputs: (shapes, inputs, fill) => {
+      const infos = shapes.map((s) => b.makeOutput(s, 'float32'));
+      fill(infos.map((i) => b.typedArrayFromHeap(i) as Float32Array), inputs.map((t) => b.typedArrayFromHeap(t)));
+      return infos;
+    },
+  };
+}
