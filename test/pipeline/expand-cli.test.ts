@@ -74,7 +74,7 @@ describe('apex expand CLI', () => {
       [['--run', dir, '--stage', '1', input, '--json'], 2, 'FLAG_CONFLICT'],
       [['--json'], 2, 'MISSING_ARGUMENT'],
       [['--run', dir, '--stage', 'two', '--json'], 2, undefined],
-      [[input, '--operators', ops, '-o', out, '--max-memory', '10MB', '--json'], 5, 'MEMORY_LIMIT'],
+      [[input, '--operators', ops, '-o', out, '--max-memory', '4MB', '--json'], 5, 'MEMORY_LIMIT'],
       [[input, '--operators', nanOps, '-o', out, '--json'], 6, 'NON_FINITE'],
       [[input, '--operators', ops, '-o', out, '--dry-run', '--json'], 0, undefined],
     ];
