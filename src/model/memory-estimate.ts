@@ -108,13 +108,23 @@ export interface ForwardPlan {
 }
 
 /**
- * The largest chunk (≤ maxChunk) and lm_head block that fit `budget` bytes; a ResourceLimitError
- * saying what is needed when not even one sequence with a small vocabulary block fits.
+ * The largest chunk (≤ maxChunk) and lm_head block whose estimate fits `budget` bytes in all and
+ * `tfHeapLimit` bytes on the tf heap (the wasm backend's heap cannot grow past 4 GiB, whatever
+ * --max-memory allows: wasm-heap-limit.ts tfHeapAllowance); a ResourceLimitError saying what is
+ * needed when not even one sequence with a small vocabulary block fits.
  */
-export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences): ForwardPlan {
+export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences, tfHeapLimit = Infinity): ForwardPlan {
   const minRows = Math.min(spec.vocabSize, 1024);
-  const fits = (b: number, rows: number) => estimateForwardMemory(spec, b, seqLen, { totalSequences, vocabBlockRows: rows });
-  const smallest = fits(1, minRows);
+  const estimate = (b: number, rows: number) => estimateForwardMemory(spec, b, seqLen, { totalSequences, vocabBlockRows: rows });
+  const within = (e: ForwardMemoryEstimate) => e.totalBytes <= budget && e.tfHeapBytes <= tfHeapLimit;
+  const smallest = estimate(1, minRows);
+  if (smallest.tfHeapBytes > tfHeapLimit) {
+    throw new ResourceLimitError(
+      `a forward pass of one ${seqLen}-token sequence needs about ${formatBytes(smallest.tfHeapBytes)} of tensor memory, more than the ` +
+      `${formatBytes(tfHeapLimit)} the wasm backend's heap allows for an estimate; use shorter/fewer sequences or another backend (--backend webgpu, tensorflow or cpu)`,
+      'MEMORY_WASM_HEAP',
+    );
+  }
   if (smallest.totalBytes > budget) {
     throw new ResourceLimitError(
       `a forward pass of one ${seqLen}-token sequence needs about ${formatBytes(smallest.totalBytes)} (one layer ${formatBytes(smallest.layerBytes)}, ` +
@@ -127,7 +137,7 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
   let hi = Math.max(1, maxChunk);
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    if (fits(mid, minRows).totalBytes <= budget) lo = mid;
+    if (within(estimate(mid, minRows))) lo = mid;
     else hi = mid - 1;
   }
   const chunk = lo;
@@ -138,8 +148,8 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
   let rows = minRows;
   while (rows < Math.min(spec.vocabSize, cap)) {
     const next = Math.min(spec.vocabSize, cap, rows * 2);
-    if (fits(chunk, next).totalBytes > budget) break;
+    if (!within(estimate(chunk, next))) break;
     rows = next;
   }
-  return { chunkSequences: chunk, vocabBlockRows: rows, estimate: fits(chunk, rows) };
+  return { chunkSequences: chunk, vocabBlockRows: rows, estimate: estimate(chunk, rows) };
 }

@@ -18,6 +18,7 @@ import type { ModelSpec } from './model-spec.js';
 import { ropeInverseFrequencies, ropeTensors, type RopeTensors } from './rope.js';
 import { StreamingLogSoftmax } from './streaming-log-softmax.js';
 import { readFloat32 } from './tensor-read.js';
+import { tfHeapAllowance } from './wasm-heap-limit.js';
 import type { WeightSource } from './weight-source.js';
 
 export const DEFAULT_MAX_MEMORY_BYTES = 4 * 1024 ** 3;
@@ -43,7 +44,7 @@ export interface DeferredRead {
 export interface StreamingOptions {
   /** Upper bound on sequences per chunk (default: as many as the budget allows). */
   batchSize?: number;
-  /** Memory budget in bytes (default 4 GiB, the wasm heap limit). */
+  /** Memory budget in bytes (default 4 GiB); on wasm the tf-heap part is also kept within its heap. */
   maxMemoryBytes?: number;
   /** Operator or LoRA hooks per layer. */
   hooks?: (layer: number) => LayerHooks | undefined;
@@ -161,10 +162,12 @@ export async function computeLogits(source: WeightSource, sequences: readonly Ar
   return out;
 }
 
+/** The plan within the budget and, on wasm, within its heap (tf.getBackend() is where the forward runs). */
 function planFor(spec: ModelSpec, sequences: readonly ArrayLike<number>[], options: StreamingOptions): ForwardPlan {
   const seqLen = Math.max(...sequences.map((s) => s.length));
   const budget = options.maxMemoryBytes ?? DEFAULT_MAX_MEMORY_BYTES;
-  return planForward(spec, sequences.length, seqLen, budget, Math.min(options.batchSize ?? sequences.length, sequences.length));
+  const maxChunk = Math.min(options.batchSize ?? sequences.length, sequences.length);
+  return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()));
 }
 
 export function checkTokens(spec: ModelSpec, sequences: readonly ArrayLike<number>[]): void {

@@ -19,6 +19,15 @@ export const WASM_HEAP_LIMIT_BYTES = 4 * 2 ** 30;
 export const WASM_HEAP_USABLE_FRACTION = 0.9;
 export const WASM_HEAP_USABLE_BYTES = Math.floor(WASM_HEAP_USABLE_FRACTION * WASM_HEAP_LIMIT_BYTES);
 
+/**
+ * Bytes of tensor memory (an estimate's tfHeapBytes) a plan on `backend` may reach: the usable
+ * part of the wasm heap, unlimited elsewhere. A forward pass plans its chunks within it, so a
+ * --max-memory above the heap makes smaller chunks on wasm instead of an abort.
+ */
+export function tfHeapAllowance(backend: string): number {
+  return backend === 'wasm' ? WASM_HEAP_USABLE_BYTES : Infinity;
+}
+
 /** Throws ResourceLimitError (exit 5) when `backend` is wasm and the tf-heap estimate does not fit. */
 export function checkWasmHeap(backend: string, tfHeapBytes: number, what: string): void {
   if (backend !== 'wasm' || tfHeapBytes <= WASM_HEAP_USABLE_BYTES) return;

@@ -19,6 +19,8 @@ export interface AnalysisMemoryInput {
   readonly batchSize: number;
   /** Budget the forward plan must fit (its chunk size follows from it). */
   readonly budgetBytes: number;
+  /** Tensor memory the backend allows (wasm-heap-limit.ts tfHeapAllowance); default unlimited. */
+  readonly tfHeapLimitBytes?: number;
   readonly dumpStats: boolean;
   readonly erank: boolean;
   readonly base: boolean;
@@ -34,7 +36,7 @@ export interface AnalysisMemoryEstimate {
 }
 
 export function estimateAnalysisMemory(spec: ModelSpec, input: AnalysisMemoryInput): AnalysisMemoryEstimate {
-  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences));
+  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences), input.tfHeapLimitBytes);
   const { numLayers: L, numHeads: H, numKvHeads: G, intermediateSize: I } = spec;
   const micro = microBatchCount(input.sequences, input.batchSize);
   // Float64 micro-batch sums; recorder counts (int32) and norm sums (float64); float32 records.

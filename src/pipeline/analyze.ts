@@ -22,6 +22,7 @@ import { f32Tensor, ioError, writeSafetensors } from '../io/safetensors-writer.j
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { checkTokens, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
+import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
 import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
 import type { LayerSelection, ScoreMode } from '../ops/selection.js';
@@ -103,8 +104,10 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     checkTokens(spec, sequences);
     const seqLen = Math.max(...sequences.map((s) => s.length));
     const budgetBytes = options.maxMemory ?? DEFAULT_MAX_MEMORY_BYTES;
+    // The backend first: on wasm the forward's chunks must also fit its heap.
+    const backend = await selectBackend((options.backend ?? 'auto') as BackendRequest);
     const memory = estimateAnalysisMemory(spec, {
-      sequences: sequences.length, seqLen, batchSize: options.batchSize, budgetBytes,
+      sequences: sequences.length, seqLen, batchSize: options.batchSize, budgetBytes, tfHeapLimitBytes: tfHeapAllowance(backend.name),
       dumpStats: options.dumpStats !== undefined, erank: options.erank ?? false, base: options.base !== undefined,
     });
     log(describeMemoryEstimate(memory));
@@ -118,7 +121,6 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     if ((await outputState(output)) === 'present' && !options.force) {
       throw new UsageError(`output ${output} already exists and is not empty; choose another folder or pass --force to replace it`, 'OUTPUT_EXISTS');
     }
-    const backend = await selectBackend((options.backend ?? 'auto') as BackendRequest);
     log(`backend: ${backend.name} (${backend.detail})`);
 
     const built = await writeAtomicFolder(output, { force: options.force ?? false, command: 'apex analyze', onWarning: warn }, async (tmp) => {

@@ -2,48 +2,22 @@
 // part of it is refused before anything is written (exit 5, MEMORY_WASM_HEAP) instead of
 // aborting mid-run. The model is a ~96M-parameter LLaMA whose safetensors file is only a header
 // and a sparse tail: the refusal comes before any weight is read, so the test needs no weights.
-import { closeSync, existsSync, mkdirSync, openSync, ftruncateSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { llamaConfig } from '../../bench/random-checkpoint.js';
 import { ResourceLimitError } from '../../src/errors.js';
 import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js';
-import { expectedTensors } from '../../src/model/architecture.js';
 import { parseModelConfig } from '../../src/model/config.js';
 import { checkWasmHeap, WASM_HEAP_LIMIT_BYTES, WASM_HEAP_USABLE_BYTES } from '../../src/model/wasm-heap-limit.js';
 import { estimateTrainingMemory } from '../../src/train/stage-memory.js';
 import { apex, ensureBuilt, listTree, workspace } from './cli.js';
+import { MEDIUM_SHAPE, writeSparseCheckpoint } from './sparse-checkpoint.js';
 
 const ws = workspace('wasm-heap');
 const MODEL = join(ws, 'medium');
 const IDS = join(ws, 'ids.safetensors');
-const SHAPE = { layers: 10, hidden: 768, heads: 12, kvHeads: 12, intermediate: 2048, vocab: 16000 };
-
-/** config.json and a BF16 safetensors file of the right layout whose data is a hole. */
-function writeSparseCheckpoint(dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  const config = llamaConfig(SHAPE);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, dims] of expectedTensors(parseModelConfig(config, dir))) {
-    const bytes = 2 * dims.reduce((p, d) => p * d, 1);
-    header[name] = { dtype: 'BF16', shape: dims, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(json.length));
-  const fd = openSync(join(dir, 'model.safetensors'), 'w');
-  try {
-    writeSync(fd, prefix);
-    writeSync(fd, Buffer.from(json, 'utf8'));
-    ftruncateSync(fd, 8 + json.length + offset);
-  } finally {
-    closeSync(fd);
-  }
-}
+const SHAPE = MEDIUM_SHAPE;
 
 describe('wasm heap limit', () => {
   it('refuses on wasm only, above 90% of 4 GiB (hand-computed boundary)', () => {
