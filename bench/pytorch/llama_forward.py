@@ -55,7 +55,8 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward_nll(cfg, w, ids):
+def forward_logits(cfg, w, ids):
+    """Logits [B, T, V] of transformers' LlamaForCausalLM (eager attention) for weights `w`; differentiable."""
     B, T = ids.shape
     H, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     dh = cfg.get("head_dim") or cfg["hidden_size"] // H
@@ -86,8 +87,11 @@ def forward_nll(cfg, w, ids):
         x = x + F.linear(F.silu(g) * u, w[p + "mlp.down_proj.weight"])
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-    logits = F.linear(x, head)
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    return F.linear(x, head)
+
+
+def forward_nll(cfg, w, ids):
+    logp = torch.log_softmax(forward_logits(cfg, w, ids)[:, :-1], dim=-1)
     return -logp.gather(-1, ids[:, 1:, None].long()).mean().item()
 
 
