@@ -4,10 +4,13 @@
  * are allocated before any input is read: on wasm an allocation can grow the heap, which
  * detaches views taken before it.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 
 export const JS_BACKENDS = ['cpu', 'wasm'] as const;
 export type JsBackendName = (typeof JS_BACKENDS)[number];
+
+/** Whether the current backend runs apex's JavaScript kernels (cpu, wasm). */
+export const onJsBackend = (): boolean => (JS_BACKENDS as readonly string[]).includes(tf.getBackend());
 
 export type KernelValues = Float32Array | Int32Array;
 

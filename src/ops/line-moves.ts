@@ -13,7 +13,7 @@
  * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put.
  */
 import * as tf from '@tensorflow/tfjs';
-import { JS_BACKENDS, kernelIo, type KernelIo } from './js-kernel-io.js';
+import { JS_BACKENDS, kernelIo, onJsBackend, type KernelIo } from './js-kernel-io.js';
 
 export type LineAxis = 0 | 1;
 
@@ -84,9 +84,6 @@ function registerLineKernels(): void {
     });
   }
 }
-
-/** Whether the current backend runs apex's JavaScript kernels (cpu, wasm). */
-export const onJsBackend = () => (JS_BACKENDS as readonly string[]).includes(tf.getBackend());
 
 function checkLines(lines: Int32Array, extent: number): void {
   const seen = new Uint8Array(extent);

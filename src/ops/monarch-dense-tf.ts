@@ -7,10 +7,10 @@
  * applied to the identity, which the other backends (webgpu, tensorflow) keep.
  */
 import * as tf from '@tensorflow/tfjs';
+import { onJsBackend } from './js-kernel-io.js';
 import { monarchDense } from './monarch.js';
 import { monarchApplyTf } from './monarch-tf.js';
 
-const JS_BACKENDS = ['cpu', 'wasm'];
 
 /**
  * dL/dB1 and dL/dB2 from dL/dM, by the closed form M[r·nb + q][j·bs + c] = Σ_p B2[q][r][p] ·
@@ -60,7 +60,7 @@ const denseJs = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
 
 /** M [n, n] with y = M·x, differentiable in B1 and B2 ([nb, bs, bs], block j = [out, in]). */
 export function monarchDenseTf(B1: tf.Tensor3D, B2: tf.Tensor3D): tf.Tensor2D {
-  if (JS_BACKENDS.includes(tf.getBackend())) return denseJs(B1, B2);
+  if (onJsBackend()) return denseJs(B1, B2);
   const n = B1.shape[0] * B1.shape[1];
   // monarchApplyTf(X) = X·Mᵀ, so its value on the identity is Mᵀ.
   return tf.transpose(monarchApplyTf(B1, B2, tf.eye(n) as tf.Tensor2D));

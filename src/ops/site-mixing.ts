@@ -14,7 +14,8 @@
  * of the rule.
  */
 import * as tf from '@tensorflow/tfjs';
-import { onJsBackend, type LineSet } from './line-moves.js';
+import { onJsBackend } from './js-kernel-io.js';
+import type { LineSet } from './line-moves.js';
 import { mixColumnsBackwardKernel, mixColumnsForwardKernel, mixRowsBackwardKernel, mixRowsForwardKernel } from './site-kernels.js';
 
 const asColumn = (v: tf.Tensor1D) => tf.reshape(v, [v.shape[0], 1]) as tf.Tensor2D;
