@@ -10,7 +10,7 @@ import { VerificationError } from '../errors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 
 /** Index of the first NaN or ±Inf, or −1. */
-export function firstNonFinite(values: Float32Array): number {
+export function firstNonFinite(values: ArrayLike<number>): number {
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
     if (v - v !== 0) return i; // NaN − NaN and Inf − Inf are NaN; every finite v gives 0

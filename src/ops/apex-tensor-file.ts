@@ -5,6 +5,7 @@
  */
 import { InputError } from '../errors.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
+import { firstNonFinite } from '../model/finite-check.js';
 
 /** A structurally valid safetensors file whose apex content breaks a rule (exit 3). */
 export class ApexFileFormatError extends InputError {
@@ -59,6 +60,5 @@ export function parseLayerIndex(text: string): number | undefined {
 }
 
 export function allFinite(v: Float32Array | Int32Array): boolean {
-  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) return false;
-  return true;
+  return firstNonFinite(v) < 0;
 }

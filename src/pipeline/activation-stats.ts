@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { VerificationError } from '../errors.js';
+import { firstNonFinite } from '../model/finite-check.js';
 import type { RankCountRecorder } from '../ops/rank-counts.js';
 import type { DeferredRead, StreamedLayerActivations } from '../model/streaming-forward.js';
 
@@ -144,9 +145,8 @@ export class LayerStatsCollector {
 }
 
 function checkFinite(values: ArrayLike<number>, layer: number, sequence: number, kind: string, unit: string): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) {
-      throw new VerificationError(`layer ${layer}: ${kind} is ${Number.isNaN(values[i]!) ? 'NaN' : 'infinite'} (sequence ${sequence}, ${unit} ${i}); the model or its input produces non-finite activations`, 'NON_FINITE_ACTIVATIONS');
-    }
+  const i = firstNonFinite(values);
+  if (i >= 0) {
+    throw new VerificationError(`layer ${layer}: ${kind} is ${Number.isNaN(values[i]!) ? 'NaN' : 'infinite'} (sequence ${sequence}, ${unit} ${i}); the model or its input produces non-finite activations`, 'NON_FINITE_ACTIVATIONS');
   }
 }

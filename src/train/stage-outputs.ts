@@ -21,6 +21,7 @@ import { f32Tensor, writeSafetensors, type TensorToWrite } from '../io/safetenso
 import type { ModelSpec } from '../model/model-spec.js';
 import { findLayerTensor } from '../model/architecture.js';
 import { operatorTensorName, writeOperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
+import { firstNonFinite } from '../model/finite-check.js';
 import { readFloat32 } from '../model/tensor-read.js';
 import { readOperatorVariables } from '../ops/operator-hooks.js';
 import type { LayerOperators } from '../ops/operator-init.js';
@@ -43,10 +44,9 @@ export interface StageTensors {
 }
 
 function checkFinite(name: string, values: Float32Array): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) {
-      throw new VerificationError(`tensor '${name}' holds ${values[i]} at flat index ${i} after training; nothing was written`, 'NON_FINITE_TENSOR');
-    }
+  const i = firstNonFinite(values);
+  if (i >= 0) {
+    throw new VerificationError(`tensor '${name}' holds ${values[i]} at flat index ${i} after training; nothing was written`, 'NON_FINITE_TENSOR');
   }
 }
 
