@@ -15,6 +15,7 @@ import { writeCheckpoint } from '../../src/io/checkpoint-writer.js';
 import { DTYPE_BITS } from '../../src/io/dtype.js';
 import { parseSafetensorsBytes, SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { planSafetensorsLayout } from '../../src/io/safetensors-writer.js';
+import { concatArrays } from '../../src/util/typed-arrays.js';
 
 /** mulberry32: small, fast, seedable. */
 export function rng(seed: number): () => number {
@@ -52,15 +53,7 @@ function withLength(b: Uint8Array, len: bigint): Uint8Array {
   return out;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatArrays(parts, (n) => new Uint8Array(n));
 
 /** A position biased towards the header, where most of the interesting structure is. */
 function position(r: Rand, b: Uint8Array): number {

@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { LayerHooks, ProjectionKey } from '../model/layer-hooks.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { readFloat32 } from '../model/tensor-read.js';
+import { concatArrays } from '../util/typed-arrays.js';
 import { lineSet, type LineAxis } from './line-moves.js';
 import { monarchDenseTf } from './monarch-dense-tf.js';
 import { monarchApplyTf } from './monarch-tf.js';
@@ -135,15 +136,7 @@ export async function readOperatorVariables(t: TrainableLayerOperators): Promise
   return { layer: t.layer, ...(attn ? { attn } : {}), ...(mlp ? { mlp } : {}) };
 }
 
-function concatInt32(parts: Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concatInt32 = (parts: Int32Array[]): Int32Array => concatArrays(parts, (n) => new Int32Array(n));
 
 /** Line sets kept outside any tidy scope, disposed with the operator's variables. */
 const siteTensors = new WeakMap<TrainableLayerOperators, { dispose(): void }[]>();

@@ -11,6 +11,7 @@ import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weig
 import { disposeOperatorVariables, operatorHooks, operatorVariables, type TrainableLayerOperators } from '../../src/ops/operator-hooks.js';
 import { runExpand } from '../../src/pipeline/expand.js';
 import { Rng } from '../../src/util/rng.js';
+import { concatArrays } from '../../src/util/typed-arrays.js';
 import { tempDir } from '../io/helpers.js';
 import { copyFixture, fixtureSpec, freshOperators, perturbOperators, writeOperators, type FixtureName } from './expand-fixtures.js';
 
@@ -29,13 +30,7 @@ async function logitsOf(dir: string, sequences: Int32Array[], hooks?: (layer: nu
   try {
     const { spec } = describeCheckpoint(ck);
     const parts = await computeLogits(new CheckpointWeightSource(ck, spec), sequences, hooks ? { hooks } : {});
-    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatArrays(parts, (n) => new Float32Array(n));
   } finally {
     await ck.close();
   }
