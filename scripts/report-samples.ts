@@ -15,22 +15,13 @@ import { renderChannelDistributionSvg } from '../src/report/svg-distribution.js'
 import { renderHeatmapSvg } from '../src/report/svg-heatmap.js';
 import { renderLineChartSvg, type LinePoint } from '../src/report/svg-line-chart.js';
 import { renderLayerSummaryTable, renderTerminalTable } from '../src/report/terminal-table.js';
+// The fuzzer's seeded generator (mulberry32), so every run draws the same samples.
+import { rng } from './lib/safetensors-fuzz.js';
 
 const outDir = process.argv[2] ?? '/tmp/apex-report-samples';
 mkdirSync(outDir, { recursive: true });
 
-/** mulberry32: small seeded generator so every run draws the same samples. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = seeded(42);
+const random = rng(42);
 const gaussian = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
 
 /** Top-k / bottom-k of a row, ordered as the selection spec orders them. */
