@@ -31,6 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import { ApexError, InputError, InterruptedError, OfflineCacheMissError, ResourceLimitError } from '../errors.js';
 import { fileSize } from './hf-cache.js';
+import { processAlive } from './stale-temps.js';
 
 export interface RetryOptions {
   /** Tries per request, the first included (default 5). */
@@ -363,15 +364,6 @@ async function removeOrphans(blobPath: string): Promise<void> {
   for (const name of await readdir(dirname(blobPath))) {
     const pid = name.startsWith(prefix) ? Number(/^(\d+)-/.exec(name.slice(prefix.length))?.[1]) : NaN;
     if (Number.isSafeInteger(pid) && !processAlive(pid)) await rm(join(dirname(blobPath), name), { force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
