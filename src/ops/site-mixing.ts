@@ -37,69 +37,56 @@ export interface SiteLines {
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
 /**
+ * The element-wise halves of a row site, around its matMuls (Y = M·W_P forward; Z = Mᵀ·dN and
+ * dM = dN·W_Pᵀ backward): one kernel each way on cpu/wasm (site-kernels.ts), tfjs ops elsewhere.
+ */
+interface RowsElementwise {
+  forward(w: tf.Tensor2D, WP: tf.Tensor2D, Y: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D;
+  /** dW, da, db from dY and Z (dN = dY[N] and W[P] given, as the caller has taken them). */
+  backward(dy: tf.Tensor2D, w: tf.Tensor2D, dN: tf.Tensor2D, WP: tf.Tensor2D, Z: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor[];
+}
+
+function rowsElementwise(site: SiteLines, jsKernels: boolean): RowsElementwise {
+  const { P, N, both } = site;
+  if (jsKernels) {
+    return {
+      forward: (w, _WP, Y, a, b) => mixRowsForwardKernel(w, Y, a, b, P.indices, N.indices),
+      backward: (dy, w, _dN, _WP, Z, a, b) => mixRowsBackwardKernel(dy, w, Z, a, b, P.indices, N.indices),
+    };
+  }
+  return {
+    forward: (w, WP, Y, a, b) => both.put(w, tf.concat([tf.mul(WP, asColumn(b)), tf.add(tf.mul(N.take(w), asColumn(a)), Y)], 0) as tf.Tensor2D),
+    backward: (dy, w, dN, WP, Z, a, b) => {
+      const dP = P.take(dy);
+      const dW = both.put(dy, tf.concat([tf.add(tf.mul(dP, asColumn(b)), Z), tf.mul(dN, asColumn(a))], 0) as tf.Tensor2D);
+      return [dW, tf.sum(tf.mul(dN, N.take(w)), 1), tf.sum(tf.mul(dP, WP), 1)];
+    },
+  };
+}
+
+/**
  * Output side on the rows of W [width, in] (a bias as [width, 1]); M is [n, n], a and b [n].
  * By linearity the same function as §3's activation rule y_N ← a ⊙ y_N + M·y_P, y_P ← b ⊙ y_P
- * on y = W·x.
+ * on y = W·x. `portable` forces the tfjs-ops route on cpu/wasm too (to check it).
  */
 export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
   const n = a.shape[0];
   if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
-  return !options.portable && onJsBackend() ? mixRowsJs(W, site, M, a, b) : mixRowsComposed(W, site, M, a, b);
-}
-
-/** mixRows with the element-wise work in two kernels of site-kernels.ts (cpu, wasm). */
-function mixRowsJs(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
-  const P = site.P.indices;
-  const N = site.N.indices;
+  const ew = rowsElementwise(site, !options.portable && onJsBackend());
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
     (inputs[4] as tf.GradSaveFunc)([w, m, av, bv]);
     const gradFunc: Grad = (dy, saved) => {
       const [w0, m0, a0, b0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
       const dN = site.N.take(dy as tf.Tensor2D);
-      const [dW, dA, dB] = mixRowsBackwardKernel(dy as tf.Tensor2D, w0, tf.matMul(tf.transpose(m0), dN), a0, b0, P, N);
-      return [dW, tf.matMul(dN, tf.transpose(site.P.take(w0))), dA, dB];
+      const WP = site.P.take(w0);
+      const [dW, dA, dB] = ew.backward(dy as tf.Tensor2D, w0, dN, WP, tf.matMul(tf.transpose(m0), dN), a0, b0);
+      return [dW!, tf.matMul(dN, tf.transpose(WP)), dA!, dB!];
     };
-    return { value: mixRowsForwardKernel(w, tf.matMul(m, site.P.take(w)), av, bv, P, N), gradFunc };
+    const WP = site.P.take(w);
+    return { value: ew.forward(w, WP, tf.matMul(m, WP), av, bv), gradFunc };
   }) as (w: tf.Tensor2D, m: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
   return op(W, M, a, b);
-}
-
-function mixRowsComposed(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D {
-  const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
-  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
-    (inputs[4] as tf.GradSaveFunc)([w, m, av, bv]);
-    const [WP, WN] = halves(w);
-    const newN = tf.add(tf.mul(WN, asColumn(av)), tf.matMul(m, WP));
-    const newP = tf.mul(WP, asColumn(bv));
-    const gradFunc: Grad = (dy, saved) => {
-      const [w0, m0, a0, b0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
-      const [dP, dN] = halves(dy as tf.Tensor2D);
-      const [WP, WN] = halves(w0);
-      const dWP = tf.add(tf.mul(dP, asColumn(b0)), tf.matMul(tf.transpose(m0), dN));
-      const dWN = tf.mul(dN, asColumn(a0));
-      return [
-        site.both.put(dy as tf.Tensor2D, tf.concat([dWP, dWN], 0) as tf.Tensor2D),
-        tf.matMul(dN, tf.transpose(WP)),
-        tf.sum(tf.mul(dN, WN), 1),
-        tf.sum(tf.mul(dP, WP), 1),
-      ];
-    };
-    return { value: site.both.put(w, tf.concat([newP, newN], 0) as tf.Tensor2D), gradFunc };
-  }) as (w: tf.Tensor2D, m: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
-  return op(W, M, a, b);
-}
-
-/**
- * Input side on the columns of W [rows, width] for `slots` groups of columns sharing M and a
- * (GQA o_proj; one slot otherwise). The site's P and N hold the slots' columns one slot after
- * another, n per slot; Mt is Mᵀ [n, n].
- */
-export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
-  const n = a.shape[0];
-  if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
-  return !options.portable && onJsBackend() ? mixColumnsJs(W, site, slots, Mt, a) : mixColumnsComposed(W, site, slots, Mt, a);
 }
 
 /** [rows, slots·n] ⇄ [rows·slots, n]: one slot's columns per row (row-major). */
@@ -110,51 +97,57 @@ function slotViews(rows: number, slots: number, n: number) {
   };
 }
 
-/** mixColumns with the element-wise work in two kernels of site-kernels.ts (cpu, wasm). */
-function mixColumnsJs(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
-  const { bySlot, byColumn } = slotViews(W.shape[0], slots, a.shape[0]);
-  const P = site.P.indices;
-  const N = site.N.indices;
-  const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-    (inputs[3] as tf.GradSaveFunc)([w, mt, av]);
-    const gradFunc: Grad = (dy, saved) => {
-      const [w0, mt0, a0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-      const dN = bySlot(site.N.take(dy as tf.Tensor2D));
-      const [dW, dA] = mixColumnsBackwardKernel(dy as tf.Tensor2D, w0, byColumn(tf.matMul(dN, tf.transpose(mt0))), a0, P, N);
-      return [dW, tf.matMul(tf.transpose(bySlot(site.P.take(w0))), dN), dA];
-    };
-    return { value: mixColumnsForwardKernel(w, byColumn(tf.matMul(bySlot(site.P.take(w)), mt)), av, N), gradFunc };
-  }) as (w: tf.Tensor2D, mt: tf.Tensor2D, a: tf.Tensor1D) => tf.Tensor2D;
-  return op(W, Mt, a);
+/**
+ * The element-wise halves of a column site around its matMuls (Y = W[:, P]·Mᵀ per slot forward;
+ * Z = dN·M and dMᵀ = W_Pᵀ·dN per slot backward), as for rows.
+ */
+interface ColumnsElementwise {
+  forward(w: tf.Tensor2D, WP: tf.Tensor2D, Y: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D;
+  /** dW and da from dY and Z (dN = dY[:, N] given). */
+  backward(dy: tf.Tensor2D, w: tf.Tensor2D, dN: tf.Tensor2D, Z: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor[];
 }
 
-function mixColumnsComposed(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D {
+function columnsElementwise(site: SiteLines, rows: number, slots: number, n: number, jsKernels: boolean): ColumnsElementwise {
+  const { P, N, both } = site;
+  if (jsKernels) {
+    return {
+      forward: (w, _WP, Y, a) => mixColumnsForwardKernel(w, Y, a, N.indices),
+      backward: (dy, w, _dN, Z, a) => mixColumnsBackwardKernel(dy, w, Z, a, P.indices, N.indices),
+    };
+  }
+  const scaleRow = (v: tf.Tensor1D) => tf.reshape(slots === 1 ? v : tf.tile(v, [slots]), [1, slots * n]) as tf.Tensor2D;
+  return {
+    forward: (w, WP, Y, a) => both.put(w, tf.concat([WP, tf.add(tf.mul(N.take(w), scaleRow(a)), Y)], 1) as tf.Tensor2D),
+    backward: (dy, w, dN, Z, a) => {
+      const dW = both.put(dy, tf.concat([tf.add(P.take(dy), Z), tf.mul(dN, scaleRow(a))], 1) as tf.Tensor2D);
+      return [dW, tf.sum(tf.reshape(tf.mul(dN, N.take(w)), [rows * slots, n]), 0)];
+    },
+  };
+}
+
+/**
+ * Input side on the columns of W [rows, width] for `slots` groups of columns sharing M and a
+ * (GQA o_proj; one slot otherwise). The site's P and N hold the slots' columns one slot after
+ * another, n per slot; Mt is Mᵀ [n, n].
+ */
+export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: tf.Tensor2D, a: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
   const n = a.shape[0];
   const rows = W.shape[0];
-  const halves = (x: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] => [site.P.take(x), site.N.take(x)];
+  if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
+  const ew = columnsElementwise(site, rows, slots, n, !options.portable && onJsBackend());
   const { bySlot, byColumn } = slotViews(rows, slots, n);
-  const scaleRow = (v: tf.Tensor1D) => tf.reshape(slots === 1 ? v : tf.tile(v, [slots]), [1, slots * n]) as tf.Tensor2D;
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
     (inputs[3] as tf.GradSaveFunc)([w, mt, av]);
-    const [WP, WN] = halves(w);
-    const newN = tf.add(tf.mul(WN, scaleRow(av)), byColumn(tf.matMul(bySlot(WP), mt)));
     const gradFunc: Grad = (dy, saved) => {
       const [w0, mt0, a0] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-      const [dP, dN] = halves(dy as tf.Tensor2D);
-      const [WP, WN] = halves(w0);
+      const dN = site.N.take(dy as tf.Tensor2D);
       const dNSlots = bySlot(dN);
-      const dWP = tf.add(dP, byColumn(tf.matMul(dNSlots, tf.transpose(mt0))));
-      const dWN = tf.mul(dN, scaleRow(a0));
-      const dA = tf.sum(tf.reshape(tf.mul(dN, WN), [rows * slots, n]), 0);
-      return [
-        site.both.put(dy as tf.Tensor2D, tf.concat([dWP, dWN], 1) as tf.Tensor2D),
-        tf.matMul(tf.transpose(bySlot(WP)), dNSlots),
-        dA,
-      ];
+      const [dW, dA] = ew.backward(dy as tf.Tensor2D, w0, dN, byColumn(tf.matMul(dNSlots, tf.transpose(mt0))), a0);
+      return [dW!, tf.matMul(tf.transpose(bySlot(site.P.take(w0))), dNSlots), dA!];
     };
-    return { value: site.both.put(w, tf.concat([WP, newN], 1) as tf.Tensor2D), gradFunc };
+    const WP = site.P.take(w);
+    return { value: ew.forward(w, WP, byColumn(tf.matMul(bySlot(WP), mt)), av), gradFunc };
   }) as (w: tf.Tensor2D, mt: tf.Tensor2D, a: tf.Tensor1D) => tf.Tensor2D;
   return op(W, Mt, a);
 }
