@@ -5,12 +5,13 @@
  * is printed. Every backend computes in float32.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { registerCpuTrainingKernels } from './cpu-training-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-training-kernels.js';
+import { installWebgpuGuards } from './webgpu-guards.js';
 
 export type BackendName = 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 export type BackendRequest = 'auto' | BackendName;
@@ -23,6 +24,9 @@ export interface BackendProbe {
 }
 
 const require = createRequire(import.meta.url);
+
+/** Environment variable that lets `webgpu` run on a software adapter (see prepareWebgpu). */
+export const ALLOW_SOFTWARE_WEBGPU = 'APEX_WEBGPU_ALLOW_SOFTWARE';
 
 // The cpu backend greets Node users on stderr with an advert for tfjs-node; production mode
 // silences tfjs's own warnings (it changes no numerics).
@@ -74,6 +78,7 @@ async function activate(name: BackendName): Promise<boolean> {
     ok = false;
   }
   if (ok) await tf.ready();
+  if (ok && name === 'webgpu') installWebgpuGuards();
   return ok;
 }
 
@@ -100,19 +105,40 @@ async function prepareWebgpu(): Promise<Prepared> {
   // Dawn reports a missing Vulkan loader on stderr from native code; look for the loader
   // first so that machines without a GPU stay quiet.
   if (process.platform === 'linux' && !vulkanLoaderPresent()) return { ok: false, detail: 'no Vulkan loader (libvulkan.so.1) on this machine' };
+  const allowSoftware = process.env[ALLOW_SOFTWARE_WEBGPU] === '1';
+  // Without a GPU device node the Vulkan loader and Dawn print errors from native code when
+  // they find no device (or set up a software one), so the probe stops here, quietly.
+  if (process.platform === 'linux' && !allowSoftware && !gpuDeviceNodePresent()) {
+    return { ok: false, detail: `no GPU device (/dev/nvidia*, /dev/dri/renderD*, /dev/dxg) on this machine; software adapters are skipped (${ALLOW_SOFTWARE_WEBGPU}=1 uses one)` };
+  }
   const webgpu = (await import('webgpu')) as unknown as { create(options: string[]): GpuLike; globals: Record<string, unknown> };
-  const gpu = webgpu.create([]);
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) return { ok: false, detail: 'no GPU adapter found' };
+  // Desktop Linux often has Mesa's lavapipe installed; Dawn prints warnings on stderr from
+  // native code while it sets that adapter up. Unless software adapters are wanted, the Vulkan
+  // loader is told to skip the software drivers (VK_LOADER_DRIVERS_DISABLE, loader ≥ 1.3.234),
+  // only while the adapter is found, so that probing stays quiet.
+  const restore = allowSoftware ? undefined : hideSoftwareVulkanDrivers();
+  let gpu: GpuLike;
+  let adapter: Awaited<ReturnType<GpuLike['requestAdapter']>>;
+  try {
+    gpu = webgpu.create([]);
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } finally {
+    restore?.();
+  }
+  if (!adapter) return { ok: false, detail: `no GPU adapter found${allowSoftware ? '' : ` (software Vulkan drivers such as lavapipe are skipped; ${ALLOW_SOFTWARE_WEBGPU}=1 uses them)`}` };
   const info = adapter.info ?? {};
   const description = [info.vendor, info.architecture, info.description].filter((s) => s).join(' ');
-  if (adapter.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(description)) {
-    return { ok: false, detail: `only a software adapter (${description || 'fallback'})` };
+  const software = adapter.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(description);
+  // A software adapter (Mesa's lavapipe, SwiftShader) runs WebGPU on the CPU far slower than
+  // wasm; it is used only on request, to exercise the webgpu code path on a machine without a
+  // GPU (scripts/webgpu-software-check.sh).
+  if (software && process.env[ALLOW_SOFTWARE_WEBGPU] !== '1') {
+    return { ok: false, detail: `only a software adapter (${description || 'fallback'}); ${ALLOW_SOFTWARE_WEBGPU}=1 uses it (slow; for checking the webgpu path)` };
   }
   Object.assign(globalThis, webgpu.globals);
   Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   await import('@tensorflow/tfjs-backend-webgpu');
-  return { ok: true, detail: `WebGPU adapter: ${description || 'unknown GPU'}` };
+  return { ok: true, detail: `WebGPU adapter: ${description || 'unknown GPU'}${software ? ' (software)' : ''}` };
 }
 
 interface GpuLike {
@@ -120,6 +146,30 @@ interface GpuLike {
     isFallbackAdapter?: boolean;
     info?: { vendor?: string; architecture?: string; description?: string };
   } | null>;
+}
+
+const SOFTWARE_VULKAN_DRIVERS = '*lvp_icd*,*swiftshader*';
+
+/** Sets VK_LOADER_DRIVERS_DISABLE to skip software drivers (unless the user set it); returns the undo. */
+function hideSoftwareVulkanDrivers(): () => void {
+  const key = 'VK_LOADER_DRIVERS_DISABLE';
+  if (process.env[key] !== undefined) return () => {};
+  process.env[key] = SOFTWARE_VULKAN_DRIVERS;
+  return () => {
+    delete process.env[key];
+  };
+}
+
+/** Whether `dev` (normally /dev) has a node of a GPU that Vulkan could drive: NVIDIA, a DRM render node, or WSL's dxg. */
+export function gpuDeviceNodePresent(dev = '/dev'): boolean {
+  const listed = (dir: string, pattern: RegExp) => {
+    try {
+      return readdirSync(dir).some((name) => pattern.test(name));
+    } catch {
+      return false;
+    }
+  };
+  return listed(dev, /^(nvidia\d+|dxg)$/) || listed(join(dev, 'dri'), /^renderD\d+$/);
 }
 
 function vulkanLoaderPresent(): boolean {

@@ -3,8 +3,11 @@
  * read synchronously (its readSync goes through OffscreenCanvas, which Node lacks), so every
  * read of a tensor that may live on the GPU goes through these helpers instead of
  * the synchronous reads. On cpu and wasm the values are the same bits as a synchronous read.
+ * On webgpu a read also fails once the GPU has rejected a command (webgpu-guards.ts): what it
+ * would return may be stale.
  */
 import type * as tf from '@tensorflow/tfjs';
+import { assertNoGpuError } from './webgpu-guards.js';
 
 /**
  * The values of `t` as a Float32Array the caller owns (a copy: never a view of backend memory,
@@ -12,12 +15,14 @@ import type * as tf from '@tensorflow/tfjs';
  */
 export async function readFloat32(t: tf.Tensor): Promise<Float32Array> {
   const data = await t.data();
+  assertNoGpuError();
   return data instanceof Float32Array ? data.slice() : Float32Array.from(data as ArrayLike<number>);
 }
 
 /** The single value of a scalar (or one-element) tensor. */
 export async function readScalar(t: tf.Tensor): Promise<number> {
   const data = await t.data();
+  assertNoGpuError();
   if (data.length !== 1) throw new RangeError(`readScalar: expected one element, got ${data.length}`);
   return Number(data[0]);
 }

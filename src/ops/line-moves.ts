@@ -33,7 +33,7 @@ export interface LineSet {
 const TAKE = 'ApexTakeLines';
 const PUT = 'ApexPutLines';
 
-/** Copies lines of `src` ([R, C] row-major) into lines of `dst`: line idxFrom[i] → idxTo[i]. */
+/** Copies lines of `src` ([R, C] row-major) into lines of `dst`: line from[i] → to[i] (i itself where null). */
 function copyLines(
   src: Float32Array, srcCols: number, dst: Float32Array, dstCols: number, rows: number,
   axis: LineAxis, from: ArrayLike<number> | null, to: ArrayLike<number> | null, count: number,
@@ -45,10 +45,28 @@ function copyLines(
     }
     return;
   }
-  for (let r = 0; r < rows; r++) {
-    const so = r * srcCols;
-    const d = r * dstCols;
-    for (let i = 0; i < count; i++) dst[d + (to ? to[i]! : i)] = src[so + (from ? from[i]! : i)]!;
+  // Columns: one loop per case, so that the inner loop carries no per-element branch (this is
+  // the costly direction, a strided gather or scatter per row).
+  if (from && to) {
+    for (let r = 0; r < rows; r++) {
+      const so = r * srcCols;
+      const d = r * dstCols;
+      for (let i = 0; i < count; i++) dst[d + to[i]!] = src[so + from[i]!]!;
+    }
+  } else if (from) {
+    for (let r = 0; r < rows; r++) {
+      const so = r * srcCols;
+      const d = r * dstCols;
+      for (let i = 0; i < count; i++) dst[d + i] = src[so + from[i]!]!;
+    }
+  } else if (to) {
+    for (let r = 0; r < rows; r++) {
+      const so = r * srcCols;
+      const d = r * dstCols;
+      for (let i = 0; i < count; i++) dst[d + to[i]!] = src[so + i]!;
+    }
+  } else {
+    for (let r = 0; r < rows; r++) dst.set(src.subarray(r * srcCols, r * srcCols + count), r * dstCols);
   }
 }
 

@@ -67,6 +67,8 @@ function rowsBackward(io: KernelIo, { dy, w, z, a, b, p, n }: Inputs): tf.Tensor
   });
 }
 
+// Column j of the site (slot s = j div n, unit i = j mod n) is walked as s·n + i, so that the
+// inner loops need no modulo.
 function columnsForward(io: KernelIo, { w, y, a, n }: Inputs): tf.TensorInfo[] {
   const [R, C] = w!.shape as [number, number];
   const k = a!.shape[0]!;
@@ -76,9 +78,11 @@ function columnsForward(io: KernelIo, { w, y, a, n }: Inputs): tf.TensorInfo[] {
     for (let r = 0; r < R; r++) {
       const row = r * C;
       const yr = r * m;
-      for (let j = 0; j < m; j++) {
-        const at = row + N![j]!;
-        out![at] = A![j % k]! * W![at]! + Y![yr + j]!;
+      for (let s = 0; s < m; s += k) {
+        for (let i = 0; i < k; i++) {
+          const at = row + N![s + i]!;
+          out![at] = A![i]! * W![at]! + Y![yr + s + i]!;
+        }
       }
     }
   });
@@ -94,12 +98,15 @@ function columnsBackward(io: KernelIo, { dy, w, z, a, p, n }: Inputs): tf.Tensor
     for (let r = 0; r < R; r++) {
       const row = r * C;
       const zr = r * m;
-      for (let j = 0; j < m; j++) {
-        const at = row + N![j]!;
-        const g = DY![at]!;
-        sums[j % k]! += g * W![at]!;
-        dW![at] = A![j % k]! * g;
-        dW![row + P![j]!]! += Z![zr + j]!;
+      for (let s = 0; s < m; s += k) {
+        for (let i = 0; i < k; i++) {
+          const j = s + i;
+          const at = row + N![j]!;
+          const g = DY![at]!;
+          sums[i]! += g * W![at]!;
+          dW![at] = A![i]! * g;
+          dW![row + P![j]!]! += Z![zr + j]!;
+        }
       }
     }
     for (let i = 0; i < k; i++) dA![i] = sums[i]!;

@@ -9,6 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { readScalar } from '../model/tensor-read.js';
+import { onJsBackend } from '../ops/js-kernel-io.js';
+import { FUSED_MAX_ELEMENTS, sumOfSquares } from './train-kernels.js';
 
 export interface ClippedGradients {
   /** New tensors (the caller disposes both these and the inputs). */
@@ -20,13 +22,15 @@ export interface ClippedGradients {
 /**
  * The global L2 norm of all gradients as a scalar tensor, accumulated in float32. A chain of
  * two-input adds, not tf.addN: the webgpu backend's AddN binds every input to one shader, and
- * WebGPU limits the storage buffers of a shader stage (8–10 by default); past that the kernel
- * cannot run.
+ * WebGPU limits the storage buffers of a shader stage (8 by default); past that the kernel
+ * cannot run (webgpu-guards.ts now splits such an AddN, but the chain needs no guard). On cpu
+ * and wasm the small gradients' squares are summed by one kernel of ours (train-kernels.ts).
  */
 function globalNormTensor(grads: ReadonlyMap<string, tf.Tensor>): tf.Scalar {
+  const small = onJsBackend() ? [...grads.values()].filter((g) => g.size <= FUSED_MAX_ELEMENTS) : [];
   return tf.tidy(() => {
-    let total: tf.Tensor = tf.scalar(0);
-    for (const g of grads.values()) total = tf.add(total, tf.sum(tf.square(g)));
+    let total: tf.Tensor = small.length > 0 ? sumOfSquares(small) : tf.scalar(0);
+    for (const g of grads.values()) if (!small.includes(g)) total = tf.add(total, tf.sum(tf.square(g)));
     return tf.sqrt(total) as tf.Scalar;
   });
 }

@@ -123,8 +123,7 @@ function restoreParameters(params: readonly OptimizedParameter[], state: LoadedT
 async function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): Promise<string> {
   for (const [name, g] of grads) {
     const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(g))));
-    const isBad = (await bad.data())[0];
-    bad.dispose();
+    const isBad = await readScalar(bad).finally(() => bad.dispose());
     if (isBad) return name;
   }
   return '(unknown)';

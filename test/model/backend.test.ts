@@ -1,8 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { probeBackends, selectBackend } from '../../src/model/backend.js';
+import { gpuDeviceNodePresent, probeBackends, selectBackend } from '../../src/model/backend.js';
 
 describe('backend selection', () => {
   it('probes webgpu, tensorflow, wasm, cpu in that order; wasm and cpu always work', async () => {
@@ -44,5 +46,26 @@ describe('backend selection', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('');
     expect(r.status).toBe(0);
+  });
+
+  // webgpu is probed only where a GPU device node exists: without one, the Vulkan loader and
+  // Dawn print errors (or set up a software adapter) from native code.
+  it.each([
+    [['nvidia0', 'nvidiactl'], true],
+    [['dri/renderD128', 'dri/card0'], true],
+    [['dxg'], true],
+    [['nvidiactl', 'nvidia-uvm', 'dri/card0'], false],
+    [[], false],
+  ] as const)('GPU device nodes %j: %s', (nodes, expected) => {
+    const dev = mkdtempSync(join(tmpdir(), 'apex-dev-'));
+    try {
+      for (const node of nodes) {
+        mkdirSync(join(dev, node, '..'), { recursive: true });
+        writeFileSync(join(dev, node), '');
+      }
+      expect(gpuDeviceNodePresent(dev)).toBe(expected);
+    } finally {
+      rmSync(dev, { recursive: true, force: true });
+    }
   });
 });

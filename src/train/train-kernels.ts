@@ -1,0 +1,107 @@
+/**
+ * Two training kernels for the JavaScript-side backends (cpu, wasm), where every tfjs kernel
+ * call costs a fixed 6–10 µs besides its arithmetic and a pass over memory:
+ *
+ *   ApexAdamW        one AdamW update of one tensor (new p, m, v) in one pass, instead of about
+ *                    twelve element-wise kernels and passes (adamw.ts's formula, same order);
+ *   ApexSumSquares   Σ g² over any number of tensors in one kernel, accumulated in float64,
+ *                    instead of square + sum + add per tensor (the clipping norm).
+ *
+ * Only for small tensors (FUSED_MAX_ELEMENTS): a JavaScript loop over the elements is slower per
+ * element than tfjs-wasm's vectorised kernels (measured on the ~10M benchmark model's tensors:
+ * AdamW 160 ms fused against 110 ms as tfjs ops, Σ g² 28 ms against 17 ms), so large tensors
+ * keep the tfjs ops and only the per-call costs of the small ones are saved.
+ *
+ * ApexAdamW rounds every intermediate to float32 (Math.fround), in the order adamw.ts's tfjs
+ * ops compute it, so it gives the same bits as those ops on cpu and on wasm (IEEE float32
+ * arithmetic and square root are correctly rounded; test/train/train-kernels.test.ts compares
+ * the two bit for bit). APEX training has many small parameter tensors (a, b and the two
+ * Monarch factors per operator), so per-call costs were a visible part of its overhead.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { JS_BACKENDS, kernelIo, type KernelIo } from '../ops/js-kernel-io.js';
+
+/** Tensors up to this many elements take the fused kernels (break-even measured near 20–25k). */
+export const FUSED_MAX_ELEMENTS = 16384;
+
+const ADAMW = 'ApexAdamW';
+const SUM_SQUARES = 'ApexSumSquares';
+
+export interface AdamWStepScalars {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly epsilon: number;
+  /** 1 − lr·λ, or 1 when the parameter does not decay. */
+  readonly decayFactor: number;
+  /** √(1 − β2ᵗ) */
+  readonly sqrtCorrection2: number;
+  /** lr / (1 − β1ᵗ) */
+  readonly stepSize: number;
+}
+
+const f = Math.fround;
+
+function adamwKernel(io: KernelIo, { p, g, m, v }: Record<string, tf.TensorInfo>, s: AdamWStepScalars): tf.TensorInfo[] {
+  // The scalars as the tfjs ops see them: float32 tensors made from the same JavaScript numbers.
+  const b1 = f(s.beta1);
+  const c1 = f(1 - s.beta1);
+  const b2 = f(s.beta2);
+  const c2 = f(1 - s.beta2);
+  const decay = f(s.decayFactor);
+  const sc2 = f(s.sqrtCorrection2);
+  const eps = f(s.epsilon);
+  const step = f(s.stepSize);
+  const decays = s.decayFactor !== 1;
+  const shape = p!.shape as number[];
+  return io.outputs([shape, shape, shape], [p!, g!, m!, v!], ([P1, M1, V1], [P, G, M, V]) => {
+    const n = P1!.length;
+    for (let i = 0; i < n; i++) {
+      const gi = G![i]!;
+      const mi = f(f(M![i]! * b1) + f(gi * c1));
+      const vi = f(f(V![i]! * b2) + f(f(gi * gi) * c2));
+      const pi = decays ? f(P![i]! * decay) : P![i]!;
+      const denom = f(f(f(Math.sqrt(vi)) / sc2) + eps);
+      P1![i] = f(pi - f(f(mi / denom) * step));
+      M1![i] = mi;
+      V1![i] = vi;
+    }
+  });
+}
+
+function sumSquaresKernel(io: KernelIo, inputs: tf.TensorInfo[]): tf.TensorInfo {
+  return io.outputs([[]], inputs, ([out], values) => {
+    let total = 0;
+    for (const x of values) for (let i = 0; i < x.length; i++) total += x[i]! * x[i]!;
+    out![0] = total;
+  })[0]!;
+}
+
+let registered = false;
+
+function register(): void {
+  if (registered) return;
+  registered = true;
+  for (const backendName of JS_BACKENDS) {
+    tf.registerKernel({
+      kernelName: ADAMW, backendName,
+      kernelFunc: ((a: { inputs: Record<string, tf.TensorInfo>; backend: unknown; attrs: AdamWStepScalars }) =>
+        adamwKernel(kernelIo(backendName, a.backend), a.inputs, a.attrs)) as unknown as tf.KernelFunc,
+    });
+    tf.registerKernel({
+      kernelName: SUM_SQUARES, backendName,
+      kernelFunc: ((a: { inputs: tf.TensorInfo[]; backend: unknown }) => sumSquaresKernel(kernelIo(backendName, a.backend), [...a.inputs])) as unknown as tf.KernelFunc,
+    });
+  }
+}
+
+/** [p, m, v] after one AdamW step (new tensors; cpu and wasm backends only). */
+export function adamwStepKernel(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scalars: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  register();
+  return tf.engine().runKernel(ADAMW, { p, g, m, v }, scalars as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/** Σ x² over all elements of all `tensors`, as a float32 scalar (summed in float64; cpu and wasm only). */
+export function sumOfSquares(tensors: readonly tf.Tensor[]): tf.Scalar {
+  register();
+  return tf.engine().runKernel(SUM_SQUARES, [...tensors] as unknown as tf.NamedTensorMap) as tf.Scalar;
+}
