@@ -14,6 +14,7 @@
  * bench/tsconfig.gpu-check.json into .device/build, from the repository root:
  *
  *   node .device/build/bench/gpu-check.js all --out DIR [--budget 250] [--no-cpu-rerun]   every part, one child process each, time-bounded
+ *   node .device/build/bench/gpu-check.js software --out DIR [--steps 200]   forward + training on a software adapter (no GPU needed)
  *   node .device/build/bench/gpu-check.js reference [--out bench/gpu-reference.json]
  *   node .device/build/bench/gpu-check.js part <name> '<json args>'       one part (prints one JSON line)
  */
@@ -57,6 +58,14 @@ const TRAIN_RUNS = [
 ] as const satisfies readonly { key: string; method: StageMethod; setting?: ApexSetting }[];
 /** Float tolerance for "equal to the cpu backend's loss": absolute, on losses of order 1–6. */
 const LOSS_TOLERANCE = 1e-3;
+/**
+ * Steps over which that tolerance holds. Later, this run (a tiny model memorising 16 chunks at
+ * lr 1e-3) amplifies float32 rounding: two correct CPU backends, wasm and cpu, part by up to
+ * 7e-2 in loss by step 200 (measured; 1.8e-5 by step 20, 2.5e-4 by step 60). Past these steps a
+ * backend passes when it stays within SPREAD_FACTOR × wasm's own distance from cpu.
+ */
+const STRICT_STEPS = 60;
+const SPREAD_FACTOR = 2;
 const LOGIT_TOLERANCE = 1e-3;
 const NLL_TOLERANCE = 1e-4;
 const SUMSQ_TOLERANCE = 1e-4;
@@ -431,16 +440,24 @@ interface Reference {
   tfjs: string;
   train: typeof TRAIN;
   runs: Record<string, TrainRecord>;
+  /** The same runs on wasm: how far two correct float32 backends part (compareTraining's spread). */
+  wasmRuns?: Record<string, TrainRecord>;
 }
 
-function compareTraining(got: TrainRecord, ref: TrainRecord): Record<string, unknown> {
+/**
+ * `got` against the cpu run `ref`; `spread` is another correct backend's run (wasm) of the same
+ * training, whose distance from `ref` is the float noise the comparison allows past STRICT_STEPS.
+ */
+function compareTraining(got: TrainRecord, ref: TrainRecord, spread?: TrainRecord): Record<string, unknown> {
   const n = Math.min(got.losses.length, ref.losses.length);
   let lossMax = 0;
   let lossAt = 0;
+  let strictMax = 0;
   let normRel = 0;
   for (let i = 0; i < n; i++) {
     const d = Math.abs(got.losses[i]! - ref.losses[i]!);
     if (!(d <= lossMax)) { lossMax = d; lossAt = i + 1; }
+    if (i < STRICT_STEPS && !(d <= strictMax)) strictMax = d;
     normRel = Math.max(normRel, Math.abs(got.gradNorms[i]! - ref.gradNorms[i]!) / Math.max(ref.gradNorms[i]!, 1e-12));
   }
   let sampleMax = 0;
@@ -453,10 +470,20 @@ function compareTraining(got: TrainRecord, ref: TrainRecord): Record<string, unk
     normRelMax = Math.max(normRelMax, Math.abs(Math.sqrt(g.sumsq) - Math.sqrt(r.sumsq)) / Math.max(Math.sqrt(r.sumsq), 1e-12));
   }
   const at = (k: number) => (k <= n ? { step: k, got: got.losses[k - 1], ref: ref.losses[k - 1] } : null);
+  let wasmSpread: number | undefined;
+  if (spread && spread.losses.length >= n) {
+    wasmSpread = 0;
+    for (let i = 0; i < n; i++) wasmSpread = Math.max(wasmSpread, Math.abs(spread.losses[i]! - ref.losses[i]!));
+  }
+  // Without a wasm run to measure the noise, every step is held to the strict tolerance.
+  const allowed = n <= STRICT_STEPS ? LOSS_TOLERANCE : wasmSpread === undefined ? LOSS_TOLERANCE : Math.max(LOSS_TOLERANCE, SPREAD_FACTOR * wasmSpread);
   return {
     steps: n,
     lossMaxAbsDiff: lossMax,
     lossMaxAbsDiffAtStep: lossAt,
+    lossMaxAbsDiffFirstSteps: { steps: Math.min(n, STRICT_STEPS), value: strictMax, tolerance: LOSS_TOLERANCE },
+    wasmVsCpuLossMaxAbsDiff: wasmSpread ?? null,
+    lossToleranceAllSteps: allowed,
     lossFirst: at(1),
     lossLast: at(n),
     gradNormMaxRelDiff: normRel,
@@ -466,8 +493,7 @@ function compareTraining(got: TrainRecord, ref: TrainRecord): Record<string, unk
     missingTensors: missing,
     identical: lossMax === 0 && sampleMax === 0 && normRelMax === 0,
     // A shorter run (GPU_CHECK_TRAIN_STEPS) is checked on its loss prefix; weights only after the whole run.
-    pass: n === got.losses.length && lossMax <= LOSS_TOLERANCE && (n < ref.losses.length || missing.length === 0),
-    tolerance: LOSS_TOLERANCE,
+    pass: n === got.losses.length && strictMax <= LOSS_TOLERANCE && lossMax <= allowed && (n < ref.losses.length || missing.length === 0),
   };
 }
 
@@ -613,7 +639,7 @@ async function all(outDir: string, budget: number, cpuRerun: boolean): Promise<v
         ? {
             ok: true, seconds: outcome.seconds, backend: rec.backend, runSeconds: rec.seconds, medianStepMs: rec.medianStepMs,
             losses: rec.losses.map((l) => round(l, 7)),
-            vsCpuReference: reference?.runs[r.key] ? compareTraining(rec, reference.runs[r.key]!) : 'no reference',
+            vsCpuReference: reference?.runs[r.key] ? compareTraining(rec, reference.runs[r.key]!, reference.wasmRuns?.[r.key]) : 'no reference',
           }
         : outcome;
       save();
@@ -660,14 +686,85 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
+/**
+ * The checks that need no real GPU, on a software WebGPU adapter (Mesa's lavapipe, through the
+ * same Dawn and tfjs-backend-webgpu code): forward against the references, and every training
+ * run on webgpu against the cpu backend's, step by step. Slow (lavapipe emulates the GPU on the
+ * CPU) but it runs the webgpu code path anywhere; `scripts/gpu-check.sh software` installs
+ * lavapipe and runs it. The cpu runs come from bench/gpu-reference.json when it was made by
+ * this build for the same number of steps, and are made beside the webgpu runs otherwise.
+ */
+async function software(outDir: string, steps: number): Promise<void> {
+  const results: Record<string, unknown> = {
+    started: new Date().toISOString(),
+    machine: `${cpus().length} × ${cpus()[0]?.model}`,
+    node: process.version,
+    tfjs: tfjsVersion(),
+    buildDigest: buildDigest(),
+    steps,
+    tolerances: { logits: LOGIT_TOLERANCE, meanNll: NLL_TOLERANCE, sumsqRel: SUMSQ_TOLERANCE, trainingLoss: LOSS_TOLERANCE },
+  };
+  mkdirSync(outDir, { recursive: true });
+  const save = () => writeFileSync(join(outDir, 'webgpu-software-check.json'), `${JSON.stringify(results, null, 2)}\n`);
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  results.backend = await runPart('backend', {}, 120);
+  save();
+  const committed = readReference();
+  const reusable = committed !== undefined && committed.buildDigest === results.buildDigest && committed.train.steps === steps;
+  results.reference = reusable ? { file: REFERENCE_FILE, buildDigest: committed.buildDigest } : { madeHere: true, reason: committed ? 'different build or step count' : 'missing' };
+  const made = reusable && committed.wasmRuns ? { runs: committed.runs, wasmRuns: committed.wasmRuns } : await referenceRuns(steps);
+  results.forward = await runPart('forward', { backend: 'webgpu' }, 600);
+  save();
+  const training: Record<string, unknown> = {};
+  results.training = training;
+  const webgpuRuns: Record<string, TrainRecord | undefined> = {};
+  for (const r of TRAIN_RUNS) {
+    const outcome = await runPart('train', { backend: 'webgpu', key: r.key, steps }, 3600);
+    webgpuRuns[r.key] = outcome.result as TrainRecord | undefined;
+    training[r.key] = outcome.ok ? { ok: true, seconds: outcome.seconds, medianStepMs: webgpuRuns[r.key]!.medianStepMs } : outcome;
+    save();
+  }
+  for (const r of TRAIN_RUNS) {
+    const got = webgpuRuns[r.key];
+    if (got) {
+      training[r.key] = {
+        ...(training[r.key] as object),
+        losses: got.losses.map((l) => round(l, 7)),
+        cpuLosses: made.runs[r.key]!.losses.map((l) => round(l, 7)),
+        wasmLosses: made.wasmRuns[r.key]!.losses.map((l) => round(l, 7)),
+        vsCpu: compareTraining(got, made.runs[r.key]!, made.wasmRuns[r.key]),
+      };
+    }
+  }
+  // The lanes this mode does not run (speed, wasm, cpu re-runs) are left out of its summary.
+  results.summary = Object.fromEntries(Object.entries(summary(results)).filter(([, v]) => v !== null));
+  for (const r of TRAIN_RUNS) {
+    (results.summary as Record<string, unknown>)[`train-${r.key}-vs-cpu`] = (training[r.key] as { vsCpu?: { pass: boolean } }).vsCpu?.pass ?? false;
+    (results.summary as Record<string, unknown>)[`train-${r.key}-loss-max-abs-diff`] = (training[r.key] as { vsCpu?: { lossMaxAbsDiff: number } }).vsCpu?.lossMaxAbsDiff ?? null;
+  }
+  results.finished = new Date().toISOString();
+  save();
+  log(`results in ${join(outDir, 'webgpu-software-check.json')}: ${JSON.stringify(results.summary)}`);
+}
+
+/** Every training run on cpu (the reference) and on wasm (its float noise), two processes at a time. */
+async function referenceRuns(steps: number): Promise<{ runs: Record<string, TrainRecord>; wasmRuns: Record<string, TrainRecord> }> {
+  const runs: Record<string, TrainRecord> = {};
+  const wasmRuns: Record<string, TrainRecord> = {};
+  for (const [backend, into] of [['cpu', runs], ['wasm', wasmRuns]] as const) {
+    const outcomes = await Promise.all(TRAIN_RUNS.map((r) => runPart('train', { backend, key: r.key, steps }, 3600)));
+    outcomes.forEach((o, i) => {
+      if (!o.ok) throw new Error(`reference run ${TRAIN_RUNS[i]!.key} on ${backend} failed: ${o.error ?? o.skipped ?? 'timed out'}`);
+      into[TRAIN_RUNS[i]!.key] = o.result as TrainRecord;
+    });
+  }
+  return { runs, wasmRuns };
+}
+
 /** The cpu backend's training runs, written as the reference the GPU machine compares with (two processes at once). */
 async function reference(out: string, steps: number): Promise<void> {
-  const runs: Record<string, TrainRecord> = {};
-  const outcomes = await Promise.all(TRAIN_RUNS.map((r) => runPart('train', { backend: 'cpu', key: r.key, steps }, 3000)));
-  outcomes.forEach((o, i) => {
-    if (!o.ok) throw new Error(`reference run ${TRAIN_RUNS[i]!.key} failed: ${o.error}`);
-    runs[TRAIN_RUNS[i]!.key] = o.result as TrainRecord;
-  });
+  const { runs, wasmRuns } = await referenceRuns(steps);
   const ref: Reference & Record<string, unknown> = {
     about: 'cpu-backend training runs of bench/gpu-check.ts (stories260K); made by `scripts/gpu-check.sh prepare`',
     created: new Date().toISOString(),
@@ -677,6 +774,7 @@ async function reference(out: string, steps: number): Promise<void> {
     buildDigest: buildDigest(),
     train: { ...TRAIN, steps },
     runs,
+    wasmRuns,
   };
   writeFileSync(out, `${JSON.stringify(ref)}\n`);
   log(`reference written to ${out}: ${Object.entries(runs).map(([k, r]) => `${k} ${r.steps} steps in ${r.seconds} s, final loss ${r.losses.at(-1)}`).join('; ')}`);
@@ -695,10 +793,12 @@ async function main(argv: string[]): Promise<void> {
     case 'digest':
       process.stdout.write(`${buildDigest()}\n`);
       return;
+    case 'software':
+      return software(opt('--out', join(WORK, 'software')), Number(opt('--steps', String(TRAIN.steps))));
     case 'reference':
       return reference(opt('--out', REFERENCE_FILE), Number(opt('--steps', String(TRAIN.steps))));
     default:
-      throw new Error('usage: gpu-check.js all --out DIR [--budget S] [--no-cpu-rerun] | reference [--out FILE] [--steps N] | digest | part NAME JSON');
+      throw new Error('usage: gpu-check.js all --out DIR [--budget S] [--no-cpu-rerun] | software --out DIR [--steps N] | reference [--out FILE] [--steps N] | digest | part NAME JSON');
   }
 }
 

@@ -14,6 +14,13 @@
 #                                  re-making the cpu reference there), and writes gpu-check.json
 #                                  and gpu-check.log into $OUT. Without nvidia-smi it installs nothing
 #                                  and the GPU parts report "webgpu unavailable".
+#   scripts/gpu-check.sh software  here or anywhere without a GPU: installs Mesa's lavapipe (a software
+#                                  Vulkan driver; Debian 12 needs bookworm-backports' Mesa 25, whose
+#                                  lavapipe Dawn accepts), builds the check, and runs the forward and
+#                                  training parts on webgpu over lavapipe against the cpu backend
+#                                  (GPU_CHECK_STEPS, default 200). Results in $OUT (default
+#                                  /tmp/apex-webgpu-software)/webgpu-software-check.json. Slow: lavapipe
+#                                  emulates the GPU on the CPU; about 15 minutes on 2 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -136,12 +143,46 @@ run() {
   return $status
 }
 
+# A WebGPU adapter Dawn accepts, from Mesa's lavapipe: Mesa 22 (Debian 12's own) lacks a feature
+# Dawn requires (shaderUniform*ArrayDynamicIndexing), Mesa 25 from bookworm-backports works.
+lavapipe() {
+  if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && dpkg --compare-versions "$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)" ge 23; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "needs Mesa >= 23's lavapipe (package mesa-vulkan-drivers) and libvulkan1; install them as root and rerun" >&2
+    return 1
+  fi
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" = bookworm ]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/apex-bookworm-backports.list
+    apt-get update >/dev/null && apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+  else
+    apt-get update >/dev/null && apt-get install -y mesa-vulkan-drivers libvulkan1 >/dev/null
+  fi
+}
+
+software() {
+  set -e
+  lavapipe
+  rm -rf .device/build
+  npx tsc -p bench/tsconfig.gpu-check.json
+  cp package.json .device/build/
+  local out=${OUT:-/tmp/apex-webgpu-software}
+  mkdir -p "$out"
+  # Dawn wants XDG_RUNTIME_DIR (harmless complaint otherwise); the software adapter needs the opt-in.
+  XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} APEX_WEBGPU_ALLOW_SOFTWARE=1 \
+    node .device/build/bench/gpu-check.js software --out "$out" --steps "${GPU_CHECK_STEPS:-200}" 2>&1 | tee "$out/webgpu-software-check.log"
+}
+
 case "${1:-run}" in
   prepare) prepare ;;
+  software) software ;;
   run)
     out=${OUT:-/tmp/apex-gpu-out}
     mkdir -p "$out"
     run "$out" 2>&1 | tee "$out/gpu-check.log"
     ;;
-  *) echo "usage: scripts/gpu-check.sh prepare|run" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu-check.sh prepare|run|software" >&2; exit 2 ;;
 esac
