@@ -131,8 +131,8 @@ async function prepareWebgpu(): Promise<Prepared> {
   const software = adapter.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(description);
   // A software adapter (Mesa's lavapipe, SwiftShader) runs WebGPU on the CPU far slower than
   // wasm; it is used only on request, to exercise the webgpu code path on a machine without a
-  // GPU (scripts/webgpu-software-check.sh).
-  if (software && process.env[ALLOW_SOFTWARE_WEBGPU] !== '1') {
+  // GPU (`scripts/gpu-check.sh software`).
+  if (software && !allowSoftware) {
     return { ok: false, detail: `only a software adapter (${description || 'fallback'}); ${ALLOW_SOFTWARE_WEBGPU}=1 uses it (slow; for checking the webgpu path)` };
   }
   Object.assign(globalThis, webgpu.globals);

@@ -20,17 +20,18 @@ export interface ClippedGradients {
 }
 
 /**
- * The global L2 norm of all gradients as a scalar tensor, accumulated in float32. A chain of
+ * The global L2 norm of all gradients as a scalar tensor, accumulated in float32 (the small
+ * gradients' part in float64 on cpu and wasm). A chain of
  * two-input adds, not tf.addN: the webgpu backend's AddN binds every input to one shader, and
  * WebGPU limits the storage buffers of a shader stage (8 by default); past that the kernel
  * cannot run (webgpu-guards.ts now splits such an AddN, but the chain needs no guard). On cpu
  * and wasm the small gradients' squares are summed by one kernel of ours (train-kernels.ts).
  */
 function globalNormTensor(grads: ReadonlyMap<string, tf.Tensor>): tf.Scalar {
-  const small = onJsBackend() ? [...grads.values()].filter((g) => g.size <= FUSED_MAX_ELEMENTS) : [];
+  const small = new Set(onJsBackend() ? [...grads.values()].filter((g) => g.size <= FUSED_MAX_ELEMENTS) : []);
   return tf.tidy(() => {
-    let total: tf.Tensor = small.length > 0 ? sumOfSquares(small) : tf.scalar(0);
-    for (const g of grads.values()) if (!small.includes(g)) total = tf.add(total, tf.sum(tf.square(g)));
+    let total: tf.Tensor = small.size > 0 ? sumOfSquares([...small]) : tf.scalar(0);
+    for (const g of grads.values()) if (!small.has(g)) total = tf.add(total, tf.sum(tf.square(g)));
     return tf.sqrt(total) as tf.Scalar;
   });
 }
