@@ -50,3 +50,36 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
     },
   };
 }
+
+/**
+ * A JavaScript kernel: reads its inputs and fills its outputs through `io`. Returns one
+ * output, or several (a one-element list is returned as that element).
+ */
+export type JsKernel<Attrs = Record<string, never>> = (
+  io: KernelIo,
+  inputs: Record<string, tf.TensorInfo> & tf.TensorInfo[],
+  attrs: Attrs,
+) => tf.TensorInfo | tf.TensorInfo[];
+
+/**
+ * Registers `kernels` (name → kernel) on every JavaScript-side backend the first time the
+ * returned function is called; later calls do nothing.
+ */
+export function jsKernelRegistration(kernels: Record<string, JsKernel<never>>): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    for (const backendName of JS_BACKENDS) {
+      for (const [kernelName, run] of Object.entries(kernels)) {
+        tf.registerKernel({
+          kernelName, backendName,
+          kernelFunc: ((a: { inputs: Record<string, tf.TensorInfo> & tf.TensorInfo[]; backend: unknown; attrs: never }) => {
+            const out = run(kernelIo(backendName, a.backend), a.inputs, a.attrs);
+            return Array.isArray(out) && out.length === 1 ? out[0]! : out;
+          }) as unknown as tf.KernelFunc,
+        });
+      }
+    }
+  };
+}

@@ -13,7 +13,7 @@
  * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put.
  */
 import * as tf from '@tensorflow/tfjs';
-import { JS_BACKENDS, kernelIo, onJsBackend, type KernelIo } from './js-kernel-io.js';
+import { jsKernelRegistration, onJsBackend, type KernelIo } from './js-kernel-io.js';
 
 export type LineAxis = 0 | 1;
 
@@ -85,23 +85,10 @@ function putKernel(io: KernelIo, x: tf.TensorInfo, lines: tf.TensorInfo, updates
   })[0]!;
 }
 
-let registered = false;
-
-function registerLineKernels(): void {
-  if (registered) return;
-  registered = true;
-  for (const backendName of JS_BACKENDS) {
-    type Args = { inputs: Record<string, tf.TensorInfo>; backend: unknown; attrs: { axis: LineAxis } };
-    tf.registerKernel({
-      kernelName: TAKE, backendName,
-      kernelFunc: ((a: Args) => takeKernel(kernelIo(backendName, a.backend), a.inputs.x!, a.inputs.lines!, a.attrs.axis)) as unknown as tf.KernelFunc,
-    });
-    tf.registerKernel({
-      kernelName: PUT, backendName,
-      kernelFunc: ((a: Args) => putKernel(kernelIo(backendName, a.backend), a.inputs.x!, a.inputs.lines!, a.inputs.updates!, a.attrs.axis)) as unknown as tf.KernelFunc,
-    });
-  }
-}
+const registerLineKernels = jsKernelRegistration({
+  [TAKE]: (io, inputs, attrs: { axis: LineAxis }) => takeKernel(io, inputs.x!, inputs.lines!, attrs.axis),
+  [PUT]: (io, inputs, attrs: { axis: LineAxis }) => putKernel(io, inputs.x!, inputs.lines!, inputs.updates!, attrs.axis),
+});
 
 function checkLines(lines: Int32Array, extent: number): void {
   const seen = new Uint8Array(extent);

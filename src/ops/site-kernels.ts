@@ -13,7 +13,7 @@
  *                      da_i = Σ over rows and slots of dY[:, N_j]·W[:, N_j], j mod n = i
  */
 import * as tf from '@tensorflow/tfjs';
-import { JS_BACKENDS, kernelIo, type KernelIo } from './js-kernel-io.js';
+import { jsKernelRegistration, type KernelIo } from './js-kernel-io.js';
 
 const ROWS_FORWARD = 'ApexMixRowsForward';
 const ROWS_BACKWARD = 'ApexMixRowsBackward';
@@ -113,29 +113,12 @@ function columnsBackward(io: KernelIo, { dy, w, z, a, p, n }: Inputs): tf.Tensor
   });
 }
 
-let registered = false;
-
-function registerSiteKernels(): void {
-  if (registered) return;
-  registered = true;
-  const kernels: [string, (io: KernelIo, inputs: Inputs) => tf.TensorInfo[]][] = [
-    [ROWS_FORWARD, rowsForward],
-    [ROWS_BACKWARD, rowsBackward],
-    [COLUMNS_FORWARD, columnsForward],
-    [COLUMNS_BACKWARD, columnsBackward],
-  ];
-  for (const backendName of JS_BACKENDS) {
-    for (const [kernelName, run] of kernels) {
-      tf.registerKernel({
-        kernelName, backendName,
-        kernelFunc: ((args: { inputs: Inputs; backend: unknown }) => {
-          const out = run(kernelIo(backendName, args.backend), args.inputs);
-          return out.length === 1 ? out[0]! : out;
-        }) as unknown as tf.KernelFunc,
-      });
-    }
-  }
-}
+const registerSiteKernels = jsKernelRegistration({
+  [ROWS_FORWARD]: (io, inputs) => rowsForward(io, inputs),
+  [ROWS_BACKWARD]: (io, inputs) => rowsBackward(io, inputs),
+  [COLUMNS_FORWARD]: (io, inputs) => columnsForward(io, inputs),
+  [COLUMNS_BACKWARD]: (io, inputs) => columnsBackward(io, inputs),
+});
 
 const run = (name: string, inputs: Record<string, tf.Tensor>): tf.Tensor[] => {
   registerSiteKernels();

@@ -19,7 +19,7 @@
  * Monarch factors per operator), so per-call costs were a visible part of its overhead.
  */
 import * as tf from '@tensorflow/tfjs';
-import { JS_BACKENDS, kernelIo, type KernelIo } from '../ops/js-kernel-io.js';
+import { jsKernelRegistration, type KernelIo } from '../ops/js-kernel-io.js';
 
 /** Tensors up to this many elements take the fused kernels (break-even measured near 20–25k). */
 export const FUSED_MAX_ELEMENTS = 16384;
@@ -76,23 +76,11 @@ function sumSquaresKernel(io: KernelIo, inputs: tf.TensorInfo[]): tf.TensorInfo 
   })[0]!;
 }
 
-let registered = false;
-
-function register(): void {
-  if (registered) return;
-  registered = true;
-  for (const backendName of JS_BACKENDS) {
-    tf.registerKernel({
-      kernelName: ADAMW, backendName,
-      kernelFunc: ((a: { inputs: Record<string, tf.TensorInfo>; backend: unknown; attrs: AdamWStepScalars }) =>
-        adamwKernel(kernelIo(backendName, a.backend), a.inputs, a.attrs)) as unknown as tf.KernelFunc,
-    });
-    tf.registerKernel({
-      kernelName: SUM_SQUARES, backendName,
-      kernelFunc: ((a: { inputs: tf.TensorInfo[]; backend: unknown }) => sumSquaresKernel(kernelIo(backendName, a.backend), [...a.inputs])) as unknown as tf.KernelFunc,
-    });
-  }
-}
+const register = jsKernelRegistration({
+  [ADAMW]: (io, inputs, attrs: AdamWStepScalars) => adamwKernel(io, inputs, attrs),
+  // Inputs as a list: any number of tensors.
+  [SUM_SQUARES]: (io, inputs) => sumSquaresKernel(io, [...inputs]),
+});
 
 /** [p, m, v] after one AdamW step (new tensors; cpu and wasm backends only). */
 export function adamwStepKernel(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scalars: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
