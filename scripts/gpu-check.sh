@@ -24,6 +24,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# bench/gpu-check.ts compiled with the src it imports, into .device/build.
+build() {
+  rm -rf .device/build
+  npx tsc -p bench/tsconfig.gpu-check.json
+  # package.json beside the build: ES modules, and apex's version for the provenance records.
+  cp package.json .device/build/
+}
+
 prepare() {
   set -e
   if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
@@ -36,10 +44,7 @@ prepare() {
   mkdir -p .device
   [ -s .device/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .device/node.xz
 
-  rm -rf .device/build
-  npx tsc -p bench/tsconfig.gpu-check.json
-  # package.json beside the build: ES modules, and apex's version for the provenance records.
-  cp package.json .device/build/
+  build
 
   # node_modules with only what the compiled check loads (measured by tracing its file opens):
   # each package's package.json and runtime files; webgpu for linux-x64 alone.
@@ -166,9 +171,7 @@ lavapipe() {
 software() {
   set -e
   lavapipe
-  rm -rf .device/build
-  npx tsc -p bench/tsconfig.gpu-check.json
-  cp package.json .device/build/
+  build
   local out=${OUT:-/tmp/apex-webgpu-software}
   mkdir -p "$out"
   # Dawn wants XDG_RUNTIME_DIR (harmless complaint otherwise); the software adapter needs the opt-in.

@@ -35,11 +35,6 @@ type KernelFuncLike = (args: { inputs: tf.TensorInfo[]; backend: unknown; attrs?
 let firstError: string | undefined;
 let guardedDevice: GpuDeviceLike | undefined;
 
-/** The first GPU error since the guards were installed, if any. */
-export function latchedGpuError(): string | undefined {
-  return firstError;
-}
-
 /**
  * Throws when the GPU has rejected a command since the guards were installed: the values read
  * after it may be stale. Called after every read of a tensor (tensor-read.ts).
