@@ -10,6 +10,8 @@
  * a fresh child process so that its peak RSS is its own.
  *
  *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128] [--rounds 1]
+ *   npx tsx bench/train.ts --paired 30 [--batch 2] [--seq-len 128]   (APEX full overhead only: vanilla and full in one process, steps alternating)
+ *   npx tsx bench/train.ts paired-worker <model> <vanilla-run> <apex-run> <steps> <ids>
  *   npx tsx bench/train.ts worker <model> <run> <method> <setting|-> <backend> <steps>   (one measurement)
  */
 import { spawnSync } from 'node:child_process';
@@ -77,6 +79,58 @@ async function worker(model: string, run: string, method: StageMethod, setting: 
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
+/** Strict turn-taking between two runs in one process: a run's onStep hands the turn over and waits for it back. */
+class Turns {
+  private turn = 0;
+  private readonly waiting = new Map<number, () => void>();
+  pass(to: number): void {
+    this.turn = to;
+    const wake = this.waiting.get(to);
+    this.waiting.delete(to);
+    wake?.();
+  }
+  async wait(who: number): Promise<void> {
+    if (this.turn !== who) await new Promise<void>((resolve) => this.waiting.set(who, resolve));
+  }
+}
+
+interface PairedResult {
+  /** Per step after warm-up: [vanilla, apex full] CPU ms and wall ms, the two steps run back to back. */
+  cpu: [number, number][];
+  wall: [number, number][];
+}
+
+/**
+ * vanilla and APEX `full` in one process, their steps strictly alternating (each run's onStep
+ * hands the turn to the other and waits for it back), each step's CPU and wall time taken from
+ * its turn's start to its end. The VM's speed drifts over tens of seconds; two steps run back
+ * to back see the same speed, so the per-pair ratio is stable where separate runs are not.
+ */
+async function pairedWorker(model: string, runs: [string, string], steps: number, ids: string): Promise<void> {
+  const turns = new Turns();
+  const data = await idSet(ids);
+  const cpu: number[][] = [[], []];
+  const wall: number[][] = [[], []];
+  const started = [0, 1].map(() => ({ cpu: process.cpuUsage(), wall: performance.now() }));
+  const onStep = (who: number) => async (r: { step: number }) => {
+    const used = process.cpuUsage(started[who]!.cpu);
+    cpu[who]!.push((used.user + used.system) / 1000);
+    wall[who]!.push(performance.now() - started[who]!.wall);
+    turns.pass(1 - who);
+    if (r.step === steps) return;
+    await turns.wait(who);
+    started[who] = { cpu: process.cpuUsage(), wall: performance.now() };
+  };
+  const common = { model, modelDir: model, stage: 1, train: data, steps, batchSize: BATCH, lr: 1e-4, saveEvery: 0, backend: 'wasm', expand: false } as const;
+  await Promise.all([
+    runStage({ ...common, run: runs[0], method: 'vanilla', onStep: onStep(0) }),
+    runStage({ ...common, run: runs[1], method: 'apex', setting: 'full', onStep: onStep(1) }),
+  ]);
+  const pairs = (v: number[][]) => v[0]!.slice(WARMUP).map((x, i) => [x, v[1]![WARMUP + i]!] as [number, number]);
+  const out: PairedResult = { cpu: pairs(cpu), wall: pairs(wall) };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
 function measure(args: string[]): WorkerResult {
   const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'worker', ...args], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 22 });
   if (r.status !== 0) throw new Error(`worker failed (${args.join(' ')}): ${r.stderr}`);
@@ -85,6 +139,7 @@ function measure(args: string[]): WorkerResult {
 
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'worker') return worker(argv[1]!, argv[2]!, argv[3] as StageMethod, argv[4]!, argv[5]!, Number(argv[6]), argv[7]!);
+  if (argv[0] === 'paired-worker') return pairedWorker(argv[1]!, [argv[2]!, argv[3]!], Number(argv[4]), argv[5]!);
   const opt = (name: string, fallback: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1]! : fallback; };
   process.env.APEX_BENCH_BATCH = opt('--batch', String(BATCH));
   process.env.APEX_BENCH_SEQ_LEN = opt('--seq-len', String(SEQ_LEN));
@@ -107,6 +162,30 @@ async function main(argv: string[]): Promise<void> {
   await runAnalysis({ model, output: join(analysis, 'analysis'), data: await idSet(ids), batchSize: BATCH, ratio: 0.375, seed: 0, backend: 'wasm' });
 
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}; node ${process.version}; ${new Date().toISOString().slice(0, 10)}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  const pairedSteps = Number(opt('--paired', '0'));
+  if (pairedSteps > 0) {
+    const runs = ['paired-vanilla', 'paired-apex-full'].map((r) => join(work, r)) as [string, string];
+    for (const run of runs) rmSync(run, { recursive: true, force: true });
+    mkdirSync(runs[1], { recursive: true });
+    cpSync(join(analysis, 'analysis'), join(runs[1], 'analysis'), { recursive: true });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'paired-worker', model, ...runs, String(pairedSteps), ids], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 22 });
+    if (r.status !== 0) throw new Error(`paired worker failed: ${r.stderr}`);
+    const p = JSON.parse(r.stdout.trim().split('\n').pop()!) as PairedResult;
+    const medianOf = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)]!;
+    const pct = (x: number) => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}%`;
+    const report = (label: string, pairs: [number, number][]) => {
+      const ratios = pairs.map(([v, a]) => a / v - 1);
+      const sum = (i: 0 | 1) => pairs.reduce((t, x) => t + x[i], 0);
+      console.log(`| ${label} | ${medianOf(pairs.map((x) => x[0])).toFixed(0)} | ${medianOf(pairs.map((x) => x[1])).toFixed(0)} | **${pct(medianOf(ratios))}** | ${pct(sum(1) / sum(0) - 1)} | ${pct(Math.min(...ratios))} … ${pct(Math.max(...ratios))} |`);
+    };
+    console.log(`\nAPEX full overhead per step over vanilla, the two runs in one process with their steps alternating (${p.cpu.length} pairs after ${WARMUP} warm-up steps each; target ≤ 5%):`);
+    console.log('| measure | vanilla ms/step (median) | APEX full ms/step (median) | overhead, median of pairs | overhead, total | range over pairs |');
+    console.log('|---|---|---|---|---|---|');
+    report('CPU time', p.cpu);
+    report('wall time', p.wall);
+    if (process.env.APEX_BENCH_VERBOSE) console.log(JSON.stringify(p));
+    return;
+  }
   console.log(`\n~10M-parameter LLaMA (8 layers, hidden 256, GQA 8/4, I 688, vocab 8192, untied, f32), ${BATCH} × ${SEQ_LEN} tokens per step, median of ${steps - WARMUP} steps after ${WARMUP} warm-up:`);
   console.log('| engine | method / setting | trainable | wall ms/step | CPU ms/step | tokens/s (wall) | tokens per CPU-s | peak RSS | estimate | first loss |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');

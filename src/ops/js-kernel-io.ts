@@ -16,19 +16,44 @@ export type KernelValues = Float32Array | Int32Array;
 
 export interface KernelIo {
   outputs(shapes: number[][], inputs: tf.TensorInfo[], fill: (outs: Float32Array[], ins: KernelValues[]) => void): tf.TensorInfo[];
+  /**
+   * Runs one of the backend's own kernels (BatchMatMul, Transpose) on temporaries directly,
+   * without the engine: no tape, no tracking, none of its per-op cost. What it returns, like
+   * an `outputs` result that is not returned, must be freed with `release`.
+   */
+  call(kernelName: string, inputs: Record<string, tf.TensorInfo>, attrs?: Record<string, unknown>): tf.TensorInfo;
+  release(...infos: tf.TensorInfo[]): void;
 }
+
+/** The same data under another shape of the same size (row-major reinterpretation, no copy). */
+export const reshaped = (t: tf.TensorInfo, shape: number[]): tf.TensorInfo => ({ dataId: t.dataId, shape, dtype: t.dtype });
 
 interface CpuBackendLike {
   data: { get(dataId: unknown): { values: KernelValues } };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+  disposeData(dataId: unknown): void;
 }
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): KernelValues;
+  disposeData(dataId: unknown): void;
 }
 
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
+
+function backendCalls(backendName: JsBackendName, backend: { disposeData(dataId: unknown): void }): Pick<KernelIo, 'call' | 'release'> {
+  return {
+    call: (kernelName, inputs, attrs = {}) => {
+      const kernel = tf.getKernel(kernelName, backendName);
+      if (!kernel) throw new Error(`kernel ${kernelName} is not registered for ${backendName}`);
+      return kernel.kernelFunc({ inputs, backend: backend as tf.KernelBackend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
+    },
+    release: (...infos) => {
+      for (const info of infos) backend.disposeData(info.dataId);
+    },
+  };
+}
 
 export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo {
   if (backendName === 'cpu') {
@@ -39,6 +64,7 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
         fill(outs, inputs.map((t) => b.data.get(t.dataId).values));
         return outs.map((o, i) => b.makeTensorInfo(shapes[i]!, 'float32', o));
       },
+      ...backendCalls(backendName, b),
     };
   }
   const b = backend as WasmBackendLike;
@@ -48,6 +74,7 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
       fill(infos.map((i) => b.typedArrayFromHeap(i) as Float32Array), inputs.map((t) => b.typedArrayFromHeap(t)));
       return infos;
     },
+    ...backendCalls(backendName, b),
   };
 }
 

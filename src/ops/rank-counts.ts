@@ -47,14 +47,38 @@ function sortedIndices(norms: ArrayLike<number>, cmp: (a: number, b: number) => 
 }
 
 /** One micro-batch's counts: +1 for each unit in its Top-k, −1 for each unit in its Min-k. */
-export function rankCounts(norms: ArrayLike<number>, k: number): Int32Array {
+export function rankCounts(norms: ArrayLike<number>, kRequested: number): Int32Array {
   for (let i = 0; i < norms.length; i++) {
     if (!Number.isFinite(norms[i]!)) throw new VerificationError(`activation norm of unit ${i} is ${norms[i]}; the forward pass produced NaN/Inf`);
   }
-  const counts = new Int32Array(norms.length);
-  for (const u of topK(norms, k)) counts[u]! += 1;
-  for (const u of minK(norms, k)) counts[u]! -= 1;
+  const n = norms.length;
+  const counts = new Int32Array(n);
+  const k = Math.min(kRequested, n);
+  if (k <= 0) return counts;
+  // The same sets as topK/minK, without sorting indices by a comparator (which the recorder
+  // paid per layer, unit type and micro-batch): a native numeric sort of the values gives the
+  // k-th largest and k-th smallest norms, units strictly beyond them are in, and ties at the
+  // threshold are taken by index, lower first, until k are in.
+  const sorted = Float64Array.from(norms).sort();
+  markBeyond(norms, k, sorted[n - k]!, (x, t) => x > t, counts, 1);
+  markBeyond(norms, k, sorted[k - 1]!, (x, t) => x < t, counts, -1);
   return counts;
+}
+
+function markBeyond(norms: ArrayLike<number>, k: number, threshold: number, beyond: (x: number, t: number) => boolean, counts: Int32Array, delta: number): void {
+  let taken = 0;
+  for (let i = 0; i < norms.length; i++) {
+    if (beyond(norms[i]!, threshold)) {
+      counts[i]! += delta;
+      taken++;
+    }
+  }
+  for (let i = 0; i < norms.length && taken < k; i++) {
+    if (norms[i] === threshold) {
+      counts[i]! += delta;
+      taken++;
+    }
+  }
 }
 
 /** Population standard deviation and coefficient of variation std/mean (0 when the mean is 0). */

@@ -8,15 +8,15 @@
  * Autodiff through the composed ops would keep every intermediate and run about twice as many
  * kernels (zero-filled scatters for each line move's gradient, split/concat gradients, the
  * broadcasts' reductions); written out, the backward pass is one line move into dW plus small
- * products on the 2n selected lines. On cpu and wasm the element-wise work of each direction is
- * one kernel of site-kernels.ts; other backends (webgpu) run the same gradient from tfjs ops.
- * test/ops/site-mixing.test.ts checks both routes, values and gradients, against plain autodiff
- * of the rule.
+ * products on the 2n selected lines. On cpu and wasm each direction is one kernel of
+ * site-kernels.ts (a registered kernel and gradient); other backends (webgpu) run the same
+ * gradient from tfjs ops here. test/ops/site-mixing.test.ts checks both routes, values and
+ * gradients, against plain autodiff of the rule.
  */
 import * as tf from '@tensorflow/tfjs';
 import { onJsBackend } from './js-kernel-io.js';
 import type { LineSet } from './line-moves.js';
-import { mixColumnsBackwardKernel, mixColumnsForwardKernel, mixRowsBackwardKernel, mixRowsForwardKernel } from './site-kernels.js';
+import { columnSiteKernel, rowSiteKernel } from './site-kernels.js';
 
 const asColumn = (v: tf.Tensor1D) => tf.reshape(v, [v.shape[0], 1]) as tf.Tensor2D;
 
@@ -37,8 +37,8 @@ export interface SiteLines {
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
 /**
- * The element-wise halves of a row site, around its matMuls (Y = M·W_P forward; Z = Mᵀ·dN and
- * dM = dN·W_Pᵀ backward): one kernel each way on cpu/wasm (site-kernels.ts), tfjs ops elsewhere.
+ * The element-wise halves of a row site around its matMuls (Y = M·W_P forward; Z = Mᵀ·dN and
+ * dM = dN·W_Pᵀ backward), from tfjs ops: the route of the backends without apex's site kernels.
  */
 interface RowsElementwise {
   forward(w: tf.Tensor2D, WP: tf.Tensor2D, Y: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D;
@@ -46,14 +46,8 @@ interface RowsElementwise {
   backward(dy: tf.Tensor2D, w: tf.Tensor2D, dN: tf.Tensor2D, WP: tf.Tensor2D, Z: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor[];
 }
 
-function rowsElementwise(site: SiteLines, jsKernels: boolean): RowsElementwise {
+function rowsElementwise(site: SiteLines): RowsElementwise {
   const { P, N, both } = site;
-  if (jsKernels) {
-    return {
-      forward: (w, _WP, Y, a, b) => mixRowsForwardKernel(w, Y, a, b, P.indices, N.indices),
-      backward: (dy, w, _dN, _WP, Z, a, b) => mixRowsBackwardKernel(dy, w, Z, a, b, P.indices, N.indices),
-    };
-  }
   return {
     forward: (w, WP, Y, a, b) => both.put(w, tf.concat([tf.mul(WP, asColumn(b)), tf.add(tf.mul(N.take(w), asColumn(a)), Y)], 0) as tf.Tensor2D),
     backward: (dy, w, dN, WP, Z, a, b) => {
@@ -72,7 +66,8 @@ function rowsElementwise(site: SiteLines, jsKernels: boolean): RowsElementwise {
 export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.Tensor1D, b: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
   const n = a.shape[0];
   if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
-  const ew = rowsElementwise(site, !options.portable && onJsBackend());
+  if (!options.portable && onJsBackend()) return rowSiteKernel(W, M, a, b, site.P.indices, site.N.indices);
+  const ew = rowsElementwise(site);
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
     (inputs[4] as tf.GradSaveFunc)([w, m, av, bv]);
@@ -99,7 +94,7 @@ function slotViews(rows: number, slots: number, n: number) {
 
 /**
  * The element-wise halves of a column site around its matMuls (Y = W[:, P]·Mᵀ per slot forward;
- * Z = dN·M and dMᵀ = W_Pᵀ·dN per slot backward), as for rows.
+ * Z = dN·M and dMᵀ = W_Pᵀ·dN per slot backward), from tfjs ops, as for rows.
  */
 interface ColumnsElementwise {
   forward(w: tf.Tensor2D, WP: tf.Tensor2D, Y: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor2D;
@@ -107,14 +102,8 @@ interface ColumnsElementwise {
   backward(dy: tf.Tensor2D, w: tf.Tensor2D, dN: tf.Tensor2D, Z: tf.Tensor2D, a: tf.Tensor1D): tf.Tensor[];
 }
 
-function columnsElementwise(site: SiteLines, rows: number, slots: number, n: number, jsKernels: boolean): ColumnsElementwise {
+function columnsElementwise(site: SiteLines, rows: number, slots: number, n: number): ColumnsElementwise {
   const { P, N, both } = site;
-  if (jsKernels) {
-    return {
-      forward: (w, _WP, Y, a) => mixColumnsForwardKernel(w, Y, a, N.indices),
-      backward: (dy, w, _dN, Z, a) => mixColumnsBackwardKernel(dy, w, Z, a, P.indices, N.indices),
-    };
-  }
   const scaleRow = (v: tf.Tensor1D) => tf.reshape(slots === 1 ? v : tf.tile(v, [slots]), [1, slots * n]) as tf.Tensor2D;
   return {
     forward: (w, WP, Y, a) => both.put(w, tf.concat([WP, tf.add(tf.mul(N.take(w), scaleRow(a)), Y)], 1) as tf.Tensor2D),
@@ -134,7 +123,8 @@ export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: t
   const n = a.shape[0];
   const rows = W.shape[0];
   if (site.both.lines.length !== 2 * slots * n || Mt.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
-  const ew = columnsElementwise(site, rows, slots, n, !options.portable && onJsBackend());
+  if (!options.portable && onJsBackend()) return columnSiteKernel(W, Mt, a, site.P.indices, site.N.indices);
+  const ew = columnsElementwise(site, rows, slots, n);
   const { bySlot, byColumn } = slotViews(rows, slots, n);
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, mt, av] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];

@@ -59,7 +59,8 @@ export interface StageOptions extends StageSettings {
   readonly eval?: SequenceSet;
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
-  readonly onStep?: (report: StepReport) => void;
+  /** After each step; awaited when it returns a promise. */
+  readonly onStep?: (report: StepReport) => void | Promise<void>;
   readonly onWarning?: (message: string) => void;
 }
 

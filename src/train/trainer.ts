@@ -82,7 +82,8 @@ export interface TrainerOptions {
   readonly resumeFrom?: LoadedTrainState;
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
-  readonly onStep?: (report: StepReport) => void;
+  /** Called after each step; a returned promise is awaited before the next step (a caller can pace or interleave runs). */
+  readonly onStep?: (report: StepReport) => void | Promise<void>;
 }
 
 export interface TrainerResult {
@@ -273,7 +274,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
           `stage ${o.stage} step ${step}/${o.steps} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(stepTokens / stepSeconds)} tok/s` +
             `${evaluation ? ` eval ppl ${evaluation.ppl.toFixed(2)}` : ''} ETA ${formatDuration(etaSeconds)}`,
         );
-        o.onStep?.({ stage: o.stage, step, steps: o.steps, globalStep: o.globalStepOffset + step, tokens, loss, lr, gradNorm: clipped.norm, tokensPerSecond: stepTokens / stepSeconds, ...(evaluation ? { eval: evaluation } : {}), elapsed, etaSeconds });
+        await o.onStep?.({ stage: o.stage, step, steps: o.steps, globalStep: o.globalStepOffset + step, tokens, loss, lr, gradNorm: clipped.norm, tokensPerSecond: stepTokens / stepSeconds, ...(evaluation ? { eval: evaluation } : {}), elapsed, etaSeconds });
         if (step === o.steps || (o.saveEvery > 0 && step % o.saveEvery === 0)) await save();
       } finally {
         tf.dispose([...masked.values(), ...clipped.grads.values()]);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InputError, VerificationError } from '../../src/errors.js';
+import { Rng } from '../../src/util/rng.js';
 import { RankCountRecorder, groupHeadNorms, minK, rankCounts, spread, topK } from '../../src/ops/rank-counts.js';
 
 const close = (got: ArrayLike<number>, want: number[]) => {
@@ -30,6 +31,21 @@ describe('unit norms and counts', () => {
 
   it('refuses NaN norms', () => {
     expect(() => rankCounts([1, Number.NaN, 2], 1)).toThrow(VerificationError);
+  });
+
+  it('equals +1 on topK and −1 on minK (the sorted-index definition) for random norms with many ties', () => {
+    const rng = new Rng(17);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + Math.floor(rng.next() * 40);
+      const levels = 1 + Math.floor(rng.next() * 6); // few distinct values: ties at the thresholds
+      const norms = Float64Array.from({ length: n }, () => Math.floor(rng.next() * levels) / levels);
+      for (const k of [0, 1, Math.floor(n / 3), Math.floor(n / 2), n, n + 2]) {
+        const want = new Int32Array(n);
+        for (const u of topK(norms, k)) want[u]! += 1;
+        for (const u of minK(norms, k)) want[u]! -= 1;
+        expect(Array.from(rankCounts(norms, k)), `n=${n} k=${k} norms=${Array.from(norms).join(',')}`).toEqual(Array.from(want));
+      }
+    }
   });
 
   it('computes population std and CV', () => {

@@ -74,6 +74,42 @@ for (const backend of ['cpu', 'wasm'] as const) {
         for (const g of res.grads) expect(g).toBeLessThan(1e-5);
       });
 
+      it('leaves no buffers behind in the backend (the kernels free their temporaries)', () => {
+        const rows = site([5, 0], [2, 9], 0, 10);
+        const columns = site([1, 6, 8, 11], [3, 0, 10, 5], 1, 12);
+        const inputs = [t2(10, 6), t2(2, 2), t1(2), t1(2), t2(5, 12)];
+        const run = () => tf.tidy(() => {
+          const [W, M, a, b, V] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.Tensor2D];
+          const g = tf.grads((w: tf.Tensor, m: tf.Tensor, av: tf.Tensor, bv: tf.Tensor, v: tf.Tensor) =>
+            tf.add(tf.sum(mixRows(w as tf.Tensor2D, rows, m as tf.Tensor2D, av as tf.Tensor1D, bv as tf.Tensor1D, { portable })), tf.sum(mixColumns(v as tf.Tensor2D, columns, 2, m as tf.Tensor2D, av as tf.Tensor1D, { portable }))));
+          g([W, M, a, b, V]).forEach((x) => x.dataSync());
+        });
+        run();
+        const before = tf.engine().backend.numDataIds();
+        for (let i = 0; i < 5; i++) run();
+        expect(tf.engine().backend.numDataIds()).toBe(before);
+        tf.dispose(inputs);
+      });
+
+      it('a one-line operator (n = 1, as for one attention head): rows, and columns in two slots', () => {
+        const rows = site([3], [1], 0, 6);
+        const r = tf.tidy(() => compare(
+          ([W, M, a, b]) => mixRows(W as tf.Tensor2D, rows, M as tf.Tensor2D, a as tf.Tensor1D, b as tf.Tensor1D, { portable }),
+          ([W, M, a, b]) => rowsRule(W as tf.Tensor2D, [3], [1], M as tf.Tensor2D, a as tf.Tensor1D, b as tf.Tensor1D),
+          [t2(6, 4), t2(1, 1), t1(1), t1(1)],
+        ));
+        const columns = site([0, 5], [2, 3], 1, 6);
+        const c = tf.tidy(() => compare(
+          ([W, Mt, a]) => mixColumns(W as tf.Tensor2D, columns, 2, Mt as tf.Tensor2D, a as tf.Tensor1D, { portable }),
+          ([W, Mt, a]) => columnsRule(W as tf.Tensor2D, [0, 5], [2, 3], 2, Mt as tf.Tensor2D, a as tf.Tensor1D),
+          [t2(4, 6), t2(1, 1), t1(1)],
+        ));
+        for (const res of [r, c]) {
+          expect(res.value).toBeLessThan(1e-6);
+          for (const g of res.grads) expect(g).toBeLessThan(1e-5);
+        }
+      });
+
       it('columns with GQA slots: values and the gradients of W, Mᵀ, a equal autodiff of the rule', () => {
         const slots = 2;
         const P = [1, 6, 8, 11];
