@@ -9,8 +9,8 @@
  * the peak RSS of each setting beside the trainer's memory estimate. Each measurement runs in
  * a fresh child process so that its peak RSS is its own.
  *
- *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128] [--rounds 1]
- *   npx tsx bench/train.ts --paired 30 [--batch 2] [--seq-len 128]   (APEX full overhead only: vanilla and full in one process, steps alternating)
+ *   npx tsx bench/train.ts [--work /tmp/apex-train-bench] [--steps 10] [--python /usr/bin/python3] [--only vanilla,full,…] [--batch 2] [--seq-len 128] [--grad-accum 1] [--rounds 1]
+ *   npx tsx bench/train.ts --paired 30 [--batch 2] [--seq-len 128] [--grad-accum 1]   (APEX full overhead only: vanilla and full in one process, steps alternating)
  *   npx tsx bench/train.ts paired-worker <model> <vanilla-run> <apex-run> <steps> <ids>
  *   npx tsx bench/train.ts worker <model> <run> <method> <setting|-> <backend> <steps>   (one measurement)
  */
@@ -32,6 +32,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SMALL: RandomModelShape = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 8192 };
 // Micro-batch shape: --batch / --seq-len on the command line, handed to the workers by environment.
 const BATCH = Number(process.env.APEX_BENCH_BATCH ?? 2);
+/** Micro-batches per optimizer step (--grad-accum). */
+const ACCUM = Number(process.env.APEX_BENCH_ACCUM ?? 1);
 const SEQ_LEN = Number(process.env.APEX_BENCH_SEQ_LEN ?? 128);
 const WARMUP = 3;
 
@@ -60,10 +62,10 @@ async function worker(model: string, run: string, method: StageMethod, setting: 
   const result = await runStage({
     model, modelDir: model, run, stage: 1, method, ...(setting !== '-' ? { setting: setting as ApexSetting } : {}),
     ...(method === 'lora' ? { loraRank: 8 } : {}),
-    train: await idSet(ids), steps, batchSize: BATCH, lr: 1e-4, saveEvery: 0, backend, expand: false,
+    train: await idSet(ids), steps, batchSize: BATCH, gradAccum: ACCUM, lr: 1e-4, saveEvery: 0, backend, expand: false,
     onStep: (r) => {
       if (r.step === 1) firstLoss = r.loss;
-      seconds.push((BATCH * SEQ_LEN) / r.tokensPerSecond);
+      seconds.push((ACCUM * BATCH * SEQ_LEN) / r.tokensPerSecond);
       const now = process.cpuUsage(lastCpu);
       cpu.push((now.user + now.system) / 1000);
       lastCpu = process.cpuUsage();
@@ -73,7 +75,7 @@ async function worker(model: string, run: string, method: StageMethod, setting: 
   const median = middle(seconds);
   const out: WorkerResult = {
     msPerStep: median * 1000,
-    cpuMsPerStep: middle(cpu), tokensPerSecond: (BATCH * SEQ_LEN) / median, firstLoss, trainable: result.trainable.trainable, fraction: result.trainable.fraction,
+    cpuMsPerStep: middle(cpu), tokensPerSecond: (ACCUM * BATCH * SEQ_LEN) / median, firstLoss, trainable: result.trainable.trainable, fraction: result.trainable.fraction,
     peakRssBytes: result.peakRssBytes, memoryEstimateBytes: result.memoryEstimateBytes,
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -121,7 +123,7 @@ async function pairedWorker(model: string, runs: [string, string], steps: number
     await turns.wait(who);
     started[who] = { cpu: process.cpuUsage(), wall: performance.now() };
   };
-  const common = { model, modelDir: model, stage: 1, train: data, steps, batchSize: BATCH, lr: 1e-4, saveEvery: 0, backend: 'wasm', expand: false } as const;
+  const common = { model, modelDir: model, stage: 1, train: data, steps, batchSize: BATCH, gradAccum: ACCUM, lr: 1e-4, saveEvery: 0, backend: 'wasm', expand: false } as const;
   await Promise.all([
     runStage({ ...common, run: runs[0], method: 'vanilla', onStep: onStep(0) }),
     runStage({ ...common, run: runs[1], method: 'apex', setting: 'full', onStep: onStep(1) }),
@@ -142,8 +144,9 @@ async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'paired-worker') return pairedWorker(argv[1]!, [argv[2]!, argv[3]!], Number(argv[4]), argv[5]!);
   const opt = (name: string, fallback: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1]! : fallback; };
   process.env.APEX_BENCH_BATCH = opt('--batch', String(BATCH));
+  process.env.APEX_BENCH_ACCUM = opt('--grad-accum', String(ACCUM));
   process.env.APEX_BENCH_SEQ_LEN = opt('--seq-len', String(SEQ_LEN));
-  if (Number(process.env.APEX_BENCH_BATCH) !== BATCH || Number(process.env.APEX_BENCH_SEQ_LEN) !== SEQ_LEN) {
+  if (Number(process.env.APEX_BENCH_BATCH) !== BATCH || Number(process.env.APEX_BENCH_SEQ_LEN) !== SEQ_LEN || Number(process.env.APEX_BENCH_ACCUM) !== ACCUM) {
     // The shape is read at module load: run again with it in the environment.
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...argv], { stdio: 'inherit', env: process.env });
     process.exit(r.status ?? 1);
@@ -178,7 +181,7 @@ async function main(argv: string[]): Promise<void> {
       const sum = (i: 0 | 1) => pairs.reduce((t, x) => t + x[i], 0);
       console.log(`| ${label} | ${medianOf(pairs.map((x) => x[0])).toFixed(0)} | ${medianOf(pairs.map((x) => x[1])).toFixed(0)} | **${pct(medianOf(ratios))}** | ${pct(sum(1) / sum(0) - 1)} | ${pct(Math.min(...ratios))} … ${pct(Math.max(...ratios))} |`);
     };
-    console.log(`\nAPEX full overhead per step over vanilla, the two runs in one process with their steps alternating (${p.cpu.length} pairs after ${WARMUP} warm-up steps each; target ≤ 5%):`);
+    console.log(`\nAPEX full overhead per step over vanilla, ${ACCUM} × ${BATCH} × ${SEQ_LEN} tokens per step, the two runs in one process with their steps alternating (${p.cpu.length} pairs after ${WARMUP} warm-up steps each; target ≤ 5%):`);
     console.log('| measure | vanilla ms/step (median) | APEX full ms/step (median) | overhead, median of pairs | overhead, total | range over pairs |');
     console.log('|---|---|---|---|---|---|');
     report('CPU time', p.cpu);
@@ -186,7 +189,7 @@ async function main(argv: string[]): Promise<void> {
     if (process.env.APEX_BENCH_VERBOSE) console.log(JSON.stringify(p));
     return;
   }
-  console.log(`\n~10M-parameter LLaMA (8 layers, hidden 256, GQA 8/4, I 688, vocab 8192, untied, f32), ${BATCH} × ${SEQ_LEN} tokens per step, median of ${steps - WARMUP} steps after ${WARMUP} warm-up:`);
+  console.log(`\n~10M-parameter LLaMA (8 layers, hidden 256, GQA 8/4, I 688, vocab 8192, untied, f32), ${BATCH} × ${SEQ_LEN} tokens per micro-batch, ${ACCUM} micro-batch(es) per step, median of ${steps - WARMUP} steps after ${WARMUP} warm-up:`);
   console.log('| engine | method / setting | trainable | wall ms/step | CPU ms/step | tokens/s (wall) | tokens per CPU-s | peak RSS | estimate | first loss |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   const ours: Record<string, WorkerResult> = {};
@@ -214,7 +217,7 @@ async function main(argv: string[]): Promise<void> {
     const all = perRound.map((r) => r[key]!);
     const r = all.find((x) => x.cpuMsPerStep === medianOf(all.map((y) => y.cpuMsPerStep)))!;
     ours[key] = r;
-    console.log(`| apex wasm | ${key} | ${r.trainable.toLocaleString('en-US')} (${(100 * r.fraction).toFixed(1)}%) | ${r.msPerStep.toFixed(0)} | ${r.cpuMsPerStep.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${((1000 * BATCH * SEQ_LEN) / r.cpuMsPerStep).toFixed(0)} | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.memoryEstimateBytes / 2 ** 20).toFixed(0)} MiB | ${r.firstLoss.toFixed(4)} |`);
+    console.log(`| apex wasm | ${key} | ${r.trainable.toLocaleString('en-US')} (${(100 * r.fraction).toFixed(1)}%) | ${r.msPerStep.toFixed(0)} | ${r.cpuMsPerStep.toFixed(0)} | ${r.tokensPerSecond.toFixed(0)} | ${((1000 * ACCUM * BATCH * SEQ_LEN) / r.cpuMsPerStep).toFixed(0)} | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${(r.memoryEstimateBytes / 2 ** 20).toFixed(0)} MiB | ${r.firstLoss.toFixed(4)} |`);
   }
   if (rounds > 1 && perRound[0]!.vanilla && perRound[0]!['apex full']) {
     const each = perRound.map((r) => (r['apex full']!.cpuMsPerStep / r.vanilla!.cpuMsPerStep - 1) * 100);

@@ -62,6 +62,8 @@ export interface StageOptions extends StageSettings {
   /** After each step; awaited when it returns a promise. */
   readonly onStep?: (report: StepReport) => void | Promise<void>;
   readonly onWarning?: (message: string) => void;
+  /** See TrainerOptions.prepareTransforms (default on; off only to check it). */
+  readonly prepareTransforms?: boolean;
 }
 
 export interface StageResult {
@@ -176,6 +178,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',
+      prepared: gradAccum > 1 && options.prepareTransforms !== false,
     });
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory.tfHeapBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
@@ -258,6 +261,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
             ...(options.signal ? { signal: options.signal } : {}),
             progress: say,
             ...(options.onStep ? { onStep: options.onStep } : {}),
+            ...(options.prepareTransforms !== undefined ? { prepareTransforms: options.prepareTransforms } : {}),
           }),
         );
         metrics = await readMetrics(join(dir, METRICS_FILE));

@@ -31,6 +31,7 @@ import { batchTensors, evaluateHeldOut, type HeldOutResult } from './held-out-ev
 import { causalLmLoss } from './loss.js';
 import { learningRate, type LrPlan } from './lr-schedule.js';
 import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.js';
+import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
 import { type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor } from './train-state.js';
 
@@ -67,6 +68,12 @@ export interface TrainerOptions {
   readonly globalStepOffset: number;
   readonly batchSize: number;
   readonly gradAccum: number;
+  /**
+   * With gradient accumulation, compute the hooks' weight transforms once per step and push
+   * the summed gradient back through them once (prepared-transforms.ts); default on. Off: every
+   * micro-batch transforms and differentiates them itself (the reference for tests).
+   */
+  readonly prepareTransforms?: boolean;
   /** Global-norm clipping threshold; 0 = no clipping. */
   readonly gradClip: number;
   readonly adamw: AdamWOptions;
@@ -128,6 +135,29 @@ async function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): Promise
     if (isBad) return name;
   }
   return '(unknown)';
+}
+
+/**
+ * Adds to the step's mean gradients what flows back through the prepared transforms from the
+ * mean gradients of the transformed tensors (`upstream`, keyed by their index), and frees those.
+ */
+function addThroughTransforms(mean: Map<string, tf.Tensor>, prepared: PreparedTransforms, upstream: Map<string, tf.Tensor>, params: readonly OptimizedParameter[]): void {
+  const through = prepared.backward(prepared.tensors.map((_t, i) => upstream.get(String(i))), params.map((p) => p.variable));
+  tf.dispose([...upstream.values()]);
+  for (const p of params) {
+    const g = through.get(p.variable);
+    const direct = mean.get(p.name);
+    if (!g) {
+      if (!direct) mean.set(p.name, tf.zerosLike(p.variable));
+      continue;
+    }
+    if (!direct) {
+      mean.set(p.name, g);
+      continue;
+    }
+    mean.set(p.name, tf.tidy(() => tf.add(direct, g)));
+    tf.dispose([direct, g]);
+  }
 }
 
 function formatDuration(seconds: number): string {
@@ -197,43 +227,66 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
 
     let finalLoss: number | undefined;
     const stepTokens = o.gradAccum * o.batchSize * o.train.seqLen;
+    const prepare = o.hooks !== undefined && o.gradAccum > 1 && o.prepareTransforms !== false;
     while (step < o.steps) {
       const t0 = performance.now();
       let lossSum = 0;
-      for (let micro = 0; micro < o.gradAccum; micro++) {
-        if (o.signal?.aborted) {
-          accumulator.dispose();
-          o.recorder?.discardStep();
-          await save();
-          throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, continue with --resume`);
-        }
-        const indices = stream.next(o.batchSize);
-        const { ids, mask } = batchTensors(o.train, indices);
-        let observe: LayerObserver | undefined;
-        if (o.recorder) {
-          const weights = new Float32Array(indices.length * o.train.seqLen);
-          indices.forEach((s, b) => weights.set(activationTokenWeights(o.train, s), b * o.train.seqLen));
-          observe = o.recorder.beginMicroBatch(weights, indices.length, o.train.seqLen);
-        }
-        try {
-          const { value, grads } = tf.variableGrads(
-            () => causalLmLoss(forwardLogits(o.model, ids, { ...(o.hooks ? { hooks: o.hooks } : {}), ...(observe ? { observe } : {}) }), ids, mask),
-            variables,
-          );
-          const loss = await readScalar(value);
-          const named = new Map<string, tf.Tensor>();
-          for (const p of o.params) named.set(p.name, grads[p.variable.name] ?? tf.zerosLike(p.variable));
-          accumulator.add(named);
-          tf.dispose([value, ...named.values()]);
-          if (!Number.isFinite(loss)) {
-            throw new VerificationError(`training loss is ${loss} at step ${step + 1} of stage ${o.stage} (micro-batch of sequences ${indices.join(', ')}); nothing was written`, 'NON_FINITE_LOSS');
+      const prepared: PreparedTransforms | undefined = prepare ? prepareTransforms(o.model, o.hooks!) : undefined;
+      const preparedGrads = new GradientAccumulator();
+      let mean: Map<string, tf.Tensor>;
+      try {
+        for (let micro = 0; micro < o.gradAccum; micro++) {
+          if (o.signal?.aborted) {
+            accumulator.dispose();
+            preparedGrads.dispose();
+            o.recorder?.discardStep();
+            await save();
+            throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, continue with --resume`);
           }
-          lossSum += loss;
-        } finally {
-          tf.dispose([ids, mask]);
+          const indices = stream.next(o.batchSize);
+          const { ids, mask } = batchTensors(o.train, indices);
+          let observe: LayerObserver | undefined;
+          if (o.recorder) {
+            const weights = new Float32Array(indices.length * o.train.seqLen);
+            indices.forEach((s, b) => weights.set(activationTokenWeights(o.train, s), b * o.train.seqLen));
+            observe = o.recorder.beginMicroBatch(weights, indices.length, o.train.seqLen);
+          }
+          try {
+            const hooks = prepared?.hooks ?? o.hooks;
+            const xs: tf.Tensor[] = prepared ? [...variables, ...prepared.tensors] : variables;
+            const { value, grads } = tf.engine().gradients(
+              () => causalLmLoss(forwardLogits(o.model, ids, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) }), ids, mask),
+              xs,
+              undefined,
+              true,
+            );
+            const loss = await readScalar(value);
+            const named = new Map<string, tf.Tensor>();
+            // Prepared, the weights the transforms replace get their gradient after the step
+            // (addThroughTransforms), not from the micro-batches: no zeros are summed for them.
+            o.params.forEach((p, i) => {
+              const g = grads[i] ?? (prepared?.replaces(p.variable) ? undefined : tf.zerosLike(p.variable));
+              if (g) named.set(p.name, g);
+            });
+            accumulator.add(named);
+            const transformed = new Map<string, tf.Tensor>();
+            prepared?.tensors.forEach((t, i) => transformed.set(String(i), grads[variables.length + i] ?? tf.zerosLike(t)));
+            if (prepared) preparedGrads.add(transformed);
+            tf.dispose([value, ...named.values(), ...transformed.values()]);
+            if (!Number.isFinite(loss)) {
+              throw new VerificationError(`training loss is ${loss} at step ${step + 1} of stage ${o.stage} (micro-batch of sequences ${indices.join(', ')}); nothing was written`, 'NON_FINITE_LOSS');
+            }
+            lossSum += loss;
+          } finally {
+            tf.dispose([ids, mask]);
+          }
         }
+        mean = accumulator.take();
+        if (prepared) addThroughTransforms(mean, prepared, preparedGrads.take(), o.params);
+      } finally {
+        prepared?.dispose();
+        preparedGrads.dispose();
       }
-      const mean = accumulator.take();
       const masked = new Map<string, tf.Tensor>();
       for (const p of o.params) {
         const g = mean.get(p.name)!;

@@ -1,0 +1,58 @@
+// With gradient accumulation the trainer computes the hooks' transforms once per step and
+// differentiates through them once (prepared-transforms.ts). That must be the same training as
+// transforming and differentiating per micro-batch: same losses and gradient norms step by
+// step, same trained tensors, operators and scores, up to float rounding — for APEX (full and
+// structured) and LoRA, whose hooks are the transforms.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SequenceSet } from '../../src/train/data.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { idSet, readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+
+const cleanups: (() => void)[] = [];
+afterAll(() => cleanups.forEach((c) => c()));
+let data: SequenceSet;
+
+beforeAll(async () => {
+  data = idSet((await storyChunks(16)).sequences.slice(0, 12));
+});
+
+const scenarios = [
+  { name: 'APEX full', options: { method: 'apex', setting: 'full' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
+  { name: 'APEX structured', options: { method: 'apex', setting: 'structured' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
+  { name: 'LoRA', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'] },
+] as const;
+
+async function run(extra: Partial<StageOptions>): Promise<string> {
+  const { dir, cleanup } = tempRun('prepared');
+  cleanups.push(cleanup);
+  await runStage({
+    model: STORIES, modelDir: STORIES, run: dir, stage: 1, train: data, steps: 3, batchSize: 2, gradAccum: 3, lr: 1e-3,
+    saveEvery: 0, expand: false, backend: 'cpu', ...extra,
+  } as StageOptions);
+  return dir;
+}
+
+describe('transforms prepared once per step (3 micro-batches per step, cpu)', () => {
+  for (const sc of scenarios) {
+    it(`${sc.name}: the same training as transforming per micro-batch`, async () => {
+      const prepared = await run({ ...(sc.options as Partial<StageOptions>) });
+      const perBatch = await run({ ...(sc.options as Partial<StageOptions>), prepareTransforms: false });
+      const a = (await stageMetrics(prepared)).filter((l) => l.loss !== undefined);
+      const b = (await stageMetrics(perBatch)).filter((l) => l.loss !== undefined);
+      expect(a.map((l) => l.step)).toEqual([1, 2, 3]);
+      a.forEach((l, i) => {
+        expect(Math.abs(l.loss! - b[i]!.loss!), `loss at step ${l.step}`).toBeLessThan(1e-5 * Math.abs(b[i]!.loss!));
+        expect(Math.abs(l.grad_norm! - b[i]!.grad_norm!), `gradient norm at step ${l.step}`).toBeLessThan(1e-4 * b[i]!.grad_norm!);
+      });
+      for (const file of sc.files) {
+        const x = await readAllF32(join(prepared, 'stages/1', file));
+        const y = await readAllF32(join(perBatch, 'stages/1', file));
+        expect([...x.keys()].sort(), file).toEqual([...y.keys()].sort());
+        let worst = 0;
+        for (const [name, t] of x) for (let i = 0; i < t.values.length; i++) worst = Math.max(worst, Math.abs(t.values[i]! - y.get(name)!.values[i]!));
+        expect(worst, file).toBeLessThan(1e-5);
+      }
+    });
+  }
+});
