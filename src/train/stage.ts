@@ -178,7 +178,6 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',
-      prepared: gradAccum > 1 && options.prepareTransforms !== false,
     });
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory.tfHeapBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
