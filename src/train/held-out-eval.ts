@@ -8,6 +8,7 @@ import { readScalar } from '../model/tensor-read.js';
 import type { LayerHooks } from '../model/layer-hooks.js';
 import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
 import type { SequenceSet } from './data.js';
+import { prepareTransforms } from './prepared-transforms.js';
 import { causalLmLoss } from './loss.js';
 
 export interface HeldOutResult {
@@ -41,14 +42,28 @@ function targetCount(set: SequenceSet, index: number): number {
   return n;
 }
 
-export async function evaluateHeldOut(model: ModelWeights, set: SequenceSet, options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined }): Promise<HeldOutResult> {
+/**
+ * Mean next-token loss of `set` under the model with `hooks`. The hooks' weight transforms are
+ * computed once for the whole evaluation when it has several batches (`prepare`, default on):
+ * the weights do not change while it runs, and the transformed tensors are the same bits.
+ */
+export async function evaluateHeldOut(model: ModelWeights, set: SequenceSet, options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined; prepare?: boolean }): Promise<HeldOutResult> {
+  const prepared = options.hooks && options.prepare !== false && set.sequences.length > options.batchSize ? prepareTransforms(model, options.hooks) : undefined;
+  try {
+    return await evaluateBatches(model, set, options.batchSize, prepared?.hooks ?? options.hooks);
+  } finally {
+    prepared?.dispose();
+  }
+}
+
+async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize: number, hooks: ((layer: number) => LayerHooks | undefined) | undefined): Promise<HeldOutResult> {
   let nll = 0;
   let targets = 0;
-  for (let start = 0; start < set.sequences.length; start += options.batchSize) {
-    const indices = Array.from({ length: Math.min(options.batchSize, set.sequences.length - start) }, (_, i) => start + i);
+  for (let start = 0; start < set.sequences.length; start += batchSize) {
+    const indices = Array.from({ length: Math.min(batchSize, set.sequences.length - start) }, (_, i) => start + i);
     const { ids, mask } = batchTensors(set, indices);
     try {
-      const sum = tf.tidy(() => causalLmLoss(forwardLogits(model, ids, options.hooks ? { hooks: options.hooks } : {}), ids, mask, 'sum'));
+      const sum = tf.tidy(() => causalLmLoss(forwardLogits(model, ids, hooks ? { hooks } : {}), ids, mask, 'sum'));
       try {
         nll += await readScalar(sum);
       } finally {

@@ -70,8 +70,9 @@ export interface TrainerOptions {
   readonly gradAccum: number;
   /**
    * With gradient accumulation, compute the hooks' weight transforms once per step and push
-   * the summed gradient back through them once (prepared-transforms.ts); default on. Off: every
-   * micro-batch transforms and differentiates them itself (the reference for tests).
+   * the summed gradient back through them once (prepared-transforms.ts), and once per held-out
+   * evaluation; default on. Off: every micro-batch transforms (and differentiates) them itself
+   * (the reference for tests).
    */
   readonly prepareTransforms?: boolean;
   /** Global-norm clipping threshold; 0 = no clipping. */
@@ -195,7 +196,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       stream = new BatchStream(o.train.sequences.length, rng);
       await truncateMetrics(o.metricsPath, undefined);
       if (o.eval) {
-        lastEval = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks });
+        lastEval = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false });
         await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
       }
     }
@@ -308,7 +309,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
-        const evaluation = evalDue ? await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks }) : undefined;
+        const evaluation = evalDue ? await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }) : undefined;
         if (evaluation) lastEval = evaluation;
         const elapsed = elapsedBefore + seconds();
         const line: MetricsLine = {

@@ -1,8 +1,9 @@
 // With gradient accumulation the trainer computes the hooks' transforms once per step and
-// differentiates through them once (prepared-transforms.ts). That must be the same training as
-// transforming and differentiating per micro-batch: same losses and gradient norms step by
-// step, same trained tensors, operators and scores, up to float rounding — for APEX (full and
-// structured) and LoRA, whose hooks are the transforms.
+// differentiates through them once (prepared-transforms.ts), and once per held-out evaluation.
+// That must be the same training as transforming and differentiating per micro-batch: same
+// losses, evaluations and gradient norms step by step, same trained tensors, operators and
+// scores, up to float rounding — for APEX (full and structured) and LoRA, whose hooks are the
+// transforms.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SequenceSet } from '../../src/train/data.js';
@@ -12,9 +13,12 @@ import { idSet, readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from '
 const cleanups: (() => void)[] = [];
 afterAll(() => cleanups.forEach((c) => c()));
 let data: SequenceSet;
+let held: SequenceSet;
 
 beforeAll(async () => {
-  data = idSet((await storyChunks(16)).sequences.slice(0, 12));
+  const chunks = (await storyChunks(16)).sequences;
+  data = idSet(chunks.slice(0, 12));
+  held = idSet(chunks.slice(12, 16));
 });
 
 const scenarios = [
@@ -27,8 +31,8 @@ async function run(extra: Partial<StageOptions>): Promise<string> {
   const { dir, cleanup } = tempRun('prepared');
   cleanups.push(cleanup);
   await runStage({
-    model: STORIES, modelDir: STORIES, run: dir, stage: 1, train: data, steps: 3, batchSize: 2, gradAccum: 3, lr: 1e-3,
-    saveEvery: 0, expand: false, backend: 'cpu', ...extra,
+    model: STORIES, modelDir: STORIES, run: dir, stage: 1, train: data, eval: held, steps: 3, batchSize: 2, gradAccum: 3, lr: 1e-3,
+    saveEvery: 0, evalEvery: 1, expand: false, backend: 'cpu', ...extra,
   } as StageOptions);
   return dir;
 }
@@ -38,8 +42,14 @@ describe('transforms prepared once per step (3 micro-batches per step, cpu)', ()
     it(`${sc.name}: the same training as transforming per micro-batch`, async () => {
       const prepared = await run({ ...(sc.options as Partial<StageOptions>) });
       const perBatch = await run({ ...(sc.options as Partial<StageOptions>), prepareTransforms: false });
-      const a = (await stageMetrics(prepared)).filter((l) => l.loss !== undefined);
-      const b = (await stageMetrics(perBatch)).filter((l) => l.loss !== undefined);
+      const all = await stageMetrics(prepared);
+      const allPerBatch = await stageMetrics(perBatch);
+      // Held-out evaluation (2 batches) before any step: the same weights, the same bits.
+      expect(all[0]!.step).toBe(0);
+      expect(all[0]!.eval_loss).toBe(allPerBatch[0]!.eval_loss);
+      all.forEach((l, i) => expect(Math.abs(l.eval_loss! - allPerBatch[i]!.eval_loss!), `eval loss at step ${l.step}`).toBeLessThan(1e-5 * l.eval_loss!));
+      const a = all.filter((l) => l.loss !== undefined);
+      const b = allPerBatch.filter((l) => l.loss !== undefined);
       expect(a.map((l) => l.step)).toEqual([1, 2, 3]);
       a.forEach((l, i) => {
         expect(Math.abs(l.loss! - b[i]!.loss!), `loss at step ${l.step}`).toBeLessThan(1e-5 * Math.abs(b[i]!.loss!));
