@@ -104,7 +104,13 @@ for (const backend of ['cpu', 'wasm'] as const) {
           ([W, Mt, a]) => columnsRule(W as tf.Tensor2D, [0, 5], [2, 3], 2, Mt as tf.Tensor2D, a as tf.Tensor1D),
           [t2(4, 6), t2(1, 1), t1(1)],
         ));
-        for (const res of [r, c]) {
+        // A bias as a one-column weight ([width, 1], as transformBias passes it).
+        const b1 = tf.tidy(() => compare(
+          ([W, M, a, b]) => mixRows(W as tf.Tensor2D, rows, M as tf.Tensor2D, a as tf.Tensor1D, b as tf.Tensor1D, { portable }),
+          ([W, M, a, b]) => rowsRule(W as tf.Tensor2D, [3], [1], M as tf.Tensor2D, a as tf.Tensor1D, b as tf.Tensor1D),
+          [t2(6, 1), t2(1, 1), t1(1), t1(1)],
+        ));
+        for (const res of [r, c, b1]) {
           expect(res.value).toBeLessThan(1e-6);
           for (const g of res.grads) expect(g).toBeLessThan(1e-5);
         }

@@ -23,6 +23,7 @@ beforeAll(async () => {
 
 const scenarios = [
   { name: 'APEX full', options: { method: 'apex', setting: 'full' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
+  { name: 'APEX full on wasm', options: { method: 'apex', setting: 'full', backend: 'wasm' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
   { name: 'APEX structured', options: { method: 'apex', setting: 'structured' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
   { name: 'LoRA', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'] },
 ] as const;
@@ -37,7 +38,7 @@ async function run(extra: Partial<StageOptions>): Promise<string> {
   return dir;
 }
 
-describe('transforms prepared once per step (3 micro-batches per step, cpu)', () => {
+describe('transforms prepared once per step (3 micro-batches per step; cpu unless said)', () => {
   for (const sc of scenarios) {
     it(`${sc.name}: the same training as transforming per micro-batch`, async () => {
       const prepared = await run({ ...(sc.options as Partial<StageOptions>) });
