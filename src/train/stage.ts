@@ -60,7 +60,7 @@ export interface StageOptions extends StageSettings {
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
   /** After each step; awaited when it returns a promise. */
-  readonly onStep?: (report: StepReport) => void | Promise<void>;
+  readonly onStep?: (report: StepReport) => unknown;
   readonly onWarning?: (message: string) => void;
   /** See TrainerOptions.prepareTransforms (default on; off only to check it). */
   readonly prepareTransforms?: boolean;

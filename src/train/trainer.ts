@@ -91,7 +91,7 @@ export interface TrainerOptions {
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
   /** Called after each step; a returned promise is awaited before the next step (a caller can pace or interleave runs). */
-  readonly onStep?: (report: StepReport) => void | Promise<void>;
+  readonly onStep?: (report: StepReport) => unknown;
 }
 
 export interface TrainerResult {

@@ -1,5 +1,6 @@
 // Shared by the stage and trainer tests: token-id data from the stories260K reference outputs
 // (the fixture has no tokenizer), temporary run folders, and small file readers.
+import { expect } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,4 +73,17 @@ export async function readAllF32(path: string): Promise<Map<string, { shape: num
   } finally {
     await f.close();
   }
+}
+
+/**
+ * Largest |a − b| over every F32 tensor of `file` in stage 1 of two runs, after checking that
+ * both hold the same tensor names (`expect`, so a mismatch fails the calling test).
+ */
+export async function stageFileMaxAbsDiff(runA: string, runB: string, file: string): Promise<number> {
+  const x = await readAllF32(join(runA, 'stages/1', file));
+  const y = await readAllF32(join(runB, 'stages/1', file));
+  expect([...y.keys()].sort(), file).toEqual([...x.keys()].sort());
+  let worst = 0;
+  for (const [name, t] of x) for (let i = 0; i < t.values.length; i++) worst = Math.max(worst, Math.abs(t.values[i]! - y.get(name)!.values[i]!));
+  return worst;
 }
