@@ -19,6 +19,8 @@
  * padding column of B, never on a real one).
  */
 
+import { I32, MODULE_HEADER, V128, memarg, name, section, simd, sleb, uleb, vector, wasmApi, type WasmMemory } from './wasm-encoding.js';
+
 /** Columns (f64) of one micro-tile: rows of B and C are processed in strips of this width. */
 export const COLUMN_STRIP = 8;
 const TILE_ROWS = 3;
@@ -26,43 +28,11 @@ const VECTORS_PER_ROW = COLUMN_STRIP / 2;
 const F64_BYTES = 8;
 const PAGE_BYTES = 65536;
 
-// ---- WebAssembly binary encoding (just what this module needs) ----
-const I32 = 0x7f;
-const V128 = 0x7b;
 const op = {
   loop: 0x03, end: 0x0b, brIf: 0x0d, localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, i32LtU: 0x49, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, blockTypeEmpty: 0x40,
 } as const;
-/** SIMD instructions are 0xfd followed by their LEB128 sub-opcode. */
 const simdOp = { v128Load: 0x00, v128Load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c, f64x2Add: 0xf0, f64x2Mul: 0xf2 } as const;
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) byte |= 0x80;
-    out.push(byte);
-  } while (n !== 0);
-  return out;
-}
-
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const byte = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) return [...out, byte];
-    out.push(byte | 0x80);
-  }
-}
-
-const vector = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
-const name = (s: string): number[] => [...uleb(s.length), ...new TextEncoder().encode(s)];
-const simd = (code: number, ...immediates: number[]): number[] => [0xfd, ...uleb(code), ...immediates];
-/** memarg of a load/store: alignment hint (log2 bytes) and a constant byte offset. */
-const memarg = (alignLog2: number, offset: number): number[] => [alignLog2, ...uleb(offset)];
 
 /**
  * Function body of `product(a, b, bStride, c, cStride, m, k, cols)` for tiles of `rows` rows
@@ -118,7 +88,7 @@ function moduleBytes(): Uint8Array {
   const signature = [0x60, ...vector(new Array<number[]>(8).fill([I32])), 0];
   const bodies = [productBody(TILE_ROWS), productBody(1)];
   return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    ...MODULE_HEADER,
     ...section(1, vector([signature])),
     ...section(3, vector([[0], [0]])),
     ...section(5, vector([[0x00, 1]])), // memory: 1 page minimum, no maximum
@@ -129,16 +99,6 @@ function moduleBytes(): Uint8Array {
 
 type ProductFn = (a: number, b: number, bStride: number, c: number, cStride: number, m: number, k: number, cols: number) => void;
 
-/** The part of the WebAssembly JS API used here (the project's type libraries do not declare it). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
-}
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 /**
  * The compiled kernel and its memory (one per thread). Offsets and strides are in float64
@@ -151,7 +111,7 @@ export class BlockMatmul {
   private readonly rows: ProductFn;
 
   private constructor() {
-    const instance = new wasm.Instance(new wasm.Module(moduleBytes()), {});
+    const instance = new wasmApi.Instance(new wasmApi.Module(moduleBytes()), {});
     this.memory = instance.exports.memory as WasmMemory;
     this.tiles = instance.exports.tiles as ProductFn;
     this.rows = instance.exports.rows as ProductFn;

@@ -5,6 +5,8 @@
  * detaches views taken before it.
  */
 import * as tf from '@tensorflow/tfjs';
+import { rowSimd, type RowSimd } from './row-simd.js';
+import type { WasmMemory } from './wasm-encoding.js';
 
 export const JS_BACKENDS = ['cpu', 'wasm'] as const;
 export type JsBackendName = (typeof JS_BACKENDS)[number];
@@ -23,6 +25,8 @@ export interface KernelIo {
    */
   call(kernelName: string, inputs: Record<string, tf.TensorInfo>, attrs?: Record<string, unknown>): tf.TensorInfo;
   release(...infos: tf.TensorInfo[]): void;
+  /** On wasm: SIMD passes over the backend's memory (row-simd.ts) and the byte address of a tensor's data there. */
+  readonly simd?: { readonly rows: RowSimd; address(t: tf.TensorInfo): number };
 }
 
 /** The same data under another shape of the same size (row-major reinterpretation, no copy). */
@@ -38,6 +42,8 @@ interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): KernelValues;
   disposeData(dataId: unknown): void;
+  dataIdMap: { get(dataId: unknown): { memoryOffset: number } };
+  wasm: { asm?: { memory?: WasmMemory } };
 }
 
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
@@ -75,6 +81,7 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
       return infos;
     },
     ...backendCalls(backendName, b),
+    ...(b.wasm.asm?.memory ? { simd: { rows: rowSimd(b.wasm.asm.memory), address: (t: tf.TensorInfo) => b.dataIdMap.get(t.dataId).memoryOffset } } : {}),
   };
 }
 

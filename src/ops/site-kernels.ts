@@ -23,12 +23,20 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { jsKernelRegistration, reshaped, type KernelIo, type KernelValues } from './js-kernel-io.js';
+import { rowSimdSupports } from './row-simd.js';
 
 
 type Inputs = Record<string, tf.TensorInfo>;
 
 function rowsForward(io: KernelIo, { w, y, a, b, p, n }: Inputs): tf.TensorInfo[] {
   const C = w!.shape[1]!;
+  if (io.simd && rowSimdSupports(C)) {
+    const { rows, address } = io.simd;
+    const [out] = io.outputs([w!.shape as number[]], [w!], ([o], [W]) => o!.set(W as Float32Array));
+    rows.scaleAddRows(address(out!), address(w!), address(y!), address(a!), address(n!), a!.shape[0]!, C);
+    rows.scaleRows(address(out!), address(w!), address(b!), address(p!), a!.shape[0]!, C);
+    return [out!];
+  }
   return io.outputs([w!.shape as number[]], [w!, y!, a!, b!, p!, n!], ([out], [W, Y, A, B, P, N]) => {
     out!.set(W as Float32Array);
     for (let i = 0; i < A!.length; i++) {
@@ -48,6 +56,15 @@ function rowsForward(io: KernelIo, { w, y, a, b, p, n }: Inputs): tf.TensorInfo[
 function rowsBackward(io: KernelIo, { dy, w, z, a, b, p, n }: Inputs): tf.TensorInfo[] {
   const C = w!.shape[1]!;
   const k = a!.shape[0]!;
+  if (io.simd && rowSimdSupports(C)) {
+    const { rows, address } = io.simd;
+    const [dW, dA, dB] = io.outputs([w!.shape as number[], [k], [k]], [dy!], ([o], [DY]) => o!.set(DY as Float32Array));
+    rows.dotRows(address(dA!), address(dy!), address(w!), address(n!), k, C);
+    rows.dotRows(address(dB!), address(dy!), address(w!), address(p!), k, C);
+    rows.scaleRows(address(dW!), address(dy!), address(a!), address(n!), k, C);
+    rows.scaleAddRows(address(dW!), address(dy!), address(z!), address(b!), address(p!), k, C);
+    return [dW!, dA!, dB!];
+  }
   return io.outputs([w!.shape as number[], [k], [k]], [dy!, w!, z!, a!, b!, p!, n!], ([dW, dA, dB], [DY, W, Z, A, B, P, N]) => {
     dW!.set(DY as Float32Array);
     for (let i = 0; i < k; i++) {

@@ -1,0 +1,143 @@
+/**
+ * The row sites' element-wise passes (site-kernels.ts) as WebAssembly SIMD working directly on
+ * the wasm backend's own memory (its tensors stay where they are): a few hundred bytes
+ * assembled here, like block-matmul.ts, and instantiated against the backend's
+ * WebAssembly.Memory. In JavaScript these passes run at ≈ 2 ns per element on the development
+ * VM; four float32 lanes per instruction take them to memory speed.
+ *
+ *   scaleAddRows(out, src, add, coef, lines)  out[lines_i] = coef_i · src[lines_i] + add_i
+ *   scaleRows(out, src, coef, lines)          out[lines_i] = coef_i · src[lines_i]
+ *   dotRows(out, a, b, lines)                 out_i = Σ_c a[lines_i][c] · b[lines_i][c]
+ *
+ * Rows are C float32 values long, C a multiple of 4 (callers check `supports`). Products and
+ * sums of the scaling round in float32 as tfjs's own kernels do (the JavaScript loops round
+ * once from float64, so the two differ in the last bit at most); the dot products accumulate
+ * float32 products in float64, as the JavaScript loop's sums do.
+ */
+import { I32, MODULE_HEADER, V128, memarg, name, section, simd, uleb, vector, wasmApi, type WasmMemory } from './wasm-encoding.js';
+
+const op = {
+  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, localGet: 0x20, localSet: 0x21,
+  i32Load: 0x28, f32Load: 0x2a, f32Store: 0x38, i32Const: 0x41, i32GeU: 0x4f, i32Add: 0x6a,
+  i32Mul: 0x6c, f64Add: 0xa0, f32DemoteF64: 0xb6, blockTypeEmpty: 0x40,
+} as const;
+const simdOp = {
+  v128Load: 0x00, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f64x2ExtractLane: 0x21,
+  f64x2PromoteLowF32x4: 0x5f, f32x4Add: 0xe4, f32x4Mul: 0xe6, f64x2Add: 0xf0,
+} as const;
+
+const get = (l: number) => [op.localGet, ...uleb(l)];
+const set = (l: number) => [op.localSet, ...uleb(l)];
+const i32 = (v: number) => [op.i32Const, ...uleb(v)];
+const load = simd(simdOp.v128Load, ...memarg(2, 0));
+const store = simd(simdOp.v128Store, ...memarg(2, 0));
+
+/**
+ * for i in 0..k: [perRow]; for c in 0..C·4 step 16: [perVector]; [afterRow] — with locals i, row
+ * (byte offset of line lines[i]), c (byte offset in the row) and end (C·4) at the given indices.
+ */
+function rowLoop(L: { lines: number; k: number; C: number; i: number; row: number; c: number; end: number }, perRow: number[], perVector: number[], afterRow: number[]): number[] {
+  return [
+    ...get(L.C), ...i32(4), op.i32Mul, ...set(L.end),
+    ...i32(0), ...set(L.i),
+    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
+    ...get(L.i), ...get(L.k), op.i32GeU, op.brIf, 1,
+    ...get(L.lines), ...get(L.i), ...i32(4), op.i32Mul, op.i32Add, op.i32Load, ...memarg(2, 0), ...get(L.end), op.i32Mul, ...set(L.row),
+    ...perRow,
+    ...i32(0), ...set(L.c),
+    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
+    ...get(L.c), ...get(L.end), op.i32GeU, op.brIf, 1,
+    ...perVector,
+    ...get(L.c), ...i32(16), op.i32Add, ...set(L.c),
+    op.br, 0, op.end, op.end,
+    ...afterRow,
+    ...get(L.i), ...i32(1), op.i32Add, ...set(L.i),
+    op.br, 0, op.end, op.end,
+    op.end,
+  ];
+}
+
+const at = (base: number, row: number, c: number) => [...get(base), ...get(row), op.i32Add, ...get(c), op.i32Add];
+
+/** scaleAddRows(out, src, add, coef, lines, k, C) and, without `add`, scaleRows(out, src, coef, lines, k, C). */
+function scaleBody(withAdd: boolean): number[] {
+  const p = withAdd ? { out: 0, src: 1, add: 2, coef: 3, lines: 4, k: 5, C: 6 } : { out: 0, src: 1, add: -1, coef: 2, lines: 3, k: 4, C: 5 };
+  const first = withAdd ? 7 : 6;
+  const L = { lines: p.lines, k: p.k, C: p.C, i: first, row: first + 1, c: first + 2, end: first + 3 };
+  const addRow = first + 4; // i32: add + i·C·4
+  const s = first + 5; // v128: coef_i in every lane
+  const perRow = [
+    ...get(p.coef), ...get(L.i), ...i32(4), op.i32Mul, op.i32Add, op.f32Load, ...memarg(2, 0), ...simd(simdOp.f32x4Splat), ...set(s),
+    ...(withAdd ? [...get(p.add), ...get(L.i), ...get(L.end), op.i32Mul, op.i32Add, ...set(addRow)] : []),
+  ];
+  const perVector = [
+    ...at(p.out, L.row, L.c),
+    ...get(s), ...at(p.src, L.row, L.c), ...load, ...simd(simdOp.f32x4Mul),
+    ...(withAdd ? [...get(addRow), ...get(L.c), op.i32Add, ...load, ...simd(simdOp.f32x4Add)] : []),
+    ...store,
+  ];
+  const locals = vector([[...uleb(5), I32], [...uleb(1), V128]]);
+  return [...locals, ...rowLoop(L, perRow, perVector, [])];
+}
+
+/** dotRows(out, a, b, lines, k, C). */
+function dotBody(): number[] {
+  const p = { out: 0, a: 1, b: 2, lines: 3, k: 4, C: 5 };
+  const L = { lines: p.lines, k: p.k, C: p.C, i: 6, row: 7, c: 8, end: 9 };
+  const acc = 10; // v128: two float64 partial sums
+  const prod = 11; // v128: four float32 products
+  const highHalf = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+  const perRow = [...simd(simdOp.v128Const, ...new Array<number>(16).fill(0)), ...set(acc)];
+  const perVector = [
+    ...at(p.a, L.row, L.c), ...load, ...at(p.b, L.row, L.c), ...load, ...simd(simdOp.f32x4Mul), ...set(prod),
+    ...get(acc), ...get(prod), ...simd(simdOp.f64x2PromoteLowF32x4), ...simd(simdOp.f64x2Add),
+    ...get(prod), ...get(prod), ...simd(simdOp.i8x16Shuffle, ...highHalf), ...simd(simdOp.f64x2PromoteLowF32x4), ...simd(simdOp.f64x2Add),
+    ...set(acc),
+  ];
+  const afterRow = [
+    ...get(p.out), ...get(L.i), ...i32(4), op.i32Mul, op.i32Add,
+    ...get(acc), ...simd(simdOp.f64x2ExtractLane, 0), ...get(acc), ...simd(simdOp.f64x2ExtractLane, 1), op.f64Add, op.f32DemoteF64,
+    op.f32Store, ...memarg(2, 0),
+  ];
+  const locals = vector([[...uleb(4), I32], [...uleb(2), V128]]);
+  return [...locals, ...rowLoop(L, perRow, perVector, afterRow)];
+}
+
+function moduleBytes(): Uint8Array {
+  const sig = (n: number) => [0x60, ...vector(new Array<number[]>(n).fill([I32])), 0];
+  const bodies = [scaleBody(true), scaleBody(false), dotBody()];
+  return Uint8Array.from([
+    ...MODULE_HEADER,
+    ...section(1, vector([sig(7), sig(6)])),
+    ...section(2, vector([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])), // memory of any size, imported
+    ...section(3, vector([[0], [1], [1]])),
+    ...section(7, vector([[...name('scaleAddRows'), 0x00, 0], [...name('scaleRows'), 0x00, 1], [...name('dotRows'), 0x00, 2]])),
+    ...section(10, vector(bodies.map((b) => [...uleb(b.length), ...b]))),
+  ]);
+}
+
+type Fn = (...args: number[]) => void;
+
+/** The three passes bound to one WebAssembly memory; pointers are byte offsets into it. */
+export interface RowSimd {
+  scaleAddRows(out: number, src: number, add: number, coef: number, lines: number, k: number, C: number): void;
+  scaleRows(out: number, src: number, coef: number, lines: number, k: number, C: number): void;
+  dotRows(out: number, a: number, b: number, lines: number, k: number, C: number): void;
+}
+
+let compiled: object | undefined;
+const instances = new WeakMap<WasmMemory, RowSimd>();
+
+/** The passes for `memory` (compiled once, instantiated once per memory). */
+export function rowSimd(memory: WasmMemory): RowSimd {
+  const known = instances.get(memory);
+  if (known) return known;
+  compiled ??= new wasmApi.Module(moduleBytes());
+  const e = new wasmApi.Instance(compiled, { env: { memory } }).exports;
+  const fns: RowSimd = { scaleAddRows: e.scaleAddRows as Fn, scaleRows: e.scaleRows as Fn, dotRows: e.dotRows as Fn };
+  instances.set(memory, fns);
+  return fns;
+}
+
+/** Rows of C values can take the SIMD passes (whole vectors, no tail). */
+export const rowSimdSupports = (C: number): boolean => C > 0 && C % 4 === 0;
