@@ -61,6 +61,29 @@ function backendCalls(backendName: JsBackendName, backend: { disposeData(dataId:
   };
 }
 
+const simdByMemory = new WeakMap<WasmMemory, RowSimd | null>();
+
+/**
+ * The SIMD passes for the wasm backend's memory, when they can run there: not on a shared
+ * memory (tfjs-wasm's multi-threaded build, which our module's plain memory import cannot
+ * take), nor where instantiating fails; the JavaScript loops serve then.
+ */
+function withRowSimd(b: WasmBackendLike): Pick<KernelIo, 'simd'> {
+  const memory = b.wasm.asm?.memory;
+  if (!memory) return {};
+  let rows = simdByMemory.get(memory);
+  if (rows === undefined) {
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    try {
+      rows = shared ? null : rowSimd(memory);
+    } catch {
+      rows = null;
+    }
+    simdByMemory.set(memory, rows);
+  }
+  return rows ? { simd: { rows, address: (t) => b.dataIdMap.get(t.dataId).memoryOffset } } : {};
+}
+
 export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo {
   if (backendName === 'cpu') {
     const b = backend as CpuBackendLike;
@@ -81,7 +104,7 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
       return infos;
     },
     ...backendCalls(backendName, b),
-    ...(b.wasm.asm?.memory ? { simd: { rows: rowSimd(b.wasm.asm.memory), address: (t: tf.TensorInfo) => b.dataIdMap.get(t.dataId).memoryOffset } } : {}),
+    ...withRowSimd(b),
   };
 }
 

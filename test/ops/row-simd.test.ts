@@ -2,6 +2,7 @@
 // only the listed rows change, in the listed order, scaled and shifted as stated; the dot
 // products equal the float64 sums of the float32 products.
 import { describe, expect, it } from 'vitest';
+import { kernelIo } from '../../src/ops/js-kernel-io.js';
 import { rowSimd, rowSimdSupports } from '../../src/ops/row-simd.js';
 import type { WasmMemory } from '../../src/ops/wasm-encoding.js';
 
@@ -63,5 +64,21 @@ describe('row SIMD passes', () => {
   it('takes whole vectors only', () => {
     expect([4, 8, 256].map(rowSimdSupports)).toEqual([true, true, true]);
     expect([0, 1, 6, 258].map(rowSimdSupports)).toEqual([false, false, false, false]);
+  });
+});
+
+describe('kernelIo on wasm', () => {
+  const backend = (m: WasmMemory | undefined) => ({ wasm: { asm: { memory: m } }, dataIdMap: { get: () => ({ memoryOffset: 64 }) }, makeOutput: () => undefined, typedArrayFromHeap: () => undefined, disposeData: () => undefined });
+  const WA = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory } }).WebAssembly;
+
+  it('offers the SIMD passes on a plain memory, with tensor addresses from the backend', () => {
+    const io = kernelIo('wasm', backend(new WA.Memory({ initial: 1 })));
+    expect(io.simd).toBeDefined();
+    expect(io.simd!.address({ dataId: {}, shape: [1], dtype: 'float32' })).toBe(64);
+  });
+
+  it('falls back to the JavaScript loops on a shared memory (multi-threaded tfjs-wasm) or none', () => {
+    expect(kernelIo('wasm', backend(new WA.Memory({ initial: 1, maximum: 2, shared: true }))).simd).toBeUndefined();
+    expect(kernelIo('wasm', backend(undefined)).simd).toBeUndefined();
   });
 });
