@@ -34,7 +34,7 @@ const TAKE = 'ApexTakeLines';
 const PUT = 'ApexPutLines';
 
 /** Copies lines of `src` ([R, C] row-major) into lines of `dst`: line from[i] → to[i] (i itself where null). */
-function copyLines(
+export function copyLines(
   src: Float32Array, srcCols: number, dst: Float32Array, dstCols: number, rows: number,
   axis: LineAxis, from: ArrayLike<number> | null, to: ArrayLike<number> | null, count: number,
 ): void {

@@ -4,7 +4,8 @@
  * does its small matMuls and transposes by calling the backend's own kernels directly on
  * temporaries (KernelIo.call: XNNPACK on wasm) and its element-wise work — take the lines, scale
  * them, add the mixed term, write them back into a copy; backwards the same plus the
- * reductions for a and b — in one JavaScript pass over the weight each way. The engine sees
+ * reductions for a and b — in one JavaScript pass over the weight each way (row sites on wasm:
+ * WebAssembly SIMD passes, row-simd.ts). The engine sees
  * one op forward and one backward per site; composed from tfjs ops (or with the element-wise
  * halves as separate kernels around engine matMuls, as before) a site was 20–25 ops with their
  * bookkeeping, about a third of its time (docs/benchmarks.md).
@@ -23,8 +24,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { jsKernelRegistration, reshaped, type KernelIo, type KernelValues } from './js-kernel-io.js';
+import { copyLines } from './line-moves.js';
 import { rowSimdSupports } from './row-simd.js';
-
 
 type Inputs = Record<string, tf.TensorInfo>;
 
@@ -135,18 +136,10 @@ function columnsBackward(io: KernelIo, { dy, w, z, a, p, n }: Inputs): tf.Tensor
   });
 }
 
-function takeRows(W: KernelValues, C: number, lines: KernelValues, out: Float32Array): void {
-  for (let i = 0; i < lines.length; i++) out.set(W.subarray(lines[i]! * C, (lines[i]! + 1) * C), i * C);
-}
-
-function takeColumns(W: KernelValues, R: number, C: number, lines: KernelValues, out: Float32Array): void {
-  const k = lines.length;
-  for (let r = 0; r < R; r++) {
-    const row = r * C;
-    const o = r * k;
-    for (let i = 0; i < k; i++) out[o + i] = W[row + lines[i]!]!;
-  }
-}
+/** Rows `lines` of W [·, C] into out [k, C]. */
+const takeRows = (W: KernelValues, C: number, lines: KernelValues, out: Float32Array) => copyLines(W as Float32Array, C, out, C, 0, 0, lines, null, lines.length);
+/** Columns `lines` of W [R, C] into out [R, k]. */
+const takeColumns = (W: KernelValues, R: number, C: number, lines: KernelValues, out: Float32Array) => copyLines(W as Float32Array, C, out, lines.length, R, 1, lines, null, lines.length);
 
 const MATMUL = { transposeA: false, transposeB: false };
 const TRANSPOSE = { perm: [1, 0] };
