@@ -3,10 +3,12 @@
  * of `gather`, i.e. of the embedding lookup), a matMul gradient that transposes explicitly
  * instead of asking for transposeA/transposeB, which XNNPACK runs about ten times slower, and
  * an Identity that shares the buffer instead of copying it (the engine clones every tensor it
- * keeps for the backward pass).
+ * keeps for the backward pass). Also, for training and inference alike, a BatchMatMul that
+ * sends batched and transposed products to XNNPACK too (wasm-batch-matmul.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { accumulateSegments } from './segment-sum.js';
+import { batchMatMulViaXnnpack } from './wasm-batch-matmul.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -31,6 +33,16 @@ export function registerWasmTrainingKernels(): void {
     kernelFunc: ((args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike }) =>
       args.inputs.x.dtype === 'string' && copyingIdentity ? copyingIdentity.kernelFunc(args as never) : sharedIdentityWasm(args)) as unknown as tf.KernelFunc,
   });
+  const tfjsBatchMatMul = tf.getKernel('BatchMatMul', 'wasm');
+  const transpose = tf.getKernel('Transpose', 'wasm');
+  if (tfjsBatchMatMul && transpose) {
+    tf.unregisterKernel('BatchMatMul', 'wasm');
+    tf.registerKernel({
+      kernelName: 'BatchMatMul', backendName: 'wasm',
+      ...(tfjsBatchMatMul.setupFunc ? { setupFunc: tfjsBatchMatMul.setupFunc } : {}),
+      kernelFunc: batchMatMulViaXnnpack(tfjsBatchMatMul.kernelFunc as never, transpose.kernelFunc as never) as unknown as tf.KernelFunc,
+    });
+  }
   const original = tf.getGradient('BatchMatMul');
   if (!original) throw new Error('tfjs registered no BatchMatMul gradient');
   tf.registerGradient({
@@ -42,10 +54,13 @@ export function registerWasmTrainingKernels(): void {
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
       const g = dy as tf.Tensor;
       const t = swapLastTwo;
-      if (!transposeA && !transposeB) return { a: () => tf.matMul(g, t(b)), b: () => tf.matMul(t(a), g) };
-      if (!transposeA && transposeB) return { a: () => tf.matMul(g, b), b: () => tf.matMul(t(g), a) };
-      if (transposeA && !transposeB) return { a: () => tf.matMul(b, t(g)), b: () => tf.matMul(a, g) };
-      return { a: () => tf.matMul(t(b), t(g)), b: () => tf.matMul(t(g), t(a)) };
+      // A batch-broadcast operand gets the sum of its gradients over the batches it served.
+      const da = (f: () => tf.Tensor) => () => sumToShape(f(), a.shape);
+      const db = (f: () => tf.Tensor) => () => sumToShape(f(), b.shape);
+      if (!transposeA && !transposeB) return { a: da(() => tf.matMul(g, t(b))), b: db(() => tf.matMul(t(a), g)) };
+      if (!transposeA && transposeB) return { a: da(() => tf.matMul(g, b)), b: db(() => tf.matMul(t(g), a)) };
+      if (transposeA && !transposeB) return { a: da(() => tf.matMul(b, t(g))), b: db(() => tf.matMul(a, g)) };
+      return { a: da(() => tf.matMul(t(b), t(g))), b: db(() => tf.matMul(t(g), t(a))) };
     },
   });
 }
@@ -61,6 +76,14 @@ function sharedIdentityWasm(args: { inputs: { x: tf.TensorInfo }; backend: WasmB
   const { x } = args.inputs;
   args.backend.incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+/** x summed over the leading axes `shape` lacks and the axes where `shape` has 1, reshaped to `shape`. */
+function sumToShape(x: tf.Tensor, shape: readonly number[]): tf.Tensor {
+  if (x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i])) return x;
+  const lead = x.shape.length - shape.length;
+  const axes = x.shape.map((_, i) => i).filter((i) => i < lead || (shape[i - lead] === 1 && x.shape[i] !== 1));
+  return tf.reshape(tf.sum(x, axes), [...shape]);
 }
 
 function swapLastTwo(x: tf.Tensor): tf.Tensor {

@@ -1,0 +1,106 @@
+/**
+ * BatchMatMul on the wasm backend through XNNPACK in every case.
+ *
+ * tfjs-wasm gives a product to XNNPACK only when both operands are single matrices (batch 1)
+ * and neither is transposed; every other product — a batch of matrices, as in attention's
+ * Q·Kᵀ and P·V, or a transposed operand — runs a naive triple loop in C++ at about
+ * 1 GMAC/s on this machine, against ≈ 14 GMAC/s for XNNPACK. On the ~10M-parameter training
+ * benchmark that loop was a third of a step (docs/benchmarks.md, "Training").
+ *
+ * This kernel keeps tfjs's own kernel for what it already sends to XNNPACK and turns the rest
+ * into such products: a transposed operand is transposed once by the backend's Transpose
+ * kernel; a batch of products runs as one XNNPACK product per matrix on copies of its slices
+ * (contiguous copies, cheap next to the product); an unbatched right operand shared by a batch
+ * of left operands runs as a single product of the stacked left rows. XNNPACK's sums run in a
+ * different order than the loop's, so results differ by float rounding (the forward-pass
+ * tests against transformers' reference outputs hold; test/model/wasm-batch-matmul.test.ts
+ * checks every case against the cpu backend).
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array;
+  disposeData(dataId: unknown): void;
+}
+
+interface BatchMatMulArgs {
+  inputs: { a: tf.TensorInfo; b: tf.TensorInfo };
+  backend: WasmBackendLike;
+  attrs: { transposeA: boolean; transposeB: boolean };
+}
+
+type Kernel = (args: BatchMatMulArgs) => tf.TensorInfo;
+
+const size = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
+
+/** The same data under another shape (row-major, no copy); the caller must not free it separately. */
+const view = (t: tf.TensorInfo, shape: number[]): tf.TensorInfo => ({ dataId: t.dataId, shape, dtype: t.dtype });
+
+/**
+ * The kernel, given tfjs-wasm's own BatchMatMul (`xnnpack`: used on single, untransposed
+ * matrices, where it calls XNNPACK) and Transpose.
+ */
+export function batchMatMulViaXnnpack(xnnpack: Kernel, transpose: (args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike; attrs: { perm: number[] } }) => tf.TensorInfo): Kernel {
+  return (args) => {
+    const { a, b } = args.inputs;
+    const { transposeA, transposeB } = args.attrs;
+    const backend = args.backend;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return xnnpack(args);
+    const batchShapeA = a.shape.slice(0, -2);
+    const batchShapeB = b.shape.slice(0, -2);
+    const batchA = size(batchShapeA);
+    const batchB = size(batchShapeB);
+    if (batchA === 1 && batchB === 1 && !transposeA && !transposeB) return xnnpack(args);
+    // Batch shapes that broadcast other than "equal" or "one side single" keep tfjs's kernel.
+    if (!(batchA === 1 || batchB === 1 || batchShapeA.join() === batchShapeB.join())) return xnnpack(args);
+    const outBatchShape = tf.broadcast_util.assertAndGetBroadcastShape(batchShapeA, batchShapeB);
+
+    const temporaries: tf.TensorInfo[] = [];
+    const lastTwoSwapped = (t: tf.TensorInfo): tf.TensorInfo => {
+      const r = t.shape.length;
+      const perm = t.shape.map((_, i) => i);
+      [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
+      const out = transpose({ inputs: { x: t }, backend, attrs: { perm } });
+      temporaries.push(out);
+      return out;
+    };
+    const A = transposeA ? lastTwoSwapped(a) : a;
+    const B = transposeB ? lastTwoSwapped(b) : b;
+    const M = A.shape[A.shape.length - 2]!;
+    const K = A.shape[A.shape.length - 1]!;
+    const N = B.shape[B.shape.length - 1]!;
+    if (B.shape[B.shape.length - 2] !== K) {
+      for (const t of temporaries) backend.disposeData(t.dataId);
+      return xnnpack(args); // let tfjs report the mismatch in its own words
+    }
+    const untransposed = { transposeA: false, transposeB: false };
+    const outShape = [...outBatchShape, M, N];
+    let out: tf.TensorInfo;
+    if (batchB === 1) {
+      // One right matrix for every left one: a single product of all left rows stacked.
+      const stacked = xnnpack({ inputs: { a: view(A, [1, batchA * M, K]), b: view(B, [1, K, N]) }, backend, attrs: untransposed });
+      out = view(stacked, outShape);
+    } else {
+      out = backend.makeOutput(outShape, 'float32');
+      const batch = Math.max(batchA, batchB);
+      for (let i = 0; i < batch; i++) {
+        const slice = (t: tf.TensorInfo, rows: number, cols: number, index: number) => {
+          const s = backend.makeOutput([1, rows, cols], 'float32');
+          const from = backend.typedArrayFromHeap(t) as Float32Array;
+          (backend.typedArrayFromHeap(s) as Float32Array).set(from.subarray(index * rows * cols, (index + 1) * rows * cols));
+          return s;
+        };
+        const ai = batchA === 1 ? view(A, [1, M, K]) : slice(A, M, K, i);
+        const bi = slice(B, K, N, i);
+        const product = xnnpack({ inputs: { a: ai, b: bi }, backend, attrs: untransposed });
+        (backend.typedArrayFromHeap(out) as Float32Array).set(backend.typedArrayFromHeap(product) as Float32Array, i * M * N);
+        backend.disposeData(product.dataId);
+        backend.disposeData(bi.dataId);
+        if (batchA !== 1) backend.disposeData(ai.dataId);
+      }
+    }
+    for (const t of temporaries) backend.disposeData(t.dataId);
+    return out;
+  };
+}
