@@ -16,9 +16,10 @@ export function silu<T extends tf.Tensor>(x: T): T {
 }
 
 /**
- * x [..., in] · Wᵀ (+ b) with W [out, in]. Computed as (W · xᵀ)ᵀ: the wasm backend runs a
- * matMul with a transposed operand about ten times slower than two explicit transposes around
- * a plain one, and this form keeps the big weight untransposed.
+ * x [..., in] · Wᵀ (+ b) with W [out, in]. Computed as (W · xᵀ)ᵀ: tfjs-wasm's own matMul runs a
+ * transposed operand in a naive loop about ten times slower than XNNPACK (apex's wasm
+ * BatchMatMul, wasm-batch-matmul.ts, now transposes such operands itself), and this form keeps
+ * the big weight untransposed.
  */
 export function linear(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
   const inDim = x.shape[x.shape.length - 1]!;
