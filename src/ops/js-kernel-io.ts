@@ -25,8 +25,11 @@ export interface KernelIo {
    */
   call(kernelName: string, inputs: Record<string, tf.TensorInfo>, attrs?: Record<string, unknown>): tf.TensorInfo;
   release(...infos: tf.TensorInfo[]): void;
-  /** On wasm: SIMD passes over the backend's memory (row-simd.ts) and the byte address of a tensor's data there. */
-  readonly simd?: { readonly rows: RowSimd; address(t: tf.TensorInfo): number };
+  /**
+   * On wasm: SIMD passes over the backend's memory (row-simd.ts), that memory (for other SIMD
+   * modules to bind to, e.g. train/adamw-simd.ts) and the byte address of a tensor's data there.
+   */
+  readonly simd?: { readonly rows: RowSimd; readonly memory: WasmMemory; address(t: tf.TensorInfo): number };
 }
 
 /** The same data under another shape of the same size (row-major reinterpretation, no copy). */
@@ -81,7 +84,7 @@ function withRowSimd(b: WasmBackendLike): Pick<KernelIo, 'simd'> {
     }
     simdByMemory.set(memory, rows);
   }
-  return rows ? { simd: { rows, address: (t) => b.dataIdMap.get(t.dataId).memoryOffset } } : {};
+  return rows ? { simd: { rows, memory, address: (t) => b.dataIdMap.get(t.dataId).memoryOffset } } : {};
 }
 
 export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo {
@@ -106,6 +109,11 @@ export function kernelIo(backendName: JsBackendName, backend: unknown): KernelIo
     ...backendCalls(backendName, b),
     ...withRowSimd(b),
   };
+}
+
+/** Whether the current backend is wasm with apex's SIMD passes available (KernelIo.simd). */
+export function wasmSimdAvailable(): boolean {
+  return tf.getBackend() === 'wasm' && kernelIo('wasm', tf.backend()).simd !== undefined;
 }
 
 /**

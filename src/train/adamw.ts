@@ -13,11 +13,17 @@
  * and both the decay and the update are skipped, so masked entries keep their exact bits
  * (APEX `structured` trains only selected rows/columns, §4). Moments can be reset (fresh
  * optimizer state at a stage boundary, §5) and exported/imported for checkpoints.
+ *
+ * How a step runs (all routes give the same bits, test/train/train-kernels.test.ts): on wasm,
+ * one WebAssembly SIMD pass per parameter (adamw-simd.ts; unmasked, or masked by rows [R, 1] or
+ * columns [1, C], rows a multiple of 4 long); on cpu/wasm otherwise a small unmasked tensor takes
+ * one JavaScript kernel; everything else the tfjs operations below.
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
-import { onJsBackend } from '../ops/js-kernel-io.js';
-import { adamwStepKernel, FUSED_MAX_ELEMENTS } from './train-kernels.js';
+import { onJsBackend, wasmSimdAvailable } from '../ops/js-kernel-io.js';
+import { adamwSimdSupports } from './adamw-simd.js';
+import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout } from './train-kernels.js';
 
 export interface AdamWOptions {
   readonly beta1?: number;
@@ -25,6 +31,8 @@ export interface AdamWOptions {
   readonly epsilon?: number;
   /** Decoupled weight decay λ (default 0, as in the reference recipe). */
   readonly weightDecay?: number;
+  /** false: always the tfjs operations, never apex's kernels (tests compare the routes). Default true. */
+  readonly kernels?: boolean;
 }
 
 export interface OptimizedParameter {
@@ -53,6 +61,23 @@ interface Slot {
   readonly keep?: tf.Tensor;
   readonly m: tf.Variable;
   readonly v: tf.Variable;
+  /** The SIMD pass's view of the parameter (null: it cannot take the pass), made on first use on wasm. */
+  simd?: { readonly layout: AdamWSimdLayout; readonly lanes?: tf.Tensor } | null;
+}
+
+/** How the SIMD pass sees a parameter, or null where it cannot (shape, mask or row length). */
+function simdLayout(param: OptimizedParameter): { layout: AdamWSimdLayout; lanes?: tf.Tensor } | null {
+  const shape = param.variable.shape;
+  if (param.mask === undefined) return adamwSimdSupports(param.variable.size) ? { layout: { rows: 1, cols: param.variable.size, keepMode: 0 } } : null;
+  if (shape.length !== 2) return null;
+  const [R, C] = shape as [number, number];
+  const [mr, mc] = param.mask.shape as [number, number];
+  const keepMode = mr === R && mc === 1 ? 1 : mr === 1 && mc === C ? 2 : 0;
+  if (keepMode === 0 || !adamwSimdSupports(C)) return null;
+  const mask = param.mask;
+  // int32 −1 where trained, 0 where frozen: the lanes' bit mask.
+  const lanes = tf.keep(tf.tidy(() => tf.neg(tf.cast(tf.greater(tf.reshape(mask, [mask.size]), 0), 'int32'))));
+  return { layout: { rows: R, cols: C, keepMode }, lanes };
 }
 
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0 } as const;
@@ -62,6 +87,7 @@ export class AdamW {
   readonly beta2: number;
   readonly epsilon: number;
   readonly weightDecay: number;
+  private readonly kernels: boolean;
   private readonly slots = new Map<string, Slot>();
   private t = 0;
 
@@ -70,6 +96,7 @@ export class AdamW {
     this.beta2 = options.beta2 ?? ADAMW_DEFAULTS.beta2;
     this.epsilon = options.epsilon ?? ADAMW_DEFAULTS.epsilon;
     this.weightDecay = options.weightDecay ?? ADAMW_DEFAULTS.weightDecay;
+    this.kernels = options.kernels ?? true;
     for (const param of params) {
       if (this.slots.has(param.name)) throw new Error(`AdamW: duplicate parameter '${param.name}'`);
       if (param.mask !== undefined && !broadcastsTo(param.mask.shape, param.variable.shape)) {
@@ -105,7 +132,8 @@ export class AdamW {
     const correction1 = 1 - this.beta1 ** this.t;
     const sqrtCorrection2 = Math.sqrt(1 - this.beta2 ** this.t);
     const stepSize = lr / correction1;
-    const fused = onJsBackend();
+    const fused = this.kernels && onJsBackend();
+    const simd = this.kernels && wasmSimdAvailable();
     for (const [name, slot] of this.slots) {
       const grad = grads.get(name);
       if (grad === undefined) throw new Error(`AdamW: missing gradient for '${name}'`);
@@ -113,11 +141,21 @@ export class AdamW {
         throw new Error(`AdamW: gradient of '${name}' has shape [${grad.shape}], expected [${slot.param.variable.shape}]`);
       }
       const decays = this.weightDecay !== 0 && slot.param.decay !== false;
+      const scalars = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, decayFactor: decays ? 1 - lr * this.weightDecay : 1, sqrtCorrection2, stepSize };
+      if (simd) {
+        if (slot.simd === undefined) slot.simd = simdLayout(slot.param);
+        if (slot.simd) {
+          const [p, m, v] = adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout);
+          slot.m.assign(m);
+          slot.v.assign(v);
+          slot.param.variable.assign(p);
+          tf.dispose([p, m, v]);
+          continue;
+        }
+      }
       if (slot.keep === undefined && fused && grad.size <= FUSED_MAX_ELEMENTS) {
         // A small tensor: one kernel instead of twelve, the same bits (train-kernels.ts).
-        const [p, m, v] = adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, {
-          beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, decayFactor: decays ? 1 - lr * this.weightDecay : 1, sqrtCorrection2, stepSize,
-        });
+        const [p, m, v] = adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars);
         slot.m.assign(m);
         slot.v.assign(v);
         slot.param.variable.assign(p);
@@ -188,6 +226,7 @@ export class AdamW {
       slot.m.dispose();
       slot.v.dispose();
       slot.keep?.dispose();
+      slot.simd?.lanes?.dispose();
     }
     this.slots.clear();
   }

@@ -20,11 +20,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { jsKernelRegistration, type KernelIo } from '../ops/js-kernel-io.js';
+import { adamwSimd } from './adamw-simd.js';
 
 /** Tensors up to this many elements take the fused kernels (break-even measured near 20–25k). */
 export const FUSED_MAX_ELEMENTS = 16384;
 
 const ADAMW = 'ApexAdamW';
+const ADAMW_SIMD = 'ApexAdamWSimd';
 const SUM_SQUARES = 'ApexSumSquares';
 
 export interface AdamWStepScalars {
@@ -68,6 +70,29 @@ function adamwKernel(io: KernelIo, { p, g, m, v }: Record<string, tf.TensorInfo>
   });
 }
 
+/** How adamwSimdStepKernel sees its parameter: [rows, cols], and which lanes it trains. */
+export interface AdamWSimdLayout {
+  readonly rows: number;
+  readonly cols: number;
+  /** 0: every entry; 1: `keep` flags rows; 2: `keep` flags columns. */
+  readonly keepMode: 0 | 1 | 2;
+}
+
+function adamwSimdKernel(io: KernelIo, { p, g, m, v, keep }: Record<string, tf.TensorInfo>, a: AdamWStepScalars & AdamWSimdLayout): tf.TensorInfo[] {
+  if (!io.simd) throw new Error(`${ADAMW_SIMD} needs the wasm backend's SIMD passes`);
+  const { memory, address } = io.simd;
+  const f = Math.fround;
+  const shape = p!.shape as number[];
+  // Allocated first (an allocation can grow the heap), filled by the pass below.
+  const [P1, M1, V1] = io.outputs([shape, shape, shape], [], () => undefined);
+  adamwSimd(memory)(
+    address(p!), address(g!), address(m!), address(v!), address(P1!), address(M1!), address(V1!),
+    a.rows, a.cols, keep ? address(keep) : 0, keep ? a.keepMode : 0,
+    f(a.beta1), f(1 - a.beta1), f(a.beta2), f(1 - a.beta2), f(a.decayFactor), f(a.sqrtCorrection2), f(a.epsilon), f(a.stepSize),
+  );
+  return [P1!, M1!, V1!];
+}
+
 function sumSquaresKernel(io: KernelIo, inputs: tf.TensorInfo[]): tf.TensorInfo {
   return io.outputs([[]], inputs, ([out], values) => {
     let total = 0;
@@ -78,6 +103,7 @@ function sumSquaresKernel(io: KernelIo, inputs: tf.TensorInfo[]): tf.TensorInfo 
 
 const register = jsKernelRegistration({
   [ADAMW]: (io, inputs, attrs: AdamWStepScalars) => adamwKernel(io, inputs, attrs),
+  [ADAMW_SIMD]: (io, inputs, attrs: AdamWStepScalars & AdamWSimdLayout) => adamwSimdKernel(io, inputs, attrs),
   // Inputs as a list: any number of tensors.
   [SUM_SQUARES]: (io, inputs) => sumSquaresKernel(io, [...inputs]),
 });
@@ -86,6 +112,17 @@ const register = jsKernelRegistration({
 export function adamwStepKernel(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scalars: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
   register();
   return tf.engine().runKernel(ADAMW, { p, g, m, v }, scalars as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/**
+ * [p, m, v] after one AdamW step as one WebAssembly SIMD pass (adamw-simd.ts; the wasm backend
+ * only, where `wasmSimdAvailable()`); `keep` (int32 −1/0 per row or column, see `layout`)
+ * leaves the other entries of p unchanged and their gradient read as 0.
+ */
+export function adamwSimdStepKernel(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | undefined, scalars: AdamWStepScalars, layout: AdamWSimdLayout): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  register();
+  const inputs: tf.NamedTensorMap = keep ? { p, g, m, v, keep } : { p, g, m, v };
+  return tf.engine().runKernel(ADAMW_SIMD, inputs, { ...scalars, ...layout } as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
 }
 
 /** Σ x² over all elements of all `tensors`, as a float32 scalar (summed in float64; cpu and wasm only). */
