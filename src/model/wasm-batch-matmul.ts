@@ -7,8 +7,8 @@
  * 1 GMAC/s on this machine, against ≈ 14 GMAC/s for XNNPACK. On the ~10M-parameter training
  * benchmark that loop was a third of a step (docs/benchmarks.md, "Training").
  *
- * This kernel keeps tfjs's own kernel for what it already sends to XNNPACK and turns the rest
- * into such products: a transposed operand is transposed once by the backend's Transpose
+ * This kernel keeps tfjs's own kernel for what it already sends to XNNPACK, and for products
+ * too small to gain from it (`preferXnnpack`), and turns the rest into XNNPACK products: a transposed operand is transposed once by the backend's Transpose
  * kernel; a batch of products runs as one XNNPACK product per matrix on copies of its slices
  * (contiguous copies, cheap next to the product); an unbatched right operand shared by a batch
  * of left operands runs as a single product of the stacked left rows. XNNPACK's sums run in a
@@ -34,28 +34,52 @@ type Kernel = (args: BatchMatMulArgs) => tf.TensorInfo;
 
 const size = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
 
+/**
+ * Whether XNNPACK beats tfjs-wasm's loop for `batch` products [M, K]·[K, N] (`sharedRight`: one
+ * right matrix for all, computed as a single product; `rightTransposed`: the right operand is
+ * stored [N, K]). Costs measured on the development VM: the loop ≈ 1 ns per multiply-add, ≈ 3 ns
+ * when it walks an untransposed right matrix of more than 256 columns (a new cache line per
+ * step); XNNPACK ≈ 0.07 ns per multiply-add, plus ≈ 4 ns per element to pack each new right
+ * matrix and ≈ 15 µs per product for the operator and the slice copies. Small products with few
+ * rows — attention while generating one token at a time, where the right matrix (the keys or
+ * values so far) is large and the left has a row per query head — mostly stay with the loop.
+ */
+export function preferXnnpack(batch: number, M: number, K: number, N: number, sharedRight: boolean, rightTransposed: boolean): boolean {
+  const macs = batch * M * K * N;
+  const products = sharedRight ? 1 : batch;
+  const loopNsPerMac = !rightTransposed && N > 256 ? 3 : 1;
+  return loopNsPerMac * macs > products * (4 * K * N + 15_000) + 0.07 * macs;
+}
+
 /** The same data under another shape (row-major, no copy); the caller must not free it separately. */
 const view = (t: tf.TensorInfo, shape: number[]): tf.TensorInfo => ({ dataId: t.dataId, shape, dtype: t.dtype });
 
 /**
- * The kernel, given tfjs-wasm's own BatchMatMul (`xnnpack`: used on single, untransposed
- * matrices, where it calls XNNPACK) and Transpose.
+ * The kernel, given tfjs-wasm's own BatchMatMul (`tfjsKernel`: XNNPACK on single, untransposed
+ * matrices, its loop otherwise) and Transpose.
  */
-export function batchMatMulViaXnnpack(xnnpack: Kernel, transpose: (args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike; attrs: { perm: number[] } }) => tf.TensorInfo): Kernel {
+export function batchMatMulViaXnnpack(tfjsKernel: Kernel, transpose: (args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike; attrs: { perm: number[] } }) => tf.TensorInfo): Kernel {
   return (args) => {
     const { a, b } = args.inputs;
     const { transposeA, transposeB } = args.attrs;
     const backend = args.backend;
-    if (a.dtype !== 'float32' || b.dtype !== 'float32') return xnnpack(args);
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return tfjsKernel(args);
+    const ra = a.shape.length;
+    const rb = b.shape.length;
     const batchShapeA = a.shape.slice(0, -2);
     const batchShapeB = b.shape.slice(0, -2);
     const batchA = size(batchShapeA);
     const batchB = size(batchShapeB);
-    if (batchA === 1 && batchB === 1 && !transposeA && !transposeB) return xnnpack(args);
+    if (batchA === 1 && batchB === 1 && !transposeA && !transposeB) return tfjsKernel(args);
     // Batch shapes that broadcast other than "equal" or "one side single" keep tfjs's kernel.
-    if (!(batchA === 1 || batchB === 1 || batchShapeA.join() === batchShapeB.join())) return xnnpack(args);
+    if (!(batchA === 1 || batchB === 1 || batchShapeA.join() === batchShapeB.join())) return tfjsKernel(args);
     const outBatchShape = tf.broadcast_util.assertAndGetBroadcastShape(batchShapeA, batchShapeB);
 
+    {
+      const [M, K] = transposeA ? [a.shape[ra - 1]!, a.shape[ra - 2]!] : [a.shape[ra - 2]!, a.shape[ra - 1]!];
+      const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+      if (!preferXnnpack(Math.max(batchA, batchB), M, K, N, batchB === 1, transposeB)) return tfjsKernel(args);
+    }
     const temporaries: tf.TensorInfo[] = [];
     const lastTwoSwapped = (t: tf.TensorInfo): tf.TensorInfo => {
       const r = t.shape.length;
@@ -72,14 +96,14 @@ export function batchMatMulViaXnnpack(xnnpack: Kernel, transpose: (args: { input
     const N = B.shape[B.shape.length - 1]!;
     if (B.shape[B.shape.length - 2] !== K) {
       for (const t of temporaries) backend.disposeData(t.dataId);
-      return xnnpack(args); // let tfjs report the mismatch in its own words
+      return tfjsKernel(args); // let tfjs report the mismatch in its own words
     }
     const untransposed = { transposeA: false, transposeB: false };
     const outShape = [...outBatchShape, M, N];
     let out: tf.TensorInfo;
     if (batchB === 1) {
       // One right matrix for every left one: a single product of all left rows stacked.
-      const stacked = xnnpack({ inputs: { a: view(A, [1, batchA * M, K]), b: view(B, [1, K, N]) }, backend, attrs: untransposed });
+      const stacked = tfjsKernel({ inputs: { a: view(A, [1, batchA * M, K]), b: view(B, [1, K, N]) }, backend, attrs: untransposed });
       out = view(stacked, outShape);
     } else {
       out = backend.makeOutput(outShape, 'float32');
@@ -93,7 +117,7 @@ export function batchMatMulViaXnnpack(xnnpack: Kernel, transpose: (args: { input
         };
         const ai = batchA === 1 ? view(A, [1, M, K]) : slice(A, M, K, i);
         const bi = slice(B, K, N, i);
-        const product = xnnpack({ inputs: { a: ai, b: bi }, backend, attrs: untransposed });
+        const product = tfjsKernel({ inputs: { a: ai, b: bi }, backend, attrs: untransposed });
         (backend.typedArrayFromHeap(out) as Float32Array).set(backend.typedArrayFromHeap(product) as Float32Array, i * M * N);
         backend.disposeData(product.dataId);
         backend.disposeData(bi.dataId);

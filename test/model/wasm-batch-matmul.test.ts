@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/model/backend.js';
+import { preferXnnpack } from '../../src/model/wasm-batch-matmul.js';
 import { Rng } from '../../src/util/rng.js';
 
 const rng = new Rng(11);
@@ -40,22 +41,24 @@ function productAndGrads(sa: number[], sb: number[], ta: boolean, tb: boolean, a
   });
 }
 
+// Large enough for XNNPACK (preferXnnpack), except the first two, which keep tfjs's loop.
 const CASES: [number[], number[], boolean, boolean][] = [
-  [[5, 7], [7, 4], false, false],
-  [[7, 5], [7, 4], true, false],
-  [[5, 7], [4, 7], false, true],
-  [[7, 5], [4, 7], true, true],
   [[3, 5, 7], [3, 7, 4], false, false],
+  [[2, 4, 2, 8], [2, 4, 12, 8], false, true],
+  [[48, 64], [48, 40], true, false],
+  [[64, 48], [40, 48], false, true],
+  [[48, 64], [40, 48], true, true],
+  [[3, 64, 48], [3, 48, 40], false, false],
   // attention: Q·Kᵀ and P·V over [batch, kv heads, …]
-  [[2, 4, 24, 8], [2, 4, 12, 8], false, true],
-  [[2, 4, 24, 12], [2, 4, 12, 8], false, false],
-  [[2, 4, 8, 24], [2, 4, 8, 12], true, false],
+  [[2, 2, 64, 32], [2, 2, 48, 32], false, true],
+  [[2, 2, 64, 48], [2, 2, 48, 32], false, false],
+  [[2, 2, 32, 64], [2, 2, 32, 48], true, false],
   // one side unbatched (broadcast)
-  [[3, 5, 7], [7, 4], false, false],
-  [[3, 7, 5], [4, 7], true, true],
-  [[5, 7], [3, 7, 4], false, false],
-  [[2, 1, 5, 7], [7, 4], false, false],
-  [[1, 1, 5, 7], [3, 7, 4], false, false],
+  [[3, 64, 48], [48, 40], false, false],
+  [[3, 48, 64], [40, 48], true, true],
+  [[64, 48], [3, 48, 40], false, false],
+  [[2, 1, 64, 48], [48, 40], false, false],
+  [[1, 1, 64, 48], [3, 48, 40], false, false],
 ];
 
 describe('wasm BatchMatMul through XNNPACK', () => {
@@ -91,6 +94,21 @@ describe('wasm BatchMatMul through XNNPACK', () => {
     for (let i = 0; i < 3; i++) run();
     expect(tf.engine().backend.numDataIds()).toBe(before);
     tf.dispose([a, b, c]);
+  });
+
+  it('keeps tfjs\'s loop for small products with few rows and large right matrices', () => {
+    // Training attention (2 × 128 tokens, 8 heads over 4 KV heads of 32): XNNPACK.
+    expect(preferXnnpack(8, 256, 32, 128, false, true)).toBe(true);
+    expect(preferXnnpack(8, 256, 128, 32, false, false)).toBe(true);
+    // Generating one token, 2 query rows per KV head against 2048 cached positions: Q·Kᵀ and
+    // P·V stay with the loop (≈ 1 ns per multiply-add there).
+    expect(preferXnnpack(32, 2, 64, 2048, false, true)).toBe(false);
+    expect(preferXnnpack(32, 2, 2048, 64, false, false)).toBe(false);
+    // … but not a loop over an untransposed right matrix of 2048 columns (≈ 3 ns per multiply-add).
+    expect(preferXnnpack(32, 2, 64, 2048, false, false)).toBe(true);
+    expect(preferXnnpack(32, 2, 8, 8, false, false)).toBe(false);
+    // One right matrix shared by a batch: packed once.
+    expect(preferXnnpack(16, 64, 48, 40, true, false)).toBe(true);
   });
 
   it('still reports mismatched inner dimensions', async () => {
