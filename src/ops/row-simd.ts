@@ -14,7 +14,7 @@
  * once from float64, so the two differ in the last bit at most); the dot products accumulate
  * float32 products in float64, as the JavaScript loop's sums do.
  */
-import { I32, MODULE_HEADER, V128, memarg, name, section, simd, uleb, vector, wasmApi, type WasmMemory } from './wasm-encoding.js';
+import { I32, MODULE_HEADER, V128, memarg, memoryBoundModule, name, section, simd, uleb, vector, type WasmMemory } from './wasm-encoding.js';
 
 const op = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, localGet: 0x20, localSet: 0x21,
@@ -125,19 +125,10 @@ export interface RowSimd {
   dotRows(out: number, a: number, b: number, lines: number, k: number, C: number): void;
 }
 
-let compiled: object | undefined;
-const instances = new WeakMap<WasmMemory, RowSimd>();
-
 /** The passes for `memory` (compiled once, instantiated once per memory). */
-export function rowSimd(memory: WasmMemory): RowSimd {
-  const known = instances.get(memory);
-  if (known) return known;
-  compiled ??= new wasmApi.Module(moduleBytes());
-  const e = new wasmApi.Instance(compiled, { env: { memory } }).exports;
-  const fns: RowSimd = { scaleAddRows: e.scaleAddRows as Fn, scaleRows: e.scaleRows as Fn, dotRows: e.dotRows as Fn };
-  instances.set(memory, fns);
-  return fns;
-}
+export const rowSimd: (memory: WasmMemory) => RowSimd = memoryBoundModule(moduleBytes, (e) => ({
+  scaleAddRows: e.scaleAddRows as Fn, scaleRows: e.scaleRows as Fn, dotRows: e.dotRows as Fn,
+}));
 
 /** Rows of C values can take the SIMD passes (whole vectors, no tail). */
 export const rowSimdSupports = (C: number): boolean => C > 0 && C % 4 === 0;

@@ -1,8 +1,8 @@
 /**
  * The few pieces of the WebAssembly binary format that apex's hand-assembled kernels need
- * (block-matmul.ts, row-simd.ts): LEB128 numbers, vectors, sections, names, SIMD instructions
- * and memory arguments, and the part of the WebAssembly JS API used to instantiate them (the
- * project's type libraries do not declare it).
+ * (block-matmul.ts, row-simd.ts, train/adamw-simd.ts): LEB128 numbers, vectors, sections, names,
+ * SIMD instructions and memory arguments, and the part of the WebAssembly JS API used to
+ * instantiate them (the project's type libraries do not declare it).
  */
 
 export const I32 = 0x7f;
@@ -50,3 +50,20 @@ export interface WasmApi {
   Memory: abstract new (...args: never[]) => WasmMemory;
 }
 export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+/**
+ * A module that imports its memory as env.memory, bound to a given memory: compiled once (on
+ * first use), instantiated once per memory, `bind` picking what callers use from its exports.
+ */
+export function memoryBoundModule<T>(bytes: () => Uint8Array, bind: (exports: Record<string, unknown>) => T): (memory: WasmMemory) => T {
+  let compiled: object | undefined;
+  const instances = new WeakMap<WasmMemory, T>();
+  return (memory) => {
+    const known = instances.get(memory);
+    if (known) return known;
+    compiled ??= new wasmApi.Module(bytes());
+    const bound = bind(new wasmApi.Instance(compiled, { env: { memory } }).exports);
+    instances.set(memory, bound);
+    return bound;
+  };
+}

@@ -20,7 +20,7 @@
  * of the [rows, cols] parameter, or nothing (keepMode 0). cols must be a multiple of 4 (the
  * caller checks `adamwSimdSupports`); pointers are byte offsets into the memory.
  */
-import { I32, MODULE_HEADER, V128, memarg, name, section, simd, uleb, vector, wasmApi, type WasmMemory } from '../ops/wasm-encoding.js';
+import { I32, MODULE_HEADER, V128, memarg, memoryBoundModule, name, section, simd, uleb, vector, type WasmMemory } from '../ops/wasm-encoding.js';
 
 const F32 = 0x7d;
 const op = {
@@ -110,18 +110,8 @@ export type AdamwSimd = (
   beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number, decay: number, sqrtCorrection2: number, epsilon: number, stepSize: number,
 ) => void;
 
-let compiled: object | undefined;
-const instances = new WeakMap<WasmMemory, AdamwSimd>();
-
 /** The pass bound to `memory` (compiled once, instantiated once per memory). */
-export function adamwSimd(memory: WasmMemory): AdamwSimd {
-  const known = instances.get(memory);
-  if (known) return known;
-  compiled ??= new wasmApi.Module(moduleBytes());
-  const fn = new wasmApi.Instance(compiled, { env: { memory } }).exports.adamw as AdamwSimd;
-  instances.set(memory, fn);
-  return fn;
-}
+export const adamwSimd: (memory: WasmMemory) => AdamwSimd = memoryBoundModule(moduleBytes, (e) => e.adamw as AdamwSimd);
 
 /** Whether a [rows, cols] parameter can take the pass (whole vectors per row). */
 export const adamwSimdSupports = (cols: number): boolean => cols > 0 && cols % 4 === 0;

@@ -65,6 +65,14 @@ interface Slot {
   simd?: { readonly layout: AdamWSimdLayout; readonly lanes?: tf.Tensor } | null;
 }
 
+/** Stores a kernel's new parameter and moments in the slot's variables (and frees the kernel's outputs). */
+function commit(slot: Slot, [p, m, v]: [tf.Tensor, tf.Tensor, tf.Tensor]): void {
+  slot.m.assign(m);
+  slot.v.assign(v);
+  slot.param.variable.assign(p);
+  tf.dispose([p, m, v]);
+}
+
 /** How the SIMD pass sees a parameter, or null where it cannot (shape, mask or row length). */
 function simdLayout(param: OptimizedParameter): { layout: AdamWSimdLayout; lanes?: tf.Tensor } | null {
   const shape = param.variable.shape;
@@ -145,21 +153,13 @@ export class AdamW {
       if (simd) {
         if (slot.simd === undefined) slot.simd = simdLayout(slot.param);
         if (slot.simd) {
-          const [p, m, v] = adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout);
-          slot.m.assign(m);
-          slot.v.assign(v);
-          slot.param.variable.assign(p);
-          tf.dispose([p, m, v]);
+          commit(slot, adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout));
           continue;
         }
       }
       if (slot.keep === undefined && fused && grad.size <= FUSED_MAX_ELEMENTS) {
         // A small tensor: one kernel instead of twelve, the same bits (train-kernels.ts).
-        const [p, m, v] = adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars);
-        slot.m.assign(m);
-        slot.v.assign(v);
-        slot.param.variable.assign(p);
-        tf.dispose([p, m, v]);
+        commit(slot, adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars));
         continue;
       }
       tf.tidy(() => {
