@@ -14,23 +14,11 @@
  * once from float64, so the two differ in the last bit at most); the dot products accumulate
  * float32 products in float64, as the JavaScript loop's sums do.
  */
-import { I32, MODULE_HEADER, V128, memarg, memoryBoundModule, name, section, simd, uleb, vector, type WasmMemory } from './wasm-encoding.js';
+import {
+  I32, MODULE_HEADER, V128, countedLoop, i32Const as i32, localGet as get, localSet as set, memarg, memoryBoundModule, name, op, section, simd, simdOp, uleb,
+  v128Load as load, v128Store as store, vector, type WasmMemory,
+} from './wasm-encoding.js';
 
-const op = {
-  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, localGet: 0x20, localSet: 0x21,
-  i32Load: 0x28, f32Load: 0x2a, f32Store: 0x38, i32Const: 0x41, i32GeU: 0x4f, i32Add: 0x6a,
-  i32Mul: 0x6c, f64Add: 0xa0, f32DemoteF64: 0xb6, blockTypeEmpty: 0x40,
-} as const;
-const simdOp = {
-  v128Load: 0x00, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f64x2ExtractLane: 0x21,
-  f64x2PromoteLowF32x4: 0x5f, f32x4Add: 0xe4, f32x4Mul: 0xe6, f64x2Add: 0xf0,
-} as const;
-
-const get = (l: number) => [op.localGet, ...uleb(l)];
-const set = (l: number) => [op.localSet, ...uleb(l)];
-const i32 = (v: number) => [op.i32Const, ...uleb(v)];
-const load = simd(simdOp.v128Load, ...memarg(2, 0));
-const store = simd(simdOp.v128Store, ...memarg(2, 0));
 
 /**
  * for i in 0..k: [perRow]; for c in 0..C·4 step 16: [perVector]; [afterRow] — with locals i, row
@@ -39,20 +27,12 @@ const store = simd(simdOp.v128Store, ...memarg(2, 0));
 function rowLoop(L: { lines: number; k: number; C: number; i: number; row: number; c: number; end: number }, perRow: number[], perVector: number[], afterRow: number[]): number[] {
   return [
     ...get(L.C), ...i32(4), op.i32Mul, ...set(L.end),
-    ...i32(0), ...set(L.i),
-    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
-    ...get(L.i), ...get(L.k), op.i32GeU, op.brIf, 1,
-    ...get(L.lines), ...get(L.i), ...i32(4), op.i32Mul, op.i32Add, op.i32Load, ...memarg(2, 0), ...get(L.end), op.i32Mul, ...set(L.row),
-    ...perRow,
-    ...i32(0), ...set(L.c),
-    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
-    ...get(L.c), ...get(L.end), op.i32GeU, op.brIf, 1,
-    ...perVector,
-    ...get(L.c), ...i32(16), op.i32Add, ...set(L.c),
-    op.br, 0, op.end, op.end,
-    ...afterRow,
-    ...get(L.i), ...i32(1), op.i32Add, ...set(L.i),
-    op.br, 0, op.end, op.end,
+    ...countedLoop(L.i, L.k, 1, [
+      ...get(L.lines), ...get(L.i), ...i32(4), op.i32Mul, op.i32Add, op.i32Load, ...memarg(2, 0), ...get(L.end), op.i32Mul, ...set(L.row),
+      ...perRow,
+      ...countedLoop(L.c, L.end, 16, perVector),
+      ...afterRow,
+    ]),
     op.end,
   ];
 }

@@ -20,23 +20,12 @@
  * of the [rows, cols] parameter, or nothing (keepMode 0). cols must be a multiple of 4 (the
  * caller checks `adamwSimdSupports`); pointers are byte offsets into the memory.
  */
-import { I32, MODULE_HEADER, V128, memarg, memoryBoundModule, name, section, simd, uleb, vector, type WasmMemory } from '../ops/wasm-encoding.js';
+import {
+  I32, MODULE_HEADER, V128, countedLoop, i32Const as i32, localGet as get, localSet as set, memarg, memoryBoundModule, name, op, section, simd, simdOp, uleb,
+  v128Load as load, v128Store as store, vector, type WasmMemory,
+} from '../ops/wasm-encoding.js';
 
 const F32 = 0x7d;
-const op = {
-  block: 0x02, loop: 0x03, if: 0x04, br: 0x0c, brIf: 0x0d, end: 0x0b, localGet: 0x20, localSet: 0x21,
-  i32Load: 0x28, i32Const: 0x41, i32Eq: 0x46, i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c, blockTypeEmpty: 0x40,
-} as const;
-const simdOp = {
-  v128Load: 0x00, v128Store: 0x0b, v128Const: 0x0c, i32x4Splat: 0x11, f32x4Splat: 0x13, v128And: 0x4e, v128Bitselect: 0x52,
-  f32x4Sqrt: 0xe3, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7,
-} as const;
-
-const get = (l: number) => [op.localGet, ...uleb(l)];
-const set = (l: number) => [op.localSet, ...uleb(l)];
-const i32 = (v: number) => [op.i32Const, ...uleb(v)];
-const load = simd(simdOp.v128Load, ...memarg(2, 0));
-const store = simd(simdOp.v128Store, ...memarg(2, 0));
 const f32x4 = (code: number) => simd(code);
 
 // Parameters, then locals, by index.
@@ -70,21 +59,13 @@ function body(): number[] {
     ...splat(P.b1, L.B1), ...splat(P.c1, L.C1), ...splat(P.b2, L.B2), ...splat(P.c2, L.C2),
     ...splat(P.decay, L.DEC), ...splat(P.sc2, L.SC2), ...splat(P.eps, L.EPS), ...splat(P.step, L.STEP),
     ...get(P.cols), ...i32(4), op.i32Mul, ...set(L.end),
-    ...i32(0), ...set(L.r),
-    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
-    ...get(L.r), ...get(P.rows), op.i32GeU, op.brIf, 1,
-    ...get(L.r), ...get(L.end), op.i32Mul, ...set(L.rowByte),
-    // Every lane kept, unless the row's own flag says otherwise.
-    ...simd(simdOp.v128Const, ...new Array<number>(16).fill(0xff)), ...set(L.K),
-    ...ifMode(1, [...get(P.keep), ...get(L.r), ...i32(4), op.i32Mul, op.i32Add, op.i32Load, ...memarg(2, 0), ...simd(simdOp.i32x4Splat), ...set(L.K)]),
-    ...i32(0), ...set(L.c),
-    op.block, op.blockTypeEmpty, op.loop, op.blockTypeEmpty,
-    ...get(L.c), ...get(L.end), op.i32GeU, op.brIf, 1,
-    ...perVector,
-    ...get(L.c), ...i32(16), op.i32Add, ...set(L.c),
-    op.br, 0, op.end, op.end,
-    ...get(L.r), ...i32(1), op.i32Add, ...set(L.r),
-    op.br, 0, op.end, op.end,
+    ...countedLoop(L.r, P.rows, 1, [
+      ...get(L.r), ...get(L.end), op.i32Mul, ...set(L.rowByte),
+      // Every lane kept, unless the row's own flag says otherwise.
+      ...simd(simdOp.v128Const, ...new Array<number>(16).fill(0xff)), ...set(L.K),
+      ...ifMode(1, [...get(P.keep), ...get(L.r), ...i32(4), op.i32Mul, op.i32Add, op.i32Load, ...memarg(2, 0), ...simd(simdOp.i32x4Splat), ...set(L.K)]),
+      ...countedLoop(L.c, L.end, 16, perVector),
+    ]),
     op.end,
   ];
   const locals = vector([[...uleb(5), I32], [...uleb(13), V128]]);
