@@ -8,8 +8,9 @@
  * benchmark that loop was a third of a step (docs/benchmarks.md, "Training").
  *
  * This kernel keeps tfjs's own kernel for what it already sends to XNNPACK, and for products
- * too small to gain from it (`preferXnnpack`), and turns the rest into XNNPACK products: a transposed operand is transposed once by the backend's Transpose
- * kernel; a batch of products runs as one XNNPACK product per matrix on copies of its slices
+ * too small to gain from it (`preferXnnpack`), and turns the rest into XNNPACK products: a
+ * transposed operand is transposed once by the backend's Transpose kernel; a batch of products
+ * runs as one XNNPACK product per matrix on copies of its slices
  * (contiguous copies, cheap next to the product); an unbatched right operand shared by a batch
  * of left operands runs as a single product of the stacked left rows. XNNPACK's sums run in a
  * different order than the loop's, so results differ by float rounding (the forward-pass
@@ -17,6 +18,7 @@
  * checks every case against the cpu backend).
  */
 import * as tf from '@tensorflow/tfjs';
+import { reshaped as view } from '../ops/js-kernel-io.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -51,9 +53,6 @@ export function preferXnnpack(batch: number, M: number, K: number, N: number, sh
   return loopNsPerMac * macs > products * (4 * K * N + 15_000) + 0.07 * macs;
 }
 
-/** The same data under another shape (row-major, no copy); the caller must not free it separately. */
-const view = (t: tf.TensorInfo, shape: number[]): tf.TensorInfo => ({ dataId: t.dataId, shape, dtype: t.dtype });
-
 /**
  * The kernel, given tfjs-wasm's own BatchMatMul (`tfjsKernel`: XNNPACK on single, untransposed
  * matrices, its loop otherwise) and Transpose.
@@ -74,12 +73,10 @@ export function batchMatMulViaXnnpack(tfjsKernel: Kernel, transpose: (args: { in
     // Batch shapes that broadcast other than "equal" or "one side single" keep tfjs's kernel.
     if (!(batchA === 1 || batchB === 1 || batchShapeA.join() === batchShapeB.join())) return tfjsKernel(args);
     const outBatchShape = tf.broadcast_util.assertAndGetBroadcastShape(batchShapeA, batchShapeB);
-
-    {
-      const [M, K] = transposeA ? [a.shape[ra - 1]!, a.shape[ra - 2]!] : [a.shape[ra - 2]!, a.shape[ra - 1]!];
-      const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
-      if (!preferXnnpack(Math.max(batchA, batchB), M, K, N, batchB === 1, transposeB)) return tfjsKernel(args);
-    }
+    const [M, K] = transposeA ? [a.shape[ra - 1]!, a.shape[ra - 2]!] : [a.shape[ra - 2]!, a.shape[ra - 1]!];
+    const [Kb, N] = transposeB ? [b.shape[rb - 1]!, b.shape[rb - 2]!] : [b.shape[rb - 2]!, b.shape[rb - 1]!];
+    // A mismatch is left to tfjs's kernel, to be reported in its own words.
+    if (Kb !== K || !preferXnnpack(Math.max(batchA, batchB), M, K, N, batchB === 1, transposeB)) return tfjsKernel(args);
     const temporaries: tf.TensorInfo[] = [];
     const lastTwoSwapped = (t: tf.TensorInfo): tf.TensorInfo => {
       const r = t.shape.length;
@@ -91,15 +88,15 @@ export function batchMatMulViaXnnpack(tfjsKernel: Kernel, transpose: (args: { in
     };
     const A = transposeA ? lastTwoSwapped(a) : a;
     const B = transposeB ? lastTwoSwapped(b) : b;
-    const M = A.shape[A.shape.length - 2]!;
-    const K = A.shape[A.shape.length - 1]!;
-    const N = B.shape[B.shape.length - 1]!;
-    if (B.shape[B.shape.length - 2] !== K) {
-      for (const t of temporaries) backend.disposeData(t.dataId);
-      return tfjsKernel(args); // let tfjs report the mismatch in its own words
-    }
     const untransposed = { transposeA: false, transposeB: false };
     const outShape = [...outBatchShape, M, N];
+    /** Matrix `index` of t ([…, rows, cols]) copied into a tensor of its own. */
+    const slice = (t: tf.TensorInfo, rows: number, cols: number, index: number) => {
+      const s = backend.makeOutput([1, rows, cols], 'float32');
+      const from = backend.typedArrayFromHeap(t) as Float32Array;
+      (backend.typedArrayFromHeap(s) as Float32Array).set(from.subarray(index * rows * cols, (index + 1) * rows * cols));
+      return s;
+    };
     let out: tf.TensorInfo;
     if (batchB === 1) {
       // One right matrix for every left one: a single product of all left rows stacked.
@@ -109,12 +106,6 @@ export function batchMatMulViaXnnpack(tfjsKernel: Kernel, transpose: (args: { in
       out = backend.makeOutput(outShape, 'float32');
       const batch = Math.max(batchA, batchB);
       for (let i = 0; i < batch; i++) {
-        const slice = (t: tf.TensorInfo, rows: number, cols: number, index: number) => {
-          const s = backend.makeOutput([1, rows, cols], 'float32');
-          const from = backend.typedArrayFromHeap(t) as Float32Array;
-          (backend.typedArrayFromHeap(s) as Float32Array).set(from.subarray(index * rows * cols, (index + 1) * rows * cols));
-          return s;
-        };
         const ai = batchA === 1 ? view(A, [1, M, K]) : slice(A, M, K, i);
         const bi = slice(B, K, N, i);
         const product = tfjsKernel({ inputs: { a: ai, b: bi }, backend, attrs: untransposed });
