@@ -43,16 +43,16 @@ export interface AdamWStepScalars {
 
 const f = Math.fround;
 
+/** The scalars as the tfjs ops see them: float32 tensors made from the same JavaScript numbers. */
+function float32Scalars(s: AdamWStepScalars) {
+  return {
+    b1: f(s.beta1), c1: f(1 - s.beta1), b2: f(s.beta2), c2: f(1 - s.beta2),
+    decay: f(s.decayFactor), sc2: f(s.sqrtCorrection2), eps: f(s.epsilon), step: f(s.stepSize),
+  };
+}
+
 function adamwKernel(io: KernelIo, { p, g, m, v }: Record<string, tf.TensorInfo>, s: AdamWStepScalars): tf.TensorInfo[] {
-  // The scalars as the tfjs ops see them: float32 tensors made from the same JavaScript numbers.
-  const b1 = f(s.beta1);
-  const c1 = f(1 - s.beta1);
-  const b2 = f(s.beta2);
-  const c2 = f(1 - s.beta2);
-  const decay = f(s.decayFactor);
-  const sc2 = f(s.sqrtCorrection2);
-  const eps = f(s.epsilon);
-  const step = f(s.stepSize);
+  const { b1, c1, b2, c2, decay, sc2, eps, step } = float32Scalars(s);
   const decays = s.decayFactor !== 1;
   const shape = p!.shape as number[];
   return io.outputs([shape, shape, shape], [p!, g!, m!, v!], ([P1, M1, V1], [P, G, M, V]) => {
@@ -81,14 +81,14 @@ export interface AdamWSimdLayout {
 function adamwSimdKernel(io: KernelIo, { p, g, m, v, keep }: Record<string, tf.TensorInfo>, a: AdamWStepScalars & AdamWSimdLayout): tf.TensorInfo[] {
   if (!io.simd) throw new Error(`${ADAMW_SIMD} needs the wasm backend's SIMD passes`);
   const { memory, address } = io.simd;
-  const f = Math.fround;
+  const { b1, c1, b2, c2, decay, sc2, eps, step } = float32Scalars(a);
   const shape = p!.shape as number[];
   // Allocated first (an allocation can grow the heap), filled by the pass below.
   const [P1, M1, V1] = io.outputs([shape, shape, shape], [], () => undefined);
   adamwSimd(memory)(
     address(p!), address(g!), address(m!), address(v!), address(P1!), address(M1!), address(V1!),
     a.rows, a.cols, keep ? address(keep) : 0, keep ? a.keepMode : 0,
-    f(a.beta1), f(1 - a.beta1), f(a.beta2), f(1 - a.beta2), f(a.decayFactor), f(a.sqrtCorrection2), f(a.epsilon), f(a.stepSize),
+    b1, c1, b2, c2, decay, sc2, eps, step,
   );
   return [P1!, M1!, V1!];
 }
