@@ -37,6 +37,7 @@ import type { ApexSetting, StageMethod } from '../src/train/stage-options.js';
 import { Rng } from '../src/util/rng.js';
 import { FIXTURES, loadReference, maxAbsDiff, maxRelDiff, openModel } from '../test/model/helpers.js';
 import { idSet, readAllF32, STORIES, storyChunks } from '../test/train/stage-fixtures.js';
+import { partKernels } from './gpu-kernel-checks.js';
 import { writeRandomCheckpoint, type RandomModelShape } from './random-checkpoint.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -378,14 +379,29 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
   try {
     if (spec.method === 'apex') cpSync(join(SMALL_ANALYSIS, 'analysis'), join(run, 'analysis'), { recursive: true });
     const stepSeconds: number[] = [];
+    const stepLaunches: number[] = [];
     let firstLoss = NaN;
     const tokensPerStep = args.batch * args.seqLen;
+    // On webgpu, the program launches of each step (what a step costs there, docs/gpu.md).
+    let launches = 0;
+    let launchesBefore = 0;
+    await selectBackend(args.backend as 'webgpu');
+    const gpu = tf.getBackend() === 'webgpu' ? (tf.backend() as unknown as { runWebGPUProgram: (...a: unknown[]) => unknown }) : undefined;
+    if (gpu) {
+      const original = gpu.runWebGPUProgram;
+      gpu.runWebGPUProgram = function (this: unknown, ...a: unknown[]) {
+        launches += 1;
+        return original.apply(this, a);
+      };
+    }
     const result = await runStage({
       model: SMALL_DIR, modelDir: SMALL_DIR, run, stage: 1, method: spec.method, ...('setting' in spec ? { setting: spec.setting } : {}),
       train: randomSet(args.batch, args.seqLen), steps: args.steps, batchSize: args.batch, lr: 1e-4, saveEvery: 0, backend: args.backend, expand: false,
       onStep: (r) => {
         if (r.step === 1) firstLoss = r.loss;
         stepSeconds.push(tokensPerStep / r.tokensPerSecond);
+        stepLaunches.push(launches - launchesBefore);
+        launchesBefore = launches;
         log(`speed ${args.key} ${args.batch}x${args.seqLen} on ${args.backend}: step ${r.step} ${(1000 * stepSeconds.at(-1)!).toFixed(0)} ms`);
       },
     });
@@ -393,6 +409,7 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
     return {
       backend: tf.getBackend(), method: args.key, batch: args.batch, seqLen: args.seqLen, measuredSteps: stepSeconds.length - args.warmup,
       msPerStep: round(1000 * s), tokensPerSecond: round(tokensPerStep / s), firstStepMs: round(1000 * stepSeconds[0]!), firstLoss,
+      ...(gpu ? { launchesPerStep: median(stepLaunches.slice(args.warmup)) } : {}),
       trainable: result.trainable.trainable, peakRssBytes: result.peakRssBytes,
     };
   } finally {
@@ -425,6 +442,7 @@ async function partEvalSpeed(args: { backend: string; batch: number; seqLen: num
 const PARTS: Record<string, (args: never) => Promise<unknown>> = {
   backend: partBackend,
   forward: partForward,
+  kernels: partKernels,
   train: partTrain,
   grads: partGrads,
   'speed-setup': partSpeedSetup,
@@ -627,6 +645,8 @@ async function all(outDir: string, budget: number, cpuRerun: boolean): Promise<v
   const gpuLane = (async () => {
     results.forward = gpu && !SKIP.has('forward') ? await runPart('forward', { backend: 'webgpu' }, left(60)) : { ok: false, seconds: 0, skipped: gpu ? 'GPU_CHECK_SKIP' : 'webgpu unavailable' };
     save();
+    results.kernels = gpu && !SKIP.has('kernels') ? await runPart('kernels', {}, left(60)) : { ok: false, seconds: 0, skipped: gpu ? 'GPU_CHECK_SKIP' : 'webgpu unavailable' };
+    save();
     const training: Record<string, unknown> = {};
     results.training = training;
     if (gpu && process.env.GPU_CHECK_GRADS === '1') {
@@ -676,21 +696,27 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
     adapter: get('backend.result.adapter.description') ?? get('backend.result.selected.detail') ?? null,
   };
   for (const name of FIXTURES) out[`forward-${name}`] = get(`forward.result.${name}.pass`) ?? get('forward.skipped') ?? get('forward.error') ?? null;
+  out['kernels-vs-cpu'] = get('kernels.result.pass') ?? get('kernels.skipped') ?? get('kernels.error') ?? null;
+  out['kernels-worst-rel-diff'] = get('kernels.result.worstRelDiff') ?? null;
   for (const r of TRAIN_RUNS) {
     out[`train-${r.key}-vs-cpu`] = get(`training.${r.key}.vsCpuReference.pass`) ?? get(`training.${r.key}.skipped`) ?? get(`training.${r.key}.error`) ?? null;
     out[`train-${r.key}-loss-max-abs-diff`] = get(`training.${r.key}.vsCpuReference.lossMaxAbsDiff`) ?? null;
     out[`cpu-rerun-${r.key}-identical-to-reference`] = get(`cpuLanes.cpuTrain-${r.key}.vsReference.identical`) ?? null;
   }
   const speed = (get('speed') ?? {}) as Record<string, PartOutcome>;
-  for (const [k, v] of Object.entries(speed)) out[`webgpu-${k}-tokens-per-s`] = (v.result as { tokensPerSecond?: number } | undefined)?.tokensPerSecond ?? null;
+  for (const [k, v] of Object.entries(speed)) {
+    out[`webgpu-${k}-tokens-per-s`] = (v.result as { tokensPerSecond?: number } | undefined)?.tokensPerSecond ?? null;
+    if (k.startsWith('train-')) out[`webgpu-${k}-launches-per-step`] = (v.result as { launchesPerStep?: number } | undefined)?.launchesPerStep ?? null;
+  }
   for (const k of ['wasmTrainVanilla', 'wasmTrainApexFull', 'wasmEval']) out[`${k}-tokens-per-s`] = get(`cpuLanes.${k}.result.tokensPerSecond`) ?? null;
   return out;
 }
 
 /**
  * The checks that need no real GPU, on a software WebGPU adapter (Mesa's lavapipe, through the
- * same Dawn and tfjs-backend-webgpu code): forward against the references, and every training
- * run on webgpu against the cpu backend's, step by step. Slow (lavapipe emulates the GPU on the
+ * same Dawn and tfjs-backend-webgpu code): forward against the references, apex's webgpu
+ * programs against cpu (part `kernels`), the launches per training step of the 10M model, and
+ * every training run on webgpu against the cpu backend's, step by step. Slow (lavapipe emulates the GPU on the
  * CPU) but it runs the webgpu code path anywhere; `scripts/gpu-check.sh software` installs
  * lavapipe and runs it. The cpu runs come from bench/gpu-reference.json when it was made by
  * this build for the same number of steps, and are made beside the webgpu runs otherwise.
@@ -717,6 +743,16 @@ async function software(outDir: string, steps: number): Promise<void> {
   const made = reusable && committed.wasmRuns ? { runs: committed.runs, wasmRuns: committed.wasmRuns } : await referenceRuns(steps);
   results.forward = await runPart('forward', { backend: 'webgpu' }, 600);
   save();
+  results.kernels = await runPart('kernels', {}, 900);
+  save();
+  // Launches per training step of the 10M model (2 × 128; 3 steps, the last 2 counted): the cost
+  // model of a real GPU, which lavapipe's times do not show.
+  if (!SKIP.has('speed') && (await runPart('speed-setup', {}, 600)).ok) {
+    const speed: Record<string, unknown> = {};
+    results.speed = speed;
+    for (const r of TRAIN_RUNS) speed[`train-${r.key}-2x128`] = await runPart('speed', { backend: 'webgpu', key: r.key, batch: 2, seqLen: 128, steps: 3, warmup: 1 }, 900);
+    save();
+  }
   const training: Record<string, unknown> = {};
   results.training = training;
   const webgpuRuns: Record<string, TrainRecord | undefined> = {};

@@ -24,6 +24,11 @@ export interface LineSet {
   readonly lines: Int32Array;
   /** `lines` as an int32 tensor (kept; freed by dispose), for kernels that take the lines. */
   readonly indices: tf.Tensor1D;
+  /**
+   * int32 [extent] (kept): line c of `put(x, updates)` is line `sources[c]` of
+   * concat([x, updates]) along the axis, i.e. c itself, or extent + i where c = lines[i].
+   */
+  readonly sources: tf.Tensor1D;
   readonly take: (x: tf.Tensor2D) => tf.Tensor2D;
   readonly put: (x: tf.Tensor2D, updates: tf.Tensor2D) => tf.Tensor2D;
   /** Frees the index tensors (kept outside any tidy scope). */
@@ -114,7 +119,7 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
   lines.forEach((c, i) => {
     fromArr[c] = extent + i;
   });
-  const from = tf.keep(tf.tensor1d(fromArr, 'int32'));
+  const from = tf.keep(tf.tensor1d(fromArr, 'int32')) as tf.Tensor1D;
 
   const takeRaw = (x: tf.Tensor2D): tf.Tensor2D =>
     tf.engine().runKernel(TAKE, { x, lines: idx }, { axis } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
@@ -140,7 +145,7 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
     if (x.rank !== 2 || x.shape[axis] !== extent) throw new RangeError(`line move expects ${extent} lines along axis ${axis}, got [${x.shape}]`);
   };
   return {
-    axis, extent, lines, indices: idx,
+    axis, extent, lines, indices: idx, sources: from,
     take: (x) => {
       check(x);
       return usesJsKernels() ? takeJs(x) : (tf.gather(x, idx, axis) as tf.Tensor2D);

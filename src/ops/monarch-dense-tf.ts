@@ -5,7 +5,8 @@
  * [n, n] matrices laid out in plain loops, M = L·R (monarchFactorMatrices), and its gradient two
  * more (dL = dM·Rᵀ, dR = Lᵀ·dM, read back at the factors' positions): three tfjs matMuls and a
  * few small copies instead of the differentiable four-step product applied to the identity,
- * which the other backends (webgpu, tensorflow) keep. The products do n³ multiply-adds where
+ * which the tensorflow backend keeps; webgpu computes the same closed form per element in one
+ * launch (webgpu-monarch-dense.ts). The products do n³ multiply-adds where
  * the closed form of monarch.ts does n·bs², but run in the backend's matMul (XNNPACK on wasm,
  * ≈ 30 GFLOP/s here) instead of a JavaScript loop (≈ 0.7 GFLOP/s): at n = 129 (nb 3, bs 43) on
  * this repository's 2-core VM, ≈ 0.7 → 0.3 ms forward and ≈ 0.8 → 0.5 ms backward.
@@ -13,6 +14,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { onJsBackend } from './js-kernel-io.js';
 import { monarchApplyTf } from './monarch-tf.js';
+import { onWebgpu } from './webgpu-programs.js';
+import { monarchDenseWebgpu } from './webgpu-monarch-dense.js';
 
 /**
  * M = L·R with L, R [n, n] row-major, from the closed form M[r·nb + q][j·bs + c] =
@@ -83,6 +86,7 @@ const denseJs = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
 /** M [n, n] with y = M·x, differentiable in B1 and B2 ([nb, bs, bs], block j = [out, in]). */
 export function monarchDenseTf(B1: tf.Tensor3D, B2: tf.Tensor3D): tf.Tensor2D {
   if (onJsBackend()) return denseJs(B1, B2);
+  if (onWebgpu()) return monarchDenseWebgpu(B1, B2);
   const n = B1.shape[0] * B1.shape[1];
   // monarchApplyTf(X) = X·Mᵀ, so its value on the identity is Mᵀ.
   return tf.transpose(monarchApplyTf(B1, B2, tf.eye(n) as tf.Tensor2D));

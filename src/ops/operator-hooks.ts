@@ -22,7 +22,8 @@ import { lineSet, type LineAxis } from './line-moves.js';
 import { monarchDenseTf } from './monarch-dense-tf.js';
 import { monarchApplyTf } from './monarch-tf.js';
 import type { ChannelOperator, HeadOperator, LayerOperators, OperatorUnits } from './operator-init.js';
-import { mixColumns, mixColumnsFactorised, mixRows, mixRowsFactorised, type SiteLines } from './site-mixing.js';
+import { mixColumns, mixColumnsFactorised, mixColumnsWithM, mixRows, mixRowsFactorised, type SiteLines } from './site-mixing.js';
+import { onWebgpu } from './webgpu-programs.js';
 import { headRows, oProjSlotColumns } from './unit-rows.js';
 
 export interface TrainableHeadOperator extends OperatorUnits {
@@ -219,7 +220,11 @@ export function operatorHooks(t: TrainableLayerOperators, spec: HeadSpec): Layer
   const rows = (W: tf.Tensor2D, site: SiteLines, op: MonarchOp, cache: (fresh: boolean) => MonarchMatrices, fresh: boolean, b: tf.Tensor1D) =>
     isDense(op) ? mixRows(W, site, cache(fresh).M(), op.a, b) : mixRowsFactorised(W, site, (x) => monarchApplyTf(op.B1, op.B2, x), op.a, b);
   const columns = (W: tf.Tensor2D, site: SiteLines, n: number, op: MonarchOp, cache: (fresh: boolean) => MonarchMatrices) =>
-    isDense(op) ? mixColumns(W, site, n, cache(false).Mt(), op.a) : mixColumnsFactorised(W, site, n, (x) => monarchApplyTf(op.B1, op.B2, x), op.a);
+    !isDense(op)
+      ? mixColumnsFactorised(W, site, n, (x) => monarchApplyTf(op.B1, op.B2, x), op.a)
+      : onWebgpu()
+        ? mixColumnsWithM(W, site, n, cache(false).M(), op.a)
+        : mixColumns(W, site, n, cache(false).Mt(), op.a);
   const outputSide = (key: ProjectionKey, W: tf.Tensor2D, fresh: boolean): tf.Tensor2D => {
     if (key === 'v_proj' && attn && value && attnM) return rows(W, value(W.shape[0]), attn, attnM, fresh, attn.bV);
     if (key === 'gate_proj' && mlp && gateUp && mlpM) return rows(W, gateUp(W.shape[0]), mlp, mlpM, fresh, mlp.bGate);

@@ -9,14 +9,17 @@
  * kernels (zero-filled scatters for each line move's gradient, split/concat gradients, the
  * broadcasts' reductions); written out, the backward pass is one line move into dW plus small
  * products on the 2n selected lines. On cpu and wasm each direction is one kernel of
- * site-kernels.ts (a registered kernel and gradient); other backends (webgpu) run the same
- * gradient from tfjs ops here. test/ops/site-mixing.test.ts checks both routes, values and
- * gradients, against plain autodiff of the rule.
+ * site-kernels.ts (a registered kernel and gradient), on webgpu one of webgpu-site-kernels.ts
+ * (a few launches each way); other backends (tensorflow) run the same gradient from tfjs ops
+ * here. test/ops/site-mixing.test.ts checks the cpu/wasm routes, values and gradients, against
+ * plain autodiff of the rule; the GPU check (bench/gpu-check.ts, part `kernels`) the webgpu one.
  */
 import * as tf from '@tensorflow/tfjs';
 import { onJsBackend } from './js-kernel-io.js';
 import type { LineSet } from './line-moves.js';
 import { columnSiteKernel, rowSiteKernel } from './site-kernels.js';
+import { onWebgpu } from './webgpu-programs.js';
+import { columnSiteWebgpu, rowSiteWebgpu } from './webgpu-site-kernels.js';
 
 const asColumn = (v: tf.Tensor1D) => tf.reshape(v, [v.shape[0], 1]) as tf.Tensor2D;
 
@@ -67,6 +70,7 @@ export function mixRows(W: tf.Tensor2D, site: SiteLines, M: tf.Tensor2D, a: tf.T
   const n = a.shape[0];
   if (site.both.lines.length !== 2 * n || M.shape[0] !== n) throw new RangeError(`mixRows: ${site.both.lines.length} lines for an operator of size ${n}`);
   if (!options.portable && onJsBackend()) return rowSiteKernel(W, M, a, b, site.P.indices, site.N.indices);
+  if (!options.portable && onWebgpu()) return rowSiteWebgpu(W, M, a, b, site.P.indices, site.N.indices, site.both.sources);
   const ew = rowsElementwise(site);
   const op = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [w, m, av, bv] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
@@ -140,6 +144,18 @@ export function mixColumns(W: tf.Tensor2D, site: SiteLines, slots: number, Mt: t
     return { value: ew.forward(w, WP, byColumn(tf.matMul(bySlot(WP), mt)), av), gradFunc };
   }) as (w: tf.Tensor2D, mt: tf.Tensor2D, a: tf.Tensor1D) => tf.Tensor2D;
   return op(W, Mt, a);
+}
+
+/**
+ * mixColumns with M itself instead of Mᵀ, for the webgpu backend, whose site kernel
+ * (webgpu-site-kernels.ts) uses the matMul's transpose flags: no transpose of M is launched.
+ * Other backends transpose M and take mixColumns's route.
+ */
+export function mixColumnsWithM(W: tf.Tensor2D, site: SiteLines, slots: number, M: tf.Tensor2D, a: tf.Tensor1D, options: { portable?: boolean } = {}): tf.Tensor2D {
+  if (options.portable || !onWebgpu()) return mixColumns(W, site, slots, tf.transpose(M), a, options);
+  const n = a.shape[0];
+  if (site.both.lines.length !== 2 * slots * n || M.shape[0] !== n) throw new RangeError(`mixColumns: ${site.both.lines.length} lines for ${slots} slot(s) of an operator of size ${n}`);
+  return columnSiteWebgpu(W, M, a, site.P.indices, site.N.indices, site.both.sources);
 }
 
 /**

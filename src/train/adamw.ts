@@ -14,16 +14,20 @@
  * (APEX `structured` trains only selected rows/columns, §4). Moments can be reset (fresh
  * optimizer state at a stage boundary, §5) and exported/imported for checkpoints.
  *
- * How a step runs (all routes give the same bits, test/train/train-kernels.test.ts): on wasm,
+ * How a step runs (the cpu/wasm routes give the same bits, test/train/train-kernels.test.ts): on wasm,
  * one WebAssembly SIMD pass per parameter (adamw-simd.ts; unmasked, or masked by rows [R, 1] or
  * columns [1, C], rows a multiple of 4 long); on cpu/wasm otherwise a small unmasked tensor takes
- * one JavaScript kernel; everything else the tfjs operations below.
+ * one JavaScript kernel; on webgpu three launches of apex's programs (adamw-webgpu.ts; same
+ * formula, compared with cpu by the GPU check rather than bit for bit); everything else the tfjs
+ * operations below.
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
 import { onJsBackend, wasmSimdAvailable } from '../ops/js-kernel-io.js';
+import { onWebgpu } from '../ops/webgpu-programs.js';
 import { adamwSimdSupports } from './adamw-simd.js';
-import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout } from './train-kernels.js';
+import { adamwWebgpuLayout, adamwWebgpuStep } from './adamw-webgpu.js';
+import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout, type AdamWStepScalars } from './train-kernels.js';
 
 export interface AdamWOptions {
   readonly beta1?: number;
@@ -130,9 +134,10 @@ export class AdamW {
 
   /**
    * Applies one update with learning rate `lr`. `grads` must hold a gradient for every
-   * parameter (shape of its variable); the gradients are not disposed.
+   * parameter (shape of its variable); the gradients are not disposed. `gradScale` (a scalar
+   * tensor, e.g. the clipping coefficient) multiplies every gradient first, as tf.mul would.
    */
-  apply(grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+  apply(grads: ReadonlyMap<string, tf.Tensor>, lr: number, gradScale?: tf.Scalar): void {
     for (const name of grads.keys()) {
       if (!this.slots.has(name)) throw new Error(`AdamW: gradient for unknown parameter '${name}'`);
     }
@@ -142,39 +147,58 @@ export class AdamW {
     const stepSize = lr / correction1;
     const fused = this.kernels && onJsBackend();
     const simd = this.kernels && wasmSimdAvailable();
+    const webgpu = this.kernels && onWebgpu();
     for (const [name, slot] of this.slots) {
-      const grad = grads.get(name);
-      if (grad === undefined) throw new Error(`AdamW: missing gradient for '${name}'`);
-      if (!sameShape(grad.shape, slot.param.variable.shape)) {
-        throw new Error(`AdamW: gradient of '${name}' has shape [${grad.shape}], expected [${slot.param.variable.shape}]`);
+      const given = grads.get(name);
+      if (given === undefined) throw new Error(`AdamW: missing gradient for '${name}'`);
+      if (!sameShape(given.shape, slot.param.variable.shape)) {
+        throw new Error(`AdamW: gradient of '${name}' has shape [${given.shape}], expected [${slot.param.variable.shape}]`);
       }
       const decays = this.weightDecay !== 0 && slot.param.decay !== false;
-      const scalars = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, decayFactor: decays ? 1 - lr * this.weightDecay : 1, sqrtCorrection2, stepSize };
-      if (simd) {
-        if (slot.simd === undefined) slot.simd = simdLayout(slot.param);
-        if (slot.simd) {
-          commit(slot, adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout));
+      const scalars: AdamWStepScalars = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, decayFactor: decays ? 1 - lr * this.weightDecay : 1, sqrtCorrection2, stepSize };
+      if (webgpu) {
+        const layout = adamwWebgpuLayout(slot.param.variable.shape, slot.param.mask?.shape);
+        if (layout) {
+          // The scale is applied inside the kernel's launches.
+          commit(slot, adamwWebgpuStep(slot.param.variable, given, slot.m, slot.v, slot.param.mask, gradScale, scalars, layout));
           continue;
         }
       }
-      if (slot.keep === undefined && fused && grad.size <= FUSED_MAX_ELEMENTS) {
-        // A small tensor: one kernel instead of twelve, the same bits (train-kernels.ts).
-        commit(slot, adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars));
-        continue;
+      const grad = gradScale ? tf.mul(given, gradScale) : given;
+      try {
+        this.update(slot, grad, scalars, { fused, simd });
+      } finally {
+        if (grad !== given) grad.dispose();
       }
-      tf.tidy(() => {
-        const p = slot.param.variable;
-        const g = slot.keep === undefined ? grad : tf.where(slot.keep, grad, tf.zerosLike(grad));
-        const m = tf.add(tf.mul(slot.m, this.beta1), tf.mul(g, 1 - this.beta1));
-        const v = tf.add(tf.mul(slot.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
-        const decayed = decays ? tf.mul(p, 1 - lr * this.weightDecay) : p;
-        const denom = tf.add(tf.div(tf.sqrt(v), sqrtCorrection2), this.epsilon);
-        const updated = tf.sub(decayed, tf.mul(tf.div(m, denom), stepSize));
-        slot.m.assign(m);
-        slot.v.assign(v);
-        p.assign(slot.keep === undefined ? updated : tf.where(slot.keep, updated, p));
-      });
     }
+  }
+
+  /** One parameter's update on the cpu/wasm kernels or the tfjs operations. */
+  private update(slot: Slot, grad: tf.Tensor, scalars: AdamWStepScalars, routes: { fused: boolean; simd: boolean }): void {
+    if (routes.simd) {
+      if (slot.simd === undefined) slot.simd = simdLayout(slot.param);
+      if (slot.simd) {
+        commit(slot, adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout));
+        return;
+      }
+    }
+    if (slot.keep === undefined && routes.fused && grad.size <= FUSED_MAX_ELEMENTS) {
+      // A small tensor: one kernel instead of twelve, the same bits (train-kernels.ts).
+      commit(slot, adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars));
+      return;
+    }
+    tf.tidy(() => {
+      const p = slot.param.variable;
+      const g = slot.keep === undefined ? grad : tf.where(slot.keep, grad, tf.zerosLike(grad));
+      const m = tf.add(tf.mul(slot.m, this.beta1), tf.mul(g, 1 - this.beta1));
+      const v = tf.add(tf.mul(slot.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+      const decayed = scalars.decayFactor !== 1 ? tf.mul(p, scalars.decayFactor) : p;
+      const denom = tf.add(tf.div(tf.sqrt(v), scalars.sqrtCorrection2), this.epsilon);
+      const updated = tf.sub(decayed, tf.mul(tf.div(m, denom), scalars.stepSize));
+      slot.m.assign(m);
+      slot.v.assign(v);
+      p.assign(slot.keep === undefined ? updated : tf.where(slot.keep, updated, p));
+    });
   }
 
   /** Zeroes the moments and the step count (fresh optimizer state). */

@@ -6,7 +6,8 @@
  * (RankCountRecorder). The counts of stage t select the units of stage t + 1.
  *
  * Sums of squares are computed on the backend inside the forward (one [H] and one [I] vector
- * per layer, kept past the forward's tidy scope) and read after the optimizer step; a step
+ * per layer, kept past the forward's tidy scope) and read after the optimizer step, all of a
+ * step's in one read; a step
  * that does not complete (interrupt, NaN) records nothing, so the counts always belong to
  * whole optimizer steps, like the checkpoint they are saved in.
  *
@@ -77,12 +78,26 @@ export class TrainingScoreRecorder {
     const batches = this.pending;
     this.pending = [];
     try {
+      const { numLayers } = this.counts.shape;
+      const parts: tf.Tensor1D[] = [];
       for (const layers of batches) {
-        for (let layer = 0; layer < this.counts.shape.numLayers; layer++) {
+        for (let layer = 0; layer < numLayers; layer++) {
           const sums = layers.get(layer);
           if (sums === undefined) throw new Error(`score recorder: layer ${layer} reported no activations for a micro-batch`);
-          this.counts.record(layer, await readFloat32(sums.head), await readFloat32(sums.channel));
+          parts.push(sums.head, sums.channel);
         }
+      }
+      if (parts.length === 0) return;
+      // One read for the whole step: on webgpu every read is a round trip that waits for the
+      // GPU's queue, and a step has two vectors per layer and micro-batch.
+      const joined = tf.concat(parts);
+      const all = await readFloat32(joined).finally(() => joined.dispose());
+      let at = 0;
+      for (let k = 0; k < parts.length; k += 2) {
+        const heads = parts[k]!.size;
+        const channels = parts[k + 1]!.size;
+        this.counts.record((k / 2) % numLayers, all.subarray(at, at + heads), all.subarray(at + heads, at + heads + channels));
+        at += heads + channels;
       }
     } finally {
       disposeBatches(batches);

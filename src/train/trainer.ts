@@ -26,7 +26,7 @@ import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
 import { BatchStream } from './batch-stream.js';
 import type { SequenceSet } from './data.js';
 import { GradientAccumulator } from './grad-accumulation.js';
-import { clipByGlobalNorm, globalNorm } from './grad-clip.js';
+import { clipCoefficient, globalNorm } from './grad-clip.js';
 import { batchTensors, evaluateHeldOut, type HeldOutResult } from './held-out-eval.js';
 import { causalLmLoss } from './loss.js';
 import { learningRate, type LrPlan } from './lr-schedule.js';
@@ -294,13 +294,14 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         masked.set(p.name, p.mask ? tf.tidy(() => tf.mul(g, p.mask as tf.Tensor)) : g);
         if (p.mask) g.dispose();
       }
-      const clipped = o.gradClip > 0 ? await clipByGlobalNorm(masked, o.gradClip) : { grads: masked, norm: await globalNorm(masked) };
+      // Clipping scales the gradients where AdamW reads them (clipCoefficient).
+      const clipped = o.gradClip > 0 ? await clipCoefficient(masked, o.gradClip) : { coefficient: undefined, norm: await globalNorm(masked) };
       try {
         if (!Number.isFinite(clipped.norm)) {
           throw new VerificationError(`the gradient of '${await nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; nothing was written`, 'NON_FINITE_GRADIENT');
         }
         const lr = learningRate(o.globalStepOffset + step, o.lrPlan);
-        optimizer.apply(clipped.grads, lr);
+        optimizer.apply(masked, lr, clipped.coefficient);
         await o.recorder?.commitStep();
         step += 1;
         tokens += stepTokens;
@@ -331,7 +332,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         await o.onStep?.({ stage: o.stage, step, steps: o.steps, globalStep: o.globalStepOffset + step, tokens, loss, lr, gradNorm: clipped.norm, tokensPerSecond: stepTokens / stepSeconds, ...(evaluation ? { eval: evaluation } : {}), elapsed, etaSeconds });
         if (step === o.steps || (o.saveEvery > 0 && step % o.saveEvery === 0)) await save();
       } finally {
-        tf.dispose([...masked.values(), ...clipped.grads.values()]);
+        tf.dispose([...masked.values(), ...(clipped.coefficient ? [clipped.coefficient] : [])]);
       }
     }
     const ran = seconds();

@@ -126,6 +126,33 @@ describe('AdamW', () => {
     opt.dispose();
   });
 
+  it('a gradient scale (the clipping coefficient) gives the bits of the pre-scaled gradients, and leaks nothing', async () => {
+    const start = tf.tensor2d([0.3, -1.2, 2.5, 0.01, -0.7, 4], [2, 3]);
+    const g = tf.tensor2d([0.5, -3, 0.25, 8, -0.125, 1.5], [2, 3]);
+    const scale = tf.scalar(0.37);
+    const pre = tf.mul(g, scale);
+    const run = (scaled: boolean) => {
+      const w = tf.variable(start);
+      const opt = new AdamW([{ name: 'w', variable: w }], { weightDecay: 0.1 });
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 3; i++) opt.apply(new Map([['w', scaled ? g : pre]]), 0.05, scaled ? scale : undefined);
+      expect(tf.memory().numTensors).toBe(before);
+      const out = Float32Array.from(w.dataSync());
+      opt.dispose();
+      w.dispose();
+      return out;
+    };
+    const withScale = run(true);
+    expect(Array.from(withScale)).toEqual(Array.from(run(false)));
+    // …and the scale does act: unscaled gradients give other values.
+    const w = tf.variable(start);
+    const opt = new AdamW([{ name: 'w', variable: w }], { weightDecay: 0.1 });
+    for (let i = 0; i < 3; i++) opt.apply(new Map([['w', g]]), 0.05);
+    expect(Array.from(w.dataSync())).not.toEqual(Array.from(withScale));
+    opt.dispose();
+    tf.dispose([start, g, scale, pre, w]);
+  });
+
   it('does not leak tensors per step', async () => {
     const w = tf.variable(tf.randomNormal([4, 4]));
     const opt = new AdamW([{ name: 'w', variable: w, mask: tf.ones([4, 4]) }], { weightDecay: 0.1 });

@@ -1,0 +1,211 @@
+/**
+ * Part `kernels` of the GPU check (bench/gpu-check.ts): apex's own webgpu programs against the
+ * cpu backend on the same inputs, since CI has no GPU to run them:
+ *
+ *   AdamW (src/train/adamw-webgpu.ts)        5 steps, unmasked / row / column / full masks, decay, clipping scale: p, m, v
+ *   mixing sites (src/ops/webgpu-site-kernels.ts)  rows and columns (1 and 2 slots, n = 1 … 129): value and every gradient
+ *   dense Monarch M (src/ops/webgpu-monarch-dense.ts)  5 block shapes: M and both factor gradients
+ *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements
+ *
+ * References: cpu's tfjs-ops routes (`kernels: false`, `portable: true`), which the unit tests
+ * check against hand-computed and autodiff values. Also counts the launches of each program
+ * route beside the tfjs-ops route on webgpu (what the programs exist to save).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../src/model/backend.js';
+import { lineSet } from '../src/ops/line-moves.js';
+import { monarchDenseTf } from '../src/ops/monarch-dense-tf.js';
+import { mixColumnsWithM, mixRows, type SiteLines } from '../src/ops/site-mixing.js';
+import { AdamW } from '../src/train/adamw.js';
+import { sumOfSquaresWebgpu } from '../src/train/sum-squares-webgpu.js';
+import { Rng } from '../src/util/rng.js';
+
+/** Largest relative difference (max |Δ| / max |reference|) allowed: float32 summation order and fused multiply-adds. */
+export const KERNEL_TOLERANCE = 2e-5;
+
+type Arrays = Float32Array[];
+
+function relDiff(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (got.length !== ref.length) return Infinity;
+  let d = 0;
+  let s = 0;
+  for (let i = 0; i < ref.length; i++) {
+    d = Math.max(d, Math.abs(got[i]! - ref[i]!));
+    s = Math.max(s, Math.abs(ref[i]!));
+  }
+  return Number.isNaN(d) ? Infinity : d / Math.max(s, 1e-30);
+}
+
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+function random(rng: Rng, n: number, lo = -1, hi = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface AdamCase { name: string; shape: number[]; mask?: number[]; decay: number; scale?: number }
+const ADAM_CASES: AdamCase[] = [
+  { name: 'unmasked', shape: [37, 129], decay: 0 },
+  { name: 'decay, clipping scale', shape: [300], decay: 0.1, scale: 0.37 },
+  { name: 'row mask', shape: [64, 48], mask: [64, 1], decay: 0.1, scale: 0.8 },
+  { name: 'column mask', shape: [64, 48], mask: [1, 48], decay: 0 },
+  { name: 'full mask', shape: [10, 7], mask: [10, 7], decay: 0.05 },
+];
+
+async function adamRuns(kernels: boolean): Promise<Record<string, Arrays>> {
+  const out: Record<string, Arrays> = {};
+  for (const c of ADAM_CASES) {
+    const rng = new Rng(7);
+    const p = tf.variable(tf.tensor(random(rng, size(c.shape)), c.shape));
+    const mask = c.mask ? tf.tensor(Float32Array.from({ length: size(c.mask) }, (_, i) => (i % 3 === 1 ? 0 : 1)), c.mask) : undefined;
+    const scale = c.scale !== undefined ? tf.scalar(c.scale) : undefined;
+    const opt = new AdamW([{ name: 'x', variable: p, ...(mask ? { mask } : {}) }], { weightDecay: c.decay, kernels });
+    for (let s = 0; s < 5; s++) {
+      const g = tf.tensor(random(rng, size(c.shape)), c.shape);
+      opt.apply(new Map([['x', g]]), 1e-2, scale);
+      g.dispose();
+    }
+    const state = await opt.exportState();
+    out[c.name] = [(await p.data()) as Float32Array, state.firstMoments.get('x')!, state.secondMoments.get('x')!];
+    opt.dispose();
+    tf.dispose([p, ...(mask ? [mask] : []), ...(scale ? [scale] : [])]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface SiteCase { name: string; axis: 0 | 1; extent: number; slots: number; P: number[]; N: number[]; shapes: number[][] }
+const range = (n: number, step: number, offset: number) => Array.from({ length: n }, (_, i) => i * step + offset);
+const SITE_CASES: SiteCase[] = [
+  { name: 'rows 10 × 6, n 3', axis: 0, extent: 10, slots: 1, P: [5, 0, 7], N: [2, 9, 4], shapes: [[10, 6], [3, 3], [3], [3]] },
+  { name: 'rows 688 × 256, n 129', axis: 0, extent: 688, slots: 1, P: range(129, 5, 0), N: range(129, 5, 2), shapes: [[688, 256], [129, 129], [129], [129]] },
+  { name: 'columns 7 × 12, n 3', axis: 1, extent: 12, slots: 1, P: [1, 6, 8], N: [3, 0, 10], shapes: [[7, 12], [3, 3], [3]] },
+  { name: 'columns 5 × 12, 2 slots of 2', axis: 1, extent: 12, slots: 2, P: [1, 6, 8, 11], N: [3, 0, 10, 5], shapes: [[5, 12], [2, 2], [2]] },
+  { name: 'columns 4 × 6, 2 slots of 1', axis: 1, extent: 6, slots: 2, P: [0, 5], N: [2, 3], shapes: [[4, 6], [1, 1], [1]] },
+  { name: 'columns 256 × 688, n 129', axis: 1, extent: 688, slots: 1, P: range(129, 5, 0), N: range(129, 5, 2), shapes: [[256, 688], [129, 129], [129]] },
+];
+
+function siteLines(c: SiteCase): SiteLines {
+  return {
+    P: lineSet(Int32Array.from(c.P), c.axis, c.extent),
+    N: lineSet(Int32Array.from(c.N), c.axis, c.extent),
+    both: lineSet(Int32Array.from([...c.P, ...c.N]), c.axis, c.extent),
+  };
+}
+
+function applySite(c: SiteCase, site: SiteLines, xs: tf.Tensor[], portable: boolean): tf.Tensor2D {
+  const [W, M, a, b] = xs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+  return c.axis === 0 ? mixRows(W, site, M, a, b, { portable }) : mixColumnsWithM(W, site, c.slots, M, a, { portable });
+}
+
+async function siteRuns(portable: boolean): Promise<Record<string, Arrays>> {
+  const out: Record<string, Arrays> = {};
+  const rng = new Rng(17);
+  for (const c of SITE_CASES) {
+    const site = siteLines(c);
+    const xs = c.shapes.map((shape, i) => tf.tensor(random(rng, size(shape), i >= 2 ? 0.5 : -1, 1), shape));
+    const R = tf.tensor(random(rng, size(c.shapes[0]!)), c.shapes[0]);
+    const value = (await tf.tidy(() => applySite(c, site, xs, portable)).data()) as Float32Array;
+    const grads = tf.grads((...v: tf.Tensor[]) => tf.sum(tf.mul(applySite(c, site, v, portable), R)))(xs);
+    out[c.name] = [value, ...(await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>)))];
+    tf.dispose([...xs, R, ...grads]);
+    for (const l of [site.P, site.N, site.both]) l.dispose();
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const MONARCH_CASES: [number, number][] = [[3, 43], [4, 4], [1, 1], [2, 3], [8, 8]];
+
+async function monarchRuns(): Promise<Record<string, Arrays>> {
+  const out: Record<string, Arrays> = {};
+  const rng = new Rng(3);
+  for (const [nb, bs] of MONARCH_CASES) {
+    const B1 = tf.tensor3d(random(rng, nb * bs * bs), [nb, bs, bs]);
+    const B2 = tf.tensor3d(random(rng, nb * bs * bs), [nb, bs, bs]);
+    const n = nb * bs;
+    const R = tf.tensor2d(random(rng, n * n), [n, n]);
+    const M = monarchDenseTf(B1, B2);
+    const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(monarchDenseTf(a as tf.Tensor3D, b as tf.Tensor3D), R)))([B1, B2]);
+    out[`nb ${nb}, bs ${bs}`] = [(await M.data()) as Float32Array, ...(await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>)))];
+    tf.dispose([B1, B2, R, M, ...grads]);
+  }
+  return out;
+}
+
+const SUMSQ_SIZES = [1, 5, 255, 256, 257, 1000, 4096, 0, 33, 300_000, 129, 129, 70_000];
+
+function sumSquaresInputs(): Float32Array[] {
+  const rng = new Rng(5);
+  return SUMSQ_SIZES.map((n) => random(rng, n));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Launches { count: number; byProgram: Record<string, number> }
+
+/** Counts the webgpu backend's program launches while `f` runs. */
+async function countLaunches(f: () => Promise<unknown>): Promise<Launches> {
+  const backend = tf.backend() as unknown as { runWebGPUProgram: (...args: unknown[]) => unknown };
+  const original = backend.runWebGPUProgram;
+  const byProgram: Record<string, number> = {};
+  let count = 0;
+  backend.runWebGPUProgram = function (this: unknown, ...args: unknown[]) {
+    const program = args[0] as { shaderKey: string; constructor: { name: string } };
+    const key = program.constructor.name === 'Object' ? program.shaderKey : program.constructor.name;
+    byProgram[key] = (byProgram[key] ?? 0) + 1;
+    count += 1;
+    return original.apply(this, args);
+  };
+  try {
+    await f();
+  } finally {
+    backend.runWebGPUProgram = original;
+  }
+  return { count, byProgram };
+}
+
+function compareAll(got: Record<string, Arrays>, ref: Record<string, Arrays>, labels: string[]): { worst: number; cases: Record<string, Record<string, number>> } {
+  const cases: Record<string, Record<string, number>> = {};
+  let worst = 0;
+  for (const [name, arrays] of Object.entries(ref)) {
+    cases[name] = {};
+    arrays.forEach((r, i) => {
+      const d = relDiff(got[name]?.[i] ?? new Float32Array(0), r);
+      cases[name]![labels[i] ?? `grad ${i}`] = Number(d.toExponential(2));
+      worst = Math.max(worst, d);
+    });
+  }
+  return { worst, cases };
+}
+
+/** The part: every program against cpu, and the launch counts of both routes on webgpu. */
+export async function partKernels(): Promise<unknown> {
+  await selectBackend('cpu');
+  const ref = { adam: await adamRuns(false), sites: await siteRuns(true), monarch: await monarchRuns() };
+  const sumsqRef = sumSquaresInputs().reduce((t, a) => t + a.reduce((s, x) => s + x * x, 0), 0);
+  const backend = await selectBackend('webgpu');
+  if (backend.name !== 'webgpu') throw new Error(`webgpu not selected (${backend.name})`);
+  const got: Partial<typeof ref> = {};
+  const launches: Record<string, { programs: Launches; tfjsOps: Launches }> = {};
+  launches.adamw = { programs: await countLaunches(async () => (got.adam = await adamRuns(true))), tfjsOps: await countLaunches(() => adamRuns(false)) };
+  launches.sites = { programs: await countLaunches(async () => (got.sites = await siteRuns(false))), tfjsOps: await countLaunches(() => siteRuns(true)) };
+  launches.monarch = { programs: await countLaunches(async () => (got.monarch = await monarchRuns())), tfjsOps: { count: 0, byProgram: {} } };
+  const inputs = sumSquaresInputs().map((a) => tf.tensor1d(a));
+  const total = sumOfSquaresWebgpu(inputs);
+  const sumsq = (await total.data())[0]!;
+  tf.dispose([total, ...inputs]);
+  const results = {
+    adamw: compareAll(got.adam!, ref.adam, ['p', 'm', 'v']),
+    sites: compareAll(got.sites!, ref.sites, ['value', 'dW', 'dM', 'da', 'db']),
+    monarch: compareAll(got.monarch!, ref.monarch, ['M', 'dB1', 'dB2']),
+    sumOfSquares: { got: sumsq, reference: sumsqRef, worst: Math.abs(sumsq - sumsqRef) / sumsqRef },
+  };
+  const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.sumOfSquares.worst);
+  // Summaries of the launch counts (per-program detail kept for the log).
+  const counts = Object.fromEntries(Object.entries(launches).map(([k, v]) => [k, { programs: v.programs.count, tfjsOps: v.tfjsOps.count, byProgram: v.programs.byProgram }]));
+  return { pass: worst <= KERNEL_TOLERANCE, tolerance: KERNEL_TOLERANCE, worstRelDiff: Number(worst.toExponential(2)), ...results, launches: counts };
+}
