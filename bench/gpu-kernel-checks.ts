@@ -6,6 +6,7 @@
  *   mixing sites (src/ops/webgpu-site-kernels.ts)  rows and columns (1 and 2 slots, n = 1 … 129): value and every gradient
  *   dense Monarch M (src/ops/webgpu-monarch-dense.ts)  5 block shapes: M and both factor gradients
  *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements
+ *   RMSNorm, rotary (src/model/webgpu-layer-kernels.ts)  value and gradients, 3 shapes each
  *
  * References: cpu's tfjs-ops routes (`kernels: false`, `portable: true`), which the unit tests
  * check against hand-computed and autodiff values. Also counts the launches of each program
@@ -13,6 +14,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/model/backend.js';
+import { rmsNorm } from '../src/model/layer-math.js';
+import { applyRotary, ropeInverseFrequencies, ropeTensors } from '../src/model/rope.js';
 import { lineSet } from '../src/ops/line-moves.js';
 import { monarchDenseTf } from '../src/ops/monarch-dense-tf.js';
 import { mixColumnsWithM, mixRows, type SiteLines } from '../src/ops/site-mixing.js';
@@ -136,6 +139,36 @@ async function monarchRuns(): Promise<Record<string, Arrays>> {
   return out;
 }
 
+const NORM_SHAPES: number[][] = [[2, 5, 8], [3, 128, 256], [1, 1, 688]];
+const ROTARY_SHAPES: number[][] = [[2, 8, 16, 32], [1, 4, 7, 8], [2, 2, 128, 64]];
+
+/** RMSNorm (value, dx, dw) and the rotary embedding (value, dx), through layer-math.ts / rope.ts. */
+async function layerRuns(): Promise<Record<string, Arrays>> {
+  const out: Record<string, Arrays> = {};
+  const rng = new Rng(11);
+  for (const shape of NORM_SHAPES) {
+    const d = shape.at(-1)!;
+    const x = tf.tensor(random(rng, size(shape), -2, 2), shape);
+    const w = tf.tensor1d(random(rng, d, 0.5, 1.5));
+    const R = tf.tensor(random(rng, size(shape)), shape);
+    const y = rmsNorm(x, w, 1e-5);
+    const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(rmsNorm(a, b as tf.Tensor1D, 1e-5), R)))([x, w]);
+    out[`rmsNorm [${shape}]`] = [(await y.data()) as Float32Array, ...(await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>)))];
+    tf.dispose([x, w, R, y, ...grads]);
+  }
+  for (const shape of ROTARY_SHAPES) {
+    const [, , T, d] = shape as [number, number, number, number];
+    const rope = ropeTensors(ropeInverseFrequencies({ type: 'default', theta: 10000, source: 'default' }, d), 3, T);
+    const x = tf.tensor4d(random(rng, size(shape)), shape as [number, number, number, number]);
+    const R = tf.tensor(random(rng, size(shape)), shape);
+    const y = applyRotary(x, rope);
+    const [dx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(applyRotary(a as tf.Tensor4D, rope), R)))([x]);
+    out[`rotary [${shape}]`] = [(await y.data()) as Float32Array, (await dx!.data()) as Float32Array];
+    tf.dispose([x, R, y, dx!, rope.cos, rope.signedSin]);
+  }
+  return out;
+}
+
 const SUMSQ_SIZES = [1, 5, 255, 256, 257, 1000, 4096, 0, 33, 300_000, 129, 129, 70_000];
 
 function sumSquaresInputs(): Float32Array[] {
@@ -185,7 +218,7 @@ function compareAll(got: Record<string, Arrays>, ref: Record<string, Arrays>, la
 /** The part: every program against cpu, and the launch counts of both routes on webgpu. */
 export async function partKernels(): Promise<unknown> {
   await selectBackend('cpu');
-  const ref = { adam: await adamRuns(false), sites: await siteRuns(true), monarch: await monarchRuns() };
+  const ref = { adam: await adamRuns(false), sites: await siteRuns(true), monarch: await monarchRuns(), layer: await layerRuns() };
   const sumsqRef = sumSquaresInputs().reduce((t, a) => t + a.reduce((s, x) => s + x * x, 0), 0);
   const backend = await selectBackend('webgpu');
   if (backend.name !== 'webgpu') throw new Error(`webgpu not selected (${backend.name})`);
@@ -194,6 +227,7 @@ export async function partKernels(): Promise<unknown> {
   launches.adamw = { programs: await countLaunches(async () => (got.adam = await adamRuns(true))), tfjsOps: await countLaunches(() => adamRuns(false)) };
   launches.sites = { programs: await countLaunches(async () => (got.sites = await siteRuns(false))), tfjsOps: await countLaunches(() => siteRuns(true)) };
   launches.monarch = { programs: await countLaunches(async () => (got.monarch = await monarchRuns())), tfjsOps: { count: 0, byProgram: {} } };
+  launches.layer = { programs: await countLaunches(async () => (got.layer = await layerRuns())), tfjsOps: { count: 0, byProgram: {} } };
   const inputs = sumSquaresInputs().map((a) => tf.tensor1d(a));
   const total = sumOfSquaresWebgpu(inputs);
   const sumsq = (await total.data())[0]!;
@@ -202,9 +236,10 @@ export async function partKernels(): Promise<unknown> {
     adamw: compareAll(got.adam!, ref.adam, ['p', 'm', 'v']),
     sites: compareAll(got.sites!, ref.sites, ['value', 'dW', 'dM', 'da', 'db']),
     monarch: compareAll(got.monarch!, ref.monarch, ['M', 'dB1', 'dB2']),
+    layer: compareAll(got.layer!, ref.layer, ['value', 'dx', 'dw']),
     sumOfSquares: { got: sumsq, reference: sumsqRef, worst: Math.abs(sumsq - sumsqRef) / sumsqRef },
   };
-  const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.sumOfSquares.worst);
+  const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.layer.worst, results.sumOfSquares.worst);
   // Summaries of the launch counts (per-program detail kept for the log).
   const counts = Object.fromEntries(Object.entries(launches).map(([k, v]) => [k, { programs: v.programs.count, tfjsOps: v.tfjsOps.count, byProgram: v.programs.byProgram }]));
   return { pass: worst <= KERNEL_TOLERANCE, tolerance: KERNEL_TOLERANCE, worstRelDiff: Number(worst.toExponential(2)), ...results, launches: counts };

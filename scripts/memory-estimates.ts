@@ -19,9 +19,14 @@
  * each fused model's apex_run.json, and the evaluations' forward plans).
  *
  *     npx tsx scripts/memory-estimates.ts [--sizes stories,small,10m,medium] [--with-run] [--json out.json]
+ *
+ * `--training` measures finetune alone over every method and setting (vanilla, LoRA r8, APEX
+ * operators / structured / full) at two micro-batch sizes per model (docs/reliability.md's
+ * training table), each from a copy of one analysis made beforehand, so that the analysis's own
+ * peak is not counted.
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,7 +37,7 @@ import { planForward } from '../src/model/memory-estimate.js';
 import type { ModelSpec } from '../src/model/model-spec.js';
 import { ROOT } from './lib/crash-process.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, json: { type: 'string' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, training: { type: 'boolean', default: false }, json: { type: 'string' } } });
 const GiB = 2 ** 30;
 const MB = 1e6;
 const FOUR_GIB = 4 * GiB;
@@ -53,14 +58,16 @@ interface Size {
   readonly trainBatch: number;
   readonly steps: number;
   readonly setting: 'structured' | 'operators';
+  /** Micro-batches of the --training matrix. */
+  readonly trainingBatches: readonly number[];
 }
 
 const SIZES: Record<string, Size> = {
-  stories: { name: 'stories', model: STORIES, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured' },
-  small: { name: 'small', model: FIXTURE, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured' },
-  '10m': { name: '10m', model: TEN_M, samples: 16, seqLen: 128, batch: 8, trainBatch: 4, steps: 2, setting: 'structured' },
+  stories: { name: 'stories', model: STORIES, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured', trainingBatches: [8, 16] },
+  small: { name: 'small', model: FIXTURE, samples: 32, seqLen: 128, batch: 8, trainBatch: 8, steps: 2, setting: 'structured', trainingBatches: [4, 8] },
+  '10m': { name: '10m', model: TEN_M, samples: 16, seqLen: 128, batch: 8, trainBatch: 4, steps: 2, setting: 'structured', trainingBatches: [4, 8] },
   // structured training of ~96M parameters does not fit wasm's 4 GiB heap (refused, exit 5).
-  medium: { name: 'medium', model: MEDIUM, samples: 8, seqLen: 128, batch: 4, trainBatch: 1, steps: 2, setting: 'operators' },
+  medium: { name: 'medium', model: MEDIUM, samples: 8, seqLen: 128, batch: 4, trainBatch: 1, steps: 2, setting: 'operators', trainingBatches: [1] },
 };
 
 /** 10.4M parameters in f32: 8 layers, hidden 256, 8 heads / 4 KV heads, FFN 688, vocabulary 8192 (docs/benchmarks.md). */
@@ -219,6 +226,45 @@ async function measureSize(size: Size, work: string, base: number): Promise<Row[
   return rows;
 }
 
+const TRAINING_RUNS: { label: string; args: string[]; apex: boolean }[] = [
+  { label: 'vanilla', args: ['--method', 'vanilla'], apex: false },
+  { label: 'lora r8', args: ['--method', 'lora', '--lora-rank', '8'], apex: false },
+  { label: 'operators', args: ['--setting', 'operators'], apex: true },
+  { label: 'structured', args: ['--setting', 'structured'], apex: true },
+  { label: 'full', args: ['--setting', 'full'], apex: true },
+];
+
+/** finetune over every method/setting and micro-batch of `size` (--training). */
+async function trainingMatrix(size: Size, work: string, base: number): Promise<Row[]> {
+  const spec = specOf(size.model);
+  const dir = join(work, `${size.name}-training`);
+  mkdirSync(dir, { recursive: true });
+  const evalIds = join(dir, 'eval-ids.safetensors');
+  const trainIds = join(dir, 'train-ids.safetensors');
+  const largest = Math.max(...size.trainingBatches);
+  await writeIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
+  await writeIds(trainIds, spec.vocabSize, 8 * largest, size.seqLen, 2);
+  const backend = ['--seq-len', String(size.seqLen), '--backend', 'wasm'];
+  const analysis = join(dir, 'analysis');
+  json(await timed(['analyze', size.model, '-o', analysis, '--input-ids', evalIds, ...backend, '--batch-size', String(size.batch), '--json'], dir), 'analyze');
+  const rows: Row[] = [];
+  for (const run of TRAINING_RUNS) {
+    for (const batch of size.trainingBatches) {
+      const out = join(dir, `${run.label.replace(' ', '-')}-${batch}`);
+      mkdirSync(out, { recursive: true });
+      if (run.apex) cpSync(analysis, join(out, 'analysis'), { recursive: true });
+      const m = await timed(['finetune', size.model, '-o', out, '--input-ids', trainIds, ...backend, '--eval-samples', '2', '--batch-size', String(batch), '--steps', String(size.steps), ...run.args, '--no-expand', '--json'], dir);
+      const estimateBytes = json(m, 'finetune').memoryEstimateBytes as number;
+      const usedBytes = m.peakBytes - base;
+      const ratio = estimateBytes / usedBytes;
+      rows.push({ size: size.name, command: `finetune ${run.label}`, estimateBytes, peakBytes: m.peakBytes, usedBytes, ratio, within30: Math.abs(ratio - 1) <= 0.3, seconds: m.seconds, note: `${batch} × ${size.seqLen}` });
+      process.stderr.write(`${size.name} finetune ${run.label} ${batch} × ${size.seqLen}: estimate ${(estimateBytes / MB).toFixed(0)} MB, used ${(usedBytes / MB).toFixed(0)} MB → ${ratio.toFixed(2)} (${m.seconds.toFixed(0)} s)\n`);
+      rmSync(out, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
 const work = mkdtempSync(join(tmpdir(), 'apex-memory-'));
 try {
   const sizes = values.sizes!.split(',').map((s) => SIZES[s] ?? (() => { throw new Error(`unknown size ${s}`); })());
@@ -227,7 +273,7 @@ try {
   const base = await baseline(work);
   process.stderr.write(`baseline RSS (imports + wasm backend): ${(base / MB).toFixed(1)} MB\n`);
   const rows: Row[] = [];
-  for (const size of sizes) rows.push(...(await measureSize(size, work, base)));
+  for (const size of sizes) rows.push(...(await (values.training ? trainingMatrix(size, work, base) : measureSize(size, work, base))));
   process.stdout.write('| model | command | estimate | peak RSS | − baseline | estimate / used | within 30% | time | note |\n|---|---|---|---|---|---|---|---|---|\n');
   for (const r of rows) {
     process.stdout.write(`| ${r.size} | ${r.command} | ${(r.estimateBytes / MB).toFixed(1)} MB | ${(r.peakBytes / MB).toFixed(1)} MB | ${(r.usedBytes / MB).toFixed(1)} MB | ${r.ratio.toFixed(2)} | ${r.within30 ? 'yes' : '**no**'} | ${r.seconds.toFixed(0)} s | ${r.note} |\n`);

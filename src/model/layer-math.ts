@@ -4,9 +4,15 @@
  * All differentiable.
  */
 import * as tf from '@tensorflow/tfjs';
+import { rmsNormWebgpu } from './webgpu-layer-kernels.js';
 
-/** weight · x / sqrt(mean(x²) + eps) over the last axis (float32 variance, as transformers). */
+/**
+ * weight · x / sqrt(mean(x²) + eps) over the last axis (float32 variance, as transformers). On
+ * webgpu the same as two programs of apex's own (webgpu-layer-kernels.ts: launches, not
+ * arithmetic, are what a step costs there).
+ */
 export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
+  if (tf.getBackend() === 'webgpu') return rmsNormWebgpu(x, weight, eps);
   const variance = tf.mean(tf.square(x), -1, true);
   return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, eps)))) as T;
 }
@@ -19,13 +25,15 @@ export function silu<T extends tf.Tensor>(x: T): T {
  * x [..., in] · Wᵀ (+ b) with W [out, in]. Computed as (W · xᵀ)ᵀ: tfjs-wasm's own matMul runs a
  * transposed operand in a naive loop about ten times slower than XNNPACK (apex's wasm
  * BatchMatMul, wasm-batch-matmul.ts, now transposes such operands itself), and this form keeps
- * the big weight untransposed.
+ * the big weight untransposed. On webgpu, where every transpose is a kernel launch of its own
+ * (and another for its gradient) and launches are what a step costs, the matMul reads W
+ * transposed instead: 1 launch forward and 2 backward instead of 3 and 4.
  */
 export function linear(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
   const inDim = x.shape[x.shape.length - 1]!;
   const lead = x.shape.slice(0, -1);
   const rows = tf.reshape(x, [-1, inDim]);
-  let y: tf.Tensor = tf.transpose(tf.matMul(weight, tf.transpose(rows)));
+  let y: tf.Tensor = tf.getBackend() === 'webgpu' ? tf.matMul(rows, weight, false, true) : tf.transpose(tf.matMul(weight, tf.transpose(rows)));
   if (bias) y = tf.add(y, bias);
   return tf.reshape(y, [...lead, weight.shape[0]]);
 }

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { RopeSpec } from './model-spec.js';
+import { rotaryWebgpu } from './webgpu-layer-kernels.js';
 
 const f = Math.fround;
 
@@ -81,9 +82,11 @@ export function ropeTensors(inv: Float32Array, start: number, length: number): R
 
 /**
  * x·cos + rotate_half(x)·sin for x [B, n, T, dh], where rotate_half(x) = cat(-x2, x1); written
- * as x·cos + cat(x2, x1)·signedSin so it is one swap, two multiplies and an add.
+ * as x·cos + cat(x2, x1)·signedSin so it is one swap, two multiplies and an add. On webgpu the
+ * same as one program of apex's own (webgpu-layer-kernels.ts).
  */
 export function applyRotary(x: tf.Tensor4D, rope: RopeTensors): tf.Tensor4D {
+  if (tf.getBackend() === 'webgpu') return rotaryWebgpu(x, rope.cos, rope.signedSin);
   const dh = x.shape[3];
   const half = dh / 2;
   const [x1, x2] = tf.split(x, [half, half], 3);
