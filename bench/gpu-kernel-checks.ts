@@ -2,7 +2,7 @@
  * Part `kernels` of the GPU check (bench/gpu-check.ts): apex's own webgpu programs against the
  * cpu backend on the same inputs, since CI has no GPU to run them:
  *
- *   AdamW (src/train/adamw-webgpu.ts)        5 steps, unmasked / row / column / full masks, decay, clipping scale: p, m, v
+ *   AdamW (src/train/adamw-webgpu.ts)        3 steps, export/import, 2 steps; unmasked / row / column / full masks, decay, clipping scale: p, m, v
  *   mixing sites (src/ops/webgpu-site-kernels.ts)  rows and columns (1 and 2 slots, n = 1 … 129): value and every gradient
  *   dense Monarch M (src/ops/webgpu-monarch-dense.ts)  5 block shapes: M and both factor gradients
  *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements
@@ -63,12 +63,23 @@ async function adamRuns(kernels: boolean): Promise<Record<string, Arrays>> {
     const p = tf.variable(tf.tensor(random(rng, size(c.shape)), c.shape));
     const mask = c.mask ? tf.tensor(Float32Array.from({ length: size(c.mask) }, (_, i) => (i % 3 === 1 ? 0 : 1)), c.mask) : undefined;
     const scale = c.scale !== undefined ? tf.scalar(c.scale) : undefined;
-    const opt = new AdamW([{ name: 'x', variable: p, ...(mask ? { mask } : {}) }], { weightDecay: c.decay, kernels });
-    for (let s = 0; s < 5; s++) {
-      const g = tf.tensor(random(rng, size(c.shape)), c.shape);
-      opt.apply(new Map([['x', g]]), 1e-2, scale);
-      g.dispose();
-    }
+    const make = () => new AdamW([{ name: 'x', variable: p, ...(mask ? { mask } : {}) }], { weightDecay: c.decay, kernels });
+    const steps = (opt: AdamW, count: number) => {
+      for (let s = 0; s < count; s++) {
+        const g = tf.tensor(random(rng, size(c.shape)), c.shape);
+        opt.apply(new Map([['x', g]]), 1e-2, scale);
+        g.dispose();
+      }
+    };
+    // Three steps, then the state through export and import into a fresh optimizer (a resumed
+    // checkpoint), then two more.
+    const first = make();
+    steps(first, 3);
+    const saved = await first.exportState();
+    first.dispose();
+    const opt = make();
+    opt.importState(saved);
+    steps(opt, 2);
     const state = await opt.exportState();
     out[c.name] = [(await p.data()) as Float32Array, state.firstMoments.get('x')!, state.secondMoments.get('x')!];
     opt.dispose();

@@ -1,7 +1,8 @@
 /**
- * AdamW's update of one parameter on the webgpu backend in three launches (new m, new v, then
+ * AdamW's update of one parameter on the webgpu backend in two launches (both new moments, then
  * the new parameter from them) instead of the thirteen element-wise tfjs operations of adamw.ts,
- * with the same formula and order; a row mask [R, 1], column mask [1, C] or full-shape mask is
+ * with the same formula and order. The two moments live in one tensor [2, size] (first, then
+ * second), so that one launch writes both; a row mask [R, 1], column mask [1, C] or full-shape mask is
  * read in the same launches (entries whose mask is 0 see a zero gradient and keep their value,
  * as on the other routes). Launches, not arithmetic, are what a webgpu step costs at apex's
  * sizes (webgpu-programs.ts), and APEX adds many small tensors.
@@ -39,8 +40,9 @@ export function adamwWebgpuLayout(shape: readonly number[], mask: readonly numbe
   return size === 0 ? { mode: 0, cols } : null;
 }
 
-const KEEP = ['true', 'K[index / uniforms.cols] > 0.0', 'K[index % uniforms.cols] > 0.0', 'K[index] > 0.0'];
-const UNIFORMS = 'b1 : f32, c1 : f32, b2 : f32, c2 : f32, decay : f32, sc2 : f32, eps : f32, stepSize : f32, cols : i32,';
+// Whether element `e` trains (mask modes 0–3).
+const KEEP = ['true', 'K[e / uniforms.cols] > 0.0', 'K[e % uniforms.cols] > 0.0', 'K[e] > 0.0'];
+const UNIFORMS = 'b1 : f32, c1 : f32, b2 : f32, c2 : f32, decay : f32, sc2 : f32, eps : f32, stepSize : f32, cols : i32, n : i32,';
 
 interface Attrs extends AdamWStepScalars {
   readonly mode: WebgpuMaskMode;
@@ -48,44 +50,51 @@ interface Attrs extends AdamWStepScalars {
 }
 
 function adamwWebgpu(backend: WebgpuBackendLike, inputs: tf.NamedTensorInfoMap, a: Attrs): tf.TensorInfo[] {
-  const { p, g, m, v, keep, scale } = inputs as Record<string, tf.TensorInfo | undefined>;
+  const { p, g, mv, keep, scale } = inputs as Record<string, tf.TensorInfo | undefined>;
   const shape = p!.shape as number[];
+  const n = shape.reduce((x, y) => x * y, 1);
   const masked = a.mode !== 0;
-  const k = masked ? ['K'] : [];
   const scaled = scale !== undefined;
   const decays = a.decayFactor !== 1;
   const uniforms = [
     ...f32Uniform([a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.decayFactor, a.sqrtCorrection2, a.epsilon, a.stepSize]),
-    ...i32Uniform([a.cols]),
+    ...i32Uniform([a.cols, n]),
   ];
   const keepExpr = KEEP[a.mode]!;
-  // The gradient as the other routes see it: scaled first (tf.mul), then masked.
-  const given = scaled ? 'G[index] * S[0]' : 'G[index]';
+  const mask = masked ? { names: ['K'], inputs: [keep!] } : { names: [], inputs: [] };
+  // The gradient of element e as the other routes see it: scaled first (tf.mul), then masked.
+  const given = scaled ? 'G[e] * S[0]' : 'G[e]';
   const grad = masked ? `select(0.0, ${given}, ${keepExpr})` : given;
-  const run = (key: string, names: string[], ins: tf.TensorInfo[], body: string) =>
-    backend.runWebGPUProgram(flatProgram(`apexAdamW_${key}_${a.mode}`, [...names, ...k], shape, body, UNIFORMS), [...ins, ...(masked ? [keep!] : [])], 'float32', uniforms);
-  const withScale = (names: string[]) => (scaled ? [...names, 'S'] : names);
-  const gradInputs = scaled ? [g!, scale] : [g!];
-  // The order of adamw.ts's operations: m·β1 + g·(1 − β1); v·β2 + g²·(1 − β2).
-  const m1 = run(`m${scaled ? 's' : ''}`, withScale(['M', 'G']), [m!, ...gradInputs], `let gi = ${grad}; result[index] = M[index] * uniforms.b1 + gi * uniforms.c1;`);
-  const v1 = run(`v${scaled ? 's' : ''}`, withScale(['V', 'G']), [v!, ...gradInputs], `let gi = ${grad}; result[index] = V[index] * uniforms.b2 + (gi * gi) * uniforms.c2;`);
-  const decayed = decays ? 'P[index] * uniforms.decay' : 'P[index]';
-  const update = `${decayed} - (M1[index] / (sqrt(V1[index]) / uniforms.sc2 + uniforms.eps)) * uniforms.stepSize`;
-  const p1 = run(`p${decays ? 'd' : ''}`, ['P', 'M1', 'V1'], [p!, m1, v1], masked ? `result[index] = select(P[index], ${update}, ${keepExpr});` : `result[index] = ${update};`);
-  return [p1, m1, v1];
+  // Launch 1, over [2, n]: the new moments in adamw.ts's order, m·β1 + g·(1 − β1) in row 0 and
+  // v·β2 + g²·(1 − β2) in row 1.
+  const moments = flatProgram(`apexAdamW_mv_${a.mode}${scaled ? 's' : ''}`, ['MV', 'G', ...(scaled ? ['S'] : []), ...mask.names], [2, n], `
+    let second = index >= uniforms.n;
+    let e = select(index, index - uniforms.n, second);
+    let gi = ${grad};
+    if (second) { result[index] = MV[index] * uniforms.b2 + (gi * gi) * uniforms.c2; } else { result[index] = MV[index] * uniforms.b1 + gi * uniforms.c1; }`, UNIFORMS);
+  const mv1 = backend.runWebGPUProgram(moments, [mv!, g!, ...(scaled ? [scale] : []), ...mask.inputs], 'float32', uniforms);
+  // Launch 2: the parameter from the new moments.
+  const decayed = decays ? 'P[e] * uniforms.decay' : 'P[e]';
+  const update = `${decayed} - (MV[e] / (sqrt(MV[uniforms.n + e]) / uniforms.sc2 + uniforms.eps)) * uniforms.stepSize`;
+  const parameter = flatProgram(`apexAdamW_p_${a.mode}${decays ? 'd' : ''}`, ['P', 'MV', ...mask.names], shape, `
+    let e = index;
+    result[index] = ${masked ? `select(P[e], ${update}, ${keepExpr})` : update};`, UNIFORMS);
+  const p1 = backend.runWebGPUProgram(parameter, [p!, mv1, ...mask.inputs], 'float32', uniforms);
+  return [p1, mv1];
 }
 
 const register = webgpuKernelRegistration({ [KERNEL]: (backend, inputs, attrs: Attrs) => adamwWebgpu(backend, inputs, attrs) });
 
 /**
- * [p, m, v] after one AdamW step (new tensors; the webgpu backend only). `mask` as in
+ * [p, mv] after one AdamW step (new tensors; the webgpu backend only): `mv` holds the first
+ * moments then the second, [2, size] (the webgpu slots' packed layout, adamw.ts). `mask` as in
  * OptimizedParameter, read per `layout`; `gradScale` (scalar) multiplies the gradient first.
  */
 export function adamwWebgpuStep(
-  p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | undefined, gradScale: tf.Scalar | undefined,
+  p: tf.Tensor, g: tf.Tensor, mv: tf.Tensor, mask: tf.Tensor | undefined, gradScale: tf.Scalar | undefined,
   scalars: AdamWStepScalars, layout: AdamWWebgpuLayout,
-): [tf.Tensor, tf.Tensor, tf.Tensor] {
+): [tf.Tensor, tf.Tensor] {
   register();
-  const inputs: tf.NamedTensorMap = { p, g, m, v, ...(layout.mode !== 0 && mask ? { keep: mask } : {}), ...(gradScale ? { scale: gradScale } : {}) };
-  return tf.engine().runKernel(KERNEL, inputs, { ...scalars, ...layout } as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+  const inputs: tf.NamedTensorMap = { p, g, mv, ...(layout.mode !== 0 && mask ? { keep: mask } : {}), ...(gradScale ? { scale: gradScale } : {}) };
+  return tf.engine().runKernel(KERNEL, inputs, { ...scalars, ...layout } as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor];
 }

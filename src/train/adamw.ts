@@ -17,16 +17,16 @@
  * How a step runs (the cpu/wasm routes give the same bits, test/train/train-kernels.test.ts): on wasm,
  * one WebAssembly SIMD pass per parameter (adamw-simd.ts; unmasked, or masked by rows [R, 1] or
  * columns [1, C], rows a multiple of 4 long); on cpu/wasm otherwise a small unmasked tensor takes
- * one JavaScript kernel; on webgpu three launches of apex's programs (adamw-webgpu.ts; same
- * formula, compared with cpu by the GPU check rather than bit for bit); everything else the tfjs
- * operations below.
+ * one JavaScript kernel; on webgpu two launches of apex's programs over the moments packed in
+ * one tensor (adamw-webgpu.ts; same formula, compared with cpu by the GPU check rather than bit
+ * for bit); everything else the tfjs operations below.
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
 import { onJsBackend, wasmSimdAvailable } from '../ops/js-kernel-io.js';
 import { onWebgpu } from '../ops/webgpu-programs.js';
 import { adamwSimdSupports } from './adamw-simd.js';
-import { adamwWebgpuLayout, adamwWebgpuStep } from './adamw-webgpu.js';
+import { adamwWebgpuLayout, adamwWebgpuStep, type AdamWWebgpuLayout } from './adamw-webgpu.js';
 import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout, type AdamWStepScalars } from './train-kernels.js';
 
 export interface AdamWOptions {
@@ -63,16 +63,20 @@ export interface AdamWState {
 interface Slot {
   readonly param: OptimizedParameter;
   readonly keep?: tf.Tensor;
-  readonly m: tf.Variable;
-  readonly v: tf.Variable;
+  /** The moments, apart (cpu, wasm, tfjs ops) … */
+  readonly m?: tf.Variable;
+  readonly v?: tf.Variable;
+  /** … or packed [2, size], first then second (webgpu's two-launch step, adamw-webgpu.ts). */
+  readonly mv?: tf.Variable;
+  readonly webgpu?: AdamWWebgpuLayout;
   /** The SIMD pass's view of the parameter (null: it cannot take the pass), made on first use on wasm. */
   simd?: { readonly layout: AdamWSimdLayout; readonly lanes?: tf.Tensor } | null;
 }
 
 /** Stores a kernel's new parameter and moments in the slot's variables (and frees the kernel's outputs). */
 function commit(slot: Slot, [p, m, v]: [tf.Tensor, tf.Tensor, tf.Tensor]): void {
-  slot.m.assign(m);
-  slot.v.assign(v);
+  slot.m!.assign(m);
+  slot.v!.assign(v);
   slot.param.variable.assign(p);
   tf.dispose([p, m, v]);
 }
@@ -114,12 +118,15 @@ export class AdamW {
       if (param.mask !== undefined && !broadcastsTo(param.mask.shape, param.variable.shape)) {
         throw new Error(`AdamW: mask of '${param.name}' has shape [${param.mask.shape}], which does not broadcast to [${param.variable.shape}]`);
       }
-      this.slots.set(param.name, {
-        param,
-        keep: param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0))),
-        m: tf.variable(tf.zeros(param.variable.shape), false),
-        v: tf.variable(tf.zeros(param.variable.shape), false),
-      });
+      const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
+      // On webgpu (with kernels) the parameter's moments are packed for the two-launch step.
+      const webgpu = this.kernels && onWebgpu() ? (adamwWebgpuLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
+      this.slots.set(
+        param.name,
+        webgpu
+          ? { param, keep, webgpu, mv: tf.variable(tf.zeros([2, param.variable.size]), false) }
+          : { param, keep, m: tf.variable(tf.zeros(param.variable.shape), false), v: tf.variable(tf.zeros(param.variable.shape), false) },
+      );
     }
   }
 
@@ -147,7 +154,6 @@ export class AdamW {
     const stepSize = lr / correction1;
     const fused = this.kernels && onJsBackend();
     const simd = this.kernels && wasmSimdAvailable();
-    const webgpu = this.kernels && onWebgpu();
     for (const [name, slot] of this.slots) {
       const given = grads.get(name);
       if (given === undefined) throw new Error(`AdamW: missing gradient for '${name}'`);
@@ -156,13 +162,14 @@ export class AdamW {
       }
       const decays = this.weightDecay !== 0 && slot.param.decay !== false;
       const scalars: AdamWStepScalars = { beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon, decayFactor: decays ? 1 - lr * this.weightDecay : 1, sqrtCorrection2, stepSize };
-      if (webgpu) {
-        const layout = adamwWebgpuLayout(slot.param.variable.shape, slot.param.mask?.shape);
-        if (layout) {
-          // The scale is applied inside the kernel's launches.
-          commit(slot, adamwWebgpuStep(slot.param.variable, given, slot.m, slot.v, slot.param.mask, gradScale, scalars, layout));
-          continue;
-        }
+      if (slot.mv) {
+        if (!onWebgpu()) throw new Error(`AdamW: the moments of '${name}' were set up for the webgpu backend, which is no longer the active one`);
+        // The scale is applied inside the kernel's launches.
+        const [p, mv] = adamwWebgpuStep(slot.param.variable, given, slot.mv, slot.param.mask, gradScale, scalars, slot.webgpu!);
+        slot.mv.assign(mv);
+        slot.param.variable.assign(p);
+        tf.dispose([p, mv]);
+        continue;
       }
       const grad = gradScale ? tf.mul(given, gradScale) : given;
       try {
@@ -178,25 +185,25 @@ export class AdamW {
     if (routes.simd) {
       if (slot.simd === undefined) slot.simd = simdLayout(slot.param);
       if (slot.simd) {
-        commit(slot, adamwSimdStepKernel(slot.param.variable, grad, slot.m, slot.v, slot.simd.lanes, scalars, slot.simd.layout));
+        commit(slot, adamwSimdStepKernel(slot.param.variable, grad, slot.m!, slot.v!, slot.simd.lanes, scalars, slot.simd.layout));
         return;
       }
     }
     if (slot.keep === undefined && routes.fused && grad.size <= FUSED_MAX_ELEMENTS) {
       // A small tensor: one kernel instead of twelve, the same bits (train-kernels.ts).
-      commit(slot, adamwStepKernel(slot.param.variable, grad, slot.m, slot.v, scalars));
+      commit(slot, adamwStepKernel(slot.param.variable, grad, slot.m!, slot.v!, scalars));
       return;
     }
     tf.tidy(() => {
       const p = slot.param.variable;
       const g = slot.keep === undefined ? grad : tf.where(slot.keep, grad, tf.zerosLike(grad));
-      const m = tf.add(tf.mul(slot.m, this.beta1), tf.mul(g, 1 - this.beta1));
-      const v = tf.add(tf.mul(slot.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+      const m = tf.add(tf.mul(slot.m!, this.beta1), tf.mul(g, 1 - this.beta1));
+      const v = tf.add(tf.mul(slot.v!, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
       const decayed = scalars.decayFactor !== 1 ? tf.mul(p, scalars.decayFactor) : p;
       const denom = tf.add(tf.div(tf.sqrt(v), scalars.sqrtCorrection2), this.epsilon);
       const updated = tf.sub(decayed, tf.mul(tf.div(m, denom), scalars.stepSize));
-      slot.m.assign(m);
-      slot.v.assign(v);
+      slot.m!.assign(m);
+      slot.v!.assign(v);
       p.assign(slot.keep === undefined ? updated : tf.where(slot.keep, updated, p));
     });
   }
@@ -206,8 +213,7 @@ export class AdamW {
     this.t = 0;
     for (const slot of this.slots.values()) {
       tf.tidy(() => {
-        slot.m.assign(tf.zerosLike(slot.m));
-        slot.v.assign(tf.zerosLike(slot.v));
+        for (const moment of [slot.m, slot.v, slot.mv]) moment?.assign(tf.zerosLike(moment));
       });
     }
   }
@@ -216,8 +222,15 @@ export class AdamW {
     const firstMoments = new Map<string, Float32Array>();
     const secondMoments = new Map<string, Float32Array>();
     for (const [name, slot] of this.slots) {
-      firstMoments.set(name, await readFloat32(slot.m));
-      secondMoments.set(name, await readFloat32(slot.v));
+      if (slot.mv) {
+        const both = await readFloat32(slot.mv);
+        const n = slot.param.variable.size;
+        firstMoments.set(name, both.slice(0, n));
+        secondMoments.set(name, both.slice(n, 2 * n));
+      } else {
+        firstMoments.set(name, await readFloat32(slot.m!));
+        secondMoments.set(name, await readFloat32(slot.v!));
+      }
     }
     return { step: this.t, firstMoments, secondMoments };
   }
@@ -231,14 +244,24 @@ export class AdamW {
       const m = state.firstMoments.get(name);
       const v = state.secondMoments.get(name);
       if (m === undefined || v === undefined) throw new Error(`AdamW state lacks moments of '${name}'`);
-      if (m.length !== slot.m.size || v.length !== slot.v.size) {
-        throw new Error(`AdamW state of '${name}' has ${m.length}/${v.length} values, expected ${slot.m.size}`);
+      const n = slot.param.variable.size;
+      if (m.length !== n || v.length !== n) {
+        throw new Error(`AdamW state of '${name}' has ${m.length}/${v.length} values, expected ${n}`);
       }
     }
     for (const [name, slot] of this.slots) {
+      const m = state.firstMoments.get(name) as Float32Array;
+      const v = state.secondMoments.get(name) as Float32Array;
       tf.tidy(() => {
-        slot.m.assign(tf.tensor(state.firstMoments.get(name) as Float32Array, slot.m.shape, 'float32'));
-        slot.v.assign(tf.tensor(state.secondMoments.get(name) as Float32Array, slot.v.shape, 'float32'));
+        if (slot.mv) {
+          const both = new Float32Array(2 * m.length);
+          both.set(m);
+          both.set(v, m.length);
+          slot.mv.assign(tf.tensor(both, slot.mv.shape, 'float32'));
+        } else {
+          slot.m!.assign(tf.tensor(m, slot.m!.shape, 'float32'));
+          slot.v!.assign(tf.tensor(v, slot.v!.shape, 'float32'));
+        }
       });
     }
     this.t = state.step;
@@ -247,8 +270,9 @@ export class AdamW {
   /** Frees the moments and mask copies (the parameters stay with their owner). */
   dispose(): void {
     for (const slot of this.slots.values()) {
-      slot.m.dispose();
-      slot.v.dispose();
+      slot.m?.dispose();
+      slot.v?.dispose();
+      slot.mv?.dispose();
       slot.keep?.dispose();
       slot.simd?.lanes?.dispose();
     }
