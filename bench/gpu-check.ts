@@ -37,7 +37,7 @@ import type { ApexSetting, StageMethod } from '../src/train/stage-options.js';
 import { Rng } from '../src/util/rng.js';
 import { FIXTURES, loadReference, maxAbsDiff, maxRelDiff, openModel } from '../test/model/helpers.js';
 import { idSet, readAllF32, STORIES, storyChunks } from '../test/train/stage-fixtures.js';
-import { partKernels } from './gpu-kernel-checks.js';
+import { launchCounter, partKernels } from './gpu-kernel-checks.js';
 import { writeRandomCheckpoint, type RandomModelShape } from './random-checkpoint.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -376,6 +376,7 @@ function randomSet(B: number, T: number): SequenceSet {
 async function partSpeed(args: { backend: string; key: string; batch: number; seqLen: number; steps: number; warmup: number }): Promise<unknown> {
   const spec = TRAIN_RUNS.find((r) => r.key === args.key)!;
   const run = mkdtempSync(join(WORK, `speed-${args.key}-${args.backend}-`));
+  let counter: ReturnType<typeof launchCounter> | undefined;
   try {
     if (spec.method === 'apex') cpSync(join(SMALL_ANALYSIS, 'analysis'), join(run, 'analysis'), { recursive: true });
     const stepSeconds: number[] = [];
@@ -383,25 +384,18 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
     let firstLoss = NaN;
     const tokensPerStep = args.batch * args.seqLen;
     // On webgpu, the program launches of each step (what a step costs there, docs/gpu.md).
-    let launches = 0;
-    let launchesBefore = 0;
     await selectBackend(args.backend as 'webgpu');
-    const gpu = tf.getBackend() === 'webgpu' ? (tf.backend() as unknown as { runWebGPUProgram: (...a: unknown[]) => unknown }) : undefined;
-    if (gpu) {
-      const original = gpu.runWebGPUProgram;
-      gpu.runWebGPUProgram = function (this: unknown, ...a: unknown[]) {
-        launches += 1;
-        return original.apply(this, a);
-      };
-    }
+    const gpu = tf.getBackend() === 'webgpu';
+    const launches = (counter = launchCounter()).launches;
+    let launchesBefore = 0;
     const result = await runStage({
       model: SMALL_DIR, modelDir: SMALL_DIR, run, stage: 1, method: spec.method, ...('setting' in spec ? { setting: spec.setting } : {}),
       train: randomSet(args.batch, args.seqLen), steps: args.steps, batchSize: args.batch, lr: 1e-4, saveEvery: 0, backend: args.backend, expand: false,
       onStep: (r) => {
         if (r.step === 1) firstLoss = r.loss;
         stepSeconds.push(tokensPerStep / r.tokensPerSecond);
-        stepLaunches.push(launches - launchesBefore);
-        launchesBefore = launches;
+        stepLaunches.push(launches.count - launchesBefore);
+        launchesBefore = launches.count;
         log(`speed ${args.key} ${args.batch}x${args.seqLen} on ${args.backend}: step ${r.step} ${(1000 * stepSeconds.at(-1)!).toFixed(0)} ms`);
       },
     });
@@ -413,6 +407,7 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
       trainable: result.trainable.trainable, peakRssBytes: result.peakRssBytes,
     };
   } finally {
+    counter?.stop();
     rmSync(run, { recursive: true, force: true });
   }
 }

@@ -191,25 +191,34 @@ function sumSquaresInputs(): Float32Array[] {
 
 interface Launches { count: number; byProgram: Record<string, number> }
 
-/** Counts the webgpu backend's program launches while `f` runs. */
-async function countLaunches(f: () => Promise<unknown>): Promise<Launches> {
+/**
+ * Counts the webgpu backend's program launches from now on (by program: tfjs's class name, or
+ * apex's shader key) until `stop()`; does nothing on other backends.
+ */
+export function launchCounter(): { readonly launches: Launches; stop(): void } {
+  const launches: Launches = { count: 0, byProgram: {} };
+  if (tf.getBackend() !== 'webgpu') return { launches, stop: () => undefined };
   const backend = tf.backend() as unknown as { runWebGPUProgram: (...args: unknown[]) => unknown };
   const original = backend.runWebGPUProgram;
-  const byProgram: Record<string, number> = {};
-  let count = 0;
   backend.runWebGPUProgram = function (this: unknown, ...args: unknown[]) {
     const program = args[0] as { shaderKey: string; constructor: { name: string } };
     const key = program.constructor.name === 'Object' ? program.shaderKey : program.constructor.name;
-    byProgram[key] = (byProgram[key] ?? 0) + 1;
-    count += 1;
+    launches.byProgram[key] = (launches.byProgram[key] ?? 0) + 1;
+    launches.count += 1;
     return original.apply(this, args);
   };
+  return { launches, stop: () => (backend.runWebGPUProgram = original) };
+}
+
+/** The launches while `f` runs. */
+async function countLaunches(f: () => Promise<unknown>): Promise<Launches> {
+  const counter = launchCounter();
   try {
     await f();
   } finally {
-    backend.runWebGPUProgram = original;
+    counter.stop();
   }
-  return { count, byProgram };
+  return counter.launches;
 }
 
 function compareAll(got: Record<string, Arrays>, ref: Record<string, Arrays>, labels: string[]): { worst: number; cases: Record<string, Record<string, number>> } {

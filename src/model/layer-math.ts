@@ -4,6 +4,7 @@
  * All differentiable.
  */
 import * as tf from '@tensorflow/tfjs';
+import { onWebgpu } from '../ops/webgpu-programs.js';
 import { rmsNormWebgpu } from './webgpu-layer-kernels.js';
 
 /**
@@ -12,7 +13,7 @@ import { rmsNormWebgpu } from './webgpu-layer-kernels.js';
  * arithmetic, are what a step costs there).
  */
 export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
-  if (tf.getBackend() === 'webgpu') return rmsNormWebgpu(x, weight, eps);
+  if (onWebgpu()) return rmsNormWebgpu(x, weight, eps);
   const variance = tf.mean(tf.square(x), -1, true);
   return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, eps)))) as T;
 }
@@ -33,7 +34,7 @@ export function linear(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): t
   const inDim = x.shape[x.shape.length - 1]!;
   const lead = x.shape.slice(0, -1);
   const rows = tf.reshape(x, [-1, inDim]);
-  let y: tf.Tensor = tf.getBackend() === 'webgpu' ? tf.matMul(rows, weight, false, true) : tf.transpose(tf.matMul(weight, tf.transpose(rows)));
+  let y: tf.Tensor = onWebgpu() ? tf.matMul(rows, weight, false, true) : tf.transpose(tf.matMul(weight, tf.transpose(rows)));
   if (bias) y = tf.add(y, bias);
   return tf.reshape(y, [...lead, weight.shape[0]]);
 }

@@ -5,6 +5,7 @@
  * `rotate_half` convention (pairs (j, j + dh/2)).
  */
 import * as tf from '@tensorflow/tfjs';
+import { onWebgpu } from '../ops/webgpu-programs.js';
 import type { RopeSpec } from './model-spec.js';
 import { rotaryWebgpu } from './webgpu-layer-kernels.js';
 
@@ -86,7 +87,7 @@ export function ropeTensors(inv: Float32Array, start: number, length: number): R
  * same as one program of apex's own (webgpu-layer-kernels.ts).
  */
 export function applyRotary(x: tf.Tensor4D, rope: RopeTensors): tf.Tensor4D {
-  if (tf.getBackend() === 'webgpu') return rotaryWebgpu(x, rope.cos, rope.signedSin);
+  if (onWebgpu()) return rotaryWebgpu(x, rope.cos, rope.signedSin);
   const dh = x.shape[3];
   const half = dh / 2;
   const [x1, x2] = tf.split(x, [half, half], 3);
