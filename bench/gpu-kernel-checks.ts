@@ -150,7 +150,8 @@ async function monarchRuns(): Promise<Record<string, Arrays>> {
   return out;
 }
 
-const NORM_SHAPES: number[][] = [[2, 5, 8], [3, 128, 256], [1, 1, 688]];
+// 70,000 rows: more workgroups than a dispatch dimension allows (65,535), so tfjs splits the dispatch in two.
+const NORM_SHAPES: number[][] = [[2, 5, 8], [3, 128, 256], [1, 1, 688], [1, 70_000, 4]];
 const ROTARY_SHAPES: number[][] = [[2, 8, 16, 32], [1, 4, 7, 8], [2, 2, 128, 64]];
 
 /** RMSNorm (value, dx, dw) and the rotary embedding (value, dx), through layer-math.ts / rope.ts. */

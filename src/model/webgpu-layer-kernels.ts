@@ -12,7 +12,7 @@
  *             (rope.ts);  dx_j = dy_j·cos_j + dy_j′·sin′_j′ with j′ = (j + d/2) mod d
  */
 import * as tf from '@tensorflow/tfjs';
-import { f32Uniform, flatProgram, i32Uniform, webgpuKernelRegistration, type WebgpuBackendLike } from '../ops/webgpu-programs.js';
+import { f32Uniform, flatProgram, i32Uniform, rowReductionProgram, webgpuKernelRegistration, type WebgpuBackendLike } from '../ops/webgpu-programs.js';
 
 const RMS_NORM = 'ApexRmsNormWebgpu';
 const RMS_NORM_GRAD = 'ApexRmsNormWebgpuGrad';
@@ -23,16 +23,16 @@ type Inputs = Record<string, tf.TensorInfo>;
 
 const release = (backend: WebgpuBackendLike, t: tf.TensorInfo) => (backend as unknown as { disposeData(id: unknown): void }).disposeData(t.dataId);
 
+const ROW_UNIFORMS = 'rows : i32, rowLength : i32, eps : f32,';
+const X2 = 'X[row * uniforms.rowLength + c] * X[row * uniforms.rowLength + c]';
+const RSTD = 'inverseSqrt(sum0 / f32(uniforms.rowLength) + uniforms.eps)';
+
 /** 1/√(mean(x²) + ε) of each row of x viewed as [rows, d]. */
 function rowRstd(backend: WebgpuBackendLike, x: tf.TensorInfo, eps: number): tf.TensorInfo {
   const d = x.shape[x.shape.length - 1]!;
   const rows = x.shape.reduce((a, b) => a * b, 1) / d;
-  const program = flatProgram('apexRmsRstd', ['X'], [rows], `
-    let base = index * uniforms.d;
-    var acc = 0.0;
-    for (var c = 0; c < uniforms.d; c++) { let v = X[base + c]; acc = acc + v * v; }
-    result[index] = inverseSqrt(acc / f32(uniforms.d) + uniforms.eps);`, 'd : i32, eps : f32,');
-  return backend.runWebGPUProgram(program, [x], 'float32', [...i32Uniform([d]), ...f32Uniform([eps])]);
+  const program = rowReductionProgram('apexRmsRstd', ['X'], rows, [rows], [X2], `result[row] = ${RSTD};`, ROW_UNIFORMS);
+  return backend.runWebGPUProgram(program, [x], 'float32', [...i32Uniform([rows, d]), ...f32Uniform([eps])]);
 }
 
 function rmsNorm(backend: WebgpuBackendLike, { x, w }: Inputs, eps: number): tf.TensorInfo {
@@ -50,17 +50,9 @@ function rmsNormGrad(backend: WebgpuBackendLike, { dy, x, w }: Inputs, eps: numb
   const d = x!.shape[x!.shape.length - 1]!;
   const rows = x!.shape.reduce((a, b) => a * b, 1) / d;
   // Per row: r and s = Σ (dy ⊙ w) ⊙ x, interleaved.
-  const rs = flatProgram('apexRmsGradRows', ['DY', 'X', 'W'], [rows, 2], `
-    let row = index / 2; let base = row * uniforms.d;
-    var acc = 0.0;
-    if (index - row * 2 == 0) {
-      for (var c = 0; c < uniforms.d; c++) { let v = X[base + c]; acc = acc + v * v; }
-      result[index] = inverseSqrt(acc / f32(uniforms.d) + uniforms.eps);
-    } else {
-      for (var c = 0; c < uniforms.d; c++) { acc = acc + (DY[base + c] * W[c]) * X[base + c]; }
-      result[index] = acc;
-    }`, 'd : i32, eps : f32,');
-  const RS = backend.runWebGPUProgram(rs, [dy!, x!, w!], 'float32', [...i32Uniform([d]), ...f32Uniform([eps])]);
+  const rs = rowReductionProgram('apexRmsGradRows', ['DY', 'X', 'W'], rows, [rows, 2], [X2, '(DY[row * uniforms.rowLength + c] * W[c]) * X[row * uniforms.rowLength + c]'],
+    `result[2 * row] = ${RSTD}; result[2 * row + 1] = sum1;`, ROW_UNIFORMS);
+  const RS = backend.runWebGPUProgram(rs, [dy!, x!, w!], 'float32', [...i32Uniform([rows, d]), ...f32Uniform([eps])]);
   const dxProgram = flatProgram('apexRmsGradX', ['DY', 'X', 'W', 'RS'], x!.shape as number[], `
     let row = index / uniforms.d; let c = index - row * uniforms.d;
     let r = RS[2 * row]; let s = RS[2 * row + 1];

@@ -98,3 +98,50 @@ export function webgpuKernelRegistration(kernels: Record<string, WebgpuKernel>):
 }
 
 export const onWebgpu = (): boolean => tf.getBackend() === 'webgpu';
+
+const ROW_THREADS = 64;
+
+/**
+ * A program that reduces each of `rows` rows in one workgroup: every thread sums `terms[k]` (WGSL
+ * expressions of `row` and `c`, the column) over a strided share of the row's `rowLength` columns,
+ * the workgroup adds the partial sums in a tree, and thread 0 runs `finish` (WGSL with `row` and
+ * `sum0`, `sum1`, … in scope; it writes `result`). Neighbouring threads read neighbouring columns,
+ * so a row is read in coalesced stripes, where one thread per row would stride by a row's length.
+ * `uniforms` must declare `rows : i32` and `rowLength : i32`.
+ */
+export function rowReductionProgram(key: string, variableNames: string[], rows: number, outputShape: number[], terms: string[], finish: string, uniforms: string): FlatProgram {
+  const sums = terms.map((_, k) => `sum${k}`);
+  return {
+    variableNames,
+    outputShape,
+    shaderKey: key,
+    dispatchLayout: { x: outputShape.map((_, i) => i) },
+    dispatch: [rows, 1, 1],
+    workgroupSize: [ROW_THREADS, 1, 1],
+    size: true,
+    uniforms,
+    getUserCode: () => `
+      ${sums.map((s) => `var<workgroup> ${s}Part : array<f32, ${ROW_THREADS}>;`).join('\n')}
+      fn main(index : i32) {
+        let row = index / ${ROW_THREADS};
+        let lane = index - row * ${ROW_THREADS};
+        // Workgroups past the last row (a dispatch split in two dimensions) sum nothing.
+        let end = select(0, uniforms.rowLength, row < uniforms.rows);
+        ${sums.map((s) => `var ${s}Acc = 0.0;`).join(' ')}
+        for (var c = lane; c < end; c = c + ${ROW_THREADS}) {
+          ${terms.map((t, k) => `${sums[k]}Acc = ${sums[k]}Acc + (${t});`).join('\n')}
+        }
+        ${sums.map((s) => `${s}Part[lane] = ${s}Acc;`).join(' ')}
+        workgroupBarrier();
+        for (var s = ${ROW_THREADS / 2}; s > 0; s = s / 2) {
+          if (lane < s) { ${sums.map((x) => `${x}Part[lane] = ${x}Part[lane] + ${x}Part[lane + s];`).join(' ')} }
+          workgroupBarrier();
+        }
+        if (lane == 0 && row < uniforms.rows) {
+          ${sums.map((s) => `let ${s} = ${s}Part[0];`).join(' ')}
+          ${finish}
+        }
+      }
+    `,
+  };
+}

@@ -22,7 +22,7 @@
  *                      dW[:, N_j] = a_(j mod n)·dY[:, N_j];  da_i = Σ over rows and slots of dY[:, N_j]·W[:, N_j]
  */
 import * as tf from '@tensorflow/tfjs';
-import { flatProgram, i32Uniform, webgpuKernelRegistration, type WebgpuBackendLike } from './webgpu-programs.js';
+import { flatProgram, i32Uniform, rowReductionProgram, webgpuKernelRegistration, type WebgpuBackendLike } from './webgpu-programs.js';
 
 const ROW_SITE = 'ApexRowSiteWebgpu';
 const ROW_SITE_GRAD = 'ApexRowSiteWebgpuGrad';
@@ -80,12 +80,10 @@ function rowSite(backend: WebgpuBackendLike, { w, m, a, b, p, s }: Inputs): tf.T
 /** Σ_c X[line, c]·W[line, c] for each line in L (row dot products of the listed rows). */
 function rowDots(backend: WebgpuBackendLike, dy: tf.TensorInfo, w: tf.TensorInfo, lines: tf.TensorInfo): tf.TensorInfo {
   const C = w.shape[1]!;
-  const program = flatProgram('apexRowDots', ['DY', 'W', 'L'], [lines.shape[0]!], `
-    let base = L[index] * uniforms.cols;
-    var acc = 0.0;
-    for (var c = 0; c < uniforms.cols; c++) { acc = acc + DY[base + c] * W[base + c]; }
-    result[index] = acc;`, 'cols : i32,');
-  return backend.runWebGPUProgram(program, [dy, w, lines], 'float32', i32Uniform([C]));
+  const k = lines.shape[0]!;
+  const at = 'L[row] * uniforms.rowLength + c';
+  const program = rowReductionProgram('apexRowDots', ['DY', 'W', 'L'], k, [k], [`DY[${at}] * W[${at}]`], 'result[row] = sum0;', 'rows : i32, rowLength : i32,');
+  return backend.runWebGPUProgram(program, [dy, w, lines], 'float32', i32Uniform([k, C]));
 }
 
 function rowSiteGrad(backend: WebgpuBackendLike, { dy, w, m, a, b, p, n: nIdx, s }: Inputs): tf.TensorInfo[] {
