@@ -21,8 +21,6 @@ const ROTARY_GRAD = 'ApexRotaryWebgpuGrad';
 
 type Inputs = Record<string, tf.TensorInfo>;
 
-const release = (backend: WebgpuBackendLike, t: tf.TensorInfo) => (backend as unknown as { disposeData(id: unknown): void }).disposeData(t.dataId);
-
 const ROW_UNIFORMS = 'rows : i32, rowLength : i32, eps : f32,';
 const X2 = 'X[row * uniforms.rowLength + c] * X[row * uniforms.rowLength + c]';
 const RSTD = 'inverseSqrt(sum0 / f32(uniforms.rowLength) + uniforms.eps)';
@@ -42,7 +40,7 @@ function rmsNorm(backend: WebgpuBackendLike, { x, w }: Inputs, eps: number): tf.
     let row = index / uniforms.d; let c = index - row * uniforms.d;
     result[index] = W[c] * (X[index] * R[row]);`, 'd : i32,');
   const y = backend.runWebGPUProgram(program, [x!, w!, r], 'float32', i32Uniform([d]));
-  release(backend, r);
+  backend.disposeData(r.dataId);
   return y;
 }
 
@@ -63,7 +61,7 @@ function rmsNormGrad(backend: WebgpuBackendLike, { dy, x, w }: Inputs, eps: numb
     for (var row = 0; row < uniforms.rows; row++) { let i = row * uniforms.d + index; acc = acc + DY[i] * (X[i] * RS[2 * row]); }
     result[index] = acc;`, 'd : i32, rows : i32,');
   const dw = backend.runWebGPUProgram(dwProgram, [dy!, x!, RS], 'float32', i32Uniform([d, rows]));
-  release(backend, RS);
+  backend.disposeData(RS.dataId);
   return [dx, dw];
 }
 
@@ -79,41 +77,38 @@ function rotary(backend: WebgpuBackendLike, { x, cos, sin }: Inputs, grad: boole
   return backend.runWebGPUProgram(program, [x!, cos!, sin!], 'float32', i32Uniform([d, T]));
 }
 
-const registerKernels = webgpuKernelRegistration({
-  [RMS_NORM]: (backend, inputs, attrs: { eps: number }) => rmsNorm(backend, inputs as Inputs, attrs.eps),
-  [RMS_NORM_GRAD]: (backend, inputs, attrs: { eps: number }) => rmsNormGrad(backend, inputs as Inputs, attrs.eps),
-  [ROTARY]: (backend, inputs) => rotary(backend, inputs as Inputs, false),
-  [ROTARY_GRAD]: (backend, inputs) => rotary(backend, { x: (inputs as Inputs).dy!, cos: (inputs as Inputs).cos!, sin: (inputs as Inputs).sin! }, true),
-});
-
-let gradientsRegistered = false;
-function register(): void {
-  registerKernels();
-  if (gradientsRegistered) return;
-  gradientsRegistered = true;
-  tf.registerGradient({
-    kernelName: RMS_NORM,
-    inputsToSave: ['x', 'w'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, w] = saved;
-      const [dx, dw] = tf.engine().runKernel(RMS_NORM_GRAD, { dy: dy as tf.Tensor, x: x!, w: w! }, attrs) as tf.Tensor[];
-      return { x: () => dx!, w: () => dw! };
+const register = webgpuKernelRegistration(
+  {
+    [RMS_NORM]: (backend, inputs, attrs: { eps: number }) => rmsNorm(backend, inputs as Inputs, attrs.eps),
+    [RMS_NORM_GRAD]: (backend, inputs, attrs: { eps: number }) => rmsNormGrad(backend, inputs as Inputs, attrs.eps),
+    [ROTARY]: (backend, inputs) => rotary(backend, inputs as Inputs, false),
+    [ROTARY_GRAD]: (backend, inputs) => rotary(backend, { x: (inputs as Inputs).dy!, cos: (inputs as Inputs).cos!, sin: (inputs as Inputs).sin! }, true),
+  },
+  [
+    {
+      kernelName: RMS_NORM,
+      inputsToSave: ['x', 'w'],
+      gradFunc: (dy, saved, attrs) => {
+        const [x, w] = saved;
+        const [dx, dw] = tf.engine().runKernel(RMS_NORM_GRAD, { dy: dy as tf.Tensor, x: x!, w: w! }, attrs) as tf.Tensor[];
+        return { x: () => dx!, w: () => dw! };
+      },
     },
-  });
-  tf.registerGradient({
-    kernelName: ROTARY,
-    inputsToSave: ['cos', 'sin'],
-    gradFunc: (dy, saved) => {
-      const [cos, sin] = saved;
-      // The tables are constants (rope.ts); their gradients are never asked for in training.
-      return {
-        x: () => tf.engine().runKernel(ROTARY_GRAD, { dy: dy as tf.Tensor, cos: cos!, sin: sin! }) as tf.Tensor,
-        cos: () => tf.zerosLike(cos!),
-        sin: () => tf.zerosLike(sin!),
-      };
+    {
+      kernelName: ROTARY,
+      inputsToSave: ['cos', 'sin'],
+      gradFunc: (dy, saved) => {
+        const [cos, sin] = saved;
+        // The tables are constants (rope.ts); their gradients are never asked for in training.
+        return {
+          x: () => tf.engine().runKernel(ROTARY_GRAD, { dy: dy as tf.Tensor, cos: cos!, sin: sin! }) as tf.Tensor,
+          cos: () => tf.zerosLike(cos!),
+          sin: () => tf.zerosLike(sin!),
+        };
+      },
     },
-  });
-}
+  ],
+);
 
 /** w ⊙ x / √(mean(x²) + ε) over the last axis (webgpu only, differentiable in x and w). */
 export function rmsNormWebgpu<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {

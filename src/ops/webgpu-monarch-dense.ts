@@ -55,26 +55,23 @@ function denseGrad(backend: WebgpuBackendLike, { dy, b1, b2 }: Record<string, tf
   return [backend.runWebGPUProgram(dB1, [dy!, b2!], 'float32', uniforms), backend.runWebGPUProgram(dB2, [dy!, b1!], 'float32', uniforms)];
 }
 
-const registerKernels = webgpuKernelRegistration({
-  [DENSE]: (backend, inputs) => dense(backend, inputs as Record<string, tf.TensorInfo>),
-  [DENSE_GRAD]: (backend, inputs) => denseGrad(backend, inputs as Record<string, tf.TensorInfo>),
-});
-
-let gradientRegistered = false;
-function register(): void {
-  registerKernels();
-  if (gradientRegistered) return;
-  gradientRegistered = true;
-  tf.registerGradient({
-    kernelName: DENSE,
-    inputsToSave: ['b1', 'b2'],
-    gradFunc: (dy, saved) => {
-      const [b1, b2] = saved;
-      const [dB1, dB2] = tf.engine().runKernel(DENSE_GRAD, { dy: dy as tf.Tensor, b1: b1!, b2: b2! }) as tf.Tensor[];
-      return { b1: () => dB1!, b2: () => dB2! };
+const register = webgpuKernelRegistration(
+  {
+    [DENSE]: (backend, inputs) => dense(backend, inputs as Record<string, tf.TensorInfo>),
+    [DENSE_GRAD]: (backend, inputs) => denseGrad(backend, inputs as Record<string, tf.TensorInfo>),
+  },
+  [
+    {
+      kernelName: DENSE,
+      inputsToSave: ['b1', 'b2'],
+      gradFunc: (dy, saved) => {
+        const [b1, b2] = saved;
+        const [dB1, dB2] = tf.engine().runKernel(DENSE_GRAD, { dy: dy as tf.Tensor, b1: b1!, b2: b2! }) as tf.Tensor[];
+        return { b1: () => dB1!, b2: () => dB2! };
+      },
     },
-  });
-}
+  ],
+);
 
 /** M [n, n] with y = M·x from B1, B2 [nb, bs, bs] (block j = [out, in]); webgpu only, differentiable. */
 export function monarchDenseWebgpu(B1: tf.Tensor3D, B2: tf.Tensor3D): tf.Tensor2D {

@@ -37,6 +37,8 @@ export interface FlatProgram {
 
 export interface WebgpuBackendLike {
   runWebGPUProgram(program: FlatProgram, inputs: tf.TensorInfo[], outputDtype: tf.DataType, uniforms?: ProgramUniform[], output?: tf.TensorInfo): tf.TensorInfo;
+  /** Frees a kernel's intermediate (the backend defers it while queued GPU work still reads it). */
+  disposeData(dataId: tf.DataId): void;
 }
 
 const WORKGROUP = 128;
@@ -80,8 +82,11 @@ export function i32Uniform(values: readonly number[]): ProgramUniform[] {
 
 type WebgpuKernel = (backend: WebgpuBackendLike, inputs: tf.NamedTensorInfoMap, attrs: never) => tf.TensorInfo | tf.TensorInfo[];
 
-/** Registers `kernels` for the webgpu backend once (on first call of the returned function). */
-export function webgpuKernelRegistration(kernels: Record<string, WebgpuKernel>): () => void {
+/**
+ * Registers `kernels` for the webgpu backend, and `gradients` (of those kernels), once: on the
+ * first call of the returned function.
+ */
+export function webgpuKernelRegistration(kernels: Record<string, WebgpuKernel>, gradients: tf.GradConfig[] = []): () => void {
   let done = false;
   return () => {
     if (done) return;
@@ -94,10 +99,17 @@ export function webgpuKernelRegistration(kernels: Record<string, WebgpuKernel>):
         kernelFunc: ({ inputs, backend, attrs }) => run(backend as unknown as WebgpuBackendLike, inputs, attrs as never),
       });
     }
+    for (const gradient of gradients) if (!tf.getGradient(gradient.kernelName)) tf.registerGradient(gradient);
   };
 }
 
 export const onWebgpu = (): boolean => tf.getBackend() === 'webgpu';
+
+/** The active webgpu device's largest storage binding in bytes (Infinity where it cannot be read). */
+export function maxStorageBindingBytes(): number {
+  const device = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } }).device;
+  return device?.limits?.maxStorageBufferBindingSize ?? Infinity;
+}
 
 const ROW_THREADS = 64;
 

@@ -46,11 +46,10 @@ function ops(backend: WebgpuBackendLike): Ops {
   };
   const gatherV2 = kernel('GatherV2');
   const batchMatMul = kernel('BatchMatMul');
-  const dispose = backend as unknown as { disposeData(dataId: unknown): void };
   return {
     gather: (x, indices, axis) => gatherV2({ inputs: { x, indices }, backend, attrs: { axis, batchDims: 0 } }),
     matMul: (a, b, transposeA, transposeB) => batchMatMul({ inputs: { a, b }, backend, attrs: { transposeA, transposeB } }),
-    release: (...infos) => infos.forEach((t) => dispose.disposeData(t.dataId)),
+    release: (...infos) => infos.forEach((t) => backend.disposeData(t.dataId)),
   };
 }
 
@@ -154,37 +153,34 @@ function columnSiteGrad(backend: WebgpuBackendLike, { dy, w, m, a, p, n: nIdx, s
   return [dW, dM, dA];
 }
 
-const registerKernels = webgpuKernelRegistration({
-  [ROW_SITE]: (backend, inputs) => rowSite(backend, inputs as Inputs),
-  [ROW_SITE_GRAD]: (backend, inputs) => rowSiteGrad(backend, inputs as Inputs),
-  [COLUMN_SITE]: (backend, inputs) => columnSite(backend, inputs as Inputs),
-  [COLUMN_SITE_GRAD]: (backend, inputs) => columnSiteGrad(backend, inputs as Inputs),
-});
-
-let gradientsRegistered = false;
-function register(): void {
-  registerKernels();
-  if (gradientsRegistered) return;
-  gradientsRegistered = true;
-  tf.registerGradient({
-    kernelName: ROW_SITE,
-    inputsToSave: ['w', 'm', 'a', 'b', 'p', 'n', 's'],
-    gradFunc: (dy, saved) => {
-      const [w, m, a, b, p, n, s] = saved;
-      const [dW, dM, dA, dB] = tf.engine().runKernel(ROW_SITE_GRAD, { dy: dy as tf.Tensor, w: w!, m: m!, a: a!, b: b!, p: p!, n: n!, s: s! }) as tf.Tensor[];
-      return { w: () => dW!, m: () => dM!, a: () => dA!, b: () => dB! };
+const register = webgpuKernelRegistration(
+  {
+    [ROW_SITE]: (backend, inputs) => rowSite(backend, inputs as Inputs),
+    [ROW_SITE_GRAD]: (backend, inputs) => rowSiteGrad(backend, inputs as Inputs),
+    [COLUMN_SITE]: (backend, inputs) => columnSite(backend, inputs as Inputs),
+    [COLUMN_SITE_GRAD]: (backend, inputs) => columnSiteGrad(backend, inputs as Inputs),
+  },
+  [
+    {
+      kernelName: ROW_SITE,
+      inputsToSave: ['w', 'm', 'a', 'b', 'p', 'n', 's'],
+      gradFunc: (dy, saved) => {
+        const [w, m, a, b, p, n, s] = saved;
+        const [dW, dM, dA, dB] = tf.engine().runKernel(ROW_SITE_GRAD, { dy: dy as tf.Tensor, w: w!, m: m!, a: a!, b: b!, p: p!, n: n!, s: s! }) as tf.Tensor[];
+        return { w: () => dW!, m: () => dM!, a: () => dA!, b: () => dB! };
+      },
     },
-  });
-  tf.registerGradient({
-    kernelName: COLUMN_SITE,
-    inputsToSave: ['w', 'm', 'a', 'p', 'n', 's'],
-    gradFunc: (dy, saved) => {
-      const [w, m, a, p, n, s] = saved;
-      const [dW, dM, dA] = tf.engine().runKernel(COLUMN_SITE_GRAD, { dy: dy as tf.Tensor, w: w!, m: m!, a: a!, p: p!, n: n!, s: s! }) as tf.Tensor[];
-      return { w: () => dW!, m: () => dM!, a: () => dA! };
+    {
+      kernelName: COLUMN_SITE,
+      inputsToSave: ['w', 'm', 'a', 'p', 'n', 's'],
+      gradFunc: (dy, saved) => {
+        const [w, m, a, p, n, s] = saved;
+        const [dW, dM, dA] = tf.engine().runKernel(COLUMN_SITE_GRAD, { dy: dy as tf.Tensor, w: w!, m: m!, a: a!, p: p!, n: n!, s: s! }) as tf.Tensor[];
+        return { w: () => dW!, m: () => dM!, a: () => dA! };
+      },
     },
-  });
-}
+  ],
+);
 
 /**
  * Output side on the rows of W [width, in] (webgpu only): M [n, n], a and b [n], P and N [n]

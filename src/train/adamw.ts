@@ -24,7 +24,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
 import { onJsBackend, wasmSimdAvailable } from '../ops/js-kernel-io.js';
-import { onWebgpu } from '../ops/webgpu-programs.js';
+import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { adamwSimdSupports } from './adamw-simd.js';
 import { adamwWebgpuLayout, adamwWebgpuStep, type AdamWWebgpuLayout } from './adamw-webgpu.js';
 import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout, type AdamWStepScalars } from './train-kernels.js';
@@ -119,8 +119,10 @@ export class AdamW {
         throw new Error(`AdamW: mask of '${param.name}' has shape [${param.mask.shape}], which does not broadcast to [${param.variable.shape}]`);
       }
       const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
-      // On webgpu (with kernels) the parameter's moments are packed for the two-launch step.
-      const webgpu = this.kernels && onWebgpu() ? (adamwWebgpuLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
+      // On webgpu (with kernels) the parameter's moments are packed for the two-launch step,
+      // where the packed pair fits one storage binding (twice the parameter's bytes).
+      const packable = this.kernels && onWebgpu() && 8 * param.variable.size <= maxStorageBindingBytes();
+      const webgpu = packable ? (adamwWebgpuLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
       this.slots.set(
         param.name,
         webgpu

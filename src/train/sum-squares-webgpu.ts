@@ -48,13 +48,12 @@ function program(inputs: number): FlatProgram {
 function sumSquares(backend: WebgpuBackendLike, all: tf.TensorInfo[]): tf.TensorInfo {
   // An empty tensor has no buffer to bind (WebGPU rejects zero-sized bindings) and adds nothing.
   const inputs = all.filter((t) => t.shape.every((d) => d > 0));
-  const dispose = backend as unknown as { disposeData(dataId: unknown): void };
   const fill = tf.getKernel('Fill', 'webgpu')!.kernelFunc as unknown as (args: { backend: unknown; attrs: unknown }) => tf.TensorInfo;
   let total = fill({ backend, attrs: { shape: [], value: 0, dtype: 'float32' } });
   for (let at = 0; at < inputs.length; at += PER_LAUNCH) {
     const chunk = inputs.slice(at, at + PER_LAUNCH);
     const next = backend.runWebGPUProgram(program(chunk.length), [total, ...chunk], 'float32', chunk.map((t) => ({ type: 'int32' as const, data: [t.shape.reduce((a, b) => a * b, 1)] })));
-    dispose.disposeData(total.dataId);
+    backend.disposeData(total.dataId);
     total = next;
   }
   return total;
