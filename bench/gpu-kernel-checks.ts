@@ -6,7 +6,7 @@
  *   mixing sites (src/ops/webgpu-site-kernels.ts)  rows and columns (1 and 2 slots, n = 1 … 129): value and every gradient
  *   dense Monarch M (src/ops/webgpu-monarch-dense.ts)  5 block shapes: M and both factor gradients
  *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements
- *   RMSNorm, rotary (src/model/webgpu-layer-kernels.ts)  value and gradients, 3 shapes each
+ *   RMSNorm, rotary heads, silu(gate)·up (src/model/webgpu-layer-kernels.ts)  value and gradients, 3–4 shapes each
  *
  * References: cpu's tfjs-ops routes (`kernels: false`, `portable: true`), which the unit tests
  * check against hand-computed and autodiff values. Also counts the launches of each program
@@ -14,8 +14,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/model/backend.js';
-import { rmsNorm } from '../src/model/layer-math.js';
-import { applyRotary, ropeInverseFrequencies, ropeTensors } from '../src/model/rope.js';
+import { gatedUp, rmsNorm } from '../src/model/layer-math.js';
+import { ropeInverseFrequencies, ropeTensors, rotaryHeads } from '../src/model/rope.js';
 import { lineSet } from '../src/ops/line-moves.js';
 import { monarchDenseTf } from '../src/ops/monarch-dense-tf.js';
 import { mixColumnsWithM, mixRows, type SiteLines } from '../src/ops/site-mixing.js';
@@ -152,12 +152,15 @@ async function monarchRuns(): Promise<Record<string, Arrays>> {
 
 // 70,000 rows: more workgroups than a dispatch dimension allows (65,535), so tfjs splits the dispatch in two.
 const NORM_SHAPES: number[][] = [[2, 5, 8], [3, 128, 256], [1, 1, 688], [1, 70_000, 4]];
-const ROTARY_SHAPES: number[][] = [[2, 8, 16, 32], [1, 4, 7, 8], [2, 2, 128, 64]];
+/** [B, T, heads, d] of a projection rotated into heads. */
+const ROTARY_SHAPES: [number, number, number, number][] = [[2, 16, 8, 32], [1, 7, 4, 8], [2, 128, 2, 64]];
+const GATED_SHAPES: number[][] = [[2, 5, 8], [2, 128, 688], [1, 1, 3]];
 
-/** RMSNorm (value, dx, dw) and the rotary embedding (value, dx), through layer-math.ts / rope.ts. */
+/** RMSNorm (value, dx, dw), rotary heads (value, dx) and silu(gate)·up (value, dgate, dup), through layer-math.ts / rope.ts. */
 async function layerRuns(): Promise<Record<string, Arrays>> {
   const out: Record<string, Arrays> = {};
   const rng = new Rng(11);
+  const read = async (ts: tf.Tensor[]) => Promise.all(ts.map((t) => t.data() as Promise<Float32Array>));
   for (const shape of NORM_SHAPES) {
     const d = shape.at(-1)!;
     const x = tf.tensor(random(rng, size(shape), -2, 2), shape);
@@ -165,18 +168,27 @@ async function layerRuns(): Promise<Record<string, Arrays>> {
     const R = tf.tensor(random(rng, size(shape)), shape);
     const y = rmsNorm(x, w, 1e-5);
     const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(rmsNorm(a, b as tf.Tensor1D, 1e-5), R)))([x, w]);
-    out[`rmsNorm [${shape}]`] = [(await y.data()) as Float32Array, ...(await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>)))];
+    out[`rmsNorm [${shape}]`] = await read([y, ...grads]);
     tf.dispose([x, w, R, y, ...grads]);
   }
-  for (const shape of ROTARY_SHAPES) {
-    const [, , T, d] = shape as [number, number, number, number];
+  for (const [B, T, heads, d] of ROTARY_SHAPES) {
     const rope = ropeTensors(ropeInverseFrequencies({ type: 'default', theta: 10000, source: 'default' }, d), 3, T);
-    const x = tf.tensor4d(random(rng, size(shape)), shape as [number, number, number, number]);
-    const R = tf.tensor(random(rng, size(shape)), shape);
-    const y = applyRotary(x, rope);
-    const [dx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(applyRotary(a as tf.Tensor4D, rope), R)))([x]);
-    out[`rotary [${shape}]`] = [(await y.data()) as Float32Array, (await dx!.data()) as Float32Array];
+    const x = tf.tensor3d(random(rng, B * T * heads * d), [B, T, heads * d]);
+    const R = tf.tensor4d(random(rng, B * T * heads * d), [B, heads, T, d]);
+    const y = rotaryHeads(x, heads, rope);
+    const [dx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(rotaryHeads(a as tf.Tensor3D, heads, rope), R)))([x]);
+    out[`rotary heads [${B}, ${T}, ${heads}, ${d}]`] = await read([y, dx!]);
     tf.dispose([x, R, y, dx!, rope.cos, rope.signedSin]);
+  }
+  for (const shape of GATED_SHAPES) {
+    const gate = tf.tensor(random(rng, size(shape), -4, 4), shape);
+    const up = tf.tensor(random(rng, size(shape)), shape);
+    const R = tf.tensor(random(rng, size(shape)), shape);
+    let observed: tf.Tensor | undefined;
+    const y = gatedUp(gate, up, (a) => (observed = tf.keep(a)));
+    const grads = tf.grads((g: tf.Tensor, u: tf.Tensor) => tf.sum(tf.mul(gatedUp(g, u), R)))([gate, up]);
+    out[`silu(gate)·up [${shape}]`] = await read([y, ...grads, observed!]);
+    tf.dispose([gate, up, R, y, ...grads, observed!]);
   }
   return out;
 }
@@ -257,7 +269,7 @@ export async function partKernels(): Promise<unknown> {
     adamw: compareAll(got.adam!, ref.adam, ['p', 'm', 'v']),
     sites: compareAll(got.sites!, ref.sites, ['value', 'dW', 'dM', 'da', 'db']),
     monarch: compareAll(got.monarch!, ref.monarch, ['M', 'dB1', 'dB2']),
-    layer: compareAll(got.layer!, ref.layer, ['value', 'dx', 'dw']),
+    layer: compareAll(got.layer!, ref.layer, ['value', 'grad 1', 'grad 2', 'observed']),
     sumOfSquares: { got: sumsq, reference: sumsqRef, worst: Math.abs(sumsq - sumsqRef) / sumsqRef },
   };
   const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.layer.worst, results.sumOfSquares.worst);

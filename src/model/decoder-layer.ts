@@ -8,9 +8,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { UnsupportedModelError } from '../errors.js';
 import type { LayerActivations, LayerHooks, ProjectionKey } from './layer-hooks.js';
-import { linear, rmsNorm, silu } from './layer-math.js';
+import { gatedUp, linear, rmsNorm } from './layer-math.js';
 import type { ModelSpec } from './model-spec.js';
-import { applyRotary, type RopeTensors } from './rope.js';
+import { rotaryHeads, type RopeTensors } from './rope.js';
 
 /** A layer's parameters as float32 tensors in checkpoint layout (projection weights [out, in]). */
 export interface LayerWeights {
@@ -68,10 +68,9 @@ export function decoderLayerWithCache(x: tf.Tensor3D, w: LayerWeights, spec: Mod
   const k = linear(h, weight('k_proj'), bias('k_proj'));
   const v = linear(h, weight('v_proj'), bias('v_proj')) as tf.Tensor3D;
 
-  const heads = (t: tf.Tensor, n: number) => tf.transpose(tf.reshape(t, [B, T, n, dh]), [0, 2, 1, 3]) as tf.Tensor4D;
-  const qh = applyRotary(heads(q, H), options.rope);
-  let kh = applyRotary(heads(k, nKv), options.rope);
-  let vh = heads(v, nKv);
+  const qh = rotaryHeads(q as tf.Tensor3D, H, options.rope);
+  let kh = rotaryHeads(k as tf.Tensor3D, nKv, options.rope);
+  let vh = tf.transpose(tf.reshape(v, [B, T, nKv, dh]), [0, 2, 1, 3]) as tf.Tensor4D;
   if (options.past) {
     kh = tf.concat([options.past.key, kh], 2);
     vh = tf.concat([options.past.value, vh], 2);
@@ -90,9 +89,9 @@ export function decoderLayerWithCache(x: tf.Tensor3D, w: LayerWeights, spec: Mod
   const h2 = rmsNorm(afterAttention, w.postAttentionNorm, spec.rmsNormEps);
   const gate = linear(h2, weight('gate_proj'), bias('gate_proj')) as tf.Tensor3D;
   const up = linear(h2, weight('up_proj'), bias('up_proj')) as tf.Tensor3D;
-  const gateAct = silu(gate);
-  options.observe?.({ layer: options.layer, attention, gate: gateAct });
-  const down = linear(tf.mul(gateAct, up), weight('down_proj'), bias('down_proj'));
+  const observe = options.observe;
+  const gated = gatedUp(gate, up, observe ? (gateAct) => observe({ layer: options.layer, attention, gate: gateAct }) : undefined);
+  const down = linear(gated, weight('down_proj'), bias('down_proj'));
   return { hidden: tf.add(afterAttention, down) as tf.Tensor3D, present: { key: kh, value: vh } };
 }
 

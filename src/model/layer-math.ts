@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { onWebgpu } from '../ops/webgpu-programs.js';
-import { rmsNormWebgpu } from './webgpu-layer-kernels.js';
+import { rmsNormWebgpu, siluMulWebgpu } from './webgpu-layer-kernels.js';
 
 /**
  * weight · x / sqrt(mean(x²) + eps) over the last axis (float32 variance, as transformers). On
@@ -20,6 +20,21 @@ export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: num
 
 export function silu<T extends tf.Tensor>(x: T): T {
   return tf.mul(x, tf.sigmoid(x)) as T;
+}
+
+/**
+ * silu(gate) ⊙ up, the input of down_proj; `observe` (when given) receives silu(gate) itself. On
+ * webgpu the product is one program of apex's own (webgpu-layer-kernels.ts) and silu(gate) is
+ * made only for `observe`; elsewhere it is made once and shared.
+ */
+export function gatedUp<T extends tf.Tensor>(gate: T, up: T, observe?: (activation: T) => void): T {
+  if (onWebgpu()) {
+    if (observe) observe(silu(gate));
+    return siluMulWebgpu(gate, up);
+  }
+  const activation = silu(gate);
+  observe?.(activation);
+  return tf.mul(activation, up) as T;
 }
 
 /**

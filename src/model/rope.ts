@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { onWebgpu } from '../ops/webgpu-programs.js';
 import type { RopeSpec } from './model-spec.js';
-import { rotaryWebgpu } from './webgpu-layer-kernels.js';
+import { rotaryHeadsWebgpu } from './webgpu-layer-kernels.js';
 
 const f = Math.fround;
 
@@ -83,14 +83,22 @@ export function ropeTensors(inv: Float32Array, start: number, length: number): R
 
 /**
  * x·cos + rotate_half(x)·sin for x [B, n, T, dh], where rotate_half(x) = cat(-x2, x1); written
- * as x·cos + cat(x2, x1)·signedSin so it is one swap, two multiplies and an add. On webgpu the
- * same as one program of apex's own (webgpu-layer-kernels.ts).
+ * as x·cos + cat(x2, x1)·signedSin so it is one swap, two multiplies and an add.
  */
 export function applyRotary(x: tf.Tensor4D, rope: RopeTensors): tf.Tensor4D {
-  if (onWebgpu()) return rotaryWebgpu(x, rope.cos, rope.signedSin);
   const dh = x.shape[3];
   const half = dh / 2;
   const [x1, x2] = tf.split(x, [half, half], 3);
   const swapped = tf.concat([x2!, x1!], 3);
   return tf.add(tf.mul(x, rope.cos), tf.mul(swapped, rope.signedSin));
+}
+
+/**
+ * A q or k projection x [B, T, n·dh] as n rotated heads [B, n, T, dh]: the heads' transpose, then
+ * applyRotary. On webgpu both in one program of apex's own (webgpu-layer-kernels.ts).
+ */
+export function rotaryHeads(x: tf.Tensor3D, heads: number, rope: RopeTensors): tf.Tensor4D {
+  if (onWebgpu()) return rotaryHeadsWebgpu(x, heads, rope.cos, rope.signedSin);
+  const [B, T, width] = x.shape;
+  return applyRotary(tf.transpose(tf.reshape(x, [B, T, heads, width / heads]), [0, 2, 1, 3]) as tf.Tensor4D, rope);
 }

@@ -1,23 +1,27 @@
 /**
- * RMSNorm and the rotary embedding as apex's own WebGPU programs, with their gradients
- * (layer-math.ts and rope.ts take them on the webgpu backend). Composed from tfjs ops, an RMSNorm
- * is 6 kernel launches forward and about 12 backward, a rotary embedding (split, concat, two
- * products and a sum) about 6 and 5; here they are 2 + 3 and 1 + 1. On webgpu a training step
+ * RMSNorm, the rotary embedding and the gated activation as apex's own WebGPU programs, with
+ * their gradients (layer-math.ts and rope.ts take them on the webgpu backend). Composed from
+ * tfjs ops, an RMSNorm is 6 kernel launches forward and about 12 backward; the heads' transpose
+ * and rotary embedding (transpose, split, concat, two products and a sum) about 7 and 6;
+ * silu(gate) · up 3 and about 7; here they are 2 + 3, 1 + 1 and 1 + 2. On webgpu a training step
  * of apex's model sizes costs its launches, not its arithmetic (docs/gpu.md), and a layer has
- * two of each. Same formulas and order as the tfjs ops:
+ * two norms, two rotations and one gated activation. Same formulas and order as the tfjs ops:
  *
  *   RMSNorm:  r = 1 / √(mean(x²) + ε) per row;  y = w ⊙ (x · r)
  *             dx = r·g − x·r³·mean(g ⊙ x) with g = dy ⊙ w;  dw = Σ_rows dy ⊙ x · r
  *   rotary:   y = x ⊙ cos + swap(x) ⊙ sin′, swap(x)_j = x_((j + d/2) mod d), sin′ the signed sin
  *             (rope.ts);  dx_j = dy_j·cos_j + dy_j′·sin′_j′ with j′ = (j + d/2) mod d
+ *   gated:    y = (g · σ(g)) · u;  dg = dy · u · (σ + g·σ·(1 − σ));  du = dy · g · σ
  */
 import * as tf from '@tensorflow/tfjs';
 import { f32Uniform, flatProgram, i32Uniform, rowReductionProgram, webgpuKernelRegistration, type WebgpuBackendLike } from '../ops/webgpu-programs.js';
 
 const RMS_NORM = 'ApexRmsNormWebgpu';
 const RMS_NORM_GRAD = 'ApexRmsNormWebgpuGrad';
-const ROTARY = 'ApexRotaryWebgpu';
-const ROTARY_GRAD = 'ApexRotaryWebgpuGrad';
+const ROTARY_HEADS = 'ApexRotaryHeadsWebgpu';
+const ROTARY_HEADS_GRAD = 'ApexRotaryHeadsWebgpuGrad';
+const SILU_MUL = 'ApexSiluMulWebgpu';
+const SILU_MUL_GRAD = 'ApexSiluMulWebgpuGrad';
 
 type Inputs = Record<string, tf.TensorInfo>;
 
@@ -65,24 +69,63 @@ function rmsNormGrad(backend: WebgpuBackendLike, { dy, x, w }: Inputs, eps: numb
   return [dx, dw];
 }
 
-/** Element (t, j) of the [T, d] tables for flat index `index` of x [..., T, d]. */
-const ROTARY_INDEX = 'let j = index % uniforms.d; let t = (index / uniforms.d) % uniforms.t; let half = uniforms.d / 2; let jj = (j + half) % uniforms.d; let other = index - j + jj;';
+// The rotary embedding reads x in the projection's layout [B, T, n, d] and writes the heads'
+// layout [B, n, T, d] (the transpose the attention needs, done in the same pass); backward the
+// reverse. Element (t, j) of the [T, d] tables; j′ = (j + d/2) mod d is the partner rotate_half
+// swaps in.
+const HEADS_INDEX = `
+  let d = uniforms.d; let n = uniforms.heads; let T = uniforms.t;
+  let j = index % d; let rest = index / d;`;
+const PARTNER = 'let jj = (j + d / 2) % d;';
 
-function rotary(backend: WebgpuBackendLike, { x, cos, sin }: Inputs, grad: boolean): tf.TensorInfo {
-  const [T, d] = cos!.shape as [number, number];
-  const body = grad
-    ? `${ROTARY_INDEX} result[index] = X[index] * C[t * uniforms.d + j] + X[other] * S[t * uniforms.d + jj];`
-    : `${ROTARY_INDEX} result[index] = X[index] * C[t * uniforms.d + j] + X[other] * S[t * uniforms.d + j];`;
-  const program = flatProgram(grad ? 'apexRotaryGrad' : 'apexRotary', ['X', 'C', 'S'], x!.shape as number[], body, 'd : i32, t : i32,');
-  return backend.runWebGPUProgram(program, [x!, cos!, sin!], 'float32', i32Uniform([d, T]));
+function rotaryHeads(backend: WebgpuBackendLike, { x, cos, sin }: Inputs, heads: number): tf.TensorInfo {
+  const [B, T] = x!.shape as [number, number, number];
+  const d = cos!.shape[1]!;
+  // Output [B, n, T, d]: rest = (b·n + h)·T + t; the input row of (b, t, h) is (b·T + t)·n + h.
+  const program = flatProgram('apexRotaryHeads', ['X', 'C', 'S'], [B, heads, T, d], `${HEADS_INDEX}
+    let t = rest % T; let bh = rest / T; let h = bh % n; let b = bh / n;
+    let base = ((b * T + t) * n + h) * d;
+    ${PARTNER}
+    result[index] = X[base + j] * C[t * d + j] + X[base + jj] * S[t * d + j];`, 'd : i32, heads : i32, t : i32,');
+  return backend.runWebGPUProgram(program, [x!, cos!, sin!], 'float32', i32Uniform([d, heads, T]));
+}
+
+function rotaryHeadsGrad(backend: WebgpuBackendLike, { dy, cos, sin }: Inputs, heads: number): tf.TensorInfo {
+  const [B, , T, d] = dy!.shape as [number, number, number, number];
+  // Output [B, T, n·d]: rest = (b·T + t)·n + h; the gradient row of (b, h, t) is (b·n + h)·T + t.
+  const program = flatProgram('apexRotaryHeadsGrad', ['DY', 'C', 'S'], [B, T, heads * d], `${HEADS_INDEX}
+    let h = rest % n; let bt = rest / n; let t = bt % T; let b = bt / T;
+    let base = ((b * n + h) * T + t) * d;
+    ${PARTNER}
+    result[index] = DY[base + j] * C[t * d + j] + DY[base + jj] * S[t * d + jj];`, 'd : i32, heads : i32, t : i32,');
+  return backend.runWebGPUProgram(program, [dy!, cos!, sin!], 'float32', i32Uniform([d, heads, T]));
+}
+
+// silu(gate) · up as transformers computes it (x · sigmoid(x), then the product), and its gradient:
+// d gate = dy · up · (s + g · s · (1 − s)), d up = dy · g · s, with s = sigmoid(g) written as tfjs's
+// webgpu kernel writes it.
+const SIGMOID = 'let g = G[index]; let s = 1.0 / (1.0 + exp(-1.0 * g));';
+
+function siluMul(backend: WebgpuBackendLike, { gate, up }: Inputs): tf.TensorInfo {
+  const program = flatProgram('apexSiluMul', ['G', 'U'], gate!.shape as number[], `${SIGMOID} result[index] = (g * s) * U[index];`);
+  return backend.runWebGPUProgram(program, [gate!, up!], 'float32');
+}
+
+function siluMulGrad(backend: WebgpuBackendLike, { dy, gate, up }: Inputs): tf.TensorInfo[] {
+  const shape = gate!.shape as number[];
+  const dGate = flatProgram('apexSiluMulGradGate', ['DY', 'G', 'U'], shape, `${SIGMOID} result[index] = (DY[index] * U[index]) * (s + g * s * (1.0 - s));`);
+  const dUp = flatProgram('apexSiluMulGradUp', ['DY', 'G'], shape, `${SIGMOID} result[index] = DY[index] * (g * s);`);
+  return [backend.runWebGPUProgram(dGate, [dy!, gate!, up!], 'float32'), backend.runWebGPUProgram(dUp, [dy!, gate!], 'float32')];
 }
 
 const register = webgpuKernelRegistration(
   {
     [RMS_NORM]: (backend, inputs, attrs: { eps: number }) => rmsNorm(backend, inputs as Inputs, attrs.eps),
     [RMS_NORM_GRAD]: (backend, inputs, attrs: { eps: number }) => rmsNormGrad(backend, inputs as Inputs, attrs.eps),
-    [ROTARY]: (backend, inputs) => rotary(backend, inputs as Inputs, false),
-    [ROTARY_GRAD]: (backend, inputs) => rotary(backend, { x: (inputs as Inputs).dy!, cos: (inputs as Inputs).cos!, sin: (inputs as Inputs).sin! }, true),
+    [ROTARY_HEADS]: (backend, inputs, attrs: { heads: number }) => rotaryHeads(backend, inputs as Inputs, attrs.heads),
+    [ROTARY_HEADS_GRAD]: (backend, inputs, attrs: { heads: number }) => rotaryHeadsGrad(backend, inputs as Inputs, attrs.heads),
+    [SILU_MUL]: (backend, inputs) => siluMul(backend, inputs as Inputs),
+    [SILU_MUL_GRAD]: (backend, inputs) => siluMulGrad(backend, inputs as Inputs),
   },
   [
     {
@@ -95,16 +138,25 @@ const register = webgpuKernelRegistration(
       },
     },
     {
-      kernelName: ROTARY,
+      kernelName: ROTARY_HEADS,
       inputsToSave: ['cos', 'sin'],
-      gradFunc: (dy, saved) => {
+      gradFunc: (dy, saved, attrs) => {
         const [cos, sin] = saved;
         // The tables are constants (rope.ts); their gradients are never asked for in training.
         return {
-          x: () => tf.engine().runKernel(ROTARY_GRAD, { dy: dy as tf.Tensor, cos: cos!, sin: sin! }) as tf.Tensor,
+          x: () => tf.engine().runKernel(ROTARY_HEADS_GRAD, { dy: dy as tf.Tensor, cos: cos!, sin: sin! }, attrs) as tf.Tensor,
           cos: () => tf.zerosLike(cos!),
           sin: () => tf.zerosLike(sin!),
         };
+      },
+    },
+    {
+      kernelName: SILU_MUL,
+      inputsToSave: ['gate', 'up'],
+      gradFunc: (dy, saved) => {
+        const [gate, up] = saved;
+        const [dGate, dUp] = tf.engine().runKernel(SILU_MUL_GRAD, { dy: dy as tf.Tensor, gate: gate!, up: up! }) as tf.Tensor[];
+        return { gate: () => dGate!, up: () => dUp! };
       },
     },
   ],
@@ -116,8 +168,18 @@ export function rmsNormWebgpu<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, ep
   return tf.engine().runKernel(RMS_NORM, { x, w: weight }, { eps }) as T;
 }
 
-/** x ⊙ cos + rotate_half(x) ⊙ sin for x [B, n, T, d] and tables [T, d], `sin` with rope.ts's sign folded in (webgpu only). */
-export function rotaryWebgpu(x: tf.Tensor4D, cos: tf.Tensor2D, signedSin: tf.Tensor2D): tf.Tensor4D {
+/**
+ * The rotary embedding of x [B, T, n·d] (a q or k projection) into the heads' layout [B, n, T, d]:
+ * transpose and rotation in one pass (webgpu only). Tables [T, d], `signedSin` with rope.ts's
+ * sign folded in.
+ */
+export function rotaryHeadsWebgpu(x: tf.Tensor3D, heads: number, cos: tf.Tensor2D, signedSin: tf.Tensor2D): tf.Tensor4D {
   register();
-  return tf.engine().runKernel(ROTARY, { x, cos, sin: signedSin }) as tf.Tensor4D;
+  return tf.engine().runKernel(ROTARY_HEADS, { x, cos, sin: signedSin }, { heads }) as tf.Tensor4D;
+}
+
+/** silu(gate) ⊙ up (webgpu only, differentiable in both). */
+export function siluMulWebgpu<T extends tf.Tensor>(gate: T, up: T): T {
+  register();
+  return tf.engine().runKernel(SILU_MUL, { gate, up }) as T;
 }
