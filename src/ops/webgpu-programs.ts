@@ -13,6 +13,12 @@
  * `variableNames`, the output `result`, and a `uniforms` struct holding `size` and the fields of
  * `uniforms`; `main(index)` runs once per output element (a flat dispatch, split by tfjs where
  * it exceeds the device's workgroup count limit).
+ *
+ * A shader or binding the device rejects does not throw: Dawn drops the command and later reads
+ * return stale bytes (webgpu-guards.ts turns that into an error at the next read). So every
+ * program here is compared with the cpu backend by bench/gpu-check.ts, part `kernels` (which
+ * runs on a software adapter too); two caught there: a zero-size binding, and a WGSL reserved
+ * word (`from`) as a variable name.
  */
 import * as tf from '@tensorflow/tfjs';
 
