@@ -120,8 +120,9 @@ export class AdamW {
       }
       const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
       // On webgpu (with kernels) the parameter's moments are packed for the two-launch step,
-      // where the packed pair fits one storage binding (twice the parameter's bytes).
-      const packable = this.kernels && onWebgpu() && 8 * param.variable.size <= maxStorageBindingBytes();
+      // where the packed pair fits one storage binding (twice the parameter's bytes) and the
+      // mask, if any, is float32 (the program reads it as f32).
+      const packable = this.kernels && onWebgpu() && 8 * param.variable.size <= maxStorageBindingBytes() && (param.mask === undefined || param.mask.dtype === 'float32');
       const webgpu = packable ? (adamwWebgpuLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
       this.slots.set(
         param.name,
