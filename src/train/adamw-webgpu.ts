@@ -13,41 +13,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { f32Uniform, flatProgram, i32Uniform, webgpuKernelRegistration, type WebgpuBackendLike } from '../ops/webgpu-programs.js';
-import type { AdamWStepScalars } from './train-kernels.js';
+import type { AdamWStepScalars, MaskLayout } from './train-kernels.js';
 
 const KERNEL = 'ApexAdamWWebgpu';
-
-/** How the mask indexes: none, one flag per row, per column, or per element. */
-export type WebgpuMaskMode = 0 | 1 | 2 | 3;
-
-export interface AdamWWebgpuLayout {
-  readonly mode: WebgpuMaskMode;
-  /** Row length (columns) of the parameter viewed as [rows, cols]; used by modes 1 and 2. */
-  readonly cols: number;
-}
-
-/** The mask layout the kernel reads, or null where it cannot (other broadcasts). */
-export function adamwWebgpuLayout(shape: readonly number[], mask: readonly number[] | undefined): AdamWWebgpuLayout | null {
-  const size = shape.reduce((a, b) => a * b, 1);
-  const cols = shape.length === 0 ? 1 : shape[shape.length - 1]!;
-  if (mask === undefined) return { mode: 0, cols };
-  if (mask.length !== shape.length) return null;
-  if (mask.every((d, i) => d === shape[i])) return { mode: 3, cols };
-  if (shape.length !== 2) return null;
-  const [R, C] = shape as [number, number];
-  if (mask[0] === R && mask[1] === 1) return { mode: 1, cols: C };
-  if (mask[0] === 1 && mask[1] === C) return { mode: 2, cols: C };
-  return size === 0 ? { mode: 0, cols } : null;
-}
 
 // Whether element `e` trains (mask modes 0–3).
 const KEEP = ['true', 'K[e / uniforms.cols] > 0.0', 'K[e % uniforms.cols] > 0.0', 'K[e] > 0.0'];
 const UNIFORMS = 'b1 : f32, c1 : f32, b2 : f32, c2 : f32, decay : f32, sc2 : f32, eps : f32, stepSize : f32, cols : i32, n : i32,';
 
-interface Attrs extends AdamWStepScalars {
-  readonly mode: WebgpuMaskMode;
-  readonly cols: number;
-}
+type Attrs = AdamWStepScalars & MaskLayout;
 
 function adamwWebgpu(backend: WebgpuBackendLike, inputs: tf.NamedTensorInfoMap, a: Attrs): tf.TensorInfo[] {
   const { p, g, mv, keep, scale } = inputs as Record<string, tf.TensorInfo | undefined>;
@@ -92,7 +66,7 @@ const register = webgpuKernelRegistration({ [KERNEL]: (backend, inputs, attrs: A
  */
 export function adamwWebgpuStep(
   p: tf.Tensor, g: tf.Tensor, mv: tf.Tensor, mask: tf.Tensor | undefined, gradScale: tf.Scalar | undefined,
-  scalars: AdamWStepScalars, layout: AdamWWebgpuLayout,
+  scalars: AdamWStepScalars, layout: MaskLayout,
 ): [tf.Tensor, tf.Tensor] {
   register();
   const inputs: tf.NamedTensorMap = { p, g, mv, ...(layout.mode !== 0 && mask ? { keep: mask } : {}), ...(gradScale ? { scale: gradScale } : {}) };

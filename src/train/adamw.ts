@@ -26,8 +26,8 @@ import { readFloat32 } from '../model/tensor-read.js';
 import { onJsBackend, wasmSimdAvailable } from '../ops/js-kernel-io.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { adamwSimdSupports } from './adamw-simd.js';
-import { adamwWebgpuLayout, adamwWebgpuStep, type AdamWWebgpuLayout } from './adamw-webgpu.js';
-import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, type AdamWSimdLayout, type AdamWStepScalars } from './train-kernels.js';
+import { adamwWebgpuStep } from './adamw-webgpu.js';
+import { adamwSimdStepKernel, adamwStepKernel, FUSED_MAX_ELEMENTS, maskLayout, type AdamWSimdLayout, type AdamWStepScalars, type MaskLayout } from './train-kernels.js';
 
 export interface AdamWOptions {
   readonly beta1?: number;
@@ -68,7 +68,7 @@ interface Slot {
   readonly v?: tf.Variable;
   /** … or packed [2, size], first then second (webgpu's two-launch step, adamw-webgpu.ts). */
   readonly mv?: tf.Variable;
-  readonly webgpu?: AdamWWebgpuLayout;
+  readonly webgpu?: MaskLayout;
   /** The SIMD pass's view of the parameter (null: it cannot take the pass), made on first use on wasm. */
   simd?: { readonly layout: AdamWSimdLayout; readonly lanes?: tf.Tensor } | null;
 }
@@ -81,19 +81,16 @@ function commit(slot: Slot, [p, m, v]: [tf.Tensor, tf.Tensor, tf.Tensor]): void 
   tf.dispose([p, m, v]);
 }
 
-/** How the SIMD pass sees a parameter, or null where it cannot (shape, mask or row length). */
+/** How the SIMD pass sees a parameter, or null where it cannot (mask layout or row length). */
 function simdLayout(param: OptimizedParameter): { layout: AdamWSimdLayout; lanes?: tf.Tensor } | null {
-  const shape = param.variable.shape;
-  if (param.mask === undefined) return adamwSimdSupports(param.variable.size) ? { layout: { rows: 1, cols: param.variable.size, keepMode: 0 } } : null;
-  if (shape.length !== 2) return null;
-  const [R, C] = shape as [number, number];
-  const [mr, mc] = param.mask.shape as [number, number];
-  const keepMode = mr === R && mc === 1 ? 1 : mr === 1 && mc === C ? 2 : 0;
-  if (keepMode === 0 || !adamwSimdSupports(C)) return null;
+  const at = maskLayout(param.variable.shape, param.mask?.shape);
+  if (at === null || at.mode === 3 || !adamwSimdSupports(at.cols)) return null;
+  const layout: AdamWSimdLayout = { rows: at.rows, cols: at.cols, keepMode: at.mode };
   const mask = param.mask;
+  if (at.mode === 0 || mask === undefined) return { layout };
   // int32 −1 where trained, 0 where frozen: the lanes' bit mask.
   const lanes = tf.keep(tf.tidy(() => tf.neg(tf.cast(tf.greater(tf.reshape(mask, [mask.size]), 0), 'int32'))));
-  return { layout: { rows: R, cols: C, keepMode }, lanes };
+  return { layout, lanes };
 }
 
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0 } as const;
@@ -118,18 +115,18 @@ export class AdamW {
       if (param.mask !== undefined && !broadcastsTo(param.mask.shape, param.variable.shape)) {
         throw new Error(`AdamW: mask of '${param.name}' has shape [${param.mask.shape}], which does not broadcast to [${param.variable.shape}]`);
       }
-      const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
       // On webgpu (with kernels) the parameter's moments are packed for the two-launch step,
       // where the packed pair fits one storage binding (twice the parameter's bytes) and the
       // mask, if any, is float32 (the program reads it as f32).
       const packable = this.kernels && onWebgpu() && 8 * param.variable.size <= maxStorageBindingBytes() && (param.mask === undefined || param.mask.dtype === 'float32');
-      const webgpu = packable ? (adamwWebgpuLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
-      this.slots.set(
-        param.name,
-        webgpu
-          ? { param, keep, webgpu, mv: tf.variable(tf.zeros([2, param.variable.size]), false) }
-          : { param, keep, m: tf.variable(tf.zeros(param.variable.shape), false), v: tf.variable(tf.zeros(param.variable.shape), false) },
-      );
+      const webgpu = packable ? (maskLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
+      if (webgpu) {
+        this.slots.set(param.name, { param, webgpu, mv: tf.variable(tf.zeros([2, param.variable.size]), false) });
+        continue;
+      }
+      // The boolean mask only the tfjs-ops route reads.
+      const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
+      this.slots.set(param.name, { param, keep, m: tf.variable(tf.zeros(param.variable.shape), false), v: tf.variable(tf.zeros(param.variable.shape), false) });
     }
   }
 

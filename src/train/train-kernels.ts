@@ -70,6 +70,30 @@ function adamwKernel(io: KernelIo, { p, g, m, v }: Record<string, tf.TensorInfo>
   });
 }
 
+/**
+ * Which entries of a parameter of shape `shape` a mask of shape `mask` selects, as the AdamW
+ * kernels read it: mode 0 no mask, 1 one flag per row ([R, 1] of a [R, C] parameter), 2 one per
+ * column ([1, C]), 3 one per entry (the parameter's shape); `rows` × `cols` is the parameter
+ * viewed as a matrix (1 × size in modes 0 and 3). null: a broadcast the kernels do not read.
+ */
+export interface MaskLayout {
+  readonly mode: 0 | 1 | 2 | 3;
+  readonly rows: number;
+  readonly cols: number;
+}
+
+export function maskLayout(shape: readonly number[], mask: readonly number[] | undefined): MaskLayout | null {
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (mask === undefined) return { mode: 0, rows: 1, cols: size };
+  if (mask.length !== shape.length) return null;
+  if (shape.length === 2) {
+    const [R, C] = shape as [number, number];
+    if (mask[0] === R && mask[1] === 1) return { mode: 1, rows: R, cols: C };
+    if (mask[0] === 1 && mask[1] === C) return { mode: 2, rows: R, cols: C };
+  }
+  return mask.every((d, i) => d === shape[i]) ? { mode: 3, rows: 1, cols: size } : null;
+}
+
 /** How adamwSimdStepKernel sees its parameter: [rows, cols], and which lanes it trains. */
 export interface AdamWSimdLayout {
   readonly rows: number;
