@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { i32Tensor, writeSafetensors } from '../src/io/safetensors-writer.js';
 import { runAnalysis } from '../src/pipeline/analyze.js';
+import { SafetensorsFile } from '../src/io/safetensors-reader.js';
 import { readInputIds } from '../src/train/data-input-ids.js';
 import type { SequenceSet } from '../src/train/data.js';
 import { runStage } from '../src/train/stage.js';
@@ -100,6 +101,36 @@ interface PairedResult {
   /** Per step after warm-up: [vanilla, apex full] CPU ms and wall ms, the two steps run back to back. */
   cpu: [number, number][];
   wall: [number, number][];
+}
+
+/**
+ * Multiply-adds of one training step (forward, and the backward's two products per forward
+ * product) of `vanilla` on SMALL, and what APEX `full` adds with the operators of `operatorsFile`
+ * (from their shapes): per mixing site three products of n × n by n × (weight lines' length)
+ * (M·W_P forward; Mᵀ·dN and dN·W_Pᵀ backward; the o_proj site once per query-head slot), and M
+ * built from its factors (n²·bs forward, twice that backward). Arithmetic only: what the
+ * overhead would be if APEX's products ran as efficiently as everything `vanilla` does.
+ */
+async function stepArithmetic(operatorsFile: string): Promise<{ vanilla: number; apex: number }> {
+  const { layers: L, hidden: H, heads, kvHeads, intermediate: I, vocab: V } = SMALL;
+  const d = H / heads;
+  const tokens = ACCUM * BATCH * SEQ_LEN;
+  const linearWeights = L * (H * heads * d + 2 * H * kvHeads * d + heads * d * H + 3 * H * I) + V * H;
+  const attention = L * 3 * 2 * ACCUM * BATCH * heads * SEQ_LEN * SEQ_LEN * d;
+  const file = await SafetensorsFile.open(operatorsFile);
+  let apex = 0;
+  try {
+    for (const t of file.header.tensors.filter((x) => x.name.endsWith('.apex.B1'))) {
+      const [nb, bs] = t.shape as [number, number, number];
+      const n = nb * bs;
+      // Lines of H values: v rows and o columns (heads/kvHeads slots) for heads; gate, up rows and down columns for channels.
+      const lines = t.name.includes('.mlp.') ? 3 : 1 + heads / kvHeads;
+      apex += lines * 3 * n * n * H + 3 * n * n * bs;
+    }
+  } finally {
+    await file.close();
+  }
+  return { vanilla: 3 * linearWeights * tokens + attention, apex };
 }
 
 /**
@@ -186,6 +217,8 @@ async function main(argv: string[]): Promise<void> {
     console.log('|---|---|---|---|---|---|');
     report('CPU time', p.cpu);
     report('wall time', p.wall);
+    const macs = await stepArithmetic(join(runs[1], 'stages', '1', 'operators.safetensors'));
+    console.log(`\nMultiply-adds per step: vanilla ${(macs.vanilla / 1e9).toFixed(2)} G; APEX full adds ${(macs.apex / 1e6).toFixed(0)} M (${pct(macs.apex / macs.vanilla)} of vanilla's: the overhead's arithmetic floor at equal efficiency).`);
     if (process.env.APEX_BENCH_VERBOSE) console.log(JSON.stringify(p));
     return;
   }
