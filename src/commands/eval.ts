@@ -8,7 +8,7 @@ import { VerificationError } from '../errors.js';
 import { parseByteSize } from '../io/byte-size.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { openModelForCompute } from '../model/open-model.js';
-import { evaluateNll } from '../model/streaming-forward.js';
+import { contextWarning, evaluateNll } from '../model/streaming-forward.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_CORPORA, loadSequences, type DataSpecRecord } from '../train/data.js';
 
@@ -61,6 +61,8 @@ export default class Eval extends ApexCommand<EvalResult> {
         ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
         seed: flags.seed,
       });
+      const beyondContext = contextWarning(opened.spec, Math.max(...set.sequences.map((s) => s.length)));
+      if (beyondContext) this.note(`${beyondContext}; lower --seq-len to measure the model within its context`);
       const started = performance.now();
       const result = await evaluateNll(opened.source, set.sequences, {
         batchSize: flags['batch-size'],

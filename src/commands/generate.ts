@@ -10,6 +10,7 @@ import { parseByteSize } from '../io/byte-size.js';
 import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate } from '../model/generate.js';
+import { contextWarning } from '../model/streaming-forward.js';
 import { chooseGenerationSource } from '../model/generation-source.js';
 import { openModelForCompute } from '../model/open-model.js';
 import { buildPrompts, paddedIds } from '../model/prompts.js';
@@ -60,6 +61,8 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec });
       const stops = [...new Set([...opened.spec.eosTokenIds, ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
       const P = prompts[0]!.length;
+      const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
+      if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);
       const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
       if (!chosen.resident) this.note(`the model needs about ${(chosen.residentBytes / 2 ** 30).toFixed(1)} GiB in memory, above --max-memory: streaming its layers from disk at every step (slow)`);
       const started = performance.now();

@@ -170,6 +170,17 @@ function planFor(spec: ModelSpec, sequences: readonly ArrayLike<number>[], optio
   return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()));
 }
 
+/**
+ * A warning for sequences longer than the model's context (`max_position_embeddings`): the
+ * rotary embedding computes any position, as transformers does, so this is not refused (extending
+ * a context is a legitimate fine-tune), but positions past it were never trained and are usually
+ * a --seq-len mistake.
+ */
+export function contextWarning(spec: ModelSpec, tokens: number, what = 'sequences'): string | undefined {
+  if (tokens <= spec.maxPositionEmbeddings) return undefined;
+  return `${what} reach ${tokens} tokens, past the model's context (max_position_embeddings ${spec.maxPositionEmbeddings}): it never saw positions beyond ${spec.maxPositionEmbeddings}`;
+}
+
 export function checkTokens(spec: ModelSpec, sequences: readonly ArrayLike<number>[]): void {
   if (sequences.length === 0) throw new UsageError('no input sequences');
   sequences.forEach((s, i) => {

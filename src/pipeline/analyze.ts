@@ -21,7 +21,7 @@ import { Checkpoint } from '../io/checkpoint.js';
 import { f32Tensor, ioError, writeSafetensors } from '../io/safetensors-writer.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import type { ModelSpec } from '../model/model-spec.js';
-import { checkTokens, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
+import { checkTokens, contextWarning, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
 import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
 import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
@@ -103,6 +103,8 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     const sequences = unpadded(options.data);
     checkTokens(spec, sequences);
     const seqLen = Math.max(...sequences.map((s) => s.length));
+    const beyondContext = contextWarning(spec, seqLen, 'calibration sequences');
+    if (beyondContext) warn(`${beyondContext}; statistics of those positions describe inputs the model was not trained on`);
     const budgetBytes = options.maxMemory ?? DEFAULT_MAX_MEMORY_BYTES;
     // The backend first: on wasm the forward's chunks must also fit its heap.
     const backend = await selectBackend((options.backend ?? 'auto') as BackendRequest);

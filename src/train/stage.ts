@@ -22,7 +22,7 @@ import { InputError, UsageError } from '../errors.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { acquireOutputLock } from '../io/output-lock.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
-import { checkTokens } from '../model/streaming-forward.js';
+import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { describeCheckpoint } from '../model/weight-source.js';
 import type { LayerSelection } from '../ops/selection.js';
 import { apexVersion, modelRecord, sha256OfFile } from '../pipeline/analysis-provenance.js';
@@ -143,6 +143,9 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
     const spec = described.spec;
     checkTokens(spec, options.train.sequences);
     if (options.eval) checkTokens(spec, options.eval.sequences);
+    const longest = Math.max(options.train.seqLen, options.eval?.seqLen ?? 0);
+    const beyondContext = contextWarning(spec, longest, 'training sequences');
+    if (beyondContext) warn(`${beyondContext}; lower --seq-len unless extending the context is the point`);
     const seeds = stageSeeds(settings.seed, stage);
     const setting = trainingSetting(settings);
 

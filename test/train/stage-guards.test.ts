@@ -1,12 +1,15 @@
 // What a stage refuses: a loss or tensor that turns NaN/Inf (VerificationError, exit 6, no
 // stage files), a memory estimate over --max-memory (ResourceLimitError, exit 5, nothing
-// written), a later stage whose predecessor was not fused; and how --match-params sizes LoRA.
+// written), a later stage whose predecessor was not fused; what it warns about (sequences past
+// the model's context); and how --match-params sizes LoRA.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
-import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { contextWarning } from '../../src/model/streaming-forward.js';
+import type { ModelSpec } from '../../src/model/model-spec.js';
+import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const cleanups: (() => void)[] = [];
 afterAll(() => cleanups.forEach((c) => c()));
@@ -42,6 +45,18 @@ it('stage 2 needs the fused model of stage 1', async () => {
   const error = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
   expect(error).toBeInstanceOf(InputError);
   expect((error as Error).message).toMatch(/apex expand --run .* --stage 1/);
+});
+
+it('sequences longer than max_position_embeddings train, with a warning that names the limit', async () => {
+  // stories260K: max_position_embeddings 512, vocabulary 512.
+  const long = Array.from({ length: 2 }, (_, r) => Int32Array.from({ length: 520 }, (_, i) => 1 + ((i * 7 + r) % 500)));
+  const warnings: string[] = [];
+  const result = await runStage(await options(newRun(), { train: idSet(long), steps: 1, batchSize: 2, onWarning: (m) => warnings.push(m) }));
+  expect(result.steps).toBe(1);
+  expect(warnings.filter((w) => /training sequences reach 520 tokens, past the model's context \(max_position_embeddings 512\).*--seq-len/.test(w))).toHaveLength(1);
+  const spec = { maxPositionEmbeddings: 512 } as ModelSpec;
+  expect(contextWarning(spec, 512)).toBeUndefined();
+  expect(contextWarning(spec, 513)).toMatch(/reach 513 tokens/);
 });
 
 it('--match-params picks the LoRA rank whose count is closest to the APEX run\'s', async () => {
