@@ -372,6 +372,16 @@ function randomSet(B: number, T: number): SequenceSet {
   return idSet(Array.from({ length: B }, () => Int32Array.from({ length: T }, (_, i) => (i === 0 ? 1 : rng.nextInt(SMALL.vocab)))));
 }
 
+/**
+ * The median of each field over the measured steps: how a webgpu step's wall time splits into
+ * recording launches on the host, submitting, and waiting for reads (the device working through
+ * its queue); `cpuMs` is the whole process's CPU time (the driver's threads included).
+ */
+function medianHost(steps: Record<string, number>[]): Record<string, number> {
+  const keys = Object.keys(steps[0] ?? {});
+  return Object.fromEntries(keys.map((k) => [k, round(median(steps.map((s) => s[k]!)))]));
+}
+
 /** d. Training throughput of the 10M model: median step time after warm-up, through runStage. */
 async function partSpeed(args: { backend: string; key: string; batch: number; seqLen: number; steps: number; warmup: number }): Promise<unknown> {
   const spec = TRAIN_RUNS.find((r) => r.key === args.key)!;
@@ -381,6 +391,8 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
     if (spec.method === 'apex') cpSync(join(SMALL_ANALYSIS, 'analysis'), join(run, 'analysis'), { recursive: true });
     const stepSeconds: number[] = [];
     const stepLaunches: number[] = [];
+    // Per step on webgpu: host ms recording launches, submitting, awaiting reads, and process CPU ms.
+    const stepHost: { recordMs: number; submits: number; submitMs: number; reads: number; readMs: number; cpuMs: number }[] = [];
     let firstLoss = NaN;
     const tokensPerStep = args.batch * args.seqLen;
     // On webgpu, the program launches of each step (what a step costs there, docs/gpu.md).
@@ -388,6 +400,8 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
     const gpu = tf.getBackend() === 'webgpu';
     const launches = (counter = launchCounter()).launches;
     let launchesBefore = 0;
+    let hostBefore = { recordMs: 0, submits: 0, submitMs: 0, reads: 0, readMs: 0 };
+    let cpuBefore = process.cpuUsage();
     const result = await runStage({
       model: SMALL_DIR, modelDir: SMALL_DIR, run, stage: 1, method: spec.method, ...('setting' in spec ? { setting: spec.setting } : {}),
       train: randomSet(args.batch, args.seqLen), steps: args.steps, batchSize: args.batch, lr: 1e-4, saveEvery: 0, backend: args.backend, expand: false,
@@ -396,6 +410,11 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
         stepSeconds.push(tokensPerStep / r.tokensPerSecond);
         stepLaunches.push(launches.count - launchesBefore);
         launchesBefore = launches.count;
+        const cpu = process.cpuUsage(cpuBefore);
+        cpuBefore = process.cpuUsage();
+        const { recordMs, submits, submitMs, reads, readMs } = launches;
+        stepHost.push({ recordMs: recordMs - hostBefore.recordMs, submits: submits - hostBefore.submits, submitMs: submitMs - hostBefore.submitMs, reads: reads - hostBefore.reads, readMs: readMs - hostBefore.readMs, cpuMs: (cpu.user + cpu.system) / 1000 });
+        hostBefore = { recordMs, submits, submitMs, reads, readMs };
         log(`speed ${args.key} ${args.batch}x${args.seqLen} on ${args.backend}: step ${r.step} ${(1000 * stepSeconds.at(-1)!).toFixed(0)} ms`);
       },
     });
@@ -403,7 +422,7 @@ async function partSpeed(args: { backend: string; key: string; batch: number; se
     return {
       backend: tf.getBackend(), method: args.key, batch: args.batch, seqLen: args.seqLen, measuredSteps: stepSeconds.length - args.warmup,
       msPerStep: round(1000 * s), tokensPerSecond: round(tokensPerStep / s), firstStepMs: round(1000 * stepSeconds[0]!), firstLoss,
-      ...(gpu ? { launchesPerStep: median(stepLaunches.slice(args.warmup)) } : {}),
+      ...(gpu ? { launchesPerStep: median(stepLaunches.slice(args.warmup)), hostPerStep: medianHost(stepHost.slice(args.warmup)) } : {}),
       trainable: result.trainable.trainable, peakRssBytes: result.peakRssBytes,
     };
   } finally {
@@ -701,7 +720,12 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
   const speed = (get('speed') ?? {}) as Record<string, PartOutcome>;
   for (const [k, v] of Object.entries(speed)) {
     out[`webgpu-${k}-tokens-per-s`] = (v.result as { tokensPerSecond?: number } | undefined)?.tokensPerSecond ?? null;
-    if (k.startsWith('train-')) out[`webgpu-${k}-launches-per-step`] = (v.result as { launchesPerStep?: number } | undefined)?.launchesPerStep ?? null;
+    if (k.startsWith('train-')) {
+      const r = v.result as { launchesPerStep?: number; hostPerStep?: Record<string, number> } | undefined;
+      out[`webgpu-${k}-launches-per-step`] = r?.launchesPerStep ?? null;
+      // Where a step's time goes: host ms recording launches, awaiting reads, CPU ms (docs/gpu.md).
+      out[`webgpu-${k}-host-per-step`] = r?.hostPerStep ?? null;
+    }
   }
   for (const k of ['wasmTrainVanilla', 'wasmTrainApexFull', 'wasmEval']) out[`${k}-tokens-per-s`] = get(`cpuLanes.${k}.result.tokensPerSecond`) ?? null;
   return out;

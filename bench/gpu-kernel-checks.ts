@@ -214,26 +214,64 @@ const sumSquaresReference = (arrays: Float32Array[]) => arrays.reduce((t, a) => 
 
 // ---------------------------------------------------------------------------------------------
 
-interface Launches { count: number; byProgram: Record<string, number> }
+interface Launches {
+  count: number;
+  byProgram: Record<string, number>;
+  /** Host milliseconds inside the backend's runWebGPUProgram: recording the launches (bind groups, uniforms, pipeline lookups). */
+  recordMs: number;
+  /** Command buffers submitted (tfjs-webgpu submits every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE launches and before reads) and host ms in those calls. */
+  submits: number;
+  submitMs: number;
+  /** Reads from the device and the wall ms spent awaiting them (the GPU finishing its queue, the copy, the map). */
+  reads: number;
+  readMs: number;
+}
 
 /**
  * Counts the webgpu backend's program launches from now on (by program: tfjs's class name, or
- * apex's shader key) until `stop()`; does nothing on other backends.
+ * apex's shader key) until `stop()`, with the host time spent recording them, submitting and
+ * waiting for reads: on a GPU, what a step's time is made of. Does nothing on other backends.
  */
 export function launchCounter(): { readonly launches: Launches; stop(): void } {
-  const launches: Launches = { count: 0, byProgram: {} };
+  const launches: Launches = { count: 0, byProgram: {}, recordMs: 0, submits: 0, submitMs: 0, reads: 0, readMs: 0 };
   if (tf.getBackend() !== 'webgpu') return { launches, stop: () => undefined };
-  const backend = tf.backend() as unknown as { runWebGPUProgram: (...args: unknown[]) => unknown };
-  const original = backend.runWebGPUProgram;
+  type Method = (...args: unknown[]) => unknown;
+  const backend = tf.backend() as unknown as { runWebGPUProgram: Method; submitQueue: Method; read: Method };
+  const original = { runWebGPUProgram: backend.runWebGPUProgram, submitQueue: backend.submitQueue, read: backend.read };
   backend.runWebGPUProgram = function (this: unknown, ...args: unknown[]) {
     const program = args[0] as { shaderKey: string; constructor: { name: string } };
     const key = program.constructor.name === 'Object' ? program.shaderKey : program.constructor.name;
     launches.byProgram[key] = (launches.byProgram[key] ?? 0) + 1;
     launches.count += 1;
-    return original.apply(this, args);
+    const started = performance.now();
+    try {
+      return original.runWebGPUProgram.apply(this, args);
+    } finally {
+      launches.recordMs += performance.now() - started;
+    }
   };
-  return { launches, stop: () => (backend.runWebGPUProgram = original) };
+  backend.submitQueue = function (this: unknown, ...args: unknown[]) {
+    launches.submits += 1;
+    const started = performance.now();
+    try {
+      return original.submitQueue.apply(this, args);
+    } finally {
+      launches.submitMs += performance.now() - started;
+    }
+  };
+  backend.read = async function (this: unknown, ...args: unknown[]) {
+    launches.reads += 1;
+    const started = performance.now();
+    try {
+      return await (original.read.apply(this, args) as Promise<unknown>);
+    } finally {
+      launches.readMs += performance.now() - started;
+    }
+  };
+  return { launches, stop: () => Object.assign(backend, original) };
 }
+
+const noLaunches = (): Launches => ({ count: 0, byProgram: {}, recordMs: 0, submits: 0, submitMs: 0, reads: 0, readMs: 0 });
 
 /** The launches while `f` runs. */
 async function countLaunches(f: () => Promise<unknown>): Promise<Launches> {
@@ -270,8 +308,8 @@ export async function partKernels(): Promise<unknown> {
   const launches: Record<string, { programs: Launches; tfjsOps: Launches }> = {};
   launches.adamw = { programs: await countLaunches(async () => (got.adam = await adamRuns(true))), tfjsOps: await countLaunches(() => adamRuns(false)) };
   launches.sites = { programs: await countLaunches(async () => (got.sites = await siteRuns(false))), tfjsOps: await countLaunches(() => siteRuns(true)) };
-  launches.monarch = { programs: await countLaunches(async () => (got.monarch = await monarchRuns())), tfjsOps: { count: 0, byProgram: {} } };
-  launches.layer = { programs: await countLaunches(async () => (got.layer = await layerRuns())), tfjsOps: { count: 0, byProgram: {} } };
+  launches.monarch = { programs: await countLaunches(async () => (got.monarch = await monarchRuns())), tfjsOps: noLaunches() };
+  launches.layer = { programs: await countLaunches(async () => (got.layer = await layerRuns())), tfjsOps: noLaunches() };
   const sumOfSquares: Record<string, { got: number; reference: number; relDiff: number }> = {};
   for (const [name, sizes] of Object.entries(SUMSQ_SETS)) {
     const arrays = sumSquaresInputs(sizes);
