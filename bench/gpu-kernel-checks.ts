@@ -54,6 +54,9 @@ const ADAM_CASES: AdamCase[] = [
   { name: 'row mask', shape: [64, 48], mask: [64, 1], decay: 0.1, scale: 0.8 },
   { name: 'column mask', shape: [64, 48], mask: [1, 48], decay: 0 },
   { name: 'full mask', shape: [10, 7], mask: [10, 7], decay: 0.05 },
+  // More elements than 65,535 workgroups of 128 threads: tfjs splits the flat dispatch in two
+  // dimensions (an embedding of a 7B model is 131 M elements).
+  { name: 'row mask, 8.4 M elements', shape: [4097, 2049], mask: [4097, 1], decay: 0.01, scale: 0.5 },
 ];
 
 async function adamRuns(kernels: boolean): Promise<Record<string, Arrays>> {
