@@ -73,6 +73,11 @@ function get(model: ModelWeights, name: string): tf.Tensor {
   return t;
 }
 
+/** The lm_head weight [V, D] (the embeddings when tied). */
+export function lmHeadOf(model: ModelWeights): tf.Tensor2D {
+  return get(model, globalTensorName(model.spec, 'lm_head')) as tf.Tensor2D;
+}
+
 export function layerWeightsOf(model: ModelWeights, layer: number): LayerWeights {
   return assembleLayerWeights(model.spec, layer, (n) => get(model, n));
 }
@@ -88,7 +93,7 @@ export interface ForwardLogitsOptions {
  */
 export function forwardLogits(model: ModelWeights, ids: tf.Tensor2D, options: ForwardLogitsOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
-    const logits = linear(forwardHidden(model, ids, options), get(model, globalTensorName(model.spec, 'lm_head')) as tf.Tensor2D);
+    const logits = linear(forwardHidden(model, ids, options), lmHeadOf(model));
     return logits as tf.Tensor3D;
   });
 }

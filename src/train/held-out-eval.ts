@@ -6,10 +6,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { readScalar } from '../model/tensor-read.js';
 import type { LayerHooks } from '../model/layer-hooks.js';
-import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
+import type { ModelWeights } from '../model/model-weights.js';
 import type { SequenceSet } from './data.js';
 import { prepareTransforms } from './prepared-transforms.js';
-import { causalLmLoss } from './loss.js';
+import { modelLoss } from './model-loss.js';
 
 export interface HeldOutResult {
   /** Mean NLL in nats per target token. */
@@ -63,7 +63,7 @@ async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize:
     const indices = Array.from({ length: Math.min(batchSize, set.sequences.length - start) }, (_, i) => start + i);
     const { ids, mask } = batchTensors(set, indices);
     try {
-      const sum = tf.tidy(() => causalLmLoss(forwardLogits(model, ids, hooks ? { hooks } : {}), ids, mask, 'sum'));
+      const sum = tf.tidy(() => modelLoss(model, ids, mask, { ...(hooks ? { hooks } : {}), reduction: 'sum' }));
       try {
         nll += await readScalar(sum);
       } finally {

@@ -37,6 +37,8 @@ import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainingMemory, estimateTrainingMemory } from './stage-memory.js';
 import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
+import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
+import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
 import { matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
@@ -184,6 +186,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
     });
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory.tfHeapBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
+    if (onWebgpu()) checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
 
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;

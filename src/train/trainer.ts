@@ -19,7 +19,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { InputError, InterruptedError, VerificationError } from '../errors.js';
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
-import { forwardLogits, type ModelWeights } from '../model/model-weights.js';
+import type { ModelWeights } from '../model/model-weights.js';
 import { readFloat32, readScalar } from '../model/tensor-read.js';
 import { Rng } from '../util/rng.js';
 import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
@@ -28,9 +28,9 @@ import type { SequenceSet } from './data.js';
 import { GradientAccumulator } from './grad-accumulation.js';
 import { clipCoefficient, globalNorm } from './grad-clip.js';
 import { batchTensors, evaluateHeldOut, type HeldOutResult } from './held-out-eval.js';
-import { causalLmLoss } from './loss.js';
 import { learningRate, type LrPlan } from './lr-schedule.js';
 import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.js';
+import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
 import { type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor } from './train-state.js';
@@ -256,7 +256,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             const hooks = prepared?.hooks ?? o.hooks;
             const xs: tf.Tensor[] = prepared ? [...variables, ...prepared.tensors] : variables;
             const { value, grads } = tf.engine().gradients(
-              () => causalLmLoss(forwardLogits(o.model, ids, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) }), ids, mask),
+              () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) }),
               xs,
               undefined,
               true,
