@@ -21,6 +21,7 @@ import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
 import { globalTensors, layerTensors } from './architecture.js';
 import type { ModelSpec } from './model-spec.js';
+import { checkWebgpuForwardBinding, forwardChunkFits } from './webgpu-binding-limit.js';
 
 const F32 = 4;
 /** Float32 copies of the attention scores alive in a layer's tidy scope (scores, scaled, masked, probs). */
@@ -110,13 +111,16 @@ export interface ForwardPlan {
 /**
  * The largest chunk (≤ maxChunk) and lm_head block whose estimate fits `budget` bytes in all and
  * `tfHeapLimit` bytes on the tf heap (the wasm backend's heap cannot grow past 4 GiB, whatever
- * --max-memory allows: wasm-heap-limit.ts tfHeapAllowance); a ResourceLimitError saying what is
- * needed when not even one sequence with a small vocabulary block fits.
+ * --max-memory allows: wasm-heap-limit.ts tfHeapAllowance), with no tensor over `maxTensorBytes`
+ * (webgpu's largest storage binding; webgpu-binding-limit.ts); a ResourceLimitError saying what
+ * is needed when not even one sequence with a small vocabulary block fits.
  */
-export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences, tfHeapLimit = Infinity): ForwardPlan {
-  const minRows = Math.min(spec.vocabSize, 1024);
+export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences, tfHeapLimit = Infinity, maxTensorBytes = Infinity): ForwardPlan {
+  if (Number.isFinite(maxTensorBytes)) checkWebgpuForwardBinding(spec, seqLen, maxTensorBytes);
+  // An lm_head block's logits [tokens, rows] must also fit one binding on webgpu.
+  const minRows = Math.max(1, Math.min(spec.vocabSize, 1024, Math.floor(maxTensorBytes / (F32 * seqLen))));
   const estimate = (b: number, rows: number) => estimateForwardMemory(spec, b, seqLen, { totalSequences, vocabBlockRows: rows });
-  const within = (e: ForwardMemoryEstimate) => e.totalBytes <= budget && e.tfHeapBytes <= tfHeapLimit;
+  const within = (e: ForwardMemoryEstimate, b: number, rows: number) => e.totalBytes <= budget && e.tfHeapBytes <= tfHeapLimit && forwardChunkFits(spec, b, seqLen, rows, maxTensorBytes);
   const smallest = estimate(1, minRows);
   if (smallest.tfHeapBytes > tfHeapLimit) {
     throw new ResourceLimitError(
@@ -137,7 +141,7 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
   let hi = Math.max(1, maxChunk);
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    if (within(estimate(mid, minRows))) lo = mid;
+    if (within(estimate(mid, minRows), mid, minRows)) lo = mid;
     else hi = mid - 1;
   }
   const chunk = lo;
@@ -148,7 +152,7 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
   let rows = minRows;
   while (rows < Math.min(spec.vocabSize, cap)) {
     const next = Math.min(spec.vocabSize, cap, rows * 2);
-    if (!within(estimate(chunk, next))) break;
+    if (!within(estimate(chunk, next), chunk, next)) break;
     rows = next;
   }
   return { chunkSequences: chunk, vocabBlockRows: rows, estimate: estimate(chunk, rows) };

@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { InputError, ResourceLimitError, UsageError } from '../errors.js';
+import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
 import { decoderLayer } from './decoder-layer.js';
 import type { LayerActivations, LayerHooks } from './layer-hooks.js';
 import { linear, rmsNorm } from './layer-math.js';
@@ -167,7 +168,7 @@ function planFor(spec: ModelSpec, sequences: readonly ArrayLike<number>[], optio
   const seqLen = Math.max(...sequences.map((s) => s.length));
   const budget = options.maxMemoryBytes ?? DEFAULT_MAX_MEMORY_BYTES;
   const maxChunk = Math.min(options.batchSize ?? sequences.length, sequences.length);
-  return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()));
+  return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()), maxStorageBindingBytes());
 }
 
 /**

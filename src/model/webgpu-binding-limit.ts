@@ -40,12 +40,17 @@ export function largestWeights(spec: ModelSpec): SizedTensor[] {
   ];
 }
 
+/** The weights of one decoder layer (what the streaming forward of analyze and eval holds on the device). */
+export function largestLayerWeights(spec: ModelSpec): SizedTensor[] {
+  return largestWeights(spec).filter((t) => t.what.startsWith('each '));
+}
+
 /** One micro-batch's largest activations in training (the logits excepted, see above). */
 export function largestActivations(spec: ModelSpec, batch: number, seqLen: number): SizedTensor[] {
   return [
-    sized('the attention scores of one micro-batch', [batch, spec.numHeads, seqLen, seqLen]),
-    sized('the MLP activations of one micro-batch', [batch, seqLen, spec.intermediateSize]),
-    sized('the query projections of one micro-batch', [batch, seqLen, spec.numHeads * spec.headDim]),
+    sized('the attention scores', [batch, spec.numHeads, seqLen, seqLen]),
+    sized('the MLP activations', [batch, seqLen, spec.intermediateSize]),
+    sized('the query projections', [batch, seqLen, spec.numHeads * spec.headDim]),
   ];
 }
 
@@ -54,21 +59,38 @@ export function largestActivations(spec: ModelSpec, batch: number, seqLen: numbe
  * training micro-batch would exceed `limitBytes`, the device's largest storage binding.
  */
 export function checkWebgpuBinding(spec: ModelSpec, batch: number, seqLen: number, limitBytes: number, what: string): void {
+  refuseOver(largestWeights(spec), largestActivations(spec, batch, seqLen), limitBytes, what, 'trained', 'lower --batch-size or --seq-len (use --grad-accum to keep the batch)');
+}
+
+/**
+ * The same for a streaming forward pass (analyze, eval), which holds one layer's weights and
+ * makes the lm_head's logits in row blocks: its weights, and the activations of one sequence
+ * (the forward plans its chunks within the limit, memory-estimate.ts planForward).
+ */
+export function checkWebgpuForwardBinding(spec: ModelSpec, seqLen: number, limitBytes: number): void {
+  refuseOver(largestLayerWeights(spec), largestActivations(spec, 1, seqLen), limitBytes, `a forward pass of one ${seqLen}-token sequence`, 'run', 'use shorter sequences (--seq-len)');
+}
+
+function refuseOver(weights: SizedTensor[], activations: SizedTensor[], limitBytes: number, what: string, verb: string, lower: string): void {
   const limit = `this GPU's largest storage binding (${formatBytes(limitBytes)}, maxStorageBufferBindingSize)`;
-  const weight = largestWeights(spec).find((t) => t.bytes > limitBytes);
+  const weight = weights.find((t) => t.bytes > limitBytes);
   if (weight) {
     throw new ResourceLimitError(
       `${what} on webgpu: ${weight.what}, [${weight.shape.join(', ')}] as float32 (${formatBytes(weight.bytes)}), exceeds ${limit}, ` +
-        'so the model cannot be trained on this GPU through WebGPU; use another backend (--backend tensorflow, wasm or cpu)',
+        `so the model cannot be ${verb} on this GPU through WebGPU; use another backend (--backend tensorflow, wasm or cpu)`,
       'MEMORY_WEBGPU_BINDING',
     );
   }
-  const activation = largestActivations(spec, batch, seqLen).find((t) => t.bytes > limitBytes);
+  const activation = activations.find((t) => t.bytes > limitBytes);
   if (activation) {
-    throw new ResourceLimitError(
-      `${what} on webgpu: ${activation.what}, [${activation.shape.join(', ')}] float32 (${formatBytes(activation.bytes)}), exceed ${limit}; ` +
-        'lower --batch-size or --seq-len (use --grad-accum to keep the batch)',
-      'MEMORY_WEBGPU_BINDING',
-    );
+    throw new ResourceLimitError(`${what} on webgpu: ${activation.what}, [${activation.shape.join(', ')}] float32 (${formatBytes(activation.bytes)}), exceed ${limit}; ${lower}`, 'MEMORY_WEBGPU_BINDING');
   }
+}
+
+/** Whether a forward chunk of `batch` sequences and an lm_head block of `rows` rows stay within `limitBytes` in every tensor. */
+export function forwardChunkFits(spec: ModelSpec, batch: number, seqLen: number, rows: number, limitBytes: number): boolean {
+  if (!Number.isFinite(limitBytes)) return true;
+  const logits = F32_BYTES * rows * batch * seqLen;
+  const block = F32_BYTES * rows * spec.hiddenSize;
+  return logits <= limitBytes && block <= limitBytes && largestActivations(spec, batch, seqLen).every((t) => t.bytes <= limitBytes);
 }

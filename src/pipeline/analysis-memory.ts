@@ -21,6 +21,8 @@ export interface AnalysisMemoryInput {
   readonly budgetBytes: number;
   /** Tensor memory the backend allows (wasm-heap-limit.ts tfHeapAllowance); default unlimited. */
   readonly tfHeapLimitBytes?: number;
+  /** The largest tensor the backend can bind (webgpu's maxStorageBufferBindingSize; unbounded elsewhere). */
+  readonly maxTensorBytes?: number;
   readonly dumpStats: boolean;
   readonly erank: boolean;
   readonly base: boolean;
@@ -36,7 +38,7 @@ export interface AnalysisMemoryEstimate {
 }
 
 export function estimateAnalysisMemory(spec: ModelSpec, input: AnalysisMemoryInput): AnalysisMemoryEstimate {
-  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences), input.tfHeapLimitBytes);
+  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences), input.tfHeapLimitBytes, input.maxTensorBytes);
   const { numLayers: L, numHeads: H, numKvHeads: G, intermediateSize: I } = spec;
   const micro = microBatchCount(input.sequences, input.batchSize);
   // Float64 micro-batch sums; recorder counts (int32) and norm sums (float64); float32 records.

@@ -22,6 +22,7 @@ import { f32Tensor, ioError, writeSafetensors } from '../io/safetensors-writer.j
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { checkTokens, contextWarning, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
+import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
 import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
 import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
@@ -109,7 +110,7 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     // The backend first: on wasm the forward's chunks must also fit its heap.
     const backend = await selectBackend((options.backend ?? 'auto') as BackendRequest);
     const memory = estimateAnalysisMemory(spec, {
-      sequences: sequences.length, seqLen, batchSize: options.batchSize, budgetBytes, tfHeapLimitBytes: tfHeapAllowance(backend.name),
+      sequences: sequences.length, seqLen, batchSize: options.batchSize, budgetBytes, tfHeapLimitBytes: tfHeapAllowance(backend.name), maxTensorBytes: maxStorageBindingBytes(),
       dumpStats: options.dumpStats !== undefined, erank: options.erank ?? false, base: options.base !== undefined,
     });
     log(describeMemoryEstimate(memory));

@@ -3,6 +3,7 @@
 // tensor, its shape and size, the limit and what to change; sizes are float32 element counts × 4.
 import { describe, expect, it } from 'vitest';
 import { ExitCode, ResourceLimitError } from '../../src/errors.js';
+import { planForward } from '../../src/model/memory-estimate.js';
 import { checkWebgpuBinding, largestActivations, largestWeights } from '../../src/model/webgpu-binding-limit.js';
 import { llama2_7b, stories260K } from '../train/model-specs.js';
 
@@ -28,7 +29,7 @@ describe('checkWebgpuBinding', () => {
     expect(e).toBeInstanceOf(ResourceLimitError);
     expect(e.exit).toBe(ExitCode.resource);
     expect(e.code).toBe('MEMORY_WEBGPU_BINDING');
-    expect(e.message).toMatch(/^training stage 1 on webgpu: the attention scores of one micro-batch, \[4, 8, 1100, 1100\] float32 \(155 MB\), exceed this GPU's largest storage binding \(134 MB, maxStorageBufferBindingSize\); lower --batch-size or --seq-len/);
+    expect(e.message).toMatch(/^training stage 1 on webgpu: the attention scores, \[4, 8, 1100, 1100\] float32 \(155 MB\), exceed this GPU's largest storage binding \(134 MB, maxStorageBufferBindingSize\); lower --batch-size or --seq-len/);
     expect(() => checkWebgpuBinding(stories260K, 4, 1024, LAVAPIPE, 'training')).not.toThrow(); // exactly 128 MiB
   });
 
@@ -44,5 +45,25 @@ describe('checkWebgpuBinding', () => {
     for (const t of [...largestWeights(llama2_7b), ...largestActivations(llama2_7b, 2, 64)]) expect(t.bytes).toBe(4 * t.shape.reduce((a, b) => a * b, 1));
     expect(largestWeights(stories260K).map((t) => t.what)).not.toContain('lm_head.weight'); // tied
     expect(largestWeights(llama2_7b).map((t) => t.what)).toContain('lm_head.weight');
+  });
+});
+
+describe('planForward within a storage binding (analyze, eval on webgpu)', () => {
+  const GiB = 2 ** 30;
+  it('plans chunks whose attention scores and logits blocks fit the binding', () => {
+    // One 1100-token sequence's scores: 8 × 1100² × 4 = 38.7 MB; three fit 128 MiB, four do not.
+    expect(planForward(stories260K, 16, 1100, 64 * GiB, 16).chunkSequences).toBe(16);
+    const plan = planForward(stories260K, 16, 1100, 64 * GiB, 16, Infinity, LAVAPIPE);
+    expect(plan.chunkSequences).toBe(3);
+    expect(4 * plan.vocabBlockRows * plan.chunkSequences * 1100).toBeLessThanOrEqual(LAVAPIPE);
+    // Without a binding the plan is unchanged.
+    expect(planForward(stories260K, 16, 128, 64 * GiB, 16, Infinity, Infinity)).toEqual(planForward(stories260K, 16, 128, 64 * GiB, 16));
+  });
+
+  it('refuses a sequence whose own scores exceed the binding (exit 5)', () => {
+    // 8 × 2100² × 4 = 141 MB.
+    const e = refusal(() => planForward(stories260K, 1, 2100, 64 * GiB, 1, Infinity, LAVAPIPE));
+    expect(e.code).toBe('MEMORY_WEBGPU_BINDING');
+    expect(e.message).toMatch(/^a forward pass of one 2100-token sequence on webgpu: the attention scores, \[1, 8, 2100, 2100\].*use shorter sequences/);
   });
 });
