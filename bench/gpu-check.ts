@@ -708,6 +708,9 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
     selectedBackend: get('backend.result.selected.name') ?? null,
     readbacks: get('backend.result.readbacks') ?? null,
     adapter: get('backend.result.adapter.description') ?? get('backend.result.selected.detail') ?? null,
+    // What bounds one tensor on webgpu (webgpu-binding-limit.ts, model-loss.ts).
+    maxStorageBufferBindingSize: get('backend.result.adapter.limits.maxStorageBufferBindingSize') ?? null,
+    maxBufferSize: get('backend.result.adapter.limits.maxBufferSize') ?? null,
   };
   for (const name of FIXTURES) out[`forward-${name}`] = get(`forward.result.${name}.pass`) ?? get('forward.skipped') ?? get('forward.error') ?? null;
   out['kernels-vs-cpu'] = get('kernels.result.pass') ?? get('kernels.skipped') ?? get('kernels.error') ?? null;
