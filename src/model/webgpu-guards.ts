@@ -23,6 +23,8 @@ interface GpuErrorEventLike {
 export interface GpuDeviceLike {
   limits: { maxStorageBuffersPerShaderStage: number };
   onuncapturederror: ((event: GpuErrorEventLike) => void) | null;
+  /** Resolves when the device is lost (driver reset, GPU removed, out of memory) or destroyed. */
+  lost?: Promise<{ reason?: string; message?: string }>;
 }
 
 interface WebgpuBackendLike {
@@ -73,17 +75,22 @@ export function chunkedAddN(inputs: tf.TensorInfo[], limit: number, addN: (chunk
 }
 
 /**
- * Latches the first uncaptured error of `device` (replacing any earlier watch, and clearing the
- * latch when the device is a new one).
+ * Latches the first uncaptured error of `device`, or its loss (a lost device runs nothing more
+ * and its reads cannot be trusted either), replacing any earlier watch and clearing the latch
+ * when the device is a new one. A device destroyed on purpose (reason `destroyed`) is not an error.
  */
 export function watchGpuErrors(device: GpuDeviceLike): void {
   if (guardedDevice === device) return;
   guardedDevice = device;
   firstError = undefined;
+  const oneLine = (message: string) => message.trim().replace(/\s*\n\s*/g, ' / ');
   device.onuncapturederror = (event) => {
-    const message = (event.error?.message ?? String(event)).trim().replace(/\s*\n\s*/g, ' / ');
-    firstError ??= message;
+    firstError ??= oneLine(event.error?.message ?? String(event));
   };
+  void device.lost?.then((info) => {
+    if (guardedDevice !== device || info.reason === 'destroyed') return;
+    firstError ??= `the GPU device was lost (${info.reason ?? 'unknown reason'}): ${oneLine(info.message ?? '')}`;
+  });
 }
 
 /** Installs both guards on the active webgpu backend (once per device). */

@@ -60,4 +60,29 @@ describe('GPU error latch', () => {
     expect(await readScalar(t)).toBe(3);
     t.dispose();
   });
+
+  it('a lost device fails later reads too, unless it was destroyed on purpose or is no longer watched', async () => {
+    await selectBackend('cpu');
+    const t = tf.scalar(5);
+    let lose!: (info: { reason?: string; message?: string }) => void;
+    watchGpuErrors({ ...fakeDevice(), lost: new Promise((resolve) => (lose = resolve)) });
+    lose({ reason: 'unknown', message: 'Device lost: VK_ERROR_DEVICE_LOST\n - While submitting' });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const err = await readScalar(t).catch((e: unknown) => e);
+    expect((err as VerificationError).code).toBe('GPU_VALIDATION');
+    expect((err as Error).message).toContain('the GPU device was lost (unknown): Device lost: VK_ERROR_DEVICE_LOST / - While submitting');
+    let destroy!: (info: { reason?: string; message?: string }) => void;
+    watchGpuErrors({ ...fakeDevice(), lost: new Promise((resolve) => (destroy = resolve)) });
+    destroy({ reason: 'destroyed', message: 'Device was destroyed.' });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(await readScalar(t)).toBe(5);
+    // The loss of a device that is no longer the watched one changes nothing.
+    let loseOld!: (info: { reason?: string; message?: string }) => void;
+    watchGpuErrors({ ...fakeDevice(), lost: new Promise((resolve) => (loseOld = resolve)) });
+    watchGpuErrors(fakeDevice());
+    loseOld({ reason: 'unknown', message: 'late' });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(await readScalar(t)).toBe(5);
+    t.dispose();
+  });
 });
