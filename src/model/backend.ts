@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
+import { formatBytes } from '../io/byte-size.js';
 import { registerCpuTrainingKernels } from './cpu-training-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-training-kernels.js';
 import { installWebgpuGuards } from './webgpu-guards.js';
@@ -138,13 +139,16 @@ async function prepareWebgpu(): Promise<Prepared> {
   Object.assign(globalThis, webgpu.globals);
   Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   await import('@tensorflow/tfjs-backend-webgpu');
-  return { ok: true, detail: `WebGPU adapter: ${description || 'unknown GPU'}${software ? ' (software)' : ''}` };
+  // tfjs asks the device for the adapter's limits; the storage binding bounds any one tensor (webgpu-binding-limit.ts).
+  const binding = adapter.limits?.maxStorageBufferBindingSize;
+  return { ok: true, detail: `WebGPU adapter: ${description || 'unknown GPU'}${software ? ' (software)' : ''}${binding ? `; largest tensor ${formatBytes(binding)} (maxStorageBufferBindingSize)` : ''}` };
 }
 
 interface GpuLike {
   requestAdapter(options?: { powerPreference?: string }): Promise<{
     isFallbackAdapter?: boolean;
     info?: { vendor?: string; architecture?: string; description?: string };
+    limits?: { maxStorageBufferBindingSize?: number };
   } | null>;
 }
 
