@@ -246,32 +246,33 @@ export function launchCounter(): { readonly launches: Launches; stop(): void } {
     const key = program.constructor.name === 'Object' ? program.shaderKey : program.constructor.name;
     launches.byProgram[key] = (launches.byProgram[key] ?? 0) + 1;
     launches.count += 1;
-    const started = performance.now();
-    try {
-      return original.runWebGPUProgram.apply(this, args);
-    } finally {
-      launches.recordMs += performance.now() - started;
-    }
+    return timed(() => original.runWebGPUProgram.apply(this, args), (ms) => (launches.recordMs += ms));
   };
   backend.submitQueue = function (this: unknown, ...args: unknown[]) {
     launches.submits += 1;
-    const started = performance.now();
-    try {
-      return original.submitQueue.apply(this, args);
-    } finally {
-      launches.submitMs += performance.now() - started;
-    }
+    return timed(() => original.submitQueue.apply(this, args), (ms) => (launches.submitMs += ms));
   };
-  backend.read = async function (this: unknown, ...args: unknown[]) {
+  backend.read = function (this: unknown, ...args: unknown[]) {
     launches.reads += 1;
-    const started = performance.now();
-    try {
-      return await (original.read.apply(this, args) as Promise<unknown>);
-    } finally {
-      launches.readMs += performance.now() - started;
-    }
+    return timed(() => original.read.apply(this, args), (ms) => (launches.readMs += ms));
   };
   return { launches, stop: () => Object.assign(backend, original) };
+}
+
+/** f(), reporting its milliseconds to `done` when it returns, throws or (a promise) settles. */
+function timed<T>(f: () => T, done: (ms: number) => void): T {
+  const started = performance.now();
+  const finish = () => done(performance.now() - started);
+  let result: T;
+  try {
+    result = f();
+  } catch (e) {
+    finish();
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(finish) as T;
+  finish();
+  return result;
 }
 
 const noLaunches = (): Launches => ({ count: 0, byProgram: {}, recordMs: 0, submits: 0, submitMs: 0, reads: 0, readMs: 0 });
