@@ -5,10 +5,11 @@
  *   AdamW (src/train/adamw-webgpu.ts)        3 steps, export/import, 2 steps; unmasked / row / column / full masks, decay, clipping scale: p, m, v
  *   mixing sites (src/ops/webgpu-site-kernels.ts)  rows and columns (1 and 2 slots, n = 1 … 129): value and every gradient
  *   dense Monarch M (src/ops/webgpu-monarch-dense.ts)  5 block shapes: M and both factor gradients
- *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements
+ *   Σ g² (src/train/sum-squares-webgpu.ts)     13 tensors of 0 … 300,000 elements, 3 small ones, one of 5,000,003
  *   RMSNorm, rotary heads, silu(gate)·up (src/model/webgpu-layer-kernels.ts)  value and gradients, 3–4 shapes each
+ *   the training loss with logits in blocks (src/train/model-loss.ts, what webgpu does past its storage binding)  stories260K, blocks of 7 positions against cpu in one piece: loss and gradients
  *
- * References: cpu's tfjs-ops routes (`kernels: false`, `portable: true`), which the unit tests
+ * References: cpu's tfjs-ops routes (`kernels: false`, `portable: true`; the loss in one piece), which the unit tests
  * check against hand-computed and autodiff values. Also counts the launches of each program
  * route beside the tfjs-ops route on webgpu (what the programs exist to save).
  */
@@ -19,7 +20,10 @@ import { ropeInverseFrequencies, ropeTensors, rotaryHeads } from '../src/model/r
 import { lineSet } from '../src/ops/line-moves.js';
 import { monarchDenseTf } from '../src/ops/monarch-dense-tf.js';
 import { mixColumnsWithM, mixRows, type SiteLines } from '../src/ops/site-mixing.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { disposeModelWeights, loadModelWeights } from '../src/model/model-weights.js';
 import { AdamW } from '../src/train/adamw.js';
+import { modelLoss } from '../src/train/model-loss.js';
 import { sumOfSquaresWebgpu } from '../src/train/sum-squares-webgpu.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -215,6 +219,31 @@ function sumSquaresInputs(sizes: number[]): Float32Array[] {
 /** Σ x² in float64 on the host. */
 const sumSquaresReference = (arrays: Float32Array[]) => arrays.reduce((t, a) => t + a.reduce((s, x) => s + x * x, 0), 0);
 
+/**
+ * stories260K's training loss on 3 × 16 tokens (a padded and a prompt-masked sequence among
+ * them) and its gradients for the embeddings (tied: the head's too), one layer's down_proj and
+ * the final norm, with the logits in `blockRows`-position blocks (Infinity: one piece).
+ */
+async function lossRuns(blockRows: number): Promise<Record<string, Arrays>> {
+  const checkpoint = await Checkpoint.open('fixtures/stories260K');
+  const { model } = await loadModelWeights(checkpoint);
+  await checkpoint.close();
+  const rng = new Rng(11);
+  const ids = tf.tensor2d(Array.from({ length: 48 }, () => rng.nextInt(model.spec.vocabSize)), [3, 16], 'int32');
+  const mask = tf.tensor2d(Array.from({ length: 48 }, (_, i) => ((i >= 28 && i < 32) || (i >= 32 && i < 37) ? 0 : 1)), [3, 16]);
+  const xs = ['model.embed_tokens.weight', 'model.layers.2.mlp.down_proj.weight', 'model.norm.weight'].map((n) => model.tensors.get(n)!);
+  const out: Record<string, Arrays> = {};
+  for (const reduction of ['mean', 'sum'] as const) {
+    const maxLogitBytes = Number.isFinite(blockRows) ? 4 * model.spec.vocabSize * blockRows : Infinity;
+    const { value, grads } = tf.engine().gradients(() => modelLoss(model, ids, mask, { reduction, maxLogitBytes }), xs, undefined, true);
+    out[`loss (${reduction})`] = await Promise.all([value, ...grads].map((t) => t.data() as Promise<Float32Array>));
+    tf.dispose([value, ...grads]);
+  }
+  tf.dispose([ids, mask]);
+  disposeModelWeights(model);
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 interface Launches {
@@ -305,7 +334,7 @@ function compareAll(got: Record<string, Arrays>, ref: Record<string, Arrays>, la
 /** The part: every program against cpu, and the launch counts of both routes on webgpu. */
 export async function partKernels(): Promise<unknown> {
   await selectBackend('cpu');
-  const ref = { adam: await adamRuns(false), sites: await siteRuns(true), monarch: await monarchRuns(), layer: await layerRuns() };
+  const ref = { adam: await adamRuns(false), sites: await siteRuns(true), monarch: await monarchRuns(), layer: await layerRuns(), loss: await lossRuns(Infinity) };
   const backend = await selectBackend('webgpu');
   if (backend.name !== 'webgpu') throw new Error(`webgpu not selected (${backend.name})`);
   const got: Partial<typeof ref> = {};
@@ -314,6 +343,7 @@ export async function partKernels(): Promise<unknown> {
   launches.sites = { programs: await countLaunches(async () => (got.sites = await siteRuns(false))), tfjsOps: await countLaunches(() => siteRuns(true)) };
   launches.monarch = { programs: await countLaunches(async () => (got.monarch = await monarchRuns())), tfjsOps: noLaunches() };
   launches.layer = { programs: await countLaunches(async () => (got.layer = await layerRuns())), tfjsOps: noLaunches() };
+  got.loss = await lossRuns(7);
   const sumOfSquares: Record<string, { got: number; reference: number; relDiff: number }> = {};
   for (const [name, sizes] of Object.entries(SUMSQ_SETS)) {
     const arrays = sumSquaresInputs(sizes);
@@ -330,9 +360,10 @@ export async function partKernels(): Promise<unknown> {
     sites: compareAll(got.sites!, ref.sites, ['value', 'dW', 'dM', 'da', 'db']),
     monarch: compareAll(got.monarch!, ref.monarch, ['M', 'dB1', 'dB2']),
     layer: compareAll(got.layer!, ref.layer, ['value', 'grad 1', 'grad 2', 'observed']),
+    lossInBlocks: compareAll(got.loss!, ref.loss, ['loss', 'd embed_tokens', 'd layers.2 down_proj', 'd norm']),
     sumOfSquares: { worst: sumOfSquaresWorst, cases: sumOfSquares },
   };
-  const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.layer.worst, sumOfSquaresWorst);
+  const worst = Math.max(results.adamw.worst, results.sites.worst, results.monarch.worst, results.layer.worst, results.lossInBlocks.worst, sumOfSquaresWorst);
   // Summaries of the launch counts (per-program detail kept for the log).
   const counts = Object.fromEntries(Object.entries(launches).map(([k, v]) => [k, { programs: v.programs.count, tfjsOps: v.tfjsOps.count, byProgram: v.programs.byProgram }]));
   return { pass: worst <= KERNEL_TOLERANCE, tolerance: KERNEL_TOLERANCE, worstRelDiff: Number(worst.toExponential(2)), ...results, launches: counts };
