@@ -1,7 +1,7 @@
 /**
  * Two guards for the webgpu backend, installed when it is activated (backend.ts).
  *
- * 1. A GPU that rejects a command fails silently in WebGPU: Dawn reports the validation error
+ * 1. A GPU that rejects a command (or runs out of memory) fails silently in WebGPU: Dawn reports the validation error
  *    to the device's `uncapturederror` event (and prints it to stderr), drops the whole command
  *    buffer, and every later read of a tensor computed in it returns stale bytes. That is how
  *    training on an H100 once followed the cpu run for two steps and then parted from it: the
@@ -14,10 +14,11 @@
  *    kernel cannot run. It is replaced by one that adds in chunks within the limit.
  */
 import * as tf from '@tensorflow/tfjs';
-import { VerificationError } from '../errors.js';
+import { ResourceLimitError, VerificationError } from '../errors.js';
 
 interface GpuErrorEventLike {
-  error?: { message?: string };
+  /** A GPUValidationError, GPUOutOfMemoryError or GPUInternalError (told apart by class name). */
+  error?: { message?: string; constructor?: { name?: string } };
 }
 
 export interface GpuDeviceLike {
@@ -34,17 +35,26 @@ interface WebgpuBackendLike {
 
 type KernelFuncLike = (args: { inputs: tf.TensorInfo[]; backend: unknown; attrs?: unknown }) => tf.TensorInfo;
 
-let firstError: string | undefined;
+let firstError: { message: string; outOfMemory: boolean } | undefined;
 let guardedDevice: GpuDeviceLike | undefined;
 
 /**
  * Throws when the GPU has rejected a command since the guards were installed: the values read
- * after it may be stale. Called after every read of a tensor (tensor-read.ts).
+ * after it may be stale. Called after every read of a tensor (tensor-read.ts). Running out of
+ * GPU memory is a resource limit (exit 5, GPU_OUT_OF_MEMORY) with what to lower; anything else a
+ * failed verification (exit 6, GPU_VALIDATION).
  */
 export function assertNoGpuError(): void {
   if (firstError === undefined) return;
+  if (firstError.outOfMemory) {
+    throw new ResourceLimitError(
+      `the GPU ran out of memory, so results computed since then cannot be trusted: ${firstError.message}; ` +
+        'lower --batch-size or --seq-len (use --grad-accum to keep the batch), or use another backend (--backend wasm, tensorflow or cpu)',
+      'GPU_OUT_OF_MEMORY',
+    );
+  }
   throw new VerificationError(
-    `the GPU rejected a command, so results computed since then cannot be trusted: ${firstError} ` +
+    `the GPU rejected a command, so results computed since then cannot be trusted: ${firstError.message} ` +
       `(rerun with --backend wasm, and report this with the message above)`,
     'GPU_VALIDATION',
   );
@@ -85,11 +95,11 @@ export function watchGpuErrors(device: GpuDeviceLike): void {
   firstError = undefined;
   const oneLine = (message: string) => message.trim().replace(/\s*\n\s*/g, ' / ');
   device.onuncapturederror = (event) => {
-    firstError ??= oneLine(event.error?.message ?? String(event));
+    firstError ??= { message: oneLine(event.error?.message ?? String(event)), outOfMemory: event.error?.constructor?.name === 'GPUOutOfMemoryError' };
   };
   void device.lost?.then((info) => {
     if (guardedDevice !== device || info.reason === 'destroyed') return;
-    firstError ??= `the GPU device was lost (${info.reason ?? 'unknown reason'}): ${oneLine(info.message ?? '')}`;
+    firstError ??= { message: `the GPU device was lost (${info.reason ?? 'unknown reason'}): ${oneLine(info.message ?? '')}`, outOfMemory: false };
   });
 }
 

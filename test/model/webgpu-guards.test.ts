@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { VerificationError } from '../../src/errors.js';
+import { ExitCode, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { readScalar } from '../../src/model/tensor-read.js';
 import { assertNoGpuError, chunkedAddN, watchGpuErrors, type GpuDeviceLike } from '../../src/model/webgpu-guards.js';
@@ -58,6 +58,24 @@ describe('GPU error latch', () => {
     watchGpuErrors(fakeDevice());
     expect(() => assertNoGpuError()).not.toThrow();
     expect(await readScalar(t)).toBe(3);
+    t.dispose();
+  });
+
+  it('running out of GPU memory fails later reads as a resource limit (exit 5, GPU_OUT_OF_MEMORY) saying what to lower', async () => {
+    await selectBackend('cpu');
+    class GPUOutOfMemoryError {
+      constructor(readonly message: string) {}
+    }
+    const device = fakeDevice();
+    watchGpuErrors(device);
+    device.onuncapturederror!({ error: new GPUOutOfMemoryError('Out of memory.\n - While calling [Device].CreateBuffer([BufferDescriptor])') });
+    const t = tf.scalar(1);
+    const err = await readScalar(t).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResourceLimitError);
+    expect((err as ResourceLimitError).code).toBe('GPU_OUT_OF_MEMORY');
+    expect((err as ResourceLimitError).exit).toBe(ExitCode.resource);
+    expect((err as Error).message).toMatch(/the GPU ran out of memory.*Out of memory\. \/ - While calling \[Device\]\.CreateBuffer.*lower --batch-size or --seq-len/);
+    watchGpuErrors(fakeDevice());
     t.dispose();
   });
 
