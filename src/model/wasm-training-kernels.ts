@@ -5,11 +5,13 @@
  * about ten times slower than XNNPACK) and sums over broadcast batch dimensions, and
  * an Identity that shares the buffer instead of copying it (the engine clones every tensor it
  * keeps for the backward pass). Also, for training and inference alike, a BatchMatMul that
- * sends batched and transposed products to XNNPACK too (wasm-batch-matmul.ts).
+ * sends batched and transposed products to XNNPACK too (wasm-batch-matmul.ts), and a Transpose
+ * of the last two axes in SIMD tiles (wasm-transpose.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { accumulateSegments } from './segment-sum.js';
 import { batchMatMulViaXnnpack } from './wasm-batch-matmul.js';
+import { transposeViaTiles } from './wasm-transpose.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -34,6 +36,11 @@ export function registerWasmTrainingKernels(): void {
     kernelFunc: ((args: { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike }) =>
       args.inputs.x.dtype === 'string' && copyingIdentity ? copyingIdentity.kernelFunc(args as never) : sharedIdentityWasm(args)) as unknown as tf.KernelFunc,
   });
+  const tfjsTranspose = tf.getKernel('Transpose', 'wasm');
+  if (tfjsTranspose) {
+    tf.unregisterKernel('Transpose', 'wasm');
+    tf.registerKernel({ ...tfjsTranspose, kernelFunc: transposeViaTiles(tfjsTranspose.kernelFunc as never) as unknown as tf.KernelFunc });
+  }
   const tfjsBatchMatMul = tf.getKernel('BatchMatMul', 'wasm');
   const transpose = tf.getKernel('Transpose', 'wasm');
   if (tfjsBatchMatMul && transpose) {
