@@ -13,6 +13,7 @@ import { cpus, loadavg } from 'node:os';
 await import('@tensorflow/tfjs-backend-wasm');
 const tfjsTranspose = tf.getKernel('Transpose', 'wasm')!.kernelFunc;
 const { selectBackend } = await import('../src/model/backend.js');
+const { lastTwoSwappedPerm } = await import('../src/model/wasm-transpose.js');
 await selectBackend('wasm');
 
 const argv = process.argv.slice(2);
@@ -23,7 +24,6 @@ const ROUNDS = opt('--rounds', 7);
 const SHAPES: number[][] = [[256, 256], [256, 688], [688, 256], [8192, 256], [256, 8192], [256, 128], [2, 4, 256, 128]];
 
 const backend = tf.backend();
-const swapLastTwo = (rank: number) => Array.from({ length: rank }, (_, i) => (i === rank - 2 ? rank - 1 : i === rank - 1 ? rank - 2 : i));
 function timeMs(f: () => void): number {
   for (let i = 0; i < 5; i++) f();
   const t = performance.now();
@@ -37,7 +37,7 @@ console.log(`\n| shape (last two axes swapped) | tfjs-wasm ms | apex ms | speed-
 console.log('|---|---|---|---|---|');
 for (const shape of SHAPES) {
   const x = tf.randomNormal(shape);
-  const perm = swapLastTwo(shape.length);
+  const perm = lastTwoSwappedPerm(shape.length);
   const ours: number[] = [];
   const theirs: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {

@@ -19,6 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { reshaped as view } from '../ops/js-kernel-io.js';
+import { lastTwoSwappedPerm } from './wasm-transpose.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -79,10 +80,7 @@ export function batchMatMulViaXnnpack(tfjsKernel: Kernel, transpose: (args: { in
     if (Kb !== K || !preferXnnpack(Math.max(batchA, batchB), M, K, N, batchB === 1, transposeB)) return tfjsKernel(args);
     const temporaries: tf.TensorInfo[] = [];
     const lastTwoSwapped = (t: tf.TensorInfo): tf.TensorInfo => {
-      const r = t.shape.length;
-      const perm = t.shape.map((_, i) => i);
-      [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
-      const out = transpose({ inputs: { x: t }, backend, attrs: { perm } });
+      const out = transpose({ inputs: { x: t }, backend, attrs: { perm: lastTwoSwappedPerm(t.shape.length) } });
       temporaries.push(out);
       return out;
     };

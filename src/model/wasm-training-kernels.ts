@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { accumulateSegments } from './segment-sum.js';
 import { batchMatMulViaXnnpack } from './wasm-batch-matmul.js';
-import { transposeViaTiles } from './wasm-transpose.js';
+import { lastTwoSwappedPerm, transposeViaTiles } from './wasm-transpose.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -95,10 +95,7 @@ function sumToShape(x: tf.Tensor, shape: readonly number[]): tf.Tensor {
 }
 
 function swapLastTwo(x: tf.Tensor): tf.Tensor {
-  const perm = x.shape.map((_, i) => i);
-  const n = perm.length;
-  [perm[n - 2], perm[n - 1]] = [perm[n - 1]!, perm[n - 2]!];
-  return tf.transpose(x, perm);
+  return tf.transpose(x, lastTwoSwappedPerm(x.rank));
 }
 
 /** out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]; ids outside [0, numSegments) are dropped, as in TF. */

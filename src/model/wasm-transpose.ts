@@ -109,6 +109,13 @@ interface WasmBackendLike {
 
 type TransposeArgs = { inputs: { x: tf.TensorInfo }; backend: WasmBackendLike; attrs: { perm: number[] } };
 
+/** The permutation of `rank` axes that swaps the last two (the transpose of a batch of matrices). */
+export function lastTwoSwappedPerm(rank: number): number[] {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1]!, perm[rank - 2]!];
+  return perm;
+}
+
 /** Below this many elements tfjs's own kernel is as fast (the call costs more than the copy). */
 const MIN_ELEMENTS = 4096;
 
@@ -122,7 +129,7 @@ export function transposeViaTiles(tfjsKernel: (args: TransposeArgs) => tf.Tensor
     const { x } = args.inputs;
     const { perm } = args.attrs;
     const rank = x.shape.length;
-    const swapsLastTwo = rank >= 2 && perm.every((p, i) => p === (i === rank - 2 ? rank - 1 : i === rank - 1 ? rank - 2 : i));
+    const swapsLastTwo = rank >= 2 && perm.join() === lastTwoSwappedPerm(rank).join();
     const size = x.shape.reduce((a, b) => a * b, 1);
     const memory = args.backend.wasm.asm?.memory;
     const shared = typeof SharedArrayBuffer !== 'undefined' && memory?.buffer instanceof SharedArrayBuffer;

@@ -23,15 +23,13 @@ export interface SizedTensor {
 
 const sized = (what: string, shape: number[]): SizedTensor => ({ what, shape, bytes: F32_BYTES * shape.reduce((a, b) => a * b, 1) });
 
-/** The model's largest weights as float32 (one of each shape kind; gradients and moments share them). */
-export function largestWeights(spec: ModelSpec): SizedTensor[] {
+/** The weights of one decoder layer (what the streaming forward of analyze and eval holds on the device), one of each shape kind. */
+export function largestLayerWeights(spec: ModelSpec): SizedTensor[] {
   const D = spec.hiddenSize;
   const q = spec.numHeads * spec.headDim;
   const kv = spec.numKvHeads * spec.headDim;
   const I = spec.intermediateSize;
   return [
-    sized('the embeddings (model.embed_tokens.weight)', [spec.vocabSize, D]),
-    ...(spec.tieWordEmbeddings ? [] : [sized('lm_head.weight', [spec.vocabSize, D])]),
     sized('each mlp.gate_proj / up_proj weight', [I, D]),
     sized('each mlp.down_proj weight', [D, I]),
     sized('each self_attn.q_proj weight', [q, D]),
@@ -40,9 +38,13 @@ export function largestWeights(spec: ModelSpec): SizedTensor[] {
   ];
 }
 
-/** The weights of one decoder layer (what the streaming forward of analyze and eval holds on the device). */
-export function largestLayerWeights(spec: ModelSpec): SizedTensor[] {
-  return largestWeights(spec).filter((t) => t.what.startsWith('each '));
+/** The model's largest weights as float32: the embeddings, lm_head and one layer's (gradients and moments share their shapes). */
+export function largestWeights(spec: ModelSpec): SizedTensor[] {
+  return [
+    sized('the embeddings (model.embed_tokens.weight)', [spec.vocabSize, spec.hiddenSize]),
+    ...(spec.tieWordEmbeddings ? [] : [sized('lm_head.weight', [spec.vocabSize, spec.hiddenSize])]),
+    ...largestLayerWeights(spec),
+  ];
 }
 
 /** One micro-batch's largest activations in training (the logits excepted, see above). */
