@@ -8,8 +8,12 @@
  * - E continues N's order: after N is taken, E is the next units of the same candidate pool by
  *   (score ascending, index ascending). Total directly-tuned count per layer =
  *   max(|P| + |N|, floor(n · tunedRatio)), limited by the units available.
- * - Decaying K: units used as N in earlier stages are removed from the candidate pool of P, N
- *   and E; when the pool holds fewer than 2k units, k shrinks to floor(pool / 2).
+ * - Decaying K: units used as N in earlier stages are removed from the candidate pool of P and
+ *   N; when the pool holds fewer than 2k units, k shrinks to floor(pool / 2). In the
+ *   `structured` setting they stay directly tuned: they open E (score ascending, index
+ *   ascending), ahead of the pool's units after N, and are kept even where they alone exceed
+ *   the tuned total (the reference's decaying-K run "retains earlier Min-K groups for direct
+ *   training and excludes them from later selections").
  * - `reverse` swaps P and N after choosing them and leaves E as it is, so the ablation changes
  *   only the direction of the operator, not the set of directly-tuned units.
  * - `randomSeed` shuffles the score values among the units with one Rng(seed) consumed in
@@ -56,7 +60,10 @@ export function tunedCount(n: number, tunedRatio: number, k: number): number {
 }
 
 export interface UnitSelectionOptions {
-  /** Units excluded from P, N and E (decaying K: units that were N in earlier stages). */
+  /**
+   * Units excluded from P and N (decaying K: units that were N in earlier stages); with
+   * `tunedTotal` they lead E.
+   */
   readonly exclude?: Iterable<number>;
   /** Total size of P ∪ N ∪ E; E is empty when this is absent or ≤ 2k. */
   readonly tunedTotal?: number;
@@ -85,8 +92,13 @@ export function selectUnits(scores: ArrayLike<number>, k: number, options: UnitS
   const inP = new Set(P);
   const ascendingRest = pool.filter((u) => !inP.has(u)).sort((x, y) => scores[x]! - scores[y]! || x - y);
   const N = ascendingRest.slice(0, kk);
-  const extra = Math.max(0, (options.tunedTotal ?? 0) - 2 * kk);
-  const E = ascendingRest.slice(kk, kk + extra);
+  const E: number[] = [];
+  if (options.tunedTotal !== undefined) {
+    const retained = [...excluded].filter((u) => u >= 0 && u < n).sort((x, y) => scores[x]! - scores[y]! || x - y);
+    E.push(...retained);
+    const extra = Math.max(0, options.tunedTotal - 2 * kk - retained.length);
+    E.push(...ascendingRest.slice(kk, kk + extra));
+  }
   return options.reverse
     ? { P: Int32Array.from(N), N: Int32Array.from(P), E: Int32Array.from(E) }
     : { P: Int32Array.from(P), N: Int32Array.from(N), E: Int32Array.from(E) };

@@ -14,14 +14,15 @@
  *
  * so a segment starts at 0, reaches `base` at j = w, and reaches 0 at j = n.
  *
- * Segment 0 covers the whole run: base = peakLr, n = totalSteps, w = max(1, ⌊0.03·n⌋).
+ * Segment 0 covers the whole run: base = peakLr, n = totalSteps, w = ⌊0.03·n⌋.
  * Every later stage start b (0 < b < totalSteps) opens a new segment that replaces the
  * previous one from b on, as the reference does when it rebuilds the optimizer at a stage
  * boundary: base = the rate the previous segment gives at step b (the "current" rate),
- * n = totalSteps − b (the remaining steps), w = max(1, ⌊0.005·n⌋), local step j = s − b.
- * The reference floors the warm-up counts without a minimum; the "at least 1" is ours (a
- * zero warm-up would make a one-step segment divide by zero and is what a 3% of < 34 steps
- * gives).
+ * n = totalSteps − b (the remaining steps), w = ⌊0.005·n⌋, local step j = s − b.
+ * The warm-up counts are floored without a minimum, as in the reference: a run of < 34 steps
+ * has no first warm-up and a stage with < 200 steps left starts straight at the current rate
+ * (a forced 1-step warm-up would spend that step at rate 0). w = 0 is well defined above:
+ * the cosine's denominator is max(1, n − w).
  *
  * Steps at or past totalSteps have rate 0.
  */
@@ -41,9 +42,9 @@ export const FIRST_WARMUP_FRACTION = 0.03;
 /** Fraction of the remaining steps used for the re-warm-up at a stage boundary. */
 export const STAGE_WARMUP_FRACTION = 0.005;
 
-/** Warm-up steps of a segment of n steps with the given fraction (at least 1 when n > 0). */
+/** Warm-up steps of a segment of n steps with the given fraction: ⌊n · fraction⌋, possibly 0. */
 export function warmupSteps(n: number, fraction: number): number {
-  return n > 0 ? Math.max(1, Math.floor(n * fraction)) : 0;
+  return n > 0 ? Math.floor(n * fraction) : 0;
 }
 
 /** The schedule shape of one segment at local step j (see the module header). */

@@ -51,7 +51,7 @@ export const finetuneFlags = {
   'lora-alpha': numberFlag('LoRA alpha (default 2 × rank).'),
   'match-params': Flags.string({ description: 'LoRA: pick the rank whose trainable count is closest to this APEX run\'s (run or stage folder).' }),
   ratio: numberFlag('Selection ratio: k = floor(n · ratio / 2^s) units per side and layer (default 0.375).'),
-  'decay-k': Flags.boolean({ description: 'Decaying K: s = stage index; units used as N earlier are excluded.' }),
+  'decay-k': Flags.boolean({ description: 'Decaying K: s = stage index; units used as N earlier are excluded from P and N (structured: they stay directly tuned).' }),
   score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: averaged norms (ablation).', options: ['rank', 'avg'] }),
   'random-selection': Flags.boolean({ description: 'Ablation: seeded shuffle of the scores before selecting.' }),
   reverse: Flags.boolean({ description: 'Ablation: swap P and N.' }),

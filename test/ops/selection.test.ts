@@ -77,11 +77,16 @@ describe('selectUnits', () => {
     expect(list(selectUnits(scores, 2, { tunedTotal: 100 }).E)).toEqual([6, 0, 2, 4]);
   });
 
-  it('excludes earlier N units from P, N and E (decaying K)', () => {
-    const s = selectUnits(scores, 2, { exclude: [1, 3], tunedTotal: 5 });
+  it('excludes earlier N units from P and N and keeps them directly tuned at the head of E (decaying K)', () => {
+    const s = selectUnits(scores, 2, { exclude: [3, 1], tunedTotal: 7 });
     expect(list(s.P)).toEqual([5, 7]);
     expect(list(s.N)).toEqual([6, 0]);
-    expect(list(s.E)).toEqual([2]);
+    // the earlier N units by (score asc, index asc), then the pool's next-lowest after N
+    expect(list(s.E)).toEqual([1, 3, 2]);
+    // kept even where they alone exceed the tuned total
+    expect(list(selectUnits(scores, 2, { exclude: [1, 3], tunedTotal: 4 }).E)).toEqual([1, 3]);
+    // without a tuned total (operators, full) there is no E at all
+    expect(list(selectUnits(scores, 2, { exclude: [1, 3] }).E)).toEqual([]);
   });
 
   it('shrinks k when the pool is too small', () => {

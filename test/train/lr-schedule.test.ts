@@ -27,12 +27,12 @@ describe('learning-rate plan (§5)', () => {
     // the first segment's rate at step 100: 1e-3 * 0.5 * (1 + cos(pi * 94/194))
     const current = 5.242811110572242e-4;
     for (const s of [0, 6, 50, 99]) expect(learningRate(s, twoStage)).toBe(learningRate(s, single));
-    // remaining 100 steps: warm-up max(1, floor(0.5)) = 1 step
-    expect(learningRate(100, twoStage)).toBe(0);
-    expect(learningRate(101, twoStage)).toBeCloseTo(current, 15);
-    // step 150: current * 0.5 * (1 + cos(pi * 49/99))
-    expect(learningRate(150, twoStage)).toBeCloseTo(2.662996681022655e-4, 15);
-    expect(learningRate(199, twoStage)).toBeCloseTo(1.3197665935697356e-7, 18);
+    // remaining 100 steps: warm-up floor(0.5) = 0 steps, so the stage starts at the current rate
+    expect(learningRate(100, twoStage)).toBeCloseTo(current, 15);
+    // step 150: current * 0.5 * (1 + cos(pi * 50/100))
+    expect(learningRate(150, twoStage)).toBeCloseTo(current / 2, 15);
+    // step 199: current * 0.5 * (1 + cos(pi * 99/100))
+    expect(learningRate(199, twoStage)).toBeCloseTo(1.2935053984695354e-7, 18);
     expect(learningRate(200, twoStage)).toBe(0);
   });
 
@@ -51,14 +51,26 @@ describe('learning-rate plan (§5)', () => {
     expect(learningRate(3000, plan)).toBe(0);
   });
 
-  it('has at least one warm-up step for tiny runs', () => {
-    expect(warmupSteps(10, 0.03)).toBe(1);
+  it('floors the warm-up counts without a minimum, as the reference (no step spent at rate 0)', () => {
+    expect(warmupSteps(10, 0.03)).toBe(0);
+    expect(warmupSteps(34, 0.03)).toBe(1);
+    expect(warmupSteps(199, 0.005)).toBe(0);
+    expect(warmupSteps(200, 0.005)).toBe(1);
     expect(warmupSteps(0, 0.03)).toBe(0);
     const plan = { peakLr: 1, totalSteps: 4, stageStarts: [0, 2] };
-    // segment 0: w=1, n=4: step 1 -> 1, step 2 -> 0.5*(1+cos(pi/3)) = 0.75
-    expect(learningRate(1, plan)).toBe(1);
-    expect(learningRate(2, plan)).toBe(0);
-    expect(learningRate(3, plan)).toBeCloseTo(0.75, 15);
+    // segment 0: w=0, n=4: step j -> 0.5*(1+cos(pi*j/4)): 1, 0.8536, (0.5 at 2)
+    expect(learningRate(0, plan)).toBe(1);
+    expect(learningRate(1, plan)).toBeCloseTo(0.5 * (1 + Math.cos(Math.PI / 4)), 15);
+    // segment 1 from step 2: base 0.5, w=0, n=2: step 2 -> 0.5, step 3 -> 0.25
+    expect(learningRate(2, plan)).toBeCloseTo(0.5, 15);
+    expect(learningRate(3, plan)).toBeCloseTo(0.25, 15);
+    // the demonstration's 36 + 36 steps: 2 warm-up steps, then stage 2 starts at the current rate
+    const demo = planForStages(1e-3, [36, 36]);
+    expect(learningRate(0, demo)).toBe(0);
+    expect(learningRate(2, demo)).toBe(1e-3);
+    const atBoundary = 1e-3 * 0.5 * (1 + Math.cos((Math.PI * 34) / 70));
+    expect(learningRate(36, demo)).toBeCloseTo(atBoundary, 18);
+    expect(learningRate(37, demo)).toBeCloseTo(atBoundary * 0.5 * (1 + Math.cos(Math.PI / 36)), 18);
   });
 
   it('rejects malformed plans', () => {
