@@ -2,6 +2,8 @@
  * A Hugging Face checkpoint folder: `config.json` plus either `model.safetensors` or
  * `model-0000i-of-0000N.safetensors` shards with `model.safetensors.index.json`. Opening one
  * cross-checks the index against every shard header; tensors are then read one at a time.
+ * With an index, exactly the files it lists are the checkpoint (other `.safetensors` files in
+ * the folder are left unread and reported, as transformers loads only what the index maps).
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,6 +33,11 @@ export class Checkpoint {
     private readonly shards: ReadonlyMap<string, SafetensorsFile>,
     private readonly tensorsByName: ReadonlyMap<string, CheckpointTensor>,
     readonly index: ShardIndex | undefined,
+    /**
+     * `.safetensors` files in the folder that the index does not list, left unread as
+     * transformers does (e.g. Mistral's `consolidated.safetensors` next to its shards).
+     */
+    readonly unlistedFiles: readonly string[] = [],
   ) {}
 
   static async open(dir: string, options: { requireConfig?: boolean } = {}): Promise<Checkpoint> {
@@ -46,13 +53,11 @@ export class Checkpoint {
     try {
       let index: ShardIndex | undefined;
       let shardFiles: string[];
+      let unlisted: string[] = [];
       if (entries.includes(INDEX_FILE)) {
         index = await readIndex(join(dir, INDEX_FILE));
         shardFiles = [...new Set(index.weightMap.values())].sort();
-        const stray = entries.filter((f) => f.endsWith('.safetensors') && !shardFiles.includes(f));
-        if (stray.length > 0) {
-          throw new InputError(`${join(dir, INDEX_FILE)}: shard file(s) ${stray.join(', ')} present in the folder but not listed in the index`, 'INDEX_MISMATCH');
-        }
+        unlisted = entries.filter((f) => f.endsWith('.safetensors') && !shardFiles.includes(f)).sort();
         for (const f of shardFiles) {
           if (!entries.includes(f)) throw new InputError(`${join(dir, INDEX_FILE)}: lists shard '${f}' which does not exist`, 'INDEX_MISMATCH');
         }
@@ -86,7 +91,7 @@ export class Checkpoint {
           if (!tensors.has(name)) throw new InputError(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`, 'INDEX_MISMATCH');
         }
       }
-      return new Checkpoint(dir, config, shardFiles, opened, tensors, index);
+      return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted);
     } catch (e) {
       await closeAll();
       throw e;

@@ -161,6 +161,14 @@ export class HubClient {
         if (!etag || !Number.isSafeInteger(size) || size < 0) {
           throw new InputError(`${ctx.repo}/${path}: ${this.hubUrl} gave no etag or size for the file`, 'HUB_RESPONSE');
         }
+        // The etag names the blob file and is the hash its bytes are checked against: anything
+        // but a hash (a path such as "../x" included) is refused, never used as a file name.
+        if (!SHA256.test(etag) && !GIT_SHA1.test(etag)) {
+          throw new InputError(
+            `${ctx.repo}/${path}: ${this.hubUrl} gave etag ${JSON.stringify(etag.slice(0, 80))}, which is neither a sha256 nor a git sha1; apex names and verifies blobs by that hash`,
+            'HUB_RESPONSE',
+          );
+        }
         return { path, size, etag };
       }
       throw new InputError(`${ctx.repo}/${path}: too many or cross-site redirects from ${this.hubUrl} while reading file metadata`, 'HUB_RESPONSE');
@@ -218,7 +226,7 @@ export class HubClient {
           throw new TransientFailure(`connection ended after ${received} of ${file.size} bytes`, 'network');
         }
         const digest = hasher.digest('hex');
-        if (hasherKind(file) !== 'size-only' && digest !== file.etag) {
+        if (digest !== file.etag) {
           await rm(mine, { force: true });
           throw new TransientFailure(`content hash ${digest} does not match ${file.etag}`, 'integrity');
         }
@@ -398,17 +406,12 @@ function parseRevisionInfo(body: unknown, ctx: HubContext, hub: string): Revisio
   return { commit: info.sha, files, described };
 }
 
-type HasherKind = 'sha256' | 'git-sha1' | 'size-only';
-
-function hasherKind(file: RemoteFile): HasherKind {
-  if (SHA256.test(file.etag)) return 'sha256';
-  if (GIT_SHA1.test(file.etag)) return 'git-sha1';
-  return 'size-only';
-}
-
-/** The hash that names the blob: sha256 of the bytes, or git's sha1 of "blob <size>\0" + bytes. */
+/**
+ * The hash that names the blob: sha256 of the bytes, or git's sha1 of "blob <size>\0" + bytes
+ * (etags are checked to be one of the two where they are read).
+ */
 function newHasher(file: RemoteFile): Hash {
-  if (hasherKind(file) === 'sha256') return createHash('sha256');
+  if (SHA256.test(file.etag)) return createHash('sha256');
   const h = createHash('sha1');
   h.update(`blob ${file.size}\0`);
   return h;

@@ -11,7 +11,7 @@ import { checkCheckpointTensors } from '../model/architecture.js';
 import { parseModelConfig } from '../model/config.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { formatBytes } from './byte-size.js';
-import { Checkpoint } from './checkpoint.js';
+import { Checkpoint, INDEX_FILE } from './checkpoint.js';
 import { numel } from './dtype.js';
 
 export interface RopeSummary {
@@ -86,7 +86,10 @@ export async function inspectCheckpoint(dir: string): Promise<InspectResult> {
       { check: 'safetensors headers', ok: true, detail: `${ck.shardFiles.length} file(s) valid (offsets, sizes, dtypes, no trailing bytes)` },
     ];
     if (ck.index) {
-      checks.push({ check: 'shard index', ok: true, detail: 'every mapped tensor is in its shard; no tensor in two shards; no unlisted or missing shards' });
+      checks.push({ check: 'shard index', ok: true, detail: 'every mapped tensor is in its shard; no tensor in two shards; no missing shards' });
+      if (ck.unlistedFiles.length > 0) {
+        warnings.push(`${ck.unlistedFiles.join(', ')} in the folder but not in ${INDEX_FILE}: not part of the checkpoint, not read`);
+      }
       const declared = ck.index.metadata.total_size;
       const total = ck.totalBytes();
       // Some published indexes carry a slightly wrong total_size; loaders ignore it, so only warn.

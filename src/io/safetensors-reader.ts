@@ -71,13 +71,21 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   const metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];
   for (const [name, entry] of Object.entries(parsed as Record<string, unknown>)) {
+    if (LONE_SURROGATE.test(name)) {
+      throw new SafetensorsFormatError(file, 'header-json', `key ${JSON.stringify(name)} holds an unpaired UTF-16 surrogate (an escape such as \\ud800), which is not Unicode text`);
+    }
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+      // null is "no metadata" to the safetensors crate (an Option), so it is accepted here too.
+      if (entry === null) continue;
+      if (typeof entry !== 'object' || Array.isArray(entry)) {
         throw new SafetensorsFormatError(file, 'metadata-type', '__metadata__ must be an object of string to string');
       }
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') {
           throw new SafetensorsFormatError(file, 'metadata-type', `__metadata__['${k}'] is ${v === null ? 'null' : typeof v}, must be a string`);
+        }
+        if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) {
+          throw new SafetensorsFormatError(file, 'header-json', `__metadata__ entry ${JSON.stringify(k)} holds an unpaired UTF-16 surrogate, which is not Unicode text`);
         }
         metadata[k] = v;
       }
@@ -109,6 +117,12 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   }
   return { headerLength, dataOffset, metadata, tensors: ordered };
 }
+
+/**
+ * An unpaired UTF-16 surrogate: JSON.parse accepts the escape "\ud800" alone, but it is not
+ * Unicode, and the safetensors crate (serde_json) rejects such a header.
+ */
+export const LONE_SURROGATE = /\p{Surrogate}/u;
 
 function parseTensorEntry(file: string, name: string, entry: unknown): TensorInfo {
   if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {

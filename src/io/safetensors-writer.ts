@@ -1,7 +1,9 @@
 /**
- * Streaming safetensors writer. Lays a file out the way the safetensors crate does (tensors
- * ordered by dtype alignment, largest first, then name; header JSON padded with spaces to a
- * multiple of 8; `__metadata__.format` always present, "pt" unless the caller says otherwise),
+ * Streaming safetensors writer. Lays a file out as the format requires and the safetensors
+ * crate reads (tensors ordered by dtype alignment, largest first, then name — the crate itself
+ * orders by dtype, then name, so files mixing dtypes of one alignment, e.g. BF16 and F16, differ
+ * from its order but not in content; header JSON padded with spaces to a multiple of 8;
+ * `__metadata__.format` always present, "pt" unless the caller says otherwise),
  * then streams each tensor's bytes to disk one tensor at a time, so no caller ever holds a
  * whole shard. `writeSafetensors` is atomic for one file (temp file in the same folder, fsync,
  * rename, fsync folder); `writeSafetensorsFile` writes in place and is what the checkpoint
@@ -12,6 +14,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ApexError, ExitCode, InterruptedError, ResourceLimitError, UsageError } from '../errors.js';
 import { type DType, dtypeAlignment, isDType, tensorByteLength } from './dtype.js';
+import { LONE_SURROGATE } from './safetensors-reader.js';
 
 /**
  * A tensor's bytes: in memory, produced on demand (called once, when the writer reaches the
@@ -107,6 +110,7 @@ export function planSafetensorsLayout(tensors: readonly TensorDescriptor[], meta
   const seen = new Set<string>();
   const sized = tensors.map((t) => {
     if (t.name === '__metadata__') throw invalidTensor(t.name, "'__metadata__' is reserved and cannot name a tensor");
+    if (LONE_SURROGATE.test(t.name)) throw invalidTensor(t.name, 'tensor name holds an unpaired UTF-16 surrogate, which is not Unicode text');
     if (seen.has(t.name)) throw invalidTensor(t.name, 'tensor name appears twice');
     seen.add(t.name);
     if (!isDType(t.dtype)) throw invalidTensor(t.name, `unknown dtype '${String(t.dtype)}'`);
@@ -121,6 +125,7 @@ export function planSafetensorsLayout(tensors: readonly TensorDescriptor[], meta
   const meta: Record<string, string> = { format: 'pt', ...metadata };
   for (const [k, v] of Object.entries(meta)) {
     if (typeof v !== 'string') throw invalidTensor('__metadata__', `metadata '${k}' is not a string`);
+    if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw invalidTensor('__metadata__', `metadata '${k}' holds an unpaired UTF-16 surrogate, which is not Unicode text`);
   }
   const parts: string[] = [`"__metadata__":${JSON.stringify(Object.fromEntries(Object.keys(meta).sort(compareNames).map((k) => [k, meta[k]])))}`];
   const planned: PlannedTensor[] = [];

@@ -3,11 +3,14 @@
  * could clean up. Every apex writer names its work in progress after the final path and its
  * own PID:
  *
- *   <name>.tmp-<pid>[-<hex>]        a file or folder being written, renamed to <name> when done
- *   <name>.old-<pid>-<hex>          a previous complete <name> moved aside for a moment while
+ *   <name>.tmp-<pid>-<hex8>         a file or folder being written, renamed to <name> when done
+ *   <name>.old-<pid>-<hex8>         a previous complete <name> moved aside for a moment while
  *                                   its replacement is renamed in
- *   <x>.lock.<pid>-<hex>            a lock file being created (output-lock.ts)
- *   <x>.lock.stale-<pid>-<hex>      a stale lock being taken over
+ *   <x>.lock.<pid>-<hex8>           a lock file being created (output-lock.ts)
+ *   <x>.lock.stale-<pid>-<hex8>     a stale lock being taken over
+ *
+ * <hex8> is 4 random bytes in lower-case hex. The exact form is required so that a user's
+ * own names next to an output (`model.old-2023`, `model.tmp-7`) are never taken for apex's.
  *
  * Whoever takes an output's lock sweeps what dead processes left next to the output and, in a
  * folder apex recognises as its own (a run folder), inside it. A name whose PID is alive on
@@ -28,8 +31,8 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-const IN_PROGRESS = /^(.+)\.(tmp|old)-(\d+)(?:-[0-9a-f]+)?$/;
-const LOCK_IN_PROGRESS = /^(.+\.lock)\.(?:stale-)?(\d+)-[0-9a-f]+$/;
+const IN_PROGRESS = /^(.+)\.(tmp|old)-(\d+)-[0-9a-f]{8}$/;
+const LOCK_IN_PROGRESS = /^(.+\.lock)\.(?:stale-)?(\d+)-[0-9a-f]{8}$/;
 
 /** What a work-in-progress name stands for, or undefined for an ordinary name. */
 export interface InProgressName {

@@ -4,6 +4,7 @@
  * train, and fingerprinted with the sha256 of its config and of every weight file, so
  * summary.json says exactly what was trained.
  */
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
 import { resolveModel, type ResolvedModel } from '../io/resolve-model.js';
@@ -41,11 +42,13 @@ export async function resolveBaseModel(argument: string, options: { signal?: Abo
 /**
  * The record of the base model with the sha256 of its config and weight files. `known` is the
  * record of an earlier invocation of the same run: when it names the same folder and files,
- * the hashes are reused instead of reading every weight file again.
+ * and no file has changed size or been modified since it was hashed, the hashes are reused
+ * instead of reading every weight file again.
  */
 export async function baseModelRecord(base: ResolvedBaseModel, options: { signal?: AbortSignal; progress?: (m: string) => void; known?: BaseModelRecord }): Promise<BaseModelRecord> {
   const { known } = options;
-  if (known !== undefined && known.path === base.dir && known.files.map((f) => f.file).join() === base.files.join()) return known;
+  if (known !== undefined && known.path === base.dir && known.files.map((f) => f.file).join() === base.files.join() && (await unchangedSince(known))) return known;
+  const hashedAt = new Date();
   const files = [];
   for (const name of base.files) {
     options.progress?.(`hashing ${name}`);
@@ -61,6 +64,18 @@ export async function baseModelRecord(base: ResolvedBaseModel, options: { signal
     ...(r.revision !== undefined ? { revision: r.revision } : {}),
     ...(r.commit !== undefined ? { commit: r.commit } : {}),
     parameters: base.parameters,
+    hashedAt: hashedAt.toISOString(),
     files,
   };
+}
+
+/** True when every file of `known` still has its recorded size and was not modified after it was hashed. */
+async function unchangedSince(known: BaseModelRecord): Promise<boolean> {
+  const hashedAt = known.hashedAt !== undefined ? Date.parse(known.hashedAt) : NaN;
+  if (!Number.isFinite(hashedAt)) return false;
+  for (const f of known.files) {
+    const st = await stat(join(known.path, f.file)).catch(() => undefined);
+    if (st === undefined || st.size !== f.bytes || st.mtimeMs > hashedAt) return false;
+  }
+  return true;
 }

@@ -28,6 +28,8 @@ export interface BaseModelRecord {
   readonly revision?: string;
   readonly commit?: string;
   readonly parameters: number;
+  /** When the files were hashed (ISO 8601); a resumed run re-hashes files modified since. */
+  readonly hashedAt?: string;
   readonly files: readonly FileRecord[];
 }
 

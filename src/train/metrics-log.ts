@@ -3,6 +3,7 @@
  * for the evaluation before the first step), appended as training goes. A resumed run first
  * cuts the file back to its checkpoint's step, so no step is ever logged twice.
  */
+import { randomBytes } from 'node:crypto';
 import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -59,7 +60,7 @@ export async function truncateMetrics(path: string, step: number | undefined): P
     return [];
   }
   const kept = (await readMetrics(path)).filter((l) => l.step <= step);
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   await writeFile(tmp, kept.map((l) => `${JSON.stringify(l)}\n`).join(''));
   await rename(tmp, path);
   return kept;

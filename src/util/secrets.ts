@@ -11,7 +11,10 @@ export function registerSecret(secret: string | undefined): void {
 }
 
 const TOKEN_PATTERNS: RegExp[] = [
-  /hf_[A-Za-z0-9]{8,}/g, // Hugging Face user/org tokens
+  // Hugging Face user/org tokens ("hf_" + 34 letters today): ≥ 30 characters as a whole word,
+  // so folder names such as /data/hf_checkpoints or hf_downloads (paths apex records and reads
+  // back) are left as written; a registered token is masked whatever its shape (above).
+  /(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])/g,
   /(Authorization:\s*Bearer\s+)[^\s"']+/gi,
   /([?&](?:token|access_token)=)[^&\s"']+/gi,
 ];

@@ -114,6 +114,16 @@ describe('resolveModel from the Hub', () => {
     await expectSameTensors(r.dir);
   });
 
+  it('refuses an etag from a HEAD answer that is not a hash, and writes nothing outside the cache', async () => {
+    w.hub.blobsMetadata = false;
+    w.hub.faults.push({ kind: 'path-etag', path: /\/resolve\//, method: 'HEAD', times: Infinity });
+    await expect(resolveModel(SINGLE, w.options())).rejects.toMatchObject({ exit: 3, code: 'HUB_RESPONSE', message: expect.stringMatching(/etag "\.\.\/\.\.\/\.\.\/escaped-blob".*neither a sha256 nor a git sha1/) });
+    expect(w.hub.requests.filter((q) => q.method === 'GET' && q.path.includes('/resolve/'))).toEqual([]);
+    for (const dir of [w.cacheDir, join(w.cacheDir, '..'), join(w.cacheDir, '..', '..')]) {
+      await expect(lstat(join(dir, 'escaped-blob'))).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+  });
+
   it('reuses a cache written by the Python client without touching the network', async () => {
     const files = singleFileRepo();
     const root = join(w.cacheDir, 'models--some-org--py-model');

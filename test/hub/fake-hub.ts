@@ -32,7 +32,8 @@ export type FaultKind =
   | 'truncate' // announce the full length, send half, drop the connection
   | 'short-chunked' // no length announced, send half, end cleanly
   | 'corrupt' // right length, one byte flipped
-  | 'wrong-length'; // announce and send 10 bytes more than the file has
+  | 'wrong-length' // announce and send 10 bytes more than the file has
+  | 'path-etag'; // a resolve answer whose ETag / X-Linked-Etag is a relative path, not a hash
 
 export interface Fault {
   kind: FaultKind;
@@ -141,17 +142,18 @@ export class FakeHub {
       const bytes = found.repo.commits[found.commit]![m[3]!];
       if (!bytes) return this.error(res, 404, 'EntryNotFound', `${m[3]} does not exist`);
       const common = { 'X-Repo-Commit': found.commit };
+      const etag = (hash: string) => (fault?.kind === 'path-etag' ? '"../../../escaped-blob"' : `"${hash}"`);
       if (isLfs(m[3]!)) {
         res.writeHead(302, {
           ...common,
           Location: `${this.cdnUrl}/cdn/${sha256(bytes)}/${m[3]}`,
-          'X-Linked-Etag': `"${sha256(bytes)}"`,
+          'X-Linked-Etag': etag(sha256(bytes)),
           'X-Linked-Size': String(bytes.length),
         });
         res.end();
         return;
       }
-      return this.send(req, res, bytes, { ...common, ETag: `"${gitBlobSha1(bytes)}"` }, fault);
+      return this.send(req, res, bytes, { ...common, ETag: etag(gitBlobSha1(bytes)) }, fault);
     }
     m = /^\/cdn\/([0-9a-f]{64})\/(.+)$/.exec(path);
     if (m) {

@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { Checkpoint, INDEX_FILE } from '../../src/io/checkpoint.js';
 import { copyAllTensors, writeCheckpoint } from '../../src/io/checkpoint-writer.js';
+import { inspectCheckpoint } from '../../src/io/inspect.js';
 import { writeSafetensors } from '../../src/io/safetensors-writer.js';
 import { tempDir } from './helpers.js';
 
@@ -70,11 +71,26 @@ describe('sharded checkpoint index cross-checks', () => {
     expect(e.message).toMatch(/appears in both|maps '.*' to/);
   });
 
-  it('a shard file in the folder that the index does not list', async () => {
-    const d = await variant(async (dd) => { await writeSafetensors(join(dd, 'model-00009-of-00009.safetensors'), []); return false; });
-    const e = await openError(d);
-    expect(e.code).toBe('INDEX_MISMATCH');
-    expect(e.message).toContain('model-00009-of-00009.safetensors');
+  it('safetensors files the index does not list are left unread and reported, as transformers does', async () => {
+    // Mistral repositories ship consolidated.safetensors (every weight under other names) next
+    // to the shards and index; a leftover file of an earlier layout is the same case.
+    const d = await variant(async (dd) => {
+      const ck = await Checkpoint.open(dd);
+      const t = ck.tensors()[0]!;
+      const bytes = await ck.readBytes(t.name);
+      await ck.close();
+      await writeSafetensors(join(dd, 'consolidated.safetensors'), [{ name: 'layers.0.attention.wq.weight', dtype: t.dtype, shape: t.shape, data: bytes }]);
+      await writeFile(join(dd, 'model-00009-of-00009.safetensors'), 'not even a safetensors file');
+      return false;
+    });
+    const ck = await Checkpoint.open(d);
+    expect(ck.unlistedFiles).toEqual(['consolidated.safetensors', 'model-00009-of-00009.safetensors']);
+    expect(ck.tensors().length).toBe(39);
+    expect(ck.tensors().some((t) => t.file === 'consolidated.safetensors')).toBe(false);
+    await ck.close();
+    const report = await inspectCheckpoint(d);
+    expect(report.validation.ok).toBe(true);
+    expect(report.validation.warnings.join('\n')).toContain(`consolidated.safetensors, model-00009-of-00009.safetensors in the folder but not in ${INDEX_FILE}`);
   });
 
   it('a listed shard that is missing', async () => {

@@ -61,6 +61,8 @@ const cases: Case[] = [
   { name: 'non-string metadata value', bytes: rawSafetensors(`{"__metadata__":{"format":"pt","step":5},${f32Entry('a', [2], 0, 8)}}`, new Uint8Array(8)), rule: 'metadata-type' },
   { name: '__metadata__ as a tensor-like entry', bytes: rawSafetensors(`{"__metadata__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, new Uint8Array(4)), rule: 'metadata-type' },
   { name: '__metadata__ is an array', bytes: rawSafetensors('{"__metadata__":["pt"]}'), rule: 'metadata-type' },
+  { name: 'tensor name with an unpaired surrogate escape', bytes: rawSafetensors(`{${f32Entry('\\ud800', [2], 0, 8)}}`, new Uint8Array(8)), rule: 'header-json' },
+  { name: 'metadata value with an unpaired surrogate escape', bytes: rawSafetensors('{"__metadata__":{"format":"\\udfff"}}'), rule: 'header-json' },
   { name: 'deeply nested JSON', bytes: rawSafetensors(`{"a":${'['.repeat(50000)}${']'.repeat(50000)}}`), rule: 'tensor-entry', tensor: 'a' },
 ];
 
@@ -91,6 +93,8 @@ describe('malformed safetensors corpus', () => {
       rawSafetensors(` \n\t${valid1}\r\n  `, new Uint8Array(8)),
       rawSafetensors('{"e":{"dtype":"BF16","shape":[0,4],"data_offsets":[0,0]},"a":{"dtype":"U8","shape":[],"data_offsets":[0,1]}}', new Uint8Array(1)),
       rawSafetensors('{"__metadata__":{"format":"pt"}}'),
+      rawSafetensors(`{"__metadata__":null,${f32Entry('a', [2], 0, 8)}}`, new Uint8Array(8)),
+      rawSafetensors(`{${f32Entry('\\ud83d\\ude00 paired', [2], 0, 8)}}`, new Uint8Array(8)),
       rawSafetensors('{"a":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[0,3]}}', new Uint8Array(3)),
     ];
     for (const [i, bytes] of ok.entries()) {

@@ -35,6 +35,10 @@ describe('safetensors layout', () => {
     expect(() => planSafetensorsLayout([{ name: 'a', dtype: 'F32', shape: [1] }, { name: 'a', dtype: 'F32', shape: [1] }])).toThrow(/twice/);
     expect(() => planSafetensorsLayout([{ name: '__metadata__', dtype: 'F32', shape: [1] }])).toThrow(/reserved/);
     expect(() => planSafetensorsLayout([{ name: 'a', dtype: 'F32', shape: [2 ** 52, 2 ** 52] }])).toThrow(/overflow/);
+    // names and metadata must be Unicode text: a lone surrogate would make a file the crate refuses
+    expect(() => planSafetensorsLayout([{ name: 'w\ud800', dtype: 'F32', shape: [1] }])).toThrow(/unpaired UTF-16 surrogate/);
+    expect(() => planSafetensorsLayout([{ name: 'a', dtype: 'F32', shape: [1] }], { note: '\udfff' })).toThrow(/unpaired UTF-16 surrogate/);
+    expect(planSafetensorsLayout([{ name: 'emoji \ud83d\ude00', dtype: 'F32', shape: [1] }]).tensors.length).toBe(1);
   });
 });
 

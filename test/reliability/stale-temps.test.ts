@@ -33,7 +33,7 @@ describe('stale temporaries', () => {
     await writeFile(join(out, 'run.json'), '{}');
     const stale = [
       join(stage, `loss.svg.tmp-${dead}-0badc0de`),
-      join(stage, `.metrics.jsonl.tmp-${dead}`),
+      join(stage, `.metrics.jsonl.tmp-${dead}-0123abcd`),
       join(out, `run.json.tmp-${dead}-12345678`),
       join(root, `run.lock.${dead}-abcdef01`),
     ];
@@ -75,7 +75,7 @@ describe('stale temporaries', () => {
     const dead = deadPid();
     const out = join(root, 'mine');
     await mkdir(join(out, 'sub'), { recursive: true });
-    const userFile = join(out, 'sub', `notes.txt.tmp-${dead}`);
+    const userFile = join(out, 'sub', `notes.txt.tmp-${dead}-12345678`);
     const otherOutput = join(root, `other.tmp-${dead}-12341234`);
     await writeFile(userFile, 'user data');
     await writeFile(otherOutput, 'x');
@@ -86,9 +86,13 @@ describe('stale temporaries', () => {
 
   it('work-in-progress names carry the writer\'s PID and the final name', () => {
     expect(inProgressName(`loss.svg.tmp-${process.pid}-0badc0de`)).toEqual({ kind: 'tmp', target: 'loss.svg', pid: process.pid });
-    expect(inProgressName(`.metrics.jsonl.tmp-${process.pid}`)).toEqual({ kind: 'tmp', target: '.metrics.jsonl', pid: process.pid });
-    expect(inProgressName('run.lock.stale-42-abcd')).toEqual({ kind: 'lock', target: 'run.lock', pid: 42 });
+    expect(inProgressName(`.metrics.jsonl.tmp-${process.pid}-0123abcd`)).toEqual({ kind: 'tmp', target: '.metrics.jsonl', pid: process.pid });
+    expect(inProgressName('run.lock.stale-42-abcd0123')).toEqual({ kind: 'lock', target: 'run.lock', pid: 42 });
     expect(inProgressName('model.safetensors')).toBeUndefined();
     expect(inProgressName('notes.tmp')).toBeUndefined();
+    // a user's own names next to an output are not apex's work in progress
+    for (const name of ['model.old-2023', 'model.tmp-7', 'model.old-2023-12', 'model.tmp-7-abc', 'run.lock.42-abcd', 'model.old-1-0BADC0DE']) {
+      expect(inProgressName(name), name).toBeUndefined();
+    }
   });
 });
