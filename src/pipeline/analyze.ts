@@ -250,6 +250,11 @@ function forwardProgress(e: { stage: 'layer' | 'lm_head'; done: number; total: n
   return `layer ${e.done}/${e.total} · ${formatDuration(elapsed)} elapsed · ETA ${formatDuration((elapsed / e.done) * (e.total - e.done))}`;
 }
 
+/** The model's identity as the analysis records it in stats.safetensors: `file:sha256` of its fingerprinted files. */
+export function modelFingerprint(model: { readonly files: readonly { readonly file: string; readonly sha256: string }[] }): string {
+  return model.files.map((f) => `${f.file}:${f.sha256}`).join(',');
+}
+
 function scoreMetadata(a: AnalysisJson, data: DataSpecRecord): Record<string, string> {
   return {
     source: 'apex analyze',
@@ -259,7 +264,7 @@ function scoreMetadata(a: AnalysisJson, data: DataSpecRecord): Record<string, st
     batch_size: String(a.settings.batchSize),
     seed: String(a.seed),
     data_kind: data.kind,
-    model_fingerprint: a.model.files.map((f) => `${f.file}:${f.sha256}`).join(','),
+    model_fingerprint: modelFingerprint(a.model),
   };
 }
 

@@ -25,8 +25,8 @@ import { selectBackend, type BackendRequest } from '../model/backend.js';
 import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { describeCheckpoint } from '../model/weight-source.js';
 import type { LayerSelection } from '../ops/selection.js';
-import { apexVersion, modelRecord, sha256OfFile } from '../pipeline/analysis-provenance.js';
-import { runAnalysis } from '../pipeline/analyze.js';
+import { apexVersion, modelRecord, sha256OfFile, type ModelRecord } from '../pipeline/analysis-provenance.js';
+import { modelFingerprint, runAnalysis } from '../pipeline/analyze.js';
 import { readJson, runBaseModel, stageDir } from '../pipeline/expand-paths.js';
 import { runExpand } from '../pipeline/expand.js';
 import { removeUnresumableRunFolderLocked } from '../pipeline/failed-run-folder.js';
@@ -40,6 +40,7 @@ import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
 import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
+import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
 import { matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
@@ -190,15 +191,31 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
 
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;
+    // The input model's fingerprint, hashed once: checked against an existing analysis, recorded in provenance.
+    let inputRecord: Promise<ModelRecord> | undefined;
+    const inputModel = () => (inputRecord ??= modelRecord(checkpoint, spec, options.signal));
     if (settings.method === 'apex') {
       scoresPath = stageScoresPath(run, stage);
-      if (!existsSync(scoresPath)) {
+      let analyse = !existsSync(scoresPath);
+      if (analyse) {
         if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
         say(`no ${scoresPath}: running the analysis first`);
+      } else if (stage === 1) {
+        const mismatch = await analysisMismatch(scoresPath, { modelFingerprint: modelFingerprint(await inputModel()), ratio: settings.selection.ratio });
+        if (mismatch !== undefined) {
+          if (!settings.force) {
+            throw new UsageError(`${scoresPath} ${mismatch}; pass --force to analyse ${inputDir} again (replacing ${join(run, 'analysis')}), or train into another -o folder`, 'ANALYSIS_MISMATCH');
+          }
+          warn(`${scoresPath} ${mismatch}: analysing again (--force)`);
+          analyse = true;
+        }
+      }
+      if (analyse) {
         await prov.time('analysis', () =>
           runAnalysis({
             model: inputDir,
             output: join(run, 'analysis'),
+            force: settings.force,
             data: options.train,
             batchSize: settings.analysisBatchSize ?? settings.optimizer.batchSize,
             ratio: settings.selection.ratio,
@@ -319,7 +336,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
           elapsed_s: last?.elapsed ?? 0,
         },
       };
-      const model = await modelRecord(checkpoint, spec, options.signal);
+      const model = await inputModel();
       const inputs: Record<string, FileSetRecord> = { model: { path: model.path, files: model.files } };
       if (scoresPath) inputs.scores = { path: scoresPath, files: [{ ...(await sha256OfFile(scoresPath)), file: basename(scoresPath) }] };
       const outputs: FileRecord[] = [];

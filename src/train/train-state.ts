@@ -50,6 +50,12 @@ export interface TrainStateScalars {
   /** `Rng.state()` of the trainer's generator. */
   readonly rng: readonly number[];
   readonly lrPlan: LrPlan;
+  /**
+   * sha256 of the training sequences (and loss masks) and the data-order seed, so a resume on
+   * other data or with another --seed is refused (absent in checkpoints of older versions).
+   */
+  readonly dataFingerprint?: string;
+  readonly dataSeed?: number;
   /** Rank counts recorded so far in this stage (absent for baselines without a recorder). */
   readonly recorder?: RankRecorderState;
 }

@@ -16,6 +16,7 @@
  * The model's frozen tensors are plain tensors (not variables) and never change; masked
  * entries of partially trained tensors keep their bits (AdamW skips them).
  */
+import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import { InputError, InterruptedError, VerificationError } from '../errors.js';
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
@@ -109,6 +110,41 @@ export interface TrainerResult {
   readonly tokensPerSecond: number;
 }
 
+/** sha256 over the training set: its sequence length, then each sequence's length, ids and loss mask. */
+export function sequenceSetDigest(set: SequenceSet): string {
+  const hash = createHash('sha256');
+  const u32 = new Uint32Array(1);
+  const word = (v: number) => { u32[0] = v; hash.update(new Uint8Array(u32.buffer)); };
+  word(set.seqLen);
+  word(set.sequences.length);
+  set.sequences.forEach((seq, i) => {
+    word(seq.length);
+    hash.update(new Uint8Array(seq.buffer, seq.byteOffset, seq.byteLength));
+    const mask = set.lossMasks?.[i];
+    if (mask) hash.update(mask);
+  });
+  return hash.digest('hex');
+}
+
+/**
+ * Refuses to resume on other training data or with another data-order seed: the checkpoint's
+ * data position would then point into a different stream, silently (or past its end).
+ */
+function checkSameData(state: LoadedTrainState, fingerprint: string, seed: number, count: number): void {
+  const s = state.scalars;
+  const hint = 'resume with the data and --seed of the interrupted run, or pass --force to start the stage over';
+  if (s.dataFingerprint !== undefined && s.dataFingerprint !== fingerprint) {
+    throw new InputError(`${state.path} was made on other training data (${count} sequences now; data sha256 ${s.dataFingerprint.slice(0, 12)}… then, ${fingerprint.slice(0, 12)}… now); ${hint}`, 'CHECKPOINT_MISMATCH');
+  }
+  if (s.dataSeed !== undefined && s.dataSeed !== seed) {
+    throw new InputError(`${state.path} was made with another data-order seed (${s.dataSeed}, now ${seed}); ${hint}`, 'CHECKPOINT_MISMATCH');
+  }
+  // Checkpoints of older versions record neither: at least the position must fit the data.
+  if (s.data.index > count) {
+    throw new InputError(`${state.path}: its data position (sequence ${s.data.index} of an epoch) is past the ${count} training sequences now; ${hint}`, 'CHECKPOINT_MISMATCH');
+  }
+}
+
 /** Restores the trainable tensors of a checkpoint into the variables, checking names and shapes. */
 function restoreParameters(params: readonly OptimizedParameter[], state: LoadedTrainState): void {
   const saved = [...state.trainable.keys()].sort();
@@ -178,8 +214,10 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     let tokens = 0;
     let elapsedBefore = 0;
     let lastEval: HeldOutResult | undefined;
+    const dataFingerprint = sequenceSetDigest(o.train);
     if (o.resumeFrom) {
       const s = o.resumeFrom.scalars;
+      checkSameData(o.resumeFrom, dataFingerprint, o.dataSeed, o.train.sequences.length);
       restoreParameters(o.params, o.resumeFrom);
       try {
         optimizer.importState(o.resumeFrom.optimizer);
@@ -216,6 +254,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             data: boundary.data,
             rng: boundary.rng,
             lrPlan: o.lrPlan,
+            dataFingerprint,
+            dataSeed: o.dataSeed,
             ...(o.recorder ? { recorder: o.recorder.state() } : {}),
           },
           trainable: new Map<string, TrainableTensor>(

@@ -70,6 +70,16 @@ for (const sc of scenarios) {
         await expect(runStage(options(run, { signal: abort.signal, onStep: (r) => { first.push(r.step); if (r.step === N / 2) abort.abort(); } }))).rejects.toBeInstanceOf(InterruptedError);
         expect(first).toEqual([1, 2]);
         expect((await stageMetrics(run)).map((l) => l.step)).toEqual([0, 1, 2]);
+        // Other data (fewer sequences, or the same ones reordered) or another seed: refused, the checkpoint untouched.
+        for (const [label, extra, message] of [
+          ['fewer sequences', { train: idSet(data.sequences.slice(0, 6)) }, /made on other training data \(6 sequences now/],
+          ['reordered', { train: idSet([...data.sequences].reverse()) }, /made on other training data/],
+          ['another seed', { seed: 7 }, /another data-order seed/],
+        ] as const) {
+          const refused = await runStage(options(run, { resume: true, ...extra })).catch((e: unknown) => e);
+          expect((refused as { code?: string }).code, label).toBe('CHECKPOINT_MISMATCH');
+          expect((refused as Error).message, label).toMatch(message);
+        }
         const second: number[] = [];
         const resumed = await runStage(options(run, { resume: true, onStep: (r) => second.push(r.step) }));
         expect(resumed.startStep).toBe(N / 2);

@@ -1,0 +1,64 @@
+// Stage 1 uses an existing analysis/stats.safetensors only when it belongs to the run: the same
+// model (fingerprint) and the same selection ratio. Otherwise it refuses (exit 2,
+// ANALYSIS_MISMATCH) before writing anything, or with --force analyses the model again.
+import { existsSync } from 'node:fs';
+import { cp, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { UsageError } from '../../src/errors.js';
+import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import { runAnalysis } from '../../src/pipeline/analyze.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+
+const { dir: root, cleanup } = tempRun('analysis-match');
+afterAll(cleanup);
+
+async function fingerprintOf(stats: string): Promise<string | undefined> {
+  const f = await SafetensorsFile.open(stats);
+  const fp = f.metadata.model_fingerprint;
+  await f.close();
+  return fp;
+}
+
+it('refuses an analysis of another model or ratio, and re-analyses with --force', async () => {
+  const run = join(root, 'run');
+  const train = await storyChunks(32);
+  await runAnalysis({ model: STORIES, output: join(run, 'analysis'), data: train, batchSize: 4, ratio: 0.375, seed: 1, backend: 'wasm' });
+  const stats = join(run, 'analysis', 'stats.safetensors');
+  const original = await fingerprintOf(stats);
+
+  // Same architecture and shapes, other weights: a copy whose config differs by one harmless key.
+  const other = join(root, 'other-model');
+  await cp(STORIES, other, { recursive: true });
+  const config = JSON.parse(await readFile(join(other, 'config.json'), 'utf8')) as Record<string, unknown>;
+  await writeFile(join(other, 'config.json'), JSON.stringify({ ...config, _name_or_path: 'a fine-tuned copy' }));
+
+  const options = (extra: Partial<StageOptions>): StageOptions => ({
+    model: other, modelDir: other, run, stage: 1, method: 'apex', setting: 'operators', train, steps: 1, batchSize: 4, backend: 'wasm', expand: false, ...extra,
+  });
+  const refused = await runStage(options({})).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(UsageError);
+  expect((refused as UsageError).code).toBe('ANALYSIS_MISMATCH');
+  expect((refused as Error).message).toMatch(/stats\.safetensors was made from another model .*pass --force to analyse/);
+  expect(existsSync(join(run, 'stages'))).toBe(false);
+  expect(await fingerprintOf(stats)).toBe(original);
+
+  const ratio = await runStage({ ...options({}), model: STORIES, modelDir: STORIES, ratio: 0.5 }).catch((e: unknown) => e);
+  expect((ratio as UsageError).code).toBe('ANALYSIS_MISMATCH');
+  expect((ratio as Error).message).toMatch(/counted units with ratio 0\.375, not --ratio 0\.5/);
+
+  const warnings: string[] = [];
+  const result = await runStage(options({ force: true, onWarning: (m) => warnings.push(m) }));
+  expect(result.steps).toBe(1);
+  expect(warnings.some((w) => /was made from another model .*analysing again \(--force\)/.test(w))).toBe(true);
+  const renewed = await fingerprintOf(stats);
+  expect(renewed).not.toBe(original);
+  expect(renewed).toMatch(/^config\.json:[0-9a-f]{64},model\.safetensors:[0-9a-f]{64}$/);
+
+  // The matching analysis is used as it is (no re-analysis, no warning).
+  const again: string[] = [];
+  await runStage(options({ force: true, onWarning: (m) => again.push(m) }));
+  expect(again.filter((w) => /analysing again/.test(w))).toEqual([]);
+  expect(await fingerprintOf(stats)).toBe(renewed);
+});
