@@ -233,6 +233,7 @@ async function runDecoderStack(source: WeightSource, sequences: readonly ArrayLi
       try {
         const hooks = options.hooks?.(layer);
         for (let ci = 0; ci < chunks.length; ci++) {
+          await checkpointForSignals(options.signal);
           const c = chunks[ci]!;
           const reads: DeferredRead[] = [];
           const observe = options.observe && ((a: LayerActivations) => {
@@ -295,6 +296,7 @@ async function lmHeadPass(
     const lease = await source.lmHeadRows(start, end);
     try {
       for (let ci = 0; ci < chunks.length; ci++) {
+        await checkpointForSignals(options.signal);
         const c = chunks[ci]!;
         const reads: DeferredRead[] = [];
         try {
@@ -335,4 +337,13 @@ async function readAndDispose(t: tf.Tensor): Promise<Float32Array> {
   } finally {
     t.dispose();
   }
+}
+
+/**
+ * Lets the event loop run (a chunk's reads resolve as microtasks on cpu/wasm, so without this a
+ * SIGINT handler would wait for the whole pass), then stops if the caller was interrupted.
+ */
+async function checkpointForSignals(signal: AbortSignal | undefined): Promise<void> {
+  await new Promise<void>((done) => setImmediate(done));
+  signal?.throwIfAborted();
 }

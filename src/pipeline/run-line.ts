@@ -98,6 +98,7 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
           // Continue an interrupted stage; start over a stage whose input changed.
           ...(retrained ? { resume: false, force: true } : { resume: existsSync(dir) }),
           argv: [...ctx.argv],
+          resumeHint: 'run the same apex run command again to continue',
           modelDir: ctx.modelDir,
           train: data.train,
           ...(config.eval.every !== null ? { eval: data.eval } : {}),

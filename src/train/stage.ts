@@ -67,6 +67,8 @@ export interface StageOptions extends StageSettings {
   readonly onWarning?: (message: string) => void;
   /** See TrainerOptions.prepareTransforms (default on; off only to check it). */
   readonly prepareTransforms?: boolean;
+  /** How the caller continues an interrupted stage (see TrainerOptions.resumeHint). */
+  readonly resumeHint?: string;
 }
 
 export interface StageResult {
@@ -284,6 +286,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
             progress: say,
             ...(options.onStep ? { onStep: options.onStep } : {}),
             ...(options.prepareTransforms !== undefined ? { prepareTransforms: options.prepareTransforms } : {}),
+            ...(options.resumeHint !== undefined ? { resumeHint: options.resumeHint } : {}),
           }),
         );
         metrics = await readMetrics(join(dir, METRICS_FILE));

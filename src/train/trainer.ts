@@ -91,6 +91,8 @@ export interface TrainerOptions {
   readonly resumeFrom?: LoadedTrainState;
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
+  /** Said after "saved a checkpoint" when interrupted; default "continue with --resume" (apex finetune's flag). */
+  readonly resumeHint?: string;
   /** Called after each step; a returned promise is awaited before the next step (a caller can pace or interleave runs). */
   readonly onStep?: (report: StepReport) => unknown;
 }
@@ -282,7 +284,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             preparedGrads.dispose();
             o.recorder?.discardStep();
             await save();
-            throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, continue with --resume`);
+            throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, ${o.resumeHint ?? 'continue with --resume'}`);
           }
           const indices = stream.next(o.batchSize);
           const { ids, mask } = batchTensors(o.train, indices);

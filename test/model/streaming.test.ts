@@ -60,6 +60,27 @@ describe('streaming forward', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  it('an interrupt (a signal handled between chunks, as SIGINT is) stops the pass within the layer', async () => {
+    // Reads on wasm resolve as microtasks: unless the pass yields to the event loop between
+    // chunks, an abort scheduled while layer 0's first chunk runs would only be seen at the
+    // next layer (on a 7B model, minutes later).
+    const abort = new AbortController();
+    const layers: number[] = [];
+    const seen: number[] = [];
+    const run = evaluateNll(mha.source, short, {
+      batchSize: 1,
+      signal: abort.signal,
+      observe: (a) => {
+        seen.push(a.layer);
+        if (seen.length === 1) setImmediate(() => abort.abort(new Error('interrupted by SIGINT')));
+      },
+      onProgress: (e) => { if (e.stage === 'layer') layers.push(e.done); },
+    });
+    await expect(run).rejects.toThrow('interrupted by SIGINT');
+    expect(layers).toEqual([]);
+    expect(seen).toEqual([0]);
+  });
+
   it('counts only the targets a loss mask keeps', async () => {
     const all = await evaluateNll(mha.source, short, { returnTargetLogprobs: true });
     const masks = short.map((s, i) => Array.from(s, (_, t) => (t >= 10 + i ? 1 : 0)));

@@ -130,6 +130,8 @@ describe('apex run CLI', () => {
     });
     expect(status, stderr).toBe(130);
     expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exit: 130 } });
+    // `apex run` has no --resume: the message says how it continues
+    expect((JSON.parse(stdout) as { error: { message: string } }).error.message).toMatch(/saved a checkpoint, run the same apex run command again to continue/);
     const checkpoints = join(dir, 'apex-run', 'stages', '1', 'checkpoints');
     expect(readdirSync(checkpoints).some((f) => /^step-\d{8}$/.test(f))).toBe(true);
     expect(existsSync(join(dir, 'apex-run.lock'))).toBe(false);
