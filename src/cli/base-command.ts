@@ -42,9 +42,20 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     process.on('SIGTERM', this.signalHandler);
   }
 
+  /**
+   * Set by a command whose result is complete but reports a failure of its input (inspect's
+   * validation): the command exits with this error's code and `--json` keeps the data.
+   */
+  protected outcomeError?: ApexError;
+
   override async run(): Promise<JsonEnvelope<T>> {
     const data = await this.execute();
-    return { ok: true, data, warnings: this.warnings };
+    const e = this.outcomeError;
+    if (e === undefined) return { ok: true, data, warnings: this.warnings };
+    const message = redact(e.message);
+    process.exitCode = e.exit;
+    if (!this.jsonEnabled()) process.stderr.write(`apex: error [${e.code}]: ${message}\n`);
+    return { ok: false, data, warnings: this.warnings, error: { code: e.code, message, exit: e.exit } };
   }
 
   /** Warnings go to stderr immediately and into the `--json` envelope. */

@@ -1,15 +1,17 @@
 /**
  * `apex inspect <model>`: architecture and config summary, tensor and parameter counts, dtype
  * histogram, shards and validation of a checkpoint, from headers only. The work is in
- * io/inspect.ts.
+ * io/inspect.ts. A failed validation exits 3 (VALIDATION_FAILED) after the full report, which
+ * `--json` keeps as `data`; an architecture apex does not compute with is reported, not failed.
  */
 import { Args } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
+import { InputError } from '../errors.js';
 import { formatInspection, inspectCheckpoint, type InspectResult } from '../io/inspect.js';
 import { resolveModel } from '../io/resolve-model.js';
 
 export default class Inspect extends ApexCommand<InspectResult> {
-  static override description = 'Summarise a checkpoint: architecture, config, tensors, parameters, dtypes, shards and validation (reads headers only).';
+  static override description = 'Summarise a checkpoint: architecture, config, tensors, parameters, dtypes, shards and validation (reads headers only); exits 3 (VALIDATION_FAILED) after the report when a check fails.';
   static override examples = [
     '<%= config.bin %> inspect ./my-model',
     '<%= config.bin %> inspect TinyLlama/TinyLlama-1.1B-Chat-v1.0 --json',
@@ -22,6 +24,10 @@ export default class Inspect extends ApexCommand<InspectResult> {
     const result = await inspectCheckpoint(resolved.dir);
     for (const w of result.validation.warnings) this.note(w);
     for (const line of formatInspection(result)) this.say(line);
+    const failed = result.validation.checks.filter((c) => !c.ok);
+    if (failed.length > 0) {
+      this.outcomeError = new InputError(`${resolved.dir}: validation failed: ${failed.map((c) => `${c.check}: ${c.detail}`).join('; ')}`, 'VALIDATION_FAILED');
+    }
     return result;
   }
 }

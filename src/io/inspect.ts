@@ -6,7 +6,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApexError } from '../errors.js';
+import { ApexError, UnsupportedModelError } from '../errors.js';
 import { checkCheckpointTensors } from '../model/architecture.js';
 import { parseModelConfig } from '../model/config.js';
 import type { ModelSpec } from '../model/model-spec.js';
@@ -102,6 +102,9 @@ export async function inspectCheckpoint(dir: string): Promise<InspectResult> {
     } catch (e) {
       if (!(e instanceof ApexError)) throw e;
       unsupportedReason = e.message;
+      // An architecture apex does not compute with is only summarised; a config that
+      // contradicts itself (BAD_CONFIG) is a broken checkpoint.
+      if (!(e instanceof UnsupportedModelError)) checks.push({ check: 'config.json', ok: false, detail: e.message });
     }
     if (spec) {
       try {

@@ -64,6 +64,23 @@ describe('inspectCheckpoint', () => {
     const r = await inspectCheckpoint(d);
     expect(r.validation.ok).toBe(false);
     expect(r.validation.checks.find((c) => c.check === 'tensors match config')!.detail).toMatch(/mlp\..*shape/);
+    // The command exits 3 after the full report, which --json keeps as data.
+    const { status, json } = cli(d);
+    expect(status).toBe(3);
+    expect(json).toMatchObject({ ok: false, error: { code: 'VALIDATION_FAILED', exit: 3, message: expect.stringMatching(/validation failed: tensors match config: .*shape/) } });
+    expect(json.data.tensorCount).toBe(39);
+    expect(json.data.validation.ok).toBe(false);
+  });
+
+  it('a config.json that contradicts itself is a failed check (exit 3); an unsupported architecture is not (exit 0)', async () => {
+    const d = join(dir, 'bad-heads');
+    await cp('fixtures/llama-mha-f32', d, { recursive: true });
+    const config = JSON.parse(await readFile(join(d, 'config.json'), 'utf8'));
+    await writeFile(join(d, 'config.json'), JSON.stringify({ ...config, num_attention_heads: 3, num_key_value_heads: 4 }));
+    const r = await inspectCheckpoint(d);
+    expect(r.validation.checks.find((c) => c.check === 'config.json')).toMatchObject({ ok: false, detail: expect.stringMatching(/not a multiple of num_key_value_heads/) });
+    expect(cli(d).status).toBe(3);
+    expect(cli(join(dir, 'neox')).status).toBe(0);
   });
 
   it('reads rope settings in all three config forms', () => {
