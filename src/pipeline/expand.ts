@@ -156,6 +156,14 @@ async function openInputs(paths: ExpandPaths, options: ExpandOptions): Promise<I
       throw new InputError(`${paths.operators}: made for stage ${operators.meta.stage}, but it sits in the folder of stage ${paths.stage}`, 'STAGE_MISMATCH');
     }
     updates = paths.updates !== undefined ? await TrainedUpdates.open(paths.updates, input) : undefined;
+    if (operators && operators.meta.setting !== 'operators' && updates === undefined) {
+      // The stage also trained weights directly (trained.safetensors); fusing its operators
+      // alone gives a model that mixes untrained weights, which evaluates worse than either.
+      warnings.push(
+        `${paths.operators} was trained in the '${operators.meta.setting}' setting, which also trains weights directly, but no --updates was given: ` +
+          `the output fuses the operators into the untrained weights; pass --updates <stage>/trained.safetensors (or use --run <run> --stage n) for the trained model`,
+      );
+    }
     const plan = planExpansion({ tensors: input.tensors(), spec, operators: operators?.layers ?? [], updates: new Set(updates?.names() ?? []), ...(options.outDtype ? { outDtype: options.outDtype } : {}) });
     if (plan.changed === 0) warnings.push('no tensor changes (the operators are the identity and there are no trained tensors): the output is a byte-for-byte copy of the input');
     const recorded = provenanceString(await readJson(join(input.dir, PROVENANCE_FILE)), 'base_model');

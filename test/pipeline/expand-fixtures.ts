@@ -1,6 +1,7 @@
 // Shared by the expand tests: fixture copies (float32 or bf16, with planted signed zeros and NaN
 // payloads), operators from real selections, random non-zero operators, operator and update files.
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import type { TrainingSetting } from '../../src/train/trainable-params.js';
 import { join } from 'node:path';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import type { DType } from '../../src/io/dtype.js';
@@ -84,8 +85,8 @@ export function perturbOperators(layers: readonly LayerOperators[], seed: number
   return layers.map((l) => ({ layer: l.layer, ...(l.attn ? { attn: head(l.attn) } : {}), ...(l.mlp ? { mlp: channel(l.mlp) } : {}) }));
 }
 
-export async function writeOperators(path: string, layers: readonly LayerOperators[], spec: ModelSpec, stage = 1): Promise<void> {
-  await writeOperatorFile(path, layers, { apexVersion: '0.1.0', stage, ratio: 0.375, setting: 'operators', seed: 7 }, spec.headDim);
+export async function writeOperators(path: string, layers: readonly LayerOperators[], spec: ModelSpec, stage = 1, setting: TrainingSetting = 'operators'): Promise<void> {
+  await writeOperatorFile(path, layers, { apexVersion: '0.1.0', stage, ratio: 0.375, setting, seed: 7 }, spec.headDim);
 }
 
 /** A trained.safetensors with the given F32 tensors. */

@@ -118,6 +118,22 @@ describe('bf16 checkpoint, random operators', () => {
 });
 
 describe('--updates', () => {
+  it('warns when operators of a structured or full stage are fused without their trained weights', async () => {
+    const dir = await tempDir('apex-expand-');
+    const spec = await fixtureSpec('stories260K');
+    const ops = perturbOperators(freshOperators(spec, 3, [{ heads: true, channels: true }]), 5);
+    const warned = async (setting: 'operators' | 'structured' | 'full', updates?: string) => {
+      await writeOperators(join(dir, `${setting}.safetensors`), ops, spec, 1, setting);
+      const r = await runExpand({ model: 'fixtures/stories260K', operators: join(dir, `${setting}.safetensors`), ...(updates ? { updates } : {}), output: join(dir, `out-${setting}-${updates ? 'u' : 'n'}`) });
+      return r.warnings.filter((w) => /which also trains weights directly, but no --updates was given/.test(w)).length;
+    };
+    expect(await warned('structured')).toBe(1);
+    expect(await warned('full')).toBe(1);
+    expect(await warned('operators')).toBe(0);
+    await writeUpdates(join(dir, 'trained.safetensors'), new Map([['model.norm.weight', { shape: [spec.hiddenSize], values: new Float32Array(spec.hiddenSize).fill(1) }]]));
+    expect(await warned('full', join(dir, 'trained.safetensors'))).toBe(0);
+  });
+
   it('replaces a tensor with its trained F32 copy before fusion, rounding to bf16 once', async () => {
     const dir = await tempDir('apex-expand-');
     const spec = await fixtureSpec('stories260K');
