@@ -117,6 +117,8 @@ async function readConfigText(file: string, absolute: string): Promise<string> {
   }
 }
 
+const MAX_YAML_ERRORS = 5;
+
 async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): Promise<Layer> {
   const absolute = path.resolve(cwd, file);
   const check = emptyCheckResult();
@@ -125,9 +127,14 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
+    // The first few say where the text stops being YAML; a file that is not YAML at all (a
+    // JSONL data file passed by mistake) would otherwise list hundreds.
+    for (const e of doc.errors.slice(0, MAX_YAML_ERRORS)) {
       const pos = e.linePos?.[0];
       problems.push({ path: '', where: pos ? `${file}:${pos.line}:${pos.col}` : file, message: `YAML syntax error: ${yamlMessage(e.message)}` });
+    }
+    if (doc.errors.length > MAX_YAML_ERRORS) {
+      problems.push({ path: '', where: file, message: `${doc.errors.length - MAX_YAML_ERRORS} more YAML syntax errors not shown (is ${file} a YAML config?)` });
     }
     for (const leaf of LEAVES) check.failed.add(leaf.path); // unknown content: no "required" noise
     return layer;

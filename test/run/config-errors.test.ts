@@ -176,6 +176,14 @@ describe('config errors: reporting', () => {
     expect(lines[0]).toMatch(/^run\.yaml:4:1: /);
   });
 
+  it('lists at most five YAML syntax errors of a file that is not YAML, then how many more', async () => {
+    const jsonl = Array.from({ length: 60 }, (_, i) => `{"messages": [{"role": "user", "content": "q${i}"}]}, {"x": ]`).join('\n');
+    const lines = await fileProblems(jsonl);
+    expect(lines.length).toBe(6);
+    lines.slice(0, 5).forEach((line) => expect(line).toMatch(/^run\.yaml:\d+:\d+: YAML syntax error: /));
+    expect(lines[5]).toMatch(/^run\.yaml: \d+ more YAML syntax errors not shown \(is run\.yaml a YAML config\?\)$/);
+  });
+
   it('treats duplicate keys as syntax errors', async () => {
     expect(await fileProblems(`${MINIMAL}seed: 1\nseed: 2\n`)).toEqual(['run.yaml:5:1: YAML syntax error: Map keys must be unique']);
   });
