@@ -71,6 +71,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
       seqLen: flags['seq-len'],
       samples: flags.samples,
       seed: flags.seed,
+      onWarning: (m) => this.note(m),
     });
     const result = await runAnalysis({
       ...settings,

@@ -60,6 +60,7 @@ export default class Eval extends ApexCommand<EvalResult> {
         seqLen: flags['seq-len'],
         ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
         seed: flags.seed,
+        onWarning: (m) => this.note(m),
       });
       const beyondContext = contextWarning(opened.spec, Math.max(...set.sequences.map((s) => s.length)));
       if (beyondContext) this.note(`${beyondContext}; lower --seq-len to measure the model within its context`);

@@ -6,7 +6,7 @@
 import { Args, Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { UsageError } from '../errors.js';
-import { parseByteSize } from '../io/byte-size.js';
+import { formatBytes, parseByteSize } from '../io/byte-size.js';
 import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate } from '../model/generate.js';
@@ -64,7 +64,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
       if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);
       const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
-      if (!chosen.resident) this.note(`the model needs about ${(chosen.residentBytes / 2 ** 30).toFixed(1)} GiB in memory, above --max-memory: streaming its layers from disk at every step (slow)`);
+      if (!chosen.resident) this.note(`the model needs about ${formatBytes(chosen.residentBytes)} in memory, above --max-memory: streaming its layers from disk at every step (slow)`);
       const started = performance.now();
       let out;
       try {

@@ -314,6 +314,10 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new UsageError(`${path}: cannot ${op}, output location is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
   }
+  if (op === 'create' && (code === 'ENOENT' || code === 'ENOTDIR')) {
+    // Named by its folder: the file itself may be a temporary name the user never chose.
+    return new UsageError(`${dirname(path)}: cannot write there, ${code === 'ENOENT' ? 'the folder does not exist' : 'a part of the path is a file, not a folder'} (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+  }
   return e;
 }
 

@@ -132,7 +132,8 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
   if (smallest.totalBytes > budget) {
     throw new ResourceLimitError(
       `a forward pass of one ${seqLen}-token sequence needs about ${formatBytes(smallest.totalBytes)} (one layer ${formatBytes(smallest.layerBytes)}, ` +
-      `activations ${formatBytes(smallest.activationBytes)}, hidden states ${formatBytes(smallest.hiddenStateBytes)}), more than the ${formatBytes(budget)} allowed; raise --max-memory or use shorter/fewer sequences`,
+      `activations ${formatBytes(smallest.activationBytes)}, hidden states ${formatBytes(smallest.hiddenStateBytes)}, embedding rows ${formatBytes(smallest.embeddingBytes)}, ` +
+      `an lm_head block with its logits ${formatBytes(smallest.lmHeadBytes)}, the command itself ${formatBytes(smallest.commandBytes)}), more than the ${formatBytes(budget)} allowed; raise --max-memory or use shorter/fewer sequences`,
       'MEMORY_BUDGET',
     );
   }

@@ -79,6 +79,15 @@ export interface LoadSequencesOptions {
   /** Override the tokenizer's BOS / EOS ids. */
   bosId?: number;
   eosId?: number;
+  /** Told when fewer sequences than `samples` exist, and when chat conversations were dropped. */
+  onWarning?: (message: string) => void;
+}
+
+/** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
+function warnFewer(options: LoadSequencesOptions, available: number, where: string): void {
+  if (options.samples !== undefined && options.samples > available) {
+    options.onWarning?.(`--samples ${options.samples}: ${where} gives only ${available} sequence${available === 1 ? '' : 's'} of ${options.seqLen} tokens; using all of them`);
+  }
 }
 
 function checkOptions(o: LoadSequencesOptions): void {
@@ -106,6 +115,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     const { rows, length } = await readInputIds(options.inputIds);
     const seqLen = Math.min(length, options.seqLen);
     const chosen = selectSplit(rows, split, heldoutFraction, splitSeed);
+    warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`);
     const sequences = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!.slice(0, seqLen));
     const sha256 = [await sha256File(options.inputIds)];
     return {
@@ -145,6 +155,10 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   const examples = documents.map((d) => tokenizeChat(tokenizer, d.messages, renderer));
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
+  if (built.dropped > 0) {
+    options.onWarning?.(`${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise --seq-len to keep them)`);
+  }
+  warnFewer(options, built.sequences.length, describeSplit(record));
   const keep = sampleIndices(built.sequences.length, options.samples, options.seed);
   return {
     seqLen: options.seqLen,
@@ -162,6 +176,7 @@ function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options:
   const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
   const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
   requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower --seq-len or add data`);
+  warnFewer(options, packed.length, describeSplit(record));
   const sequences = sampleIndices(packed.length, options.samples, options.seed).map((i) => packed[i]!);
   return { seqLen: options.seqLen, sequences, source: { ...record, tokens: sequences.length * options.seqLen } };
 }

@@ -37,7 +37,7 @@ export const finetuneFlags = {
   'total-stages': Flags.integer({ description: 'Stages of the whole run, for the learning-rate plan (default: what the previous stage recorded, else --stage).', min: 1 }),
   data: Flags.string({ description: 'Training text files/folders or JSONL (text or chat messages).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
   'input-ids': Flags.string({ description: 'Pre-tokenized training ids (one I32/I64 [B, T] safetensors tensor), e.g. for a model without a tokenizer.', exclusive: ['data', 'corpus'] }),
-  corpus: Flags.string({ description: 'Built-in corpus used when no data is given.', options: [...BUILTIN_CORPORA] }),
+  corpus: Flags.string({ description: 'Built-in corpus used when no data is given (training defaults to the domain the bundled models have not seen).', options: [...BUILTIN_CORPORA], default: 'out-of-domain' }),
   'eval-data': Flags.string({ description: 'Held-out data (default: a seeded 5% of the training documents).', multiple: true }),
   'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
   samples: Flags.integer({ description: 'Train on a seeded sample of this many sequences (default: all).', min: 1 }),
@@ -128,11 +128,11 @@ export function stageSettingsFromFlags(model: string, f: Record<string, unknown>
  * Training and held-out sequences: `--eval-data` when given (all of it), else the seeded
  * held-out split of the training data (the training set is then the rest).
  */
-export async function loadStageData(f: Record<string, unknown>, tokenizer: ApexTokenizer | undefined): Promise<{ train: SequenceSet; eval: SequenceSet }> {
+export async function loadStageData(f: Record<string, unknown>, tokenizer: ApexTokenizer | undefined, onWarning?: (message: string) => void): Promise<{ train: SequenceSet; eval: SequenceSet }> {
   const seqLen = f['seq-len'] as number;
   const seed = (f.seed as number | undefined) ?? 0;
-  const source = f.data ? { data: f.data as string[] } : f['input-ids'] ? { inputIds: f['input-ids'] as string } : { builtin: (f.corpus as string | undefined) ?? 'out-of-domain' };
-  const common = { ...(tokenizer ? { tokenizer } : {}), seqLen, seed };
+  const source = f.data ? { data: f.data as string[] } : f['input-ids'] ? { inputIds: f['input-ids'] as string } : { builtin: f.corpus as string };
+  const common = { ...(tokenizer ? { tokenizer } : {}), seqLen, seed, ...(onWarning ? { onWarning } : {}) };
   const samples = (k: string) => (f[k] !== undefined ? { samples: f[k] as number } : {});
   const evalData = f['eval-data'] as string[] | undefined;
   const train = await loadSequences({ ...source, ...common, ...samples('samples'), split: evalData ? 'all' : 'train' });

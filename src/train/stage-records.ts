@@ -70,7 +70,7 @@ export async function runLrPlan(run: string, stage: number, totalStages: number 
     if (s === stage - 1 && d?.total_stages !== undefined) recordedTotal = d.total_stages;
   }
   const total = totalStages ?? recordedTotal ?? stage;
-  if (total < stage) throw new UsageError(`the run was planned for ${total} stages (recorded by stage ${stage - 1}); pass --total-stages ${stage} or more to train stage ${stage}`);
+  if (total < stage) throw new UsageError(`the run was planned for ${total} stage${total === 1 ? '' : 's'} (recorded by stage ${stage - 1}); pass --total-stages ${stage} or more to train stage ${stage}`);
   if (totalStages !== undefined && recordedTotal !== undefined && totalStages !== recordedTotal) {
     notes.push(`--total-stages ${totalStages} differs from the ${recordedTotal} stages stage ${stage - 1} was planned with; the learning-rate plan changes from here on`);
   }

@@ -15,7 +15,7 @@
  *      when the model there is not complete and verified).
  * A failure removes a run folder this call created when it holds nothing to resume from.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
@@ -128,6 +128,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const run = resolve(settings.run);
   const dir = stageDir(run, stage);
   const checkpointsDir = join(dir, CHECKPOINTS_DIR);
+  if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
   const inputDir = stage === 1 ? resolve(options.modelDir) : join(stageDir(run, stage - 1), 'model');
   if (stage > 1 && !existsSync(join(inputDir, 'config.json'))) {
     throw new InputError(`${inputDir} does not exist: stage ${stage} starts from the fused model of stage ${stage - 1} (apex expand --run ${run} --stage ${stage - 1})`, 'NOT_FOUND');

@@ -74,6 +74,22 @@ describe('loadSequences', () => {
     expect(set.source.tokens).toBe(12 * 160 - padded);
   });
 
+  it('warns when --samples exceeds the sequences the data gives, and when conversations are dropped', async () => {
+    const tok = await tokenizer();
+    const warnings: string[] = [];
+    const onWarning = (m: string) => warnings.push(m);
+    const text = await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: tok, seqLen: 32, seed: 0, samples: 10_000, onWarning });
+    expect(warnings).toEqual([`--samples 10000: the data (${text.source.documents} documents) gives only ${text.sequences.length} sequences of 32 tokens; using all of them`]);
+    warnings.length = 0;
+    await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: tok, seqLen: 32, seed: 0, samples: text.sequences.length, onWarning });
+    expect(warnings).toEqual([]);
+    // A long user turn before a short answer: truncated to 48 tokens, no assistant token is left.
+    const chat = await jsonlFile('long.jsonl', [chatLine('word '.repeat(100), 'yes'), chatLine('hi', 'ok')]);
+    const set = await loadSequences({ data: [chat], tokenizer: tok, seqLen: 48, seed: 0, onWarning });
+    expect(set.source.dropped).toBe(1);
+    expect(warnings).toEqual(['1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token to learn from (raise --seq-len to keep them)']);
+  });
+
   it('text JSONL is packed', async () => {
     const set = await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: await tokenizer(), seqLen: 32, seed: 0 });
     expect(set.source).toMatchObject({ kind: 'jsonl-text', documents: 8 });

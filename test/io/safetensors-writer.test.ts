@@ -43,6 +43,17 @@ describe('safetensors layout', () => {
 });
 
 describe('writeSafetensors', () => {
+  it('names the missing or non-folder output folder, not its temporary file (exit 2)', async () => {
+    const dir = await tempDir('apex-w-');
+    const missing = join(dir, 'no-such-dir', 'ids.safetensors');
+    const e = await writeSafetensors(missing, [{ name: 'a', dtype: 'F32', shape: [1], data: new Uint8Array(4) }]).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringMatching(/no-such-dir: cannot write there, the folder does not exist/) });
+    expect((e as Error).message).not.toMatch(/\.tmp-/);
+    await writeFile(join(dir, 'file'), 'x');
+    const f = await writeSafetensors(join(dir, 'file', 'ids.safetensors'), [{ name: 'a', dtype: 'F32', shape: [1], data: new Uint8Array(4) }]).catch((x: unknown) => x);
+    expect(f).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', message: expect.stringMatching(/is a file, not a folder/) });
+  });
+
   it('round-trips F32/F16/BF16 and raw dtypes bit-exactly, keeping metadata and format=pt', async () => {
     const values = new Float32Array(new Uint32Array(pseudoRandomBytes(4 * 300, 7).buffer).map((b) => (b & 0x807fffff) | 0x3f000000));
     values[0] = -0; values[1] = Infinity; values[2] = NaN; values[3] = 1e-40;

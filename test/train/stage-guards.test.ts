@@ -2,7 +2,7 @@
 // stage files), a memory estimate over --max-memory (ResourceLimitError, exit 5, nothing
 // written), a later stage whose predecessor was not fused; what it warns about (sequences past
 // the model's context); and how --match-params sizes LoRA.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, ResourceLimitError, VerificationError } from '../../src/errors.js';
@@ -38,6 +38,16 @@ it('--max-memory below the estimate refuses before anything is written, the anal
   expect(error).toBeInstanceOf(ResourceLimitError);
   expect((error as Error).message).toMatch(/needs about .* more than the 1\.00 MB allowed/);
   expect(existsSync(join(run, 'r'))).toBe(false);
+});
+
+it('-o naming a file is refused before any work (exit 2)', async () => {
+  const run = newRun();
+  mkdirSync(run, { recursive: true });
+  const file = join(run, 'not-a-folder');
+  writeFileSync(file, 'x');
+  const error = await runStage(await options(file, {})).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'OUTPUT_NOT_A_FOLDER', exit: 2, message: expect.stringContaining('is a file; a run is a folder') });
+  expect(readFileSync(file, 'utf8')).toBe('x');
 });
 
 it('stage 2 needs the fused model of stage 1', async () => {
