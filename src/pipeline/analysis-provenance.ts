@@ -26,7 +26,11 @@ export interface ModelRecord {
   /** Stored dtype(s) of the layer weights, e.g. ["BF16"]. */
   readonly dtypes: string[];
   readonly parameters: number;
-  /** `index`: config.json and the shard index are hashed; `weights`: config.json and model.safetensors. */
+  /**
+   * `weights`: config.json, the shard index (if any) and every weight file are hashed. `index`
+   * (records of versions before 2026-11-27): a sharded model's weights were not hashed, only
+   * config.json and its index, so a fine-tuned copy with the same layout looked the same.
+   */
   readonly fingerprint: 'index' | 'weights';
   readonly files: FileFingerprint[];
 }
@@ -43,8 +47,7 @@ export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<
 }
 
 export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signal?: AbortSignal): Promise<ModelRecord> {
-  const sharded = checkpoint.index !== undefined;
-  const names = ['config.json', sharded ? INDEX_FILE : checkpoint.shardFiles[0]!];
+  const names = ['config.json', ...(checkpoint.index !== undefined ? [INDEX_FILE] : []), ...checkpoint.shardFiles];
   const files: FileFingerprint[] = [];
   for (const name of names) {
     const fp = await sha256OfFile(join(checkpoint.dir, name), signal);
@@ -67,7 +70,7 @@ export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signa
     },
     dtypes,
     parameters,
-    fingerprint: sharded ? 'index' : 'weights',
+    fingerprint: 'weights',
     files,
   };
 }
