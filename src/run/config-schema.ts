@@ -212,7 +212,7 @@ export const CONFIG_SCHEMA = {
         weight_decay: { kind: 'number', minimum: 0, default: 0, description: 'Decoupled weight decay.' },
         grad_clip: { kind: 'number', exclusiveMinimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; null: no clipping.' },
         batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per micro-batch.' },
-        grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step (APEX and LoRA weight transforms are computed once per step).' },
+        grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step, weighted by their loss targets (B × k = one batch of k·B, chat data too); APEX and LoRA weight transforms are computed once per step.' },
         warmup_fraction: { ...fraction, default: 0.03, description: 'Linear warm-up as a fraction of all stages\' steps, then cosine to 0.' },
         boundary_warmup_fraction: { ...fraction, default: 0.005, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps.' },
       },

@@ -34,7 +34,7 @@ export function batchTensors(set: SequenceSet, indices: readonly number[]): { id
 }
 
 /** Prediction targets of a sequence: positions t ≥ 1 with mask 1 (all of them without a mask). */
-function targetCount(set: SequenceSet, index: number): number {
+export function targetCount(set: SequenceSet, index: number): number {
   const m = set.lossMasks?.[index];
   if (m === undefined) return set.seqLen - 1;
   let n = 0;

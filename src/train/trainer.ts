@@ -28,7 +28,7 @@ import { BatchStream } from './batch-stream.js';
 import type { SequenceSet } from './data.js';
 import { GradientAccumulator } from './grad-accumulation.js';
 import { clipCoefficient, globalNorm } from './grad-clip.js';
-import { batchTensors, evaluateHeldOut, type HeldOutResult } from './held-out-eval.js';
+import { batchTensors, targetCount, evaluateHeldOut, type HeldOutResult } from './held-out-eval.js';
 import { learningRate, type LrPlan } from './lr-schedule.js';
 import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.js';
 import { modelLoss } from './model-loss.js';
@@ -277,6 +277,15 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       const prepared: PreparedTransforms | undefined = prepare ? prepareTransforms(o.model, o.hooks!) : undefined;
       const preparedGrads = new GradientAccumulator();
       let mean: Map<string, tf.Tensor>;
+      // The step's micro-batches, drawn up front: their target counts weight them. With equal
+      // counts (packed text) each gets 1/k, the plain mean of the micro-batch means; with unequal
+      // ones (chat data) each micro-batch's loss is its token sum and the step divides by all its
+      // targets, so batch B × k accumulation equals one batch of k·B (as Hugging Face's Trainer
+      // since 4.46, and held-out evaluation here), not a mean that over-weights short answers.
+      const micros = Array.from({ length: o.gradAccum }, () => stream.next(o.batchSize));
+      const targets = micros.map((indices) => indices.reduce((n, i) => n + targetCount(o.train, i), 0));
+      const tokenWeighted = targets.some((n) => n !== targets[0]);
+      const allTargets = targets.reduce((a, b) => a + b, 0);
       try {
         for (let micro = 0; micro < o.gradAccum; micro++) {
           if (o.signal?.aborted) {
@@ -286,7 +295,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             await save();
             throw new InterruptedError(`interrupted at step ${step} of stage ${o.stage}; saved a checkpoint, ${o.resumeHint ?? 'continue with --resume'}`);
           }
-          const indices = stream.next(o.batchSize);
+          const indices = micros[micro]!;
           const { ids, mask } = batchTensors(o.train, indices);
           let observe: LayerObserver | undefined;
           if (o.recorder) {
@@ -298,7 +307,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             const hooks = prepared?.hooks ?? o.hooks;
             const xs: tf.Tensor[] = prepared ? [...variables, ...prepared.tensors] : variables;
             const { value, grads } = tf.engine().gradients(
-              () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}) }),
+              () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}), ...(tokenWeighted ? { reduction: 'sum' as const } : {}) }),
               xs,
               undefined,
               true,
@@ -324,8 +333,9 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             tf.dispose([ids, mask]);
           }
         }
-        mean = accumulator.take();
-        if (prepared) addThroughTransforms(mean, prepared, preparedGrads.take(), o.params);
+        const scale = tokenWeighted ? 1 / allTargets : 1 / o.gradAccum;
+        mean = accumulator.take(scale);
+        if (prepared) addThroughTransforms(mean, prepared, preparedGrads.take(scale), o.params);
       } finally {
         prepared?.dispose();
         preparedGrads.dispose();
@@ -348,7 +358,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         step += 1;
         tokens += stepTokens;
         boundary = { data: stream.position(), rng: rng.state() };
-        const loss = lossSum / o.gradAccum;
+        const loss = tokenWeighted ? lossSum / allTargets : lossSum / o.gradAccum;
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
