@@ -94,25 +94,23 @@ export interface ChatTokens {
   assistantMask: Uint8Array;
 }
 
-/** Renders and tokenizes a conversation, marking the assistant's tokens. */
+/**
+ * Renders and tokenizes a conversation, marking the assistant's tokens. The whole rendering is
+ * tokenized at once, as generation sees it (pieces tokenized apart differ from it where they
+ * start: SentencePiece tokenizers prepend "▁" to every piece). An assistant span's tokens are
+ * found by tokenizing the rendering up to the span's start and end (the conversation rendered
+ * incrementally, as open-instruct does).
+ */
 export function tokenizeChat(tokenizer: ApexTokenizer, messages: readonly ChatMessage[], renderer = rendererFor(tokenizer)): ChatTokens {
   const { text, spans } = assistantSpans(renderer, messages);
-  const ids: number[] = [];
-  const mask: number[] = [];
-  const pushSegment = (start: number, end: number, flag: number): void => {
-    if (end <= start) return;
-    for (const id of tokenizer.encode(text.slice(start, end), { addSpecialTokens: false })) {
-      ids.push(id);
-      mask.push(flag);
-    }
-  };
-  let cursor = 0;
+  const ids = tokenizer.encode(text, { addSpecialTokens: false });
+  const mask = new Array<number>(ids.length).fill(0);
+  const tokensBefore = (at: number) => (at === 0 ? 0 : at === text.length ? ids.length : tokenizer.encode(text.slice(0, at), { addSpecialTokens: false }).length);
   for (const [start, end] of spans) {
-    pushSegment(cursor, start, 0);
-    pushSegment(start, end, 1);
-    cursor = end;
+    const from = tokensBefore(start);
+    const to = Math.min(ids.length, tokensBefore(end));
+    for (let i = from; i < to; i++) mask[i] = 1;
   }
-  pushSegment(cursor, text.length, 0);
   const prefix = tokenizer.prefixIds;
   const hasPrefix = prefix.every((id, i) => ids[i] === id);
   if (!hasPrefix) {

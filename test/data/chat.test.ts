@@ -1,5 +1,8 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chatRenderer, tokenizeChat, TULU_CHAT_TEMPLATE, type ChatMessage } from '../../src/model/chat-template.js';
+import { chatRenderer, rendererFor, tokenizeChat, TULU_CHAT_TEMPLATE, type ChatMessage } from '../../src/model/chat-template.js';
 import { loadTokenizer, type ApexTokenizer } from '../../src/model/tokenizer.js';
 
 const tokenizer = async (): Promise<ApexTokenizer> => (await loadTokenizer('fixtures/llama-mha-f32'))!;
@@ -75,5 +78,50 @@ describe('model chat template', () => {
   it('refuses a template that does not render incrementally', async () => {
     const tok = withTemplate(await tokenizer(), '{% for m in messages %}{{ m.content }}{% endfor %}{{ messages | length }}');
     expect(() => tokenizeChat(tok, CONVERSATION)).toThrow(/incrementally/);
+  });
+});
+
+/**
+ * A SentencePiece-style tokenizer.json (Llama-2 / TinyLlama layout: Prepend "▁" normalizer,
+ * byte-fallback BPE): tokenizing a text in pieces puts a "▁" at the start of every piece.
+ */
+async function sentencePieceTokenizer(): Promise<ApexTokenizer> {
+  const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2 };
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`] = Object.keys(vocab).length;
+  for (const c of '▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789<|>.,!?\'') vocab[c] = Object.keys(vocab).length;
+  const merges: string[] = [];
+  for (const w of ['▁T', '▁Th', '▁The', '▁c', '▁ca', '▁cap', 'He', 'Hel', 'Hell', 'Hello', '▁He', '▁Hel', '▁Hell', '▁Hello']) {
+    merges.push(`${w.slice(0, -1)} ${w.slice(-1)}`);
+    vocab[w] = Object.keys(vocab).length;
+  }
+  const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const json = {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [special('<unk>', 0), special('<s>', 1), special('</s>', 2)],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    pre_tokenizer: null,
+    post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } } },
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges },
+  };
+  const dir = await mkdtemp(join(tmpdir(), 'apex-sp-'));
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(json));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'LlamaTokenizerFast', bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, legacy: true }));
+  return (await loadTokenizer(dir))!;
+}
+
+describe('SentencePiece-style tokenizers', () => {
+  it('token ids are those of the whole rendering (no "▁" where a piece starts), the answer still masked', async () => {
+    const tok = await sentencePieceTokenizer();
+    const messages: ChatMessage[] = [{ role: 'user', content: 'The cap?' }, { role: 'assistant', content: 'Hello there.' }];
+    const { ids, assistantMask } = tokenizeChat(tok, messages);
+    const whole = tok.encode(rendererFor(tok).render(messages, false));
+    expect(ids).toEqual(whole);
+    // The masked tokens are one run: the answer and what closes it (EOS, newline), nothing of the prompt.
+    const first = assistantMask.indexOf(1);
+    const last = assistantMask.lastIndexOf(1);
+    expect(assistantMask.slice(first, last + 1).every((m) => m === 1)).toBe(true);
+    expect(tok.decode(ids.slice(first, last + 1))).toMatch(/^Hello there\.<\/s>\s*$/);
+    expect(tok.decode(ids.slice(0, first))).toMatch(/The cap\?\s*<\|assistant\|>\s*$/);
   });
 });
