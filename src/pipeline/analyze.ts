@@ -16,6 +16,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError, VerificationError } from '../errors.js';
+import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { outputState, writeAtomicFolder } from '../io/atomic-output.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { f32Tensor, ioError, writeSafetensors } from '../io/safetensors-writer.js';
@@ -121,6 +122,11 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
       base = { checkpoint: baseCheckpoint, spec: describeCheckpoint(baseCheckpoint).spec };
       checkBaseCompatible(spec, base.spec, options.base);
     }
+    refuseInputsInsideOutput(output, [
+      { label: 'the model', path: checkpoint.dir },
+      ...(options.base !== undefined ? [{ label: 'the --base model', path: options.base }] : []),
+      ...options.data.source.paths.map((p) => ({ label: 'the data', path: p })),
+    ], '-o/--output');
     if ((await outputState(output)) === 'present' && !options.force) {
       throw new UsageError(`output ${output} already exists and is not empty; choose another folder or pass --force to replace it`, 'OUTPUT_EXISTS');
     }

@@ -20,6 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { InputError, ResourceLimitError, UsageError, VerificationError } from '../errors.js';
+import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { outputState } from '../io/atomic-output.js';
 import { formatBytes, parseByteSize } from '../io/byte-size.js';
 import { Checkpoint } from '../io/checkpoint.js';
@@ -147,6 +148,11 @@ async function openInputs(paths: ExpandPaths, options: ExpandOptions): Promise<I
   if (resolve(paths.output) === resolve(resolved.dir)) {
     throw new UsageError(`-o/--output ${paths.output} is the input model's own folder; write the expanded checkpoint somewhere else`, 'FLAG_CONFLICT');
   }
+  refuseInputsInsideOutput(paths.output, [
+    { label: 'the input model', path: resolved.dir },
+    ...(paths.operators !== undefined ? [{ label: 'the operators', path: paths.operators }] : []),
+    ...(paths.updates !== undefined ? [{ label: 'the trained tensors', path: paths.updates }] : []),
+  ], '-o/--output');
   const input = await Checkpoint.open(resolved.dir);
   let updates: TrainedUpdates | undefined;
   try {

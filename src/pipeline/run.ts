@@ -21,6 +21,8 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { refuseInputsInsideOutput } from '../io/output-inputs.js';
+import { BUILTIN_PREFIX } from '../run/config-schema.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import type { ResolvedRunConfig } from '../run/config.js';
@@ -82,6 +84,41 @@ function checkTrainerSupport(resolved: ResolvedRunConfig): void {
   }
 }
 
+/** Files whose content (sha256) or presence differs between an earlier record and now. */
+function fileChanges(before: readonly { file: string; sha256: string }[], now: readonly { file: string; sha256: string }[]): string[] {
+  const old = new Map(before.map((f) => [f.file, f.sha256]));
+  const cur = new Map(now.map((f) => [f.file, f.sha256]));
+  const changed: string[] = [];
+  for (const [file, sha] of cur) {
+    const was = old.get(file);
+    if (was === undefined) changed.push(`${file} is new`);
+    else if (was !== sha) changed.push(`${file} (sha256 ${was.slice(0, 12)}… then, ${sha.slice(0, 12)}… now)`);
+  }
+  for (const file of old.keys()) if (!cur.has(file)) changed.push(`${file} is gone`);
+  return changed;
+}
+
+function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecRecord | null): string[] {
+  if (before === null || now === null) return before === now ? [] : [`${kind} data ${before === null ? 'added' : 'removed'}`];
+  const files = (r: DataSpecRecord) => r.paths.map((file, i) => ({ file, sha256: r.sha256[i] ?? '' }));
+  const changed = fileChanges(files(before), files(now)).map((c) => `${kind}: ${c}`);
+  if (changed.length === 0 && (before.documents !== now.documents || before.tokens !== now.tokens)) changed.push(`${kind}: ${before.documents} documents / ${before.tokens} tokens then, ${now.documents} / ${now.tokens} now`);
+  return changed;
+}
+
+/**
+ * A resumed run whose inputs changed would put results of the old inputs next to results of the
+ * new ones (and record only the new): refused, naming what changed.
+ */
+function refuseChangedInputs(run: string, what: string, changes: readonly string[]): void {
+  if (changes.length === 0) return;
+  throw new UsageError(
+    `${what} of ${run} changed since the run began: ${changes.slice(0, 5).join('; ')}${changes.length > 5 ? `; and ${changes.length - 5} more` : ''}. ` +
+      'Its results so far come from the earlier inputs; restore them to continue, or pass --force to start the run over',
+    'RUN_INPUT_CHANGED',
+  );
+}
+
 export async function runPipeline(options: RunPipelineOptions): Promise<RunSummary> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
@@ -104,12 +141,23 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const lock = new RunLock(run, onWarning);
   await lock.take();
   try {
+    if (options.force) {
+      const sources = (key: string, list: readonly string[] | null) => (list ?? []).filter((p) => !p.startsWith(BUILTIN_PREFIX)).map((p) => ({ label: `data.${key}`, path: p }));
+      refuseInputsInsideOutput(run, [
+        { label: 'the model', path: base.dir },
+        ...sources('train', config.data.train),
+        ...sources('eval', config.data.eval),
+        ...sources('calibration', config.data.calibration),
+        ...(config.lora?.match_params ? [{ label: 'lora.match_params', path: config.lora.match_params }] : []),
+      ]);
+    }
     const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion() });
     log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
 
     log(`backend: ${backend.name} (${backend.detail})`);
     const knownModel = state.completed<BaseModelRecord>('model')?.result;
     const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status, ...(knownModel ? { known: knownModel } : {}) });
+    if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', fileChanges(knownModel.files, modelRecord.files));
     if (modelRecord !== knownModel) await state.complete('model', 0, modelRecord);
     log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
 
@@ -120,6 +168,11 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
       const calibration = d.calibration ? `, ${d.calibration.sequences.length} calibration` : '';
       log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${config.data.seq_len} tokens each)`);
       const records: DataRecords = { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };
+      const knownData = state.completed<DataRecords>('data')?.result;
+      if (knownData !== undefined) {
+        const changes = (['train', 'eval', 'calibration'] as const).flatMap((k) => dataChanges(k, knownData[k], records[k]));
+        refuseChangedInputs(run, 'the data', changes);
+      }
       await state.complete('data', 0, records);
       return d;
     })());

@@ -4,7 +4,8 @@
  * summary and report, resume doing no work, a changed config refused, --force redoing, and an
  * interrupted run resuming to the same final weights as an uninterrupted one.
  */
-import { existsSync, readdirSync, readFileSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +18,7 @@ import { loadRunData } from '../../src/pipeline/run-data.js';
 import { runPipeline } from '../../src/pipeline/run.js';
 import type { RunSummary } from '../../src/pipeline/run-summary.js';
 import { resolveConfig } from '../../src/run/config.js';
-import { configFolder, fingerprint, maxWeightDifference, microConfig, MODEL } from './run-fixtures.js';
+import { configFolder, fingerprint, maxWeightDifference, MICRO_DATA, microConfig, MODEL } from './run-fixtures.js';
 
 async function run(file: string, options: { overrides?: string[]; force?: boolean; signal?: AbortSignal; onStatus?: (m: string) => void } = {}) {
   const resolved = await resolveConfig({ file, overrides: options.overrides ?? [], cwd: path.dirname(file) });
@@ -190,6 +191,32 @@ describe('apex run (library, micro config)', () => {
     expect(summary.invocation.skipped).not.toContain('run/stage/2');
     expect(summary.invocation.skipped).toContain('run/stage/1');
     expect(shards()).toEqual(before);
+  });
+
+  it('refuses to resume when the data or the base model changed since the run began (RUN_INPUT_CHANGED)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'apex-run-inputs-'));
+    const model = path.join(dir, 'model');
+    cpSync(MODEL, model, { recursive: true });
+    const data = MICRO_DATA.map((f, i) => { const to = path.join(dir, `doc${i}.txt`); cpSync(f, to); return to; });
+    let text = microConfig().replace(`model: ${MODEL}`, `model: ${model}`).replace(`train: [${MICRO_DATA.join(', ')}]`, `train: [${data.join(', ')}]`);
+    text = text.replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 4 }');
+    const file = path.join(dir, 'run.yaml');
+    writeFileSync(file, text);
+    const abort = new AbortController();
+    const err = await run(file, { signal: abort.signal, onStatus: (m) => { if (/^APEX stage 1: step 2\//.test(m)) abort.abort(new InterruptedError('test interrupt')); } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InterruptedError);
+
+    const original = readFileSync(data[1]!, 'utf8');
+    writeFileSync(data[1]!, `${original}\nA paragraph the first invocation never saw.\n`);
+    const dataChanged = await run(file).catch((e: unknown) => e);
+    expect(dataChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', exit: 2, message: expect.stringMatching(/the data of .* changed since the run began: train: .*doc1\.txt \(sha256 [0-9a-f]{12}… then, [0-9a-f]{12}… now\).*--force/) });
+    writeFileSync(data[1]!, original);
+
+    const configPath = path.join(model, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), _name_or_path: 'edited' }));
+    const modelChanged = await run(file).catch((e: unknown) => e);
+    expect(modelChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed since the run began: config\.json \(sha256/) });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses a different config on the run folder (exit 2) and changes nothing', async () => {
