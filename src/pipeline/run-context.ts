@@ -16,8 +16,6 @@ export interface RunContext {
   /** The resolved local base model folder. */
   readonly modelDir: string;
   readonly data: () => Promise<RunData>;
-  /** Wraps a stage's training when the run's own lock must make way for the stage's (same folder). */
-  readonly aroundStage: <T>(line: TrainingLine, fn: () => Promise<T>) => Promise<T>;
   readonly signal?: AbortSignal;
   /** Permanent progress lines. */
   readonly log: (message: string) => void;

@@ -92,22 +92,22 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
       const data = await ctx.data();
       ctx.log(`${line.name} stage ${n} of ${config.stages.count}: training`);
       const settings = stageSettings(config, line, n, config.model);
-      const result = await ctx.aroundStage(line, () =>
-        runStage({
-          ...settings,
-          // Continue an interrupted stage; start over a stage whose input changed.
-          ...(retrained ? { resume: false, force: true } : { resume: existsSync(dir) }),
-          argv: [...ctx.argv],
-          resumeHint: 'run the same apex run command again to continue',
-          modelDir: ctx.modelDir,
-          train: data.train,
-          ...(config.eval.every !== null ? { eval: data.eval } : {}),
-          ...(ctx.signal ? { signal: ctx.signal } : {}),
-          progress: (m) => stageMessage(ctx, line, m),
-          onStep: (r) => ctx.status(stepLine(line, r)),
-          onWarning: ctx.onWarning,
-        }),
-      );
+      const result = await runStage({
+        ...settings,
+        // Continue an interrupted stage; start over a stage whose input changed.
+        ...(retrained ? { resume: false, force: true } : { resume: existsSync(dir) }),
+        argv: [...ctx.argv],
+        resumeHint: 'run the same apex run command again to continue',
+        // The run holds its folder's lock throughout; a baseline trains in a folder of its own, which its stage locks.
+        runLockHeld: line.folder === ctx.run,
+        modelDir: ctx.modelDir,
+        train: data.train,
+        ...(config.eval.every !== null ? { eval: data.eval } : {}),
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+        progress: (m) => stageMessage(ctx, line, m),
+        onStep: (r) => ctx.status(stepLine(line, r)),
+        onWarning: ctx.onWarning,
+      });
       // A stage that had finished training and only lacked its fused model leaves later stages valid.
       if (result.status === 'trained') retrained = true;
     }

@@ -2,7 +2,7 @@
  * The lock an `apex run` holds on its run folder for its whole life (src/io/output-lock.ts), so
  * two processes never work on one run. The trainer takes the same lock for the folder it
  * trains in, which for the run's own stages is the run folder itself: for those stages the
- * run hands the lock over and takes it back when the stage returns.
+ * run tells it the lock is held (`runLockHeld`), so the folder is never unlocked mid-run.
  */
 import { acquireOutputLock, type OutputLock } from '../io/output-lock.js';
 
@@ -21,16 +21,5 @@ export class RunLock {
   async release(): Promise<void> {
     await this.lock?.release();
     this.lock = undefined;
-  }
-
-  /** Runs `fn` with the lock handed over when `lockedByStage` (the stage locks this same folder). */
-  async around<T>(lockedByStage: boolean, fn: () => Promise<T>): Promise<T> {
-    if (!lockedByStage) return fn();
-    await this.release();
-    try {
-      return await fn();
-    } finally {
-      await this.take();
-    }
   }
 }

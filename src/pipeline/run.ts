@@ -183,7 +183,6 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
       run,
       modelDir: base.dir,
       data,
-      aroundStage: (line, fn) => lock.around(line.folder === run, fn),
       ...(signal ? { signal } : {}),
       log,
       status,

@@ -69,6 +69,11 @@ export interface StageOptions extends StageSettings {
   readonly prepareTransforms?: boolean;
   /** How the caller continues an interrupted stage (see TrainerOptions.resumeHint). */
   readonly resumeHint?: string;
+  /**
+   * The caller holds the run folder's lock for the whole stage (apex run): the stage does not
+   * take it itself, so the folder is never unlocked between the caller's work and the stage's.
+   */
+  readonly runLockHeld?: boolean;
 }
 
 export interface StageResult {
@@ -240,7 +245,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
     say(`backend: ${backend.name} (${backend.detail}); memory estimate ${(memory.totalBytes / 2 ** 20).toFixed(0)} MiB`);
 
     const baseModel = stage === 1 ? settings.model : ((await runBaseModel(run)) ?? settings.model);
-    const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: warn });
+    const lock = options.runLockHeld ? undefined : await acquireOutputLock(run, { command: 'apex finetune', onWarning: warn });
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
@@ -347,7 +352,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
       for (const f of [...files, METRICS_FILE]) outputs.push({ ...(await sha256OfFile(join(dir, f))), file: f });
       await writeProvenance(dir, prov.build({ seed: settings.seed, backend, base_model: baseModel, inputs, outputs: { stage: { path: dir, files: outputs } }, details }));
     } finally {
-      await lock.release();
+      await lock?.release();
     }
     say(`stage ${stage} written to ${dir}`);
     const modelDir = settings.expand ? await fuse(run, stage, say) : null;

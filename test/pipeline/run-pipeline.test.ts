@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InterruptedError, UsageError } from '../../src/errors.js';
 import { Checkpoint } from '../../src/io/checkpoint.js';
+import { acquireOutputLock } from '../../src/io/output-lock.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { disposeModelWeights, forwardLogits, loadModelWeights } from '../../src/model/model-weights.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
@@ -216,6 +217,19 @@ describe('apex run (library, micro config)', () => {
     writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), _name_or_path: 'edited' }));
     const modelChanged = await run(file).catch((e: unknown) => e);
     expect(modelChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed since the run began: config\.json \(sha256/) });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('holds the run folder locked throughout, also while a stage is fused', async () => {
+    const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }').replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 2 }'));
+    const attempts: Promise<unknown>[] = [];
+    await run(file, {
+      onStatus: (m) => {
+        if (/^APEX: fusing layer 1\//.test(m)) attempts.push(acquireOutputLock(path.join(dir, 'apex-run')).then((l) => l.release().then(() => 'taken'), (e: unknown) => e));
+      },
+    });
+    expect(attempts).toHaveLength(1);
+    expect(await attempts[0]).toMatchObject({ code: 'OUTPUT_LOCKED' });
     rmSync(dir, { recursive: true, force: true });
   });
 
