@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { expectedTensors } from '../model/architecture.js';
 import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { BUILTIN_PREFIX } from '../run/config-schema.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
@@ -247,15 +248,18 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
 
 /**
  * Refuses (exit 5) before the run folder exists when even the part of a training stage's
- * memory that does not depend on the selection (weights, gradients of the weights, logits)
- * is over `max_memory`; each stage checks its complete estimate again when it starts.
+ * memory that does not depend on the selection is over `max_memory`: weights and activations,
+ * plus, where every weight is trained whatever the selection (`vanilla`, APEX `full`), their
+ * gradients and optimizer state. Each stage checks its complete estimate again when it starts.
  */
 function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: ModelSpec, budgetBytes: number): void {
+  const everyWeight = config.method === 'vanilla' || (config.method === 'apex' && config.setting === 'full');
+  const sizes = everyWeight ? [...expectedTensors(spec).values()].map((shape) => shape.reduce((a, b) => a * b, 1)) : [];
   const floor = estimateTrainingMemory(spec, {
     batch: config.optimizer.batch_size,
     seqLen: config.data.seq_len,
-    trainableEntries: 0,
-    largestTrainable: 0,
+    trainableEntries: sizes.reduce((a, b) => a + b, 0),
+    largestTrainable: Math.max(0, ...sizes),
     operators: false,
     lora: false,
   });

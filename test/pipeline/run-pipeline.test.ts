@@ -220,6 +220,14 @@ describe('apex run (library, micro config)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('max_memory below what training every weight needs is refused before the run folder exists (vanilla)', async () => {
+    const { dir, file } = configFolder(microConfig('method: vanilla\nbaseline: { vanilla: false }'));
+    const err = await run(file, { overrides: ['max_memory=105MB'] }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ exit: 5, message: expect.stringMatching(/before any selection\) needs about .*gradients and optimizer state 34\.0 MB/) });
+    expect(existsSync(path.join(dir, 'apex-run'))).toBe(false);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('holds the run folder locked throughout, also while a stage is fused', async () => {
     const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }').replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 2 }'));
     const attempts: Promise<unknown>[] = [];
