@@ -68,16 +68,17 @@ function totalTokens(stages: readonly StageSummary[]): number {
 function perplexitySection(s: RunSummary): HtmlSection {
   const baseline = s.baseline?.stages ?? [];
   const categories = ['before training', ...s.stages.map((st) => `stage ${st.stage}`)];
+  // The baseline's columns only when there is a baseline (a vanilla run has none beside itself).
+  const compared = baseline.length > 0;
   const rows = [
-    ['before training', 0, formatPerplexity(s.before.perplexity), baseline.length > 0 ? formatPerplexity(s.before.perplexity) : null, null],
+    ['before training', 0, formatPerplexity(s.before.perplexity), ...(compared ? [formatPerplexity(s.before.perplexity), null] : [])],
     ...s.stages.map((st, i) => {
       const b = baseline[i];
       return [
         `stage ${st.stage}`,
         formatCount(s.stages.slice(0, i + 1).reduce((n, x) => n + x.tokens, 0)),
         formatPerplexity(st.eval.perplexity),
-        b ? formatPerplexity(b.eval.perplexity) : null,
-        b ? formatPercent(st.eval.perplexity / b.eval.perplexity - 1) : null,
+        ...(compared ? [b ? formatPerplexity(b.eval.perplexity) : null, b ? formatPercent(st.eval.perplexity / b.eval.perplexity - 1) : null] : []),
       ];
     }),
   ];
@@ -88,7 +89,7 @@ function perplexitySection(s: RunSummary): HtmlSection {
       type: 'paragraph',
       text: `Mean next-token perplexity on ${formatCount(s.before.sequences)} held-out sequences (${formatCount(s.before.tokens)} predicted tokens), the same for every model. Lower is better.`,
     },
-    { type: 'table', columns: ['model', 'tokens trained', methodName(s), 'vanilla', 'vs vanilla'], rows },
+    { type: 'table', columns: ['model', 'tokens trained', methodName(s), ...(compared ? ['vanilla', 'vs vanilla'] : [])], rows },
     {
       type: 'svg',
       svg: renderBarChartSvg({ title: 'Held-out perplexity', categories, series, yLabel: 'perplexity', formatValue: formatPerplexity }),

@@ -126,7 +126,9 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const { config } = options.resolved;
   const log = options.log ?? (() => {});
   const status = options.status ?? (() => {});
-  const onWarning = options.onWarning ?? log;
+  // Each warning once: the training, held-out and calibration sets of one source warn alike.
+  const warned = new Set<string>();
+  const onWarning = (m: string) => { if (!warned.has(m)) { warned.add(m); (options.onWarning ?? log)(m); } };
   const signal = options.signal;
   checkTrainerSupport(options.resolved);
   const run = resolve(config.output);

@@ -238,6 +238,10 @@ describe('apex run (library, micro config)', () => {
     });
     expect(attempts).toHaveLength(1);
     expect(await attempts[0]).toMatchObject({ code: 'OUTPUT_LOCKED' });
+    // Without a baseline the report's table has no baseline columns.
+    const html = readFileSync(path.join(dir, 'apex-run', 'index.html'), 'utf8');
+    expect(html).toMatch(/<th[^>]*>tokens trained<\/th>/);
+    expect(html).not.toMatch(/<th[^>]*>vs vanilla<\/th>/);
     rmSync(dir, { recursive: true, force: true });
   });
 
