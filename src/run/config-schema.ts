@@ -187,7 +187,7 @@ export const CONFIG_SCHEMA = {
           defaultText: '100; null when tokens is set',
           description: 'Optimizer steps per stage (exclusive with tokens).',
         },
-        tokens: { kind: 'integer', minimum: 1, nullable: true, default: null, description: 'Training tokens per stage (exclusive with steps).' },
+        tokens: { kind: 'integer', minimum: 1, nullable: true, default: null, description: 'Training tokens per stage (exclusive with steps): sequence positions, steps × batch × grad_accum × seq_len, so chat sequences count their padding.' },
         ratio: { ...unitRatio, default: 0.375, description: 'Selection ratio: k = floor(n · ratio / 2^s) units per side (P and N) per layer. Method apex only.' },
         decay_k: { kind: 'boolean', default: false, description: 'Decaying K: s = stage index; units already used as N are excluded from later P and N (structured: they stay directly tuned). Method apex only.' },
         score: { kind: 'enum', values: SCORE_MODES, default: 'rank', description: '`rank` (Top-k/Min-k counts, the method) or `avg` (summed norms, an ablation). Method apex only.' },
