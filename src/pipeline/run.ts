@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { matchedLoraRank } from '../train/stage-records.js';
 import { expectedTensors } from '../model/architecture.js';
 import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { BUILTIN_PREFIX } from '../run/config-schema.js';
@@ -136,6 +137,8 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
   const tokenizer = await loadTokenizer(base.dir);
   await checkDataSources(config, tokenizer, base.dir);
+  // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
+  if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec);
   const backend = await selectBackend(config.backend as BackendRequest);
   if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
   const existed = existsSync(run);

@@ -228,6 +228,14 @@ describe('apex run (library, micro config)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a lora.match_params that is not an APEX run is refused before any work', async () => {
+    const { dir, file } = configFolder(microConfig(`method: lora\nlora: { match_params: ${path.join(tmpdir(), 'no-such-apex-run')} }\nbaseline: { vanilla: false }`));
+    const err = await run(file).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'MATCH_PARAMS', exit: 3 });
+    expect(existsSync(path.join(dir, 'apex-run'))).toBe(false);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('holds the run folder locked throughout, also while a stage is fused', async () => {
     const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }').replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 2 }'));
     const attempts: Promise<unknown>[] = [];
