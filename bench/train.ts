@@ -4,7 +4,7 @@
  * random weights; the shape bench/eval.ts uses) on 2 × 128 tokens, through apex's trainer
  * (`runStage`, wasm backend) for every method and setting, next to PyTorch CPU running the same
  * full fine-tuning step on the same weights and tokens (bench/pytorch/train_step.py, set up as
- * DEVELOPERS.md says: OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2). Reports the median step time
+ * docs/benchmarks.md says: OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2). Reports the median step time
  * after warm-up, tokens/s, the APEX `full` overhead per step over `vanilla` (target ≤ 5%), and
  * the peak RSS of each setting beside the trainer's memory estimate. Each measurement runs in
  * a fresh child process so that its peak RSS is its own.

@@ -20,7 +20,7 @@
 #                                  training parts on webgpu over lavapipe against the cpu backend
 #                                  (GPU_CHECK_STEPS, default 200). Results in $OUT (default
 #                                  /tmp/apex-webgpu-software)/webgpu-software-check.json. Slow: lavapipe
-#                                  emulates the GPU on the CPU; about 15 minutes on 2 cores.
+#                                  emulates the GPU on the CPU; about 4–8 minutes on the 2-core development VM.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -102,7 +102,7 @@ export const CONFIG_SCHEMA = {
         'The checkpoint to train: a local Hugging Face model folder, or a Hub id `org/name` with an optional `@revision`. ' +
         'A value that exists as a folder, or starts with `./`, `../`, `/` or `~`, is a local path.',
     },
-    output: { kind: 'path', role: 'folder', default: './apex-run', description: 'Run folder (layout: APEX-METHOD.md §7). Relative to the current directory unless set in a config file.' },
+    output: { kind: 'path', role: 'folder', default: './apex-run', description: 'Run folder (layout: docs/method.md §7). Relative to the current directory unless set in a config file.' },
     seed: { kind: 'integer', minimum: 0, maximum: 4294967295, default: 0, description: 'Seed of every random choice: data order and split, operator and LoRA initialisation, random selection.' },
     backend: { kind: 'enum', values: BACKENDS, default: 'auto', description: 'TensorFlow.js backend; `auto` tries webgpu, tensorflow, wasm, cpu in that order.' },
     max_memory: {
@@ -144,7 +144,7 @@ export const CONFIG_SCHEMA = {
       nullable: true,
       default: 'full',
       defaultText: '`full` with method apex, else null',
-      description: 'APEX setting (APEX-METHOD.md §4): `operators` (only M, a, b), `structured` (plus the selected rows/columns), `full` (all weights). Method apex only.',
+      description: 'APEX setting (docs/method.md §4): `operators` (only M, a, b), `structured` (plus the selected rows/columns), `full` (all weights). Method apex only.',
     },
     structured: {
       kind: 'object',
@@ -176,7 +176,7 @@ export const CONFIG_SCHEMA = {
     },
     stages: {
       kind: 'object',
-      description: 'The stages of training and the unit selection at each stage start (APEX-METHOD.md §2, §5).',
+      description: 'The stages of training and the unit selection at each stage start (docs/method.md §2, §5).',
       properties: {
         count: { kind: 'integer', minimum: 1, maximum: 64, default: 2, description: 'Number of stages (the paper: returns diminish past 3).' },
         steps: {
@@ -197,7 +197,7 @@ export const CONFIG_SCHEMA = {
     },
     optimizer: {
       kind: 'object',
-      description: 'AdamW and the learning-rate plan (APEX-METHOD.md §5).',
+      description: 'AdamW and the learning-rate plan (docs/method.md §5).',
       properties: {
         lr: { kind: 'number', exclusiveMinimum: 0, default: 3e-4, description: 'Peak learning rate.' },
         betas: {
@@ -213,8 +213,8 @@ export const CONFIG_SCHEMA = {
         grad_clip: { kind: 'number', exclusiveMinimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; null: no clipping.' },
         batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per micro-batch.' },
         grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step, weighted by their loss targets (B × k = one batch of k·B, chat data too); APEX and LoRA weight transforms are computed once per step.' },
-        warmup_fraction: { ...fraction, default: 0.03, description: 'Linear warm-up as a fraction of all stages\' steps, then cosine to 0.' },
-        boundary_warmup_fraction: { ...fraction, default: 0.005, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps.' },
+        warmup_fraction: { ...fraction, default: 0.03, description: 'Linear warm-up as a fraction of all stages\' steps (floored), then cosine to 0. Fixed by the method (docs/method.md §5): any other value is refused.' },
+        boundary_warmup_fraction: { ...fraction, default: 0.005, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps (floored). Fixed by the method (docs/method.md §5): any other value is refused.' },
       },
     },
     eval: {

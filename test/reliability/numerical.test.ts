@@ -73,7 +73,7 @@ describe('non-finite values: exit 6, nothing written', () => {
     const { result, files } = results.get(name)!;
     expect(result.status, `${result.stdout}${result.stderr}`).toBe(6);
     expect(result.json?.error?.code).toMatch(code);
-    // Files only: a stage that fails in its analysis leaves its empty run folder (reported).
+    // Files only (a stage that fails removes the run folder it created; folders are not listed).
     expect(files).toEqual([]);
   };
 
