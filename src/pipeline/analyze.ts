@@ -237,10 +237,11 @@ export function analysisSettings(o: Omit<AnalysisOptions, 'model' | 'output' | '
 
 /**
  * Each sequence cut to its real tokens. Packed text and input ids have no padding. Chat
- * sequences are padded after the conversation; a conversation's last real token is its last
- * assistant token (the loss mask), so everything after it is dropped.
+ * sequences are padded after the conversation: cut at its length (`SequenceSet.lengths`), or,
+ * for a chat set made without lengths, after its last loss target.
  */
 export function unpadded(data: SequenceSet): Int32Array[] {
+  if (data.lengths) return data.sequences.map((seq, i) => seq.subarray(0, data.lengths![i]!));
   if (!data.lossMasks) return data.sequences;
   return data.sequences.map((seq, i) => {
     const mask = data.lossMasks![i]!;

@@ -60,6 +60,8 @@ export interface SequenceSet {
   sequences: Int32Array[];
   /** 1 where the token at position t is a prediction target (t ≥ 1); chat data only. */
   lossMasks?: Uint8Array[];
+  /** Real (unpadded) tokens at the start of each sequence; chat data only (the rest is padding). */
+  lengths?: number[];
   source: DataSpecRecord;
 }
 
@@ -164,6 +166,7 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
     seqLen: options.seqLen,
     sequences: keep.map((i) => built.sequences[i]!),
     lossMasks: keep.map((i) => built.lossMasks[i]!),
+    lengths: keep.map((i) => built.lengths[i]!),
     source: { ...record, tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0), dropped: built.dropped },
   };
 }

@@ -11,10 +11,10 @@
  * that does not complete (interrupt, NaN) records nothing, so the counts always belong to
  * whole optimizer steps, like the checkpoint they are saved in.
  *
- * Padding is excluded: a token counts when its weight is 1. For chat data the tokens after a
- * sequence's last loss target are treated as padding **(ours: the SequenceSet keeps no
- * separate attention mask, and everything after the last target is the pad fill or a
- * trailing turn that trains nothing)**; packed text and input ids count every token.
+ * Padding is excluded: a token counts when its weight is 1. For chat data the padding is what
+ * follows the conversation's real tokens (`SequenceSet.lengths`), so a trailing user turn
+ * counts too; a chat set made without lengths falls back to "after the last loss target".
+ * Packed text and input ids count every token.
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
@@ -25,6 +25,8 @@ import type { SequenceSet } from './data.js';
 /** Per-token weights (1 = counts) of one sequence for the activation norms. */
 export function activationTokenWeights(set: SequenceSet, index: number): Float32Array {
   const weights = new Float32Array(set.seqLen).fill(1);
+  const length = set.lengths?.[index];
+  if (length !== undefined) return weights.fill(0, length);
   const mask = set.lossMasks?.[index];
   if (mask === undefined) return weights;
   let last = -1;

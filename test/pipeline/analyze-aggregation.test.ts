@@ -4,6 +4,12 @@
  * counts summed over micro-batches with ties inside a micro-batch, per-layer k, and the
  * selection with each switch. Every expected number below is worked out in the comments.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tokenizeChat, type ChatMessage } from '../../src/model/chat-template.js';
+import { loadTokenizer } from '../../src/model/tokenizer.js';
+import { loadSequences } from '../../src/train/data.js';
 import { describe, expect, it } from 'vitest';
 import { UsageError, VerificationError } from '../../src/errors.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
@@ -167,6 +173,24 @@ describe('helpers', () => {
     const source = { kind: 'jsonl-chat', paths: [], sha256: [], seqLen: 6, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 2, tokens: 10 } as const;
     expect(unpadded({ seqLen: 6, sequences, lossMasks, source }).map((s) => Array.from(s))).toEqual([[1, 5, 6, 7], [1, 2, 3, 4, 5, 6]]);
     expect(unpadded({ seqLen: 6, sequences, source: { ...source, kind: 'text' } })).toBe(sequences);
+    // With the conversations' lengths, a trailing non-assistant turn is kept (only padding goes).
+    expect(unpadded({ seqLen: 6, sequences, lossMasks, lengths: [5, 6], source }).map((s) => Array.from(s))).toEqual([[1, 5, 6, 7, 0], [1, 2, 3, 4, 5, 6]]);
+  });
+
+  it('analyze on chat data counts every real token, a conversation ending with a user turn included', async () => {
+    const tok = (await loadTokenizer('fixtures/llama-mha-f32'))!;
+    const dir = mkdtempSync(join(tmpdir(), 'apex-chat-tail-'));
+    const file = join(dir, 'chat.jsonl');
+    const conversations = [
+      [{ role: 'user', content: 'Where is the ship?' }, { role: 'assistant', content: 'At sea.' }, { role: 'user', content: 'And the whale, where is the whale now?' }],
+      [{ role: 'user', content: 'Hello' }, { role: 'assistant', content: 'Hi there.' }],
+    ];
+    writeFileSync(file, conversations.map((messages) => JSON.stringify({ messages })).join('\n'));
+    const data = await loadSequences({ data: [file], tokenizer: tok, seqLen: 64, seed: 0 });
+    const real = conversations.map((messages) => tokenizeChat(tok, messages as ChatMessage[]).ids.length);
+    expect(data.lengths).toEqual(real);
+    expect(unpadded(data).map((s) => s.length)).toEqual(real);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('writes JSON with number arrays on one line, and it parses back to the same value', () => {

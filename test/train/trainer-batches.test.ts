@@ -74,4 +74,14 @@ describe('token weights of the score recorder', () => {
     expect(Array.from(activationTokenWeights(set, 0))).toEqual([1, 1, 1, 1, 0, 0]);
     expect(Array.from(activationTokenWeights(set, 1))).toEqual([1, 1, 1, 1, 1, 1]);
   });
+  it('count a trailing non-assistant turn of a chat sequence: padding starts at its length', () => {
+    const set = {
+      seqLen: 6,
+      sequences: [Int32Array.from([1, 7, 8, 9, 4, 0])],
+      lossMasks: [Uint8Array.from([0, 0, 1, 0, 0, 0])],
+      lengths: [5],
+      source,
+    };
+    expect(Array.from(activationTokenWeights(set, 0))).toEqual([1, 1, 1, 1, 1, 0]);
+  });
 });
