@@ -10,6 +10,7 @@ import { formatBytes, parseByteSize } from '../io/byte-size.js';
 import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate } from '../model/generate.js';
+import { generationEosIds } from '../model/generation-config.js';
 import { contextWarning } from '../model/streaming-forward.js';
 import { chooseGenerationSource } from '../model/generation-source.js';
 import { openModelForCompute } from '../model/open-model.js';
@@ -29,7 +30,7 @@ export interface GenerateCommandResult {
 }
 
 export default class Generate extends ApexCommand<GenerateCommandResult> {
-  static override description = 'Continue a prompt (text or token ids) greedily or by sampling.';
+  static override description = 'Continue a prompt (text or token ids) greedily or by sampling, up to --max-new-tokens or an end-of-sequence id of config.json, generation_config.json or the tokenizer.';
   static override examples = [
     '<%= config.bin %> generate ./my-model --prompt "The president said" --max-new-tokens 40',
     '<%= config.bin %> generate ./stories260K --max-new-tokens 127 --temperature 1 --seed 3 --ids-out calib.safetensors',
@@ -59,7 +60,9 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       opened.warnings.forEach((w) => this.note(w));
       const tokenizer = await loadTokenizer(opened.resolved.dir);
       const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec });
-      const stops = [...new Set([...opened.spec.eosTokenIds, ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
+      // Stop on every end-of-sequence id the model declares: config.json, generation_config.json (where
+      // Hugging Face generate looks, and instruction-tuned models list end-of-turn tokens) and the tokenizer.
+      const stops = [...new Set([...opened.spec.eosTokenIds, ...(await generationEosIds(opened.resolved.dir)), ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
       const P = prompts[0]!.length;
       const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
       if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);

@@ -196,7 +196,8 @@ function bool(o: Record<string, unknown>, key: string, fallback: boolean, source
   return v;
 }
 
-function tokenIds(o: Record<string, unknown>, key: string, source: string): number[] {
+/** A token id or a list of them under `key` (absent or null: none); an InputError naming `source` otherwise. */
+export function tokenIds(o: Record<string, unknown>, key: string, source: string): number[] {
   const v = o[key];
   if (v == null) return [];
   const list = Array.isArray(v) ? v : [v];

@@ -97,6 +97,23 @@ describe('apex generate', () => {
     expect(Array.from(written.rows[0]!)).toEqual(Array.from(ref.greedyIds));
   });
 
+  it('stops on the end-of-sequence ids of generation_config.json too, as Hugging Face generate does', async () => {
+    const ref = await loadReference('stories260K');
+    const model = join(tmp, 'stories-gencfg');
+    mkdirSync(model);
+    for (const f of readdirSync('fixtures/stories260K')) copyFileSync(join('fixtures/stories260K', f), join(model, f));
+    // The greedy continuation's third token becomes an end-of-turn id.
+    const stopAt = ref.greedyIds[3]!;
+    const config = JSON.parse(readFileSync(join(model, 'generation_config.json'), 'utf8'));
+    writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, eos_token_id: [2, stopAt] }));
+    const r = apex(['generate', model, '--max-new-tokens', '12', '--backend', 'wasm']);
+    expect(r.status).toBe(0);
+    expect(r.json.data.sequences[0].ids).toEqual(Array.from(ref.greedyIds.subarray(0, 4)));
+    writeFileSync(join(model, 'generation_config.json'), '{"eos_token_id": "two"}');
+    const bad = apex(['generate', model, '--max-new-tokens', '2', '--backend', 'wasm']);
+    expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: eos_token_id must be a token id') });
+  });
+
   it('tokenizes a text prompt and decodes the continuation', () => {
     const r = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'The Congress', '--max-new-tokens', '8', '--backend', 'wasm']);
     expect(r.status).toBe(0);
