@@ -37,7 +37,7 @@ export default class Eval extends ApexCommand<EvalResult> {
   static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
   static override flags = {
     data: Flags.string({ description: 'Text files/folders or JSONL (text or chat messages).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
-    'input-ids': Flags.string({ description: 'Pre-tokenized ids: a safetensors file with one I32/I64 [B, T] tensor.', exclusive: ['data', 'corpus'] }),
+    'input-ids': Flags.string({ description: 'Pre-tokenized ids: a safetensors file with one I32/I64 [B, T] tensor, or input_ids with a right-padding attention_mask.', exclusive: ['data', 'corpus'] }),
     corpus: Flags.string({ description: 'Built-in corpus used when no data is given.', options: [...BUILTIN_CORPORA], default: 'in-domain' }),
     'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
     'batch-size': Flags.integer({ description: 'Sequences per forward chunk (fewer when --max-memory requires).', default: 8, min: 1 }),

@@ -38,12 +38,12 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
   static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
   static override flags = {
     prompt: Flags.string({ description: 'Prompt text (needs the model\'s tokenizer). Default: just the BOS token.', exclusive: ['input-ids'] }),
-    'input-ids': Flags.string({ description: 'Prompts as token ids: one I32/I64 [B, T] safetensors tensor (each row one prompt).' }),
+    'input-ids': Flags.string({ description: 'Prompts as token ids: one I32/I64 [B, T] safetensors tensor, or input_ids with a right-padding attention_mask (each row one prompt, up to its mask).' }),
     'max-new-tokens': Flags.integer({ description: 'Tokens to generate per prompt.', default: 64, min: 0 }),
     temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy.', default: '0' }),
     'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
     seed: Flags.integer({ description: 'Sampling seed.', default: 0 }),
-    'ids-out': Flags.string({ description: 'Write prompt + generated ids as an I32 [B, T] tensor `input_ids` to this safetensors file.' }),
+    'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids.' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Hold all weights in memory only below this budget (else stream layers every step).', default: '4GiB' }),
   };
@@ -88,8 +88,8 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       }));
       for (const s of sequences) this.say(s.text !== undefined ? `${s.text}\n[ids] ${s.ids.join(' ')}` : s.ids.join(' '));
       if (flags['ids-out']) {
-        const { ids, shape } = paddedIds(out.sequences, tokenizer?.padId ?? opened.spec.padTokenId ?? stops[0] ?? 0);
-        await writeSafetensors(flags['ids-out'], [i32Tensor('input_ids', shape, ids)]);
+        const { ids, attentionMask, shape } = paddedIds(out.sequences, tokenizer?.padId ?? opened.spec.padTokenId ?? stops[0] ?? 0);
+        await writeSafetensors(flags['ids-out'], [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
         this.say(`wrote ${shape[0]} × ${shape[1]} ids to ${flags['ids-out']}`);
       }
       const generatedCount = out.generated.reduce((a, g) => a + g.length, 0);

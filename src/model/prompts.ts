@@ -8,7 +8,11 @@ import type { ModelSpec } from './model-spec.js';
 import type { ApexTokenizer } from './tokenizer.js';
 
 export async function buildPrompts(options: { prompt?: string; inputIds?: string; tokenizer?: ApexTokenizer; spec: ModelSpec }): Promise<Int32Array[]> {
-  if (options.inputIds !== undefined) return (await readInputIds(options.inputIds)).rows;
+  if (options.inputIds !== undefined) {
+    const { rows, lengths } = await readInputIds(options.inputIds);
+    // Rows padded on the right (an attention_mask) are prompts up to their real tokens.
+    return lengths ? rows.map((r, i) => r.subarray(0, lengths[i]!)) : rows;
+  }
   if (options.prompt !== undefined) {
     if (!options.tokenizer) throw new UsageError('this model has no tokenizer.json: give the prompt as token ids with --input-ids', 'NO_TOKENIZER');
     return [Int32Array.from(options.tokenizer.encode(options.prompt))];
@@ -18,10 +22,17 @@ export async function buildPrompts(options: { prompt?: string; inputIds?: string
   return [Int32Array.from([bos])];
 }
 
-/** Sequences as one [B, T] block; rows that stopped early are padded with `pad`, as transformers pads a batch. */
-export function paddedIds(sequences: readonly Int32Array[], pad: number): { ids: Int32Array; shape: [number, number] } {
+/**
+ * Sequences as one [B, T] block; rows that stopped early are padded on the right with `pad`, as
+ * transformers pads a batch, and `attentionMask` is 1 for real tokens, 0 for the padding.
+ */
+export function paddedIds(sequences: readonly Int32Array[], pad: number): { ids: Int32Array; attentionMask: Int32Array; shape: [number, number] } {
   const T = Math.max(...sequences.map((s) => s.length));
   const ids = new Int32Array(sequences.length * T).fill(pad);
-  sequences.forEach((s, b) => ids.set(s, b * T));
-  return { ids, shape: [sequences.length, T] };
+  const attentionMask = new Int32Array(sequences.length * T);
+  sequences.forEach((s, b) => {
+    ids.set(s, b * T);
+    attentionMask.fill(1, b * T, b * T + s.length);
+  });
+  return { ids, attentionMask, shape: [sequences.length, T] };
 }

@@ -114,16 +114,21 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
   const settings = { samples: options.samples, seed: options.seed, split, heldoutFraction, splitSeed };
 
   if (options.inputIds !== undefined) {
-    const { rows, length } = await readInputIds(options.inputIds);
+    const { rows, length, lengths } = await readInputIds(options.inputIds);
     const seqLen = Math.min(length, options.seqLen);
-    const chosen = selectSplit(rows, split, heldoutFraction, splitSeed);
+    const indexed = rows.map((row, i) => ({ row, real: Math.min(seqLen, lengths?.[i] ?? seqLen) }));
+    const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed);
     warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`);
-    const sequences = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!.slice(0, seqLen));
+    const kept = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!);
+    const sequences = kept.map((k) => k.row.slice(0, seqLen));
     const sha256 = [await sha256File(options.inputIds)];
+    // With an attention_mask the padding is no data: not a target, not counted in statistics.
+    const padding = lengths !== undefined ? { lengths: kept.map((k) => k.real), lossMasks: kept.map((k) => Uint8Array.from({ length: seqLen }, (_, t) => (t >= 1 && t < k.real ? 1 : 0))) } : {};
     return {
       seqLen,
       sequences,
-      source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, tokens: sequences.length * seqLen },
+      ...padding,
+      source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, tokens: kept.reduce((n, k) => n + k.real, 0) },
     };
   }
 

@@ -60,6 +60,36 @@ describe('--input-ids', async () => {
     }
   });
 
+  it('input_ids with an attention_mask: the right padding is neither a target nor data', async () => {
+    const path = await writeSafetensors(join(dir, 'masked.safetensors'), [
+      { name: 'input_ids', dtype: 'I32', shape: [2, 5], data: i32([1, 5, 6, 2, 2, 1, 8, 9, 10, 11]) },
+      { name: 'attention_mask', dtype: 'I64', shape: [2, 5], data: i64([1n, 1n, 1n, 1n, 0n, 1n, 1n, 1n, 1n, 1n]) },
+    ]);
+    const set = await loadSequences({ inputIds: path, seqLen: 16, seed: 0 });
+    expect(set.lengths).toEqual([4, 5]);
+    expect(set.lossMasks!.map((m) => Array.from(m))).toEqual([[0, 1, 1, 1, 0], [0, 1, 1, 1, 1]]);
+    expect(set.source.tokens).toBe(9);
+    // Truncation to seqLen cuts the real lengths too.
+    const short = await loadSequences({ inputIds: path, seqLen: 3, seed: 0 });
+    expect(short.lengths).toEqual([3, 3]);
+    // Masks that are not 1s then 0s, or of another shape, are refused.
+    for (const [name, mask, message] of [
+      ['left', i32([0, 1, 1, 1, 1, 1, 1, 1, 1, 1]), /all zeros|after the padding began at 0/],
+      ['hole', i32([1, 0, 1, 1, 1, 1, 1, 1, 1, 1]), /holds 1 at position 2 after the padding began at 1/],
+    ] as const) {
+      const p = await writeSafetensors(join(dir, `${name}.safetensors`), [
+        { name: 'input_ids', dtype: 'I32', shape: [2, 5], data: i32([1, 5, 6, 2, 2, 1, 8, 9, 10, 11]) },
+        { name: 'attention_mask', dtype: 'I32', shape: [2, 5], data: mask },
+      ]);
+      await expect(loadSequences({ inputIds: p, seqLen: 16, seed: 0 }), name).rejects.toThrow(message);
+    }
+    const shape = await writeSafetensors(join(dir, 'shape.safetensors'), [
+      { name: 'input_ids', dtype: 'I32', shape: [2, 5], data: i32([1, 5, 6, 2, 2, 1, 8, 9, 10, 11]) },
+      { name: 'attention_mask', dtype: 'I32', shape: [1, 5], data: i32([1, 1, 1, 1, 1]) },
+    ]);
+    await expect(loadSequences({ inputIds: shape, seqLen: 16, seed: 0 })).rejects.toThrow(/'attention_mask' has shape \[1, 5\], 'input_ids' \[2, 5\]/);
+  });
+
   it('splits rows into train and held-out', async () => {
     const values = Array.from({ length: 40 * 3 }, (_, i) => i);
     const path = await writeSafetensors(join(dir, 'c.safetensors'), [{ name: 'ids', dtype: 'I32', shape: [40, 3], data: i32(values) }]);

@@ -95,6 +95,7 @@ describe('apex generate', () => {
     const written = await readInputIds(out);
     expect(written.tensorName).toBe('input_ids');
     expect(Array.from(written.rows[0]!)).toEqual(Array.from(ref.greedyIds));
+    expect(written.lengths).toEqual([ref.greedyIds.length]); // the attention_mask: no padding in one row
   });
 
   it('stops on the end-of-sequence ids of generation_config.json too, as Hugging Face generate does', async () => {
