@@ -33,15 +33,20 @@ export function chooseToken(logits: ArrayLike<number>, options: SamplingOptions,
   for (let i = 0; i < V; i++) probs[i]! /= total;
   let candidates = Array.from({ length: V }, (_, i) => i);
   if (options.topP < 1) {
-    // transformers: sort ascending, drop tokens whose cumulative probability ≤ 1 − top_p, keep the top one.
-    const ascending = candidates.sort((a, b) => probs[a]! - probs[b]! || b - a);
+    // transformers: a stable ascending sort (equal probabilities by index), drop tokens whose
+    // cumulative probability ≤ 1 − top_p, keep the top one; among equal probabilities at the
+    // cut the lower indices go first, as there.
+    const ascending = candidates.sort((a, b) => probs[a]! - probs[b]! || a - b);
     let cum = 0;
     let firstKept = V - 1;
     for (let k = 0; k < V - 1; k++) {
       cum += probs[ascending[k]!]!;
       if (cum > 1 - options.topP) { firstKept = k; break; }
     }
-    candidates = ascending.slice(firstKept);
+    // The draw walks the kept tokens in vocabulary order (as torch.multinomial over the filtered
+    // distribution does), not in probability order: two backends whose float32 logits differ in
+    // the last bits then swap no near-equal tokens, and one seed gives one continuation.
+    candidates = ascending.slice(firstKept).sort((a, b) => a - b);
   }
   let mass = 0;
   for (const i of candidates) mass += probs[i]!;

@@ -84,6 +84,17 @@ describe('chooseToken', () => {
     expect(counts[0]! / 3000).toBeLessThan(0.7);
     for (let i = 0; i < 200; i++) expect(chooseToken(logits, { temperature: 1, topP: 0.45 }, rng)).toBe(0);
   });
+  it('top-p ties at the cut keep the higher indices, as transformers (stable ascending sort)', () => {
+    const kept = (p: number) => {
+      const seen = new Set<number>();
+      const rng = new Rng(5);
+      for (let i = 0; i < 400; i++) seen.add(chooseToken([0, 0, 0, 0], { temperature: 1, topP: p }, rng));
+      return [...seen].sort();
+    };
+    expect(kept(0.5)).toEqual([2, 3]);
+    expect(kept(0.6)).toEqual([1, 2, 3]);
+  });
+
   it('samples proportionally to softmax(logits / T)', () => {
     const rng = new Rng(9);
     const counts = [0, 0, 0];
