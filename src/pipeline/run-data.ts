@@ -29,14 +29,14 @@ export function sourceOptions(sources: readonly string[]): Pick<LoadSequencesOpt
 export async function loadRunData(config: ResolvedConfig, tokenizer: ApexTokenizer | undefined, onWarning?: (message: string) => void): Promise<RunData> {
   const { data, seed } = config;
   const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, ...(onWarning ? { onWarning } : {}) };
-  const load = (sources: readonly string[], split: SplitName, samples?: number) =>
-    loadSequences({ ...common, ...sourceOptions(sources), split, ...(samples !== undefined ? { samples } : {}) });
+  const load = (sources: readonly string[], split: SplitName, samples?: number, samplesName?: string) =>
+    loadSequences({ ...common, ...sourceOptions(sources), split, ...(samples !== undefined ? { samples, samplesName: samplesName! } : {}) });
 
   const heldOutOfTrain = data.eval === null;
   const train = await load(data.train, heldOutOfTrain ? 'train' : 'all');
-  const evalSet = heldOutOfTrain ? await load(data.train, 'heldout', data.eval_samples ?? undefined) : await load(data.eval!, 'all', data.eval_samples ?? undefined);
+  const evalSet = await load(heldOutOfTrain ? data.train : data.eval!, heldOutOfTrain ? 'heldout' : 'all', data.eval_samples ?? undefined, 'data.eval_samples');
   const calibration =
-    config.method === 'apex' ? await load(data.calibration ?? data.train, data.calibration !== null || !heldOutOfTrain ? 'all' : 'train', data.calibration_samples) : null;
+    config.method === 'apex' ? await load(data.calibration ?? data.train, data.calibration !== null || !heldOutOfTrain ? 'all' : 'train', data.calibration_samples, 'data.calibration_samples') : null;
   return { train, eval: evalSet, calibration };
 }
 

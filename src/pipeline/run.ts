@@ -31,7 +31,7 @@ import type { ResolvedRunConfig } from '../run/config.js';
 import type { DataSpecRecord } from '../train/data.js';
 import { FIRST_WARMUP_FRACTION, STAGE_WARMUP_FRACTION } from '../train/lr-schedule.js';
 import { writeTextAtomic } from '../train/stage-outputs.js';
-import { checkTrainingMemory, estimateTrainingMemory } from '../train/stage-memory.js';
+import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory } from '../train/stage-memory.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
@@ -268,5 +268,5 @@ function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: Model
     operators: false,
     lora: false,
   });
-  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`);
+  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`, CONFIG_MEMORY_ADVICE);
 }

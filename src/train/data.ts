@@ -83,12 +83,14 @@ export interface LoadSequencesOptions {
   eosId?: number;
   /** Told when fewer sequences than `samples` exist, and when chat conversations were dropped. */
   onWarning?: (message: string) => void;
+  /** How the warnings name `samples` (default `--samples`; a run config says e.g. `data.eval_samples`). */
+  samplesName?: string;
 }
 
 /** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
 function warnFewer(options: LoadSequencesOptions, available: number, where: string): void {
   if (options.samples !== undefined && options.samples > available) {
-    options.onWarning?.(`--samples ${options.samples}: ${where} gives only ${available} sequence${available === 1 ? '' : 's'} of ${options.seqLen} tokens; using all of them`);
+    options.onWarning?.(`${options.samplesName ?? '--samples'} ${options.samples}: ${where} gives only ${available} sequence${available === 1 ? '' : 's'} of ${options.seqLen} tokens; using all of them`);
   }
 }
 

@@ -133,7 +133,7 @@ export async function loadStageData(f: Record<string, unknown>, tokenizer: ApexT
   const seed = (f.seed as number | undefined) ?? 0;
   const source = f.data ? { data: f.data as string[] } : f['input-ids'] ? { inputIds: f['input-ids'] as string } : { builtin: f.corpus as string };
   const common = { ...(tokenizer ? { tokenizer } : {}), seqLen, seed, ...(onWarning ? { onWarning } : {}) };
-  const samples = (k: string) => (f[k] !== undefined ? { samples: f[k] as number } : {});
+  const samples = (k: string) => (f[k] !== undefined ? { samples: f[k] as number, samplesName: `--${k}` } : {});
   const evalData = f['eval-data'] as string[] | undefined;
   const train = await loadSequences({ ...source, ...common, ...samples('samples'), split: evalData ? 'all' : 'train' });
   const held = await loadSequences({ ...(evalData ? { data: evalData } : source), ...common, ...samples('eval-samples'), split: evalData ? 'all' : 'heldout' });

@@ -91,12 +91,15 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
 }
 
 /** Throws ResourceLimitError (exit 5) when the estimate is over the budget. */
-export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetBytes: number, what: string): void {
+/** What to tell the user to change, in the words of the command line (default) or of a run config. */
+export const CLI_MEMORY_ADVICE = 'raise --max-memory, or lower --batch-size / --seq-len (use --grad-accum to keep the batch)';
+export const CONFIG_MEMORY_ADVICE = 'raise max_memory, or lower optimizer.batch_size / data.seq_len (use optimizer.grad_accum to keep the batch)';
+
+export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetBytes: number, what: string, advice = CLI_MEMORY_ADVICE): void {
   if (estimate.totalBytes <= budgetBytes) return;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
-      `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ` +
-      'raise --max-memory, or lower --batch-size / --seq-len (use --grad-accum to keep the batch)',
+      `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${advice}`,
     'MEMORY_BUDGET',
   );
 }
