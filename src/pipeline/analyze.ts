@@ -29,7 +29,7 @@ import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-sour
 import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
 import type { LayerSelection, ScoreMode } from '../ops/selection.js';
 import { formatDuration } from '../report/number-format.js';
-import type { DataSpecRecord, SequenceSet } from '../train/data.js';
+import { realTokens, type DataSpecRecord, type SequenceSet } from '../train/data.js';
 import { chunkSumsq, LayerStatsCollector, type SequenceStatsDump } from './activation-stats.js';
 import { checkBaseCompatible, effectiveRanks, erankWorkFraction, type ErankResult } from './analysis-erank.js';
 import { ANALYSIS_FILES, ANALYSIS_SCHEMA, analysisFiles, layerAnalyses, type AnalysisJson } from './analysis-json.js';
@@ -241,14 +241,8 @@ export function analysisSettings(o: Omit<AnalysisOptions, 'model' | 'output' | '
  * for a chat set made without lengths, after its last loss target.
  */
 export function unpadded(data: SequenceSet): Int32Array[] {
-  if (data.lengths) return data.sequences.map((seq, i) => seq.subarray(0, data.lengths![i]!));
-  if (!data.lossMasks) return data.sequences;
-  return data.sequences.map((seq, i) => {
-    const mask = data.lossMasks![i]!;
-    let last = mask.length - 1;
-    while (last > 0 && !mask[last]) last--;
-    return seq.subarray(0, last + 1);
-  });
+  if (!data.lengths && !data.lossMasks) return data.sequences;
+  return data.sequences.map((seq, i) => seq.subarray(0, realTokens(data, i)));
 }
 
 function forwardProgress(e: { stage: 'layer' | 'lm_head'; done: number; total: number }, started: number): string {

@@ -87,6 +87,21 @@ export interface LoadSequencesOptions {
   samplesName?: string;
 }
 
+/**
+ * Real (unpadded) tokens at the start of sequence `index`: its recorded length (chat data, ids
+ * with an attention_mask); for a masked set made without lengths, up to its last loss target;
+ * else the whole sequence (packed text and plain ids have no padding).
+ */
+export function realTokens(set: SequenceSet, index: number): number {
+  const length = set.lengths?.[index];
+  if (length !== undefined) return length;
+  const mask = set.lossMasks?.[index];
+  if (mask === undefined) return set.sequences[index]!.length;
+  let last = mask.length - 1;
+  while (last > 0 && !mask[last]) last--;
+  return last + 1;
+}
+
 /** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
 function warnFewer(options: LoadSequencesOptions, available: number, where: string): void {
   if (options.samples !== undefined && options.samples > available) {

@@ -20,19 +20,11 @@ import * as tf from '@tensorflow/tfjs';
 import { readFloat32 } from '../model/tensor-read.js';
 import type { LayerActivations, LayerObserver } from '../model/layer-hooks.js';
 import { RankCountRecorder, type RankRecorderState, type RecorderShape } from '../ops/rank-counts.js';
-import type { SequenceSet } from './data.js';
+import { realTokens, type SequenceSet } from './data.js';
 
 /** Per-token weights (1 = counts) of one sequence for the activation norms. */
 export function activationTokenWeights(set: SequenceSet, index: number): Float32Array {
-  const weights = new Float32Array(set.seqLen).fill(1);
-  const length = set.lengths?.[index];
-  if (length !== undefined) return weights.fill(0, length);
-  const mask = set.lossMasks?.[index];
-  if (mask === undefined) return weights;
-  let last = -1;
-  for (let t = 0; t < mask.length; t++) if (mask[t] === 1) last = t;
-  weights.fill(0, last + 1);
-  return weights;
+  return new Float32Array(set.seqLen).fill(1).fill(0, realTokens(set, index));
 }
 
 interface PendingLayer {
