@@ -58,11 +58,11 @@ export async function selectStageUnits(settings: ResolvedStageSettings, spec: Mo
 }
 
 /**
- * A selection with the sizes the real one will have (k, and E up to the tuned totals) but no
- * scores behind it, for estimating memory before the scores exist (decaying K's exclusions
- * can only make the real one smaller).
+ * A selection with the sizes the real one will have (k, and E up to the tuned totals, with the
+ * earlier stages' N units that decaying K keeps directly tuned) but no scores behind it, for
+ * estimating memory before the scores exist. Which units are chosen does not change the sizes.
  */
-export function sizingSelections(settings: ResolvedStageSettings, spec: ModelSpec): LayerSelection[] {
+export async function sizingSelections(settings: ResolvedStageSettings, spec: ModelSpec): Promise<LayerSelection[]> {
   const zeros = (n: number) => ({ rank: new Float32Array(n), avg: new Float32Array(n) });
   const { selection } = settings;
   return selectModel(Array.from({ length: spec.numLayers }, () => ({ heads: zeros(spec.numKvHeads), channels: zeros(spec.intermediateSize) })), {
@@ -71,6 +71,7 @@ export function sizingSelections(settings: ResolvedStageSettings, spec: ModelSpe
     decayK: selection.decayK,
     ...(selection.tunedAttnRatio !== undefined ? { tunedAttnRatio: selection.tunedAttnRatio } : {}),
     ...(selection.tunedFfnRatio !== undefined ? { tunedFfnRatio: selection.tunedFfnRatio } : {}),
+    ...(selection.decayK ? { excluded: await earlierNegatives(settings.run, settings.stage, spec) } : {}),
   });
 }
 

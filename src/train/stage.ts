@@ -182,7 +182,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
       ...(lora ? { lora } : {}),
     });
     // Memory first: a run that cannot fit is refused before the analysis writes anything.
-    const sizing = planWith(settings.method === 'apex' ? sizingSelections(settings, spec) : undefined);
+    const sizing = planWith(settings.method === 'apex' ? await sizingSelections(settings, spec) : undefined);
     const direct = planDirectTrainables(spec, sizing);
     const sized = summarizePlan(spec, sizing);
     const memory = estimateTrainingMemory(spec, {
