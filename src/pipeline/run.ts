@@ -104,7 +104,9 @@ function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecR
   if (before === null || now === null) return before === now ? [] : [`${kind} data ${before === null ? 'added' : 'removed'}`];
   const files = (r: DataSpecRecord) => r.paths.map((file, i) => ({ file, sha256: r.sha256[i] ?? '' }));
   const changed = fileChanges(files(before), files(now)).map((c) => `${kind}: ${c}`);
-  if (changed.length === 0 && (before.documents !== now.documents || before.tokens !== now.tokens)) changed.push(`${kind}: ${before.documents} documents / ${before.tokens} tokens then, ${now.documents} / ${now.tokens} now`);
+  if (changed.length === 0 && (before.documents !== now.documents || before.tokens !== now.tokens)) {
+    changed.push(`${kind}: the same files give ${now.documents} documents / ${now.tokens} tokens now, ${before.documents} / ${before.tokens} then (an apex version that tokenizes or samples them differently?)`);
+  }
   return changed;
 }
 

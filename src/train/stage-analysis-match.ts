@@ -5,6 +5,7 @@
  * `--ratio` would otherwise select units from another model's statistics without a word. The
  * calibration data may differ on purpose (`apex analyze` on its own data), so it is not compared.
  */
+import { INDEX_FILE } from '../io/checkpoint.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 
 export interface AnalysisIdentity {
@@ -20,7 +21,7 @@ export async function analysisMismatch(statsPath: string, wanted: AnalysisIdenti
   await file.close();
   const reasons: string[] = [];
   const recorded = metadata.model_fingerprint;
-  if (recorded !== undefined && recorded !== wanted.modelFingerprint) {
+  if (recorded !== undefined && !sameModel(recorded, wanted.modelFingerprint)) {
     reasons.push(`was made from another model (fingerprint ${shorten(recorded)}, this model ${shorten(wanted.modelFingerprint)})`);
   }
   const ratio = metadata.ratio !== undefined ? Number(metadata.ratio) : undefined;
@@ -28,6 +29,20 @@ export async function analysisMismatch(statsPath: string, wanted: AnalysisIdenti
     reasons.push(`counted units with ratio ${metadata.ratio}, not --ratio ${wanted.ratio}`);
   }
   return reasons.length > 0 ? reasons.join(' and ') : undefined;
+}
+
+/**
+ * Whether two fingerprints name the same model. Analyses made before 2026-11-27 fingerprinted a
+ * sharded model by config.json and its index only: such a record matches when those two files
+ * are unchanged (the shards were not recorded, so they cannot be compared).
+ */
+export function sameModel(recorded: string, current: string): boolean {
+  if (recorded === current) return true;
+  const parse = (fp: string) => new Map(fp.split(',').map((entry) => [entry.slice(0, entry.lastIndexOf(':')), entry.slice(entry.lastIndexOf(':') + 1)] as const));
+  const before = parse(recorded);
+  const now = parse(current);
+  const indexOnly = before.has(INDEX_FILE) && ![...before.keys()].some((file) => file.endsWith('.safetensors'));
+  return indexOnly && [...before].every(([file, sha]) => now.get(file) === sha);
 }
 
 /** `config.json:ab12cd34…,model.safetensors:…` → the first 8 hex digits of each hash. */

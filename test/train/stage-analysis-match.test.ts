@@ -9,6 +9,7 @@ import { UsageError } from '../../src/errors.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { runAnalysis } from '../../src/pipeline/analyze.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { sameModel } from '../../src/train/stage-analysis-match.js';
 import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const { dir: root, cleanup } = tempRun('analysis-match');
@@ -61,4 +62,16 @@ it('refuses an analysis of another model or ratio, and re-analyses with --force'
   await runStage(options({ force: true, onWarning: (m) => again.push(m) }));
   expect(again.filter((w) => /analysing again/.test(w))).toEqual([]);
   expect(await fingerprintOf(stats)).toBe(renewed);
+});
+
+it('an analysis recorded with the older index-only fingerprint of a sharded model still matches it', () => {
+  const sha = (c: string) => c.repeat(64);
+  const now = `config.json:${sha('a')},model.safetensors.index.json:${sha('b')},model-00001-of-00002.safetensors:${sha('c')},model-00002-of-00002.safetensors:${sha('d')}`;
+  expect(sameModel(`config.json:${sha('a')},model.safetensors.index.json:${sha('b')}`, now)).toBe(true);
+  expect(sameModel(now, now)).toBe(true);
+  // Another config or index, or a full record with another shard, is another model.
+  expect(sameModel(`config.json:${sha('e')},model.safetensors.index.json:${sha('b')}`, now)).toBe(false);
+  expect(sameModel(now.replace(sha('d'), sha('f')), now)).toBe(false);
+  // A single-file record never matches by its config alone.
+  expect(sameModel(`config.json:${sha('a')}`, `config.json:${sha('a')},model.safetensors:${sha('c')}`)).toBe(false);
 });
