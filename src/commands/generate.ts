@@ -59,7 +59,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     try {
       opened.warnings.forEach((w) => this.note(w));
       const tokenizer = await loadTokenizer(opened.resolved.dir);
-      const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec });
+      const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec, onWarning: (m) => this.note(m) });
       // Stop on every end-of-sequence id the model declares: config.json, generation_config.json (where
       // Hugging Face generate looks, and instruction-tuned models list end-of-turn tokens) and the tokenizer.
       const stops = [...new Set([...opened.spec.eosTokenIds, ...(await generationEosIds(opened.resolved.dir)), ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
