@@ -55,5 +55,6 @@ export function chooseToken(logits: ArrayLike<number>, options: SamplingOptions,
     u -= probs[i]!;
     if (u < 0) return i;
   }
-  return candidates[candidates.length - 1]!;
+  // Rounding left u ≥ 0 after the last candidate: the most probable kept token.
+  return candidates.reduce((best, i) => (probs[i]! > probs[best]! ? i : best), candidates[0]!);
 }
