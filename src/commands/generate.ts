@@ -42,6 +42,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     'max-new-tokens': Flags.integer({ description: 'Tokens to generate per prompt.', default: 64, min: 0 }),
     temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy.', default: '0' }),
     'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
+    'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off. Hugging Face generate samples with 50 unless told otherwise.', default: 0, min: 0 }),
     seed: Flags.integer({ description: 'Sampling seed.', default: 0 }),
     'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids.' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
@@ -72,7 +73,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       let out;
       try {
         out = await generate(chosen.source, prompts, {
-          maxNewTokens: flags['max-new-tokens'], temperature, topP, seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
+          maxNewTokens: flags['max-new-tokens'], temperature, topP, topK: flags['top-k'], seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
           onStep: (s, n) => this.progress.update(`token ${s}/${n}`),
         });
       } finally {

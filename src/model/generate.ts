@@ -21,6 +21,8 @@ export interface GenerateOptions {
   temperature?: number;
   /** Nucleus sampling threshold, default 1 (off). */
   topP?: number;
+  /** Top-k sampling, default 0 (off). */
+  topK?: number;
   seed?: number;
   /** A sequence stops after producing one of these (it is kept in the output). */
   stopTokenIds?: readonly number[];
@@ -50,6 +52,8 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
   const topP = options.topP ?? 1;
   if (!(temperature >= 0)) throw new UsageError(`temperature must be ≥ 0, got ${temperature}`);
   if (!(topP > 0 && topP <= 1)) throw new UsageError(`top-p must be in (0, 1], got ${topP}`);
+  const topK = options.topK ?? 0;
+  if (!Number.isSafeInteger(topK) || topK < 0) throw new UsageError(`top-k must be an integer ≥ 0, got ${topK}`);
   const rng = new Rng(options.seed ?? 0);
   const stops = new Set(options.stopTokenIds ?? []);
   const B = prompts.length;
@@ -66,7 +70,7 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
       position += input[0]!.length;
       for (let b = 0; b < B; b++) {
         if (stopped[b]) continue;
-        const token = chooseToken(last.subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize), { temperature, topP }, rng);
+        const token = chooseToken(last.subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize), { temperature, topP, topK }, rng);
         generated[b]!.push(token);
         if (stops.has(token)) stopped[b] = true;
       }

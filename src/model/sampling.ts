@@ -1,8 +1,9 @@
 /**
  * Choosing the next token from logits: greedy (first index of the maximum, as torch.argmax),
- * or sampling with temperature and nucleus (top-p) filtering as transformers' logits warpers
- * do it (temperature first; top-p keeps the most probable tokens whose cumulative probability
- * reaches p, at least one). Seeded, so a seed gives the same text every run.
+ * or sampling with temperature, top-k and nucleus (top-p) filtering as transformers' logits
+ * warpers do it, in that order (top-k keeps the tokens at least as probable as the k-th, ties
+ * included; top-p then keeps, of what is left and renormalised, the most probable tokens whose
+ * cumulative probability reaches p, at least one). Seeded, so a seed gives the same text every run.
  */
 import type { Rng } from '../util/rng.js';
 
@@ -11,6 +12,8 @@ export interface SamplingOptions {
   temperature: number;
   /** 1 → no nucleus filtering. */
   topP: number;
+  /** 0 or absent → no top-k filtering. */
+  topK?: number;
 }
 
 export function argmax(logits: ArrayLike<number>): number {
@@ -32,14 +35,23 @@ export function chooseToken(logits: ArrayLike<number>, options: SamplingOptions,
   }
   for (let i = 0; i < V; i++) probs[i]! /= total;
   let candidates = Array.from({ length: V }, (_, i) => i);
+  const topK = options.topK ?? 0;
+  if (topK > 0 && topK < V) {
+    const kth = Float64Array.from(probs).sort()[V - topK]!;
+    candidates = candidates.filter((i) => probs[i]! >= kth);
+    // What is left is renormalised before top-p, as transformers' warpers (−inf logits) do.
+    let kept = 0;
+    for (const i of candidates) kept += probs[i]!;
+    for (const i of candidates) probs[i]! /= kept;
+  }
   if (options.topP < 1) {
     // transformers: a stable ascending sort (equal probabilities by index), drop tokens whose
     // cumulative probability ≤ 1 − top_p, keep the top one; among equal probabilities at the
     // cut the lower indices go first, as there.
     const ascending = candidates.sort((a, b) => probs[a]! - probs[b]! || a - b);
     let cum = 0;
-    let firstKept = V - 1;
-    for (let k = 0; k < V - 1; k++) {
+    let firstKept = ascending.length - 1;
+    for (let k = 0; k < ascending.length - 1; k++) {
       cum += probs[ascending[k]!]!;
       if (cum > 1 - options.topP) { firstKept = k; break; }
     }

@@ -95,6 +95,24 @@ describe('chooseToken', () => {
     expect(kept(0.6)).toEqual([1, 2, 3]);
   });
 
+  it('top-k keeps the k most probable tokens (ties at the k-th included), renormalised before top-p, as transformers', () => {
+    const seen = (opts: { topK: number; topP: number }, ls: number[] = logits) => {
+      const rng = new Rng(11);
+      const counts = new Map<number, number>();
+      for (let i = 0; i < 3000; i++) { const t = chooseToken(ls, { temperature: 1, ...opts }, rng); counts.set(t, (counts.get(t) ?? 0) + 1); }
+      return counts;
+    };
+    const k2 = seen({ topK: 2, topP: 1 });
+    expect([...k2.keys()].sort()).toEqual([0, 1]);
+    expect(k2.get(0)! / 3000).toBeGreaterThan(0.58); // 0.5 / 0.8 = 0.625
+    expect(k2.get(0)! / 3000).toBeLessThan(0.67);
+    expect([...seen({ topK: 1, topP: 1 }, [0, 2, 2, 1]).keys()].sort()).toEqual([1, 2]); // a tie at the k-th stays
+    // Renormalised: 0.625 / 0.375, so top-p 0.7 keeps both (on the unrenormalised 0.5 / 0.3 it would drop token 1).
+    expect([...seen({ topK: 2, topP: 0.7 }).keys()].sort()).toEqual([0, 1]);
+    expect([...seen({ topK: 0, topP: 0.7 }).keys()].sort()).toEqual([0, 1]);
+    expect([...seen({ topK: 5, topP: 1 }).keys()].sort()).toEqual([0, 1, 2]);
+  });
+
   it('samples proportionally to softmax(logits / T)', () => {
     const rng = new Rng(9);
     const counts = [0, 0, 0];
