@@ -60,7 +60,7 @@ export interface SequenceSet {
   sequences: Int32Array[];
   /** 1 where the token at position t is a prediction target (t ≥ 1); chat data only. */
   lossMasks?: Uint8Array[];
-  /** Real (unpadded) tokens at the start of each sequence; chat data only (the rest is padding). */
+  /** Real (unpadded) tokens at the start of each sequence (the rest is padding); chat data and ids with an attention_mask only. */
   lengths?: number[];
   source: DataSpecRecord;
 }

@@ -285,7 +285,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       const micros = Array.from({ length: o.gradAccum }, () => stream.next(o.batchSize));
       const targets = micros.map((indices) => indices.reduce((n, i) => n + targetCount(o.train, i), 0));
       const tokenWeighted = targets.some((n) => n !== targets[0]);
-      const allTargets = targets.reduce((a, b) => a + b, 0);
+      // What the summed gradients and losses of the micro-batches are divided by.
+      const divisor = tokenWeighted ? targets.reduce((a, b) => a + b, 0) : o.gradAccum;
       try {
         for (let micro = 0; micro < o.gradAccum; micro++) {
           if (o.signal?.aborted) {
@@ -333,9 +334,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             tf.dispose([ids, mask]);
           }
         }
-        const scale = tokenWeighted ? 1 / allTargets : 1 / o.gradAccum;
-        mean = accumulator.take(scale);
-        if (prepared) addThroughTransforms(mean, prepared, preparedGrads.take(scale), o.params);
+        mean = accumulator.take(1 / divisor);
+        if (prepared) addThroughTransforms(mean, prepared, preparedGrads.take(1 / divisor), o.params);
       } finally {
         prepared?.dispose();
         preparedGrads.dispose();
@@ -358,7 +358,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         step += 1;
         tokens += stepTokens;
         boundary = { data: stream.position(), rng: rng.state() };
-        const loss = tokenWeighted ? lossSum / allTargets : lossSum / o.gradAccum;
+        const loss = lossSum / divisor;
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
