@@ -68,24 +68,23 @@ function vector(values: Float32Array): tf.Variable<tf.Rank.R1> {
   return variableOf(values, [values.length]) as tf.Variable<tf.Rank.R1>;
 }
 
+/** Units and trainable Monarch core (B1, B2, a) of either kind of operator. */
+function trainableCore(op: HeadOperator | ChannelOperator) {
+  return {
+    P: op.P,
+    N: op.N,
+    ...(op.E ? { E: op.E } : {}),
+    B1: factor(op.B1, op.nb, op.bs),
+    B2: factor(op.B2, op.nb, op.bs),
+    a: vector(op.a),
+  };
+}
+
 /** Trainable tf variables (fresh copies) for one layer's operators. Dispose with disposeOperatorVariables. */
 export function operatorVariables(ops: LayerOperators): TrainableLayerOperators {
-  const attn: TrainableHeadOperator | undefined = ops.attn && {
-    P: ops.attn.P,
-    N: ops.attn.N,
-    ...(ops.attn.E ? { E: ops.attn.E } : {}),
-    B1: factor(ops.attn.B1, ops.attn.nb, ops.attn.bs),
-    B2: factor(ops.attn.B2, ops.attn.nb, ops.attn.bs),
-    a: vector(ops.attn.a),
-    bV: vector(ops.attn.bV),
-  };
+  const attn: TrainableHeadOperator | undefined = ops.attn && { ...trainableCore(ops.attn), bV: vector(ops.attn.bV) };
   const mlp: TrainableChannelOperator | undefined = ops.mlp && {
-    P: ops.mlp.P,
-    N: ops.mlp.N,
-    ...(ops.mlp.E ? { E: ops.mlp.E } : {}),
-    B1: factor(ops.mlp.B1, ops.mlp.nb, ops.mlp.bs),
-    B2: factor(ops.mlp.B2, ops.mlp.nb, ops.mlp.bs),
-    a: vector(ops.mlp.a),
+    ...trainableCore(ops.mlp),
     bGate: vector(ops.mlp.bGate),
     bUp: vector(ops.mlp.bUp),
   };
@@ -111,29 +110,18 @@ export async function readOperatorVariables(t: TrainableLayerOperators): Promise
   const values = new Map<tf.Tensor, Float32Array>();
   for (const v of operatorVariableList(t)) values.set(v, await readFloat32(v));
   const f32 = (v: tf.Tensor) => values.get(v)!;
-  const attn: HeadOperator | undefined = t.attn && {
-    P: t.attn.P,
-    N: t.attn.N,
-    ...(t.attn.E ? { E: t.attn.E } : {}),
-    B1: f32(t.attn.B1),
-    B2: f32(t.attn.B2),
-    nb: t.attn.B1.shape[0],
-    bs: t.attn.B1.shape[1],
-    a: f32(t.attn.a),
-    bV: f32(t.attn.bV),
-  };
-  const mlp: ChannelOperator | undefined = t.mlp && {
-    P: t.mlp.P,
-    N: t.mlp.N,
-    ...(t.mlp.E ? { E: t.mlp.E } : {}),
-    B1: f32(t.mlp.B1),
-    B2: f32(t.mlp.B2),
-    nb: t.mlp.B1.shape[0],
-    bs: t.mlp.B1.shape[1],
-    a: f32(t.mlp.a),
-    bGate: f32(t.mlp.bGate),
-    bUp: f32(t.mlp.bUp),
-  };
+  const core = (op: TrainableHeadOperator | TrainableChannelOperator) => ({
+    P: op.P,
+    N: op.N,
+    ...(op.E ? { E: op.E } : {}),
+    B1: f32(op.B1),
+    B2: f32(op.B2),
+    nb: op.B1.shape[0],
+    bs: op.B1.shape[1],
+    a: f32(op.a),
+  });
+  const attn: HeadOperator | undefined = t.attn && { ...core(t.attn), bV: f32(t.attn.bV) };
+  const mlp: ChannelOperator | undefined = t.mlp && { ...core(t.mlp), bGate: f32(t.mlp.bGate), bUp: f32(t.mlp.bUp) };
   return { layer: t.layer, ...(attn ? { attn } : {}), ...(mlp ? { mlp } : {}) };
 }
 

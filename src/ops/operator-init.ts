@@ -75,10 +75,8 @@ function checkSelection(sel: Selection, what: string): void {
   if (sel.P.length === 0) throw new RangeError(`${what}: empty selection has no operator`);
 }
 
-/** Fresh head operator for a selection of head units (KV groups under GQA). */
-export function initHeadOperator(sel: Selection, headDim: number, rng: Rng): HeadOperator {
-  checkSelection(sel, 'head operator');
-  const n = sel.P.length * headDim;
+/** The units of a selection and a fresh Monarch core of size n: M = 0 exactly, a = 1. */
+function freshCore(sel: Selection, n: number, rng: Rng) {
   const { nb, bs } = monarchBlocks(n);
   return {
     P: Int32Array.from(sel.P),
@@ -89,27 +87,21 @@ export function initHeadOperator(sel: Selection, headDim: number, rng: Rng): Hea
     nb,
     bs,
     a: ones(n),
-    bV: ones(n),
   };
+}
+
+/** Fresh head operator for a selection of head units (KV groups under GQA). */
+export function initHeadOperator(sel: Selection, headDim: number, rng: Rng): HeadOperator {
+  checkSelection(sel, 'head operator');
+  const n = sel.P.length * headDim;
+  return { ...freshCore(sel, n, rng), bV: ones(n) };
 }
 
 /** Fresh channel operator for a selection of FFN channels. */
 export function initChannelOperator(sel: Selection, rng: Rng): ChannelOperator {
   checkSelection(sel, 'channel operator');
   const n = sel.P.length;
-  const { nb, bs } = monarchBlocks(n);
-  return {
-    P: Int32Array.from(sel.P),
-    N: Int32Array.from(sel.N),
-    ...(sel.E.length > 0 ? { E: Int32Array.from(sel.E) } : {}),
-    B1: initB1(nb, bs, rng),
-    B2: new Float32Array(nb * bs * bs),
-    nb,
-    bs,
-    a: ones(n),
-    bGate: ones(n),
-    bUp: ones(n),
-  };
+  return { ...freshCore(sel, n, rng), bGate: ones(n), bUp: ones(n) };
 }
 
 /**
