@@ -187,10 +187,25 @@ function overridesLayer(overrides: readonly string[], cwd: string, problems: Con
       problems.push({ path: key, where, message: `value is not valid YAML (${yamlMessage(doc.errors[0]!.message)}); quote it` });
       continue;
     }
-    const value: unknown = valueText.trim() === '' ? null : doc.toJS({ maxAliasCount: 100 });
+    let value: unknown = null;
+    try {
+      if (valueText.trim() !== '') value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // Unresolved aliases and alias bombs surface only here, as for a file.
+      problems.push({ path: key, where, message: `value is not valid YAML (${yamlMessage((err as Error).message)}); quote it` });
+      continue;
+    }
     const single = emptyCheckResult();
     checkValue(CONFIG_SCHEMA, found.node, value, key, single, () => where);
     problems.push(...single.problems);
+    for (const section of single.cleared) {
+      check.cleared.add(section);
+      for (const leaf of [...check.leaves.keys()].filter((k) => k.startsWith(`${section}.`))) {
+        check.leaves.delete(leaf);
+        check.failed.delete(leaf);
+        origin.delete(leaf);
+      }
+    }
     for (const [leaf, v] of single.leaves) {
       check.leaves.set(leaf, v);
       origin.set(leaf, where);
@@ -198,6 +213,18 @@ function overridesLayer(overrides: readonly string[], cwd: string, problems: Con
     for (const leaf of single.failed) check.failed.add(leaf);
   }
   return { source: 'override', baseDir: cwd, check, locate: (p) => origin.get(p) ?? origin.get(p.replace(/\[\d+\]$/, '')) };
+}
+
+/**
+ * The last layer that sets `key`; when a later layer cleared the key's section (`structured=`),
+ * the defaults layer, so that the section's keys count as not written.
+ */
+function layerFor(layers: readonly Layer[], key: string): Layer | undefined {
+  const clears = (l: Layer) => [...l.check.cleared].some((section) => key.startsWith(`${section}.`));
+  const last = layers.findLast((l) => l.check.leaves.has(key) || clears(l));
+  if (last === undefined || last.check.leaves.has(key)) return last;
+  const defaults = layers[0]!;
+  return defaults.check.leaves.has(key) ? defaults : undefined;
 }
 
 function resolvePath(value: string, baseDir: string): string {
@@ -262,7 +289,7 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
   const failed = new Set(layers.flatMap((l) => [...l.check.failed]));
   const locators = new Map<string, Locator>();
   for (const { path: key, node } of LEAVES) {
-    const layer = layers.findLast((l) => l.check.leaves.has(key));
+    const layer = layerFor(layers, key);
     if (layer === undefined) {
       if (!failed.has(key)) {
         problems.push({ path: key, message: `is required: ${expectation(node)}`, where: options.file });

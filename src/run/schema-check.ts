@@ -25,10 +25,12 @@ export interface CheckResult {
   readonly leaves: Map<string, unknown>;
   readonly failed: Set<string>;
   readonly problems: ConfigProblem[];
+  /** Sections written as null: they reset every key below them to its default. */
+  readonly cleared: Set<string>;
 }
 
 export function emptyCheckResult(): CheckResult {
-  return { leaves: new Map(), failed: new Set(), problems: [] };
+  return { leaves: new Map(), failed: new Set(), problems: [], cleared: new Set() };
 }
 
 /** Names where a key path was written (file line or override), for messages. */
@@ -232,7 +234,17 @@ export function checkValue(root: ObjectNode, node: SchemaNode, value: unknown, p
     }
     return;
   }
-  if (value === null && (node.nullable || path === '')) return; // an empty section sets nothing
+  if (value === null && path === '') return; // an empty document sets nothing
+  if (value === null && node.nullable) {
+    // `structured=` or `structured:` with nothing under it: the section is back to its defaults,
+    // which is how a later layer undoes an earlier layer's section.
+    out.cleared.add(path);
+    for (const leaf of schemaLeaves(node, path)) {
+      out.leaves.delete(leaf.path);
+      out.failed.delete(leaf.path);
+    }
+    return;
+  }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     report(path, `must be a section of keys (${Object.keys(node.properties).join(', ')}), got ${describeValue(value)}`);
     for (const leaf of schemaLeaves(node, path)) out.failed.add(leaf.path);

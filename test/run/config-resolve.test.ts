@@ -111,6 +111,25 @@ describe('resolveConfig: overrides', () => {
     expect([sources['optimizer.lr'], sources['optimizer.batch_size']]).toEqual(['file', 'override']);
   });
 
+  it('an empty section override puts the file section back to its defaults, so another setting or method can run', async () => {
+    const cwd = tempFolder({ 'run.yaml': `${MINIMAL}setting: structured\nstructured: { tuned_attn_ratio: 0.7, train_embeddings: false }\nlora: null\n` });
+    const full = await resolveConfig({ file: 'run.yaml', overrides: ['setting=full', 'structured='], cwd });
+    expect([full.config.setting, full.config.structured]).toEqual(['full', null]);
+    expect(full.sources['structured.tuned_attn_ratio']).toBe('default');
+    // a key written after the clearing counts again
+    const again = await resolveConfig({ file: 'run.yaml', overrides: ['structured=', 'structured.tuned_ffn_ratio=0.6'], cwd });
+    expect(again.config.structured).toMatchObject({ tuned_attn_ratio: 0.5625, tuned_ffn_ratio: 0.6, train_embeddings: true });
+    expect([again.sources['structured.tuned_attn_ratio'], again.sources['structured.tuned_ffn_ratio']]).toEqual(['default', 'override']);
+    const lora = tempFolder({ 'run.yaml': `${MINIMAL}method: lora\nlora: { rank: 4 }\n` });
+    expect((await resolveConfig({ file: 'run.yaml', overrides: ['method=apex', 'lora='], cwd: lora })).config.lora).toBeNull();
+  });
+
+  it('an override whose YAML fails only when read (an alias with no anchor) is a config error', async () => {
+    await expect(resolveConfig({ overrides: ['stages.steps=*a'], cwd: tempFolder() })).rejects.toThrow(
+      /override 'stages.steps=\*a': stages.steps: value is not valid YAML \(Unresolved alias/,
+    );
+  });
+
   it('overrides apply on top of the embedded default too', async () => {
     const { config } = await resolveConfig({ overrides: ['stages.count=3', 'seed=7'], cwd: tempFolder() });
     expect([config.stages.count, config.seed, config.data.train[0]]).toEqual([3, 7, 'builtin:out-of-domain']);
