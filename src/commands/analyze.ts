@@ -16,6 +16,7 @@ import type { ScoreMode } from '../ops/selection.js';
 import { analysisSettings, runAnalysis, type AnalysisOptions } from '../pipeline/analyze.js';
 import { analysisCommandResult, type AnalysisCommandResult } from '../pipeline/analysis-json.js';
 import { BUILTIN_CORPORA, loadSequences } from '../train/data.js';
+import { MAX_SEED } from '../util/rng.js';
 
 export default class Analyze extends ApexCommand<AnalysisCommandResult> {
   static override description = 'Find the advantageous and disadvantageous heads and FFN channels of every layer (APEX advantage assessment) and write analysis.json, stats.safetensors and an HTML report.';
@@ -33,7 +34,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
     samples: Flags.integer({ description: 'Calibration sequences (a seeded sample; the paper used 12,288).', default: 64, min: 1 }),
     'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
     'batch-size': Flags.integer({ description: 'Sequences per micro-batch (the unit of rank counting).', default: 8, min: 1 }),
-    seed: Flags.integer({ description: 'Seed of the data sample and of --random-selection.', default: 0 }),
+    seed: Flags.integer({ description: 'Seed of the data sample and of --random-selection.', default: 0, min: 0, max: MAX_SEED }),
     ratio: Flags.string({ description: 'Selection ratio: k = floor(n · ratio / 2) units per side and layer.', default: '0.375' }),
     score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: averaged norms (ablation).', options: ['rank', 'avg'], default: 'rank' }),
     'decay-k': Flags.boolean({ description: 'Decaying K: k = floor(n · ratio / 2^stage).', default: false }),

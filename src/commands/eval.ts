@@ -11,6 +11,7 @@ import { openModelForCompute } from '../model/open-model.js';
 import { contextWarning, evaluateNll } from '../model/streaming-forward.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_CORPORA, loadSequences, type DataSpecRecord } from '../train/data.js';
+import { MAX_SEED } from '../util/rng.js';
 
 export interface EvalResult {
   model: string;
@@ -42,7 +43,7 @@ export default class Eval extends ApexCommand<EvalResult> {
     'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
     'batch-size': Flags.integer({ description: 'Sequences per forward chunk (fewer when --max-memory requires).', default: 8, min: 1 }),
     samples: Flags.integer({ description: 'Evaluate a seeded sample of this many sequences (default: all).', min: 1 }),
-    seed: Flags.integer({ description: 'Seed of the sample.', default: 0 }),
+    seed: Flags.integer({ description: 'Seed of the sample.', default: 0, min: 0, max: MAX_SEED }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Memory budget for weights and activations, e.g. 2GiB.', default: '4GiB' }),
   };

@@ -16,6 +16,7 @@ import { chooseGenerationSource } from '../model/generation-source.js';
 import { openModelForCompute } from '../model/open-model.js';
 import { buildPrompts, paddedIds } from '../model/prompts.js';
 import { loadTokenizer } from '../model/tokenizer.js';
+import { MAX_SEED } from '../util/rng.js';
 
 export interface GenerateCommandResult {
   model: string;
@@ -43,7 +44,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy.', default: '0' }),
     'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
     'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off. Hugging Face generate samples with 50 unless told otherwise.', default: 0, min: 0 }),
-    seed: Flags.integer({ description: 'Sampling seed.', default: 0 }),
+    seed: Flags.integer({ description: 'Sampling seed.', default: 0, min: 0, max: MAX_SEED }),
     'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids.' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Hold all weights in memory only below this budget (else stream layers every step).', default: '4GiB' }),

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { InputError } from '../errors.js';
-import { runStage } from '../train/stage.js';
+import { RUN_CONFIG_NAMES, runStage } from '../train/stage.js';
 import type { StepReport } from '../train/trainer.js';
 import { readJson, stageDir } from './expand-paths.js';
 import { fusedModelState } from './fused-model-state.js';
@@ -98,6 +98,7 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
         ...(retrained ? { resume: false, force: true } : { resume: existsSync(dir) }),
         argv: [...ctx.argv],
         resumeHint: 'run the same apex run command again to continue',
+        names: RUN_CONFIG_NAMES,
         // The run holds its folder's lock throughout; a baseline trains in a folder of its own, which its stage locks.
         runLockHeld: line.folder === ctx.run,
         modelDir: ctx.modelDir,

@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { maxLoraRank } from '../train/lora.js';
 import { matchedLoraRank } from '../train/stage-records.js';
 import { expectedTensors } from '../model/architecture.js';
 import { refuseInputsInsideOutput } from '../io/output-inputs.js';
@@ -29,7 +30,6 @@ import { selectBackend, type BackendRequest } from '../model/backend.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import type { ResolvedRunConfig } from '../run/config.js';
 import type { DataSpecRecord } from '../train/data.js';
-import { FIRST_WARMUP_FRACTION, STAGE_WARMUP_FRACTION } from '../train/lr-schedule.js';
 import { writeTextAtomic } from '../train/stage-outputs.js';
 import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory } from '../train/stage-memory.js';
 import type { ModelSpec } from '../model/model-spec.js';
@@ -66,24 +66,6 @@ interface DataRecords {
   readonly train: DataSpecRecord;
   readonly eval: DataSpecRecord;
   readonly calibration: DataSpecRecord | null;
-}
-
-/**
- * Config values the trainer cannot honour yet: its warm-up fractions are fixed (lr-schedule.ts).
- * Refused rather than silently ignored.
- */
-function checkTrainerSupport(resolved: ResolvedRunConfig): void {
-  const o = resolved.config.optimizer;
-  const wrong = [
-    ...(o.warmup_fraction !== FIRST_WARMUP_FRACTION ? [`optimizer.warmup_fraction (${o.warmup_fraction})`] : []),
-    ...(o.boundary_warmup_fraction !== STAGE_WARMUP_FRACTION ? [`optimizer.boundary_warmup_fraction (${o.boundary_warmup_fraction})`] : []),
-  ];
-  if (wrong.length > 0) {
-    throw new UsageError(
-      `${wrong.join(' and ')}: the trainer's learning-rate plan uses fixed warm-up fractions ${FIRST_WARMUP_FRACTION} and ${STAGE_WARMUP_FRACTION} (APEX-METHOD §5); leave these keys at their defaults`,
-      'CONFIG_UNSUPPORTED',
-    );
-  }
 }
 
 /** Files whose content (sha256) or presence differs between an earlier record and now. */
@@ -133,14 +115,16 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const warned = new Set<string>();
   const onWarning = (m: string) => { if (!warned.has(m)) { warned.add(m); (options.onWarning ?? log)(m); } };
   const signal = options.signal;
-  checkTrainerSupport(options.resolved);
   const run = resolve(config.output);
   // Everything that can be checked without writing is checked before the run folder exists.
   const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
   const tokenizer = await loadTokenizer(base.dir);
   await checkDataSources(config, tokenizer, base.dir);
   // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
-  if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec);
+  if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec, 'lora.match_params');
+  if (config.lora?.rank != null && config.lora.rank > maxLoraRank(base.spec)) {
+    throw new UsageError(`lora.rank must be an integer in [1, ${maxLoraRank(base.spec)}] for this model (the smallest side of its projections), got ${config.lora.rank}`, 'CONFIG_INVALID');
+  }
   const backend = await selectBackend(config.backend as BackendRequest);
   if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
   const existed = existsSync(run);

@@ -4,6 +4,9 @@
  * derived from this tree, and a type-level check below keeps `ResolvedConfig` in step with it.
  */
 
+import { MAX_SEED } from '../util/rng.js';
+import { FIRST_WARMUP_FRACTION, STAGE_WARMUP_FRACTION } from '../train/lr-schedule.js';
+
 interface NodeBase {
   readonly description: string;
   /** `null` is an accepted value. */
@@ -27,6 +30,8 @@ export interface NumberNode extends NodeBase {
   readonly maximum?: number;
   readonly exclusiveMinimum?: number;
   readonly exclusiveMaximum?: number;
+  /** The only value accepted, and why (a value the method fixes but a config may still spell out). */
+  readonly fixed?: { readonly value: number; readonly why: string };
   readonly default?: number | null;
 }
 
@@ -89,6 +94,7 @@ export const BUILTIN_PREFIX = 'builtin:';
 
 const unitRatio = { kind: 'number', exclusiveMinimum: 0, maximum: 1 } as const;
 const fraction = { kind: 'number', minimum: 0, exclusiveMaximum: 1 } as const;
+const FIXED_BY_METHOD = "the trainer's learning-rate plan, docs/method.md §5";
 
 export const CONFIG_SCHEMA = {
   kind: 'object',
@@ -103,7 +109,7 @@ export const CONFIG_SCHEMA = {
         'A value that exists as a folder, or starts with `./`, `../`, `/` or `~`, is a local path.',
     },
     output: { kind: 'path', role: 'folder', default: './apex-run', description: 'Run folder (layout: docs/method.md §7). Relative to the current directory unless set in a config file.' },
-    seed: { kind: 'integer', minimum: 0, maximum: 4294967295, default: 0, description: 'Seed of every random choice: data order and split, operator and LoRA initialisation, random selection.' },
+    seed: { kind: 'integer', minimum: 0, maximum: MAX_SEED, default: 0, description: 'Seed of every random choice: data order and split, operator and LoRA initialisation, random selection.' },
     backend: { kind: 'enum', values: BACKENDS, default: 'auto', description: 'TensorFlow.js backend; `auto` tries webgpu, tensorflow, wasm, cpu in that order.' },
     max_memory: {
       kind: 'bytes',
@@ -213,8 +219,8 @@ export const CONFIG_SCHEMA = {
         grad_clip: { kind: 'number', exclusiveMinimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; null: no clipping.' },
         batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per micro-batch.' },
         grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step, weighted by their loss targets (B × k = one batch of k·B, chat data too); APEX and LoRA weight transforms are computed once per step.' },
-        warmup_fraction: { ...fraction, default: 0.03, description: 'Linear warm-up as a fraction of all stages\' steps (floored), then cosine to 0. Fixed by the method (docs/method.md §5): any other value is refused.' },
-        boundary_warmup_fraction: { ...fraction, default: 0.005, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps (floored). Fixed by the method (docs/method.md §5): any other value is refused.' },
+        warmup_fraction: { kind: 'number', fixed: { value: FIRST_WARMUP_FRACTION, why: FIXED_BY_METHOD }, default: FIRST_WARMUP_FRACTION, description: 'Linear warm-up as a fraction of all stages\' steps (floored), then cosine to 0. Fixed by the method (docs/method.md §5): any other value is refused.' },
+        boundary_warmup_fraction: { kind: 'number', fixed: { value: STAGE_WARMUP_FRACTION, why: FIXED_BY_METHOD }, default: STAGE_WARMUP_FRACTION, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps (floored). Fixed by the method (docs/method.md §5): any other value is refused.' },
       },
     },
     eval: {

@@ -108,6 +108,7 @@ function rangeText(node: IntegerNode | NumberNode): string {
 }
 
 function inRange(node: IntegerNode | NumberNode, x: number): boolean {
+  if (node.kind === 'number' && node.fixed !== undefined) return x === node.fixed.value;
   if (node.minimum !== undefined && x < node.minimum) return false;
   if (node.maximum !== undefined && x > node.maximum) return false;
   if (node.kind === 'number') {
@@ -123,6 +124,10 @@ export function expectation(node: LeafNode): string {
   switch (node.kind) {
     case 'integer':
     case 'number': {
+      if (node.kind === 'number' && node.fixed !== undefined) {
+        text = `${node.fixed.value} (fixed by ${node.fixed.why})`;
+        break;
+      }
       const range = rangeText(node);
       text = `${node.kind === 'integer' ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
       break;

@@ -33,6 +33,7 @@ function leafSchema(node: LeafNode): Json {
   switch (node.kind) {
     case 'integer':
     case 'number': {
+      if (node.kind === 'number' && node.fixed !== undefined) return { type: 'number', const: node.fixed.value };
       const { minimum, maximum } = node;
       const exclusive = node.kind === 'number' ? { exclusiveMinimum: node.exclusiveMinimum, exclusiveMaximum: node.exclusiveMaximum } : {};
       return { type: node.kind, minimum, maximum, ...exclusive };

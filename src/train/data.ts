@@ -85,6 +85,10 @@ export interface LoadSequencesOptions {
   onWarning?: (message: string) => void;
   /** How the warnings name `samples` (default `--samples`; a run config says e.g. `data.eval_samples`). */
   samplesName?: string;
+  /** How messages name the sequence length (default `--seq-len`; a run config says `data.seq_len`). */
+  seqLenName?: string;
+  /** How messages name separate held-out data (default `--eval-data`; a run config says `data.eval`). */
+  evalDataName?: string;
 }
 
 /**
@@ -134,7 +138,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     const { rows, length, lengths } = await readInputIds(options.inputIds);
     const seqLen = Math.min(length, options.seqLen);
     const indexed = rows.map((row, i) => ({ row, real: Math.min(seqLen, lengths?.[i] ?? seqLen) }));
-    const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed);
+    const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed, options.evalDataName);
     warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`);
     const kept = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!);
     const sequences = kept.map((k) => k.row.slice(0, seqLen));
@@ -154,7 +158,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     throw new UsageError('this model has no tokenizer.json, so text data cannot be tokenized: pass token ids with --input-ids <file.safetensors> (one I32/I64 [B, T] tensor; `apex generate --ids-out` writes one)', 'NO_TOKENIZER');
   }
   const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!);
-  const chosen = selectSplit(sources.flatMap((s) => s.documents), split, heldoutFraction, splitSeed);
+  const chosen = selectSplit(sources.flatMap((s) => s.documents), split, heldoutFraction, splitSeed, options.evalDataName);
   const isChat = sources.some((s) => s.kind === 'jsonl-chat');
   const record: RecordBase = {
     kind: options.builtin !== undefined ? 'builtin' : isChat ? 'jsonl-chat' : sources.some((s) => s.kind === 'jsonl-text') ? 'jsonl-text' : 'text',
@@ -180,7 +184,7 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
   if (built.dropped > 0) {
-    options.onWarning?.(`${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise --seq-len to keep them)`);
+    options.onWarning?.(`${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise ${options.seqLenName ?? '--seq-len'} to keep them)`);
   }
   warnFewer(options, built.sequences.length, describeSplit(record));
   const keep = sampleIndices(built.sequences.length, options.samples, options.seed);
@@ -200,7 +204,7 @@ function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options:
   const tokenized = documents.map((d) => tokenizer.encode(d.text, { addSpecialTokens: false }));
   const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
   const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
-  requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower --seq-len or add data`);
+  requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower ${options.seqLenName ?? '--seq-len'} or add data`);
   warnFewer(options, packed.length, describeSplit(record));
   const sequences = sampleIndices(packed.length, options.samples, options.seed).map((i) => packed[i]!);
   return { seqLen: options.seqLen, sequences, source: { ...record, tokens: sequences.length * options.seqLen } };

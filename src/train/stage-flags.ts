@@ -10,6 +10,7 @@ import { BACKEND_ORDER } from '../model/backend.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_CORPORA, loadSequences, type SequenceSet } from './data.js';
 import { APEX_SETTINGS, STAGE_METHODS, type ApexSetting, type StageMethod, type StageSettings } from './stage-options.js';
+import { MAX_SEED } from '../util/rng.js';
 
 function numberFlag(description: string) {
   return Flags.custom<number>({
@@ -68,7 +69,7 @@ export const finetuneFlags = {
   'keep-checkpoints': Flags.integer({ description: 'Checkpoints kept (default 2).', min: 1 }),
   resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint.' }),
   force: Flags.boolean({ description: 'Train the stage again from scratch, replacing what its folder holds.' }),
-  seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).' }),
+  seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).', min: 0, max: MAX_SEED }),
   backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER] }),
   'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB).' }),
   expand: Flags.boolean({ description: 'Fuse the stage into stages/<n>/model/ at the end (--no-expand to skip).', allowNo: true, default: true }),

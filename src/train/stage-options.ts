@@ -13,6 +13,7 @@
  */
 import { UsageError } from '../errors.js';
 import { DEFAULT_RATIO, type ScoreMode } from '../ops/selection.js';
+import { MAX_SEED } from '../util/rng.js';
 
 export type StageMethod = 'apex' | 'vanilla' | 'lora';
 export type ApexSetting = 'operators' | 'structured' | 'full';
@@ -153,8 +154,14 @@ const LORA_FLAGS = [
   ['matchParams', '--match-params'],
 ] as const;
 
+/**
+ * The flags of `flags` that were given. A switch set to false is its default and asks for
+ * nothing, except `--no-train-embeddings`, which asks for something only `structured` can do.
+ */
 function given(s: StageSettings, flags: readonly (readonly [keyof StageSettings, string])[]): string[] {
-  return flags.filter(([key]) => s[key] !== undefined && s[key] !== false).map(([, flag]) => flag);
+  return flags
+    .filter(([key]) => s[key] !== undefined && (s[key] !== false || key === 'trainEmbeddings'))
+    .map(([key, flag]) => (key === 'trainEmbeddings' && s[key] === false ? '--no-train-embeddings' : flag));
 }
 
 function positiveInteger(value: number | undefined, flag: string): void {
@@ -165,10 +172,10 @@ function nonNegativeInteger(value: number | undefined, flag: string): void {
   if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) throw new UsageError(`${flag} must be an integer >= 0, got ${value}`);
 }
 
-function inRange(value: number | undefined, flag: string, low: number, high: number, openLow = false): void {
+function inRange(value: number | undefined, flag: string, low: number, high: number, open: { low?: boolean; high?: boolean } = {}): void {
   if (value === undefined) return;
-  if (!Number.isFinite(value) || value > high || (openLow ? value <= low : value < low)) {
-    throw new UsageError(`${flag} must be in ${openLow ? '(' : '['}${low}, ${high}], got ${value}`);
+  if (!Number.isFinite(value) || (open.high ? value >= high : value > high) || (open.low ? value <= low : value < low)) {
+    throw new UsageError(`${flag} must be in ${open.low ? '(' : '['}${low}, ${high}${open.high ? ')' : ']'}, got ${value}`);
   }
 }
 
@@ -207,16 +214,22 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
   positiveInteger(s.analysisBatchSize, 'analysis batch size');
   nonNegativeInteger(s.evalEvery, '--eval-every');
   nonNegativeInteger(s.saveEvery, '--save-every');
-  inRange(s.ratio, '--ratio', 0, 1, true);
-  inRange(s.tunedAttnRatio, '--tuned-attn-ratio', 0, 1);
-  inRange(s.tunedFfnRatio, '--tuned-ffn-ratio', 0, 1);
-  inRange(s.beta1, 'beta1', 0, 1);
-  inRange(s.beta2, 'beta2', 0, 1);
-  for (const [value, flag] of [[s.lr, '--lr'], [s.weightDecay, '--weight-decay'], [s.gradClip, '--grad-clip'], [s.loraAlpha, '--lora-alpha']] as const) {
-    if (value !== undefined && (!Number.isFinite(value) || value < 0)) throw new UsageError(`${flag} must be a finite number >= 0, got ${value}`);
+  inRange(s.ratio, '--ratio', 0, 1, { low: true });
+  // As apex run's structured section: (0, 1], and at least the selection ratio, since the
+  // directly tuned units include all of P and N.
+  const ratio = s.ratio ?? DEFAULT_RATIO;
+  for (const [value, flag] of [[s.tunedAttnRatio, '--tuned-attn-ratio'], [s.tunedFfnRatio, '--tuned-ffn-ratio']] as const) {
+    inRange(value, flag, 0, 1, { low: true });
+    if (value !== undefined && value < ratio) throw new UsageError(`${flag} ${value} is below --ratio ${ratio}: the directly tuned units include all of P and N`);
   }
-  if (s.loraAlpha !== undefined && s.loraAlpha === 0) throw new UsageError('--lora-alpha must be > 0');
-  if (s.seed !== undefined && !Number.isSafeInteger(s.seed)) throw new UsageError(`--seed must be an integer, got ${s.seed}`);
+  // β = 1 keeps no memory of new gradients and divides by 1 − β^t = 0: NaN from the first step.
+  inRange(s.beta1, '--betas (β1)', 0, 1, { high: true });
+  inRange(s.beta2, '--betas (β2)', 0, 1, { high: true });
+  for (const [value, flag] of [[s.lr, '--lr'], [s.gradClip, '--grad-clip'], [s.loraAlpha, '--lora-alpha']] as const) {
+    if (value !== undefined && (!Number.isFinite(value) || value <= 0)) throw new UsageError(`${flag} must be a finite number > 0, got ${value}`);
+  }
+  if (s.weightDecay !== undefined && (!Number.isFinite(s.weightDecay) || s.weightDecay < 0)) throw new UsageError(`--weight-decay must be a finite number >= 0, got ${s.weightDecay}`);
+  if (s.seed !== undefined && !(Number.isSafeInteger(s.seed) && s.seed >= 0 && s.seed <= MAX_SEED)) throw new UsageError(`--seed must be an integer in [0, ${MAX_SEED}], got ${s.seed}`);
   if (s.score !== undefined && s.score !== 'rank' && s.score !== 'avg') throw new UsageError(`--score must be rank or avg, got '${String(s.score)}'`);
   if (s.maxMemoryBytes !== undefined && !(s.maxMemoryBytes > 0)) throw new UsageError(`--max-memory must be > 0, got ${s.maxMemoryBytes}`);
 

@@ -83,7 +83,7 @@ export async function runLrPlan(run: string, stage: number, totalStages: number 
  * The LoRA rank whose trainable count is closest to an APEX run's: `path` is a stage folder
  * (holding apex_run.json) or a run folder (its stage `stage`, else its highest stage).
  */
-export async function matchedLoraRank(path: string, stage: number, spec: ModelSpec): Promise<{ rank: number; target: number; record: string }> {
+export async function matchedLoraRank(path: string, stage: number, spec: ModelSpec, name = '--match-params'): Promise<{ rank: number; target: number; record: string }> {
   const candidates = [join(path, PROVENANCE_FILE), join(stageDir(path, stage), PROVENANCE_FILE)];
   const stages = await readdir(join(path, 'stages')).catch(() => [] as string[]);
   for (const s of stages.filter((n) => /^[1-9][0-9]*$/.test(n)).map(Number).sort((a, b) => b - a)) candidates.push(join(stageDir(path, s), PROVENANCE_FILE));
@@ -92,9 +92,9 @@ export async function matchedLoraRank(path: string, stage: number, spec: ModelSp
     const record = (await readJson(file)) as { details?: Partial<StageDetails> } | undefined;
     const target = record?.details?.trainable?.trainable;
     if (record?.details?.method !== 'apex' || typeof target !== 'number' || !(target > 0)) {
-      throw new InputError(`${file}: not the record of an APEX stage with a trainable-parameter count (--match-params needs an APEX run)`, 'MATCH_PARAMS');
+      throw new InputError(`${file}: not the record of an APEX stage with a trainable-parameter count (${name} needs an APEX run)`, 'MATCH_PARAMS');
     }
     return { rank: loraRankForParamCount(spec, target), target, record: file };
   }
-  throw new InputError(`--match-params ${path}: no apex_run.json there or in its stages/ (give an APEX run or stage folder)`, 'MATCH_PARAMS');
+  throw new InputError(`${name} ${path}: no apex_run.json there or in its stages/ (give an APEX run or stage folder)`, 'MATCH_PARAMS');
 }

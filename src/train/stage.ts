@@ -19,6 +19,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
+import { maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { acquireOutputLock } from '../io/output-lock.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
@@ -49,6 +50,18 @@ import { latestCheckpoint, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { train, type StepReport } from './trainer.js';
 
+/** How a stage's messages name the settings a user gave. */
+export interface StageNames {
+  readonly seqLen: string;
+  readonly loraRank: string;
+  readonly matchParams: string;
+}
+
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', loraRank: '--lora-rank', matchParams: '--match-params' };
+
+/** How `apex run` names them: its config keys. */
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
+
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
 export const METRICS_FILE = 'metrics.jsonl';
@@ -69,6 +82,8 @@ export interface StageOptions extends StageSettings {
   readonly prepareTransforms?: boolean;
   /** How the caller continues an interrupted stage (see TrainerOptions.resumeHint). */
   readonly resumeHint?: string;
+  /** How messages name the sequence length and the LoRA flags (defaults: finetune's flags; apex run passes its config keys). */
+  readonly names?: Partial<StageNames>;
   /**
    * The caller holds the run folder's lock for the whole stage (apex run): the stage does not
    * take it itself, so the folder is never unlocked between the caller's work and the stage's.
@@ -129,6 +144,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const prov = new ProvenanceRecorder('finetune', settings.argv);
   const say = options.progress ?? (() => {});
   const warn = (m: string) => (options.onWarning ?? say)(m);
+  const names: StageNames = { ...FINETUNE_NAMES, ...options.names };
   const { stage } = settings;
   const run = resolve(settings.run);
   const dir = stageDir(run, stage);
@@ -156,16 +172,18 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
     if (options.eval) checkTokens(spec, options.eval.sequences);
     const longest = Math.max(options.train.seqLen, options.eval?.seqLen ?? 0);
     const beyondContext = contextWarning(spec, longest, 'training sequences');
-    if (beyondContext) warn(`${beyondContext}; lower --seq-len unless extending the context is the point`);
+    if (beyondContext) warn(`${beyondContext}; lower ${names.seqLen} unless extending the context is the point`);
     const seeds = stageSeeds(settings.seed, stage);
     const setting = trainingSetting(settings);
 
     let lora: TrainablePlan['lora'];
     let matched: Awaited<ReturnType<typeof matchedLoraRank>> | undefined;
     if (settings.lora) {
-      if (settings.lora.matchParams !== undefined) matched = await matchedLoraRank(resolve(settings.lora.matchParams), stage, spec);
+      if (settings.lora.matchParams !== undefined) matched = await matchedLoraRank(resolve(settings.lora.matchParams), stage, spec, names.matchParams);
       const rank = settings.lora.rank ?? matched?.rank ?? DEFAULT_LORA_RANK;
       lora = { rank, ...(settings.lora.alpha !== undefined ? { alpha: settings.lora.alpha } : {}), seed: seeds.lora };
+      const maxRank = maxLoraRank(spec);
+      if (rank > maxRank) throw new UsageError(`${names.loraRank} must be an integer in [1, ${maxRank}] for this model (the smallest side of its projections), got ${rank}`);
       if (matched) say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
     }
     const { batchSize, gradAccum } = settings.optimizer;

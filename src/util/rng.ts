@@ -7,6 +7,9 @@
 
 const TWO_POW_32 = 4294967296;
 
+/** The largest seed a user may give: seeds are reduced to 32 bits, so a larger one would repeat a smaller one's stream. */
+export const MAX_SEED = TWO_POW_32 - 1;
+
 /** One splitmix32 step: returns the next state and a well-mixed 32-bit output. */
 function splitmix32(state: number): [next: number, out: number] {
   const next = (state + 0x9e3779b9) >>> 0;

@@ -90,6 +90,14 @@ describe('apex run CLI', () => {
     expect(readdirSync(dir)).toEqual(['run.yaml']);
   });
 
+  it('refuses a LoRA rank beyond the model before any work, naming the config key', async () => {
+    const { dir } = configFolder(microConfig());
+    const r = await apex(['run.yaml', 'method=lora', 'lora.rank=100000'], dir);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/lora\.rank must be an integer in \[1, \d+\] for this model .*, got 100000/);
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
   it('--json prints only the summary; a different config on the same folder exits 2', async () => {
     const { dir } = configFolder(microConfig('baseline: { vanilla: false }'));
     const r = await apex(['run.yaml', '--json'], dir);

@@ -50,6 +50,13 @@ describe('config errors: single keys', () => {
     ]);
   });
 
+  it('refuses warm-up fractions other than the method\'s, with the other problems, before any run', async () => {
+    expect(await fileProblems(`${MINIMAL}optimizer:\n  warmup_fraction: 0.5\n  boundary_warmup_fraction: 0.005\n`, ['stages.count=0'])).toEqual([
+      "run.yaml:5: optimizer.warmup_fraction: must be 0.03 (fixed by the trainer's learning-rate plan, docs/method.md §5), got 0.5",
+      "override 'stages.count=0': stages.count: must be an integer in [1, 64], got 0",
+    ]);
+  });
+
   it('accepts the inclusive edges', async () => {
     const dir = tempFolder({ 'run.yaml': `${MINIMAL}  seq_len: 2\nstages:\n  ratio: 1\noptimizer:\n  betas: [0, 0]\n` });
     const { config } = await resolveConfig({ file: 'run.yaml', cwd: dir });
