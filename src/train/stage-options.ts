@@ -225,10 +225,13 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
   // β = 1 keeps no memory of new gradients and divides by 1 − β^t = 0: NaN from the first step.
   inRange(s.beta1, '--betas (β1)', 0, 1, { high: true });
   inRange(s.beta2, '--betas (β2)', 0, 1, { high: true });
-  for (const [value, flag] of [[s.lr, '--lr'], [s.gradClip, '--grad-clip'], [s.loraAlpha, '--lora-alpha']] as const) {
+  for (const [value, flag] of [[s.lr, '--lr'], [s.loraAlpha, '--lora-alpha']] as const) {
     if (value !== undefined && (!Number.isFinite(value) || value <= 0)) throw new UsageError(`${flag} must be a finite number > 0, got ${value}`);
   }
-  if (s.weightDecay !== undefined && (!Number.isFinite(s.weightDecay) || s.weightDecay < 0)) throw new UsageError(`--weight-decay must be a finite number >= 0, got ${s.weightDecay}`);
+  // --grad-clip 0 turns clipping off.
+  for (const [value, flag] of [[s.weightDecay, '--weight-decay'], [s.gradClip, '--grad-clip']] as const) {
+    if (value !== undefined && (!Number.isFinite(value) || value < 0)) throw new UsageError(`${flag} must be a finite number >= 0, got ${value}`);
+  }
   if (s.seed !== undefined && !(Number.isSafeInteger(s.seed) && s.seed >= 0 && s.seed <= MAX_SEED)) throw new UsageError(`--seed must be an integer in [0, ${MAX_SEED}], got ${s.seed}`);
   if (s.score !== undefined && s.score !== 'rank' && s.score !== 'avg') throw new UsageError(`--score must be rank or avg, got '${String(s.score)}'`);
   if (s.maxMemoryBytes !== undefined && !(s.maxMemoryBytes > 0)) throw new UsageError(`--max-memory must be > 0, got ${s.maxMemoryBytes}`);

@@ -31,6 +31,7 @@ describe('contradictions are UsageErrors that name the flags', () => {
     ['tuned ratio 0', { tunedAttnRatio: 0 }, /^--tuned-attn-ratio must be in \(0, 1\], got 0$/],
     ['tuned ratio below the selection ratio', { ratio: 0.5, tunedFfnRatio: 0.4 }, /^--tuned-ffn-ratio 0.4 is below --ratio 0.5: the directly tuned units include all of P and N$/],
     ['tuned ratio below the default selection ratio', { tunedAttnRatio: 0.3 }, /^--tuned-attn-ratio 0.3 is below --ratio 0.375/],
+    ['negative clipping threshold', { gradClip: -1 }, /^--grad-clip must be a finite number >= 0, got -1$/],
     ['negative seed', { seed: -1 }, /^--seed must be an integer in \[0, 4294967295\], got -1$/],
     ['seed beyond 32 bits', { seed: 2 ** 32 }, /^--seed must be an integer in \[0, 4294967295\]/],
     ['fractional batch', { batchSize: 1.5 }, /--batch-size must be an integer >= 1/],
@@ -48,6 +49,12 @@ describe('contradictions are UsageErrors that name the flags', () => {
       expect((error as Error).message).toMatch(message);
     });
   }
+});
+
+describe('accepted edges', () => {
+  it('--grad-clip 0 (clipping off) and --weight-decay 0', () => {
+    expect(resolveStageSettings({ ...base, gradClip: 0, weightDecay: 0 }).optimizer).toMatchObject({ gradClip: 0, weightDecay: 0 });
+  });
 });
 
 describe('defaults', () => {
