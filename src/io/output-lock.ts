@@ -69,6 +69,18 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
   throw new UsageError(`output ${outDir}: could not take the lock ${path} (another process keeps racing for it)`, 'OUTPUT_LOCKED');
 }
 
+/**
+ * Removes the lock file at `path` when its owner is gone (this host, PID not running), for
+ * locks of outputs nobody will take again (a pruned checkpoint's). True when it removed one.
+ */
+export async function removeStaleLock(path: string): Promise<boolean> {
+  const owner = await readOwner(path);
+  // An unreadable lock may be one being written right now: left alone.
+  if (owner === 'missing' || owner === 'unreadable' || owner.hostname !== hostname() || processAlive(owner.pid)) return false;
+  await takeOverStale(path, owner);
+  return true;
+}
+
 async function createExclusive(path: string, text: string): Promise<boolean> {
   // Write the full content to a private file first, then link it into place: the lock never
   // exists half-written, and link() fails with EEXIST when someone holds it.

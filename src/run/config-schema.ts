@@ -158,8 +158,8 @@ export const CONFIG_SCHEMA = {
       defaultText: 'filled with setting structured, else null',
       description: 'Directly-tuned units of the `structured` setting; the defaults are the reference "52%" recipe. Setting structured only.',
       properties: {
-        tuned_attn_ratio: { ...unitRatio, default: 0.5625, description: 'Fraction of heads tuned directly (N ∪ P ∪ E); at least stages.ratio.' },
-        tuned_ffn_ratio: { ...unitRatio, default: 0.465, description: 'Fraction of FFN channels tuned directly (N ∪ P ∪ E); at least stages.ratio.' },
+        tuned_attn_ratio: { ...unitRatio, default: 0.5625, description: 'Fraction of heads tuned directly, N ∪ P ∪ E: max(|P| + |N|, floor(n · ratio)) units, so a value at or below what P and N take adds no E.' },
+        tuned_ffn_ratio: { ...unitRatio, default: 0.465, description: 'Fraction of FFN channels tuned directly, N ∪ P ∪ E: max(|P| + |N|, floor(n · ratio)) units, so a value at or below what P and N take adds no E.' },
         train_embeddings: { kind: 'boolean', default: true, description: 'Also train the embeddings and lm_head.' },
       },
     },

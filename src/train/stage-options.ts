@@ -215,13 +215,9 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
   nonNegativeInteger(s.evalEvery, '--eval-every');
   nonNegativeInteger(s.saveEvery, '--save-every');
   inRange(s.ratio, '--ratio', 0, 1, { low: true });
-  // As apex run's structured section: (0, 1], and at least the selection ratio, since the
-  // directly tuned units include all of P and N.
-  const ratio = s.ratio ?? DEFAULT_RATIO;
-  for (const [value, flag] of [[s.tunedAttnRatio, '--tuned-attn-ratio'], [s.tunedFfnRatio, '--tuned-ffn-ratio']] as const) {
-    inRange(value, flag, 0, 1, { low: true });
-    if (value !== undefined && value < ratio) throw new UsageError(`${flag} ${value} is below --ratio ${ratio}: the directly tuned units include all of P and N`);
-  }
+  // As apex run's structured section: (0, 1]. A total below what P and N take adds no E.
+  inRange(s.tunedAttnRatio, '--tuned-attn-ratio', 0, 1, { low: true });
+  inRange(s.tunedFfnRatio, '--tuned-ffn-ratio', 0, 1, { low: true });
   // β = 1 keeps no memory of new gradients and divides by 1 − β^t = 0: NaN from the first step.
   inRange(s.beta1, '--betas (β1)', 0, 1, { high: true });
   inRange(s.beta2, '--betas (β2)', 0, 1, { high: true });

@@ -48,7 +48,8 @@ import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
-import { train, type StepReport } from './trainer.js';
+import { sequenceSetDigest, train, type StepReport } from './trainer.js';
+import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
 
 /** How a stage's messages name the settings a user gave. */
 export interface StageNames {
@@ -271,15 +272,37 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
       if (settings.force) await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
+      const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
+      const resumeKey = stageResumeKey({
+        method: settings.method,
+        setting: settings.setting ?? null,
+        selections,
+        recorder: recorderShape,
+        trainEmbeddings: settings.selection.trainEmbeddings,
+        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : undefined,
+        ...settings.optimizer,
+        inputModel: modelFingerprint(await inputModel()),
+        heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
+      });
       if (resumeFrom) {
         if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {
           throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
+        }
+        const changes = resumeKeyChanges(resumeFrom.scalars.settings, resumeKey);
+        if (changes.length > 0) {
+          throw new UsageError(
+            `${resumeFrom.path} was made with other settings: ${changes.join('; ')}. Resuming would finish the stage as a mix of two runs; resume with the options of the interrupted run, or pass --force to start the stage over`,
+            'CHECKPOINT_MISMATCH',
+          );
+        }
+        const madeOn = resumeFrom.scalars.backend;
+        if (madeOn !== undefined && madeOn !== backend.name) {
+          warn(`${resumeFrom.path} was made on the ${madeOn} backend and training continues on ${backend.name}: the result differs from an uninterrupted run by float rounding`);
         }
         say(`resuming stage ${stage} from step ${resumeFrom.scalars.step} (${resumeFrom.path})`);
       } else if (settings.resume) {
         say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
       }
-      const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
       const trainables = await prov.time('load', () => buildStageTrainables(checkpoint, spec, plan));
       const recorder = recorderShape ? new TrainingScoreRecorder(resumeFrom?.scalars.recorder ?? recorderShape) : undefined;
       try {
@@ -306,6 +329,8 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
             metricsPath: join(dir, METRICS_FILE),
             dataSeed: seeds.data,
             ...(resumeFrom ? { resumeFrom } : {}),
+            resumeKey,
+            backend: backend.name,
             ...(options.signal ? { signal: options.signal } : {}),
             progress: say,
             ...(options.onStep ? { onStep: options.onStep } : {}),

@@ -16,16 +16,19 @@ import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { fsyncFile, writeAtomicFolder } from '../io/atomic-output.js';
+import { removeStaleLock } from '../io/output-lock.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import { type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
 import type { RankRecorderState } from '../ops/rank-counts.js';
 import type { AdamWState } from './adamw.js';
 import type { LrPlan } from './lr-schedule.js';
+import type { ResumeKey } from './stage-resume-key.js';
 
 export const TRAIN_STATE_VERSION = 1;
 const TENSORS_FILE = 'tensors.safetensors';
 const STATE_FILE = 'state.json';
 const CHECKPOINT_NAME = /^step-(\d+)$/;
+const CHECKPOINT_LOCK_NAME = /^step-\d+\.lock$/;
 
 /** Where the data stream stands: the next example to read. */
 export interface DataPosition {
@@ -58,6 +61,10 @@ export interface TrainStateScalars {
   readonly dataSeed?: number;
   /** Rank counts recorded so far in this stage (absent for baselines without a recorder). */
   readonly recorder?: RankRecorderState;
+  /** The other settings that decide the results (stage-resume-key.ts; absent in checkpoints of older versions). */
+  readonly settings?: ResumeKey;
+  /** Backend that made the checkpoint (absent in older versions): a resume elsewhere differs by rounding. */
+  readonly backend?: string;
 }
 
 /** A trainable tensor: its values, or a function producing them when the writer reaches it. */
@@ -180,6 +187,10 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
 async function pruneCheckpoints(checkpointsDir: string, keep: number): Promise<void> {
   const all = await listCheckpoints(checkpointsDir);
   for (const old of all.slice(0, Math.max(0, all.length - keep))) await rm(old.path, { recursive: true, force: true });
+  // A process killed while saving a checkpoint leaves that checkpoint's lock file behind.
+  for (const name of await readdir(checkpointsDir)) {
+    if (CHECKPOINT_LOCK_NAME.test(name)) await removeStaleLock(join(checkpointsDir, name));
+  }
 }
 
 function f32(name: string, shape: readonly number[], values: TrainableTensor['values']): TensorToWrite {

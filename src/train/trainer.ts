@@ -35,6 +35,7 @@ import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
 import { type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor } from './train-state.js';
+import type { ResumeKey } from './stage-resume-key.js';
 
 export interface StepReport {
   readonly stage: number;
@@ -89,6 +90,10 @@ export interface TrainerOptions {
   /** Seed of the data order (the first epoch's shuffle seed is drawn from it). */
   readonly dataSeed: number;
   readonly resumeFrom?: LoadedTrainState;
+  /** Recorded in every checkpoint for the caller's resume check (stage-resume-key.ts). */
+  readonly resumeKey?: ResumeKey;
+  /** Recorded in every checkpoint: the backend that trained. */
+  readonly backend?: string;
   readonly signal?: AbortSignal;
   readonly progress?: (message: string) => void;
   /** Said after "saved a checkpoint" when interrupted; default "continue with --resume" (apex finetune's flag). */
@@ -259,6 +264,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             dataFingerprint,
             dataSeed: o.dataSeed,
             ...(o.recorder ? { recorder: o.recorder.state() } : {}),
+            ...(o.resumeKey ? { settings: o.resumeKey } : {}),
+            ...(o.backend ? { backend: o.backend } : {}),
           },
           trainable: new Map<string, TrainableTensor>(
             o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => readFloat32(p.variable) }]),

@@ -125,10 +125,10 @@ describe('config errors: contradictions', () => {
     ]);
   });
 
-  it('structured tuned ratios below the selection ratio', async () => {
-    expect(await fileProblems(`${MINIMAL}setting: structured\nstructured: { tuned_attn_ratio: 0.25 }\n`)).toEqual([
-      'run.yaml:5: structured.tuned_attn_ratio: 0.25 is below stages.ratio (0.375): the directly tuned units include all of P and N',
-    ]);
+  it('structured tuned ratios below the selection ratio are small totals, not a contradiction', async () => {
+    const dir = tempFolder({ 'run.yaml': `${MINIMAL}setting: structured\nstructured: { tuned_attn_ratio: 0.25, tuned_ffn_ratio: 0.01 }\n` });
+    const { config } = await resolveConfig({ file: 'run.yaml', cwd: dir });
+    expect(config.structured).toMatchObject({ tuned_attn_ratio: 0.25, tuned_ffn_ratio: 0.01 });
   });
 
   it('lora rank together with match_params, and no rank at all', async () => {

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { ExitCode, InputError, ResourceLimitError, VerificationError } from '../../src/errors.js';
+import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { contextWarning } from '../../src/model/streaming-forward.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
@@ -48,6 +48,18 @@ it('-o naming a file is refused before any work (exit 2)', async () => {
   const error = await runStage(await options(file, {})).catch((e: unknown) => e);
   expect(error).toMatchObject({ code: 'OUTPUT_NOT_A_FOLDER', exit: 2, message: expect.stringContaining('is a file; a run is a folder') });
   expect(readFileSync(file, 'utf8')).toBe('x');
+});
+
+it('a resume on another backend continues, with a warning that names both backends', async () => {
+  const run = newRun();
+  const abort = new AbortController();
+  await expect(runStage(await options(run, { saveEvery: 2, signal: abort.signal, onStep: (r) => { if (r.step === 2) abort.abort(); } }))).rejects.toBeInstanceOf(InterruptedError);
+  const warnings: string[] = [];
+  const resumed = await runStage(await options(run, { resume: true, backend: 'cpu', onWarning: (m) => warnings.push(m) }));
+  expect(resumed.startStep).toBe(2);
+  expect(warnings.filter((w) => w.includes('backend'))).toEqual([
+    expect.stringMatching(/step-00000002 was made on the wasm backend and training continues on cpu: the result differs from an uninterrupted run by float rounding$/),
+  ]);
 });
 
 it('stage 2 needs the fused model of stage 1', async () => {

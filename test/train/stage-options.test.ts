@@ -29,8 +29,6 @@ describe('contradictions are UsageErrors that name the flags', () => {
     ['--no-train-embeddings with vanilla', { method: 'vanilla', trainEmbeddings: false }, /^--no-train-embeddings applies only to --method apex, not --method vanilla$/],
     ['--no-train-embeddings with full', { setting: 'full', trainEmbeddings: false }, /^--no-train-embeddings applies only to --setting structured, not --setting full$/],
     ['tuned ratio 0', { tunedAttnRatio: 0 }, /^--tuned-attn-ratio must be in \(0, 1\], got 0$/],
-    ['tuned ratio below the selection ratio', { ratio: 0.5, tunedFfnRatio: 0.4 }, /^--tuned-ffn-ratio 0.4 is below --ratio 0.5: the directly tuned units include all of P and N$/],
-    ['tuned ratio below the default selection ratio', { tunedAttnRatio: 0.3 }, /^--tuned-attn-ratio 0.3 is below --ratio 0.375/],
     ['negative clipping threshold', { gradClip: -1 }, /^--grad-clip must be a finite number >= 0, got -1$/],
     ['negative seed', { seed: -1 }, /^--seed must be an integer in \[0, 4294967295\], got -1$/],
     ['seed beyond 32 bits', { seed: 2 ** 32 }, /^--seed must be an integer in \[0, 4294967295\]/],

@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
@@ -36,6 +36,8 @@ function state(step: number): TrainStateToSave {
       data: { epoch: 1, index: 17 * step, shuffleSeed: 42 },
       rng: rng.state(),
       lrPlan: { peakLr: 2e-5, totalSteps: 200, stageStarts: [0, 100] },
+      settings: { method: 'apex', setting: null, 'batch size': 4, 'embeddings trained': false },
+      backend: 'wasm',
     },
     trainable: new Map([
       ['model.layers.0.self_attn.v_proj.weight', { shape: [2, 3], values: w }],
@@ -87,6 +89,14 @@ describe('trainer-state checkpoints', () => {
     expect(await latestCheckpoint(dir)).toBe(join(dir, checkpointName(8)));
     // nothing but the checkpoints is left behind (no temporary folders, no locks)
     expect((await readdir(dir)).sort()).toEqual(['step-00000004', 'step-00000006', 'step-00000008']);
+  });
+
+  it('removes the lock files that killed savers left, and only theirs', async () => {
+    const lock = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z' })}\n`;
+    await writeFile(join(dir, 'step-00000002.lock'), lock(2 ** 22 + 12345)); // beyond Linux's pid_max: not running
+    await writeFile(join(dir, 'step-00000001.lock'), lock(process.pid)); // a live owner
+    await saveTrainState(dir, state(4));
+    expect((await readdir(dir)).sort()).toEqual(['step-00000001.lock', 'step-00000004']);
   });
 
   it('ignores incomplete checkpoints: temporary folders and folders without their files', async () => {

@@ -75,6 +75,12 @@ for (const sc of scenarios) {
           ['fewer sequences', { train: idSet(data.sequences.slice(0, 6)) }, /made on other training data \(6 sequences now/],
           ['reordered', { train: idSet([...data.sequences].reverse()) }, /made on other training data/],
           ['another seed', { seed: 7 }, /another data-order seed/],
+          // Settings the learning-rate plan does not show: each named with its old and new value.
+          ['another LoRA alpha', { loraAlpha: 8 }, /other settings: LoRA alpha 4 then, 8 now\./],
+          ['the same tokens per step in another split', { batchSize: 4, gradAccum: 1 }, /batch size 2 then, 4 now; gradient accumulation 2 then, 1 now/],
+          ['other AdamW settings', { beta1: 0.5, weightDecay: 0.1, gradClip: 0.5 }, /AdamW beta1 0.9 then, 0.5 now; weight decay 0 then, 0.1 now; gradient clipping 1 then, 0.5 now/],
+          ['another held-out set', { eval: idSet(held.sequences.slice(0, 1)) }, /held-out data "sha256:[0-9a-f]{16}" then, "sha256:[0-9a-f]{16}" now/],
+          ['another input model', { modelDir: 'fixtures/llama-mha-f32', model: 'fixtures/llama-mha-f32' }, /input model "sha256:\w+" then, "sha256:\w+" now/],
         ] as const) {
           const refused = await runStage(options(run, { resume: true, ...extra })).catch((e: unknown) => e);
           expect((refused as { code?: string }).code, label).toBe('CHECKPOINT_MISMATCH');
@@ -93,6 +99,15 @@ for (const sc of scenarios) {
         await expect(runStage(options(run, { onStep: (r) => { if (r.step === 3) throw new Error('simulated crash'); } }))).rejects.toThrow('simulated crash');
         expect((await stageMetrics(run)).map((l) => l.step)).toEqual([0, 1, 2, 3]);
         await expect(runStage(options(run, {}))).rejects.toThrow(/--resume/);
+        // Other units (reversed selection) or another counting k (decaying K): refused by name.
+        for (const [extra, message] of [
+          [{ reverse: true }, /other settings: selected units "sha256:\w+" then, "sha256:\w+" now\./],
+          [{ decayK: true }, /other settings: score recorder k "sha256:\w+" then, "sha256:\w+" now\./],
+        ] as const) {
+          const refused = await runStage(options(run, { resume: true, ...extra })).catch((e: unknown) => e);
+          expect((refused as { code?: string }).code).toBe('CHECKPOINT_MISMATCH');
+          expect((refused as Error).message).toMatch(message);
+        }
         const second: number[] = [];
         const resumed = await runStage(options(run, { resume: true, onStep: (r) => second.push(r.step) }));
         expect(resumed.startStep).toBe(2);

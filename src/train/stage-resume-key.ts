@@ -1,0 +1,72 @@
+/**
+ * What decides a stage's results besides its learning-rate plan and training data (which the
+ * trainer checks itself): recorded in every checkpoint, so that `--resume` with other settings
+ * is refused instead of finishing the stage as a mix of two runs recorded as one.
+ *
+ * Checkpoints of older versions have no key; they resume as before, unchecked.
+ */
+import { createHash } from 'node:crypto';
+import type { LayerSelection } from '../ops/selection.js';
+import type { RecorderShape } from '../ops/rank-counts.js';
+
+export type ResumeKeyValue = string | number | boolean | null;
+/** Setting name (as a message says it) → value; digests stand for long values. */
+export type ResumeKey = Readonly<Record<string, ResumeKeyValue>>;
+
+export interface ResumeKeyInputs {
+  readonly method: string;
+  readonly setting: string | null;
+  /** The units chosen per layer (P, N, E), which the ratio, score, decay, seed and scores decide. */
+  readonly selections: readonly LayerSelection[] | undefined;
+  /** The k the score recorder counts with (decaying K changes it without changing this stage's units). */
+  readonly recorder: RecorderShape | undefined;
+  readonly trainEmbeddings: boolean;
+  readonly lora: { readonly rank: number; readonly alpha: number } | undefined;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly weightDecay: number;
+  readonly gradClip: number;
+  readonly batchSize: number;
+  readonly gradAccum: number;
+  /** Fingerprint of the stage's input model (file names and sha256s). */
+  readonly inputModel: string;
+  /** sha256 (hex) of the held-out set, or null without periodic evaluation. */
+  readonly heldOut: string | null;
+}
+
+function digest(value: unknown): string {
+  const json = JSON.stringify(value, (_key, v: unknown) => (ArrayBuffer.isView(v) ? Array.from(v as Int32Array) : v));
+  return `sha256:${createHash('sha256').update(json ?? 'null').digest('hex').slice(0, 16)}`;
+}
+
+export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
+  return {
+    method: k.method,
+    setting: k.setting,
+    'selected units': k.selections ? digest(k.selections) : null,
+    'score recorder k': k.recorder ? digest(k.recorder) : null,
+    'embeddings trained': k.trainEmbeddings,
+    'LoRA rank': k.lora?.rank ?? null,
+    'LoRA alpha': k.lora?.alpha ?? null,
+    'AdamW beta1': k.beta1,
+    'AdamW beta2': k.beta2,
+    'weight decay': k.weightDecay,
+    'gradient clipping': k.gradClip,
+    'batch size': k.batchSize,
+    'gradient accumulation': k.gradAccum,
+    'input model': digest(k.inputModel),
+    'held-out data': k.heldOut === null ? null : `sha256:${k.heldOut.slice(0, 16)}`,
+  };
+}
+
+/**
+ * "name then, now" for every entry recorded in both that differs. Entries only one side has
+ * (a checkpoint of a version that recorded fewer) are not compared.
+ */
+export function resumeKeyChanges(saved: ResumeKey | undefined, now: ResumeKey): string[] {
+  if (saved === undefined) return [];
+  const show = (v: ResumeKeyValue | undefined) => JSON.stringify(v);
+  return Object.keys(now)
+    .filter((n) => Object.hasOwn(saved, n) && saved[n] !== now[n])
+    .map((n) => `${n} ${show(saved[n])} then, ${show(now[n])} now`);
+}
