@@ -3,6 +3,7 @@
  * every stage and for the baseline: the streaming forward over the run's evaluation sequences,
  * all in one pass, so every model of a run is measured on exactly the same tokens.
  */
+import { VerificationError } from '../errors.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { evaluateNll } from '../model/streaming-forward.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
@@ -35,6 +36,9 @@ export async function evaluateCheckpoint(dir: string, data: SequenceSet, options
       ...(options.signal ? { signal: options.signal } : {}),
       onProgress: (e) => options.onProgress?.(e.stage === 'layer' ? `layer ${e.done}/${e.total}` : `lm_head block ${e.done}/${e.total}`),
     });
+    if (!Number.isFinite(result.meanNll)) {
+      throw new VerificationError(`${dir}: the held-out mean NLL is ${result.meanNll}: a weight holds NaN/Inf or the forward pass overflows (a diverged stage?)`, 'NON_FINITE_LOSS');
+    }
     return { meanNll: result.meanNll, perplexity: result.perplexity, tokens: result.tokens, sequences: data.sequences.length };
   } finally {
     await checkpoint.close();

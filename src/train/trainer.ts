@@ -210,6 +210,20 @@ function formatDuration(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+/**
+ * A held-out loss that is NaN/Inf: weights that diverged while the training loss stayed finite
+ * (huge but finite weights overflow on other data), or a model broken before training.
+ */
+function finiteEval(result: HeldOutResult, step: number, stage: number): HeldOutResult {
+  if (Number.isFinite(result.loss)) return result;
+  throw new VerificationError(
+    step === 0
+      ? `the held-out loss is ${result.loss} before training (stage ${stage}): a weight holds NaN/Inf or the forward pass overflows`
+      : `the held-out loss is ${result.loss} after step ${step} of stage ${stage}: the weights diverged (lower --lr, or keep --grad-clip on); the stage's files were not written`,
+    'NON_FINITE_LOSS',
+  );
+}
+
 export async function train(o: TrainerOptions): Promise<TrainerResult> {
   const optimizer = new AdamW(o.params, o.adamw);
   const accumulator = new GradientAccumulator();
@@ -241,7 +255,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       stream = new BatchStream(o.train.sequences.length, rng);
       await truncateMetrics(o.metricsPath, undefined);
       if (o.eval) {
-        lastEval = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false });
+        lastEval = finiteEval(await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), 0, o.stage);
         await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
       }
     }
@@ -369,7 +383,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
-        const evaluation = evalDue ? await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }) : undefined;
+        const evaluation = evalDue ? finiteEval(await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), step, o.stage) : undefined;
         if (evaluation) lastEval = evaluation;
         const elapsed = elapsedBefore + seconds();
         const line: MetricsLine = {

@@ -32,6 +32,14 @@ it('a loss that overflows stops the stage with exit 6 and writes no stage files'
   for (const f of ['trained.safetensors', 'apex_run.json', 'loss.svg']) expect(existsSync(join(run, 'stages/1', f)), f).toBe(false);
 });
 
+it('weights that diverge while the training loss is finite: the held-out NaN stops the stage with exit 6, no stage files', async () => {
+  const run = newRun();
+  const chunks = await storyChunks(32);
+  const error = await runStage(await options(run, { lr: 1e9, steps: 1, eval: idSet(chunks.sequences.slice(0, 2)) })).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'NON_FINITE_LOSS', exit: ExitCode.verification, message: expect.stringMatching(/^the held-out loss is NaN after step 1 of stage 1: the weights diverged/) });
+  for (const f of ['trained.safetensors', 'apex_run.json', 'model']) expect(existsSync(join(run, 'stages/1', f)), f).toBe(false);
+});
+
 it('--max-memory below the estimate refuses before anything is written, the analysis included (exit 5)', async () => {
   const run = newRun();
   const error = await runStage(await options(join(run, 'r'), { method: 'apex', setting: 'structured', maxMemoryBytes: 1e6 })).catch((e: unknown) => e);
