@@ -5,7 +5,7 @@
  * stays at one layer plus the cache) for models that do not.
  */
 import * as tf from '@tensorflow/tfjs';
-import { UsageError } from '../errors.js';
+import { UsageError, VerificationError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { decoderLayerWithCache, type KeyValue } from './decoder-layer.js';
 import { linear, rmsNorm } from './layer-math.js';
@@ -144,6 +144,15 @@ async function lastPositionLogits(source: WeightSource, tokens: number[][], posi
     }
   } finally {
     h.dispose();
+  }
+  // A NaN/Inf logit would be sampled as some token (greedy picks id 0): refuse instead.
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i]!)) {
+      throw new VerificationError(
+        `the logits are not finite (sequence ${Math.floor(i / V)}, token id ${i % V}: ${out[i]}) at position ${position + T - 1}: a weight holds NaN/Inf or the forward pass overflows`,
+        'NON_FINITE_LOGITS',
+      );
+    }
   }
   return out;
 }

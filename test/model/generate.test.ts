@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { selectBackend } from '../../src/model/backend.js';
@@ -23,6 +24,20 @@ afterAll(async () => {
 });
 
 describe('generate', () => {
+  it('refuses logits that overflow (exit 6) instead of sampling a token from them', async () => {
+    // Finite weights whose product overflows float32: the final norm scaled to 3e38.
+    const tensors = new Map(model.tensors);
+    const norm = tensors.get('model.norm.weight')!;
+    const huge = tf.fill(norm.shape, 3e38);
+    tensors.set('model.norm.weight', huge);
+    try {
+      const error = await generate(new ResidentWeightSource({ spec: model.spec, tensors }), [prompt], { maxNewTokens: 2 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'NON_FINITE_LOGITS', exit: 6, message: expect.stringMatching(/^the logits are not finite \(sequence 0, token id \d+: (-?Infinity|NaN)\) at position 2/) });
+    } finally {
+      huge.dispose();
+    }
+  });
+
   it('greedy decoding with the cache picks the argmax of a full forward at every step', async () => {
     const out = await generate(new ResidentWeightSource(model), [prompt], { maxNewTokens: 12 });
     const seq = out.sequences[0]!;
