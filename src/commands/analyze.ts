@@ -43,7 +43,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
     reverse: Flags.boolean({ description: 'Ablation: swap P and N.', default: false }),
     erank: Flags.boolean({ description: 'Effective rank of every q/k/v/o/gate/up/down matrix (float64 SVD; slow on large models).', default: false }),
     base: Flags.string({ description: 'Base model: with --erank, also the effective rank of ΔW = W − W_base.' }),
-    'dump-stats': Flags.string({ description: 'Write per-sequence head_sumsq [L,B,H] and gate_act_sumsq [L,B,I] to this safetensors file.' }),
+    'dump-stats': Flags.string({ description: 'Write per-sequence head_sumsq [L,B,H] and gate_act_sumsq [L,B,I] to this safetensors file (an existing file only with --force).' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Refuse to start when the memory estimate exceeds this (e.g. 2GiB); also the forward pass\'s budget (default 4GiB).' }),
     force: Flags.boolean({ description: 'Replace an existing output folder.', default: false }),

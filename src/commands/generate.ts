@@ -17,6 +17,7 @@ import { openModelForCompute } from '../model/open-model.js';
 import { buildPrompts, paddedIds } from '../model/prompts.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { MAX_SEED } from '../util/rng.js';
+import { checkOutputFile } from '../io/output-file.js';
 
 export interface GenerateCommandResult {
   model: string;
@@ -45,7 +46,8 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
     'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off. Hugging Face generate samples with 50 unless told otherwise.', default: 0, min: 0 }),
     seed: Flags.integer({ description: 'Sampling seed.', default: 0, min: 0, max: MAX_SEED }),
-    'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids.' }),
+    'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids. An existing file is replaced only with --force.' }),
+    force: Flags.boolean({ description: 'Replace an existing --ids-out file.' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Hold all weights in memory only below this budget (else stream layers every step).', default: '4GiB' }),
   };
@@ -59,6 +61,8 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     const budget = parseByteSize(flags['max-memory'], '--max-memory');
     const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
     try {
+      // Checked before generating: a mistyped path must neither cost the run nor overwrite a model file.
+      const idsOut = flags['ids-out'] === undefined ? undefined : checkOutputFile(flags['ids-out'], { flag: '--ids-out', protectedFolders: [{ label: 'the model folder', path: opened.resolved.dir }], force: flags.force });
       opened.warnings.forEach((w) => this.note(w));
       const tokenizer = await loadTokenizer(opened.resolved.dir);
       const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec, onWarning: (m) => this.note(m) });
@@ -89,15 +93,15 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
         stopped: out.stopped[b]!,
       }));
       for (const s of sequences) this.say(s.text !== undefined ? `${s.text}\n[ids] ${s.ids.join(' ')}` : s.ids.join(' '));
-      if (flags['ids-out']) {
+      if (idsOut !== undefined) {
         const { ids, attentionMask, shape } = paddedIds(out.sequences, tokenizer?.padId ?? opened.spec.padTokenId ?? stops[0] ?? 0);
-        await writeSafetensors(flags['ids-out'], [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
-        this.say(`wrote ${shape[0]} × ${shape[1]} ids to ${flags['ids-out']}`);
+        await writeSafetensors(idsOut, [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
+        this.say(`wrote ${shape[0]} × ${shape[1]} ids to ${idsOut}`);
       }
       const generatedCount = out.generated.reduce((a, g) => a + g.length, 0);
       return {
         model: args.model, backend: opened.backend.name, backendDetail: opened.backend.detail, resident: chosen.resident, sequences,
-        ...(flags['ids-out'] ? { idsOut: flags['ids-out'] } : {}), seconds, tokensPerSecond: generatedCount / seconds,
+        ...(idsOut !== undefined ? { idsOut } : {}), seconds, tokensPerSecond: generatedCount / seconds,
       };
     } finally {
       await opened.checkpoint.close();

@@ -37,6 +37,7 @@ import { checkMemoryLimit, describeMemoryEstimate, estimateAnalysisMemory, type 
 import { apexVersion, modelRecord } from './analysis-provenance.js';
 import { renderAnalysisReport, renderAnalysisSummary } from './analysis-report.js';
 import { analysisRecorder, checkSelectionSettings, DEFAULT_SELECTION, selectFromRecorder, type SelectionSettings } from './analysis-selection.js';
+import { checkOutputFile } from '../io/output-file.js';
 
 export interface AnalysisOptions {
   /** Resolved local model folder. */
@@ -96,6 +97,7 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
   const settings = analysisSettings(options);
   const output = resolve(options.output);
 
+  const dumpPath = options.dumpStats === undefined ? undefined : checkOutputFile(options.dumpStats, { flag: '--dump-stats', protectedFolders: [{ label: 'the model folder', path: options.model }, { label: 'the output folder', path: output }], force: options.force ?? false });
   const checkpoint = await Checkpoint.open(resolve(options.model));
   let baseCheckpoint: Checkpoint | undefined;
   try {
@@ -192,14 +194,13 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
       await writeText(ANALYSIS_FILES.json, formatAnalysisJson(analysis));
       const report = renderAnalysisReport({ analysis, channelNormAvg: records.map((r) => r.channelNormAvg!) });
       for (const [name, content] of report) await writeText(name, content);
-      return { analysis, records, selections, dump: collector.dump };
+      // Before the folder is renamed into place: a dump that cannot be written leaves no analysis
+      // behind that a rerun would have to --force away.
+      if (dumpPath !== undefined) await writeDump(dumpPath, spec, sequences.length, collector.dump!);
+      return { analysis, records, selections };
     }, async (tmp, b) => verifyOutput(tmp, spec, b.analysis));
 
-    let dumpStats: string | undefined;
-    if (options.dumpStats !== undefined) {
-      dumpStats = resolve(options.dumpStats);
-      await writeDump(dumpStats, spec, sequences.length, built.dump!);
-    }
+    const dumpStats = dumpPath;
     log(`analysis written to ${output}`);
     return {
       output,

@@ -96,6 +96,15 @@ describe('apex generate', () => {
     expect(written.tensorName).toBe('input_ids');
     expect(Array.from(written.rows[0]!)).toEqual(Array.from(ref.greedyIds));
     expect(written.lengths).toEqual([ref.greedyIds.length]); // the attention_mask: no padding in one row
+    // Again onto the same file: refused before generating unless --force; the model's own weights never.
+    const again = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '1', '--ids-out', out, '--backend', 'wasm']);
+    expect([again.status, again.json.error.code]).toEqual([2, 'OUTPUT_EXISTS']);
+    const forced = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '1', '--ids-out', out, '--force', '--backend', 'wasm']);
+    expect(forced.status).toBe(0);
+    expect((await readInputIds(out)).rows[0]!.length).toBe(2);
+    const weights = join('fixtures/stories260K', 'model.safetensors');
+    const onModel = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '1', '--ids-out', weights, '--force', '--backend', 'wasm']);
+    expect([onModel.status, onModel.json.error.code]).toEqual([2, 'OUTPUT_HOLDS_INPUT']);
   });
 
   it('stops on the end-of-sequence ids of generation_config.json too, as Hugging Face generate does', async () => {

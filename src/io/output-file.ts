@@ -1,0 +1,41 @@
+/**
+ * A single-file output (`analyze --dump-stats`, `generate --ids-out`), checked before any work
+ * so that a mistyped path costs nothing and destroys nothing: it must not be a folder, must not
+ * lie inside the model folder (a stray .safetensors file there would be read as part of the
+ * model, and the path may name one of its weight files), and an existing file is replaced only
+ * with --force, as output folders are.
+ */
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { UsageError } from '../errors.js';
+import { isInside } from './output-inputs.js';
+
+export interface OutputFileCheck {
+  /** The flag that names the file, for messages. */
+  readonly flag: string;
+  /** Folders the file must stay out of (the model's). */
+  readonly protectedFolders?: readonly { readonly label: string; readonly path: string }[];
+  /** Replace an existing file. */
+  readonly force: boolean;
+}
+
+/** The absolute path of an acceptable output file, or UsageError. */
+export function checkOutputFile(path: string, check: OutputFileCheck): string {
+  const absolute = resolve(path);
+  let kind: 'file' | 'folder' | 'other' | undefined;
+  try {
+    const s = statSync(absolute);
+    kind = s.isFile() ? 'file' : s.isDirectory() ? 'folder' : 'other';
+  } catch {
+    kind = undefined;
+  }
+  if (kind === 'folder') throw new UsageError(`${check.flag} ${absolute} is a folder; give the path of a file to write`, 'OUTPUT_NOT_A_FILE');
+  if (kind === 'other') throw new UsageError(`${check.flag} ${absolute} exists and is not a regular file`, 'OUTPUT_NOT_A_FILE');
+  for (const folder of check.protectedFolders ?? []) {
+    if (isInside(absolute, folder.path)) {
+      throw new UsageError(`${check.flag} ${absolute} lies inside ${folder.label} (${resolve(folder.path)}); write it elsewhere`, 'OUTPUT_HOLDS_INPUT');
+    }
+  }
+  if (kind === 'file' && !check.force) throw new UsageError(`${check.flag} ${absolute} exists; pass --force to replace it`, 'OUTPUT_EXISTS');
+  return absolute;
+}
