@@ -8,6 +8,7 @@
  * (stale-temps.ts).
  */
 import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
@@ -42,8 +43,19 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
   const text = `${JSON.stringify(owner)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
     if (await createExclusive(path, text)) {
+      const lock = makeLock(path, owner, text);
+      // A folder inside one that another live process is writing (`analyze -o run/analysis`
+      // while `finetune -o run` trains) is that process's to write.
+      const enclosing = await liveEnclosingLock(outDir, owner.hostname);
+      if (enclosing !== undefined) {
+        await lock.release();
+        throw new UsageError(
+          `output ${outDir} lies inside ${enclosing.folder}, which apex process ${enclosing.owner.pid} is writing (started ${enclosing.owner.startedAt}; lock file ${lockPathFor(enclosing.folder)}). Wait for it to finish`,
+          'OUTPUT_LOCKED',
+        );
+      }
       for (const name of await removeStaleTemporaries(outDir)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
-      return makeLock(path, owner, text);
+      return lock;
     }
     const current = await readOwner(path);
     if (current === 'missing') continue; // released between our two calls: try again
@@ -79,6 +91,16 @@ export async function removeStaleLock(path: string): Promise<boolean> {
   if (owner === 'missing' || owner === 'unreadable' || owner.hostname !== hostname() || processAlive(owner.pid)) return false;
   await takeOverStale(path, owner);
   return true;
+}
+
+/** The nearest enclosing folder locked by another live process (this process's own locks do not count). */
+async function liveEnclosingLock(outDir: string, host: string): Promise<{ folder: string; owner: LockOwner } | undefined> {
+  for (let folder = dirname(resolve(outDir)); folder !== dirname(folder); folder = dirname(folder)) {
+    const owner = await readOwner(lockPathFor(folder));
+    if (owner === 'missing' || owner === 'unreadable' || owner.pid === process.pid) continue;
+    if (owner.hostname !== host || processAlive(owner.pid)) return { folder, owner };
+  }
+  return undefined;
 }
 
 async function createExclusive(path: string, text: string): Promise<boolean> {

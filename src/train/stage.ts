@@ -17,7 +17,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
@@ -140,8 +140,26 @@ export async function runStage(options: StageOptions): Promise<StageResult> {
   }
 }
 
+/**
+ * Everything a stage decides (complete, resume or fresh; analyse or not) and writes happens
+ * under the run folder's lock: a second process that prepared at the same time cannot act on
+ * what it saw before the first one finished.
+ */
 async function trainStage(options: StageOptions): Promise<StageResult> {
   const settings = resolveStageSettings(options);
+  const run = resolve(settings.run);
+  if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
+  if (options.runLockHeld) return trainStageLocked(options, settings);
+  await mkdir(dirname(run), { recursive: true });
+  const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
+  try {
+    return await trainStageLocked(options, settings);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function trainStageLocked(options: StageOptions, settings: ResolvedStageSettings): Promise<StageResult> {
   const prov = new ProvenanceRecorder('finetune', settings.argv);
   const say = options.progress ?? (() => {});
   const warn = (m: string) => (options.onWarning ?? say)(m);
@@ -150,7 +168,6 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const run = resolve(settings.run);
   const dir = stageDir(run, stage);
   const checkpointsDir = join(dir, CHECKPOINTS_DIR);
-  if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
   const inputDir = stage === 1 ? resolve(options.modelDir) : join(stageDir(run, stage - 1), 'model');
   if (stage > 1 && !existsSync(join(inputDir, 'config.json'))) {
     throw new InputError(`${inputDir} does not exist: stage ${stage} starts from the fused model of stage ${stage - 1} (apex expand --run ${run} --stage ${stage - 1})`, 'NOT_FOUND');
@@ -264,139 +281,134 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
     say(`backend: ${backend.name} (${backend.detail}); memory estimate ${(memory.totalBytes / 2 ** 20).toFixed(0)} MiB`);
 
     const baseModel = stage === 1 ? settings.model : ((await runBaseModel(run)) ?? settings.model);
-    const lock = options.runLockHeld ? undefined : await acquireOutputLock(run, { command: 'apex finetune', onWarning: warn });
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
-    try {
-      if (settings.force) await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-      const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
-      const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
-      const resumeKey = stageResumeKey({
-        method: settings.method,
-        setting: settings.setting ?? null,
-        selections,
-        recorder: recorderShape,
-        trainEmbeddings: settings.selection.trainEmbeddings,
-        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : undefined,
-        ...settings.optimizer,
-        inputModel: modelFingerprint(await inputModel()),
-        heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
-      });
-      if (resumeFrom) {
-        if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {
-          throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
-        }
-        const changes = resumeKeyChanges(resumeFrom.scalars.settings, resumeKey);
-        if (changes.length > 0) {
-          throw new UsageError(
-            `${resumeFrom.path} was made with other settings: ${changes.join('; ')}. Resuming would finish the stage as a mix of two runs; resume with the options of the interrupted run, or pass --force to start the stage over`,
-            'CHECKPOINT_MISMATCH',
-          );
-        }
-        const madeOn = resumeFrom.scalars.backend;
-        if (madeOn !== undefined && madeOn !== backend.name) {
-          warn(`${resumeFrom.path} was made on the ${madeOn} backend and training continues on ${backend.name}: the result differs from an uninterrupted run by float rounding`);
-        }
-        say(`resuming stage ${stage} from step ${resumeFrom.scalars.step} (${resumeFrom.path})`);
-      } else if (settings.resume) {
-        say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
+    if (settings.force) await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
+    const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
+    const resumeKey = stageResumeKey({
+      method: settings.method,
+      setting: settings.setting ?? null,
+      selections,
+      recorder: recorderShape,
+      trainEmbeddings: settings.selection.trainEmbeddings,
+      lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : undefined,
+      ...settings.optimizer,
+      inputModel: modelFingerprint(await inputModel()),
+      heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
+    });
+    if (resumeFrom) {
+      if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {
+        throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
       }
-      const trainables = await prov.time('load', () => buildStageTrainables(checkpoint, spec, plan));
-      const recorder = recorderShape ? new TrainingScoreRecorder(resumeFrom?.scalars.recorder ?? recorderShape) : undefined;
-      try {
-        result = await prov.time('train', () =>
-          train({
-            model: trainables.model,
-            params: trainables.params,
-            hooks: trainables.hooks,
-            ...(recorder ? { recorder } : {}),
-            train: options.train,
-            ...(options.eval ? { eval: options.eval } : {}),
-            stage,
-            steps,
-            lrPlan: lr.plan,
-            globalStepOffset: lr.offset,
-            batchSize,
-            gradAccum,
-            gradClip: settings.optimizer.gradClip,
-            adamw: { beta1: settings.optimizer.beta1, beta2: settings.optimizer.beta2, weightDecay: settings.optimizer.weightDecay },
-            evalEvery: settings.evalEvery,
-            saveEvery: settings.saveEvery,
-            keepCheckpoints: settings.keepCheckpoints,
-            checkpointsDir,
-            metricsPath: join(dir, METRICS_FILE),
-            dataSeed: seeds.data,
-            ...(resumeFrom ? { resumeFrom } : {}),
-            resumeKey,
-            backend: backend.name,
-            ...(options.signal ? { signal: options.signal } : {}),
-            progress: say,
-            ...(options.onStep ? { onStep: options.onStep } : {}),
-            ...(options.prepareTransforms !== undefined ? { prepareTransforms: options.prepareTransforms } : {}),
-            ...(options.resumeHint !== undefined ? { resumeHint: options.resumeHint } : {}),
-          }),
+      const changes = resumeKeyChanges(resumeFrom.scalars.settings, resumeKey);
+      if (changes.length > 0) {
+        throw new UsageError(
+          `${resumeFrom.path} was made with other settings: ${changes.join('; ')}. Resuming would finish the stage as a mix of two runs; resume with the options of the interrupted run, or pass --force to start the stage over`,
+          'CHECKPOINT_MISMATCH',
         );
-        metrics = await readMetrics(join(dir, METRICS_FILE));
-        const tensors = await collectStageTensors(spec, trainables);
-        files = await prov.time('write', () =>
-          writeStageFiles({
-            dir,
-            spec,
-            stage,
-            tensors,
-            ...(settings.method === 'apex' ? { operatorMeta: { apexVersion: apexVersion(), stage, ratio: settings.selection.ratio, setting: settings.setting!, seed: settings.seed } } : {}),
-            ...(recorder ? { recorder, scoreMetadata: { source: 'apex finetune', stage: String(stage), seed: String(settings.seed) } } : {}),
-            trainedMetadata: { stage: String(stage), setting },
-            metrics,
-          }),
-        );
-      } finally {
-        trainables.dispose();
-        recorder?.dispose();
       }
-      const last = metrics.at(-1);
-      const lastEval = lastEvaluation(metrics);
-      const details: StageDetails = {
-        stage,
-        total_stages: lr.totalStages,
-        method: settings.method,
-        setting: settings.setting ?? null,
-        steps,
-        tokens_per_step: tokensPerStep,
-        trainable: summary,
-        selection_settings: settings.method === 'apex' ? settings.selection : null,
-        selection: selections?.map((s) => ({ layer: s.layer, head_k: s.headK, channel_k: s.channelK, heads: unitLists(s.heads), channels: unitLists(s.channels) })) ?? null,
-        recorder_k: recorderShape ? { head: recorderShape.headK, channel: recorderShape.channelK } : null,
-        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank, ...(matched ? { matched_to: matched.record, target: matched.target } : {}) } : null,
-        optimizer: settings.optimizer,
-        budget: settings.budget,
-        lr_plan: lr.plan,
-        global_step_offset: lr.offset,
-        seeds,
-        data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },
-        memory_estimate: memory,
-        results: {
-          steps: result.steps,
-          start_step: result.startStep,
-          tokens: result.tokens,
-          final_loss: last?.loss ?? null,
-          eval_loss: lastEval?.loss ?? null,
-          eval_ppl: lastEval?.ppl ?? null,
-          tokens_per_s: result.tokensPerSecond,
-          elapsed_s: last?.elapsed ?? 0,
-        },
-      };
-      const model = await inputModel();
-      const inputs: Record<string, FileSetRecord> = { model: { path: model.path, files: model.files } };
-      if (scoresPath) inputs.scores = { path: scoresPath, files: [{ ...(await sha256OfFile(scoresPath)), file: basename(scoresPath) }] };
-      const outputs: FileRecord[] = [];
-      for (const f of [...files, METRICS_FILE]) outputs.push({ ...(await sha256OfFile(join(dir, f))), file: f });
-      await writeProvenance(dir, prov.build({ seed: settings.seed, backend, base_model: baseModel, inputs, outputs: { stage: { path: dir, files: outputs } }, details }));
-    } finally {
-      await lock?.release();
+      const madeOn = resumeFrom.scalars.backend;
+      if (madeOn !== undefined && madeOn !== backend.name) {
+        warn(`${resumeFrom.path} was made on the ${madeOn} backend and training continues on ${backend.name}: the result differs from an uninterrupted run by float rounding`);
+      }
+      say(`resuming stage ${stage} from step ${resumeFrom.scalars.step} (${resumeFrom.path})`);
+    } else if (settings.resume) {
+      say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
     }
+    const trainables = await prov.time('load', () => buildStageTrainables(checkpoint, spec, plan));
+    const recorder = recorderShape ? new TrainingScoreRecorder(resumeFrom?.scalars.recorder ?? recorderShape) : undefined;
+    try {
+      result = await prov.time('train', () =>
+        train({
+          model: trainables.model,
+          params: trainables.params,
+          hooks: trainables.hooks,
+          ...(recorder ? { recorder } : {}),
+          train: options.train,
+          ...(options.eval ? { eval: options.eval } : {}),
+          stage,
+          steps,
+          lrPlan: lr.plan,
+          globalStepOffset: lr.offset,
+          batchSize,
+          gradAccum,
+          gradClip: settings.optimizer.gradClip,
+          adamw: { beta1: settings.optimizer.beta1, beta2: settings.optimizer.beta2, weightDecay: settings.optimizer.weightDecay },
+          evalEvery: settings.evalEvery,
+          saveEvery: settings.saveEvery,
+          keepCheckpoints: settings.keepCheckpoints,
+          checkpointsDir,
+          metricsPath: join(dir, METRICS_FILE),
+          dataSeed: seeds.data,
+          ...(resumeFrom ? { resumeFrom } : {}),
+          resumeKey,
+          backend: backend.name,
+          ...(options.signal ? { signal: options.signal } : {}),
+          progress: say,
+          ...(options.onStep ? { onStep: options.onStep } : {}),
+          ...(options.prepareTransforms !== undefined ? { prepareTransforms: options.prepareTransforms } : {}),
+          ...(options.resumeHint !== undefined ? { resumeHint: options.resumeHint } : {}),
+        }),
+      );
+      metrics = await readMetrics(join(dir, METRICS_FILE));
+      const tensors = await collectStageTensors(spec, trainables);
+      files = await prov.time('write', () =>
+        writeStageFiles({
+          dir,
+          spec,
+          stage,
+          tensors,
+          ...(settings.method === 'apex' ? { operatorMeta: { apexVersion: apexVersion(), stage, ratio: settings.selection.ratio, setting: settings.setting!, seed: settings.seed } } : {}),
+          ...(recorder ? { recorder, scoreMetadata: { source: 'apex finetune', stage: String(stage), seed: String(settings.seed) } } : {}),
+          trainedMetadata: { stage: String(stage), setting },
+          metrics,
+        }),
+      );
+    } finally {
+      trainables.dispose();
+      recorder?.dispose();
+    }
+    const last = metrics.at(-1);
+    const lastEval = lastEvaluation(metrics);
+    const details: StageDetails = {
+      stage,
+      total_stages: lr.totalStages,
+      method: settings.method,
+      setting: settings.setting ?? null,
+      steps,
+      tokens_per_step: tokensPerStep,
+      trainable: summary,
+      selection_settings: settings.method === 'apex' ? settings.selection : null,
+      selection: selections?.map((s) => ({ layer: s.layer, head_k: s.headK, channel_k: s.channelK, heads: unitLists(s.heads), channels: unitLists(s.channels) })) ?? null,
+      recorder_k: recorderShape ? { head: recorderShape.headK, channel: recorderShape.channelK } : null,
+      lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank, ...(matched ? { matched_to: matched.record, target: matched.target } : {}) } : null,
+      optimizer: settings.optimizer,
+      budget: settings.budget,
+      lr_plan: lr.plan,
+      global_step_offset: lr.offset,
+      seeds,
+      data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },
+      memory_estimate: memory,
+      results: {
+        steps: result.steps,
+        start_step: result.startStep,
+        tokens: result.tokens,
+        final_loss: last?.loss ?? null,
+        eval_loss: lastEval?.loss ?? null,
+        eval_ppl: lastEval?.ppl ?? null,
+        tokens_per_s: result.tokensPerSecond,
+        elapsed_s: last?.elapsed ?? 0,
+      },
+    };
+    const model = await inputModel();
+    const inputs: Record<string, FileSetRecord> = { model: { path: model.path, files: model.files } };
+    if (scoresPath) inputs.scores = { path: scoresPath, files: [{ ...(await sha256OfFile(scoresPath)), file: basename(scoresPath) }] };
+    const outputs: FileRecord[] = [];
+    for (const f of [...files, METRICS_FILE]) outputs.push({ ...(await sha256OfFile(join(dir, f))), file: f });
+    await writeProvenance(dir, prov.build({ seed: settings.seed, backend, base_model: baseModel, inputs, outputs: { stage: { path: dir, files: outputs } }, details }));
     say(`stage ${stage} written to ${dir}`);
     const modelDir = settings.expand ? await fuse(run, stage, say) : null;
     return {

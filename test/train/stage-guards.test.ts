@@ -2,7 +2,9 @@
 // stage files), a memory estimate over --max-memory (ResourceLimitError, exit 5, nothing
 // written), a later stage whose predecessor was not fused; what it warns about (sequences past
 // the model's context); and how --match-params sizes LoRA.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
@@ -68,6 +70,23 @@ it('a resume on another backend continues, with a warning that names both backen
   expect(warnings.filter((w) => w.includes('backend'))).toEqual([
     expect.stringMatching(/step-00000002 was made on the wasm backend and training continues on cpu: the result differs from an uninterrupted run by float rounding$/),
   ]);
+});
+
+it('a stage decides nothing while another process holds the run: complete, checkpointed or new, it is refused as locked', async () => {
+  const run = newRun();
+  mkdirSync(join(run, 'stages/1/checkpoints/step-00000002'), { recursive: true });
+  writeFileSync(join(run, 'stages/1/apex_run.json'), '{}');
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  try {
+    writeFileSync(`${run}.lock`, `${JSON.stringify({ pid: holder.pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z' })}\n`);
+    for (const extra of [{}, { resume: true }, { force: true }]) {
+      const error = await runStage(await options(run, extra)).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'OUTPUT_LOCKED', message: expect.stringContaining(`is locked by apex process ${holder.pid}`) });
+    }
+    expect(existsSync(join(run, 'stages/1/apex_run.json'))).toBe(true);
+  } finally {
+    holder.kill();
+  }
 });
 
 it('stage 2 needs the fused model of stage 1', async () => {

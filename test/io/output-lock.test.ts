@@ -1,0 +1,35 @@
+// A folder inside one that another live apex process is writing is refused (OUTPUT_LOCKED);
+// this process's own enclosing lock (apex run → its analysis) and a dead process's do not count.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { acquireOutputLock, lockPathFor } from '../../src/io/output-lock.js';
+import { tempDir } from './helpers.js';
+
+const lockText = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z', command: 'apex finetune' })}\n`;
+
+describe('locks of enclosing folders', () => {
+  it('refuses a folder inside a live process\'s output, naming it; allows it under its own or a dead process\'s lock', async () => {
+    const root = await tempDir('apex-lock-');
+    const run = join(root, 'run');
+    const inner = join(run, 'analysis');
+    await mkdir(run, { recursive: true });
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+    try {
+      await writeFile(lockPathFor(run), lockText(child.pid!));
+      const refused = await acquireOutputLock(inner).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: 'OUTPUT_LOCKED', exit: 2, message: expect.stringContaining(`output ${inner} lies inside ${run}, which apex process ${child.pid} is writing`) });
+      expect(existsSync(lockPathFor(inner))).toBe(false); // its own lock was given back
+    } finally {
+      child.kill();
+    }
+    for (const pid of [process.pid, spawnSync(process.execPath, ['-e', '0']).pid!]) {
+      await writeFile(lockPathFor(run), lockText(pid));
+      const lock = await acquireOutputLock(inner);
+      await lock.release();
+    }
+  });
+});
