@@ -186,9 +186,13 @@ function refusal(out: string, existing: Exclude<Existing, { kind: 'absent' }>, c
   );
 }
 
-/** Moves the folder aside in one rename (so it is never half-deleted under its own name), then deletes it. */
+/**
+ * Moves the folder aside in one rename (so it is never half-deleted under its own name), then
+ * deletes it. The aside name is a `.tmp-` one, not `.old-`: a process killed while deleting
+ * leaves a half-deleted folder that the stale sweep must remove, not put back (stale-temps.ts).
+ */
 async function discardFolder(out: string): Promise<void> {
-  const aside = join(dirname(out), `${basename(out)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const aside = join(dirname(out), `${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   await rename(out, aside).catch((e: unknown) => { throw ioError(out, 'move the previous run aside', e); });
   await fsyncDir(dirname(out));
   await rm(aside, { recursive: true, force: true });

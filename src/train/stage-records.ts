@@ -17,7 +17,7 @@ import { PROVENANCE_FILE } from '../pipeline/provenance.js';
 import { Rng } from '../util/rng.js';
 import { loraRankForParamCount } from './lora.js';
 import { planForStages, type LrPlan } from './lr-schedule.js';
-import type { TrainableSummary } from './trainable-params.js';
+import { modelParamCount, type TrainableSummary } from './trainable-params.js';
 
 /** The trainer's part of a stage's apex_run.json (`details`). */
 export interface StageDetails {
@@ -93,6 +93,11 @@ export async function matchedLoraRank(path: string, stage: number, spec: ModelSp
     const target = record?.details?.trainable?.trainable;
     if (record?.details?.method !== 'apex' || typeof target !== 'number' || !(target > 0)) {
       throw new InputError(`${file}: not the record of an APEX stage with a trainable-parameter count (${name} needs an APEX run)`, 'MATCH_PARAMS');
+    }
+    // Matching another model's run would size LoRA for a model it is not trained on.
+    const theirs = record.details.trainable?.modelParams;
+    if (typeof theirs === 'number' && theirs !== modelParamCount(spec)) {
+      throw new InputError(`${file}: that APEX run trained a model of ${theirs.toLocaleString('en-US')} parameters, this one has ${modelParamCount(spec).toLocaleString('en-US')} (${name} needs an APEX run of the same model)`, 'MATCH_PARAMS');
     }
     return { rank: loraRankForParamCount(spec, target), target, record: file };
   }

@@ -15,11 +15,11 @@
  *      when the model there is not complete and verified).
  * A failure removes a run folder this call created when it holds nothing to resume from.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { maxLoraRank } from './lora.js';
+import { loraParamCount, maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { acquireOutputLock } from '../io/output-lock.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
@@ -170,10 +170,22 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
   const checkpointsDir = join(dir, CHECKPOINTS_DIR);
   const inputDir = stage === 1 ? resolve(options.modelDir) : join(stageDir(run, stage - 1), 'model');
   if (stage > 1 && !existsSync(join(inputDir, 'config.json'))) {
-    throw new InputError(`${inputDir} does not exist: stage ${stage} starts from the fused model of stage ${stage - 1} (apex expand --run ${run} --stage ${stage - 1})`, 'NOT_FOUND');
+    const earlier = existsSync(join(stageDir(run, stage - 1), PROVENANCE_FILE));
+    throw new InputError(
+      `${inputDir} does not exist: stage ${stage} starts from the fused model of stage ${stage - 1} (${earlier ? `apex expand --run ${run} --stage ${stage - 1}` : `train stage ${stage - 1} first`})`,
+      'NOT_FOUND',
+    );
+  }
+  if (stage > 1) {
+    // Later stages take their weights from stages/<n-1>/model; the model argument gives the
+    // tokenizer the data was read with and the base model recorded: it must be the run's.
+    const recorded = await runBaseModel(run);
+    if (recorded !== undefined && !sameModelArgument(recorded, settings.model)) {
+      throw new UsageError(`${run} was started from ${recorded}, not ${settings.model}: stage ${stage} continues that run (its weights come from ${inputDir}); give the same model`, 'MODEL_MISMATCH');
+    }
   }
   if (existsSync(join(dir, PROVENANCE_FILE))) {
-    if (settings.resume) return completedStage(settings, dir, say);
+    if (settings.resume) return completedStage(settings, dir, say, options.signal);
     if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
   }
   const latest = await latestCheckpoint(checkpointsDir);
@@ -202,6 +214,14 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       lora = { rank, ...(settings.lora.alpha !== undefined ? { alpha: settings.lora.alpha } : {}), seed: seeds.lora };
       const maxRank = maxLoraRank(spec);
       if (rank > maxRank) throw new UsageError(`${names.loraRank} must be an integer in [1, ${maxRank}] for this model (the smallest side of its projections), got ${rank}`);
+      if (matched) {
+        // The rank is capped at the projections' smallest side: say when that leaves the count short.
+        const count = loraParamCount(spec, rank);
+        const perRank = loraParamCount(spec, 1);
+        if (Math.abs(count - matched.target) > perRank) {
+          warn(`LoRA rank ${rank} (the largest this model allows) trains ${count.toLocaleString('en-US')} parameters, ${(100 * (count / matched.target - 1)).toFixed(1)}% from the ${matched.target.toLocaleString('en-US')} of ${matched.record}`);
+        }
+      }
       if (matched) say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
     }
     const { batchSize, gradAccum } = settings.optimizer;
@@ -410,7 +430,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     for (const f of [...files, METRICS_FILE]) outputs.push({ ...(await sha256OfFile(join(dir, f))), file: f });
     await writeProvenance(dir, prov.build({ seed: settings.seed, backend, base_model: baseModel, inputs, outputs: { stage: { path: dir, files: outputs } }, details }));
     say(`stage ${stage} written to ${dir}`);
-    const modelDir = settings.expand ? await fuse(run, stage, say) : null;
+    const modelDir = settings.expand ? await fuse(run, stage, say, options.signal) : null;
     return {
       stage,
       dir,
@@ -435,6 +455,20 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
   }
 }
 
+/** Two model arguments name the same model: the same local folder (links resolved), or the same Hub id. */
+function sameModelArgument(a: string, b: string): boolean {
+  if (a === b) return true;
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return undefined;
+    }
+  };
+  const ra = real(a);
+  return ra !== undefined && ra === real(b);
+}
+
 function lastEvaluation(metrics: readonly MetricsLine[]): { loss: number; ppl: number } | null {
   const line = [...metrics].reverse().find((l) => l.eval_loss !== undefined);
   return line ? { loss: line.eval_loss!, ppl: line.eval_ppl! } : null;
@@ -448,24 +482,24 @@ function unitLists(s: { P: Int32Array; N: Int32Array; E: Int32Array }): { P: num
  * `apex expand --run <run> --stage n` unless the stage's fused model is complete and verified
  * (pipeline/fused-model-state.ts); an incomplete or outdated one is fused again over.
  */
-async function fuse(run: string, stage: number, say: (m: string) => void): Promise<string> {
+async function fuse(run: string, stage: number, say: (m: string) => void, signal: AbortSignal | undefined): Promise<string> {
   const out = join(stageDir(run, stage), 'model');
   const state = await fusedModelState(run, stage);
   if (state.kind === 'complete') return out;
   if (state.kind === 'stale') say(`${out}: ${state.reason}; fusing stage ${stage} again`);
-  await runExpand({ run, stage, progress: say, force: state.kind === 'stale' });
+  await runExpand({ run, stage, progress: say, force: state.kind === 'stale', ...(signal ? { signal } : {}) });
   return out;
 }
 
 /** A resumed stage that had already finished: its record, and the fused model if it is missing. */
-async function completedStage(settings: ResolvedStageSettings, dir: string, say: (m: string) => void): Promise<StageResult> {
+async function completedStage(settings: ResolvedStageSettings, dir: string, say: (m: string) => void, signal: AbortSignal | undefined): Promise<StageResult> {
   const record = (await readJson(join(dir, PROVENANCE_FILE))) as { details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
   const d = record.details;
   if (d === undefined) throw new InputError(`${join(dir, PROVENANCE_FILE)}: no trainer details; not a stage record`, 'BAD_RECORD');
   say(`stage ${settings.stage} is already complete (${join(dir, PROVENANCE_FILE)})`);
   const results = d.results as { steps: number; start_step: number; tokens: number; final_loss: number | null; eval_loss: number | null; eval_ppl: number | null; tokens_per_s: number };
   const lora = d.lora as { rank: number; alpha: number } | null;
-  const modelDir = settings.expand ? await fuse(resolve(settings.run), settings.stage, say) : null;
+  const modelDir = settings.expand ? await fuse(resolve(settings.run), settings.stage, say, signal) : null;
   return {
     stage: settings.stage,
     dir,

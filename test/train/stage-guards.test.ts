@@ -89,11 +89,24 @@ it('a stage decides nothing while another process holds the run: complete, check
   }
 });
 
-it('stage 2 needs the fused model of stage 1', async () => {
+it('stage 2 needs the fused model of stage 1: train stage 1 first, or fuse it', async () => {
   const run = newRun();
   const error = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
   expect(error).toBeInstanceOf(InputError);
-  expect((error as Error).message).toMatch(/apex expand --run .* --stage 1/);
+  expect((error as Error).message).toMatch(/stages\/1\/model does not exist: stage 2 starts from the fused model of stage 1 \(train stage 1 first\)$/);
+  mkdirSync(join(run, 'stages/1'), { recursive: true });
+  writeFileSync(join(run, 'stages/1/apex_run.json'), JSON.stringify({ base_model: STORIES }));
+  const unfused = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
+  expect((unfused as Error).message).toMatch(/\(apex expand --run .* --stage 1\)$/);
+});
+
+it('a later stage refuses a model argument other than the run\'s base model', async () => {
+  const run = newRun();
+  mkdirSync(join(run, 'stages/1/model'), { recursive: true });
+  writeFileSync(join(run, 'stages/1/model/config.json'), '{}');
+  writeFileSync(join(run, 'stages/1/apex_run.json'), JSON.stringify({ base_model: 'fixtures/llama-mha-f32' }));
+  const error = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'MODEL_MISMATCH', exit: 2, message: `${run} was started from fixtures/llama-mha-f32, not ${STORIES}: stage 2 continues that run (its weights come from ${join(run, 'stages/1/model')}); give the same model` });
 });
 
 it('sequences longer than max_position_embeddings train, with a warning that names the limit', async () => {
@@ -117,4 +130,17 @@ it('--match-params picks the LoRA rank whose count is closest to the APEX run\'s
   const lora = await runStage(await options(newRun(), { method: 'lora', matchParams: apexRun, steps: 1 }));
   expect(lora.lora!.rank).toBe(expected);
   expect(Math.abs(lora.trainable.trainable - apex.trainable.trainable)).toBeLessThanOrEqual(perRank / 2);
+
+  // A record of another model is refused; a target beyond the largest rank is met as closely as it can be, with a warning.
+  const record = (trainable: number, modelParams: number) => {
+    const dir = newRun();
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'apex_run.json'), JSON.stringify({ details: { method: 'apex', trainable: { trainable, modelParams } } }));
+    return dir;
+  };
+  const other = await runStage(await options(newRun(), { method: 'lora', matchParams: record(5000, 1_328_256), steps: 1 })).catch((e: unknown) => e);
+  expect(other).toMatchObject({ code: 'MATCH_PARAMS', exit: 3, message: expect.stringContaining(`that APEX run trained a model of 1,328,256 parameters, this one has ${apex.trainable.modelParams.toLocaleString('en-US')}`) });
+  const warnings: string[] = [];
+  const capped = await runStage(await options(newRun(), { method: 'lora', matchParams: record(10 * apex.trainable.modelParams, apex.trainable.modelParams), steps: 1, onWarning: (m) => warnings.push(m) }));
+  expect(warnings).toContainEqual(expect.stringMatching(new RegExp(`^LoRA rank ${capped.lora!.rank} \\(the largest this model allows\\) trains [\\d,]+ parameters, -\\d+\\.\\d% from the`)));
 });
