@@ -12,6 +12,7 @@
  * ignored by `latestCheckpoint` and cleaned up by the next save. After each save only the
  * newest `keep` checkpoints remain.
  */
+import { createHash } from 'node:crypto';
 import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
@@ -91,6 +92,17 @@ interface StateFile {
   readonly optimizerStep: number;
   readonly trainable: readonly string[];
   readonly scalars: TrainStateScalars;
+  /**
+   * sha256 of every tensor's bytes and of the scalars' JSON, checked when the checkpoint is
+   * loaded: a flipped bit would otherwise resume silently into other weights or another data
+   * order (absent in checkpoints of older versions, which load unchecked).
+   */
+  readonly tensorSha256?: Readonly<Record<string, string>>;
+  readonly scalarsSha256?: string;
+}
+
+function sha256Hex(bytes: Uint8Array | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 export function checkpointName(step: number): string {
@@ -117,8 +129,15 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
       tensors.push(f32(`adam_m.${name}`, t.shape, state.optimizer.firstMoments.get(name) as Float32Array));
       tensors.push(f32(`adam_v.${name}`, t.shape, state.optimizer.secondMoments.get(name) as Float32Array));
     }
-    await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, { format: 'apex-train-state' });
-    const file: StateFile = { version: TRAIN_STATE_VERSION, optimizerStep: state.optimizer.step, trainable: names, scalars: state.scalars };
+    const written = await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, { format: 'apex-train-state' }, { hash: true });
+    const file: StateFile = {
+      version: TRAIN_STATE_VERSION,
+      optimizerStep: state.optimizer.step,
+      trainable: names,
+      scalars: state.scalars,
+      tensorSha256: Object.fromEntries(written.map((t) => [t.name, t.sha256!])),
+      scalarsSha256: sha256Hex(JSON.stringify(state.scalars)),
+    };
     await writeFile(join(tmp, STATE_FILE), JSON.stringify(file));
     await fsyncFile(join(tmp, STATE_FILE));
   });
@@ -162,7 +181,19 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   if (file.version !== TRAIN_STATE_VERSION) {
     throw new InputError(`${path}: trainer checkpoint version ${file.version} is not supported (expected ${TRAIN_STATE_VERSION})`, 'CHECKPOINT_VERSION');
   }
+  if (file.scalarsSha256 !== undefined && sha256Hex(JSON.stringify(file.scalars)) !== file.scalarsSha256) {
+    throw new InputError(`${join(path, STATE_FILE)}: the scalars (step, data position, RNG state, …) do not match their recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+  }
   const tensors = await SafetensorsFile.open(join(path, TENSORS_FILE));
+  const read = async (name: string): Promise<Float32Array> => {
+    const values = await tensors.readFloat32(name);
+    const recorded = file.tensorSha256?.[name];
+    // F32 on a little-endian machine: the decoded array's bytes are the file's bytes.
+    if (recorded !== undefined && sha256Hex(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)) !== recorded) {
+      throw new InputError(`${join(path, TENSORS_FILE)}: tensor '${name}' does not match its recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+    }
+    return values;
+  };
   try {
     const trainable = new Map<string, { shape: number[]; values: Float32Array }>();
     const firstMoments = new Map<string, Float32Array>();
@@ -173,9 +204,9 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
           throw new InputError(`${path}: trainer checkpoint lacks tensor '${prefix}.${name}'`, 'CHECKPOINT_INCOMPLETE');
         }
       }
-      trainable.set(name, { shape: [...tensors.info(`param.${name}`).shape], values: await tensors.readFloat32(`param.${name}`) });
-      firstMoments.set(name, await tensors.readFloat32(`adam_m.${name}`));
-      secondMoments.set(name, await tensors.readFloat32(`adam_v.${name}`));
+      trainable.set(name, { shape: [...tensors.info(`param.${name}`).shape], values: await read(`param.${name}`) });
+      firstMoments.set(name, await read(`adam_m.${name}`));
+      secondMoments.set(name, await read(`adam_v.${name}`));
     }
     return { path, scalars: file.scalars, trainable, optimizer: { step: file.optimizerStep, firstMoments, secondMoments } };
   } finally {

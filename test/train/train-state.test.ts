@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -127,5 +127,22 @@ describe('trainer-state checkpoints', () => {
     await writeFile(join(dir, 'broken', 'state.json'), '{"version": 99}');
     await expect(loadTrainState(join(dir, 'broken'))).rejects.toThrow(InputError);
     await expect(loadTrainState(join(dir, 'nothing'))).rejects.toThrow(/unreadable/);
+  });
+
+  it('refuses a checkpoint whose tensor bytes or scalars changed after it was written (a flipped bit, an edited digit)', async () => {
+    const path = await saveTrainState(dir, state(5));
+    const tensorsFile = join(path, 'tensors.safetensors');
+    const pristine = await readFile(tensorsFile);
+    const flipped = Buffer.from(pristine);
+    flipped[flipped.length - 3]! ^= 0x10; // inside the last tensor's data
+    await writeFile(tensorsFile, flipped);
+    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringMatching(/tensor '[a-z_]+\.model\.layers\.0\.[a-z_.]+' does not match its recorded sha256: the checkpoint is corrupt/) });
+    await writeFile(tensorsFile, pristine);
+    const stateFile = join(path, 'state.json');
+    const text = await readFile(stateFile, 'utf8');
+    await writeFile(stateFile, text.replace('"tokens":20480', '"tokens":20481'));
+    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringContaining('the scalars (step, data position, RNG state, …) do not match') });
+    await writeFile(stateFile, text);
+    expect((await loadTrainState(path)).scalars.tokens).toBe(20480);
   });
 });
