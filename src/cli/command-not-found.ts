@@ -6,7 +6,7 @@
  */
 import type { Hook } from '@oclif/core';
 import { UsageError } from '../errors.js';
-import { editDistance } from '../run/did-you-mean.js';
+import { editDistance } from '../util/did-you-mean.js';
 import { redact } from '../util/secrets.js';
 import type { JsonEnvelope } from './base-command.js';
 

@@ -7,9 +7,10 @@
  * Settings follow the Python client's environment variables: HF_TOKEN / HF_TOKEN_PATH
  * (hf-token.ts), HF_HUB_CACHE / HF_HOME (hf-cache.ts), HF_ENDPOINT and HF_HUB_OFFLINE (here).
  */
-import { readFile, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, OfflineCacheMissError } from '../errors.js';
+import { didYouMean } from '../util/did-you-mean.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
 import { expandHome, fileSize, hubCacheDir, RepoCache } from './hf-cache.js';
 import { findToken } from './hf-token.js';
@@ -85,11 +86,39 @@ async function localFolder(arg: string): Promise<string | undefined> {
   try {
     isDir = (await stat(path)).isDirectory();
   } catch (e) {
-    if (!looksLikePath) return undefined;
-    throw new InputError(`${arg}: no such model folder (${path}: ${(e as NodeJS.ErrnoException).code ?? 'not found'})`, 'NOT_FOUND');
+    if (!looksLikePath && !(await insideLocalFolder(arg))) return undefined;
+    throw new InputError(`${arg}: no such model folder (${path}: ${(e as NodeJS.ErrnoException).code ?? 'not found'})${await nearbyName(path)}`, 'NOT_FOUND');
   }
   if (!isDir) throw new InputError(`${arg}: is a file; expected a model folder (config.json and safetensors weights) or a Hub repo id`, 'NOT_A_FOLDER');
   return path;
+}
+
+/**
+ * `fixtures/llama-mha-f33` has the shape of a Hub id, but when `fixtures/` is a folder here it
+ * is a mistyped local path: said at once, instead of after the Hub's retries (or as an offline
+ * cache miss). A Hub repo whose org shares its name with a folder here is reached from
+ * another directory.
+ */
+async function insideLocalFolder(arg: string): Promise<boolean> {
+  const slash = arg.indexOf('/');
+  if (slash <= 0) return false;
+  try {
+    return (await stat(resolve(arg.slice(0, slash)))).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** " (did you mean …?)" naming the closest folder next to a missing one, or ''. */
+async function nearbyName(path: string): Promise<string> {
+  let names: string[];
+  try {
+    names = (await readdir(dirname(path), { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+  } catch {
+    return '';
+  }
+  const near = didYouMean(basename(path), names);
+  return near === undefined ? '' : ` (did you mean ${join(dirname(path), near)}?)`;
 }
 
 /** One part of a repo id: word characters, '-' and '.', starting and ending with a word character. */

@@ -5,7 +5,7 @@
  */
 import { parseByteSize } from '../io/byte-size.js';
 import { BUILTIN_CORPORA, isBuiltinCorpus } from '../train/data-corpus.js';
-import { didYouMean } from './did-you-mean.js';
+import { didYouMean } from '../util/did-you-mean.js';
 import { BUILTIN_PREFIX, type IntegerNode, type LeafNode, type NumberNode, type ObjectNode, type SchemaNode } from './config-schema.js';
 
 /** One thing wrong with a config, named by its key path; `where` is `file:line` or the override text. */

@@ -41,6 +41,23 @@ describe('local folders', () => {
     expect(fetch).not.toHaveBeenCalled();
   });
 
+  it('an id-shaped argument whose first part is a folder here is a mistyped path: exit 3 at once, with the closest name', async () => {
+    const cwd = process.cwd();
+    await mkdir(join(w.tmp, 'models', 'llama-mha-f32'), { recursive: true });
+    process.chdir(w.tmp);
+    try {
+      const fetch = noNetwork();
+      await expect(resolveModel('models/llama-mha-f33', w.options({ fetch }))).rejects.toMatchObject({
+        exit: 3,
+        code: 'NOT_FOUND',
+        message: expect.stringMatching(/^models\/llama-mha-f33: no such model folder \(.*ENOENT\) \(did you mean .*models\/llama-mha-f32\?\)$/),
+      });
+      expect(fetch).not.toHaveBeenCalled();
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   it('a file instead of a folder → exit 3', async () => {
     await expect(resolveModel(join(FIXTURES, 'stories260K', 'config.json'))).rejects.toMatchObject({ exit: 3, code: 'NOT_A_FOLDER' });
   });
