@@ -7,7 +7,7 @@
  * processes left for the same output (stale-temps.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { acquireOutputLock } from './output-lock.js';
@@ -47,7 +47,7 @@ export async function writeAtomicFolder<T>(
 ): Promise<T> {
   const out = resolve(outDir);
   const parent = dirname(out);
-  await mkdir(parent, { recursive: true }).catch((e: unknown) => { throw ioError(parent, 'create the output parent folder', e); });
+  await makeOutputFolder(parent);
   const lock = await acquireOutputLock(out, { command: options.command, onWarning: options.onWarning });
   try {
     await assertWritableTarget(out, options.force ?? false);
@@ -104,5 +104,30 @@ export async function fsyncFile(path: string): Promise<void> {
     throw ioError(path, 'fsync', e);
   } finally {
     await h.close();
+  }
+}
+
+/**
+ * `mkdir -p` for an output folder, with its failures said as output problems: a recursive
+ * mkdir under a read-only mount reports ENOENT (Node), which would otherwise read as "input not
+ * found" (exit 3); the deepest folder that exists is checked and named instead.
+ */
+export async function makeOutputFolder(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+      let existing = dirname(resolve(path));
+      while (existing !== dirname(existing) && !(await stat(existing).then((s) => s.isDirectory(), () => false))) existing = dirname(existing);
+      const writable = await access(existing, constants.W_OK).then(() => true, () => false);
+      if (!writable || code !== 'ENOENT') {
+        throw new UsageError(`${path}: cannot create the output folder, ${existing} is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+      }
+    }
+    if (code === 'ENOTDIR' || code === 'EEXIST') {
+      throw new UsageError(`${path}: cannot create the output folder, a part of the path is a file, not a folder (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+    }
+    throw ioError(path, 'create the output folder', e);
   }
 }

@@ -8,7 +8,8 @@
  * (stale-temps.ts).
  */
 import { hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
@@ -38,7 +39,8 @@ export function lockPathFor(outDir: string): string {
  * each abandoned temporary cleaned up.
  */
 export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
-  const path = lockPathFor(outDir);
+  // Locked by its real path: `-o link` and `-o target` (link → target) are one output.
+  const path = lockPathFor(realOutputPath(outDir));
   const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
   const text = `${JSON.stringify(owner)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -46,7 +48,7 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
       const lock = makeLock(path, owner, text);
       // A folder inside one that another live process is writing (`analyze -o run/analysis`
       // while `finetune -o run` trains) is that process's to write.
-      const enclosing = await liveEnclosingLock(outDir, owner.hostname);
+      const enclosing = await liveEnclosingLock(realOutputPath(outDir), owner.hostname);
       if (enclosing !== undefined) {
         await lock.release();
         throw new UsageError(
@@ -91,6 +93,17 @@ export async function removeStaleLock(path: string): Promise<boolean> {
   if (owner === 'missing' || owner === 'unreadable' || owner.hostname !== hostname() || processAlive(owner.pid)) return false;
   await takeOverStale(path, owner);
   return true;
+}
+
+/** The output's path with symbolic links resolved, as far as it exists. */
+function realOutputPath(outDir: string): string {
+  const absolute = resolve(outDir);
+  try {
+    return realpathSync(absolute);
+  } catch {
+    const parent = dirname(absolute);
+    return parent === absolute ? absolute : join(realOutputPath(parent), basename(absolute));
+  }
 }
 
 /** The nearest enclosing folder locked by another live process (this process's own locks do not count). */

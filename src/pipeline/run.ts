@@ -18,7 +18,6 @@
  * checkpoints saved (InterruptedError, exit 130).
  */
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { maxLoraRank } from '../train/lora.js';
@@ -47,6 +46,7 @@ import { BASELINE_FOLDER } from './run-stage-settings.js';
 import { RunState } from './run-state.js';
 import { ANALYSIS_FOLDER, assessAdvantage, measureBaseModel } from './run-steps.js';
 import { assembleRunSummary, RUN_REPORT_FILE, writeRunSummary, type BaseModelRecord, type RunSummary, type RunSummaryParts } from './run-summary.js';
+import { makeOutputFolder } from '../io/atomic-output.js';
 
 export interface RunPipelineOptions {
   readonly resolved: ResolvedRunConfig;
@@ -128,7 +128,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const backend = await selectBackend(config.backend as BackendRequest);
   if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
   const existed = existsSync(run);
-  await mkdir(dirname(run), { recursive: true });
+  await makeOutputFolder(dirname(run));
 
   const lock = new RunLock(run, onWarning);
   await lock.take();
@@ -201,7 +201,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     let baseline: RunSummaryParts['baseline'] = null;
     if (config.baseline.vanilla) {
       const folder = join(run, BASELINE_FOLDER);
-      await mkdir(dirname(folder), { recursive: true }); // the trainer locks <folder>.lock next to it
+      await makeOutputFolder(dirname(folder)); // the trainer locks <folder>.lock next to it
       const outcome = await trainLine(ctx, { key: BASELINE_FOLDER, name: 'vanilla', method: 'vanilla', folder });
       skipped.push(...outcome.skipped);
       baseline = { method: 'vanilla', path: BASELINE_FOLDER, stages: outcome.stages };

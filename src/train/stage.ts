@@ -16,7 +16,7 @@
  * A failure removes a run folder this call created when it holds nothing to resume from.
  */
 import { existsSync, realpathSync, statSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { loraParamCount, maxLoraRank } from './lora.js';
@@ -50,6 +50,7 @@ import { latestCheckpoint, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
+import { makeOutputFolder } from '../io/atomic-output.js';
 
 /** How a stage's messages name the settings a user gave. */
 export interface StageNames {
@@ -150,7 +151,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const run = resolve(settings.run);
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
   if (options.runLockHeld) return trainStageLocked(options, settings);
-  await mkdir(dirname(run), { recursive: true });
+  await makeOutputFolder(dirname(run));
   const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
   try {
     return await trainStageLocked(options, settings);
@@ -305,7 +306,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let files: string[];
     let metrics: MetricsLine[];
     if (settings.force) await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
+    await makeOutputFolder(dir);
     const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
     const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
     const resumeKey = stageResumeKey({

@@ -2,7 +2,7 @@
 // this process's own enclosing lock (apex run → its analysis) and a dead process's do not count.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +10,22 @@ import { acquireOutputLock, lockPathFor } from '../../src/io/output-lock.js';
 import { tempDir } from './helpers.js';
 
 const lockText = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z', command: 'apex finetune' })}\n`;
+
+describe('one lock per real folder', () => {
+  it('a symbolic link to a locked output is the same output', async () => {
+    const root = await tempDir('apex-lock-');
+    const run = join(root, 'run');
+    await mkdir(run);
+    await symlink(run, join(root, 'link'));
+    const lock = await acquireOutputLock(run);
+    try {
+      await expect(acquireOutputLock(join(root, 'link'))).rejects.toMatchObject({ code: 'OUTPUT_LOCKED', message: expect.stringContaining(`is locked by apex process ${process.pid}`) });
+      await expect(acquireOutputLock(join(root, 'link', 'stages', '..'))).rejects.toMatchObject({ code: 'OUTPUT_LOCKED' });
+    } finally {
+      await lock.release();
+    }
+  });
+});
 
 describe('locks of enclosing folders', () => {
   it('refuses a folder inside a live process\'s output, naming it; allows it under its own or a dead process\'s lock', async () => {
