@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
-import { InputError, InterruptedError, VerificationError } from '../errors.js';
+import { InputError, InterruptedError, UsageError, VerificationError } from '../errors.js';
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
 import type { ModelWeights } from '../model/model-weights.js';
 import { readFloat32, readScalar } from '../model/tensor-read.js';
@@ -135,20 +135,21 @@ export function sequenceSetDigest(set: SequenceSet): string {
 
 /**
  * Refuses to resume on other training data or with another data-order seed: the checkpoint's
- * data position would then point into a different stream, silently (or past its end).
+ * data position would then point into a different stream, silently (or past its end). Like
+ * every CHECKPOINT_MISMATCH, exit 2: the options given contradict the checkpoint's.
  */
 function checkSameData(state: LoadedTrainState, fingerprint: string, seed: number, count: number): void {
   const s = state.scalars;
   const hint = 'resume with the data and --seed of the interrupted run, or pass --force to start the stage over';
   if (s.dataFingerprint !== undefined && s.dataFingerprint !== fingerprint) {
-    throw new InputError(`${state.path} was made on other training data (${count} sequences now; data sha256 ${s.dataFingerprint.slice(0, 12)}… then, ${fingerprint.slice(0, 12)}… now); ${hint}`, 'CHECKPOINT_MISMATCH');
+    throw new UsageError(`${state.path} was made on other training data (${count} sequences now; data sha256 ${s.dataFingerprint.slice(0, 12)}… then, ${fingerprint.slice(0, 12)}… now); ${hint}`, 'CHECKPOINT_MISMATCH');
   }
   if (s.dataSeed !== undefined && s.dataSeed !== seed) {
-    throw new InputError(`${state.path} was made with another data-order seed (${s.dataSeed}, now ${seed}); ${hint}`, 'CHECKPOINT_MISMATCH');
+    throw new UsageError(`${state.path} was made with another data-order seed (${s.dataSeed}, now ${seed}); ${hint}`, 'CHECKPOINT_MISMATCH');
   }
   // Checkpoints of older versions record neither: at least the position must fit the data.
   if (s.data.index > count) {
-    throw new InputError(`${state.path}: its data position (sequence ${s.data.index} of an epoch) is past the ${count} training sequences now; ${hint}`, 'CHECKPOINT_MISMATCH');
+    throw new UsageError(`${state.path}: its data position (sequence ${s.data.index} of an epoch) is past the ${count} training sequences now; ${hint}`, 'CHECKPOINT_MISMATCH');
   }
 }
 
@@ -157,15 +158,15 @@ function restoreParameters(params: readonly OptimizedParameter[], state: LoadedT
   const saved = [...state.trainable.keys()].sort();
   const wanted = params.map((p) => p.name).sort();
   if (saved.length !== wanted.length || saved.some((n, i) => n !== wanted[i])) {
-    throw new InputError(
-      `${state.path}: the checkpoint's trainable tensors (${saved.length}) differ from this stage's (${wanted.length}); it was made with other options (method, setting, selection or LoRA rank)`,
+    throw new UsageError(
+      `${state.path}: the checkpoint's trainable tensors (${saved.length}) differ from this stage's (${wanted.length}); it was made with other options (method, setting, selection or LoRA rank); resume with the options of the interrupted run, or pass --force to start the stage over`,
       'CHECKPOINT_MISMATCH',
     );
   }
   for (const p of params) {
     const t = state.trainable.get(p.name)!;
     if (t.shape.length !== p.variable.shape.length || t.shape.some((d, i) => d !== p.variable.shape[i])) {
-      throw new InputError(`${state.path}: tensor '${p.name}' has shape [${t.shape}] in the checkpoint, [${p.variable.shape}] in this stage`, 'CHECKPOINT_MISMATCH');
+      throw new UsageError(`${state.path}: tensor '${p.name}' has shape [${t.shape}] in the checkpoint, [${p.variable.shape}] in this stage`, 'CHECKPOINT_MISMATCH');
     }
     tf.tidy(() => p.variable.assign(tf.tensor(t.values, p.variable.shape, 'float32')));
   }
@@ -243,7 +244,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       try {
         optimizer.importState(o.resumeFrom.optimizer);
       } catch (e) {
-        throw new InputError(`${o.resumeFrom.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
+        throw new UsageError(`${o.resumeFrom.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
       }
       rng = Rng.fromState([...s.rng]);
       stream = new BatchStream(o.train.sequences.length, rng, s.data);

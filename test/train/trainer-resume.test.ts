@@ -84,6 +84,7 @@ for (const sc of scenarios) {
         ] as const) {
           const refused = await runStage(options(run, { resume: true, ...extra })).catch((e: unknown) => e);
           expect((refused as { code?: string }).code, label).toBe('CHECKPOINT_MISMATCH');
+          expect((refused as { exit?: number }).exit, label).toBe(2); // options that contradict the checkpoint, whichever
           expect((refused as Error).message, label).toMatch(message);
         }
         const second: number[] = [];
