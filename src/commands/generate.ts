@@ -54,8 +54,13 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
 
   protected async execute(): Promise<GenerateCommandResult> {
     const { args, flags } = await this.parse(Generate);
-    const temperature = Number(flags.temperature);
-    const topP = Number(flags['top-p']);
+    // Number('') is 0 and Number('0x10') 16: only plain decimal numbers are read as numbers.
+    const decimal = (text: string) => (/^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(text) ? Number(text) : Number.NaN);
+    const temperature = decimal(flags.temperature);
+    const topP = decimal(flags['top-p']);
+    if (temperature === 0 && (flags['top-k'] > 0 || flags['top-p'] !== '1')) {
+      this.note('--temperature 0 decodes greedily: --top-k and --top-p have no effect');
+    }
     if (!Number.isFinite(temperature) || temperature < 0) throw new UsageError(`--temperature must be a number ≥ 0, got '${flags.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${flags['top-p']}'`);
     const budget = parseByteSize(flags['max-memory'], '--max-memory');

@@ -45,7 +45,8 @@ export async function loadRunData(config: ResolvedConfig, tokenizer: ApexTokeniz
  * 3, an unknown built-in corpus 2) and that the model has a tokenizer to read text with.
  */
 export async function checkDataSources(config: ResolvedConfig, tokenizer: ApexTokenizer | undefined, modelDir: string): Promise<void> {
-  const lists = [config.data.train, config.data.eval ?? [], config.data.calibration ?? []];
+  // The baselines ignore data.calibration (docs/config.md), so they do not need it to exist.
+  const lists = [config.data.train, config.data.eval ?? [], config.method === 'apex' ? (config.data.calibration ?? []) : []];
   for (const sources of lists) {
     const options = sourceOptions(sources);
     if (options.data) await expandDataPaths(options.data);

@@ -46,7 +46,7 @@ export interface StageTensors {
 function checkFinite(name: string, values: Float32Array): void {
   const i = firstNonFinite(values);
   if (i >= 0) {
-    throw new VerificationError(`tensor '${name}' holds ${values[i]} at flat index ${i} after training; nothing was written`, 'NON_FINITE_TENSOR');
+    throw new VerificationError(`tensor '${name}' holds ${values[i]} at flat index ${i} after training; the stage's files were not written`, 'NON_FINITE_TENSOR');
   }
 }
 

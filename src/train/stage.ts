@@ -55,14 +55,16 @@ import { makeOutputFolder } from '../io/atomic-output.js';
 /** How a stage's messages name the settings a user gave. */
 export interface StageNames {
   readonly seqLen: string;
+  readonly tokens: string;
+  readonly batchSize: string;
   readonly loraRank: string;
   readonly matchParams: string;
 }
 
-const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', loraRank: '--lora-rank', matchParams: '--match-params' };
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', loraRank: '--lora-rank', matchParams: '--match-params' };
 
 /** How `apex run` names them: its config keys. */
-export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
 
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
@@ -229,6 +231,12 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     const seqLen = options.train.seqLen;
     const tokensPerStep = batchSize * gradAccum * seqLen;
     const steps = stageSteps(settings.budget, tokensPerStep);
+    if ('tokens' in settings.budget && steps * tokensPerStep !== settings.budget.tokens) {
+      warn(`${names.tokens} ${settings.budget.tokens}: training takes whole steps of ${tokensPerStep} tokens, so ${steps} step${steps === 1 ? '' : 's'} train ${steps * tokensPerStep} tokens`);
+    }
+    if (batchSize > options.train.sequences.length) {
+      warn(`${names.batchSize} ${batchSize} is more than the ${options.train.sequences.length} training sequences: every step repeats some of them`);
+    }
     const lr = await runLrPlan(run, stage, settings.totalStages, steps, settings.optimizer.lr);
     lr.notes.forEach(warn);
     const planWith = (selections: LayerSelection[] | undefined): TrainablePlan => ({

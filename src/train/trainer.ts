@@ -349,7 +349,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             if (prepared) preparedGrads.add(transformed);
             tf.dispose([value, ...named.values(), ...transformed.values()]);
             if (!Number.isFinite(loss)) {
-              throw new VerificationError(`training loss is ${loss} at step ${step + 1} of stage ${o.stage} (micro-batch of sequences ${indices.join(', ')}); nothing was written`, 'NON_FINITE_LOSS');
+              throw new VerificationError(`training loss is ${loss} at step ${step + 1} of stage ${o.stage} (micro-batch of sequences ${indices.join(', ')}); the stage's files were not written`, 'NON_FINITE_LOSS');
             }
             lossSum += loss;
           } finally {
@@ -372,7 +372,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       const clipped = o.gradClip > 0 ? await clipCoefficient(masked, o.gradClip) : { coefficient: undefined, norm: await globalNorm(masked) };
       try {
         if (!Number.isFinite(clipped.norm)) {
-          throw new VerificationError(`the gradient of '${await nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; nothing was written`, 'NON_FINITE_GRADIENT');
+          throw new VerificationError(`the gradient of '${await nonFiniteGradient(masked)}' holds NaN/Inf at step ${step + 1} of stage ${o.stage}; the stage's files were not written`, 'NON_FINITE_GRADIENT');
         }
         const lr = learningRate(o.globalStepOffset + step, o.lrPlan);
         optimizer.apply(masked, lr, clipped.coefficient);

@@ -36,6 +36,8 @@ const CASES: Record<string, readonly Case[]> = {
   generate: [
     [['generate', M, '--temperature', 'warm'], /--temperature/],
     [['generate', M, '--top-p', '2'], /--top-p/],
+    [['generate', M, '--temperature', ''], /--temperature must be a number ≥ 0, got ''/],
+    [['generate', M, '--temperature', '0x10'], /--temperature must be a number ≥ 0, got '0x10'/],
     [['generate', M, '--max-new-tokens', '-1'], /--max-new-tokens/],
     [['generate', M, '--prompt', 'x', '--input-ids', 'ids.safetensors'], /--input-ids[\s\S]*--prompt/],
     [['generate', M, '--max-memory', 'lots', '--ids-out', 'ids.safetensors'], /--max-memory/],

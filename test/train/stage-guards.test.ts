@@ -109,6 +109,15 @@ it('a later stage refuses a model argument other than the run\'s base model', as
   expect(error).toMatchObject({ code: 'MODEL_MISMATCH', exit: 2, message: `${run} was started from fixtures/llama-mha-f32, not ${STORIES}: stage 2 continues that run (its weights come from ${join(run, 'stages/1/model')}); give the same model` });
 });
 
+it('a token budget that is not whole steps, and a batch larger than the data, are said', async () => {
+  const chunks = (await storyChunks(32)).sequences;
+  const warnings: string[] = [];
+  const result = await runStage(await options(newRun(), { train: idSet(chunks.slice(0, 3)), steps: undefined, tokens: 200, batchSize: 4, onWarning: (m) => warnings.push(m) }));
+  expect(result.steps).toBe(2);
+  expect(warnings).toContain('--tokens 200: training takes whole steps of 128 tokens, so 2 steps train 256 tokens');
+  expect(warnings).toContain('--batch-size 4 is more than the 3 training sequences: every step repeats some of them');
+});
+
 it('sequences longer than max_position_embeddings train, with a warning that names the limit', async () => {
   // stories260K: max_position_embeddings 512, vocabulary 512.
   const long = Array.from({ length: 2 }, (_, r) => Int32Array.from({ length: 520 }, (_, i) => 1 + ((i * 7 + r) % 500)));
