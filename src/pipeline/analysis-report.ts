@@ -46,7 +46,7 @@ export function renderAnalysisSummary(a: AnalysisJson, maxWidth?: number): strin
   const unitName = first?.heads.unit === 'kv-group' ? 'groups' : 'heads';
   const head = first
     ? `${a.layers.length} layers · k = ${first.heads.k} of ${first.heads.units} ${unitName}, ${formatCount(first.channels.k)} of ${formatCount(first.channels.units)} channels per side · ` +
-      `${a.microBatches} micro-batches of ${a.settings.batchSize} · calibration perplexity ${formatPerplexity(a.calibration.perplexity)}`
+      `${microBatches(a)} · calibration perplexity ${formatPerplexity(a.calibration.perplexity)}`
     : '';
   const table = renderLayerSummaryTable(
     a.layers.map((l) => ({ layer: l.layer, positive: l.heads.P, negative: l.heads.N, cvHeads: l.heads.normCv, cvChannels: l.channels.normCv })),
@@ -68,10 +68,16 @@ function headUnitWord(a: AnalysisJson): string {
   return a.model.config.numKvHeads === a.model.config.numHeads ? 'head' : 'KV group';
 }
 
+/** "3 micro-batches of 8", or "1 micro-batch of 4" when the sequences fill less than one batch. */
+function microBatches(a: AnalysisJson): string {
+  const size = Math.min(a.settings.batchSize, a.sequences);
+  return `${formatCount(a.microBatches)} micro-batch${a.microBatches === 1 ? '' : 'es'} of ${size === a.settings.batchSize ? size : `${size} (batch size ${a.settings.batchSize})`}`;
+}
+
 function subtitle(a: AnalysisJson): string {
   const c = a.model.config;
   const heads = c.numKvHeads === c.numHeads ? `${c.numHeads} heads` : `${c.numHeads} query heads in ${c.numKvHeads} KV groups`;
-  return `${c.numLayers} layers · ${heads} · ${formatCount(c.intermediateSize)} FFN channels · ${formatCount(a.sequences)} sequences (${formatCount(a.tokens)} tokens) in ${formatCount(a.microBatches)} micro-batches of ${a.settings.batchSize}`;
+  return `${c.numLayers} layers · ${heads} · ${formatCount(c.intermediateSize)} FFN channels · ${formatCount(a.sequences)} sequences (${formatCount(a.tokens)} tokens) in ${microBatches(a)}`;
 }
 
 /** Ablations and variants in words, or `none`. */

@@ -107,9 +107,9 @@ export function realTokens(set: SequenceSet, index: number): number {
 }
 
 /** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
-function warnFewer(options: LoadSequencesOptions, available: number, where: string): void {
+function warnFewer(options: LoadSequencesOptions, available: number, where: string, seqLen = options.seqLen): void {
   if (options.samples !== undefined && options.samples > available) {
-    options.onWarning?.(`${options.samplesName ?? '--samples'} ${options.samples}: ${where} gives only ${available} sequence${available === 1 ? '' : 's'} of ${options.seqLen} tokens; using all of them`);
+    options.onWarning?.(`${options.samplesName ?? '--samples'} ${options.samples}: ${where} gives only ${available} sequence${available === 1 ? '' : 's'} of ${seqLen} tokens; using all of them`);
   }
 }
 
@@ -139,7 +139,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     const seqLen = Math.min(length, options.seqLen);
     const indexed = rows.map((row, i) => ({ row, real: Math.min(seqLen, lengths?.[i] ?? seqLen) }));
     const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed, options.evalDataName);
-    warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`);
+    warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`, seqLen);
     const kept = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!);
     const sequences = kept.map((k) => k.row.slice(0, seqLen));
     const sha256 = [await sha256File(options.inputIds)];
@@ -173,7 +173,9 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
 }
 
 function describeSplit(record: RecordBase): string {
-  return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${record.documents} documents)`;
+  // The files by name when there are few: "the data (0 documents)" alone does not say which file is empty.
+  const files = record.builtin !== undefined ? `built-in corpus ${record.builtin}` : record.paths.length <= 3 ? record.paths.join(', ') : `${record.paths.length} files`;
+  return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${files}: ${record.documents} document${record.documents === 1 ? '' : 's'})`;
 }
 
 function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {

@@ -15,7 +15,7 @@
  *      when the model there is not complete and verified).
  * A failure removes a run folder this call created when it holds nothing to resume from.
  */
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
@@ -152,6 +152,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const settings = resolveStageSettings(options);
   const run = resolve(settings.run);
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
+  refuseForeignFolder(run);
   if (options.runLockHeld) return trainStageLocked(options, settings);
   await makeOutputFolder(dirname(run));
   const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
@@ -463,6 +464,21 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     await checkpoint.close();
   }
 }
+
+/**
+ * A stage writes analysis/ and stages/ into its run folder: a folder that holds other things and
+ * none of a run's (someone's project folder given as -o by mistake) is refused, as analyze and
+ * run refuse a non-empty output.
+ */
+function refuseForeignFolder(run: string): void {
+  if (!existsSync(run)) return;
+  const entries = readdirSync(run).filter((n) => !n.startsWith('.'));
+  if (entries.length === 0 || entries.some((n) => RUN_FOLDER_ENTRIES.has(n))) return;
+  const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? `, … (${entries.length} entries)` : '');
+  throw new UsageError(`-o ${run} holds ${shown} and is not an apex run folder (no analysis/, stages/ or run.json); give a new folder or an existing run`, 'OUTPUT_NOT_A_RUN');
+}
+
+const RUN_FOLDER_ENTRIES = new Set(['analysis', 'stages', 'run.json']);
 
 /** Two model arguments name the same model: the same local folder (links resolved), or the same Hub id. */
 function sameModelArgument(a: string, b: string): boolean {

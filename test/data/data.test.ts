@@ -79,7 +79,7 @@ describe('loadSequences', () => {
     const warnings: string[] = [];
     const onWarning = (m: string) => warnings.push(m);
     const text = await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: tok, seqLen: 32, seed: 0, samples: 10_000, onWarning });
-    expect(warnings).toEqual([`--samples 10000: the data (${text.source.documents} documents) gives only ${text.sequences.length} sequences of 32 tokens; using all of them`]);
+    expect(warnings).toEqual([`--samples 10000: the data (fixtures/data/text-sample.jsonl: ${text.source.documents} documents) gives only ${text.sequences.length} sequences of 32 tokens; using all of them`]);
     warnings.length = 0;
     await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: tok, seqLen: 32, seed: 0, samples: text.sequences.length, onWarning });
     expect(warnings).toEqual([]);

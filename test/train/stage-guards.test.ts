@@ -3,7 +3,7 @@
 // written), a later stage whose predecessor was not fused; what it warns about (sequences past
 // the model's context); and how --match-params sizes LoRA.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -87,6 +87,15 @@ it('a stage decides nothing while another process holds the run: complete, check
   } finally {
     holder.kill();
   }
+});
+
+it('-o naming a folder of other things (not a run) is refused before any work', async () => {
+  const run = newRun();
+  mkdirSync(run, { recursive: true });
+  writeFileSync(join(run, 'notes.txt'), 'mine');
+  const error = await runStage(await options(run, {})).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'OUTPUT_NOT_A_RUN', exit: 2, message: `-o ${run} holds notes.txt and is not an apex run folder (no analysis/, stages/ or run.json); give a new folder or an existing run` });
+  expect(readdirSync(run)).toEqual(['notes.txt']);
 });
 
 it('stage 2 needs the fused model of stage 1: train stage 1 first, or fuse it', async () => {
