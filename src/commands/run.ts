@@ -5,6 +5,7 @@
  * config key (-o, --backend) are overrides of that key, so they count in the config hash the
  * same way.
  */
+import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { UsageError } from '../errors.js';
@@ -20,6 +21,11 @@ type RunCommandResult = RunSummary | { configHash: string; config: ResolvedConfi
 
 /** `key=value` with a key path (`stages.count=3`, `data.train=[a,b]`), as opposed to a file name. */
 const OVERRIDE = /^[A-Za-z_][\w.[\]]*=/;
+
+/** A key=value override; a mis-spaced one (`stages.count =3`, `=3`) too, so it is named as such rather than sought as a config file. */
+function isOverride(arg: string): boolean {
+  return OVERRIDE.test(arg) || (arg.includes('=') && !existsSync(arg));
+}
 
 export default class Run extends ApexCommand<RunCommandResult> {
   static override description =
@@ -43,10 +49,10 @@ export default class Run extends ApexCommand<RunCommandResult> {
   protected async execute(): Promise<RunCommandResult> {
     const { argv, flags } = await this.parse(Run);
     const positional = argv as string[];
-    const files = positional.filter((a) => !OVERRIDE.test(a));
+    const files = positional.filter((a) => !isOverride(a));
     if (files.length > 1) throw new UsageError(`one config file at most, got ${files.length}: ${files.join(', ')} (overrides are written key=value)`);
     const overrides = [
-      ...positional.filter((a) => OVERRIDE.test(a)),
+      ...positional.filter((a) => isOverride(a)),
       ...(flags.output !== undefined ? [`output=${JSON.stringify(flags.output)}`] : []),
       ...(flags.backend !== undefined ? [`backend=${flags.backend}`] : []),
     ];

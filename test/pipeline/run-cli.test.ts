@@ -90,6 +90,13 @@ describe('apex run CLI', () => {
     expect(readdirSync(dir)).toEqual(['run.yaml']);
   });
 
+  it('an argument with a misplaced = is a malformed override, not a config file to look for', async () => {
+    const { dir } = configFolder(microConfig());
+    const r = await apex(['run.yaml', '=3'], dir);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("override '=3': expected key=value");
+  });
+
   it('refuses a LoRA rank beyond the model before any work, naming the config key', async () => {
     const { dir } = configFolder(microConfig());
     const r = await apex(['run.yaml', 'method=lora', 'lora.rank=100000'], dir);
