@@ -8,7 +8,7 @@
  * (stale-temps.ts).
  */
 import { hostname } from 'node:os';
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -61,7 +61,7 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
     }
     const current = await readOwner(path);
     if (current === 'missing') continue; // released between our two calls: try again
-    if (current !== 'unreadable' && (current.hostname !== owner.hostname || processAlive(current.pid))) {
+    if (current !== 'unreadable' && (current.hostname !== owner.hostname || ownerAlive(current))) {
       throw new UsageError(
         `output ${outDir} is locked by apex process ${current.pid} on ${current.hostname} (started ${current.startedAt}; lock file ${path}). ` +
           `Wait for it to finish, or delete the lock file if that process is gone.`,
@@ -90,7 +90,7 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
 export async function removeStaleLock(path: string): Promise<boolean> {
   const owner = await readOwner(path);
   // An unreadable lock may be one being written right now: left alone.
-  if (owner === 'missing' || owner === 'unreadable' || owner.hostname !== hostname() || processAlive(owner.pid)) return false;
+  if (owner === 'missing' || owner === 'unreadable' || owner.hostname !== hostname() || ownerAlive(owner)) return false;
   await takeOverStale(path, owner);
   return true;
 }
@@ -111,10 +111,42 @@ async function liveEnclosingLock(outDir: string, host: string): Promise<{ folder
   for (let folder = dirname(resolve(outDir)); folder !== dirname(folder); folder = dirname(folder)) {
     const owner = await readOwner(lockPathFor(folder));
     if (owner === 'missing' || owner === 'unreadable' || owner.pid === process.pid) continue;
-    if (owner.hostname !== host || processAlive(owner.pid)) return { folder, owner };
+    if (owner.hostname !== host || ownerAlive(owner)) return { folder, owner };
   }
   return undefined;
 }
+
+/**
+ * The lock's owner is still running: its PID is alive and did not start after the lock was
+ * taken. A PID that a killed owner left and another process was given since (PIDs are reused)
+ * would otherwise hold the output locked for good. The start time is known on Linux only;
+ * elsewhere a live PID counts as the owner.
+ */
+function ownerAlive(owner: LockOwner): boolean {
+  if (!processAlive(owner.pid)) return false;
+  const started = processStartMs(owner.pid);
+  const locked = Date.parse(owner.startedAt);
+  // 2 s of slack: the two clocks are read with different resolutions.
+  return started === undefined || !Number.isFinite(locked) || started <= locked + 2000;
+}
+
+/** When process `pid` started (ms since the epoch), from /proc; undefined where that is unknown. */
+export function processStartMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22 (starttime, clock ticks after boot) counts from after the ")" that ends the command name.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    const boot = /^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'));
+    if (!Number.isFinite(ticks) || boot === null) return undefined;
+    return Number(boot[1]) * 1000 + (ticks / CLOCK_TICKS_PER_SECOND) * 1000;
+  } catch {
+    return undefined;
+  }
+}
+
+/** USER_HZ, 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 async function createExclusive(path: string, text: string): Promise<boolean> {
   // Write the full content to a private file first, then link it into place: the lock never

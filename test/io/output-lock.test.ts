@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { acquireOutputLock, lockPathFor } from '../../src/io/output-lock.js';
 import { tempDir } from './helpers.js';
 
-const lockText = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z', command: 'apex finetune' })}\n`;
+const lockText = (pid: number, startedAt = new Date().toISOString()) => `${JSON.stringify({ pid, hostname: hostname(), startedAt, command: 'apex finetune' })}\n`;
 
 describe('one lock per real folder', () => {
   it('a symbolic link to a locked output is the same output', async () => {
@@ -23,6 +23,27 @@ describe('one lock per real folder', () => {
       await expect(acquireOutputLock(join(root, 'link', 'stages', '..'))).rejects.toMatchObject({ code: 'OUTPUT_LOCKED' });
     } finally {
       await lock.release();
+    }
+  });
+});
+
+describe('stale locks', () => {
+  it('a lock whose PID now belongs to a process that started after it was taken (a reused PID) is taken over', async () => {
+    const root = await tempDir('apex-lock-');
+    const out = join(root, 'out');
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      await writeFile(lockPathFor(out), lockText(child.pid!, new Date(Date.now() - 3_600_000).toISOString()));
+      const warnings: string[] = [];
+      const lock = await acquireOutputLock(out, { onWarning: (m) => warnings.push(m) });
+      await lock.release();
+      expect(warnings).toEqual([`took over the stale lock ${lockPathFor(out)} left by process ${child.pid} (no longer running)`]);
+      // the same PID with a lock taken after it started is its live owner
+      await writeFile(lockPathFor(out), lockText(child.pid!));
+      await expect(acquireOutputLock(out)).rejects.toMatchObject({ code: 'OUTPUT_LOCKED' });
+    } finally {
+      child.kill();
     }
   });
 });

@@ -78,7 +78,7 @@ it('a stage decides nothing while another process holds the run: complete, check
   writeFileSync(join(run, 'stages/1/apex_run.json'), '{}');
   const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
   try {
-    writeFileSync(`${run}.lock`, `${JSON.stringify({ pid: holder.pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z' })}\n`);
+    writeFileSync(`${run}.lock`, `${JSON.stringify({ pid: holder.pid, hostname: hostname(), startedAt: new Date().toISOString() })}\n`);
     for (const extra of [{}, { resume: true }, { force: true }]) {
       const error = await runStage(await options(run, extra)).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'OUTPUT_LOCKED', message: expect.stringContaining(`is locked by apex process ${holder.pid}`) });

@@ -92,7 +92,7 @@ describe('trainer-state checkpoints', () => {
   });
 
   it('removes the lock files that killed savers left, and only theirs', async () => {
-    const lock = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: '2026-11-27T00:00:00.000Z' })}\n`;
+    const lock = (pid: number) => `${JSON.stringify({ pid, hostname: hostname(), startedAt: new Date().toISOString() })}\n`;
     await writeFile(join(dir, 'step-00000002.lock'), lock(2 ** 22 + 12345)); // beyond Linux's pid_max: not running
     await writeFile(join(dir, 'step-00000001.lock'), lock(process.pid)); // a live owner
     await saveTrainState(dir, state(4));
