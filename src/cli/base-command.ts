@@ -6,6 +6,7 @@ import { Command, Flags } from '@oclif/core';
 import { ApexError, InterruptedError, toApexError } from '../errors.js';
 import { redact, redactDeep } from '../util/secrets.js';
 import { createProgress, type Progress } from './progress.js';
+import { didYouMean } from '../util/did-you-mean.js';
 
 export interface JsonEnvelope<T> {
   ok: boolean;
@@ -80,7 +81,7 @@ export abstract class ApexCommand<T extends object = object> extends Command {
   override async catch(err: unknown): Promise<void> {
     this.progress?.stop();
     const e: ApexError = this.abort.signal.aborted && !(err instanceof ApexError) ? new InterruptedError() : toApexError(err);
-    const message = redact(e.message);
+    const message = this.withFlagSuggestion(redact(e.message));
     process.exitCode = e.exit;
     if (this.jsonEnabled()) {
       this.logJson({ ok: false, error: { code: e.code, message, exit: e.exit } });
@@ -88,6 +89,15 @@ export abstract class ApexCommand<T extends object = object> extends Command {
       process.stderr.write(`apex: error [${e.code}]: ${message}\n`);
       if (e.exit === 1 && process.env.APEX_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
     }
+  }
+
+  /** oclif's "Nonexistent flag: --setps" with the closest flag of this command, as mistyped commands and config keys get. */
+  private withFlagSuggestion(message: string): string {
+    const m = /^Nonexistent flags?: --([\w-]+)/.exec(message);
+    if (!m) return message;
+    const flags = Object.keys((this.constructor as { flags?: Record<string, unknown> }).flags ?? {});
+    const near = didYouMean(m[1]!, flags);
+    return near === undefined ? message : message.replace(/^(Nonexistent flags?: [^\n]*)/, `$1 (did you mean --${near}?)`);
   }
 
   override async finally(err: Error | undefined): Promise<void> {

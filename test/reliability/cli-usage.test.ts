@@ -80,6 +80,7 @@ const CASES: Record<string, readonly Case[]> = {
     [['finetune', M, '-o', 'out', '--steps', '2', '--method', 'vanilla', '--lora-rank', '4'], /--lora-rank/],
     [['finetune', M, '-o', 'out', '--steps', '2', '--tuned-attn-ratio', '1.5'], /--tuned-attn-ratio/],
     [['finetune', M, '-o', 'out', '--steps', '2', '--bogus'], /--bogus/],
+    [['finetune', M, '-o', 'out', '--setps', '2'], /Nonexistent flag: --setps \(did you mean --steps\?\)/],
   ],
   run: [
     [['run', 'a.yaml', 'b.yaml'], /one config file/],
