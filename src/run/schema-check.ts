@@ -91,7 +91,11 @@ function describeValue(value: unknown): string {
   if (value === null || value === undefined) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return `"${value.length > 60 ? `${value.slice(0, 57)}...` : value}"`;
+  if (typeof value === 'string') {
+    // Control characters (a binary file given as the config) are shown escaped, not echoed to the terminal.
+    const shown = JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+    return /[\u0000-\u0008\u000e-\u001f\u0080-\u009f\ufffd]/.test(value) ? `${shown} (binary data?)` : shown;
+  }
   return String(value);
 }
 

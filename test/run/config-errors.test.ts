@@ -199,6 +199,12 @@ describe('config errors: reporting', () => {
     expect(await fileProblems('- a\n- b\n')).toEqual(['run.yaml: must be a section of keys (model, output, seed, backend, max_memory, data, method, setting, structured, lora, stages, optimizer, eval, checkpoint, baseline), got a list']);
   });
 
+  it('shows a binary file given as the config escaped, not raw', async () => {
+    const [line] = await fileProblems('\ufffd\u0012\u0000{"__metadata__":{}}');
+    expect(line).toMatch(/got "\ufffd\\u0012\\u0000\{\\"__metadata__\\":\{\}\}" \(binary data\?\)$/);
+    expect(line).not.toMatch(/[\u0000-\u0008\u0012]/);
+  });
+
   it('a missing config file is an input error (exit 3)', async () => {
     const err = await resolveConfig({ file: 'missing.yaml', cwd: tempFolder() }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
