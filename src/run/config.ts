@@ -101,6 +101,19 @@ function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out
   }
 }
 
+/** Keys that are not names (`~:`, `[a, b]:`, `{a: 1}:`), with where they were written. */
+function oddKeys(node: YamlNode | null, prefix: string, lines: LineCounter): { path: string; line: number; got: string }[] {
+  if (!isMap(node)) return [];
+  return node.items.flatMap((pair) => {
+    const keyNode = pair.key as YamlNode | null;
+    const line = keyNode?.range ? lines.linePos(keyNode.range[0]).line : lines.linePos((pair.value as YamlNode | null)?.range?.[0] ?? 0).line;
+    if (isScalar(keyNode) && typeof keyNode.value === 'string' && keyNode.value !== '') return oddKeys(pair.value as YamlNode | null, joinPath(prefix, keyNode.value), lines);
+    if (isScalar(keyNode) && typeof keyNode.value === 'number') return oddKeys(pair.value as YamlNode | null, joinPath(prefix, String(keyNode.value)), lines);
+    const got = keyNode === null || (isScalar(keyNode) && (keyNode.value === null || keyNode.value === '')) ? 'an empty key' : isMap(keyNode) ? 'a mapping' : isScalar(keyNode) ? String(keyNode.value) : 'a list';
+    return [{ path: prefix, line, got }];
+  });
+}
+
 /** The text of a config file; InputError (exit 3) when it cannot be read, UsageError when it is far too large to be one. */
 async function readConfigText(file: string, absolute: string): Promise<string> {
   let size: number;
@@ -125,7 +138,14 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
   const layer: Layer = { source: 'file', baseDir: path.dirname(absolute), check, locate: () => file };
   const text = await readConfigText(file, absolute);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  // logLevel 'error': the library's own warnings (e.g. about keys that are lists) would go to stderr past apex.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, logLevel: 'error' });
+  const odd = oddKeys(doc.contents as YamlNode | null, '', lineCounter);
+  if (doc.errors.length === 0 && odd.length > 0) {
+    for (const k of odd) problems.push({ path: k.path, where: `${file}:${k.line}`, message: `a key must be a name, got ${k.got}` });
+    for (const leaf of LEAVES) check.failed.add(leaf.path);
+    return layer;
+  }
   if (doc.errors.length > 0) {
     // The first few say where the text stops being YAML; a file that is not YAML at all (a
     // JSONL data file passed by mistake) would otherwise list hundreds.

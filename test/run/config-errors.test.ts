@@ -199,6 +199,10 @@ describe('config errors: reporting', () => {
     expect(await fileProblems('- a\n- b\n')).toEqual(['run.yaml: must be a section of keys (model, output, seed, backend, max_memory, data, method, setting, structured, lora, stages, optimizer, eval, checkpoint, baseline), got a list']);
   });
 
+  it('names keys that are not names (null, a list) with their line, and lets no library warning through', async () => {
+    expect(await fileProblems(`${MINIMAL}~: 3\nstages:\n  [a, b]: 1\n`)).toEqual(['run.yaml:4: a key must be a name, got an empty key', 'run.yaml:6: stages: a key must be a name, got a list']);
+  });
+
   it('shows a binary file given as the config escaped, not raw', async () => {
     const [line] = await fileProblems('\ufffd\u0012\u0000{"__metadata__":{}}');
     expect(line).toMatch(/got "\ufffd\\u0012\\u0000\{\\"__metadata__\\":\{\}\}" \(binary data\?\)$/);
