@@ -274,6 +274,12 @@ function resolveLeaf(node: LeafNode, value: unknown, baseDir: string): { value: 
   return { value };
 }
 
+function getAt(source: Record<string, unknown>, keyPath: string): unknown {
+  let value: unknown = source;
+  for (const key of keyPath.split('.')) value = value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[key] : undefined;
+  return value;
+}
+
 function setAt(target: Record<string, unknown>, keyPath: string, value: unknown): void {
   const keys = keyPath.split('.');
   let obj = target;
@@ -338,5 +344,11 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
     }),
   );
   if (problems.length > 0) throw new ConfigValidationError(problems);
+  // A key written as null whose value the rules derived (`lora.alpha=` → 2 · rank) is a default, not what was written.
+  for (const { path: key } of LEAVES) {
+    if (sources[key] !== 'default' && layerFor(layers, key)?.check.leaves.get(key) === null && getAt(resolved as unknown as Record<string, unknown>, key) != null) {
+      sources[key] = 'default';
+    }
+  }
   return { config: resolved, sources, file: options.file ?? null };
 }

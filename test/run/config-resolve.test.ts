@@ -162,6 +162,9 @@ describe('resolveConfig: dependent defaults', () => {
     const cwd = tempFolder();
     expect((await resolveConfig({ overrides: ['method=lora', 'lora.rank=16'], cwd })).config.lora).toEqual({ rank: 16, alpha: 32, match_params: null });
     expect((await resolveConfig({ overrides: ['method=lora', 'lora.rank=16', 'lora.alpha=8'], cwd })).config.lora).toEqual({ rank: 16, alpha: 8, match_params: null });
+    // written as null, derived by the rules: a default, not an override (--print-config marks it so)
+    const derived = await resolveConfig({ overrides: ['method=lora', 'lora.rank=16', 'lora.alpha='], cwd });
+    expect([derived.config.lora!.alpha, derived.sources['lora.alpha'], derived.sources['lora.rank']]).toEqual([32, 'default', 'override']);
     expect((await resolveConfig({ overrides: ['method=lora', 'lora.match_params=runs/apex'], cwd })).config.lora).toEqual({
       rank: null,
       alpha: null,
