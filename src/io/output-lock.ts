@@ -39,8 +39,9 @@ export function lockPathFor(outDir: string): string {
  * each abandoned temporary cleaned up.
  */
 export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
-  // Locked by its real path: `-o link` and `-o target` (link → target) are one output.
-  const path = lockPathFor(realOutputPath(outDir));
+  // Beside the output as named (its parent's links resolved): the lock needs only the rights the
+  // output does, also when the output is a link to a folder whose parent is not writable.
+  const path = lockPathFor(join(realOutputPath(dirname(resolve(outDir))), basename(resolve(outDir))));
   const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
   const text = `${JSON.stringify(owner)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -48,11 +49,12 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
       const lock = makeLock(path, owner, text);
       // A folder inside one that another live process is writing (`analyze -o run/analysis`
       // while `finetune -o run` trains) is that process's to write.
-      const enclosing = await liveEnclosingLock(realOutputPath(outDir), owner.hostname);
+      const enclosing = await liveEnclosingLock(outDir, owner.hostname);
       if (enclosing !== undefined) {
         await lock.release();
+        const relation = enclosing.folder === realOutputPath(outDir) ? 'is a link to' : 'lies inside';
         throw new UsageError(
-          `output ${outDir} lies inside ${enclosing.folder}, which apex process ${enclosing.owner.pid} is writing (started ${enclosing.owner.startedAt}; lock file ${lockPathFor(enclosing.folder)}). Wait for it to finish`,
+          `output ${outDir} ${relation} ${enclosing.folder}, which apex process ${enclosing.owner.pid} is writing (started ${enclosing.owner.startedAt}; lock file ${lockPathFor(enclosing.folder)}). Wait for it to finish`,
           'OUTPUT_LOCKED',
         );
       }
@@ -108,7 +110,12 @@ function realOutputPath(outDir: string): string {
 
 /** The nearest enclosing folder locked by another live process (this process's own locks do not count). */
 async function liveEnclosingLock(outDir: string, host: string): Promise<{ folder: string; owner: LockOwner } | undefined> {
-  for (let folder = dirname(resolve(outDir)); folder !== dirname(folder); folder = dirname(folder)) {
+  // An output that is a link: the folder it points to may be locked under its own name.
+  const target = realOutputPath(outDir);
+  const named = join(realOutputPath(dirname(resolve(outDir))), basename(resolve(outDir)));
+  const folders = target !== named ? [target] : [];
+  for (let folder = dirname(target); folder !== dirname(folder); folder = dirname(folder)) folders.push(folder);
+  for (const folder of folders) {
     const owner = await readOwner(lockPathFor(folder));
     if (owner === 'missing' || owner === 'unreadable' || owner.pid === process.pid) continue;
     if (owner.hostname !== host || ownerAlive(owner)) return { folder, owner };

@@ -16,7 +16,7 @@
  * A failure removes a run folder this call created when it holds nothing to resume from.
  */
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { loraParamCount, maxLoraRank } from './lora.js';
@@ -51,6 +51,8 @@ import { elementCount, type TrainableSummary, type TrainingSetting } from './tra
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
 import { makeOutputFolder } from '../io/atomic-output.js';
+import { inProgressName } from '../io/stale-temps.js';
+import { MODEL_FILES } from '../io/model-files.js';
 
 /** How a stage's messages name the settings a user gave. */
 export interface StageNames {
@@ -183,9 +185,17 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
   if (stage > 1) {
     // Later stages take their weights from stages/<n-1>/model; the model argument gives the
     // tokenizer the data was read with and the base model recorded: it must be the run's.
+    // A copy or a moved folder of the same model is fine: what the argument still decides is the
+    // tokenizer, so it must read text as the fused model's own tokenizer files do.
     const recorded = await runBaseModel(run);
     if (recorded !== undefined && !sameModelArgument(recorded, settings.model)) {
-      throw new UsageError(`${run} was started from ${recorded}, not ${settings.model}: stage ${stage} continues that run (its weights come from ${inputDir}); give the same model`, 'MODEL_MISMATCH');
+      const differing = await differingTokenizerFiles(resolve(options.modelDir), inputDir);
+      if (differing.length > 0) {
+        throw new UsageError(
+          `${run} was started from ${recorded}, not ${settings.model}, and their tokenizer files differ (${differing.join(', ')}): stage ${stage} continues that run (its weights come from ${inputDir}); give the run's model`,
+          'MODEL_MISMATCH',
+        );
+      }
     }
   }
   if (existsSync(join(dir, PROVENANCE_FILE))) {
@@ -472,13 +482,29 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
  */
 function refuseForeignFolder(run: string): void {
   if (!existsSync(run)) return;
+  // apex's own work in progress (a killed analysis leaves analysis.tmp-<pid>-<hex> and analysis.lock) counts as a run's.
   const entries = readdirSync(run).filter((n) => !n.startsWith('.'));
-  if (entries.length === 0 || entries.some((n) => RUN_FOLDER_ENTRIES.has(n))) return;
+  const runs = (n: string) => RUN_FOLDER_ENTRIES.has(n) || RUN_FOLDER_ENTRIES.has(inProgressName(n)?.target ?? n) || RUN_FOLDER_ENTRIES.has(n.replace(/\.lock$/, ''));
+  if (entries.length === 0 || entries.some(runs)) return;
   const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? `, … (${entries.length} entries)` : '');
   throw new UsageError(`-o ${run} holds ${shown} and is not an apex run folder (no analysis/, stages/ or run.json); give a new folder or an existing run`, 'OUTPUT_NOT_A_RUN');
 }
 
 const RUN_FOLDER_ENTRIES = new Set(['analysis', 'stages', 'run.json']);
+
+const TOKENIZER_FILES = MODEL_FILES.filter((f) => f !== 'config.json' && f !== 'generation_config.json');
+
+/** The tokenizer files (of MODEL_FILES) that one folder has and the other lacks, or that differ. */
+async function differingTokenizerFiles(a: string, b: string): Promise<string[]> {
+  const read = (dir: string, name: string) => readFile(join(dir, name)).catch(() => undefined);
+  const out: string[] = [];
+  for (const name of TOKENIZER_FILES) {
+    const [x, y] = await Promise.all([read(a, name), read(b, name)]);
+    if (x === undefined && y === undefined) continue;
+    if (x === undefined || y === undefined || !x.equals(y)) out.push(name);
+  }
+  return out;
+}
 
 /** Two model arguments name the same model: the same local folder (links resolved), or the same Hub id. */
 function sameModelArgument(a: string, b: string): boolean {

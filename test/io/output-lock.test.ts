@@ -12,18 +12,24 @@ import { tempDir } from './helpers.js';
 const lockText = (pid: number, startedAt = new Date().toISOString()) => `${JSON.stringify({ pid, hostname: hostname(), startedAt, command: 'apex finetune' })}\n`;
 
 describe('one lock per real folder', () => {
-  it('a symbolic link to a locked output is the same output', async () => {
+  it('a symbolic link to an output another process is writing is refused; the lock itself stays beside the name given', async () => {
     const root = await tempDir('apex-lock-');
     const run = join(root, 'run');
     await mkdir(run);
     await symlink(run, join(root, 'link'));
-    const lock = await acquireOutputLock(run);
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
     try {
-      await expect(acquireOutputLock(join(root, 'link'))).rejects.toMatchObject({ code: 'OUTPUT_LOCKED', message: expect.stringContaining(`is locked by apex process ${process.pid}`) });
-      await expect(acquireOutputLock(join(root, 'link', 'stages', '..'))).rejects.toMatchObject({ code: 'OUTPUT_LOCKED' });
+      await writeFile(lockPathFor(run), lockText(child.pid!));
+      for (const viaLink of [join(root, 'link'), join(root, 'link', 'stages', '..')]) {
+        await expect(acquireOutputLock(viaLink)).rejects.toMatchObject({ code: 'OUTPUT_LOCKED', message: expect.stringContaining(`is a link to ${run}, which apex process ${child.pid} is writing`) });
+      }
+      expect(existsSync(lockPathFor(join(root, 'link')))).toBe(false);
     } finally {
-      await lock.release();
+      child.kill();
     }
+    const lock = await acquireOutputLock(join(root, 'link'));
+    expect(lock.path).toBe(join(root, 'link.lock'));
+    await lock.release();
   });
 });
 

@@ -3,15 +3,15 @@
 // written), a later stage whose predecessor was not fused; what it warns about (sequences past
 // the model's context); and how --match-params sizes LoRA.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { contextWarning } from '../../src/model/streaming-forward.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
-import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { idSet, LLAMA, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const cleanups: (() => void)[] = [];
 afterAll(() => cleanups.forEach((c) => c()));
@@ -96,6 +96,12 @@ it('-o naming a folder of other things (not a run) is refused before any work', 
   const error = await runStage(await options(run, {})).catch((e: unknown) => e);
   expect(error).toMatchObject({ code: 'OUTPUT_NOT_A_RUN', exit: 2, message: `-o ${run} holds notes.txt and is not an apex run folder (no analysis/, stages/ or run.json); give a new folder or an existing run` });
   expect(readdirSync(run)).toEqual(['notes.txt']);
+  // what a killed analysis leaves (its temporary folder and lock) is a run's, not other things
+  const killed = newRun();
+  mkdirSync(join(killed, 'analysis.tmp-4194999-0badc0de'), { recursive: true });
+  writeFileSync(join(killed, 'analysis.lock'), '{}');
+  const resumed = await runStage(await options(killed, { steps: 1 })).catch((e: unknown) => e);
+  expect((resumed as { code?: string }).code).not.toBe('OUTPUT_NOT_A_RUN');
 });
 
 it('stage 2 needs the fused model of stage 1: train stage 1 first, or fuse it', async () => {
@@ -109,13 +115,23 @@ it('stage 2 needs the fused model of stage 1: train stage 1 first, or fuse it', 
   expect((unfused as Error).message).toMatch(/\(apex expand --run .* --stage 1\)$/);
 });
 
-it('a later stage refuses a model argument other than the run\'s base model', async () => {
+it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
   const run = newRun();
   mkdirSync(join(run, 'stages/1/model'), { recursive: true });
   writeFileSync(join(run, 'stages/1/model/config.json'), '{}');
-  writeFileSync(join(run, 'stages/1/apex_run.json'), JSON.stringify({ base_model: 'fixtures/llama-mha-f32' }));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(LLAMA, f), join(run, 'stages/1/model', f));
+  writeFileSync(join(run, 'stages/1/apex_run.json'), JSON.stringify({ base_model: '/models/moved-away/llama-mha-f32' }));
   const error = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
-  expect(error).toMatchObject({ code: 'MODEL_MISMATCH', exit: 2, message: `${run} was started from fixtures/llama-mha-f32, not ${STORIES}: stage 2 continues that run (its weights come from ${join(run, 'stages/1/model')}); give the same model` });
+  expect(error).toMatchObject({
+    code: 'MODEL_MISMATCH',
+    exit: 2,
+    message: `${run} was started from /models/moved-away/llama-mha-f32, not ${STORIES}, and their tokenizer files differ (tokenizer.json, tokenizer_config.json, special_tokens_map.json): stage 2 continues that run (its weights come from ${join(run, 'stages/1/model')}); give the run's model`,
+  });
+  const copy = join(run, '..', `${basename(run)}-model-copy`);
+  cpSync(LLAMA, copy, { recursive: true });
+  cleanups.push(() => rmSync(copy, { recursive: true, force: true }));
+  const moved = await runStage(await options(run, { stage: 2, model: copy, modelDir: copy })).catch((e: unknown) => e);
+  expect((moved as { code?: string }).code).not.toBe('MODEL_MISMATCH'); // (it fails later, on the stand-in config.json)
 });
 
 it('a token budget that is not whole steps, and a batch larger than the data, are said', async () => {
