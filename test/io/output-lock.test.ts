@@ -25,7 +25,9 @@ describe('one lock per real folder', () => {
       }
       expect(existsSync(lockPathFor(join(root, 'link')))).toBe(false);
     } finally {
+      const exited = new Promise((r) => child.once('exit', r));
       child.kill();
+      await exited;
     }
     const lock = await acquireOutputLock(join(root, 'link'));
     expect(lock.path).toBe(join(root, 'link.lock'));
