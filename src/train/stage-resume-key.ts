@@ -8,12 +8,14 @@
 import { createHash } from 'node:crypto';
 import type { LayerSelection } from '../ops/selection.js';
 import type { RecorderShape } from '../ops/rank-counts.js';
+import type { ResolvedStageSettings } from './stage-options.js';
 
 export type ResumeKeyValue = string | number | boolean | null;
 /** Setting name (as a message says it) → value; digests stand for long values. */
 export type ResumeKey = Readonly<Record<string, ResumeKeyValue>>;
 
-export interface ResumeKeyInputs {
+/** The optimizer settings other than the learning rate, which the learning-rate plan covers. */
+export interface ResumeKeyInputs extends Omit<ResolvedStageSettings['optimizer'], 'lr'> {
   readonly method: string;
   readonly setting: string | null;
   /** The units chosen per layer (P, N, E), which the ratio, score, decay, seed and scores decide. */
@@ -22,12 +24,6 @@ export interface ResumeKeyInputs {
   readonly recorder: RecorderShape | undefined;
   readonly trainEmbeddings: boolean;
   readonly lora: { readonly rank: number; readonly alpha: number } | undefined;
-  readonly beta1: number;
-  readonly beta2: number;
-  readonly weightDecay: number;
-  readonly gradClip: number;
-  readonly batchSize: number;
-  readonly gradAccum: number;
   /** Fingerprint of the stage's input model (file names and sha256s). */
   readonly inputModel: string;
   /** sha256 (hex) of the held-out set, or null without periodic evaluation. */
