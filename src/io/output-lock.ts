@@ -39,9 +39,9 @@ export function lockPathFor(outDir: string): string {
  * each abandoned temporary cleaned up.
  */
 export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
-  // Beside the output as named (its parent's links resolved): the lock needs only the rights the
-  // output does, also when the output is a link to a folder whose parent is not writable.
-  const path = lockPathFor(join(realOutputPath(dirname(resolve(outDir))), basename(resolve(outDir))));
+  // Beside the output as named: the lock needs only the rights the output does, also when the
+  // output is a link to a folder whose parent is not writable.
+  const path = lockPathFor(namedOutputPath(outDir));
   const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
   const text = `${JSON.stringify(owner)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -97,6 +97,12 @@ export async function removeStaleLock(path: string): Promise<boolean> {
   return true;
 }
 
+/** The output's path with its parent's symbolic links resolved (the last name kept as given). */
+function namedOutputPath(outDir: string): string {
+  const absolute = resolve(outDir);
+  return join(realOutputPath(dirname(absolute)), basename(absolute));
+}
+
 /** The output's path with symbolic links resolved, as far as it exists. */
 function realOutputPath(outDir: string): string {
   const absolute = resolve(outDir);
@@ -112,8 +118,7 @@ function realOutputPath(outDir: string): string {
 async function liveEnclosingLock(outDir: string, host: string): Promise<{ folder: string; owner: LockOwner } | undefined> {
   // An output that is a link: the folder it points to may be locked under its own name.
   const target = realOutputPath(outDir);
-  const named = join(realOutputPath(dirname(resolve(outDir))), basename(resolve(outDir)));
-  const folders = target !== named ? [target] : [];
+  const folders = target !== namedOutputPath(outDir) ? [target] : [];
   for (let folder = dirname(target); folder !== dirname(folder); folder = dirname(folder)) folders.push(folder);
   for (const folder of folders) {
     const owner = await readOwner(lockPathFor(folder));

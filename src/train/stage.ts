@@ -183,10 +183,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     );
   }
   if (stage > 1) {
-    // Later stages take their weights from stages/<n-1>/model; the model argument gives the
-    // tokenizer the data was read with and the base model recorded: it must be the run's.
-    // A copy or a moved folder of the same model is fine: what the argument still decides is the
-    // tokenizer, so it must read text as the fused model's own tokenizer files do.
+    // Later stages take their weights from stages/<n-1>/model; the model argument still decides
+    // the tokenizer the data was read with, so it must read text as the fused model's own
+    // tokenizer files do (a moved or copied folder of the run's model is fine).
     const recorded = await runBaseModel(run);
     if (recorded !== undefined && !sameModelArgument(recorded, settings.model)) {
       const differing = await differingTokenizerFiles(resolve(options.modelDir), inputDir);
@@ -231,12 +230,11 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       if (matched) {
         // The rank is capped at the projections' smallest side: say when that leaves the count short.
         const count = loraParamCount(spec, rank);
-        const perRank = loraParamCount(spec, 1);
-        if (Math.abs(count - matched.target) > perRank) {
+        if (Math.abs(count - matched.target) > loraParamCount(spec, 1)) {
           warn(`LoRA rank ${rank} (the largest this model allows) trains ${count.toLocaleString('en-US')} parameters, ${(100 * (count / matched.target - 1)).toFixed(1)}% from the ${matched.target.toLocaleString('en-US')} of ${matched.record}`);
         }
+        say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
       }
-      if (matched) say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
     }
     const { batchSize, gradAccum } = settings.optimizer;
     const seqLen = options.train.seqLen;
