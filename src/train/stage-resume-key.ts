@@ -28,6 +28,11 @@ export interface ResumeKeyInputs extends Omit<ResolvedStageSettings['optimizer']
   readonly inputModel: string;
   /** sha256 (hex) of the held-out set, or null without periodic evaluation. */
   readonly heldOut: string | null;
+  /**
+   * The training sequences' real lengths (chat data, ids with an attention_mask): they weight
+   * the recorder's counts, and the trainer's data digest (ids and loss masks) does not cover them.
+   */
+  readonly trainLengths: readonly number[] | undefined;
 }
 
 function digest(value: unknown): string {
@@ -52,6 +57,7 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
     'gradient accumulation': k.gradAccum,
     'input model': digest(k.inputModel),
     'held-out data': k.heldOut === null ? null : `sha256:${k.heldOut.slice(0, 16)}`,
+    'training sequence lengths': k.trainLengths ? digest(k.trainLengths) : null,
   };
 }
 

@@ -336,6 +336,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       ...settings.optimizer,
       inputModel: modelFingerprint(await inputModel()),
       heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
+      trainLengths: options.train.lengths,
     });
     if (resumeFrom) {
       if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {

@@ -79,6 +79,7 @@ for (const sc of scenarios) {
           ['another LoRA alpha', { loraAlpha: 8 }, /other settings: LoRA alpha 4 then, 8 now\./],
           ['the same tokens per step in another split', { batchSize: 4, gradAccum: 1 }, /batch size 2 then, 4 now; gradient accumulation 2 then, 1 now/],
           ['other AdamW settings', { beta1: 0.5, weightDecay: 0.1, gradClip: 0.5 }, /AdamW beta1 0.9 then, 0.5 now; weight decay 0 then, 0.1 now; gradient clipping 1 then, 0.5 now/],
+          ['the same ids with other real lengths', { train: { ...data, lengths: data.sequences.map((q) => q.length - 1) } }, /other settings: training sequence lengths null then, "sha256:\w+" now\./],
           ['another held-out set', { eval: idSet(held.sequences.slice(0, 1)) }, /held-out data "sha256:[0-9a-f]{16}" then, "sha256:[0-9a-f]{16}" now/],
           ['another input model', { modelDir: 'fixtures/llama-mha-f32', model: 'fixtures/llama-mha-f32' }, /input model "sha256:\w+" then, "sha256:\w+" now/],
         ] as const) {
