@@ -44,7 +44,7 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
   return {
     method: k.method,
     setting: k.setting,
-    'selected units': k.selections ? digest(k.selections) : null,
+    'selected units (P, N, E of every layer, from the selection settings and the scores)': k.selections ? digest(k.selections) : null,
     'score recorder k': k.recorder ? digest(k.recorder) : null,
     'embeddings trained': k.trainEmbeddings,
     'LoRA rank': k.lora?.rank ?? null,
