@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UsageError, VerificationError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { decoderLayerWithCache, type KeyValue } from './decoder-layer.js';
+import { firstNonFinite } from './finite-check.js';
 import { linear, rmsNorm } from './layer-math.js';
 import { ropeInverseFrequencies, ropeTensors } from './rope.js';
 import { chooseToken } from './sampling.js';
@@ -146,13 +147,12 @@ async function lastPositionLogits(source: WeightSource, tokens: number[][], posi
     h.dispose();
   }
   // A NaN/Inf logit would be sampled as some token (greedy picks id 0): refuse instead.
-  for (let i = 0; i < out.length; i++) {
-    if (!Number.isFinite(out[i]!)) {
-      throw new VerificationError(
-        `the logits are not finite (sequence ${Math.floor(i / V)}, token id ${i % V}: ${out[i]}) at position ${position + T - 1}: a weight holds NaN/Inf or the forward pass overflows`,
-        'NON_FINITE_LOGITS',
-      );
-    }
+  const i = firstNonFinite(out);
+  if (i >= 0) {
+    throw new VerificationError(
+      `the logits are not finite (sequence ${Math.floor(i / V)}, token id ${i % V}: ${out[i]}) at position ${position + T - 1}: a weight holds NaN/Inf or the forward pass overflows`,
+      'NON_FINITE_LOGITS',
+    );
   }
   return out;
 }

@@ -89,29 +89,32 @@ function yamlMessage(message: string): string {
   return (message.split('\n')[0] ?? message).replace(/ at line \d+, column \d+:?$/, '');
 }
 
-/** Line of every key in the document, by dotted path. */
-function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out: Map<string, number>): void {
+interface OddKey {
+  readonly path: string;
+  readonly line: number;
+  readonly got: string;
+}
+
+/**
+ * Line of every key in the document, by dotted path; keys that are not names (`~:`, `[a, b]:`,
+ * `{a: 1}:`) go to `odd` with where they were written.
+ */
+function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out: Map<string, number>, odd: OddKey[]): void {
   if (!isMap(node)) return;
   for (const pair of node.items) {
     const keyNode = pair.key as YamlNode | null;
-    const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
-    const keyPath = joinPath(prefix, key);
-    if (keyNode?.range) out.set(keyPath, lines.linePos(keyNode.range[0]).line);
-    keyLines(pair.value as YamlNode | null, keyPath, lines, out);
+    const value = pair.value as YamlNode | null;
+    const line = lines.linePos(keyNode?.range?.[0] ?? value?.range?.[0] ?? 0).line;
+    const name = isScalar(keyNode) && (typeof keyNode.value === 'string' || typeof keyNode.value === 'number') ? String(keyNode.value) : '';
+    if (name === '') {
+      const got = keyNode === null || (isScalar(keyNode) && (keyNode.value === null || keyNode.value === '')) ? 'an empty key' : isMap(keyNode) ? 'a mapping' : isScalar(keyNode) ? String(keyNode.value) : 'a list';
+      odd.push({ path: prefix, line, got });
+      continue;
+    }
+    const keyPath = joinPath(prefix, name);
+    out.set(keyPath, line);
+    keyLines(value, keyPath, lines, out, odd);
   }
-}
-
-/** Keys that are not names (`~:`, `[a, b]:`, `{a: 1}:`), with where they were written. */
-function oddKeys(node: YamlNode | null, prefix: string, lines: LineCounter): { path: string; line: number; got: string }[] {
-  if (!isMap(node)) return [];
-  return node.items.flatMap((pair) => {
-    const keyNode = pair.key as YamlNode | null;
-    const line = keyNode?.range ? lines.linePos(keyNode.range[0]).line : lines.linePos((pair.value as YamlNode | null)?.range?.[0] ?? 0).line;
-    if (isScalar(keyNode) && typeof keyNode.value === 'string' && keyNode.value !== '') return oddKeys(pair.value as YamlNode | null, joinPath(prefix, keyNode.value), lines);
-    if (isScalar(keyNode) && typeof keyNode.value === 'number') return oddKeys(pair.value as YamlNode | null, joinPath(prefix, String(keyNode.value)), lines);
-    const got = keyNode === null || (isScalar(keyNode) && (keyNode.value === null || keyNode.value === '')) ? 'an empty key' : isMap(keyNode) ? 'a mapping' : isScalar(keyNode) ? String(keyNode.value) : 'a list';
-    return [{ path: prefix, line, got }];
-  });
 }
 
 /** The text of a config file; InputError (exit 3) when it cannot be read, UsageError when it is far too large to be one. */
@@ -140,12 +143,6 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
   const lineCounter = new LineCounter();
   // logLevel 'error': the library's own warnings (e.g. about keys that are lists) would go to stderr past apex.
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, logLevel: 'error' });
-  const odd = oddKeys(doc.contents as YamlNode | null, '', lineCounter);
-  if (doc.errors.length === 0 && odd.length > 0) {
-    for (const k of odd) problems.push({ path: k.path, where: `${file}:${k.line}`, message: `a key must be a name, got ${k.got}` });
-    for (const leaf of LEAVES) check.failed.add(leaf.path);
-    return layer;
-  }
   if (doc.errors.length > 0) {
     // The first few say where the text stops being YAML; a file that is not YAML at all (a
     // JSONL data file passed by mistake) would otherwise list hundreds.
@@ -159,6 +156,14 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
     for (const leaf of LEAVES) check.failed.add(leaf.path); // unknown content: no "required" noise
     return layer;
   }
+  const lines = new Map<string, number>();
+  const odd: OddKey[] = [];
+  keyLines(doc.contents as YamlNode | null, '', lineCounter, lines, odd);
+  if (odd.length > 0) {
+    for (const k of odd) problems.push({ path: k.path, where: `${file}:${k.line}`, message: `a key must be a name, got ${k.got}` });
+    for (const leaf of LEAVES) check.failed.add(leaf.path);
+    return layer;
+  }
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
@@ -167,8 +172,6 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
     for (const leaf of LEAVES) check.failed.add(leaf.path);
     return layer;
   }
-  const lines = new Map<string, number>();
-  keyLines(doc.contents as YamlNode | null, '', lineCounter, lines);
   const locate: Locator = (keyPath) => {
     // The key itself, else the closest enclosing key that was written (a list item's list).
     for (let p = keyPath, parent = ''; p !== ''; p = parent) {
