@@ -1,7 +1,8 @@
 // What a stage refuses: a loss or tensor that turns NaN/Inf (VerificationError, exit 6, no
 // stage files), a memory estimate over --max-memory (ResourceLimitError, exit 5, nothing
 // written), a later stage whose predecessor was not fused; what it warns about (sequences past
-// the model's context); and how --match-params sizes LoRA.
+// the model's context); an interrupt during the fusion (no model folder, --resume fuses); and
+// how --match-params sizes LoRA.
 import { spawn } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -113,6 +114,31 @@ it('stage 2 needs the fused model of stage 1: train stage 1 first, or fuse it', 
   writeFileSync(join(run, 'stages/1/apex_run.json'), JSON.stringify({ base_model: STORIES }));
   const unfused = await runStage(await options(run, { stage: 2 })).catch((e: unknown) => e);
   expect((unfused as Error).message).toMatch(/\(apex expand --run .* --stage 1\)$/);
+});
+
+it('Ctrl-C while the stage is being fused: interrupted, no model folder; --resume fuses the trained stage without training again', async () => {
+  const run = newRun();
+  const abort = new AbortController();
+  const heard: string[] = [];
+  const progress = (m: string): void => {
+    heard.push(m);
+    // The fusion's writer reports its bytes; the stage's training is over by then.
+    if (m.startsWith('writing ') && !abort.signal.aborted) abort.abort(new InterruptedError('interrupted by SIGINT'));
+  };
+  const error = await runStage({ ...(await options(run, { steps: 2 })), expand: true, signal: abort.signal, progress }).catch((e: unknown) => e);
+  expect(heard.some((m) => m.startsWith('writing ')), 'the fusion started').toBe(true);
+  expect(error).toBeInstanceOf(InterruptedError);
+  expect((error as InterruptedError).exit).toBe(ExitCode.interrupted);
+  expect(existsSync(join(run, 'stages/1/model')), 'no fused model after the interrupt').toBe(false);
+  expect(readdirSync(join(run, 'stages/1')).filter((f) => f.startsWith('model')), 'no half-written model folder').toEqual([]);
+  expect(existsSync(join(run, 'stages/1/apex_run.json')), 'the trained stage is recorded').toBe(true);
+  const trained = readFileSync(join(run, 'stages/1/trained.safetensors'));
+
+  const resumed = await runStage({ ...(await options(run, { steps: 2 })), expand: true, resume: true });
+  expect(resumed.status).toBe('complete');
+  expect(resumed.modelDir).toBe(join(run, 'stages/1/model'));
+  expect(existsSync(join(run, 'stages/1/model/model.safetensors'))).toBe(true);
+  expect(readFileSync(join(run, 'stages/1/trained.safetensors')).equals(trained), 'not trained again').toBe(true);
 });
 
 it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
