@@ -41,26 +41,55 @@ export function lockPathFor(outDir: string): string {
 export async function acquireOutputLock(outDir: string, options: { command?: string; onWarning?: (message: string) => void } = {}): Promise<OutputLock> {
   // Beside the output as named: the lock needs only the rights the output does, also when the
   // output is a link to a folder whose parent is not writable.
-  const path = lockPathFor(namedOutputPath(outDir));
+  const named = namedOutputPath(outDir);
   const owner: LockOwner = { pid: process.pid, hostname: hostname(), startedAt: new Date().toISOString(), ...(options.command ? { command: options.command } : {}) };
   const text = `${JSON.stringify(owner)}\n`;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (await createExclusive(path, text)) {
-      const lock = makeLock(path, owner, text);
-      // A folder inside one that another live process is writing (`analyze -o run/analysis`
-      // while `finetune -o run` trains) is that process's to write.
-      const enclosing = await liveEnclosingLock(outDir, owner.hostname);
-      if (enclosing !== undefined) {
+  const lock = await takeLockFile(outDir, lockPathFor(named), owner, text, options.onWarning);
+  // A folder inside one that another live process is writing (`analyze -o run/analysis`
+  // while `finetune -o run` trains) is that process's to write.
+  const enclosing = await liveEnclosingLock(outDir, owner.hostname);
+  if (enclosing !== undefined) {
+    await lock.release();
+    const relation = enclosing.folder === realOutputPath(outDir) ? 'is a link to' : 'lies inside';
+    throw new UsageError(
+      `output ${outDir} ${relation} ${enclosing.folder}, which apex process ${enclosing.owner.pid} is writing (started ${enclosing.owner.startedAt}; lock file ${lockPathFor(enclosing.folder)}). Wait for it to finish`,
+      'OUTPUT_LOCKED',
+    );
+  }
+  // An output named through a link also holds the lock of the folder it points to, so that a
+  // process naming that folder itself sees this one. Where that lock cannot be created (the
+  // folder's parent is not writable), the named lock alone stands.
+  const target = realOutputPath(outDir);
+  let targetLock: OutputLock | undefined;
+  const targetOwner = target !== named ? await readOwner(lockPathFor(target)) : 'missing';
+  // This process's own lock on the target (a run it is writing) already covers it.
+  if (target !== named && !(typeof targetOwner === 'object' && targetOwner.pid === process.pid && targetOwner.hostname === owner.hostname)) {
+    try {
+      targetLock = await takeLockFile(outDir, lockPathFor(target), owner, text, options.onWarning);
+    } catch (e) {
+      if (e instanceof UsageError) {
         await lock.release();
-        const relation = enclosing.folder === realOutputPath(outDir) ? 'is a link to' : 'lies inside';
-        throw new UsageError(
-          `output ${outDir} ${relation} ${enclosing.folder}, which apex process ${enclosing.owner.pid} is writing (started ${enclosing.owner.startedAt}; lock file ${lockPathFor(enclosing.folder)}). Wait for it to finish`,
-          'OUTPUT_LOCKED',
-        );
+        throw e;
       }
-      for (const name of await removeStaleTemporaries(outDir)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
-      return lock;
     }
+  }
+  for (const name of await removeStaleTemporaries(outDir)) options.onWarning?.(`cleaned up ${name} left by an interrupted apex process`);
+  if (targetLock === undefined) return lock;
+  const both = targetLock;
+  return {
+    path: lock.path,
+    owner,
+    async release() {
+      await both.release();
+      await lock.release();
+    },
+  };
+}
+
+/** Creates the lock file `path` for `outDir`, taking over a stale one; OUTPUT_LOCKED when a live process holds it. */
+async function takeLockFile(outDir: string, path: string, owner: LockOwner, text: string, onWarning: ((message: string) => void) | undefined): Promise<OutputLock> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (await createExclusive(path, text)) return makeLock(path, owner, text);
     const current = await readOwner(path);
     if (current === 'missing') continue; // released between our two calls: try again
     if (current !== 'unreadable' && (current.hostname !== owner.hostname || ownerAlive(current))) {
@@ -76,7 +105,7 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
       continue;
     }
     await takeOverStale(path, current);
-    options.onWarning?.(
+    onWarning?.(
       current === 'unreadable'
         ? `removed an unreadable lock file ${path}`
         : `took over the stale lock ${path} left by process ${current.pid} (no longer running)`,

@@ -33,6 +33,30 @@ describe('one lock per real folder', () => {
     expect(lock.path).toBe(join(root, 'link.lock'));
     await lock.release();
   });
+
+  it('an output taken through a link also locks the folder it points to: a process naming that folder is refused, and both locks go at release', async () => {
+    const root = await tempDir('apex-lock-');
+    const run = join(root, 'run');
+    await mkdir(run);
+    await symlink(run, join(root, 'link'));
+    const viaLink = await acquireOutputLock(join(root, 'link'));
+    expect(existsSync(lockPathFor(join(root, 'link')))).toBe(true);
+    expect(existsSync(lockPathFor(run))).toBe(true);
+    // Another process naming the folder itself (a child, so the lock is not this process's own).
+    const script = `import(${JSON.stringify(new URL('../../src/io/output-lock.ts', import.meta.url).href)}).then((m) => m.acquireOutputLock(${JSON.stringify(run)})).then(() => console.log('taken'), (e) => console.log(e.code))`;
+    const other = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8' });
+    expect(other.stdout.trim(), other.stderr).toBe('OUTPUT_LOCKED');
+    await viaLink.release();
+    expect(existsSync(lockPathFor(join(root, 'link')))).toBe(false);
+    expect(existsSync(lockPathFor(run))).toBe(false);
+    // This process may take the folder itself afterwards, and the link while it holds it
+    // (its own lock covers the target).
+    const direct = await acquireOutputLock(run);
+    const again = await acquireOutputLock(join(root, 'link'));
+    await again.release();
+    expect(existsSync(lockPathFor(run)), 'the target lock stays its holder\'s').toBe(true);
+    await direct.release();
+  });
 });
 
 describe('stale locks', () => {
