@@ -203,7 +203,11 @@ function cutPoint(text: string, from: number, window: number): number {
     const m = pattern.exec(slice);
     if (m) return from + m.index + m[0].length;
   }
-  return from + window;
+  // No break anywhere: cut at the window's end, but never between the two halves of a
+  // character outside the BMP (an emoji is two UTF-16 code units).
+  const cut = from + window;
+  const before = text.charCodeAt(cut - 1);
+  return before >= 0xd800 && before <= 0xdbff ? cut - 1 : cut;
 }
 
 /** Cuts a text into pieces of about `target` characters at natural breaks; short texts stay whole. */

@@ -75,6 +75,17 @@ describe('splitLongText', () => {
     expect(pieces.join('')).toBe(text);
     for (const p of pieces.slice(0, -1)) expect(p).toMatch(/\. $/);
   });
+
+  it('a text without any break is cut at the window, never inside a character outside the BMP', () => {
+    for (const lead of ['', 'a']) {
+      const text = lead + '🙂'.repeat(200);
+      const pieces = splitLongText(text, 50);
+      expect(pieces.join('')).toBe(text);
+      expect(pieces.length).toBeGreaterThan(2);
+      // Each piece is valid UTF-16: encoding it loses nothing (a lone surrogate becomes U+FFFD).
+      for (const p of pieces) expect(Buffer.from(p, 'utf8').toString('utf8')).toBe(p);
+    }
+  });
 });
 
 describe('packing with the real tokenizer', () => {
