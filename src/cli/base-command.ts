@@ -61,8 +61,11 @@ export abstract class ApexCommand<T extends object = object> extends Command {
 
   /** Warnings go to stderr immediately and into the `--json` envelope. */
   protected note(message: string): void {
-    this.warnings.push(redact(message));
-    if (!this.jsonEnabled()) process.stderr.write(`warning: ${redact(message)}\n`);
+    const text = redact(message);
+    // The same warning from two loads (training data and held-out split) is said once.
+    if (this.warnings.includes(text)) return;
+    this.warnings.push(text);
+    if (!this.jsonEnabled()) process.stderr.write(`warning: ${text}\n`);
   }
 
   /** Human output goes to stdout only without `--json`. */

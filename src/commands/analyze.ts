@@ -28,7 +28,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
   static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
   static override flags = {
     output: Flags.string({ char: 'o', description: 'Analysis folder to write (refused when it exists, unless --force).', required: true }),
-    data: Flags.string({ description: 'Calibration text files/folders or JSONL (text or chat).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
+    data: Flags.string({ description: 'Calibration data: text files or folders, JSONL or .json of "text" or chat "messages" records (README: Data).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
     'input-ids': Flags.string({ description: 'Pre-tokenized calibration ids: a safetensors file with one I32/I64 [B, T] tensor, or input_ids with a right-padding attention_mask.', exclusive: ['data', 'corpus'] }),
     corpus: Flags.string({ description: 'Built-in corpus used when no data is given (needs the model\'s tokenizer).', options: [...BUILTIN_CORPORA], default: 'in-domain' }),
     samples: Flags.integer({ description: 'Calibration sequences (a seeded sample; the paper used 12,288).', default: 64, min: 1 }),

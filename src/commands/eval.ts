@@ -18,14 +18,20 @@ export interface EvalResult {
   modelDir: string;
   backend: BackendName;
   backendDetail: string;
+  /** Mean NLL over the scored tokens, and exp of it. */
   meanNll: number;
   perplexity: number;
+  /** Tokens scored: the loss targets (every position after the first; for chat, the assistant's tokens). */
   tokens: number;
   sequences: number;
   seqLen: number;
+  /** Sequence positions run through the model (sequences × seqLen, padding included). */
+  positions: number;
   chunkSequences: number;
   seconds: number;
+  /** positions / seconds: the forward pass's throughput. */
   tokensPerSecond: number;
+  /** What was read; its `tokens` are the real (unpadded) tokens of the sequences. */
   data: DataSpecRecord;
 }
 
@@ -37,7 +43,7 @@ export default class Eval extends ApexCommand<EvalResult> {
   ];
   static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
   static override flags = {
-    data: Flags.string({ description: 'Text files/folders or JSONL (text or chat messages).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
+    data: Flags.string({ description: 'Data: text files or folders, JSONL or .json of "text" or chat "messages" records (README: Data).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
     'input-ids': Flags.string({ description: 'Pre-tokenized ids: a safetensors file with one I32/I64 [B, T] tensor, or input_ids with a right-padding attention_mask.', exclusive: ['data', 'corpus'] }),
     corpus: Flags.string({ description: 'Built-in corpus used when no data is given.', options: [...BUILTIN_CORPORA], default: 'in-domain' }),
     'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
@@ -91,6 +97,7 @@ export default class Eval extends ApexCommand<EvalResult> {
         tokens: result.tokens,
         sequences: set.sequences.length,
         seqLen: set.seqLen,
+        positions: processed,
         chunkSequences: result.plan.chunkSequences,
         seconds,
         tokensPerSecond: processed / seconds,

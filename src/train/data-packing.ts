@@ -43,6 +43,11 @@ export interface MaskedSequences {
   dropped: number;
   /** Tokens of each kept sequence before padding. */
   lengths: number[];
+  /** Kept conversations that truncation cut inside or before an assistant turn. */
+  truncated: number;
+  /** Assistant tokens (loss targets) of all conversations, and those truncation removed. */
+  targets: number;
+  targetsLost: number;
 }
 
 /** One sequence per conversation: truncate to seqLen, pad with padId; mask = assistant tokens at t ≥ 1. */
@@ -51,8 +56,13 @@ export function chatSequences(examples: readonly { ids: readonly number[]; assis
   const lossMasks: Uint8Array[] = [];
   let dropped = 0;
   const lengths: number[] = [];
+  let truncated = 0;
+  let allTargets = 0;
+  let targetsLost = 0;
   for (const ex of examples) {
     const n = Math.min(seqLen, ex.ids.length);
+    let lost = 0;
+    for (let t = Math.max(1, n); t < ex.ids.length; t++) lost += ex.assistantMask[t] === 1 ? 1 : 0;
     const seq = new Int32Array(seqLen).fill(padId);
     const mask = new Uint8Array(seqLen);
     let targets = 0;
@@ -63,15 +73,18 @@ export function chatSequences(examples: readonly { ids: readonly number[]; assis
         targets++;
       }
     }
+    allTargets += targets + lost;
+    targetsLost += lost;
     if (targets === 0) {
       dropped++;
       continue;
     }
+    if (lost > 0) truncated++;
     sequences.push(seq);
     lossMasks.push(mask);
     lengths.push(n);
   }
-  return { sequences, lossMasks, dropped, lengths };
+  return { sequences, lossMasks, dropped, lengths, truncated, targets: allTargets, targetsLost };
 }
 
 /** Fails clearly when the data is too small for even one sequence. */

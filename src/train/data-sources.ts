@@ -1,7 +1,9 @@
 /**
  * Reading `--data` inputs into documents: plain text files (and folders of them), JSONL with a
  * `text` field, JSONL with chat `messages`. Each file's kind is detected from its name and
- * first record; every file's sha256 is recorded for provenance.
+ * first record; every file's sha256 is recorded for provenance. A `.json` file named on its own
+ * is read as Hugging Face `datasets` reads one: a JSON array of the same records, or JSON Lines;
+ * folders skip `.json` files (a model's or tool's config files are not data).
  *
  * Plain text: a file is one document, unless it is longer than 2 × TEXT_DOCUMENT_CHARS, in which
  * case it is cut into documents of about TEXT_DOCUMENT_CHARS characters at paragraph breaks
@@ -22,13 +24,14 @@ export const MAX_TEXT_FILE_BYTES = 256 * 1024 * 1024;
 
 const TEXT_EXTENSIONS = new Set(['.txt', '.md']);
 const JSONL_EXTENSIONS = new Set(['.jsonl', '.ndjson']);
+const JSON_EXTENSION = '.json';
 
 export type SourceKind = 'text' | 'jsonl-text' | 'jsonl-chat';
 
 export interface TextDocument {
   readonly kind: 'text';
   readonly text: string;
-  /** `file` or `file:line`, for messages. */
+  /** `file`, `file:line` or `file[index]` (a .json array), for messages. */
   readonly origin: string;
 }
 export interface ChatDocument {
@@ -109,8 +112,9 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string }>
 /** Reads one data file into documents. */
 export async function readSourceFile(path: string): Promise<SourceFile> {
   const { text, sha256 } = await readUtf8(path);
-  if (JSONL_EXTENSIONS.has(extname(path).toLowerCase())) {
-    const { kind, documents } = parseJsonl(path, text);
+  const ext = extname(path).toLowerCase();
+  if (JSONL_EXTENSIONS.has(ext) || ext === JSON_EXTENSION) {
+    const { kind, documents } = ext !== JSON_EXTENSION ? parseJsonl(path, text) : text.trimStart().startsWith('[') ? parseJsonArray(path, text) : jsonLinesInJson(path, text);
     return { path, sha256, kind, documents };
   }
   const documents: DataDocument[] = splitLongText(text, TEXT_DOCUMENT_CHARS)
@@ -122,37 +126,71 @@ export async function readSourceFile(path: string): Promise<SourceFile> {
 
 /** Parses JSONL of `{"text": …}` or `{"messages": [{role, content}, …]}` records (one kind per file). */
 export function parseJsonl(path: string, content: string): { kind: 'jsonl-text' | 'jsonl-chat'; documents: DataDocument[] } {
-  const lines = content.split('\n');
-  const documents: DataDocument[] = [];
-  let kind: 'jsonl-text' | 'jsonl-chat' | undefined;
-  let kindLine = 0;
-  lines.forEach((raw, index) => {
+  const records: DataRecord[] = [];
+  content.split('\n').forEach((raw, index) => {
     const line = raw.trim();
-    const lineNo = index + 1;
-    const where = `${path}:${lineNo}`;
     if (line.length === 0) return;
-    let record: unknown;
+    const where = `${path}:${index + 1}`;
     try {
-      record = JSON.parse(line);
+      records.push({ where, at: `line ${index + 1}`, value: JSON.parse(line) });
     } catch (e) {
       throw new InputError(`${where}: not valid JSON (${(e as Error).message})`, 'BAD_JSONL');
     }
+  });
+  return parseRecords(path, records, 'line');
+}
+
+/** A .json file that is not an array: JSON Lines, or an error that says what a .json data file may hold. */
+function jsonLinesInJson(path: string, content: string): { kind: 'jsonl-text' | 'jsonl-chat'; documents: DataDocument[] } {
+  try {
+    return parseJsonl(path, content);
+  } catch (e) {
+    if (e instanceof InputError) throw new InputError(`${e.message}; a .json data file holds a JSON array of records or JSON Lines`, e.code, { cause: e });
+    throw e;
+  }
+}
+
+/** Parses a JSON array of the records parseJsonl takes, one per element. */
+export function parseJsonArray(path: string, content: string): { kind: 'jsonl-text' | 'jsonl-chat'; documents: DataDocument[] } {
+  let value: unknown;
+  try {
+    value = JSON.parse(content);
+  } catch (e) {
+    throw new InputError(`${path}: not valid JSON (${(e as Error).message}); a .json data file holds an array of records or JSON Lines`, 'BAD_JSONL');
+  }
+  if (!Array.isArray(value)) throw new InputError(`${path}: a .json data file must hold an array of records or JSON Lines`, 'BAD_JSONL');
+  return parseRecords(path, value.map((v, i) => ({ where: `${path}[${i}]`, at: `record ${i}`, value: v as unknown })), 'record');
+}
+
+interface DataRecord {
+  /** `file:line` or `file[index]`, for messages and origins. */
+  readonly where: string;
+  /** `line n` or `record i`, to point back at an earlier record. */
+  readonly at: string;
+  readonly value: unknown;
+}
+
+function parseRecords(path: string, records: readonly DataRecord[], unit: 'line' | 'record'): { kind: 'jsonl-text' | 'jsonl-chat'; documents: DataDocument[] } {
+  const documents: DataDocument[] = [];
+  let kind: 'jsonl-text' | 'jsonl-chat' | undefined;
+  let kindAt = '';
+  for (const { where, at, value: record } of records) {
     if (record === null || typeof record !== 'object' || Array.isArray(record)) {
-      throw new InputError(`${where}: each line must be a JSON object with a string "text" or an array "messages"`, 'BAD_JSONL');
+      throw new InputError(`${where}: each ${unit} must be a JSON object with a string "text" or an array "messages"`, 'BAD_JSONL');
     }
     const r = record as Record<string, unknown>;
     const hasText = 'text' in r;
     const hasMessages = 'messages' in r;
     if (hasText === hasMessages) {
-      throw new InputError(`${where}: each line must have exactly one of "text" (a string) or "messages" (an array of {role, content})`, 'BAD_JSONL');
+      throw new InputError(`${where}: each ${unit} must have exactly one of "text" (a string) or "messages" (an array of {role, content})`, 'BAD_JSONL');
     }
-    const lineKind = hasText ? 'jsonl-text' : 'jsonl-chat';
+    const recordKind = hasText ? 'jsonl-text' : 'jsonl-chat';
     if (kind === undefined) {
-      kind = lineKind;
-      kindLine = lineNo;
-    } else if (kind !== lineKind) {
+      kind = recordKind;
+      kindAt = at;
+    } else if (kind !== recordKind) {
       throw new InputError(
-        `${where}: mixes ${lineKind === 'jsonl-chat' ? 'chat "messages"' : '"text"'} records with ${kind === 'jsonl-chat' ? 'chat "messages"' : '"text"'} records (line ${kindLine}); use one kind per file`,
+        `${where}: mixes ${recordKind === 'jsonl-chat' ? 'chat "messages"' : '"text"'} records with ${kind === 'jsonl-chat' ? 'chat "messages"' : '"text"'} records (${kindAt}); use one kind per file`,
         'MIXED_JSONL',
       );
     }
@@ -162,7 +200,7 @@ export function parseJsonl(path: string, content: string): { kind: 'jsonl-text' 
     } else {
       documents.push({ kind: 'chat', messages: parseMessages(where, r.messages), origin: where });
     }
-  });
+  }
   if (kind === undefined) throw new InputError(`${path}: no records (the file is empty)`, 'NO_DATA');
   return { kind, documents };
 }

@@ -6,7 +6,7 @@
  *   loadSequences({ data | inputIds | builtin, tokenizer, seqLen, samples, seed, split,
  *                   heldoutFraction, splitSeed, bosId, eosId }) → SequenceSet
  *
- * - `data`: text files or folders (*.txt, *.md recursively), JSONL with `text`, or JSONL with
+ * - `data`: text files or folders (*.txt, *.md recursively), JSONL (or .json) with `text`, or with
  *   chat `messages` (kind detected per file; see data-sources.ts for how long text files become
  *   documents). Text is packed (data-packing.ts): documents tokenized without special tokens,
  *   EOS between documents, each sequence BOS + seqLen − 1 stream tokens, tail dropped. Chat:
@@ -25,6 +25,7 @@
  * - `source.documents` / `source.tokens`: documents in the chosen split / tokens in the returned
  *   sequences (padding excluded).
  */
+import { createHash } from 'node:crypto';
 import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
 import { rendererFor, tokenizeChat } from '../model/chat-template.js';
@@ -53,6 +54,12 @@ export interface DataSpecRecord {
   tokens: number;
   /** Chat conversations dropped because truncation to seqLen left no assistant token. */
   dropped?: number;
+  /** Chat conversations kept but cut inside or before an assistant turn by truncation to seqLen. */
+  truncated?: number;
+  /** Chat: assistant tokens that truncation to seqLen removed (dropped conversations included). */
+  targetsLost?: number;
+  /** Chat: the template the conversations were rendered with (the model's, or the Tulu format when it has none) and its sha256. */
+  chatTemplate?: { source: 'model' | 'tulu'; sha256: string };
 }
 
 export interface SequenceSet {
@@ -182,11 +189,29 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   const padId = tokenizer.padId;
   if (padId === undefined) throw new InputError(`${tokenizer.source}: the tokenizer defines no pad or EOS token to pad chat sequences with`, 'NO_PAD_TOKEN');
   const renderer = rendererFor(tokenizer);
-  const examples = documents.map((d) => tokenizeChat(tokenizer, d.messages, renderer));
+  if (renderer.isFallback) {
+    options.onWarning?.(`${tokenizer.source}: the model has no chat template; conversations are rendered in the Tulu format (<|user|>, <|assistant|>, EOS after each answer). Add a chat_template to tokenizer_config.json to train in the model's own format`);
+  }
+  const examples = documents.map((d) => {
+    try {
+      return tokenizeChat(tokenizer, d.messages, renderer);
+    } catch (e) {
+      // The template's own complaint does not say which conversation it was.
+      if (e instanceof InputError) throw new InputError(`${d.origin}: ${e.message}`, e.code, { cause: e });
+      throw e;
+    }
+  });
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
+  const raise = options.seqLenName ?? '--seq-len';
   if (built.dropped > 0) {
-    options.onWarning?.(`${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise ${options.seqLenName ?? '--seq-len'} to keep them)`);
+    options.onWarning?.(`${describeSplit(record)}: ${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise ${raise} to keep them)`);
+  }
+  if (built.truncated > 0) {
+    options.onWarning?.(
+      `${describeSplit(record)}: ${built.truncated} of ${examples.length} conversations were cut inside an assistant answer by truncation to ${options.seqLen} tokens; ` +
+        `${built.targetsLost} of ${built.targets} assistant tokens are not trained (raise ${raise} to keep them)`,
+    );
   }
   warnFewer(options, built.sequences.length, describeSplit(record));
   const keep = sampleIndices(built.sequences.length, options.samples, options.seed);
@@ -195,7 +220,14 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
     sequences: keep.map((i) => built.sequences[i]!),
     lossMasks: keep.map((i) => built.lossMasks[i]!),
     lengths: keep.map((i) => built.lengths[i]!),
-    source: { ...record, tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0), dropped: built.dropped },
+    source: {
+      ...record,
+      tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0),
+      dropped: built.dropped,
+      truncated: built.truncated,
+      targetsLost: built.targetsLost,
+      chatTemplate: { source: renderer.isFallback ? 'tulu' : 'model', sha256: createHash('sha256').update(renderer.template).digest('hex') },
+    },
   };
 }
 

@@ -36,7 +36,7 @@ export const finetuneFlags = {
   output: Flags.string({ char: 'o', description: 'The run folder; the stage is written to <run>/stages/<n>/.', required: true }),
   stage: Flags.integer({ description: 'Stage index (1 starts from the base model, n > 1 from stages/<n-1>/model/).', default: 1, min: 1 }),
   'total-stages': Flags.integer({ description: 'Stages of the whole run, for the learning-rate plan (default: what the previous stage recorded, else --stage).', min: 1 }),
-  data: Flags.string({ description: 'Training text files/folders or JSONL (text or chat messages).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
+  data: Flags.string({ description: 'Training data: text files or folders, JSONL or .json of "text" or chat "messages" records (README: Data).', multiple: true, exclusive: ['input-ids', 'corpus'] }),
   'input-ids': Flags.string({ description: 'Pre-tokenized training ids (one I32/I64 [B, T] safetensors tensor, or input_ids with a right-padding attention_mask), e.g. for a model without a tokenizer.', exclusive: ['data', 'corpus'] }),
   corpus: Flags.string({ description: 'Built-in corpus used when no data is given (training defaults to the domain the bundled models have not seen).', options: [...BUILTIN_CORPORA], default: 'out-of-domain' }),
   'eval-data': Flags.string({ description: 'Held-out data (default: a seeded 5% of the training documents).', multiple: true }),

@@ -28,6 +28,8 @@ describe('JSONL errors name file:line and the rule', () => {
     ['bad message', ['{"messages": [{"role": "user"}]}'], /:1: messages\[0\] must be an object with string "role" and "content"/],
     ['no assistant', ['{"messages": [{"role": "user", "content": "hi"}]}'], /:1: the conversation has no "assistant" message/],
     ['mixed', [chatLine('a', 'b'), chatLine('c', 'd'), '{"text": "plain"}'], /:3: mixes "text" records with chat "messages" records \(line 1\)/],
+    // The template's own error (a role the Tulu format lacks), at the line that caused it.
+    ['role the template refuses', [chatLine('a', 'b'), JSON.stringify({ messages: [{ role: 'tool', content: 'x' }, { role: 'assistant', content: 'y' }] })], /:2: chat template failed: .*not tool/],
   ];
   for (const [name, lines, message] of cases) {
     it(name, async () => {
@@ -44,6 +46,35 @@ describe('JSONL errors name file:line and the rule', () => {
     const err = await loadSequences({ data: [chat, 'fixtures/data/text-sample.jsonl'], tokenizer: await tokenizer(), seqLen: 16, seed: 0 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UsageError);
     expect((err as Error).message).toMatch(/mixes chat JSONL .*chat\.jsonl.* with text .*text-sample\.jsonl/);
+  });
+});
+
+describe('a .json data file named on its own (as Hugging Face datasets reads one)', () => {
+  const lines = [chatLine('What is 2 + 2?', 'Four.'), chatLine('Name a colour.', 'Blue.'), chatLine('hi', 'hello')];
+  const load = async (path: string) => loadSequences({ data: [path], tokenizer: await tokenizer(), seqLen: 32, seed: 0 });
+
+  it('a JSON array of records and JSON Lines give the same sequences as the .jsonl file', async () => {
+    const expected = await load(await jsonlFile('data.jsonl', lines));
+    for (const content of [`[\n${lines.join(',\n')}\n]`, lines.join('\n')]) {
+      const dir = await mkdtemp(join(tmpdir(), 'apex-json-'));
+      await writeFile(join(dir, 'data.json'), content);
+      const set = await load(join(dir, 'data.json'));
+      expect(set.source.kind).toBe('jsonl-chat');
+      expect(set.sequences).toEqual(expected.sequences);
+      expect(set.lossMasks).toEqual(expected.lossMasks);
+    }
+  });
+
+  it('errors name the record by index; an object that is not an array is refused; folders skip .json files', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apex-json-'));
+    await writeFile(join(dir, 'bad.json'), JSON.stringify([JSON.parse(lines[0]!), { text: 'plain' }]));
+    await expect(load(join(dir, 'bad.json'))).rejects.toThrow(`${join(dir, 'bad.json')}[1]: mixes "text" records with chat "messages" records (record 0); use one kind per file`);
+    await writeFile(join(dir, 'object.json'), '{"data": []}');
+    await expect(load(join(dir, 'object.json'))).rejects.toThrow(/object\.json:1: each line must have exactly one of .*; a \.json data file holds a JSON array of records or JSON Lines$/);
+    await writeFile(join(dir, 'config.json'), '{"not": "data"}');
+    await writeFile(join(dir, 'notes.txt'), 'Some text that is long enough to make a sequence of thirty-two tokens or more, surely, with words.');
+    const set = await loadSequences({ data: [dir], tokenizer: await tokenizer(), seqLen: 8, seed: 0 });
+    expect(set.source.paths).toEqual([join(dir, 'notes.txt')]);
   });
 });
 
@@ -87,7 +118,28 @@ describe('loadSequences', () => {
     const chat = await jsonlFile('long.jsonl', [chatLine('word '.repeat(100), 'yes'), chatLine('hi', 'ok')]);
     const set = await loadSequences({ data: [chat], tokenizer: tok, seqLen: 48, seed: 0, onWarning });
     expect(set.source.dropped).toBe(1);
-    expect(warnings).toEqual(['1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token to learn from (raise --seq-len to keep them)']);
+    expect(warnings).toEqual([
+      `${tok.source}: the model has no chat template; conversations are rendered in the Tulu format (<|user|>, <|assistant|>, EOS after each answer). Add a chat_template to tokenizer_config.json to train in the model's own format`,
+      `the data (${chat}: 2 documents): 1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token to learn from (raise --seq-len to keep them)`,
+    ]);
+    expect(set.source.chatTemplate?.source).toBe('tulu');
+  });
+
+  it('says how many assistant tokens truncation removed from conversations it kept', async () => {
+    const tok = await tokenizer();
+    const warnings: string[] = [];
+    const conversations = [['hi', 'ok'], ['hi', 'word '.repeat(60)], ['word '.repeat(100), 'yes']] as const;
+    const chat = await jsonlFile('cut.jsonl', conversations.map(([u, a]) => chatLine(u, a)));
+    const set = await loadSequences({ data: [chat], tokenizer: tok, seqLen: 48, seed: 0, onWarning: (m) => warnings.push(m) });
+    // Counted by hand from each conversation's full assistant mask: targets are t ≥ 1, kept are t < 48.
+    const masks = conversations.map(([u, a]) => tokenizeChat(tok, [{ role: 'user', content: u }, { role: 'assistant', content: a }]).assistantMask);
+    const all = masks.reduce((n, m) => n + m.slice(1).reduce((x, v) => x + v, 0), 0);
+    const lost = masks.reduce((n, m) => n + m.slice(48).reduce((x, v) => x + v, 0), 0);
+    expect(lost).toBeGreaterThan(3); // the long answer and the dropped conversation's 'yes'
+    expect(set.source).toMatchObject({ dropped: 1, truncated: 1, targetsLost: lost });
+    expect(warnings.at(-1)).toBe(
+      `the data (${chat}: 3 documents): 1 of 3 conversations were cut inside an assistant answer by truncation to 48 tokens; ${lost} of ${all} assistant tokens are not trained (raise --seq-len to keep them)`,
+    );
   });
 
   it('text JSONL is packed', async () => {
