@@ -28,7 +28,7 @@
 import { createHash } from 'node:crypto';
 import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
-import { rendererFor, tokenizeChat } from '../model/chat-template.js';
+import { rendererFor, tokenizeChat, type ChatRenderer } from '../model/chat-template.js';
 import { builtinCorpus } from './data-corpus.js';
 import { readInputIds } from './data-input-ids.js';
 import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
@@ -192,6 +192,9 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   if (renderer.isFallback) {
     options.onWarning?.(`${tokenizer.source}: the model has no chat template; conversations are rendered in the Tulu format (<|user|>, <|assistant|>, EOS after each answer). Add a chat_template to tokenizer_config.json to train in the model's own format`);
   }
+  if (generationPromptIsEmpty(renderer)) {
+    options.onWarning?.(`${tokenizer.source}: the chat template writes nothing for add_generation_prompt, so the assistant's role header (if any) is trained as part of each answer`);
+  }
   const examples = documents.map((d) => {
     try {
       return tokenizeChat(tokenizer, d.messages, renderer);
@@ -229,6 +232,16 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
       chatTemplate: { source: renderer.isFallback ? 'tulu' : 'model', sha256: createHash('sha256').update(renderer.template).digest('hex') },
     },
   };
+}
+
+/** True when the template renders a one-message conversation the same with and without add_generation_prompt. */
+function generationPromptIsEmpty(renderer: ChatRenderer): boolean {
+  const probe = [{ role: 'user', content: 'x' }];
+  try {
+    return renderer.render(probe, true) === renderer.render(probe, false);
+  } catch {
+    return false; // a template that refuses this conversation says so on the real data
+  }
 }
 
 function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -123,6 +124,26 @@ describe('loadSequences', () => {
       `the data (${chat}: 2 documents): 1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token to learn from (raise --seq-len to keep them)`,
     ]);
     expect(set.source.chatTemplate?.source).toBe('tulu');
+  });
+
+  it('a model template: no Tulu warning, recorded as the model\'s; one without a generation prompt is said to train the role header', async () => {
+    const base = await tokenizer();
+    const chat = await jsonlFile('t.jsonl', [chatLine('hi', 'ok'), chatLine('a', 'b')]);
+    const run = async (template: string) => {
+      const warnings: string[] = [];
+      const set = await loadSequences({ data: [chat], tokenizer: { ...base, chatTemplate: template }, seqLen: 32, seed: 0, onWarning: (m) => warnings.push(m) });
+      return { set, warnings };
+    };
+    const withPrompt = "{% for m in messages %}{{ '[' + m['role'] + ']' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '[assistant]' }}{% endif %}";
+    const good = await run(withPrompt);
+    expect(good.warnings).toEqual([]);
+    expect(good.set.source.chatTemplate).toEqual({ source: 'model', sha256: createHash('sha256').update(withPrompt).digest('hex') });
+    const noPrompt = await run("{% for m in messages %}{{ '[' + m['role'] + ']' + m['content'] + '\\n' }}{% endfor %}");
+    expect(noPrompt.warnings).toEqual([`${base.source}: the chat template writes nothing for add_generation_prompt, so the assistant's role header (if any) is trained as part of each answer`]);
+    // …and indeed the header is in the loss there, not with the generation prompt.
+    const header = (set: typeof good.set) => base.decode(Array.from(set.sequences[0]!).filter((_, t) => set.lossMasks![0]![t] === 1));
+    expect(header(good.set)).toBe('ok\n');
+    expect(header(noPrompt.set)).toBe('[assistant]ok\n');
   });
 
   it('says how many assistant tokens truncation removed from conversations it kept', async () => {
