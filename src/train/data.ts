@@ -113,6 +113,23 @@ export function realTokens(set: SequenceSet, index: number): number {
   return last + 1;
 }
 
+/**
+ * A seeded choice of `k` of a set's sequences (all when k ≥ its size), in their order, with their
+ * masks and lengths; the record says so (`samples`, real tokens). From a set loaded whole, the
+ * same choice as loading the data with `samples: k` and this `seed`.
+ */
+export function sampleSequences(set: SequenceSet, k: number, seed: number): SequenceSet {
+  if (k >= set.sequences.length) return set;
+  const keep = sampleIndices(set.sequences.length, k, seed);
+  return {
+    seqLen: set.seqLen,
+    sequences: keep.map((i) => set.sequences[i]!),
+    ...(set.lossMasks ? { lossMasks: keep.map((i) => set.lossMasks![i]!) } : {}),
+    ...(set.lengths ? { lengths: keep.map((i) => set.lengths![i]!) } : {}),
+    source: { ...set.source, samples: k, seed, tokens: keep.reduce((n, i) => n + realTokens(set, i), 0) },
+  };
+}
+
 /** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
 function warnFewer(options: LoadSequencesOptions, available: number, where: string, seqLen = options.seqLen): void {
   if (options.samples !== undefined && options.samples > available) {

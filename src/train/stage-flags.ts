@@ -71,7 +71,8 @@ export const finetuneFlags = {
   force: Flags.boolean({ description: 'Train the stage again from scratch, replacing what its folder holds.' }),
   seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).', min: 0, max: MAX_SEED }),
   backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER] }),
-  'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB).' }),
+  'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB); also bounds the stage-1 analysis.' }),
+  'calibration-samples': Flags.integer({ description: 'Stage 1 without scores: training sequences (a seeded sample) the analysis reads first (default 64, as apex analyze --samples).', min: 1 }),
   expand: Flags.boolean({ description: 'Fuse the stage into stages/<n>/model/ at the end (--no-expand to skip).', allowNo: true, default: true }),
 };
 
@@ -121,6 +122,7 @@ export function stageSettingsFromFlags(model: string, f: Record<string, unknown>
     backend: f.backend as string | undefined,
     maxMemoryBytes: f['max-memory'] !== undefined ? parseByteSize(f['max-memory'] as string, '--max-memory') : undefined,
     expand: bool('expand'),
+    calibrationSamples: num('calibration-samples'),
     argv,
   };
 }

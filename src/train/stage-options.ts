@@ -89,6 +89,8 @@ export interface StageSettings {
   readonly expand?: boolean;
   /** Micro-batch size of the analysis run when stage 1 finds no scores (default: batchSize). */
   readonly analysisBatchSize?: number;
+  /** Training sequences (a seeded sample) that analysis reads (default 64, as `apex analyze --samples` and apex run's data.calibration_samples). */
+  readonly calibrationSamples?: number;
   /** The command line, for provenance. */
   readonly argv?: readonly string[];
 }
@@ -133,11 +135,16 @@ export interface ResolvedStageSettings {
   readonly maxMemoryBytes: number | undefined;
   readonly expand: boolean;
   readonly analysisBatchSize: number | undefined;
+  readonly calibrationSamples: number;
   readonly argv: readonly string[];
 }
 
+/** Sequences of the stage-1 analysis, as `apex analyze --samples` and apex run's data.calibration_samples. */
+export const DEFAULT_CALIBRATION_SAMPLES = 64;
+
 const SELECTION_FLAGS = [
   ['ratio', '--ratio'],
+  ['calibrationSamples', '--calibration-samples'],
   ['decayK', '--decay-k'],
   ['score', '--score'],
   ['randomSelection', '--random-selection'],
@@ -212,6 +219,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
   positiveInteger(s.loraRank, '--lora-rank');
   positiveInteger(s.keepCheckpoints, '--keep-checkpoints');
   positiveInteger(s.analysisBatchSize, 'analysis batch size');
+  positiveInteger(s.calibrationSamples, '--calibration-samples');
   nonNegativeInteger(s.evalEvery, '--eval-every');
   nonNegativeInteger(s.saveEvery, '--save-every');
   inRange(s.ratio, '--ratio', 0, 1, { low: true });
@@ -272,6 +280,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
     maxMemoryBytes: s.maxMemoryBytes,
     expand: s.expand ?? true,
     analysisBatchSize: s.analysisBatchSize,
+    calibrationSamples: s.calibrationSamples ?? DEFAULT_CALIBRATION_SAMPLES,
     argv: s.argv ?? [],
   };
 }

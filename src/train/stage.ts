@@ -33,7 +33,7 @@ import { runExpand } from '../pipeline/expand.js';
 import { removeUnresumableRunFolderLocked } from '../pipeline/failed-run-folder.js';
 import { fusedModelState } from '../pipeline/fused-model-state.js';
 import { peakRssBytes, PROVENANCE_FILE, ProvenanceRecorder, writeProvenance, type FileRecord, type FileSetRecord } from '../pipeline/provenance.js';
-import type { SequenceSet } from './data.js';
+import { sampleSequences, type SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainingMemory, estimateTrainingMemory } from './stage-memory.js';
@@ -281,7 +281,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       let analyse = !existsSync(scoresPath);
       if (analyse) {
         if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
-        say(`no ${scoresPath}: running the analysis first`);
+        say(`no ${scoresPath}: running the analysis first, on ${Math.min(settings.calibrationSamples, options.train.sequences.length)} of the ${options.train.sequences.length} training sequences (--calibration-samples)`);
       } else if (stage === 1) {
         const mismatch = await analysisMismatch(scoresPath, { modelFingerprint: modelFingerprint(await inputModel()), ratio: settings.selection.ratio });
         if (mismatch !== undefined) {
@@ -298,8 +298,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
             model: inputDir,
             output: join(run, 'analysis'),
             force: settings.force,
-            data: options.train,
+            data: sampleSequences(options.train, settings.calibrationSamples, settings.seed),
             batchSize: settings.analysisBatchSize ?? settings.optimizer.batchSize,
+            ...(settings.maxMemoryBytes !== undefined ? { maxMemory: settings.maxMemoryBytes } : {}),
             ratio: settings.selection.ratio,
             seed: settings.seed,
             backend: settings.backend,

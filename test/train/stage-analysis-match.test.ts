@@ -10,7 +10,8 @@ import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { runAnalysis } from '../../src/pipeline/analyze.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { sameModel } from '../../src/train/stage-analysis-match.js';
-import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { sampleIndices } from '../../src/train/data-split.js';
+import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const { dir: root, cleanup } = tempRun('analysis-match');
 afterAll(cleanup);
@@ -74,4 +75,33 @@ it('an analysis recorded with the older index-only fingerprint of a sharded mode
   expect(sameModel(now.replace(sha('d'), sha('f')), now)).toBe(false);
   // A single-file record never matches by its config alone.
   expect(sameModel(`config.json:${sha('a')}`, `config.json:${sha('a')},model.safetensors:${sha('c')}`)).toBe(false);
+});
+
+it('stage 1 without scores analyses a seeded sample of --calibration-samples training sequences, within --max-memory, the same as apex analyze --samples', async () => {
+  const run = join(root, 'sampled');
+  const train = await storyChunks(16); // 16 sequences
+  expect(train.sequences.length).toBeGreaterThan(6);
+  const heard: string[] = [];
+  await runStage({
+    model: STORIES, modelDir: STORIES, run, stage: 1, method: 'apex', setting: 'operators', train, steps: 1, batchSize: 2, backend: 'wasm', expand: false,
+    calibrationSamples: 6, seed: 3, maxMemoryBytes: 3 * 2 ** 30, progress: (m) => heard.push(m),
+  });
+  expect(heard).toContain(`no ${join(run, "analysis/stats.safetensors")}: running the analysis first, on 6 of the ${train.sequences.length} training sequences (--calibration-samples)`);
+  const analysis = JSON.parse(await readFile(join(run, 'analysis', 'analysis.json'), 'utf8')) as { sequences: number; data: { samples?: number }; memory: { budgetBytes: number } };
+  expect(analysis.sequences).toBe(6);
+  expect(analysis.data.samples).toBe(6);
+  expect(analysis.memory.budgetBytes).toBe(3 * 2 ** 30);
+  // apex analyze --samples 6 --seed 3 on the same data (the loader's seeded choice): the same statistics, bit for bit.
+  const alone = join(root, 'alone');
+  const chosen = idSet(sampleIndices(train.sequences.length, 6, 3).map((i) => train.sequences[i]!));
+  await runAnalysis({ model: STORIES, output: alone, data: chosen, batchSize: 2, ratio: 0.375, seed: 3, backend: 'wasm' });
+  const a = await SafetensorsFile.open(join(run, 'analysis', 'stats.safetensors'));
+  const b = await SafetensorsFile.open(join(alone, 'stats.safetensors'));
+  try {
+    expect(a.tensors.map((t) => t.name)).toEqual(b.tensors.map((t) => t.name));
+    for (const t of a.tensors) expect(Buffer.from(await a.readBytes(t.name)).equals(Buffer.from(await b.readBytes(t.name))), t.name).toBe(true);
+  } finally {
+    await a.close();
+    await b.close();
+  }
 });
