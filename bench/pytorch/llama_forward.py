@@ -27,6 +27,8 @@ def read_safetensors(path):
         raw = data[b:end]
         if e["dtype"] == "F32":
             a = np.frombuffer(raw, dtype=np.float32)
+        elif e["dtype"] == "F16":
+            a = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
         elif e["dtype"] == "BF16":
             a = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
         elif e["dtype"] == "I32":
@@ -61,7 +63,9 @@ def forward_logits(cfg, w, ids):
     H, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     dh = cfg.get("head_dim") or cfg["hidden_size"] // H
     eps = cfg["rms_norm_eps"]
-    inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, dh, 2, dtype=torch.int64).float() / dh))
+    # transformers ≥ 5 writes rope_parameters.rope_theta; older configs a top-level rope_theta.
+    theta = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    inv = 1.0 / (theta ** (torch.arange(0, dh, 2, dtype=torch.int64).float() / dh))
     freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv)
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos(), emb.sin()
@@ -97,7 +101,9 @@ def forward_nll(cfg, w, ids):
 
 def main():
     cfg, w = load_model(sys.argv[1])
-    ids = next(iter(read_safetensors(sys.argv[2]).values())).long()
+    tensors = read_safetensors(sys.argv[2])
+    # `input_ids` when the file names it (a reference_outputs file holds more), else its only tensor.
+    ids = (tensors["input_ids"] if "input_ids" in tensors else next(iter(tensors.values()))).long()
     with torch.inference_mode():
         forward_nll(cfg, w, ids)  # warm-up
         runs, cpu = [], []
