@@ -25,6 +25,12 @@
  * the cosine's denominator is max(1, n − w).
  *
  * Steps at or past totalSteps have rate 0.
+ *
+ * A later stage may train other step counts than the earlier stages planned for it (`apex
+ * finetune --stage 2 --steps …`). The segments of the stages that already ran keep the total
+ * they ran with (`segmentTotals`, the run's planned total when each stage began): the rate a
+ * new stage continues from is the one the previous stage would have used next, whatever the
+ * new remainder is; the new stage's segment then covers its own remaining steps.
  */
 import { UsageError } from '../errors.js';
 
@@ -35,6 +41,11 @@ export interface LrPlan {
   readonly totalSteps: number;
   /** Global step at which each stage begins, ascending; 0 (the first stage) may be omitted. */
   readonly stageStarts: readonly number[];
+  /**
+   * Per stage start: the run's planned total steps when that stage began (absent: totalSteps for
+   * every stage, a run whose stages all kept the first plan).
+   */
+  readonly segmentTotals?: readonly number[];
 }
 
 /** Fraction of all steps used for the first warm-up. */
@@ -70,6 +81,12 @@ export function validateLrPlan(plan: LrPlan): void {
     }
     previous = start;
   }
+  const totals = plan.segmentTotals;
+  if (totals !== undefined) {
+    if (stageStarts[0] !== 0 || totals.length !== stageStarts.length || totals.some((t, i) => !Number.isInteger(t) || t <= stageStarts[i]! || (i === totals.length - 1 && t !== totalSteps))) {
+      throw new UsageError(`segment totals must hold, per stage start (the first at 0), an integer past it (the last one the total ${totalSteps}), got [${totals.join(', ')}]`);
+    }
+  }
 }
 
 /** The learning rate of global step `step` under `plan` (see the module header). */
@@ -77,24 +94,29 @@ export function learningRate(step: number, plan: LrPlan): number {
   validateLrPlan(plan);
   if (step >= plan.totalSteps) return 0;
   if (step < 0) throw new UsageError(`step must be >= 0, got ${step}`);
-  const n0 = plan.totalSteps;
+  const totalAt = (i: number) => plan.segmentTotals?.[i] ?? plan.totalSteps;
+  const n0 = totalAt(0); // segmentTotals, when given, start with the first stage's (validateLrPlan)
   let base = plan.peakLr;
   let start = 0;
   let length = n0;
   let warmup = warmupSteps(n0, FIRST_WARMUP_FRACTION);
-  for (const boundary of plan.stageStarts) {
+  for (const [i, boundary] of plan.stageStarts.entries()) {
     if (boundary === 0) continue;
     if (boundary > step) break;
     base = cosineWithWarmup(boundary - start, base, length, warmup);
     start = boundary;
-    length = n0 - boundary;
+    length = totalAt(i) - boundary;
     warmup = warmupSteps(length, STAGE_WARMUP_FRACTION);
   }
   return cosineWithWarmup(step - start, base, length, warmup);
 }
 
-/** The plan of a run whose stages have the given step counts, in order. */
-export function planForStages(peakLr: number, stageSteps: readonly number[]): LrPlan {
+/**
+ * The plan of a run whose stages have the given step counts, in order. `ranWith` holds, for the
+ * first stages (those that already ran), the planned total each began with; the others begin
+ * with this plan's total.
+ */
+export function planForStages(peakLr: number, stageSteps: readonly number[], ranWith: readonly number[] = []): LrPlan {
   const stageStarts: number[] = [];
   let total = 0;
   for (const steps of stageSteps) {
@@ -102,7 +124,9 @@ export function planForStages(peakLr: number, stageSteps: readonly number[]): Lr
     stageStarts.push(total);
     total += steps;
   }
-  const plan = { peakLr, totalSteps: total, stageStarts };
+  const segmentTotals = stageStarts.map((_, i) => ranWith[i] ?? total);
+  // A run that kept its first plan records none (the plans of earlier versions, equal bit for bit).
+  const plan = segmentTotals.every((t) => t === total) ? { peakLr, totalSteps: total, stageStarts } : { peakLr, totalSteps: total, stageStarts, segmentTotals };
   validateLrPlan(plan);
   return plan;
 }

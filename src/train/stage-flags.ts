@@ -56,7 +56,7 @@ export const finetuneFlags = {
   score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: averaged norms (ablation).', options: ['rank', 'avg'] }),
   'random-selection': Flags.boolean({ description: 'Ablation: seeded shuffle of the scores before selecting.' }),
   reverse: Flags.boolean({ description: 'Ablation: swap P and N.' }),
-  lr: numberFlag('Peak learning rate (default 2e-5).'),
+  lr: numberFlag('Peak learning rate of the run\'s plan (default: what the previous stage recorded, else 2e-5; docs/method.md §5).'),
   betas: Flags.string({ description: 'AdamW β1,β2 (default 0.9,0.95).' }),
   'weight-decay': numberFlag('Decoupled weight decay on matrices (default 0).'),
   'grad-clip': numberFlag('Global gradient-norm clipping threshold, 0 = off (default 1).'),

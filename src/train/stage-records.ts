@@ -16,7 +16,7 @@ import { readJson, stageDir } from '../pipeline/expand-paths.js';
 import { PROVENANCE_FILE } from '../pipeline/provenance.js';
 import { Rng } from '../util/rng.js';
 import { loraRankForParamCount } from './lora.js';
-import { planForStages, type LrPlan } from './lr-schedule.js';
+import { learningRate, planForStages, validateLrPlan, type LrPlan } from './lr-schedule.js';
 import { modelParamCount, type TrainableSummary } from './trainable-params.js';
 
 /** The trainer's part of a stage's apex_run.json (`details`). */
@@ -31,7 +31,7 @@ export interface StageDetails {
   readonly [key: string]: unknown;
 }
 
-async function stageDetails(run: string, stage: number): Promise<Partial<StageDetails> | undefined> {
+export async function stageDetails(run: string, stage: number): Promise<Partial<StageDetails> | undefined> {
   const record = await readJson(join(stageDir(run, stage), PROVENANCE_FILE));
   const details = record && typeof record === 'object' ? (record as Record<string, unknown>).details : undefined;
   return details && typeof details === 'object' ? (details as Partial<StageDetails>) : undefined;
@@ -54,12 +54,27 @@ export function stageSeeds(seed: number, stage: number): StageSeeds {
 /**
  * The learning-rate plan of the run as stage `stage` sees it: the recorded step counts of the
  * earlier stages, this stage's steps for itself and every later one. The stage total is the
- * given one, else the one the previous stage recorded, else `stage`.
+ * given one, else the one the previous stage recorded, else `stage`; the peak rate is `lr` when
+ * given, else the one the previous stage's plan holds, else `defaultLr`.
+ *
+ * When the stage total and the peak rate are the previous stage's, the stages that ran keep the
+ * totals they ran with (lr-schedule.ts `segmentTotals`): a stage that trains other steps than
+ * were planned for it continues from the rate the previous stage would have used next. A new
+ * stage total or peak rate makes the plan again, as if the run had been planned that way from
+ * its start (the rate then jumps at this stage's start); both are said.
  */
-export async function runLrPlan(run: string, stage: number, totalStages: number | undefined, steps: number, lr: number): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[] }> {
+export async function runLrPlan(
+  run: string,
+  stage: number,
+  totalStages: number | undefined,
+  steps: number,
+  lr: number | undefined,
+  defaultLr: number,
+): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[] }> {
   const notes: string[] = [];
   const stageSteps: number[] = [];
   let recordedTotal: number | undefined;
+  let previousPlan: LrPlan | undefined;
   for (let s = 1; s < stage; s++) {
     const d = await stageDetails(run, s);
     if (d?.steps !== undefined && Number.isSafeInteger(d.steps) && d.steps > 0) stageSteps.push(d.steps);
@@ -67,16 +82,59 @@ export async function runLrPlan(run: string, stage: number, totalStages: number 
       notes.push(`stage ${s} of ${run} has no record of its steps; the learning-rate plan assumes it ran ${steps} like this one`);
       stageSteps.push(steps);
     }
-    if (s === stage - 1 && d?.total_stages !== undefined) recordedTotal = d.total_stages;
+    if (s === stage - 1) {
+      if (d?.total_stages !== undefined) recordedTotal = d.total_stages;
+      previousPlan = recordedPlan(d?.lr_plan);
+    }
   }
   const total = totalStages ?? recordedTotal ?? stage;
   if (total < stage) throw new UsageError(`the run was planned for ${total} stage${total === 1 ? '' : 's'} (recorded by stage ${stage - 1}); pass --total-stages ${stage} or more to train stage ${stage}`);
-  if (totalStages !== undefined && recordedTotal !== undefined && totalStages !== recordedTotal) {
-    notes.push(`--total-stages ${totalStages} differs from the ${recordedTotal} stages stage ${stage - 1} was planned with; the learning-rate plan changes from here on`);
-  }
+  const peakLr = lr ?? previousPlan?.peakLr ?? defaultLr;
+  const newTotal = totalStages !== undefined && recordedTotal !== undefined && totalStages !== recordedTotal;
+  if (newTotal) notes.push(`--total-stages ${totalStages} differs from the ${recordedTotal} stages stage ${stage - 1} was planned with; the learning-rate plan changes from here on`);
+  const newPeak = previousPlan !== undefined && peakLr !== previousPlan.peakLr;
+  if (newPeak) notes.push(`--lr ${peakLr} differs from the ${previousPlan!.peakLr} stage ${stage - 1} was planned with; the learning-rate plan is made again with ${peakLr} from here on`);
   const offset = stageSteps.reduce((a, b) => a + b, 0);
   for (let s = stage; s <= total; s++) stageSteps.push(steps);
-  return { plan: planForStages(lr, stageSteps), totalStages: total, offset, notes };
+  // The totals the earlier stages began with, from the previous stage's plan, when it matches
+  // the steps they ran (a record from before segmentTotals: every stage began with its total).
+  let ranWith: number[] = [];
+  if (previousPlan !== undefined && !newTotal && !newPeak && sameStarts(previousPlan, stageSteps.slice(0, stage))) {
+    ranWith = Array.from({ length: stage - 1 }, (_, i) => previousPlan!.segmentTotals?.[i] ?? previousPlan!.totalSteps);
+    const planned = previousPlan.stageStarts.length >= stage ? (previousPlan.stageStarts[stage] ?? previousPlan.totalSteps) - previousPlan.stageStarts[stage - 1]! : undefined;
+    const plan = planForStages(peakLr, stageSteps, ranWith);
+    if (plan.totalSteps !== previousPlan.totalSteps) {
+      notes.push(
+        `stage ${stage} trains ${steps} steps${planned !== undefined ? `, where stage ${stage - 1} planned ${planned}` : ''}: the learning rate continues from the ${learningRate(offset, plan).toExponential(3)} ` +
+          `stage ${stage - 1} would have used next, over the ${plan.totalSteps - offset} steps now left in the run`,
+      );
+    }
+    return { plan, totalStages: total, offset, notes };
+  }
+  return { plan: planForStages(peakLr, stageSteps), totalStages: total, offset, notes };
+}
+
+/** A recorded plan, when the record holds a well-formed one. */
+function recordedPlan(value: unknown): LrPlan | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const p = value as LrPlan;
+  if (typeof p.peakLr !== 'number' || typeof p.totalSteps !== 'number' || !Array.isArray(p.stageStarts)) return undefined;
+  try {
+    validateLrPlan(p);
+    return p;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `plan` starts its first stages where these step counts put them. */
+function sameStarts(plan: LrPlan, steps: readonly number[]): boolean {
+  let at = 0;
+  return steps.every((n, i) => {
+    const ok = plan.stageStarts[i] === at;
+    at += n;
+    return ok;
+  });
 }
 
 /**

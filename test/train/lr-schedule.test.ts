@@ -73,6 +73,26 @@ describe('learning-rate plan (§5)', () => {
     expect(learningRate(37, demo)).toBeCloseTo(atBoundary * 0.5 * (1 + Math.cos(Math.PI / 36)), 18);
   });
 
+  it('a stage that trains other steps than planned continues from the rate the previous stage would have used next', () => {
+    // Stage 1 ran 40 of a planned 3 × 40 (total 120, warm-up 3); stage 2 now trains 10, stage 3 then 10.
+    const ran = planForStages(1e-3, [40, 40, 40]);
+    const plan = planForStages(1e-3, [40, 10, 10], [120]);
+    expect(plan).toEqual({ peakLr: 1e-3, totalSteps: 60, stageStarts: [0, 40, 50], segmentTotals: [120, 60, 60] });
+    for (let s = 0; s < 40; s++) expect(learningRate(s, plan), `stage 1, step ${s}`).toBe(learningRate(s, ran));
+    // By hand: the first segment at j = 40 (n = 120, w = 3), then a cosine over the 20 steps left (w = ⌊0.1⌋ = 0).
+    const next = 1e-3 * 0.5 * (1 + Math.cos((Math.PI * (40 - 3)) / (120 - 3)));
+    expect(learningRate(40, plan)).toBeCloseTo(next, 18);
+    expect(learningRate(45, plan)).toBeCloseTo(next * 0.5 * (1 + Math.cos((Math.PI * 5) / 20)), 18);
+    // Stage 3 continues stage 2's segment (n = 20), its own over the 10 steps left.
+    const third = next * 0.5 * (1 + Math.cos((Math.PI * 10) / 20));
+    expect(learningRate(50, plan)).toBeCloseTo(third, 18);
+    expect(learningRate(60, plan)).toBe(0);
+    // A run that kept its plan records no segment totals: the same object as before them.
+    expect(planForStages(1e-3, [40, 40, 40], [120, 120])).toEqual(ran);
+    expect(() => learningRate(0, { ...plan, segmentTotals: [120, 40, 60] })).toThrow(UsageError);
+    expect(() => learningRate(0, { ...plan, segmentTotals: [120, 60] })).toThrow(UsageError);
+  });
+
   it('rejects malformed plans', () => {
     expect(() => learningRate(0, { peakLr: 1, totalSteps: 10, stageStarts: [5, 3] })).toThrow(UsageError);
     expect(() => learningRate(0, { peakLr: 1, totalSteps: 10, stageStarts: [10] })).toThrow(UsageError);
