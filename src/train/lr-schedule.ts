@@ -94,6 +94,20 @@ export function learningRate(step: number, plan: LrPlan): number {
   validateLrPlan(plan);
   if (step >= plan.totalSteps) return 0;
   if (step < 0) throw new UsageError(`step must be >= 0, got ${step}`);
+  const { base, start, length, warmup } = segmentAt(step, plan);
+  return cosineWithWarmup(step - start, base, length, warmup);
+}
+
+/**
+ * The rate the stage holding `step` continues from (its segment's base: the first stage's peak,
+ * or the rate the previous segment gives at the stage's start); what its warm-up climbs back to.
+ */
+export function stageBaseRate(step: number, plan: LrPlan): number {
+  validateLrPlan(plan);
+  return segmentAt(step, plan).base;
+}
+
+function segmentAt(step: number, plan: LrPlan): { base: number; start: number; length: number; warmup: number } {
   const totalAt = (i: number) => plan.segmentTotals?.[i] ?? plan.totalSteps;
   const n0 = totalAt(0); // segmentTotals, when given, start with the first stage's (validateLrPlan)
   let base = plan.peakLr;
@@ -108,7 +122,7 @@ export function learningRate(step: number, plan: LrPlan): number {
     length = totalAt(i) - boundary;
     warmup = warmupSteps(length, STAGE_WARMUP_FRACTION);
   }
-  return cosineWithWarmup(step - start, base, length, warmup);
+  return { base, start, length, warmup };
 }
 
 /**

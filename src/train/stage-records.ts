@@ -16,7 +16,7 @@ import { readJson, stageDir } from '../pipeline/expand-paths.js';
 import { PROVENANCE_FILE } from '../pipeline/provenance.js';
 import { Rng } from '../util/rng.js';
 import { loraRankForParamCount } from './lora.js';
-import { learningRate, planForStages, validateLrPlan, type LrPlan } from './lr-schedule.js';
+import { planForStages, stageBaseRate, validateLrPlan, type LrPlan } from './lr-schedule.js';
 import { modelParamCount, type TrainableSummary } from './trainable-params.js';
 
 /** The trainer's part of a stage's apex_run.json (`details`). */
@@ -105,7 +105,7 @@ export async function runLrPlan(
     const plan = planForStages(peakLr, stageSteps, ranWith);
     if (plan.totalSteps !== previousPlan.totalSteps) {
       notes.push(
-        `stage ${stage} trains ${steps} steps${planned !== undefined ? `, where stage ${stage - 1} planned ${planned}` : ''}: the learning rate continues from the ${learningRate(offset, plan).toExponential(3)} ` +
+        `stage ${stage} trains ${steps} steps${planned !== undefined ? `, where stage ${stage - 1} planned ${planned}` : ''}: the learning rate continues from the ${stageBaseRate(offset, plan).toExponential(3)} ` +
           `stage ${stage - 1} would have used next, over the ${plan.totalSteps - offset} steps now left in the run`,
       );
     }

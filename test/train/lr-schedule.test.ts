@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { learningRate, planForStages, warmupSteps } from '../../src/train/lr-schedule.js';
+import { learningRate, planForStages, stageBaseRate, warmupSteps } from '../../src/train/lr-schedule.js';
 
 describe('learning-rate plan (§5)', () => {
   const single = { peakLr: 1e-3, totalSteps: 200, stageStarts: [0] };
@@ -89,6 +89,15 @@ describe('learning-rate plan (§5)', () => {
     expect(learningRate(60, plan)).toBe(0);
     // A run that kept its plan records no segment totals: the same object as before them.
     expect(planForStages(1e-3, [40, 40, 40], [120, 120])).toEqual(ran);
+    expect(stageBaseRate(45, plan)).toBeCloseTo(next, 18);
+    expect(stageBaseRate(10, plan)).toBe(1e-3);
+    // With a re-warm-up the stage starts at 0 and climbs back to its base: 1000 steps ran of a planned
+    // 3 × 1000, then 500 (and 500): 1000 left, warm-up ⌊5⌋ = 5.
+    const long = planForStages(2e-5, [1000, 500, 500], [3000]);
+    const base = 2e-5 * 0.5 * (1 + Math.cos((Math.PI * (1000 - 90)) / 2910));
+    expect(learningRate(1000, long)).toBe(0);
+    expect(stageBaseRate(1000, long)).toBeCloseTo(base, 18);
+    expect(learningRate(1005, long)).toBeCloseTo(base, 18);
     expect(() => learningRate(0, { ...plan, segmentTotals: [120, 40, 60] })).toThrow(UsageError);
     expect(() => learningRate(0, { ...plan, segmentTotals: [120, 60] })).toThrow(UsageError);
   });
