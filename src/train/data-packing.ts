@@ -43,7 +43,7 @@ export interface MaskedSequences {
   dropped: number;
   /** Tokens of each kept sequence before padding. */
   lengths: number[];
-  /** Kept conversations that truncation cut inside or before an assistant turn. */
+  /** Kept conversations that lost some assistant tokens to truncation. */
   truncated: number;
   /** Assistant tokens (loss targets) of all conversations, and those truncation removed. */
   targets: number;

@@ -54,7 +54,7 @@ export interface DataSpecRecord {
   tokens: number;
   /** Chat conversations dropped because truncation to seqLen left no assistant token. */
   dropped?: number;
-  /** Chat conversations kept but cut inside or before an assistant turn by truncation to seqLen. */
+  /** Chat conversations kept that lost some assistant tokens to truncation at seqLen. */
   truncated?: number;
   /** Chat: assistant tokens that truncation to seqLen removed (dropped conversations included). */
   targetsLost?: number;
@@ -229,7 +229,7 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   }
   if (built.truncated > 0) {
     options.onWarning?.(
-      `${describeSplit(record)}: ${built.truncated} of ${examples.length} conversations were cut inside an assistant answer by truncation to ${options.seqLen} tokens; ` +
+      `${describeSplit(record)}: ${built.truncated} of ${examples.length} conversations lost assistant tokens to truncation at ${options.seqLen} tokens; ` +
         `${built.targetsLost} of ${built.targets} assistant tokens are not trained (raise ${raise} to keep them)`,
     );
   }

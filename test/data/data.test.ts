@@ -159,7 +159,7 @@ describe('loadSequences', () => {
     expect(lost).toBeGreaterThan(3); // the long answer and the dropped conversation's 'yes'
     expect(set.source).toMatchObject({ dropped: 1, truncated: 1, targetsLost: lost });
     expect(warnings.at(-1)).toBe(
-      `the data (${chat}: 3 documents): 1 of 3 conversations were cut inside an assistant answer by truncation to 48 tokens; ${lost} of ${all} assistant tokens are not trained (raise --seq-len to keep them)`,
+      `the data (${chat}: 3 documents): 1 of 3 conversations lost assistant tokens to truncation at 48 tokens; ${lost} of ${all} assistant tokens are not trained (raise --seq-len to keep them)`,
     );
   });
 
