@@ -78,7 +78,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
       if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);
       const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
-      if (!chosen.resident) this.note(`the model needs about ${formatBytes(chosen.residentBytes)} in memory, above --max-memory: streaming its layers from disk at every step (slow)`);
+      if (!chosen.resident) this.note(`the model needs about ${formatBytes(chosen.residentBytes)} in memory, above --max-memory or what the backend holds: streaming its layers from disk at every step (slow)`);
       const started = performance.now();
       let out;
       try {

@@ -43,6 +43,14 @@ export interface GenerateResult {
 /** Vocab rows per lm_head block when scoring the last position. */
 const LM_HEAD_BLOCK_ROWS = 8192;
 
+/**
+ * Prompt positions run through the model at once. A longer prompt is run in pieces that each
+ * attend to the cache of the earlier ones (the same function, up to float rounding), so its
+ * activations and attention scores stay within [B, PREFILL_CHUNK, …] instead of growing with the
+ * square of the prompt.
+ */
+export const PREFILL_CHUNK = 512;
+
 export async function generate(source: WeightSource, prompts: readonly ArrayLike<number>[], options: GenerateOptions): Promise<GenerateResult> {
   const { spec } = source;
   checkTokens(spec, prompts);
@@ -67,7 +75,14 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
     let position = 0;
     for (let step = 0; step < options.maxNewTokens; step++) {
       options.signal?.throwIfAborted();
-      const last = await lastPositionLogits(source, input, position, inv, cache);
+      // The prompt's pieces before its last one only fill the cache.
+      while (input[0]!.length > PREFILL_CHUNK) {
+        await runPositions(source, input.map((row) => row.slice(0, PREFILL_CHUNK)), position, inv, cache, false);
+        position += PREFILL_CHUNK;
+        input = input.map((row) => row.slice(PREFILL_CHUNK));
+        options.signal?.throwIfAborted();
+      }
+      const last = (await runPositions(source, input, position, inv, cache, true))!;
       position += input[0]!.length;
       for (let b = 0; b < B; b++) {
         if (stopped[b]) continue;
@@ -90,8 +105,8 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
   };
 }
 
-/** Runs `tokens` [B, T] at positions position… through all layers (updating the cache); logits of the last position, [B·V]. */
-async function lastPositionLogits(source: WeightSource, tokens: number[][], position: number, inv: Float32Array, cache: (KeyValue | undefined)[]): Promise<Float32Array> {
+/** Runs `tokens` [B, T] at positions position… through all layers (updating the cache); with `logits`, those of the last position, [B·V]. */
+async function runPositions(source: WeightSource, tokens: number[][], position: number, inv: Float32Array, cache: (KeyValue | undefined)[], logits: boolean): Promise<Float32Array | undefined> {
   const { spec } = source;
   const B = tokens.length;
   const T = tokens[0]!.length;
@@ -119,6 +134,10 @@ async function lastPositionLogits(source: WeightSource, tokens: number[][], posi
   } finally {
     rope.cos.dispose();
     rope.signedSin.dispose();
+  }
+  if (!logits) {
+    x.dispose();
+    return undefined;
   }
   const norm = await source.finalNorm();
   const h = tf.tidy(() => rmsNorm(tf.reshape(tf.slice(x, [0, T - 1, 0], [B, 1, D]), [B, D]), norm.value, spec.rmsNormEps));

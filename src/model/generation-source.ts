@@ -3,12 +3,15 @@
  * each step reuses the weights), else the streaming checkpoint source (each step re-reads the
  * layers; slow, but memory stays at one layer plus the key/value cache).
  */
+import * as tf from '@tensorflow/tfjs';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { expectedTensors } from './architecture.js';
 import { estimateForwardMemory } from './memory-estimate.js';
 import type { ModelSpec } from './model-spec.js';
 import { ResidentWeightSource, disposeModelWeights, loadModelWeights } from './model-weights.js';
 import { CheckpointWeightSource, type WeightSource } from './weight-source.js';
+import { PREFILL_CHUNK } from './generate.js';
+import { checkWasmHeap, tfHeapAllowance } from './wasm-heap-limit.js';
 
 export interface GenerationSource {
   readonly source: WeightSource;
@@ -18,17 +21,36 @@ export interface GenerationSource {
   dispose(): void;
 }
 
-/** float32 weights, the key/value cache of `batch` sequences of `totalLength`, and one prefill's activations. */
+/** float32 weights, the key/value cache of `batch` sequences of `totalLength`, and one prefill piece's activations. */
 export function residentGenerationBytes(spec: ModelSpec, batch: number, promptLength: number, totalLength: number): number {
+  return 4 * modelParams(spec) + generationWorkBytes(spec, batch, promptLength, totalLength);
+}
+
+/**
+ * Tensor memory of generation besides the weights: the key/value cache, the activations of one
+ * prefill piece (generate.ts PREFILL_CHUNK positions) and its attention scores against the
+ * whole cache (scores and softmax, [batch, heads, piece, totalLength]).
+ */
+export function generationWorkBytes(spec: ModelSpec, batch: number, promptLength: number, totalLength: number): number {
+  const piece = Math.min(promptLength, PREFILL_CHUNK);
+  const cache = 4 * 2 * spec.numLayers * batch * spec.numKvHeads * spec.headDim * totalLength;
+  const scores = 4 * 2 * batch * spec.numHeads * piece * totalLength;
+  return cache + estimateForwardMemory(spec, batch, piece).activationBytes + scores;
+}
+
+function modelParams(spec: ModelSpec): number {
   let params = 0;
   for (const dims of expectedTensors(spec).values()) params += dims.reduce((p, d) => p * d, 1);
-  const cache = 4 * 2 * spec.numLayers * batch * spec.numKvHeads * spec.headDim * totalLength;
-  return 4 * params + cache + estimateForwardMemory(spec, batch, promptLength).activationBytes;
+  return params;
 }
 
 export async function chooseGenerationSource(checkpoint: Checkpoint, spec: ModelSpec, budget: number, batch: number, promptLength: number, totalLength: number): Promise<GenerationSource> {
   const residentBytes = residentGenerationBytes(spec, batch, promptLength, totalLength);
-  if (residentBytes > budget) {
+  const work = generationWorkBytes(spec, batch, promptLength, totalLength);
+  if (residentBytes > budget || residentBytes > tfHeapAllowance(tf.getBackend())) {
+    // Streamed: one layer's weights at a time, and the work; refused when even that cannot fit the wasm heap.
+    const layer = estimateForwardMemory(spec, batch, 1).layerBytes;
+    checkWasmHeap(tf.getBackend(), work + layer, `generating ${batch} × ${totalLength} tokens (key/value cache and attention of ${Math.min(promptLength, PREFILL_CHUNK)}-position prompt pieces)`, 'use fewer or shorter prompts, fewer --max-new-tokens, or another backend (--backend webgpu, tensorflow or cpu)');
     return { source: new CheckpointWeightSource(checkpoint, spec), resident: false, residentBytes, dispose: () => {} };
   }
   const { model } = await loadModelWeights(checkpoint);

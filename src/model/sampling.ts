@@ -26,11 +26,13 @@ export function chooseToken(logits: ArrayLike<number>, options: SamplingOptions,
   if (options.temperature === 0) return argmax(logits);
   const V = logits.length;
   let max = -Infinity;
-  for (let i = 0; i < V; i++) max = Math.max(max, logits[i]! / options.temperature);
+  for (let i = 0; i < V; i++) max = Math.max(max, logits[i]!);
   const probs = new Float64Array(V);
   let total = 0;
+  // (logit − max) / T, not logit / T − max / T: a tiny temperature sends the first to −∞ or 0
+  // (so sampling tends to greedy), the second to ∞ − ∞ = NaN.
   for (let i = 0; i < V; i++) {
-    probs[i] = Math.exp(logits[i]! / options.temperature - max);
+    probs[i] = Math.exp((logits[i]! - max) / options.temperature);
     total += probs[i]!;
   }
   for (let i = 0; i < V; i++) probs[i]! /= total;

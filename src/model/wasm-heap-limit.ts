@@ -29,12 +29,16 @@ export function tfHeapAllowance(backend: string): number {
 }
 
 /** Throws ResourceLimitError (exit 5) when `backend` is wasm and the tf-heap estimate does not fit. */
-export function checkWasmHeap(backend: string, tfHeapBytes: number, what: string): void {
+export function checkWasmHeap(
+  backend: string,
+  tfHeapBytes: number,
+  what: string,
+  advice = 'lower --batch-size or --seq-len (use --grad-accum to keep the batch), or use another backend (--backend webgpu, tensorflow or cpu)',
+): void {
   if (backend !== 'wasm' || tfHeapBytes <= WASM_HEAP_USABLE_BYTES) return;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(tfHeapBytes)} of tensor memory, more than the wasm backend's heap can hold ` +
-      `(limit ${formatBytes(WASM_HEAP_LIMIT_BYTES)}, of which ${formatBytes(WASM_HEAP_USABLE_BYTES)} usable for an estimate); ` +
-      'lower --batch-size or --seq-len (use --grad-accum to keep the batch), or use another backend (--backend webgpu, tensorflow or cpu)',
+      `(limit ${formatBytes(WASM_HEAP_LIMIT_BYTES)}, of which ${formatBytes(WASM_HEAP_USABLE_BYTES)} usable for an estimate); ${advice}`,
     'MEMORY_WASM_HEAP',
   );
 }

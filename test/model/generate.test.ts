@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { selectBackend } from '../../src/model/backend.js';
-import { generate } from '../../src/model/generate.js';
+import { generate, PREFILL_CHUNK } from '../../src/model/generate.js';
 import { ResidentWeightSource, disposeModelWeights, loadModelWeights, type ModelWeights } from '../../src/model/model-weights.js';
 import { argmax, chooseToken } from '../../src/model/sampling.js';
 import { computeLogits } from '../../src/model/streaming-forward.js';
@@ -45,6 +45,15 @@ describe('generate', () => {
     const [logits] = await computeLogits(stories.source, [seq]);
     const V = stories.spec.vocabSize;
     for (let t = prompt.length - 1; t < seq.length - 1; t++) expect(argmax(logits!.subarray(t * V, (t + 1) * V))).toBe(seq[t + 1]);
+  });
+
+  it(`a prompt longer than ${PREFILL_CHUNK} positions is run in pieces; greedy tokens still follow the argmax of a full forward`, async () => {
+    const long = Int32Array.from({ length: 2 * PREFILL_CHUNK + 76 }, (_, i) => (i === 0 ? 1 : 3 + ((i * 37) % 500)));
+    const out = await generate(new ResidentWeightSource(model), [long], { maxNewTokens: 4 });
+    const seq = out.sequences[0]!;
+    const [logits] = await computeLogits(stories.source, [seq]);
+    const V = stories.spec.vocabSize;
+    for (let t = long.length - 1; t < seq.length - 1; t++) expect(argmax(logits!.subarray(t * V, (t + 1) * V)), `position ${t}`).toBe(seq[t + 1]);
   });
 
   it('gives the same tokens from the streamed checkpoint and the resident model, alone or batched', async () => {
@@ -134,5 +143,11 @@ describe('chooseToken', () => {
     for (let i = 0; i < 6000; i++) counts[chooseToken(logits, { temperature: 1, topP: 1 }, rng)]!++;
     expect(counts[1]! / 6000).toBeGreaterThan(0.27);
     expect(counts[1]! / 6000).toBeLessThan(0.33);
+  });
+
+  it('a temperature so small that logits / T overflow samples the argmax (not index 0 from NaN probabilities)', () => {
+    const rng = new Rng(1);
+    const wide = Float32Array.from([-5, 3, 7.5, 2]);
+    for (const temperature of [1e-320, 1e-300, 1e-12]) expect(chooseToken(wide, { temperature, topP: 1 }, rng), String(temperature)).toBe(2);
   });
 });
