@@ -38,7 +38,7 @@ export interface ChatRenderer {
   render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): string;
 }
 
-export function chatRenderer(options: { template?: string; bosToken?: string; eosToken?: string }): ChatRenderer {
+export function chatRenderer(options: { template?: string; bosToken?: string; eosToken?: string; specialTokens?: Readonly<Record<string, string | readonly string[]>> }): ChatRenderer {
   const source = options.template ?? TULU_CHAT_TEMPLATE;
   let compiled: Template;
   try {
@@ -52,6 +52,8 @@ export function chatRenderer(options: { template?: string; bosToken?: string; eo
     render(messages, addGenerationPrompt) {
       try {
         return compiled.render({
+          // As transformers' apply_chat_template: the special tokens map, then these.
+          ...options.specialTokens,
           messages,
           add_generation_prompt: addGenerationPrompt,
           bos_token: options.bosToken ?? '',
@@ -65,7 +67,7 @@ export function chatRenderer(options: { template?: string; bosToken?: string; eo
 }
 
 export function rendererFor(tokenizer: ApexTokenizer): ChatRenderer {
-  return chatRenderer({ template: tokenizer.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken });
+  return chatRenderer({ template: tokenizer.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, specialTokens: tokenizer.specialTokens });
 }
 
 /** Character ranges [start, end) of each assistant message inside the full rendering. */

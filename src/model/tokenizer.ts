@@ -32,6 +32,12 @@ export interface ApexTokenizer {
   readonly padId: number | undefined;
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
+  /**
+   * The special tokens transformers hands a chat template (its special_tokens_map): bos_token,
+   * eos_token, unk_token, sep_token, pad_token, cls_token, mask_token when configured, and
+   * additional_special_tokens.
+   */
+  readonly specialTokens: Readonly<Record<string, string | readonly string[]>>;
   /** Special ids the post-processor (adjusted by the config) puts before and after a text. */
   readonly prefixIds: readonly number[];
   readonly suffixIds: readonly number[];
@@ -42,6 +48,9 @@ export interface ApexTokenizer {
 }
 
 type TokenizerConfig = Record<string, unknown>;
+
+/** The single special tokens of transformers' special_tokens_map, as tokenizer_config.json names them. */
+const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'] as const;
 
 /** A special-token entry in tokenizer_config.json is a string or an AddedToken object. */
 function tokenString(value: unknown): string | undefined {
@@ -152,6 +161,13 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
   const bosToken = tokenString(config.bos_token) ?? tokenString(specialMap.bos_token);
   const eosToken = tokenString(config.eos_token) ?? tokenString(specialMap.eos_token);
   const padToken = tokenString(config.pad_token) ?? tokenString(specialMap.pad_token);
+  const specialTokens: Record<string, string | string[]> = {};
+  for (const key of SPECIAL_TOKEN_KEYS) {
+    const value = tokenString(config[key]) ?? tokenString(specialMap[key]);
+    if (value !== undefined) specialTokens[key] = value;
+  }
+  const additional = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens : Array.isArray(specialMap.additional_special_tokens) ? specialMap.additional_special_tokens : undefined;
+  if (additional !== undefined) specialTokens.additional_special_tokens = additional.map(tokenString).filter((t): t is string => t !== undefined);
   const bosId = bosToken !== undefined ? tok.token_to_id(bosToken) : undefined;
   const eosId = eosToken !== undefined ? tok.token_to_id(eosToken) : undefined;
   const padId = (padToken !== undefined ? tok.token_to_id(padToken) : undefined) ?? eosId;
@@ -168,6 +184,7 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
     padId,
     bosToken,
     eosToken,
+    specialTokens,
     prefixIds: prefix,
     suffixIds: suffix,
     chatTemplate,

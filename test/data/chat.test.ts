@@ -125,3 +125,13 @@ describe('SentencePiece-style tokenizers', () => {
     expect(tok.decode(ids.slice(0, first))).toMatch(/The cap\?\s*<\|assistant\|>\s*$/);
   });
 });
+
+describe('template variables', () => {
+  it('a template gets the special tokens transformers passes it (unk_token, pad_token, additional ones), not only bos/eos', async () => {
+    const tok = await tokenizer();
+    expect(tok.specialTokens).toEqual({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' });
+    const r = rendererFor(withTemplate({ ...tok, specialTokens: { ...tok.specialTokens, pad_token: '<pad>', additional_special_tokens: ['<a>', '<b>'] } },
+      "{{ unk_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{{ pad_token }}{{ additional_special_tokens[1] }}{{ eos_token }}"));
+    expect(r.render([{ role: 'user', content: 'hi' }], false)).toBe('<unk>hi<pad><b></s>');
+  });
+});
