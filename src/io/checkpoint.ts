@@ -40,7 +40,16 @@ export class Checkpoint {
     readonly unlistedFiles: readonly string[] = [],
   ) {}
 
-  static async open(dir: string, options: { requireConfig?: boolean } = {}): Promise<Checkpoint> {
+  /**
+   * `indexProblems`: where an index and its shards disagree (a shard missing, a tensor in two
+   * shards or mapped elsewhere), record the problem there and go on with what can be read
+   * (`apex inspect` reports them) instead of throwing INDEX_MISMATCH.
+   */
+  static async open(dir: string, options: { requireConfig?: boolean; indexProblems?: string[] } = {}): Promise<Checkpoint> {
+    const mismatch = (message: string): void => {
+      if (options.indexProblems === undefined) throw new InputError(message, 'INDEX_MISMATCH');
+      options.indexProblems.push(message);
+    };
     const config = await readConfig(dir, options.requireConfig ?? true);
     let entries: string[];
     try {
@@ -58,9 +67,8 @@ export class Checkpoint {
         index = await readIndex(join(dir, INDEX_FILE));
         shardFiles = [...new Set(index.weightMap.values())].sort();
         unlisted = entries.filter((f) => f.endsWith('.safetensors') && !shardFiles.includes(f)).sort();
-        for (const f of shardFiles) {
-          if (!entries.includes(f)) throw new InputError(`${join(dir, INDEX_FILE)}: lists shard '${f}' which does not exist`, 'INDEX_MISMATCH');
-        }
+        for (const f of shardFiles) if (!entries.includes(f)) mismatch(`${join(dir, INDEX_FILE)}: lists shard '${f}' which does not exist`);
+        shardFiles = shardFiles.filter((f) => entries.includes(f));
       } else if (entries.includes(SINGLE_FILE)) {
         shardFiles = [SINGLE_FILE];
       } else {
@@ -77,18 +85,21 @@ export class Checkpoint {
         opened.set(f, st);
         for (const t of st.tensors) {
           const prev = tensors.get(t.name);
-          if (prev) throw new InputError(`${dir}: tensor '${t.name}' appears in both ${prev.file} and ${f}`, 'INDEX_MISMATCH');
+          if (prev) {
+            mismatch(`${dir}: tensor '${t.name}' appears in both ${prev.file} and ${f}`);
+            continue; // the first copy stands
+          }
           if (index) {
             const mapped = index.weightMap.get(t.name);
-            if (mapped === undefined) throw new InputError(`${join(dir, INDEX_FILE)}: tensor '${t.name}' in ${f} is not in the weight_map`, 'INDEX_MISMATCH');
-            if (mapped !== f) throw new InputError(`${join(dir, INDEX_FILE)}: maps '${t.name}' to ${mapped} but it is stored in ${f}`, 'INDEX_MISMATCH');
+            if (mapped === undefined) mismatch(`${join(dir, INDEX_FILE)}: tensor '${t.name}' in ${f} is not in the weight_map`);
+            else if (mapped !== f) mismatch(`${join(dir, INDEX_FILE)}: maps '${t.name}' to ${mapped} but it is stored in ${f}`);
           }
           tensors.set(t.name, { ...t, file: f });
         }
       }
       if (index) {
         for (const [name, f] of index.weightMap) {
-          if (!tensors.has(name)) throw new InputError(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`, 'INDEX_MISMATCH');
+          if (!tensors.has(name) && shardFiles.includes(f)) mismatch(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`);
         }
       }
       return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted);

@@ -78,7 +78,8 @@ export interface InspectResult {
  * 3) and summarises it.
  */
 export async function inspectCheckpoint(dir: string): Promise<InspectResult> {
-  const ck = await Checkpoint.open(dir);
+  const indexProblems: string[] = [];
+  const ck = await Checkpoint.open(dir, { indexProblems });
   try {
     const tensors = ck.tensors();
     const warnings: string[] = [];
@@ -86,7 +87,11 @@ export async function inspectCheckpoint(dir: string): Promise<InspectResult> {
       { check: 'safetensors headers', ok: true, detail: `${ck.shardFiles.length} file(s) valid (offsets, sizes, dtypes, no trailing bytes)` },
     ];
     if (ck.index) {
-      checks.push({ check: 'shard index', ok: true, detail: 'every mapped tensor is in its shard; no tensor in two shards; no missing shards' });
+      checks.push(
+        indexProblems.length === 0
+          ? { check: 'shard index', ok: true, detail: 'every mapped tensor is in its shard; no tensor in two shards; no missing shards' }
+          : { check: 'shard index', ok: false, detail: indexProblems.join('; ') },
+      );
       if (ck.unlistedFiles.length > 0) {
         warnings.push(`${ck.unlistedFiles.join(', ')} in the folder but not in ${INDEX_FILE}: not part of the checkpoint, not read`);
       }

@@ -36,6 +36,14 @@ async function openError(d: string): Promise<InputError> {
   return err as InputError;
 }
 
+
+/** apex inspect keeps its report for the same checkpoint: the shard-index check fails, naming the problem. */
+async function inspectFails(d: string, problem: string): Promise<void> {
+  const report = await inspectCheckpoint(d);
+  expect(report.validation.ok).toBe(false);
+  expect(report.validation.checks.find((c) => c.check === 'shard index')).toMatchObject({ ok: false, detail: expect.stringContaining(problem) });
+}
+
 describe('sharded checkpoint index cross-checks', () => {
   it('the unmodified sharded checkpoint opens', async () => {
     const ck = await Checkpoint.open(sharded);
@@ -49,6 +57,7 @@ describe('sharded checkpoint index cross-checks', () => {
     const e = await openError(d);
     expect(e.code).toBe('INDEX_MISMATCH');
     expect(e.message).toContain("'model.layers.9.mlp.up_proj.weight'");
+    await inspectFails(d, e.message);
   });
 
   it('a tensor stored in two shards', async () => {
@@ -69,6 +78,7 @@ describe('sharded checkpoint index cross-checks', () => {
     const e = await openError(d);
     expect(e.code).toBe('INDEX_MISMATCH');
     expect(e.message).toMatch(/appears in both|maps '.*' to/);
+    await inspectFails(d, e.message);
   });
 
   it('safetensors files the index does not list are left unread and reported, as transformers does', async () => {
@@ -102,6 +112,7 @@ describe('sharded checkpoint index cross-checks', () => {
     const e = await openError(d);
     expect(e.code).toBe('INDEX_MISMATCH');
     expect(e.message).toMatch(/does not exist/);
+    await inspectFails(d, e.message);
   });
 
   it('a tensor in a shard that the index does not map', async () => {
@@ -109,6 +120,7 @@ describe('sharded checkpoint index cross-checks', () => {
     const e = await openError(d);
     expect(e.code).toBe('INDEX_MISMATCH');
     expect(e.message).toContain("'model.norm.weight'");
+    await inspectFails(d, e.message);
   });
 
   it.each([
