@@ -10,7 +10,7 @@ import { formatBytes, parseByteSize } from '../io/byte-size.js';
 import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate } from '../model/generate.js';
-import { generationEosIds } from '../model/generation-config.js';
+import { generationEosIds, generationSampling } from '../model/generation-config.js';
 import { contextWarning } from '../model/streaming-forward.js';
 import { chooseGenerationSource } from '../model/generation-source.js';
 import { openModelForCompute } from '../model/open-model.js';
@@ -25,6 +25,8 @@ export interface GenerateCommandResult {
   backendDetail: string;
   /** Whether all weights were held in memory (else streamed from disk every step). */
   resident: boolean;
+  /** How tokens were chosen (temperature 0: greedy), and whether the flags or generation_config.json said so. */
+  sampling: { temperature: number; topK: number; topP: number; seed: number; from: 'flags' | 'generation_config' | 'default' };
   sequences: { ids: number[]; generatedIds: number[]; text?: string; generatedText?: string; stopped: boolean }[];
   idsOut?: string;
   seconds: number;
@@ -42,9 +44,9 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     prompt: Flags.string({ description: 'Prompt text (needs the model\'s tokenizer). Default: just the BOS token.', exclusive: ['input-ids'] }),
     'input-ids': Flags.string({ description: 'Prompts as token ids: one I32/I64 [B, T] safetensors tensor, or input_ids with a right-padding attention_mask (each row one prompt, up to its mask).' }),
     'max-new-tokens': Flags.integer({ description: 'Tokens to generate per prompt.', default: 64, min: 0 }),
-    temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy.', default: '0' }),
-    'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass.', default: '1' }),
-    'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off. Hugging Face generate samples with 50 unless told otherwise.', default: 0, min: 0 }),
+    temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy. Default: what the model\'s generation_config.json asks for (do_sample, temperature, top_k, top_p, as Hugging Face generate), else greedy.' }),
+    'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass (default: generation_config.json\'s when it samples, else 1).' }),
+    'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off (default: generation_config.json\'s when it samples, else 0).', min: 0 }),
     seed: Flags.integer({ description: 'Sampling seed.', default: 0, min: 0, max: MAX_SEED }),
     'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids. An existing file is replaced only with --force.' }),
     force: Flags.boolean({ description: 'Replace an existing --ids-out file.' }),
@@ -56,16 +58,22 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     const { args, flags } = await this.parse(Generate);
     // Number('') is 0 and Number('0x10') 16: only plain decimal numbers are read as numbers.
     const decimal = (text: string) => (/^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(text) ? Number(text) : Number.NaN);
-    const temperature = decimal(flags.temperature);
-    const topP = decimal(flags['top-p']);
-    if (temperature === 0 && (flags['top-k'] > 0 || flags['top-p'] !== '1')) {
-      this.note('--temperature 0 decodes greedily: --top-k and --top-p have no effect');
-    }
-    if (!Number.isFinite(temperature) || temperature < 0) throw new UsageError(`--temperature must be a number ≥ 0, got '${flags.temperature}'`);
-    if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${flags['top-p']}'`);
+    const flagTemperature = flags.temperature === undefined ? undefined : decimal(flags.temperature);
+    const flagTopP = flags['top-p'] === undefined ? undefined : decimal(flags['top-p']);
+    if (flagTemperature !== undefined && (!Number.isFinite(flagTemperature) || flagTemperature < 0)) throw new UsageError(`--temperature must be a number ≥ 0, got '${flags.temperature}'`);
+    if (flagTopP !== undefined && !(flagTopP > 0 && flagTopP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got '${flags['top-p']}'`);
     const budget = parseByteSize(flags['max-memory'], '--max-memory');
     const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
     try {
+      // Flags first, then the model's generation_config.json (as Hugging Face generate), then greedy.
+      const fromModel = flagTemperature === 0 ? undefined : await generationSampling(opened.resolved.dir);
+      const temperature = flagTemperature ?? fromModel?.temperature ?? 0;
+      const topP = flagTopP ?? fromModel?.topP ?? 1;
+      const topK = flags['top-k'] ?? fromModel?.topK ?? 0;
+      if (fromModel !== undefined && flagTemperature === undefined) {
+        this.note(`sampling as the model's generation_config.json asks (temperature ${temperature}, top-k ${topK}, top-p ${topP}); --temperature 0 decodes greedily`);
+      }
+      if (temperature === 0 && (topK > 0 || topP !== 1)) this.note('--temperature 0 decodes greedily: --top-k and --top-p have no effect');
       // Checked before generating: a mistyped path must neither cost the run nor overwrite a model file.
       const idsOut = flags['ids-out'] === undefined ? undefined : checkOutputFile(flags['ids-out'], { flag: '--ids-out', protectedFolders: [{ label: 'the model folder', path: opened.resolved.dir }], force: flags.force });
       opened.warnings.forEach((w) => this.note(w));
@@ -83,7 +91,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       let out;
       try {
         out = await generate(chosen.source, prompts, {
-          maxNewTokens: flags['max-new-tokens'], temperature, topP, topK: flags['top-k'], seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
+          maxNewTokens: flags['max-new-tokens'], temperature, topP, topK, seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
           onStep: (s, n) => this.progress.update(`token ${s}/${n}`),
         });
       } finally {
@@ -105,7 +113,9 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       }
       const generatedCount = out.generated.reduce((a, g) => a + g.length, 0);
       return {
-        model: args.model, backend: opened.backend.name, backendDetail: opened.backend.detail, resident: chosen.resident, sequences,
+        model: args.model, backend: opened.backend.name, backendDetail: opened.backend.detail, resident: chosen.resident,
+        sampling: { temperature, topK, topP, seed: flags.seed, from: flagTemperature !== undefined ? 'flags' : fromModel !== undefined ? 'generation_config' : 'default' },
+        sequences,
         ...(idsOut !== undefined ? { idsOut } : {}), seconds, tokensPerSecond: generatedCount / seconds,
       };
     } finally {

@@ -124,6 +124,30 @@ describe('apex generate', () => {
     expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: eos_token_id must be a token id') });
   });
 
+  it('samples as generation_config.json asks (do_sample, temperature, top_p; top_k defaulting to 50) unless the flags say otherwise', async () => {
+    const ref = await loadReference('stories260K');
+    const model = join(tmp, 'stories-sampling');
+    mkdirSync(model);
+    for (const f of readdirSync('fixtures/stories260K')) copyFileSync(join('fixtures/stories260K', f), join(model, f));
+    const config = JSON.parse(readFileSync(join(model, 'generation_config.json'), 'utf8'));
+    writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: true, temperature: 0.7, top_p: 0.9 }));
+    const sampled = apex(['generate', model, '--max-new-tokens', '16', '--seed', '5', '--backend', 'wasm']);
+    expect(sampled.json.data.sampling).toEqual({ temperature: 0.7, topK: 50, topP: 0.9, seed: 5, from: 'generation_config' });
+    expect(sampled.json.warnings.join('\n')).toContain("sampling as the model's generation_config.json asks (temperature 0.7, top-k 50, top-p 0.9)");
+    // The same as asking the plain fixture (greedy by its generation_config) for these settings by flags.
+    const byFlags = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '16', '--seed', '5', '--temperature', '0.7', '--top-k', '50', '--top-p', '0.9', '--backend', 'wasm']);
+    expect(byFlags.json.data.sampling.from).toBe('flags');
+    expect(sampled.json.data.sequences[0].ids).toEqual(byFlags.json.data.sequences[0].ids);
+    expect(sampled.json.data.sequences[0].ids).not.toEqual(Array.from(ref.greedyIds.subarray(0, 17)));
+    const greedy = apex(['generate', model, '--max-new-tokens', '16', '--temperature', '0', '--backend', 'wasm']);
+    expect(greedy.json.data.sequences[0].ids).toEqual(Array.from(ref.greedyIds.subarray(0, 17)));
+    const plain = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '1', '--backend', 'wasm']);
+    expect(plain.json.data.sampling).toEqual({ temperature: 0, topK: 0, topP: 1, seed: 0, from: 'default' });
+    writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: true, top_p: 2 }));
+    const bad = apex(['generate', model, '--max-new-tokens', '1', '--backend', 'wasm']);
+    expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: top_p must be a number in its range, got 2') });
+  });
+
   it('tokenizes a text prompt and decodes the continuation', () => {
     const r = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'The Congress', '--max-new-tokens', '8', '--backend', 'wasm']);
     expect(r.status).toBe(0);
