@@ -78,22 +78,35 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       const idsOut = flags['ids-out'] === undefined ? undefined : checkOutputFile(flags['ids-out'], { flag: '--ids-out', protectedFolders: [{ label: 'the model folder', path: opened.resolved.dir }], force: flags.force });
       opened.warnings.forEach((w) => this.note(w));
       const tokenizer = await loadTokenizer(opened.resolved.dir);
-      const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec, onWarning: (m) => this.note(m) });
+      const prompts = await buildPrompts({ ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}), ...(flags['input-ids'] ? { inputIds: flags['input-ids'] } : {}), ...(tokenizer ? { tokenizer } : {}), spec: opened.spec });
       // Stop on every end-of-sequence id the model declares: config.json, generation_config.json (where
       // Hugging Face generate looks, and instruction-tuned models list end-of-turn tokens) and the tokenizer.
       const stops = [...new Set([...opened.spec.eosTokenIds, ...(await generationEosIds(opened.resolved.dir)), ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];
-      const P = prompts[0]!.length;
+      const P = Math.max(...prompts.map((p) => p.length));
       const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
       if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);
       const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
       if (!chosen.resident) this.note(`the model needs about ${formatBytes(chosen.residentBytes)} in memory, above --max-memory or what the backend holds: streaming its layers from disk at every step (slow)`);
       const started = performance.now();
-      let out;
+      // One batch per prompt length (rows of an --input-ids file padded to one width differ), each
+      // continued from its own end; the g-th batch samples with seed + g.
+      const groups = new Map<number, number[]>();
+      prompts.forEach((p, i) => groups.set(p.length, [...(groups.get(p.length) ?? []), i]));
+      const out = { sequences: new Array<Int32Array>(prompts.length), generated: new Array<Int32Array>(prompts.length), stopped: new Array<boolean>(prompts.length) };
       try {
-        out = await generate(chosen.source, prompts, {
-          maxNewTokens: flags['max-new-tokens'], temperature, topP, topK, seed: flags.seed, stopTokenIds: stops, signal: this.abort.signal,
-          onStep: (s, n) => this.progress.update(`token ${s}/${n}`),
-        });
+        let g = 0;
+        for (const [length, rows] of groups) {
+          const part = await generate(chosen.source, rows.map((i) => prompts[i]!), {
+            maxNewTokens: flags['max-new-tokens'], temperature, topP, topK, seed: (flags.seed + g) % 2 ** 32, stopTokenIds: stops, signal: this.abort.signal,
+            onStep: (s, n) => this.progress.update(groups.size > 1 ? `prompts of ${length} tokens (${g + 1}/${groups.size}): token ${s}/${n}` : `token ${s}/${n}`),
+          });
+          rows.forEach((i, k) => {
+            out.sequences[i] = part.sequences[k]!;
+            out.generated[i] = part.generated[k]!;
+            out.stopped[i] = part.stopped[k]!;
+          });
+          g++;
+        }
       } finally {
         chosen.dispose();
       }

@@ -7,16 +7,12 @@ import { readInputIds } from '../train/data-input-ids.js';
 import type { ModelSpec } from './model-spec.js';
 import type { ApexTokenizer } from './tokenizer.js';
 
-export async function buildPrompts(options: { prompt?: string; inputIds?: string; tokenizer?: ApexTokenizer; spec: ModelSpec; onWarning?: (message: string) => void }): Promise<Int32Array[]> {
+export async function buildPrompts(options: { prompt?: string; inputIds?: string; tokenizer?: ApexTokenizer; spec: ModelSpec }): Promise<Int32Array[]> {
   if (options.inputIds !== undefined) {
     const { rows, lengths } = await readInputIds(options.inputIds);
-    if (!lengths) return rows;
-    // Rows padded on the right (an attention_mask) are prompts up to their real tokens. One
-    // generate call continues prompts of one length, so rows of different real lengths are
-    // continued from their whole stored rows, padding included, as before the mask existed.
-    if (lengths.every((n) => n === lengths[0])) return rows.map((r) => r.subarray(0, lengths[0]!));
-    options.onWarning?.(`${options.inputIds}: its rows have ${Math.min(...lengths)}…${Math.max(...lengths)} real tokens (attention_mask); one batch continues prompts of one length, so every row is continued from all ${rows[0]!.length} stored tokens, padding included (give rows of one length, or one row per file, to continue each from its own end)`);
-    return rows;
+    // Rows padded on the right (an attention_mask) are prompts up to their real tokens; prompts
+    // of different lengths are continued in separate batches (apex generate).
+    return lengths ? rows.map((r, i) => r.subarray(0, lengths[i]!)) : rows;
   }
   if (options.prompt !== undefined) {
     if (!options.tokenizer) throw new UsageError('this model has no tokenizer.json: give the prompt as token ids with --input-ids', 'NO_TOKENIZER');

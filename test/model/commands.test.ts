@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js';
 import { readInputIds } from '../../src/train/data-input-ids.js';
+import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import { paddedIds } from '../../src/model/prompts.js';
 import { loadReference } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -146,6 +148,24 @@ describe('apex generate', () => {
     writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: true, top_p: 2 }));
     const bad = apex(['generate', model, '--max-new-tokens', '1', '--backend', 'wasm']);
     expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: top_p must be a number in its range, got 2') });
+  });
+
+  it('right-padded prompts of different lengths are each continued from their own end; --ids-out masks only the padding', async () => {
+    const ref = await loadReference('stories260K');
+    const greedy = Array.from(ref.greedyIds);
+    const file = join(tmp, 'ragged.safetensors');
+    const { ids, attentionMask, shape } = paddedIds([Int32Array.from(greedy.slice(0, 3)), Int32Array.from(greedy.slice(0, 6)), Int32Array.from(greedy.slice(0, 3))], 0);
+    await writeSafetensors(file, [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
+    const out = join(tmp, 'ragged-out.safetensors');
+    const r = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', '4', '--ids-out', out, '--force', '--backend', 'wasm']);
+    expect(r.status).toBe(0);
+    // The greedy continuation of a prefix of the greedy sequence is the sequence itself.
+    expect(r.json.data.sequences.map((q: { ids: number[] }) => q.ids)).toEqual([greedy.slice(0, 7), greedy.slice(0, 10), greedy.slice(0, 7)]);
+    const f = await SafetensorsFile.open(out);
+    const mask = await f.readBytes('attention_mask');
+    await f.close();
+    const m = new Int32Array(mask.buffer, mask.byteOffset, mask.byteLength / 4);
+    expect([0, 1, 2].map((b) => m.subarray(b * 10, (b + 1) * 10).reduce((a, v) => a + v, 0))).toEqual([7, 10, 7]);
   });
 
   it('tokenizes a text prompt and decodes the continuation', () => {

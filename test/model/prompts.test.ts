@@ -22,11 +22,8 @@ describe('buildPrompts from --ids-out files', () => {
     expect(prompts.map((p) => Array.from(p))).toEqual([[1, 5, 6], [1, 7, 8]]);
   });
 
-  it('rows of different real lengths are continued from their whole stored rows, with a warning', async () => {
-    const warnings: string[] = [];
-    const prompts = await buildPrompts({ inputIds: await idsFile([[1, 5, 6, 2], [1, 7, 8, 9, 10]]), spec, onWarning: (m) => warnings.push(m) });
-    expect(prompts.map((p) => Array.from(p))).toEqual([[1, 5, 6, 2, 0], [1, 7, 8, 9, 10]]);
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/rows have 4…5 real tokens .*continued from all 5 stored tokens, padding included/);
+  it('rows of different real lengths are each cut to their own real tokens (apex generate batches them by length)', async () => {
+    const prompts = await buildPrompts({ inputIds: await idsFile([[1, 5, 6, 2], [1, 7, 8, 9, 10]]), spec });
+    expect(prompts.map((p) => Array.from(p))).toEqual([[1, 5, 6, 2], [1, 7, 8, 9, 10]]);
   });
 });
