@@ -47,7 +47,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy. Default: what the model\'s generation_config.json asks for (do_sample, temperature, top_k, top_p, as Hugging Face generate), else greedy.' }),
     'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass (default: generation_config.json\'s when it samples, else 1).' }),
     'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off (default: generation_config.json\'s when it samples, else 0).', min: 0 }),
-    seed: Flags.integer({ description: 'Sampling seed.', default: 0, min: 0, max: MAX_SEED }),
+    seed: Flags.integer({ description: 'Sampling seed (prompts of different lengths run as one batch per length; the g-th uses seed + g).', default: 0, min: 0, max: MAX_SEED }),
     'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids. An existing file is replaced only with --force.' }),
     force: Flags.boolean({ description: 'Replace an existing --ids-out file.' }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
