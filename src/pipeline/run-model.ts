@@ -1,12 +1,13 @@
 /**
  * The base model of a run: the config's `model` resolved to a local folder (a folder, the
  * Hugging Face cache or a download; src/io/resolve-model.ts), checked to be a model apex can
- * train, and fingerprinted with the sha256 of its config and of every weight file, so
- * summary.json says exactly what was trained.
+ * train, and fingerprinted with the sha256 of its config, tokenizer and generation files and of
+ * every weight file, so summary.json says exactly what was trained, and a resumed run notices any
+ * of them changed (the tokenizer decides the data's tokens; the fused checkpoints copy them).
  */
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
+import { listModelFiles } from '../io/model-files.js';
 import { resolveModel, type ResolvedModel } from '../io/resolve-model.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { describeCheckpoint } from '../model/weight-source.js';
@@ -32,7 +33,7 @@ export async function resolveBaseModel(argument: string, options: { signal?: Abo
   try {
     const { spec } = describeCheckpoint(checkpoint);
     const parameters = checkpoint.tensors().reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0);
-    const files = ['config.json', ...(checkpoint.index !== undefined ? [INDEX_FILE] : []), ...checkpoint.shardFiles];
+    const files = [...(await listModelFiles(resolved.dir)), ...(checkpoint.index !== undefined ? [INDEX_FILE] : []), ...checkpoint.shardFiles];
     return { argument, resolved, dir: resolved.dir, spec, parameters, files };
   } finally {
     await checkpoint.close();
@@ -40,14 +41,11 @@ export async function resolveBaseModel(argument: string, options: { signal?: Abo
 }
 
 /**
- * The record of the base model with the sha256 of its config and weight files. `known` is the
- * record of an earlier invocation of the same run: when it names the same folder and files,
- * and no file has changed size or been modified since it was hashed, the hashes are reused
- * instead of reading every weight file again.
+ * The record of the base model with the sha256 of its files. Every file is read again on every
+ * invocation: a model replaced by one of the same size with its modification time kept (`cp -p`,
+ * `rsync -a`, tar) would pass a size-and-time check.
  */
-export async function baseModelRecord(base: ResolvedBaseModel, options: { signal?: AbortSignal; progress?: (m: string) => void; known?: BaseModelRecord }): Promise<BaseModelRecord> {
-  const { known } = options;
-  if (known !== undefined && known.path === base.dir && known.files.map((f) => f.file).join() === base.files.join() && (await unchangedSince(known))) return known;
+export async function baseModelRecord(base: ResolvedBaseModel, options: { signal?: AbortSignal; progress?: (m: string) => void }): Promise<BaseModelRecord> {
   const hashedAt = new Date();
   const files = [];
   for (const name of base.files) {
@@ -67,15 +65,4 @@ export async function baseModelRecord(base: ResolvedBaseModel, options: { signal
     hashedAt: hashedAt.toISOString(),
     files,
   };
-}
-
-/** True when every file of `known` still has its recorded size and was not modified after it was hashed. */
-async function unchangedSince(known: BaseModelRecord): Promise<boolean> {
-  const hashedAt = known.hashedAt !== undefined ? Date.parse(known.hashedAt) : NaN;
-  if (!Number.isFinite(hashedAt)) return false;
-  for (const f of known.files) {
-    const st = await stat(join(known.path, f.file)).catch(() => undefined);
-    if (st === undefined || st.size !== f.bytes || st.mtimeMs > hashedAt) return false;
-  }
-  return true;
 }

@@ -77,6 +77,11 @@ export class RunState {
     readonly start: RunStart,
   ) {}
 
+  /** The apex version that began the run. */
+  get apexVersion(): string {
+    return this.file.apexVersion;
+  }
+
   get configHash(): string {
     return this.file.configHash;
   }

@@ -61,6 +61,8 @@ export interface BaselineSummary {
 export interface RunSummary {
   readonly schema: typeof RUN_SUMMARY_SCHEMA;
   readonly apexVersion: string;
+  /** The apex version that began the run: another than apexVersion when a later version resumed it. */
+  readonly begunByApexVersion: string;
   readonly configHash: string;
   readonly config: ResolvedConfig;
   /** The run folder (absolute). */
@@ -115,6 +117,7 @@ export async function writeRunSummary(dir: string, summary: RunSummary): Promise
 export interface RunSummaryParts {
   readonly config: ResolvedConfig;
   readonly apexVersion: string;
+  readonly begunByApexVersion: string;
   readonly run: string;
   readonly backend: RunSummary['backend'];
   readonly baseModel: BaseModelRecord;
@@ -144,6 +147,7 @@ export function assembleRunSummary(p: RunSummaryParts): RunSummary {
   return {
     schema: RUN_SUMMARY_SCHEMA,
     apexVersion: p.apexVersion,
+    begunByApexVersion: p.begunByApexVersion,
     configHash: configHash(p.config),
     config: p.config,
     run: p.run,

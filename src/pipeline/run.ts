@@ -40,6 +40,7 @@ import { trainLine } from './run-line.js';
 import { removeUnresumableRunFolder } from './failed-run-folder.js';
 import { RunLock } from './run-lock.js';
 import { baseModelRecord, resolveBaseModel } from './run-model.js';
+import { MODEL_FILES } from '../io/model-files.js';
 import { renderRunReport } from './run-report.js';
 import { collectRunReportInputs } from './run-report-inputs.js';
 import { BASELINE_FOLDER } from './run-stage-settings.js';
@@ -80,6 +81,16 @@ function fileChanges(before: readonly { file: string; sha256: string }[], now: r
   }
   for (const file of old.keys()) if (!cur.has(file)) changed.push(`${file} is gone`);
   return changed;
+}
+
+/**
+ * fileChanges for the base model. Records of runs begun before apex hashed the tokenizer and
+ * generation files hold only config.json among them: those files are not "new" there.
+ */
+function modelFileChanges(before: readonly { file: string; sha256: string }[], now: readonly { file: string; sha256: string }[]): string[] {
+  const olderRecord = !before.some((f) => f.file !== 'config.json' && MODEL_FILES.includes(f.file));
+  const hashedThen = new Set(before.map((f) => f.file));
+  return fileChanges(before, olderRecord ? now.filter((f) => hashedThen.has(f.file) || !MODEL_FILES.includes(f.file)) : now);
 }
 
 function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecRecord | null): string[] {
@@ -147,10 +158,13 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
 
     log(`backend: ${backend.name} (${backend.detail})`);
+    if (state.start === 'resumed' && state.apexVersion !== apexVersion()) {
+      onWarning(`${run} was begun by apex ${state.apexVersion}; apex ${apexVersion()} continues it, so its steps so far and from here on come from two versions (summary.json: apexVersion and begunByApexVersion)`);
+    }
     const knownModel = state.completed<BaseModelRecord>('model')?.result;
-    const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status, ...(knownModel ? { known: knownModel } : {}) });
-    if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', fileChanges(knownModel.files, modelRecord.files));
-    if (modelRecord !== knownModel) await state.complete('model', 0, modelRecord);
+    const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
+    if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', modelFileChanges(knownModel.files, modelRecord.files));
+    await state.complete('model', 0, modelRecord);
     log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
 
     let loaded: Promise<RunData> | undefined;
@@ -211,6 +225,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     const summary = assembleRunSummary({
       config,
       apexVersion: apexVersion(),
+      begunByApexVersion: state.apexVersion,
       run,
       backend: { name: backend.name, detail: backend.detail },
       baseModel: modelRecord,

@@ -213,6 +213,14 @@ describe('apex run (library, micro config)', () => {
     expect(dataChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', exit: 2, message: expect.stringMatching(/the data of .* changed since the run began: train: .*doc1\.txt \(sha256 [0-9a-f]{12}… then, [0-9a-f]{12}… now\).*--force/) });
     writeFileSync(data[1]!, original);
 
+    // The tokenizer decides the data's tokens and is copied into every fused checkpoint.
+    const tokenizerPath = path.join(model, 'tokenizer_config.json');
+    const tokenizerText = readFileSync(tokenizerPath, 'utf8');
+    writeFileSync(tokenizerPath, tokenizerText.replace('"model_max_length": 512', '"model_max_length": 511'));
+    const tokenizerChanged = await run(file).catch((e: unknown) => e);
+    expect(tokenizerChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed since the run began: tokenizer_config\.json \(sha256/) });
+    writeFileSync(tokenizerPath, tokenizerText);
+
     const configPath = path.join(model, 'config.json');
     writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), _name_or_path: 'edited' }));
     const modelChanged = await run(file).catch((e: unknown) => e);
