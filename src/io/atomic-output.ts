@@ -112,7 +112,16 @@ export async function fsyncFile(path: string): Promise<void> {
  * mkdir under a read-only mount reports ENOENT (Node), which would otherwise read as "input not
  * found" (exit 3); the deepest folder that exists is checked and named instead.
  */
+const PSEUDO_FILE_SYSTEMS = ['/proc', '/sys'];
+
 export async function makeOutputFolder(path: string): Promise<void> {
+  // Node's recursive mkdir spins forever on some paths of these pseudo file systems
+  // (`/proc/<name>/x`); nothing apex writes belongs there.
+  const absolute = resolve(path);
+  const pseudo = PSEUDO_FILE_SYSTEMS.find((root) => absolute === root || absolute.startsWith(`${root}/`));
+  if (pseudo !== undefined && process.platform === 'linux') {
+    throw new UsageError(`${path}: cannot create the output folder under ${pseudo}, a kernel pseudo file system`, 'OUTPUT_NOT_WRITABLE');
+  }
   try {
     await mkdir(path, { recursive: true });
   } catch (e) {

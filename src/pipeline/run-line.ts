@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { InputError } from '../errors.js';
 import { RUN_CONFIG_NAMES, runStage } from '../train/stage.js';
+import { checkStageOutputs } from '../train/stage-records.js';
 import type { StepReport } from '../train/trainer.js';
 import { readJson, stageDir } from './expand-paths.js';
 import { fusedModelState } from './fused-model-state.js';
@@ -48,7 +49,9 @@ interface EvalRecord extends HeldOutEval {
  * for a trained stage only fuses again.
  */
 async function stageComplete(lineFolder: string, n: number): Promise<boolean> {
-  return existsSync(join(stageDir(lineFolder, n), PROVENANCE_FILE)) && (await fusedModelState(lineFolder, n)).kind === 'complete';
+  if (!existsSync(join(stageDir(lineFolder, n), PROVENANCE_FILE))) return false;
+  await checkStageOutputs(lineFolder, n, 'rerun with --force to train the run again');
+  return (await fusedModelState(lineFolder, n)).kind === 'complete';
 }
 
 async function readStageRecord(dir: string): Promise<StageRecord> {

@@ -207,7 +207,10 @@ function stagesSection(s: RunSummary): HtmlSection {
 
 function runSection(s: RunSummary): HtmlSection {
   const c = s.config;
-  const budget = c.stages.steps !== null ? `${c.stages.steps} steps per stage` : `${formatCount(c.stages.tokens ?? 0)} tokens per stage`;
+  // What the stages trained (a token budget rounds up to whole steps), next to what was asked.
+  const trained = s.stages[0];
+  const asked = c.stages.steps !== null ? `${c.stages.steps} steps` : `${formatCount(c.stages.tokens ?? 0)} tokens`;
+  const budget = trained !== undefined ? `${formatCount(trained.steps)} steps = ${formatCount(trained.tokens)} tokens per stage${c.stages.steps === null && trained.tokens !== c.stages.tokens ? ` (asked: ${asked})` : ''}` : `${asked} per stage`;
   return {
     title: 'Run',
     blocks: [
@@ -220,11 +223,11 @@ function runSection(s: RunSummary): HtmlSection {
           ['training split', `${s.data.train.split}: ${formatCount(s.data.train.documents)} documents, ${formatCount(s.data.train.tokens)} tokens`],
           ['held-out data', `${s.data.eval.split}: ${formatCount(s.data.eval.documents)} documents, ${formatCount(s.before.sequences)} sequences`],
           ['method', methodName(s)],
-          ['stages', `${c.stages.count} × ${budget}, batch ${c.optimizer.batch_size} × ${c.data.seq_len} tokens, lr ${formatNumber(c.optimizer.lr)}`],
+          ['stages', `${c.stages.count} × ${budget}; each step ${c.optimizer.grad_accum > 1 ? `${c.optimizer.grad_accum} micro-batches of ` : ''}${c.optimizer.batch_size} × ${c.data.seq_len} tokens, lr ${formatNumber(c.optimizer.lr)}`],
           ['seed', s.seed],
           ['backend', `${s.backend.name} (${s.backend.detail})`],
           ['config hash', s.configHash],
-          ['total time', formatDuration(s.timings.totalSeconds)],
+          ['time in recorded steps', `${formatDuration(s.timings.totalSeconds)} (analysis, training, evaluation; over all invocations)`],
           ['this invocation', `${s.invocation.start}, ${formatDuration(s.timings.thisInvocationSeconds)}${s.invocation.skipped.length > 0 ? `; kept from before: ${s.invocation.skipped.join(', ')}` : ''}`],
         ],
       },

@@ -47,7 +47,7 @@ export interface StageSummary {
   readonly trainableFraction: number;
   /** Mean training loss of the stage's last step. */
   readonly finalTrainLoss: number | null;
-  /** Training and fusion; then the held-out evaluation. */
+  /** The stage's training (its metrics' elapsed time, resumed parts included; not the fusion); then the held-out evaluation. */
   readonly trainSeconds: number;
   readonly evalSeconds: number;
 }
@@ -92,7 +92,11 @@ export interface RunSummary {
   readonly stages: readonly StageSummary[];
   readonly baseline: BaselineSummary | null;
   readonly timings: {
-    /** Seconds of all work the run holds, summed over the invocations that did it. */
+    /**
+     * Seconds of the run's recorded steps (`steps`: analysis, each stage's training and
+     * evaluation, baseline), summed over the invocations that did them; loading, hashing, fusion
+     * and the report are outside it, so one invocation that did everything takes longer.
+     */
     readonly totalSeconds: number;
     /** Seconds this invocation took. */
     readonly thisInvocationSeconds: number;

@@ -103,7 +103,9 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
   if (estimate.totalBytes <= budgetBytes) return;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
-      `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${advice}`,
+      `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
+      `the wasm heap's growth ${formatBytes(estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes)}, ` +
+      `copies while saving ${formatBytes(estimate.savedStateBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${advice}`,
     'MEMORY_BUDGET',
   );
 }

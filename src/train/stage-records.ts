@@ -8,7 +8,7 @@
  * - the trainable-parameter count of an APEX run, for `--match-params`;
  * - the seeds of a stage, derived from the run seed so every stage gets its own stream.
  */
-import { access, readdir } from 'node:fs/promises';
+import { access, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import type { ModelSpec } from '../model/model-spec.js';
@@ -35,6 +35,26 @@ export async function stageDetails(run: string, stage: number): Promise<Partial<
   const record = await readJson(join(stageDir(run, stage), PROVENANCE_FILE));
   const details = record && typeof record === 'object' ? (record as Record<string, unknown>).details : undefined;
   return details && typeof details === 'object' ? (details as Partial<StageDetails>) : undefined;
+}
+
+/**
+ * Refuses a stage recorded as complete whose recorded outputs (operators, trained tensors,
+ * scores, metrics, plot) are missing or changed size: the next stage's selection, the report's
+ * curves and heatmaps read them. InputError STAGE_OUTPUT_MISSING (exit 3), naming the files.
+ */
+export async function checkStageOutputs(run: string, stage: number, fix: string): Promise<void> {
+  const dir = stageDir(run, stage);
+  const record = (await readJson(join(dir, PROVENANCE_FILE))) as { outputs?: { stage?: { files?: { file: string; bytes: number }[] } } } | undefined;
+  const files = record?.outputs?.stage?.files ?? [];
+  const wrong: string[] = [];
+  for (const f of files) {
+    const st = await stat(join(dir, f.file)).catch(() => undefined);
+    if (st === undefined) wrong.push(`${f.file} is missing`);
+    else if (st.size !== f.bytes) wrong.push(`${f.file} has ${st.size} bytes, ${f.bytes} recorded`);
+  }
+  if (wrong.length > 0) {
+    throw new InputError(`${dir} is recorded as complete, but ${wrong.join(', ')} (${join(dir, PROVENANCE_FILE)}); restore them, or ${fix}`, 'STAGE_OUTPUT_MISSING');
+  }
 }
 
 export interface StageSeeds {

@@ -43,7 +43,7 @@ import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
-import { matchedLoraRank, runLrPlan, stageDetails, stageSeeds, type StageDetails } from './stage-records.js';
+import { checkStageOutputs, matchedLoraRank, runLrPlan, stageDetails, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
@@ -554,6 +554,7 @@ async function completedStage(settings: ResolvedStageSettings, dir: string, say:
   const record = (await readJson(join(dir, PROVENANCE_FILE))) as { details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
   const d = record.details;
   if (d === undefined) throw new InputError(`${join(dir, PROVENANCE_FILE)}: no trainer details; not a stage record`, 'BAD_RECORD');
+  await checkStageOutputs(resolve(settings.run), settings.stage, 'pass --force to train the stage again');
   say(`stage ${settings.stage} is already complete (${join(dir, PROVENANCE_FILE)})`);
   const results = d.results as { steps: number; start_step: number; tokens: number; final_loss: number | null; eval_loss: number | null; eval_ppl: number | null; tokens_per_s: number };
   const lora = d.lora as { rank: number; alpha: number } | null;

@@ -32,6 +32,12 @@ afterAll(() => {
 });
 
 describe('makeOutputFolder', () => {
+  it.runIf(process.platform === 'linux')('refuses /proc and /sys at once (Node\'s recursive mkdir spins forever on some /proc paths)', async () => {
+    for (const path of ['/proc/forbidden/x', '/sys/kernel/apex-out']) {
+      await expect(makeOutputFolder(path)).rejects.toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringMatching(/kernel pseudo file system$/) });
+    }
+  });
+
   it('creates missing parents, and names a file in the way', async () => {
     const root = await tempDir('apex-outdir-');
     await makeOutputFolder(join(root, 'a', 'b', 'c'));

@@ -141,6 +141,17 @@ it('Ctrl-C while the stage is being fused: interrupted, no model folder; --resum
   expect(readFileSync(join(run, 'stages/1/trained.safetensors')).equals(trained), 'not trained again').toBe(true);
 });
 
+it('a complete stage whose recorded outputs went missing is refused on resume (exit 3), naming them', async () => {
+  const run = newRun();
+  await runStage(await options(run, { steps: 1 }));
+  rmSync(join(run, 'stages/1/metrics.jsonl'));
+  writeFileSync(join(run, 'stages/1/loss.svg'), '<svg/>');
+  const error = await runStage(await options(run, { steps: 1, resume: true })).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(InputError);
+  expect(error).toMatchObject({ code: 'STAGE_OUTPUT_MISSING', exit: 3 });
+  expect((error as Error).message).toMatch(/is recorded as complete, but loss\.svg has 6 bytes, \d+ recorded, metrics\.jsonl is missing .*pass --force to train the stage again$/);
+});
+
 it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
   const run = newRun();
   mkdirSync(join(run, 'stages/1/model'), { recursive: true });
