@@ -116,7 +116,7 @@ describe('apex run (library, micro config)', () => {
     expect(s.backend.name).toBe('wasm');
     expect(s.seed).toBe(0);
     expect(s.baseModel.path).toBe(MODEL);
-    expect(s.baseModel.files.map((f) => f.file)).toEqual(['config.json', 'model.safetensors']);
+    expect(s.baseModel.files.map((f) => f.file)).toEqual(['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors']);
     expect(s.baseModel.files[1]!.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(s.data.train.split).toBe('train');
     expect(s.data.eval.split).toBe('heldout');
