@@ -140,8 +140,9 @@ async function requireStageRecord(run: string, stage: number): Promise<void> {
     );
   }
   const command = record && typeof record === 'object' ? (record as Record<string, unknown>).command : undefined;
-  if (command !== 'finetune') {
-    throw new InputError(`${path} is not a stage record of apex finetune (command ${JSON.stringify(command ?? null)}): ${run} is not an apex run folder`, 'NOT_A_RUN');
+  // apex finetune writes `finetune`; the stages of apex run record `run`.
+  if (command !== 'finetune' && command !== 'run') {
+    throw new InputError(`${path} is not a stage record of apex finetune or apex run (command ${JSON.stringify(command ?? null)}): ${run} is not an apex run folder`, 'NOT_A_RUN');
   }
 }
 

@@ -69,5 +69,6 @@ export function stageSettings(config: ResolvedConfig, line: TrainingLine, stage:
     ...(config.max_memory !== null ? { maxMemoryBytes: config.max_memory } : {}),
     expand: true,
     analysisBatchSize: config.optimizer.batch_size,
+    command: 'run',
   };
 }

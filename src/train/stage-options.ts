@@ -93,6 +93,8 @@ export interface StageSettings {
   readonly calibrationSamples?: number;
   /** The command line, for provenance. */
   readonly argv?: readonly string[];
+  /** The command recorded in apex_run.json (default `finetune`; `run` for the stages of apex run). */
+  readonly command?: string;
 }
 
 /** Settings with every default applied and every combination checked. */
@@ -137,6 +139,7 @@ export interface ResolvedStageSettings {
   readonly analysisBatchSize: number | undefined;
   readonly calibrationSamples: number;
   readonly argv: readonly string[];
+  readonly command: string;
 }
 
 /** Sequences of the stage-1 analysis, as `apex analyze --samples` and apex run's data.calibration_samples. */
@@ -282,6 +285,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
     analysisBatchSize: s.analysisBatchSize,
     calibrationSamples: s.calibrationSamples ?? DEFAULT_CALIBRATION_SAMPLES,
     argv: s.argv ?? [],
+    command: s.command ?? 'finetune',
   };
 }
 

@@ -166,7 +166,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
 }
 
 async function trainStageLocked(options: StageOptions, settings: ResolvedStageSettings): Promise<StageResult> {
-  const prov = new ProvenanceRecorder('finetune', settings.argv);
+  const prov = new ProvenanceRecorder(settings.command, settings.argv);
   const say = options.progress ?? (() => {});
   const warn = (m: string) => (options.onWarning ?? say)(m);
   const names: StageNames = { ...FINETUNE_NAMES, ...options.names };

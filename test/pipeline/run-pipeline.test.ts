@@ -112,6 +112,9 @@ describe('apex run (library, micro config)', () => {
     const s = JSON.parse(readFileSync(path.join(out, 'summary.json'), 'utf8')) as RunSummary;
     expect(s.schema).toBe('apex.run/1');
     expect(s.configHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(s.begunByApexVersion).toBe(s.apexVersion);
+    // The stages' own records say which command made them (apex expand --run still accepts them).
+    expect(JSON.parse(readFileSync(path.join(out, 'stages/1/apex_run.json'), 'utf8')).command).toBe('run');
     expect(s.config.stages.count).toBe(2);
     expect(s.backend.name).toBe('wasm');
     expect(s.seed).toBe(0);
