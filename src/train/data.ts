@@ -51,6 +51,8 @@ export interface DataSpecRecord {
   /** Name of the built-in corpus, when kind is 'builtin'. */
   builtin?: string;
   documents: number;
+  /** Sequences in the set (what `samples` asked for, or fewer when the data gives fewer). */
+  sequences: number;
   tokens: number;
   /** Chat conversations dropped because truncation to seqLen left no assistant token. */
   dropped?: number;
@@ -126,7 +128,7 @@ export function sampleSequences(set: SequenceSet, k: number, seed: number): Sequ
     sequences: keep.map((i) => set.sequences[i]!),
     ...(set.lossMasks ? { lossMasks: keep.map((i) => set.lossMasks![i]!) } : {}),
     ...(set.lengths ? { lengths: keep.map((i) => set.lengths![i]!) } : {}),
-    source: { ...set.source, samples: k, seed, tokens: keep.reduce((n, i) => n + realTokens(set, i), 0) },
+    source: { ...set.source, samples: k, seed, sequences: keep.length, tokens: keep.reduce((n, i) => n + realTokens(set, i), 0) },
   };
 }
 
@@ -149,7 +151,7 @@ function checkOptions(o: LoadSequencesOptions): void {
   if (given === 0) throw new UsageError('no data: pass --data <files or folders> or --input-ids <file.safetensors>');
 }
 
-type RecordBase = Omit<DataSpecRecord, 'tokens' | 'dropped'>;
+type RecordBase = Omit<DataSpecRecord, 'tokens' | 'dropped' | 'sequences'>;
 
 export async function loadSequences(options: LoadSequencesOptions): Promise<SequenceSet> {
   checkOptions(options);
@@ -173,7 +175,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
       seqLen,
       sequences,
       ...padding,
-      source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, tokens: kept.reduce((n, k) => n + k.real, 0) },
+      source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, sequences: kept.length, tokens: kept.reduce((n, k) => n + k.real, 0) },
     };
   }
 
@@ -242,6 +244,7 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
     lengths: keep.map((i) => built.lengths[i]!),
     source: {
       ...record,
+      sequences: keep.length,
       tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0),
       dropped: built.dropped,
       truncated: built.truncated,
@@ -271,5 +274,5 @@ function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options:
   requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower ${options.seqLenName ?? '--seq-len'} or add data`);
   warnFewer(options, packed.length, describeSplit(record));
   const sequences = sampleIndices(packed.length, options.samples, options.seed).map((i) => packed[i]!);
-  return { seqLen: options.seqLen, sequences, source: { ...record, tokens: sequences.length * options.seqLen } };
+  return { seqLen: options.seqLen, sequences, source: { ...record, sequences: sequences.length, tokens: sequences.length * options.seqLen } };
 }

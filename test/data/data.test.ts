@@ -179,7 +179,10 @@ describe('loadSequences', () => {
     expect(a.sequences).toEqual(b.sequences);
     const keys = new Set(all.sequences.map((s) => s.join(',')));
     for (const s of a.sequences) expect(keys.has(s.join(','))).toBe(true);
-    expect(a.source).toMatchObject({ kind: 'builtin', builtin: 'in-domain', samples: 20, seed: 5, tokens: 20 * 64 });
+    expect(a.source).toMatchObject({ kind: 'builtin', builtin: 'in-domain', samples: 20, seed: 5, sequences: 20, tokens: 20 * 64 });
+    // Asking for more than there are: the record says how many were used.
+    const more = await loadSequences({ builtin: 'in-domain', tokenizer: tok, seqLen: 64, seed: 5, samples: all.sequences.length + 50 });
+    expect(more.source).toMatchObject({ samples: all.sequences.length + 50, sequences: all.sequences.length });
   });
 
   it('built-in held-out split: deterministic, disjoint from train, independent of --seed', async () => {
