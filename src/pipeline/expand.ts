@@ -23,7 +23,8 @@ import { InputError, ResourceLimitError, UsageError, VerificationError } from '.
 import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { outputState } from '../io/atomic-output.js';
 import { formatBytes, parseByteSize } from '../io/byte-size.js';
-import { Checkpoint } from '../io/checkpoint.js';
+import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
+import { listModelFiles } from '../io/model-files.js';
 import { copiedTensor, writeCheckpoint, type OutputTensor } from '../io/checkpoint-writer.js';
 import { resolveModel, type ResolvedModel } from '../io/resolve-model.js';
 import type { WriteOptions } from '../io/safetensors-writer.js';
@@ -32,7 +33,7 @@ import { describeCheckpoint } from '../model/weight-source.js';
 import { ApexFileFormatError } from '../ops/apex-tensor-file.js';
 import { readOperatorFile, type OperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
 import { redact } from '../util/secrets.js';
-import { apexVersion } from './analysis-provenance.js';
+import { apexVersion, sha256OfFile } from './analysis-provenance.js';
 import { resolveExpandPaths, readJson, type ExpandPathOptions, type ExpandPaths } from './expand-paths.js';
 import { OUT_DTYPES, planExpansion, type ExpandMemoryEstimate, type ExpandPlan, type LayerPlan, type OutDtype } from './expand-plan.js';
 import { produceTensor, TensorScratch } from './expand-tensor.js';
@@ -265,6 +266,12 @@ async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: numb
       say('verifying the written checkpoint');
       const digests = await verifyExpandedCheckpoint({ dir: tmp, input, plan, inputTensorSha256, producedCrc32, ...(signal ? { signal } : {}) });
       shards = digests.map((d) => ({ file: d.file, bytes: d.bytes, sha256: d.sha256 }));
+      // The config, tokenizer and index files beside the weights, so the record covers the whole checkpoint.
+      const beside: FileRecord[] = [];
+      for (const name of [...(await listModelFiles(tmp)), ...(existsSync(join(tmp, INDEX_FILE)) ? [INDEX_FILE] : [])]) {
+        const d = await sha256OfFile(join(tmp, name), signal);
+        beside.push({ file: name, bytes: d.bytes, sha256: d.sha256 });
+      }
       prov.add('verify', (performance.now() - v0) / 1000);
       await writeProvenance(tmp, prov.build({
         seed: inputs.operators?.meta.seed ?? null,
@@ -274,7 +281,7 @@ async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: numb
           ...(paths.operators !== undefined ? { operators: await fileRecord(paths.operators, signal) } : {}),
           ...(paths.updates !== undefined ? { updates: await fileRecord(paths.updates, signal) } : {}),
         },
-        outputs: { model: { path: output, files: shards } },
+        outputs: { model: { path: output, files: [...shards, ...beside] } },
         details: {
           ...(paths.run !== undefined ? { run: paths.run, stage: paths.stage } : {}),
           ...(inputs.operators ? { operators_meta: inputs.operators.meta } : {}),

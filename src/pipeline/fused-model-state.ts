@@ -41,11 +41,11 @@ export async function fusedModelState(run: string, stage: number): Promise<Fused
   if (record === 'unreadable') return stale(`${PROVENANCE_FILE} is unreadable`);
   if (record.command !== 'expand') return stale(`${PROVENANCE_FILE} was not written by apex expand`);
 
-  const shards = record.outputs?.model?.files;
-  if (!Array.isArray(shards) || shards.length === 0) return stale(`${PROVENANCE_FILE} lists no shards`);
-  for (const f of shards) {
+  const files = record.outputs?.model?.files;
+  if (!Array.isArray(files) || !files.some((f) => f.file.endsWith('.safetensors'))) return stale(`${PROVENANCE_FILE} lists no shards`);
+  for (const f of files) {
     const size = await stat(join(dir, f.file)).then((s) => (s.isFile() ? s.size : -1), () => -1);
-    if (size !== f.bytes) return stale(`shard ${f.file} is ${size < 0 ? 'missing' : `${size} bytes, the record says ${f.bytes}`}`);
+    if (size !== f.bytes) return stale(`${f.file.endsWith('.safetensors') ? 'shard ' : ''}${f.file} is ${size < 0 ? 'missing' : `${size} bytes, the record says ${f.bytes}`}`);
   }
 
   const stageRecord = await readRecord(join(stageDir(run, stage), PROVENANCE_FILE));
@@ -77,8 +77,13 @@ async function readRecord(path: string): Promise<ProvenanceView | undefined | 'u
   }
 }
 
-function sameFiles(a: readonly FileRecord[] | undefined, b: readonly FileRecord[] | undefined): boolean {
-  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+/** The same weight files (a model's record also lists its config and tokenizer files; an input record only its shards). */
+function sameFiles(all: readonly FileRecord[] | undefined, other: readonly FileRecord[] | undefined): boolean {
+  if (!Array.isArray(all) || !Array.isArray(other)) return false;
+  const weights = (list: readonly FileRecord[]) => list.filter((f) => f.file.endsWith('.safetensors'));
+  const a = weights(all);
+  const b = weights(other);
+  if (a.length !== b.length) return false;
   const key = (f: FileRecord) => `${f.file}\0${f.sha256}`;
   const want = new Set(a.map(key));
   return b.every((f) => want.has(key(f)));

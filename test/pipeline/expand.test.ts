@@ -69,6 +69,12 @@ describe('identity operators', () => {
       expect(shard.file).toBe('model.safetensors');
       expect(shard.sha256).toBe(createHash('sha256').update(await readFile(join(out, 'model.safetensors'))).digest('hex'));
       expect(run.inputs.model.files[0].sha256).toBe(createHash('sha256').update(await readFile(join(input, 'model.safetensors'))).digest('hex'));
+      // The record covers the whole checkpoint: the config and tokenizer files beside the weights too.
+      for (const f of run.outputs.model.files.slice(1) as { file: string; sha256: string }[]) {
+        expect(f.file.endsWith('.safetensors'), f.file).toBe(false);
+        expect(f.sha256, f.file).toBe(createHash('sha256').update(await readFile(join(out, f.file))).digest('hex'));
+      }
+      expect(run.outputs.model.files.map((f: { file: string }) => f.file)).toContain('config.json');
       expect(run.peak_rss_bytes).toBeGreaterThan(0);
     });
   }
