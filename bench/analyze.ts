@@ -88,7 +88,7 @@ async function child(model: string, layers: number): Promise<void> {
   }));
   const data: SequenceSet = {
     seqLen: 128, sequences,
-    source: { kind: 'input-ids', paths: [], sha256: [], seqLen: 128, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 8, tokens: 1024 },
+    source: { kind: 'input-ids', paths: [], sha256: [], seqLen: 128, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 8, sequences: 8, tokens: 1024 },
   };
   const out = join(dir, `analysis-${layers}L`);
   const baseline = statusKiB('VmRSS');

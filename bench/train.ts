@@ -52,7 +52,7 @@ interface WorkerResult {
 
 async function idSet(file: string): Promise<SequenceSet> {
   const { rows, length } = await readInputIds(file);
-  return { seqLen: length, sequences: rows, source: { kind: 'input-ids', paths: [file], sha256: [], seqLen: length, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: rows.length, tokens: rows.length * length } };
+  return { seqLen: length, sequences: rows, source: { kind: 'input-ids', paths: [file], sha256: [], seqLen: length, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: rows.length, sequences: rows.length, tokens: rows.length * length } };
 }
 
 async function worker(model: string, run: string, method: StageMethod, setting: string, backend: string, steps: number, ids: string): Promise<void> {

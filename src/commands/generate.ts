@@ -91,7 +91,11 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       // One batch per prompt length (rows of an --input-ids file padded to one width differ), each
       // continued from its own end; the g-th batch samples with seed + g.
       const groups = new Map<number, number[]>();
-      prompts.forEach((p, i) => groups.set(p.length, [...(groups.get(p.length) ?? []), i]));
+      prompts.forEach((p, i) => {
+        const rows = groups.get(p.length);
+        if (rows) rows.push(i);
+        else groups.set(p.length, [i]);
+      });
       const out = { sequences: new Array<Int32Array>(prompts.length), generated: new Array<Int32Array>(prompts.length), stopped: new Array<boolean>(prompts.length) };
       try {
         let g = 0;

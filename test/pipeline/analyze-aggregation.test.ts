@@ -170,7 +170,7 @@ describe('helpers', () => {
   it('cuts chat sequences after their last target token and leaves packed text alone', () => {
     const sequences = [Int32Array.from([1, 5, 6, 7, 0, 0]), Int32Array.from([1, 2, 3, 4, 5, 6])];
     const lossMasks = [Uint8Array.from([0, 0, 1, 1, 0, 0]), Uint8Array.from([0, 1, 1, 1, 1, 1])];
-    const source = { kind: 'jsonl-chat', paths: [], sha256: [], seqLen: 6, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 2, tokens: 10 } as const;
+    const source = { kind: 'jsonl-chat', paths: [], sha256: [], seqLen: 6, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 2, sequences: 2, tokens: 10 } as const;
     expect(unpadded({ seqLen: 6, sequences, lossMasks, source }).map((s) => Array.from(s))).toEqual([[1, 5, 6, 7], [1, 2, 3, 4, 5, 6]]);
     expect(unpadded({ seqLen: 6, sequences, source: { ...source, kind: 'text' } })).toBe(sequences);
     // With the conversations' lengths, a trailing non-assistant turn is kept (only padding goes).

@@ -42,7 +42,7 @@ export function idSet(sequences: Int32Array[]): SequenceSet {
   return {
     seqLen,
     sequences,
-    source: { kind: 'input-ids', paths: [], sha256: [], seqLen, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: sequences.length, tokens: sequences.length * seqLen },
+    source: { kind: 'input-ids', paths: [], sha256: [], seqLen, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: sequences.length, sequences: sequences.length, tokens: sequences.length * seqLen },
   };
 }
 

@@ -59,7 +59,7 @@ describe('metrics.jsonl', () => {
 });
 
 describe('token weights of the score recorder', () => {
-  const source = { kind: 'jsonl-chat', paths: [], sha256: [], seqLen: 6, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 2, tokens: 9 } as const;
+  const source = { kind: 'jsonl-chat', paths: [], sha256: [], seqLen: 6, seed: 0, split: 'all', heldoutFraction: 0.05, splitSeed: 0, documents: 2, sequences: 2, tokens: 9 } as const;
   it('count every token of packed text and input ids', () => {
     const set = { seqLen: 6, sequences: [Int32Array.from([1, 2, 3, 4, 5, 6])], source };
     expect(Array.from(activationTokenWeights(set, 0))).toEqual([1, 1, 1, 1, 1, 1]);
