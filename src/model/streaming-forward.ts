@@ -182,14 +182,16 @@ export function contextWarning(spec: ModelSpec, tokens: number, what = 'sequence
   return `${what} reach ${tokens} tokens, past the model's context (max_position_embeddings ${spec.maxPositionEmbeddings}): it never saw positions beyond ${spec.maxPositionEmbeddings}`;
 }
 
-export function checkTokens(spec: ModelSpec, sequences: readonly ArrayLike<number>[]): void {
-  if (sequences.length === 0) throw new UsageError('no input sequences');
+/** Refuses empty input and token ids outside the vocabulary; `source` (the data's files) prefixes the message. */
+export function checkTokens(spec: ModelSpec, sequences: readonly ArrayLike<number>[], source?: string): void {
+  const at = source !== undefined ? `${source}: ` : '';
+  if (sequences.length === 0) throw new UsageError(`${at}no input sequences`);
   sequences.forEach((s, i) => {
-    if (s.length === 0) throw new UsageError(`sequence ${i} is empty`);
+    if (s.length === 0) throw new UsageError(`${at}sequence ${i} is empty`);
     for (let t = 0; t < s.length; t++) {
       const id = s[t]!;
       if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
-        throw new InputError(`sequence ${i}, position ${t}: token id ${id} is outside the model's vocabulary [0, ${spec.vocabSize})`, 'TOKEN_RANGE');
+        throw new InputError(`${at}sequence ${i}, position ${t}: token id ${id} is outside the model's vocabulary [0, ${spec.vocabSize}) (data made for another model?)`, 'TOKEN_RANGE');
       }
     }
   });

@@ -29,7 +29,7 @@ import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-sour
 import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
 import type { LayerSelection, ScoreMode } from '../ops/selection.js';
 import { formatDuration } from '../report/number-format.js';
-import { realTokens, type DataSpecRecord, type SequenceSet } from '../train/data.js';
+import { dataSourceName, realTokens, type DataSpecRecord, type SequenceSet } from '../train/data.js';
 import { chunkSumsq, LayerStatsCollector, type SequenceStatsDump } from './activation-stats.js';
 import { checkBaseCompatible, effectiveRanks, erankWorkFraction, type ErankResult } from './analysis-erank.js';
 import { ANALYSIS_FILES, ANALYSIS_SCHEMA, analysisFiles, layerAnalyses, type AnalysisJson } from './analysis-json.js';
@@ -105,7 +105,7 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     const spec = described.spec;
     described.warnings.forEach(warn);
     const sequences = unpadded(options.data);
-    checkTokens(spec, sequences);
+    checkTokens(spec, sequences, dataSourceName(options.data.source));
     const seqLen = Math.max(...sequences.map((s) => s.length));
     const beyondContext = contextWarning(spec, seqLen, 'calibration sequences');
     if (beyondContext) warn(`${beyondContext}; statistics of those positions describe inputs the model was not trained on`);

@@ -198,6 +198,11 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
   return isChat ? chatSet(chosen as ChatDocument[], tokenizer, options, record) : packedSet(chosen as TextDocument[], tokenizer, options, record);
 }
 
+/** The data's files for messages: the paths (or built-in corpus), few by name. */
+export function dataSourceName(record: Pick<DataSpecRecord, 'paths' | 'builtin'>): string {
+  return record.builtin !== undefined ? `built-in corpus ${record.builtin}` : record.paths.length <= 3 ? record.paths.join(', ') : `${record.paths.length} files (${record.paths[0]}, …)`;
+}
+
 function describeSplit(record: RecordBase): string {
   // The files by name when there are few: "the data (0 documents)" alone does not say which file is empty.
   const files = record.builtin !== undefined ? `built-in corpus ${record.builtin}` : record.paths.length <= 3 ? record.paths.join(', ') : `${record.paths.length} files`;

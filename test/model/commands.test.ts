@@ -42,6 +42,14 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('apex eval', () => {
+  it('a token id outside the vocabulary is refused naming the data file (exit 3)', async () => {
+    const file = join(tmp, 'foreign-ids.safetensors');
+    await writeSafetensors(file, [i32Tensor('input_ids', [1, 4], Int32Array.from([1, 5, 600, 7]))]);
+    const r = apex(['eval', 'fixtures/stories260K', '--input-ids', file, '--backend', 'wasm']);
+    expect(r.json.error).toMatchObject({ code: 'TOKEN_RANGE', exit: 3 });
+    expect(r.json.error!.message).toBe(`${file}: sequence 0, position 2: token id 600 is outside the model's vocabulary [0, 512) (data made for another model?)`);
+  });
+
   it('reproduces the reference mean NLL from --input-ids and records the backend', async () => {
     const ref = await loadReference('llama-mha-f32');
     const ids = new Int32Array(ref.B * ref.T);
