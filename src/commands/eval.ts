@@ -10,7 +10,7 @@ import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { openModelForCompute } from '../model/open-model.js';
 import { checkTokens, contextWarning, evaluateNll } from '../model/streaming-forward.js';
 import { loadTokenizer } from '../model/tokenizer.js';
-import { BUILTIN_CORPORA, dataSourceName, loadSequences, type DataSpecRecord } from '../train/data.js';
+import { BUILTIN_CORPORA, dataSourceName, loadSequences, type DataSpecRecord, type SplitName } from '../train/data.js';
 import { MAX_SEED } from '../util/rng.js';
 
 export interface EvalResult {
@@ -50,6 +50,8 @@ export default class Eval extends ApexCommand<EvalResult> {
     'batch-size': Flags.integer({ description: 'Sequences per forward chunk (fewer when --max-memory requires).', default: 8, min: 1 }),
     samples: Flags.integer({ description: 'Evaluate a seeded sample of this many sequences (default: all).', min: 1 }),
     seed: Flags.integer({ description: 'Seed of the sample.', default: 0, min: 0, max: MAX_SEED }),
+    split: Flags.string({ description: 'Which documents: all, or the training / held-out part of the seeded split apex finetune and apex run make of their data (to reproduce their held-out perplexity: --split heldout with their split seed, and --samples/--seed as their eval samples).', options: ['all', 'train', 'heldout'], default: 'all' }),
+    'split-seed': Flags.integer({ description: 'Seed of the split (apex finetune: 0; apex run: its config seed).', default: 0, min: 0, max: MAX_SEED }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Memory budget for weights and activations, e.g. 2GiB.', default: '4GiB' }),
   };
@@ -67,6 +69,8 @@ export default class Eval extends ApexCommand<EvalResult> {
         seqLen: flags['seq-len'],
         ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
         seed: flags.seed,
+        split: flags.split as SplitName,
+        splitSeed: flags['split-seed'],
         onWarning: (m) => this.note(m),
       });
       checkTokens(opened.spec, set.sequences, dataSourceName(set.source));

@@ -42,6 +42,26 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('apex eval', () => {
+  it('--split heldout reproduces the held-out perplexity apex finetune measured on its own split', async () => {
+    const ref = await loadReference('stories260K');
+    // 24 rows of 16 tokens cut from the reference stories: finetune holds out a seeded 5% (at least one row).
+    const rows: number[] = [];
+    for (const s of ref.sequences) for (let at = 0; at + 16 <= s.length && rows.length < 24 * 16; at += 16) rows.push(...s.slice(at, at + 16));
+    const file = join(tmp, 'split-ids.safetensors');
+    await writeSafetensors(file, [i32Tensor('input_ids', [rows.length / 16, 16], Int32Array.from(rows))]);
+    const run = join(tmp, 'split-run');
+    const trained = apex(['finetune', 'fixtures/stories260K', '--input-ids', file, '--seq-len', '16', '--method', 'vanilla', '--steps', '2', '--batch-size', '4', '--lr', '1e-3', '--backend', 'wasm', '-o', run]);
+    expect(trained.status).toBe(0);
+    const metrics = readFileSync(join(run, 'stages/1/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { eval_loss?: number });
+    const heldOut = metrics.at(-1)!.eval_loss!;
+    const evaluated = apex(['eval', join(run, 'stages/1/model'), '--input-ids', file, '--seq-len', '16', '--split', 'heldout', '--backend', 'wasm']);
+    expect(evaluated.json.data.data).toMatchObject({ split: 'heldout', splitSeed: 0 });
+    expect(Math.abs(evaluated.json.data.meanNll - heldOut)).toBeLessThan(1e-5);
+    // The whole file is another set, with another loss.
+    const all = apex(['eval', join(run, 'stages/1/model'), '--input-ids', file, '--seq-len', '16', '--backend', 'wasm']);
+    expect(Math.abs(all.json.data.meanNll - heldOut)).toBeGreaterThan(1e-3);
+  });
+
   it('a token id outside the vocabulary is refused naming the data file (exit 3)', async () => {
     const file = join(tmp, 'foreign-ids.safetensors');
     await writeSafetensors(file, [i32Tensor('input_ids', [1, 4], Int32Array.from([1, 5, 600, 7]))]);
