@@ -158,13 +158,19 @@ export function checkCheckpointTensors(
   const expected = expectedTensors(spec);
   const table = ARCHITECTURE_TABLES[spec.architecture];
   const byName = new Map(tensors.map((t) => [t.name, t]));
+  // Every problem is collected, so one error names them all (a config with a wrong size breaks
+  // every layer's tensors alike); the error takes the first one's code.
+  const problems: { code: string; message: string }[] = [];
   for (const [name, dims] of expected) {
     const t = byName.get(name);
-    if (!t) throw new InputError(`${source}: missing tensor '${name}' (required by ${spec.architecture} with this config.json)`, 'MISSING_TENSOR');
-    if (t.shape.length !== dims.length || t.shape.some((d, k) => d !== dims[k])) {
-      throw new InputError(`${source}: tensor '${name}' has shape [${t.shape.join(', ')}] but config.json implies [${dims.join(', ')}]`, 'TENSOR_SHAPE');
+    if (!t) {
+      problems.push({ code: 'MISSING_TENSOR', message: `missing tensor '${name}' (required by ${spec.architecture} with this config.json)` });
+      continue;
     }
-    if (!FLOAT_STORAGE.has(t.dtype)) throw new InputError(`${source}: tensor '${name}' is ${t.dtype}; apex computes with F32/F16/BF16/F64 weights only`, 'TENSOR_DTYPE');
+    if (t.shape.length !== dims.length || t.shape.some((d, k) => d !== dims[k])) {
+      problems.push({ code: 'TENSOR_SHAPE', message: `tensor '${name}' has shape [${t.shape.join(', ')}] but config.json implies [${dims.join(', ')}]` });
+    }
+    if (!FLOAT_STORAGE.has(t.dtype)) problems.push({ code: 'TENSOR_DTYPE', message: `tensor '${name}' is ${t.dtype}; apex computes with F32/F16/BF16/F64 weights only` });
   }
   const warnings: string[] = [];
   const ignored: string[] = [];
@@ -178,7 +184,12 @@ export function checkCheckpointTensors(
       warnings.push(`${source}: 'lm_head.weight' is present but tie_word_embeddings is true; using model.embed_tokens.weight as transformers does`);
       continue;
     }
-    throw new InputError(`${source}: unexpected tensor '${t.name}' (not part of ${spec.architecture} with this config.json)`, 'UNEXPECTED_TENSOR');
+    problems.push({ code: 'UNEXPECTED_TENSOR', message: `unexpected tensor '${t.name}' (not part of ${spec.architecture} with this config.json)` });
+  }
+  if (problems.length > 0) {
+    const [first, ...rest] = problems;
+    const more = rest.length === 0 ? '' : `; ${rest.length} more: ${rest.slice(0, 8).map((p) => p.message).join('; ')}${rest.length > 8 ? '; …' : ''}`;
+    throw new InputError(`${source}: ${first!.message}${more}`, first!.code);
   }
   if (ignored.length > 0) warnings.push(`${source}: ignoring ${ignored.length} rotary inv_freq buffer(s) (e.g. '${ignored[0]}'); apex computes rotary frequencies from config.json`);
   return { warnings };

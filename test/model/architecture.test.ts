@@ -73,4 +73,16 @@ describe('architecture table', () => {
     expect(warnings.join('\n')).toMatch(/inv_freq/);
     expect(warnings.join('\n')).toMatch(/tie_word_embeddings/);
   });
+
+  it('names every problem at once, with the first one\'s code (a config of the wrong size breaks every layer alike)', () => {
+    const tensors = [...expectedTensors(gqa)].map(([name, shape]) => ({ name, shape, dtype: 'BF16' }));
+    const gates = tensors.filter((t) => t.name.endsWith('mlp.gate_proj.weight')).map((t) => t.name);
+    expect(gates.length).toBe(gqa.numLayers);
+    const lastDown = `model.layers.${gqa.numLayers - 1}.mlp.down_proj.weight`;
+    const wrong = tensors.filter((t) => t.name !== lastDown).map((t) => (gates.includes(t.name) ? { ...t, shape: [t.shape[0]! + 1, t.shape[1]!] } : t));
+    const error = (() => { try { checkCheckpointTensors(gqa, [...wrong, { name: 'extra.weight', shape: [1], dtype: 'F32' }], 'ck'); } catch (e) { return e as InputError; } })()!;
+    expect(error.code).toBe('TENSOR_SHAPE');
+    for (const name of [...gates, lastDown, 'extra.weight']) expect(error.message, name).toContain(`'${name}'`);
+    expect(error.message).toMatch(new RegExp(`^ck: tensor 'model\\.layers\\.0\\.mlp\\.gate_proj\\.weight' has shape .*; ${gqa.numLayers + 1} more: `));
+  });
 });
