@@ -9,7 +9,8 @@
  * case it is cut into documents of about TEXT_DOCUMENT_CHARS characters at paragraph breaks
  * (blank lines), falling back to line breaks, then sentence ends, then spaces. Long single files
  * thus still give enough documents for a held-out split. Plain-text documents are trimmed of
- * surrounding whitespace (EOS marks their boundary); JSONL `text` values are kept verbatim.
+ * surrounding whitespace (EOS marks their boundary) and their line ends read as LF (CRLF, CR);
+ * JSONL `text` values are kept verbatim.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -117,7 +118,9 @@ export async function readSourceFile(path: string): Promise<SourceFile> {
     const { kind, documents } = ext !== JSON_EXTENSION ? parseJsonl(path, text) : text.trimStart().startsWith('[') ? parseJsonArray(path, text) : jsonLinesInJson(path, text);
     return { path, sha256, kind, documents };
   }
-  const documents: DataDocument[] = splitLongText(text, TEXT_DOCUMENT_CHARS)
+  // Line ends as Python's text mode (and so Hugging Face datasets' text loader) reads them:
+  // CRLF and CR become LF, so a file saved on Windows gives the same tokens.
+  const documents: DataDocument[] = splitLongText(text.replace(/\r\n?/g, '\n'), TEXT_DOCUMENT_CHARS)
     .map((t) => t.trim())
     .filter((t) => t.length > 0)
     .map((t) => ({ kind: 'text' as const, text: t, origin: path }));

@@ -56,7 +56,7 @@ export interface DataSpecRecord {
   tokens: number;
   /** Chat conversations dropped because truncation to seqLen left no assistant token. */
   dropped?: number;
-  /** Chat conversations kept that lost some assistant tokens to truncation at seqLen. */
+  /** Chat conversations kept that lost some assistant tokens to truncation at seqLen (counts of the whole split, before `samples`). */
   truncated?: number;
   /** Chat: assistant tokens that truncation to seqLen removed (dropped conversations included). */
   targetsLost?: number;

@@ -163,6 +163,19 @@ describe('loadSequences', () => {
     );
   });
 
+  it('plain text saved with CRLF or CR line ends gives the same tokens as with LF (as Python reads text)', async () => {
+    const tok = await tokenizer();
+    const lines = ['In the beginning God created the heaven and the earth.', 'And the earth was without form, and void;', 'and darkness was upon the face of the deep.'];
+    const load = async (eol: string) => {
+      const dir = await mkdtemp(join(tmpdir(), 'apex-eol-'));
+      await writeFile(join(dir, 'doc.txt'), lines.join(eol) + eol);
+      return loadSequences({ data: [join(dir, 'doc.txt')], tokenizer: tok, seqLen: 8, seed: 0 });
+    };
+    const lf = await load('\n');
+    expect((await load('\r\n')).sequences).toEqual(lf.sequences);
+    expect((await load('\r')).sequences).toEqual(lf.sequences);
+  });
+
   it('text JSONL is packed', async () => {
     const set = await loadSequences({ data: ['fixtures/data/text-sample.jsonl'], tokenizer: await tokenizer(), seqLen: 32, seed: 0 });
     expect(set.source).toMatchObject({ kind: 'jsonl-text', documents: 8 });
