@@ -11,7 +11,7 @@ import { formatInspection, inspectCheckpoint, type InspectResult } from '../io/i
 import { resolveModel } from '../io/resolve-model.js';
 
 export default class Inspect extends ApexCommand<InspectResult> {
-  static override description = 'Summarise a checkpoint: architecture, config, tensors, parameters, dtypes, shards and validation (reads headers only); exits 3 (VALIDATION_FAILED) after the report when a check fails.';
+  static override description = 'Summarise a checkpoint: architecture, config, tensors, parameters, dtypes, shards and validation (reads headers only); exits 3 (VALIDATION_FAILED) after the report when a check fails. An architecture apex cannot compute with is summarised with supported: false and unsupportedReason, exit 0 (check supported in CI).';
   static override examples = [
     '<%= config.bin %> inspect ./my-model',
     '<%= config.bin %> inspect TinyLlama/TinyLlama-1.1B-Chat-v1.0 --json',
