@@ -47,7 +47,7 @@ export function applyRunRules(config: ResolvedConfig, ctx: RuleContext): ConfigP
   // max(|P| + |N|, floor(n · ratio)), so it means no extra units E, the spec's "small totals".)
   if (!(method === 'apex' && config.setting === 'structured')) {
     if (structuredKey !== undefined && methodKnown && !ctx.failed('setting')) {
-      problem(structuredKey, `applies only to method apex with setting structured (method is ${method}${config.setting ? `, setting ${config.setting}` : ''})`);
+      problem(structuredKey, `applies only to method apex with setting structured (method is ${method}${config.setting ? `, setting ${config.setting}` : ''}); drop the section, or override structured= to clear it`);
     }
     config.structured = null;
   }
@@ -64,7 +64,7 @@ export function applyRunRules(config: ResolvedConfig, ctx: RuleContext): ConfigP
     }
     if (l.alpha === null || !ctx.explicit('lora.alpha')) l.alpha = l.rank === null ? null : 2 * l.rank;
   } else {
-    if (loraKey !== undefined && methodKnown) problem(loraKey, `applies only to method lora (method is ${method})`);
+    if (loraKey !== undefined && methodKnown) problem(loraKey, `applies only to method lora (method is ${method}); drop the section, or override lora= to clear it`);
     config.lora = null;
   }
 

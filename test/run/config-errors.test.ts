@@ -115,13 +115,13 @@ describe('config errors: contradictions', () => {
 
   it('a lora section with method apex', async () => {
     expect(await fileProblems(`${MINIMAL}method: apex\nlora: { rank: 4 }\n`)).toEqual([
-      'run.yaml:5: lora.rank: applies only to method lora (method is apex)',
+      'run.yaml:5: lora.rank: applies only to method lora (method is apex); drop the section, or override lora= to clear it',
     ]);
   });
 
   it('a structured section without setting structured', async () => {
     expect(await fileProblems(`${MINIMAL}setting: operators\nstructured:\n  train_embeddings: false\n`)).toEqual([
-      'run.yaml:6: structured.train_embeddings: applies only to method apex with setting structured (method is apex, setting operators)',
+      'run.yaml:6: structured.train_embeddings: applies only to method apex with setting structured (method is apex, setting operators); drop the section, or override structured= to clear it',
     ]);
   });
 
