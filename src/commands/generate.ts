@@ -44,9 +44,9 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     prompt: Flags.string({ description: 'Prompt text (needs the model\'s tokenizer). Default: just the BOS token.', exclusive: ['input-ids'] }),
     'input-ids': Flags.string({ description: 'Prompts as token ids: one I32/I64 [B, T] safetensors tensor, or input_ids with a right-padding attention_mask (each row one prompt, up to its mask).' }),
     'max-new-tokens': Flags.integer({ description: 'Tokens to generate per prompt.', default: 64, min: 0 }),
-    temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy. Default: what the model\'s generation_config.json asks for (do_sample, temperature, top_k, top_p, as Hugging Face generate), else greedy.' }),
-    'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass (default: generation_config.json\'s when it samples, else 1).' }),
-    'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off (default: generation_config.json\'s when it samples, else 0).', min: 0 }),
+    temperature: Flags.string({ description: 'Sampling temperature; 0 = greedy. Without it: what the model\'s generation_config.json asks for (do_sample, temperature, top_k, top_p, as Hugging Face generate), else greedy; with it, --top-k and --top-p (defaults 0 and 1) and not the file.' }),
+    'top-p': Flags.string({ description: 'Nucleus sampling: keep the most likely tokens up to this probability mass (default 1, or generation_config.json\'s when it decides the sampling).' }),
+    'top-k': Flags.integer({ description: 'Sample only among the k most likely tokens (applied before --top-p); 0 = off (default 0, or generation_config.json\'s when it decides the sampling).', min: 0 }),
     seed: Flags.integer({ description: 'Sampling seed (prompts of different lengths run as one batch per length; the g-th uses seed + g).', default: 0, min: 0, max: MAX_SEED }),
     'ids-out': Flags.string({ description: 'Write prompt + generated ids as I32 [B, T] tensors `input_ids` and `attention_mask` (0 where a row that stopped early is padded) to this safetensors file; usable as --input-ids. An existing file is replaced only with --force.' }),
     force: Flags.boolean({ description: 'Replace an existing --ids-out file.' }),
@@ -65,12 +65,13 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
     const budget = parseByteSize(flags['max-memory'], '--max-memory');
     const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
     try {
-      // Flags first, then the model's generation_config.json (as Hugging Face generate), then greedy.
-      const fromModel = flagTemperature === 0 ? undefined : await generationSampling(opened.resolved.dir);
+      // The flags when --temperature is given, else the model's generation_config.json (as Hugging Face
+      // generate), else greedy. A file whose sampling values are broken matters only when it is used.
+      const fromModel = flagTemperature !== undefined ? undefined : await generationSampling(opened.resolved.dir);
       const temperature = flagTemperature ?? fromModel?.temperature ?? 0;
       const topP = flagTopP ?? fromModel?.topP ?? 1;
       const topK = flags['top-k'] ?? fromModel?.topK ?? 0;
-      if (fromModel !== undefined && flagTemperature === undefined) {
+      if (fromModel !== undefined) {
         this.note(`sampling as the model's generation_config.json asks (temperature ${temperature}, top-k ${topK}, top-p ${topP}); --temperature 0 decodes greedily`);
       }
       if (temperature === 0 && (topK > 0 || topP !== 1)) this.note('--temperature 0 decodes greedily: --top-k and --top-p have no effect');

@@ -67,7 +67,8 @@ export async function acquireOutputLock(outDir: string, options: { command?: str
     try {
       targetLock = await takeLockFile(outDir, lockPathFor(target), owner, text, options.onWarning);
     } catch (e) {
-      if (e instanceof UsageError) {
+      // Only a live holder refuses; a lock that cannot be written there (OUTPUT_NOT_WRITABLE) leaves the named one alone.
+      if (e instanceof UsageError && e.code === 'OUTPUT_LOCKED') {
         await lock.release();
         throw e;
       }

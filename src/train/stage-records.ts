@@ -38,14 +38,17 @@ export async function stageDetails(run: string, stage: number): Promise<Partial<
 }
 
 /**
- * Refuses a stage recorded as complete whose recorded outputs (operators, trained tensors,
- * scores, metrics, plot) are missing or changed size: the next stage's selection, the report's
- * curves and heatmaps read them. InputError STAGE_OUTPUT_MISSING (exit 3), naming the files.
+ * Refuses a stage recorded as complete whose scores or metrics (as recorded) are missing or
+ * changed size: the next stage's selection and the report's curves and heatmaps read them.
+ * InputError STAGE_OUTPUT_MISSING (exit 3), naming the files. The operators and trained tensors
+ * are read again only to fuse, which checks them itself: a user may delete them after fusion.
  */
+const READ_AFTER_FUSION = new Set(['scores.safetensors', 'metrics.jsonl']);
+
 export async function checkStageOutputs(run: string, stage: number, fix: string): Promise<void> {
   const dir = stageDir(run, stage);
   const record = (await readJson(join(dir, PROVENANCE_FILE))) as { outputs?: { stage?: { files?: { file: string; bytes: number }[] } } } | undefined;
-  const files = record?.outputs?.stage?.files ?? [];
+  const files = (record?.outputs?.stage?.files ?? []).filter((f) => READ_AFTER_FUSION.has(f.file));
   const wrong: string[] = [];
   for (const f of files) {
     const st = await stat(join(dir, f.file)).catch(() => undefined);
@@ -90,7 +93,7 @@ export async function runLrPlan(
   steps: number,
   lr: number | undefined,
   defaultLr: number,
-): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[] }> {
+): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[]; rebuilt?: LrPlan }> {
   const notes: string[] = [];
   const stageSteps: number[] = [];
   let recordedTotal: number | undefined;
@@ -129,7 +132,9 @@ export async function runLrPlan(
           `stage ${stage - 1} would have used next, over the ${plan.totalSteps - offset} steps now left in the run`,
       );
     }
-    return { plan, totalStages: total, offset, notes };
+    // What apex made before segmentTotals (the plan rebuilt from this stage's steps), for resuming a checkpoint it wrote.
+    const rebuilt = plan.segmentTotals !== undefined ? planForStages(peakLr, stageSteps) : undefined;
+    return { plan, totalStages: total, offset, notes, ...(rebuilt ? { rebuilt } : {}) };
   }
   return { plan: planForStages(peakLr, stageSteps), totalStages: total, offset, notes };
 }

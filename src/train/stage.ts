@@ -254,6 +254,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       }
     }
     const lr = await runLrPlan(run, stage, settings.totalStages, steps, options.lr, settings.optimizer.lr);
+    let lrPlan = lr.plan;
     lr.notes.forEach(warn);
     const planWith = (selections: LayerSelection[] | undefined): TrainablePlan => ({
       setting,
@@ -347,7 +348,13 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       trainLengths: options.train.lengths,
     });
     if (resumeFrom) {
-      if (JSON.stringify(resumeFrom.scalars.lrPlan) !== JSON.stringify(lr.plan)) {
+      const madeWith = JSON.stringify(resumeFrom.scalars.lrPlan);
+      if (madeWith !== JSON.stringify(lrPlan) && lr.rebuilt !== undefined && madeWith === JSON.stringify(lr.rebuilt)) {
+        // Begun by an apex that rebuilt the plan from this stage's own steps: it ends on that plan.
+        warn(`${resumeFrom.path} was made by an earlier apex, whose learning-rate plan for a stage of other length than planned started over from this stage's steps; the stage ends on that plan`);
+        lrPlan = lr.rebuilt;
+      }
+      if (madeWith !== JSON.stringify(lrPlan)) {
         throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
       }
       const changes = resumeKeyChanges(resumeFrom.scalars.settings, resumeKey);
@@ -378,7 +385,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           ...(options.eval ? { eval: options.eval } : {}),
           stage,
           steps,
-          lrPlan: lr.plan,
+          lrPlan,
           globalStepOffset: lr.offset,
           batchSize,
           gradAccum,
@@ -432,9 +439,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       selection: selections?.map((s) => ({ layer: s.layer, head_k: s.headK, channel_k: s.channelK, heads: unitLists(s.heads), channels: unitLists(s.channels) })) ?? null,
       recorder_k: recorderShape ? { head: recorderShape.headK, channel: recorderShape.channelK } : null,
       lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank, ...(matched ? { matched_to: matched.record, target: matched.target } : {}) } : null,
-      optimizer: { ...settings.optimizer, lr: lr.plan.peakLr },
+      optimizer: { ...settings.optimizer, lr: lrPlan.peakLr },
       budget: settings.budget,
-      lr_plan: lr.plan,
+      lr_plan: lrPlan,
       global_step_offset: lr.offset,
       seeds,
       data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },

@@ -176,6 +176,9 @@ describe('apex generate', () => {
     writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: true, top_p: 2 }));
     const bad = apex(['generate', model, '--max-new-tokens', '1', '--backend', 'wasm']);
     expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: top_p must be a number in its range, got 2') });
+    // With --temperature the flags decide, and the file's sampling values are not read.
+    const flagged = apex(['generate', model, '--max-new-tokens', '1', '--temperature', '0.7', '--backend', 'wasm']);
+    expect([flagged.status, flagged.json.data.sampling]).toEqual([0, { temperature: 0.7, topK: 0, topP: 1, seed: 0, from: 'flags' }]);
   });
 
   it('right-padded prompts of different lengths are each continued from their own end; --ids-out masks only the padding', async () => {
