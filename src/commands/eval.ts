@@ -8,7 +8,7 @@ import { VerificationError } from '../errors.js';
 import { parseByteSize } from '../io/byte-size.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { openModelForCompute } from '../model/open-model.js';
-import { checkTokens, contextWarning, evaluateNll } from '../model/streaming-forward.js';
+import { contextWarning, evaluateNll } from '../model/streaming-forward.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_CORPORA, dataSourceName, loadSequences, type DataSpecRecord, type SplitName } from '../train/data.js';
 import { MAX_SEED } from '../util/rng.js';
@@ -73,11 +73,11 @@ export default class Eval extends ApexCommand<EvalResult> {
         splitSeed: flags['split-seed'],
         onWarning: (m) => this.note(m),
       });
-      checkTokens(opened.spec, set.sequences, dataSourceName(set.source));
       const beyondContext = contextWarning(opened.spec, Math.max(...set.sequences.map((s) => s.length)));
       if (beyondContext) this.note(`${beyondContext}; lower --seq-len to measure the model within its context`);
       const started = performance.now();
       const result = await evaluateNll(opened.source, set.sequences, {
+        dataName: dataSourceName(set.source),
         batchSize: flags['batch-size'],
         maxMemoryBytes,
         ...(set.lossMasks ? { lossMasks: set.lossMasks } : {}),

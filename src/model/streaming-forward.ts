@@ -63,6 +63,8 @@ export interface NllOptions extends StreamingOptions {
   lossMasks?: readonly (ArrayLike<number> | undefined)[];
   /** Also return log p(token t | tokens < t) for every sequence. */
   returnTargetLogprobs?: boolean;
+  /** The data's files, named by an error about its token ids. */
+  dataName?: string;
 }
 
 export interface NllResult {
@@ -85,7 +87,7 @@ interface Chunk {
 /** Mean next-token NLL over all sequences, streaming layers and the vocabulary. */
 export async function evaluateNll(source: WeightSource, sequences: readonly ArrayLike<number>[], options: NllOptions = {}): Promise<NllResult> {
   const { spec } = source;
-  checkTokens(spec, sequences);
+  checkTokens(spec, sequences, options.dataName);
   const plan = planFor(spec, sequences, options);
   const chunks = makeChunks(sequences, plan.chunkSequences);
   const hidden = await runDecoderStack(source, sequences, chunks, options);

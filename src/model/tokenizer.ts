@@ -158,14 +158,13 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
     throw new InputError(`${tokenizerPath}: unsupported or invalid tokenizer (${(e as Error).message})`, 'UNSUPPORTED_TOKENIZER', { cause: e });
   }
 
-  const bosToken = tokenString(config.bos_token) ?? tokenString(specialMap.bos_token);
-  const eosToken = tokenString(config.eos_token) ?? tokenString(specialMap.eos_token);
-  const padToken = tokenString(config.pad_token) ?? tokenString(specialMap.pad_token);
-  const specialTokens: Record<string, string | string[]> = {};
+  const single: Partial<Record<(typeof SPECIAL_TOKEN_KEYS)[number], string>> = {};
   for (const key of SPECIAL_TOKEN_KEYS) {
     const value = tokenString(config[key]) ?? tokenString(specialMap[key]);
-    if (value !== undefined) specialTokens[key] = value;
+    if (value !== undefined) single[key] = value;
   }
+  const { bos_token: bosToken, eos_token: eosToken, pad_token: padToken } = single;
+  const specialTokens: Record<string, string | string[]> = { ...single };
   const additional = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens : Array.isArray(specialMap.additional_special_tokens) ? specialMap.additional_special_tokens : undefined;
   if (additional !== undefined) specialTokens.additional_special_tokens = additional.map(tokenString).filter((t): t is string => t !== undefined);
   const bosId = bosToken !== undefined ? tok.token_to_id(bosToken) : undefined;

@@ -204,9 +204,8 @@ export function dataSourceName(record: Pick<DataSpecRecord, 'paths' | 'builtin'>
 }
 
 function describeSplit(record: RecordBase): string {
-  // The files by name when there are few: "the data (0 documents)" alone does not say which file is empty.
-  const files = record.builtin !== undefined ? `built-in corpus ${record.builtin}` : record.paths.length <= 3 ? record.paths.join(', ') : `${record.paths.length} files`;
-  return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${files}: ${record.documents} document${record.documents === 1 ? '' : 's'})`;
+  // The files by name: "the data (0 documents)" alone does not say which file is empty.
+  return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${dataSourceName(record)}: ${record.documents} document${record.documents === 1 ? '' : 's'})`;
 }
 
 function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {

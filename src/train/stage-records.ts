@@ -31,7 +31,7 @@ export interface StageDetails {
   readonly [key: string]: unknown;
 }
 
-export async function stageDetails(run: string, stage: number): Promise<Partial<StageDetails> | undefined> {
+async function stageDetails(run: string, stage: number): Promise<Partial<StageDetails> | undefined> {
   const record = await readJson(join(stageDir(run, stage), PROVENANCE_FILE));
   const details = record && typeof record === 'object' ? (record as Record<string, unknown>).details : undefined;
   return details && typeof details === 'object' ? (details as Partial<StageDetails>) : undefined;
@@ -84,7 +84,8 @@ export function stageSeeds(seed: number, stage: number): StageSeeds {
  * totals they ran with (lr-schedule.ts `segmentTotals`): a stage that trains other steps than
  * were planned for it continues from the rate the previous stage would have used next. A new
  * stage total or peak rate makes the plan again, as if the run had been planned that way from
- * its start (the rate then jumps at this stage's start); both are said.
+ * its start (the rate then jumps at this stage's start); both are said. `previous` is the record
+ * of stage `stage - 1` (read here anyway), for the caller's own comparisons.
  */
 export async function runLrPlan(
   run: string,
@@ -93,11 +94,12 @@ export async function runLrPlan(
   steps: number,
   lr: number | undefined,
   defaultLr: number,
-): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[]; rebuilt?: LrPlan }> {
+): Promise<{ plan: LrPlan; totalStages: number; offset: number; notes: string[]; rebuilt?: LrPlan; previous?: Partial<StageDetails> }> {
   const notes: string[] = [];
   const stageSteps: number[] = [];
   let recordedTotal: number | undefined;
   let previousPlan: LrPlan | undefined;
+  let previous: Partial<StageDetails> | undefined;
   for (let s = 1; s < stage; s++) {
     const d = await stageDetails(run, s);
     if (d?.steps !== undefined && Number.isSafeInteger(d.steps) && d.steps > 0) stageSteps.push(d.steps);
@@ -106,6 +108,7 @@ export async function runLrPlan(
       stageSteps.push(steps);
     }
     if (s === stage - 1) {
+      previous = d;
       if (d?.total_stages !== undefined) recordedTotal = d.total_stages;
       previousPlan = recordedPlan(d?.lr_plan);
     }
@@ -121,9 +124,9 @@ export async function runLrPlan(
   for (let s = stage; s <= total; s++) stageSteps.push(steps);
   // The totals the earlier stages began with, from the previous stage's plan, when it matches
   // the steps they ran (a record from before segmentTotals: every stage began with its total).
-  let ranWith: number[] = [];
+  const known = previous !== undefined ? { previous } : {};
   if (previousPlan !== undefined && !newTotal && !newPeak && sameStarts(previousPlan, stageSteps.slice(0, stage))) {
-    ranWith = Array.from({ length: stage - 1 }, (_, i) => previousPlan!.segmentTotals?.[i] ?? previousPlan!.totalSteps);
+    const ranWith = Array.from({ length: stage - 1 }, (_, i) => previousPlan!.segmentTotals?.[i] ?? previousPlan!.totalSteps);
     const planned = previousPlan.stageStarts.length >= stage ? (previousPlan.stageStarts[stage] ?? previousPlan.totalSteps) - previousPlan.stageStarts[stage - 1]! : undefined;
     const plan = planForStages(peakLr, stageSteps, ranWith);
     if (plan.totalSteps !== previousPlan.totalSteps) {
@@ -134,9 +137,9 @@ export async function runLrPlan(
     }
     // What apex made before segmentTotals (the plan rebuilt from this stage's steps), for resuming a checkpoint it wrote.
     const rebuilt = plan.segmentTotals !== undefined ? planForStages(peakLr, stageSteps) : undefined;
-    return { plan, totalStages: total, offset, notes, ...(rebuilt ? { rebuilt } : {}) };
+    return { plan, totalStages: total, offset, notes, ...(rebuilt ? { rebuilt } : {}), ...known };
   }
-  return { plan: planForStages(peakLr, stageSteps), totalStages: total, offset, notes };
+  return { plan: planForStages(peakLr, stageSteps), totalStages: total, offset, notes, ...known };
 }
 
 /** A recorded plan, when the record holds a well-formed one. */

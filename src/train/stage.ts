@@ -43,7 +43,7 @@ import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
-import { checkStageOutputs, matchedLoraRank, runLrPlan, stageDetails, stageSeeds, type StageDetails } from './stage-records.js';
+import { checkStageOutputs, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
@@ -246,14 +246,12 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     if (batchSize > options.train.sequences.length) {
       warn(`${names.batchSize} ${batchSize} is more than the ${options.train.sequences.length} training sequences: every step repeats some of them`);
     }
-    if (stage > 1) {
-      // Batch, accumulation and length default per command, not per run: say when they changed.
-      const before = (await stageDetails(run, stage - 1))?.tokens_per_step;
-      if (typeof before === 'number' && before !== tokensPerStep) {
-        warn(`stage ${stage} trains ${tokensPerStep} tokens per step (batch ${batchSize} × accumulation ${gradAccum} × ${seqLen}), stage ${stage - 1} trained ${before}`);
-      }
-    }
     const lr = await runLrPlan(run, stage, settings.totalStages, steps, options.lr, settings.optimizer.lr);
+    // Batch, accumulation and length default per command, not per run: say when they changed.
+    const before = lr.previous?.tokens_per_step;
+    if (typeof before === 'number' && before !== tokensPerStep) {
+      warn(`stage ${stage} trains ${tokensPerStep} tokens per step (batch ${batchSize} × accumulation ${gradAccum} × ${seqLen}), stage ${stage - 1} trained ${before}`);
+    }
     let lrPlan = lr.plan;
     lr.notes.forEach(warn);
     const planWith = (selections: LayerSelection[] | undefined): TrainablePlan => ({
