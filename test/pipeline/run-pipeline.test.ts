@@ -16,14 +16,16 @@ import { selectBackend } from '../../src/model/backend.js';
 import { disposeModelWeights, forwardLogits, loadModelWeights } from '../../src/model/model-weights.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
 import { loadRunData } from '../../src/pipeline/run-data.js';
+import { apexVersion } from '../../src/pipeline/analysis-provenance.js';
 import { runPipeline } from '../../src/pipeline/run.js';
+import { renderRunReport } from '../../src/pipeline/run-report.js';
 import type { RunSummary } from '../../src/pipeline/run-summary.js';
 import { resolveConfig } from '../../src/run/config.js';
 import { configFolder, fingerprint, maxWeightDifference, MICRO_DATA, microConfig, MODEL } from './run-fixtures.js';
 
-async function run(file: string, options: { overrides?: string[]; force?: boolean; signal?: AbortSignal; onStatus?: (m: string) => void } = {}) {
+async function run(file: string, options: { overrides?: string[]; force?: boolean; signal?: AbortSignal; onStatus?: (m: string) => void; lines?: string[] } = {}) {
   const resolved = await resolveConfig({ file, overrides: options.overrides ?? [], cwd: path.dirname(file) });
-  const lines: string[] = [];
+  const lines: string[] = options.lines ?? [];
   const summary = await runPipeline({
     resolved,
     ...(options.force ? { force: true } : {}),
@@ -162,6 +164,13 @@ describe('apex run (library, micro config)', () => {
     expect(html).toContain('href="analysis/index.html"');
     expect(html.match(/<svg[\s>]/g)?.length).toBeGreaterThanOrEqual(5);
     expect(html).toContain(first.perplexity.final.toPrecision(4));
+    // The stages row says what was trained (4 steps of 4 × 32 tokens) and the time row what it sums.
+    expect(html).toContain('2 × 4 steps = 512 tokens per stage; each step 4 × 32 tokens, lr 0.001');
+    expect(html).toContain('time in recorded steps');
+    // A token budget rounds up to whole steps: the row gives both; accumulation is named.
+    const tokens = { ...first, config: { ...first.config, stages: { ...first.config.stages, steps: null, tokens: 500 }, optimizer: { ...first.config.optimizer, grad_accum: 2 } } } as RunSummary;
+    const other = renderRunReport({ summary: tokens, curves: [], stageScores: [], headUnit: 'head' });
+    expect(other).toContain('2 × 4 steps = 512 tokens per stage (asked: 500 tokens); each step 2 micro-batches of 4 × 32 tokens');
   });
 
   it('a rerun of the same config does no work and leaves every stage output untouched', async () => {
@@ -223,6 +232,25 @@ describe('apex run (library, micro config)', () => {
     const tokenizerChanged = await run(file).catch((e: unknown) => e);
     expect(tokenizerChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed since the run began: tokenizer_config\.json \(sha256/) });
     writeFileSync(tokenizerPath, tokenizerText);
+
+    // A record made before apex hashed the tokenizer and generation files (config.json alone
+    // among them), by another apex version: those files are not "new", and the version change is
+    // said; a file that such a record did hash is still compared (config.json, below).
+    const out = path.join(dir, 'apex-run');
+    const statePath = path.join(out, 'run.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8')) as { apexVersion: string; steps: { model: { result: { files: { file: string }[] } } } };
+    const hashed = state.steps.model.result.files.map((f) => f.file);
+    expect(hashed).toEqual(expect.arrayContaining(['config.json', 'tokenizer_config.json']));
+    state.apexVersion = '0.0.1-older';
+    state.steps.model.result.files = state.steps.model.result.files.filter((f) => !/^(tokenizer|special_tokens_map|generation_config)/.test(f.file));
+    writeFileSync(statePath, JSON.stringify(state));
+    const olderLines: string[] = [];
+    const again = new AbortController();
+    const older = await run(file, { lines: olderLines, signal: again.signal, onStatus: (m) => { if (/^APEX stage 1: step 3\//.test(m)) again.abort(new InterruptedError('test interrupt')); } }).catch((e: unknown) => e);
+    expect(older).toBeInstanceOf(InterruptedError);
+    expect(olderLines).toContain(`warning: ${out} was begun by apex 0.0.1-older; apex ${apexVersion()} continues it, so its steps so far and from here on come from two versions (summary.json: apexVersion and begunByApexVersion)`);
+    // The resumed invocation recorded every file again.
+    expect((JSON.parse(readFileSync(statePath, 'utf8')) as typeof state).steps.model.result.files.map((f) => f.file)).toEqual(hashed);
 
     const configPath = path.join(model, 'config.json');
     writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), _name_or_path: 'edited' }));

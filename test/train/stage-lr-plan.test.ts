@@ -3,11 +3,13 @@
 // continues from the rate the previous stage would have used next (spec §5: "the schedule
 // continues from the current learning rate"), saying so; a new --lr makes the plan again, also
 // said. Before, stage 2 rebuilt the plan from its own flags: the rate jumped at the boundary.
-import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { learningRate, planForStages } from '../../src/train/lr-schedule.js';
-import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { InterruptedError } from '../../src/errors.js';
+import { learningRate, planForStages, type LrPlan } from '../../src/train/lr-schedule.js';
+import { CHECKPOINTS_DIR, runStage, type StageOptions } from '../../src/train/stage.js';
 import { stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const { dir: run, cleanup } = tempRun('lr-plan');
@@ -43,4 +45,40 @@ it('stage 2 with other steps and no --lr continues stage 1\'s rate; a new --lr m
   const batch: string[] = [];
   await runStage({ ...common, stage: 2, steps: 2, batchSize: 4, force: true, onWarning: (m) => batch.push(m) } as StageOptions);
   expect(batch).toContain('stage 2 trains 128 tokens per step (batch 4 × accumulation 1 × 32), stage 1 trained 64');
+});
+
+// A checkpoint written by the apex before segmentTotals (which rebuilt the plan of a stage of
+// other length from its own steps) resumes on that plan, saying so, rather than being refused
+// or silently switched to today's plan halfway through the stage.
+it('a checkpoint made with the plan an earlier apex rebuilt resumes on that plan, with a warning', async () => {
+  const { dir: legacyRun, cleanup: done } = tempRun('lr-legacy');
+  try {
+    const train = await storyChunks(32);
+    const common = { model: STORIES, modelDir: STORIES, run: legacyRun, method: 'vanilla', train, batchSize: 2, backend: 'cpu', lr: 2e-3 } as const;
+    await runStage({ ...common, stage: 1, totalStages: 3, steps: 4 } as StageOptions);
+    const abort = new AbortController();
+    const stage2 = { ...common, stage: 2, steps: 6, saveEvery: 2, expand: false } as const;
+    let calls = 0;
+    await expect(runStage({ ...stage2, signal: abort.signal, onStep: () => { if (++calls === 2) abort.abort(); } } as StageOptions)).rejects.toBeInstanceOf(InterruptedError);
+
+    // Today's plan continues stage 1's rate; the earlier apex's plan started over from [4, 6, 6].
+    const legacy = planForStages(2e-3, [4, 6, 6]);
+    const checkpoints = join(legacyRun, 'stages/2', CHECKPOINTS_DIR);
+    const name = (await readdir(checkpoints)).sort().at(-1);
+    const stateFile = join(checkpoints, name!, 'state.json');
+    const state = JSON.parse(await readFile(stateFile, 'utf8')) as { scalars: { lrPlan: unknown }; scalarsSha256?: string };
+    const today = state.scalars.lrPlan as LrPlan;
+    expect([6, 7, 8, 9].some((s) => learningRate(s, today) !== learningRate(s, legacy))).toBe(true);
+    state.scalars.lrPlan = legacy;
+    state.scalarsSha256 = createHash('sha256').update(JSON.stringify(state.scalars)).digest('hex');
+    await writeFile(stateFile, JSON.stringify(state));
+
+    const warnings: string[] = [];
+    await runStage({ ...stage2, resume: true, onWarning: (m) => warnings.push(m) } as StageOptions);
+    expect(warnings.some((m) => /made by an earlier apex.*the stage ends on that plan/.test(m))).toBe(true);
+    const lines = (await stageMetrics(legacyRun, 2)).filter((l) => l.lr !== undefined);
+    expect(lines.slice(-4).map((l) => l.lr)).toEqual([6, 7, 8, 9].map((s) => learningRate(s, legacy)));
+  } finally {
+    done();
+  }
 });
