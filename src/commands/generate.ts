@@ -12,7 +12,7 @@ import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate } from '../model/generate.js';
 import { generationEosIds, generationSampling } from '../model/generation-config.js';
 import { contextWarning } from '../model/streaming-forward.js';
-import { chooseGenerationSource } from '../model/generation-source.js';
+import { chooseGenerationSource, largestGenerationBatch, promptGroups } from '../model/generation-source.js';
 import { openModelForCompute } from '../model/open-model.js';
 import { buildPrompts, paddedIds } from '../model/prompts.js';
 import { loadTokenizer } from '../model/tokenizer.js';
@@ -86,17 +86,12 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       const P = Math.max(...prompts.map((p) => p.length));
       const beyondContext = contextWarning(opened.spec, P + flags['max-new-tokens'], 'prompt plus new tokens');
       if (beyondContext) this.note(`${beyondContext}; text past it is likely to degrade`);
-      const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, prompts.length, P, P + flags['max-new-tokens']);
+      const groups = promptGroups(prompts);
+      const largest = largestGenerationBatch(opened.spec, groups, flags['max-new-tokens']);
+      const chosen = await chooseGenerationSource(opened.checkpoint, opened.spec, budget, largest.batch, largest.promptLength, largest.totalLength);
       if (!chosen.resident) this.note(`the model needs about ${formatBytes(chosen.residentBytes)} in memory, above --max-memory or what the backend holds: streaming its layers from disk at every step (slow)`);
       const started = performance.now();
-      // One batch per prompt length (rows of an --input-ids file padded to one width differ), each
-      // continued from its own end; the g-th batch samples with seed + g.
-      const groups = new Map<number, number[]>();
-      prompts.forEach((p, i) => {
-        const rows = groups.get(p.length);
-        if (rows) rows.push(i);
-        else groups.set(p.length, [i]);
-      });
+      // One batch per prompt length (promptGroups); the g-th batch samples with seed + g.
       const out = { sequences: new Array<Int32Array>(prompts.length), generated: new Array<Int32Array>(prompts.length), stopped: new Array<boolean>(prompts.length) };
       try {
         let g = 0;

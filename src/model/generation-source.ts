@@ -38,6 +38,37 @@ export function generationWorkBytes(spec: ModelSpec, batch: number, promptLength
   return cache + estimateForwardMemory(spec, batch, piece).activationBytes + scores;
 }
 
+/**
+ * Prompts by length, in order of first appearance: generate runs one batch per length (rows of an
+ * --input-ids file padded to one width differ), each continued from its own end.
+ */
+export function promptGroups(prompts: readonly Int32Array[]): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  prompts.forEach((p, i) => {
+    const rows = groups.get(p.length);
+    if (rows) rows.push(i);
+    else groups.set(p.length, [i]);
+  });
+  return groups;
+}
+
+/**
+ * The batch that needs the most memory among the length groups, which run one at a time: what
+ * generation has to hold at once (sizing all prompts at the longest length refused runs that fit).
+ */
+export function largestGenerationBatch(spec: ModelSpec, groups: ReadonlyMap<number, readonly number[]>, maxNewTokens: number): { batch: number; promptLength: number; totalLength: number } {
+  let best = { batch: 0, promptLength: 0, totalLength: 0 };
+  let bestBytes = -1;
+  for (const [length, rows] of groups) {
+    const bytes = generationWorkBytes(spec, rows.length, length, length + maxNewTokens);
+    if (bytes > bestBytes) {
+      bestBytes = bytes;
+      best = { batch: rows.length, promptLength: length, totalLength: length + maxNewTokens };
+    }
+  }
+  return best;
+}
+
 function modelParams(spec: ModelSpec): number {
   let params = 0;
   for (const dims of expectedTensors(spec).values()) params += dims.reduce((p, d) => p * d, 1);

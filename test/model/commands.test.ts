@@ -12,6 +12,8 @@ import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js'
 import { readInputIds } from '../../src/train/data-input-ids.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { paddedIds } from '../../src/model/prompts.js';
+import { parseModelConfig } from '../../src/model/config.js';
+import { residentGenerationBytes } from '../../src/model/generation-source.js';
 import { loadReference } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -197,6 +199,26 @@ describe('apex generate', () => {
     await f.close();
     const m = new Int32Array(mask.buffer, mask.byteOffset, mask.byteLength / 4);
     expect([0, 1, 2].map((b) => m.subarray(b * 10, (b + 1) * 10).reduce((a, v) => a + v, 0))).toEqual([7, 10, 7]);
+  });
+
+  it('sizes memory for the largest batch of one prompt length, not for every prompt at the longest length', async () => {
+    // 40 one-token prompts and one of 300 tokens run as two batches, one after the other: the
+    // model stays resident under a budget between what the larger batch needs and what all 41
+    // prompts at 300 tokens would need (which the command once asked for, and then streamed).
+    const spec = parseModelConfig(JSON.parse(readFileSync('fixtures/stories260K/config.json', 'utf8')), 'config.json');
+    const rows = [Int32Array.from({ length: 300 }, (_, i) => 1 + (i % 400)), ...Array.from({ length: 40 }, () => Int32Array.of(1))];
+    const newTokens = 8;
+    const perGroup = Math.max(residentGenerationBytes(spec, 1, 300, 300 + newTokens), residentGenerationBytes(spec, 40, 1, 1 + newTokens));
+    const allAtLongest = residentGenerationBytes(spec, 41, 300, 300 + newTokens);
+    expect(allAtLongest).toBeGreaterThan(1.5 * perGroup);
+    const file = join(tmp, 'lengths.safetensors');
+    const { ids, attentionMask, shape } = paddedIds(rows, 0);
+    await writeSafetensors(file, [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
+    const budget = String(Math.round((perGroup + allAtLongest) / 2));
+    const r = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', String(newTokens), '--max-memory', budget, '--backend', 'wasm']);
+    expect([r.status, r.json.data?.resident]).toEqual([0, true]);
+    const under = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', String(newTokens), '--max-memory', String(perGroup - 1), '--backend', 'wasm']);
+    expect([under.status, under.json.data?.resident]).toEqual([0, false]);
   });
 
   it('tokenizes a text prompt and decodes the continuation', () => {
