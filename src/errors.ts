@@ -101,7 +101,12 @@ export function toApexError(err: unknown): ApexError {
       return new ResourceLimitError(`disk full: ${e.message}`, 'DISK_FULL', { cause: err });
     }
     if (e.code === 'ENOMEM') return new ResourceLimitError(`out of memory: ${e.message}`, 'OUT_OF_MEMORY', { cause: err });
-    if (e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR' || e.code === 'ENOTDIR') {
+    if (e.code === 'EMFILE' || e.code === 'ENFILE') {
+      return new ResourceLimitError(`too many open files: ${e.message} (raise the limit, e.g. ulimit -n)`, 'TOO_MANY_OPEN_FILES', { cause: err });
+    }
+    // A path the file system refuses (read-only, not permitted, too long, a link loop): the
+    // user's to fix, like a missing or unreadable one.
+    if (e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR' || e.code === 'ENOTDIR' || e.code === 'EROFS' || e.code === 'EPERM' || e.code === 'ENAMETOOLONG' || e.code === 'ELOOP') {
       return new InputError(e.message, e.code, { cause: err });
     }
     // oclif parse errors (unknown flag, missing arg, bad option value) carry exit 2.

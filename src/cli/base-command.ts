@@ -36,7 +36,16 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     let count = 0;
     this.signalHandler = (sig) => {
       count += 1;
-      if (count > 1) process.exit(130); // second Ctrl-C: leave now
+      if (count > 1) {
+        // A second signal: leave now. A checkpoint or output being written is abandoned (they are
+        // written to temporary names first, so the previous ones stay), but the caller still gets
+        // the documented answer: the --json envelope on stdout, or the error line on stderr.
+        this.progress?.stop();
+        const error = { code: 'INTERRUPTED', message: `interrupted again by ${sig}: left at once, without finishing what was being saved (the previous checkpoint or output is kept)`, exit: 130 };
+        if (this.jsonEnabled()) this.logJson({ ok: false, warnings: this.warnings, error });
+        else process.stderr.write(`apex: error [${error.code}]: ${error.message}\n`);
+        process.exit(130);
+      }
       this.abort.abort(new InterruptedError(`interrupted by ${sig}`));
     };
     process.on('SIGINT', this.signalHandler);
@@ -51,6 +60,9 @@ export abstract class ApexCommand<T extends object = object> extends Command {
 
   override async run(): Promise<JsonEnvelope<T>> {
     const data = await this.execute();
+    // A signal during work that does not poll it (writing the last file, printing) still means
+    // "interrupted": the caller asked to stop and must not read ok: true.
+    if (this.abort.signal.aborted) throw new InterruptedError(`${String((this.abort.signal.reason as Error | undefined)?.message ?? 'interrupted')} after the work had finished; its outputs are complete`);
     const e = this.outcomeError;
     if (e === undefined) return { ok: true, data, warnings: this.warnings };
     const message = redact(e.message);
@@ -87,11 +99,13 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     const message = this.withFlagSuggestion(redact(e.message));
     process.exitCode = e.exit;
     if (this.jsonEnabled()) {
-      this.logJson({ ok: false, error: { code: e.code, message, exit: e.exit } });
+      // Warnings said before the failure (a chat-template fallback, truncated data) can explain it.
+      this.logJson({ ok: false, ...(this.warnings.length > 0 ? { warnings: this.warnings } : {}), error: { code: e.code, message, exit: e.exit } });
     } else {
       process.stderr.write(`apex: error [${e.code}]: ${message}\n`);
-      if (e.exit === 1 && process.env.APEX_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
     }
+    // On stderr in both modes: --json keeps stdout to the envelope, and CI jobs run with --json.
+    if (e.exit === 1 && process.env.APEX_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
   }
 
   /** oclif's "Nonexistent flag: --setps" with the closest flag of this command, as mistyped commands and config keys get. */

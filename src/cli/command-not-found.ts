@@ -49,7 +49,8 @@ const hook: Hook.CommandNotFound = async function (options) {
   const message = redact(e.message);
   process.exitCode = e.exit;
   // oclif takes the first word as the id even when it is a flag (`apex --json`).
-  if ([options.id, ...(options.argv ?? [])].includes('--json')) {
+  // APEX_CONTENT_TYPE=json is oclif's environment form of --json (<BIN>_CONTENT_TYPE), which commands honour too.
+  if ([options.id, ...(options.argv ?? [])].includes('--json') || process.env.APEX_CONTENT_TYPE?.toLowerCase() === 'json') {
     const envelope: JsonEnvelope<never> = { ok: false, error: { code: e.code, message, exit: e.exit } };
     process.stdout.write(`${JSON.stringify(envelope, null, 2)}\n`);
   } else {

@@ -15,6 +15,7 @@ import { chooseToken } from './sampling.js';
 import { checkTokens } from './streaming-forward.js';
 import { readFloat32 } from './tensor-read.js';
 import type { WeightSource } from './weight-source.js';
+import { yieldForSignals } from '../util/yield-for-signals.js';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -74,13 +75,14 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
     let input: number[][] = prompts.map((p) => Array.from(p));
     let position = 0;
     for (let step = 0; step < options.maxNewTokens; step++) {
-      options.signal?.throwIfAborted();
+      // On cpu/wasm with resident weights a step never waits on I/O: without this Ctrl-C waited for the last token.
+      await yieldForSignals(options.signal);
       // The prompt's pieces before its last one only fill the cache.
       while (input[0]!.length > PREFILL_CHUNK) {
         await runPositions(source, input.map((row) => row.slice(0, PREFILL_CHUNK)), position, inv, cache, false);
         position += PREFILL_CHUNK;
         input = input.map((row) => row.slice(PREFILL_CHUNK));
-        options.signal?.throwIfAborted();
+        await yieldForSignals(options.signal);
       }
       const last = (await runPositions(source, input, position, inv, cache, true))!;
       position += input[0]!.length;

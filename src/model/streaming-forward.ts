@@ -21,6 +21,7 @@ import { StreamingLogSoftmax } from './streaming-log-softmax.js';
 import { readFloat32 } from './tensor-read.js';
 import { tfHeapAllowance } from './wasm-heap-limit.js';
 import type { WeightSource } from './weight-source.js';
+import { yieldForSignals } from '../util/yield-for-signals.js';
 
 export const DEFAULT_MAX_MEMORY_BYTES = 4 * 1024 ** 3;
 /** Largest logits array computeLogits hands back. */
@@ -237,7 +238,7 @@ async function runDecoderStack(source: WeightSource, sequences: readonly ArrayLi
       try {
         const hooks = options.hooks?.(layer);
         for (let ci = 0; ci < chunks.length; ci++) {
-          await checkpointForSignals(options.signal);
+          await yieldForSignals(options.signal);
           const c = chunks[ci]!;
           const reads: DeferredRead[] = [];
           const observe = options.observe && ((a: LayerActivations) => {
@@ -300,7 +301,7 @@ async function lmHeadPass(
     const lease = await source.lmHeadRows(start, end);
     try {
       for (let ci = 0; ci < chunks.length; ci++) {
-        await checkpointForSignals(options.signal);
+        await yieldForSignals(options.signal);
         const c = chunks[ci]!;
         const reads: DeferredRead[] = [];
         try {
@@ -341,13 +342,4 @@ async function readAndDispose(t: tf.Tensor): Promise<Float32Array> {
   } finally {
     t.dispose();
   }
-}
-
-/**
- * Lets the event loop run (a chunk's reads resolve as microtasks on cpu/wasm, so without this a
- * SIGINT handler would wait for the whole pass), then stops if the caller was interrupted.
- */
-async function checkpointForSignals(signal: AbortSignal | undefined): Promise<void> {
-  await new Promise<void>((done) => setImmediate(done));
-  signal?.throwIfAborted();
 }

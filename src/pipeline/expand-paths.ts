@@ -57,7 +57,7 @@ export async function resolveExpandPaths(o: ExpandPathOptions): Promise<ExpandPa
   if (o.operators === undefined && o.updates === undefined) {
     throw new UsageError('give --operators <operators.safetensors> and/or --updates <trained.safetensors>: there is nothing to fuse', 'MISSING_ARGUMENT');
   }
-  if (o.output === undefined) throw new UsageError('-o/--output <folder> is required with <model>', 'MISSING_ARGUMENT');
+  if (o.output === undefined) throw new UsageError('-o/--output <folder> is required with <model> (also with --dry-run, which checks and reports what would be written there)', 'MISSING_ARGUMENT');
   return {
     model: o.model,
     output: o.output,

@@ -34,6 +34,7 @@ import { readInputIds } from './data-input-ids.js';
 import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
 import { readSources, sha256File, type ChatDocument, type TextDocument } from './data-sources.js';
 import { DEFAULT_HELDOUT_FRACTION, sampleIndices, selectSplit, type SplitName } from './data-split.js';
+import { yieldForSignals } from '../util/yield-for-signals.js';
 
 export { builtinCorpus, BUILTIN_CORPORA, type BuiltinCorpusName } from './data-corpus.js';
 export { DEFAULT_HELDOUT_FRACTION, type SplitName } from './data-split.js';
@@ -98,6 +99,26 @@ export interface LoadSequencesOptions {
   seqLenName?: string;
   /** How messages name separate held-out data (default `--eval-data`; a run config says `data.eval`). */
   evalDataName?: string;
+  /** Polled between pieces of tokenization (a large corpus takes minutes): Ctrl-C stops it. */
+  signal?: AbortSignal;
+}
+
+/** Characters tokenized between two returns to the event loop (≈ 0.1–0.5 s of work). */
+const TOKENIZE_PIECE_CHARS = 1 << 18;
+
+/** `items.map(encode)`, returning to the event loop every TOKENIZE_PIECE_CHARS characters so a signal can stop it. */
+async function tokenizeInPieces<T, R>(items: readonly T[], encode: (item: T) => R, chars: (item: T) => number, signal: AbortSignal | undefined): Promise<R[]> {
+  const out: R[] = [];
+  let since = 0;
+  for (const item of items) {
+    out.push(encode(item));
+    since += chars(item);
+    if (since >= TOKENIZE_PIECE_CHARS) {
+      since = 0;
+      await yieldForSignals(signal);
+    }
+  }
+  return out;
 }
 
 /**
@@ -195,7 +216,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     ...(options.builtin !== undefined ? { builtin: options.builtin } : {}),
     documents: chosen.length,
   };
-  return isChat ? chatSet(chosen as ChatDocument[], tokenizer, options, record) : packedSet(chosen as TextDocument[], tokenizer, options, record);
+  return isChat ? await chatSet(chosen as ChatDocument[], tokenizer, options, record) : await packedSet(chosen as TextDocument[], tokenizer, options, record);
 }
 
 /** The data's files for messages: the paths (or built-in corpus), few by name. */
@@ -208,7 +229,7 @@ function describeSplit(record: RecordBase): string {
   return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${dataSourceName(record)}: ${record.documents} document${record.documents === 1 ? '' : 's'})`;
 }
 
-function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {
+async function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
   const padId = tokenizer.padId;
   if (padId === undefined) throw new InputError(`${tokenizer.source}: the tokenizer defines no pad or EOS token to pad chat sequences with`, 'NO_PAD_TOKEN');
   const renderer = rendererFor(tokenizer);
@@ -218,7 +239,8 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
   if (generationPromptIsEmpty(renderer)) {
     options.onWarning?.(`${tokenizer.source}: the chat template writes nothing for add_generation_prompt, so the assistant's role header (if any) is trained as part of each answer`);
   }
-  const examples = documents.map((d) => {
+  const chars = (d: ChatDocument) => d.messages.reduce((n, m) => n + (typeof m.content === 'string' ? m.content.length : 0), 0);
+  const examples = await tokenizeInPieces(documents, (d) => {
     try {
       return tokenizeChat(tokenizer, d.messages, renderer);
     } catch (e) {
@@ -226,7 +248,7 @@ function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: L
       if (e instanceof InputError) throw new InputError(`${d.origin}: ${e.message}`, e.code, { cause: e });
       throw e;
     }
-  });
+  }, chars, options.signal);
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
   const raise = options.seqLenName ?? '--seq-len';
@@ -268,11 +290,11 @@ function generationPromptIsEmpty(renderer: ChatRenderer): boolean {
   }
 }
 
-function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): SequenceSet {
+async function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
   // BOS only when the tokenizer puts one before a text (some tokenizers, e.g. Qwen2's, have none).
   const bosId = options.bosId ?? (tokenizer.bosId !== undefined && tokenizer.prefixIds.includes(tokenizer.bosId) ? tokenizer.bosId : undefined);
   const eosId = options.eosId ?? tokenizer.eosId;
-  const tokenized = documents.map((d) => tokenizer.encode(d.text, { addSpecialTokens: false }));
+  const tokenized = await tokenizeInPieces(documents, (d) => tokenizer.encode(d.text, { addSpecialTokens: false }), (d) => d.text.length, options.signal);
   const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
   const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
   requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower ${options.seqLenName ?? '--seq-len'} or add data`);

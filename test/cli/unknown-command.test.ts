@@ -70,4 +70,12 @@ describe('apex <unknown command> (built CLI)', () => {
     expect(flag.json?.ok).toBe(false);
     expect(flag.json?.error?.code).toBe('UNKNOWN_COMMAND');
   });
+
+  it('APEX_CONTENT_TYPE=json (oclif\'s environment form of --json) gets the envelope as the commands do', async () => {
+    const r = await apex(['nosuchcmd'], { home, timeoutMs: 60_000, env: { APEX_CONTENT_TYPE: 'json' } });
+    expect(r.status).toBe(2);
+    expect(r.json?.error?.code).toBe('UNKNOWN_COMMAND');
+    const command = await apex(['eval', 'no/such/folder'], { home, timeoutMs: 60_000, env: { APEX_CONTENT_TYPE: 'json' } });
+    expect(command.json).toMatchObject({ ok: false, error: { exit: command.status } });
+  });
 });

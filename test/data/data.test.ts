@@ -183,6 +183,14 @@ describe('loadSequences', () => {
     expect(set.lossMasks).toBeUndefined();
   });
 
+  it('tokenizing returns to the event loop in pieces, so a signal handler (Ctrl-C) stops a large corpus', async () => {
+    // The abort is a macrotask, as a SIGINT handler is: tokenizing in one synchronous pass (the
+    // 1.2 MB corpus, several seconds here) would finish before it could run.
+    const abort = new AbortController();
+    setImmediate(() => abort.abort(new Error('interrupted by SIGINT')));
+    await expect(loadSequences({ builtin: 'out-of-domain', tokenizer: await tokenizer(), seqLen: 64, seed: 0, signal: abort.signal })).rejects.toThrow('interrupted by SIGINT');
+  });
+
   it('samples: a seeded, deterministic subset of the sequences', async () => {
     const tok = await tokenizer();
     const all = await loadSequences({ builtin: 'in-domain', tokenizer: tok, seqLen: 64, seed: 0 });

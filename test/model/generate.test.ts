@@ -38,6 +38,20 @@ describe('generate', () => {
     }
   });
 
+  it('returns to the event loop between tokens, so a signal handler (Ctrl-C) can stop a resident generation', async () => {
+    // The abort comes from a macrotask, as a SIGINT handler's would: with resident weights on
+    // cpu/wasm a step never waits on I/O, so without a yield it would run only after the last token.
+    const abort = new AbortController();
+    const steps: number[] = [];
+    const error = await generate(new ResidentWeightSource(model), [prompt], {
+      maxNewTokens: 40,
+      signal: abort.signal,
+      onStep: (s) => { steps.push(s); if (s === 3) setImmediate(() => abort.abort(new Error('interrupted by SIGINT'))); },
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ message: 'interrupted by SIGINT' });
+    expect(steps).toEqual([1, 2, 3]);
+  });
+
   it('greedy decoding with the cache picks the argmax of a full forward at every step', async () => {
     const out = await generate(new ResidentWeightSource(model), [prompt], { maxNewTokens: 12 });
     const seq = out.sequences[0]!;

@@ -151,4 +151,26 @@ describe('apex run CLI', () => {
     expect(readdirSync(checkpoints).some((f) => /^step-\d{8}$/.test(f))).toBe(true);
     expect(existsSync(join(dir, 'apex-run.lock'))).toBe(false);
   });
+
+  it('a second signal leaves at once, still with the --json envelope on stdout (exit 130)', async () => {
+    // A CI cancellation sends SIGINT, then SIGTERM a few seconds later: the job's summary.json must
+    // still say what happened, not be empty.
+    const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    const status = await new Promise<number | null>((done) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('APEX stage 1 of 2: training') && child.exitCode === null && !child.killed) {
+          child.kill('SIGINT');
+          child.kill('SIGTERM');
+        }
+      });
+      child.on('exit', (code) => done(code));
+    });
+    expect(status, stderr).toBe(130);
+    expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exit: 130, message: expect.stringMatching(/^interrupted again by SIGTERM: left at once/) } });
+  });
 });
