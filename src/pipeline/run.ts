@@ -35,7 +35,9 @@ import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
-import { checkDataSources, loadRunData, type RunData } from './run-data.js';
+import { checkDataSources, loadRunData, sourceOptions, type RunData } from './run-data.js';
+import { builtinCorpus } from '../train/data-corpus.js';
+import { expandDataPaths, sha256File } from '../train/data-sources.js';
 import { trainLine } from './run-line.js';
 import { removeUnresumableRunFolder } from './failed-run-folder.js';
 import { RunLock } from './run-lock.js';
@@ -104,6 +106,26 @@ function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecR
 }
 
 /**
+ * The data files' hashes against the run's record, without tokenizing: a finished run never loads
+ * its data, so the full comparison (dataChanges, when the data is loaded) would not see a changed
+ * file there. Files are listed as the loader lists them (folders expanded, built-ins by name).
+ */
+async function dataFileChanges(config: ResolvedRunConfig['config'], known: DataRecords): Promise<string[]> {
+  const { data } = config;
+  const sourcesOf = { train: data.train, eval: data.eval ?? data.train, calibration: data.calibration ?? data.train };
+  const changes: string[] = [];
+  for (const kind of ['train', 'eval', 'calibration'] as const) {
+    const before = known[kind];
+    if (before === null) continue; // which sets exist follows from the config, whose hash is checked
+    const options = sourceOptions(sourcesOf[kind]);
+    const files = options.builtin !== undefined ? builtinCorpus(options.builtin) : await expandDataPaths(options.data!);
+    const now = await Promise.all(files.map(async (file) => ({ file, sha256: await sha256File(file) })));
+    changes.push(...fileChanges(before.paths.map((file, i) => ({ file, sha256: before.sha256[i] ?? '' })), now).map((c) => `${kind}: ${c}`));
+  }
+  return changes;
+}
+
+/**
  * A resumed run whose inputs changed would put results of the old inputs next to results of the
  * new ones (and record only the new): refused, naming what changed.
  */
@@ -165,6 +187,8 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
     if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', modelFileChanges(knownModel.files, modelRecord.files));
     await state.complete('model', 0, modelRecord);
+    const knownDataFiles = state.completed<DataRecords>('data')?.result;
+    if (knownDataFiles !== undefined) refuseChangedInputs(run, 'the data', await dataFileChanges(config, knownDataFiles));
     log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
 
     let loaded: Promise<RunData> | undefined;

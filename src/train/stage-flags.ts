@@ -67,7 +67,7 @@ export const finetuneFlags = {
   'eval-every': Flags.integer({ description: 'Held-out evaluation every N steps, and always before the first and after the last step (default 0: only those two).', min: 0 }),
   'save-every': Flags.integer({ description: 'Checkpoint every N steps (default 100; 0: only at the end and on Ctrl-C).', min: 0 }),
   'keep-checkpoints': Flags.integer({ description: 'Checkpoints kept (default 2).', min: 1 }),
-  resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint (with the same options: a checkpoint made with other settings is refused).' }),
+  resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint, or reuse a complete one (with the same options: a checkpoint or complete stage made with other settings is refused).' }),
   force: Flags.boolean({ description: 'Train the stage again from scratch, replacing what its folder holds.' }),
   seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).', min: 0, max: MAX_SEED }),
   backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER] }),

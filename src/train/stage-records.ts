@@ -189,3 +189,57 @@ export async function matchedLoraRank(path: string, stage: number, spec: ModelSp
   }
   throw new InputError(`${name} ${path}: no apex_run.json there or in its stages/ (give an APEX run or stage folder)`, 'MATCH_PARAMS');
 }
+
+/** What a complete stage's record is compared with when `--resume` meets it. */
+export interface CompletedStageRequest {
+  readonly method: string;
+  readonly setting: string | null;
+  /** The peak learning rate, only when given explicitly (else the run's plan decides it). */
+  readonly lr: number | undefined;
+  readonly optimizer: { readonly beta1: number; readonly beta2: number; readonly weightDecay: number; readonly gradClip: number; readonly batchSize: number; readonly gradAccum: number };
+  readonly budget: { readonly steps: number } | { readonly tokens: number };
+  readonly selection: unknown;
+  /** LoRA rank and alpha when given explicitly (a matched rank is recorded, not asked). */
+  readonly lora: { readonly rank?: number; readonly alpha?: number } | undefined;
+  readonly totalStages: number | undefined;
+  readonly train: { readonly sha256: readonly string[]; readonly seqLen: number; readonly sequences: number };
+}
+
+/**
+ * "name then, now" for every setting of a complete stage's record that the request contradicts.
+ * `--resume` on a complete stage reuses it; with other settings it would report a stage that was
+ * not trained as asked (it used to answer "already complete" under the new method's name).
+ * Entries a record lacks (older versions) are not compared.
+ */
+export function completedStageChanges(d: Partial<StageDetails>, now: CompletedStageRequest): string[] {
+  const changes: string[] = [];
+  const show = (v: unknown) => JSON.stringify(v);
+  const compare = (name: string, then: unknown, asked: unknown) => {
+    if (then !== undefined && asked !== undefined && show(then) !== show(asked)) changes.push(`${name} ${show(then)} then, ${show(asked)} now`);
+  };
+  compare('method', d.method, now.method);
+  compare('setting', d.setting, now.setting);
+  const o = d.optimizer as Partial<Record<'lr' | 'beta1' | 'beta2' | 'weightDecay' | 'gradClip' | 'batchSize' | 'gradAccum', number>> | undefined;
+  compare('learning rate', o?.lr, now.lr);
+  compare('AdamW beta1', o?.beta1, now.optimizer.beta1);
+  compare('AdamW beta2', o?.beta2, now.optimizer.beta2);
+  compare('weight decay', o?.weightDecay, now.optimizer.weightDecay);
+  compare('gradient clipping', o?.gradClip, now.optimizer.gradClip);
+  compare('batch size', o?.batchSize, now.optimizer.batchSize);
+  compare('gradient accumulation', o?.gradAccum, now.optimizer.gradAccum);
+  compare('budget', d.budget, now.budget);
+  compare('total stages', d.total_stages, now.totalStages);
+  if (now.method === 'apex') compare('selection settings', d.selection_settings ?? undefined, now.selection);
+  const lora = d.lora as { rank?: number; alpha?: number } | null | undefined;
+  if (lora) {
+    compare('LoRA rank', lora.rank, now.lora?.rank);
+    compare('LoRA alpha', lora.alpha, now.lora?.alpha);
+  }
+  const train = (d.data as { train?: Partial<{ sha256: string[]; seqLen: number; sequences: number }> } | undefined)?.train;
+  if (train !== undefined) {
+    compare('training data files (sha256)', train.sha256, now.train.sha256);
+    compare('sequence length', train.seqLen, now.train.seqLen);
+    compare('training sequences', train.sequences, now.train.sequences);
+  }
+  return changes;
+}

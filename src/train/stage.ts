@@ -43,7 +43,7 @@ import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
-import { checkStageOutputs, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
+import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
@@ -198,7 +198,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     }
   }
   if (existsSync(join(dir, PROVENANCE_FILE))) {
-    if (settings.resume) return completedStage(settings, dir, say, options.signal);
+    if (settings.resume) return completedStage(settings, options, dir, say);
     if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
   }
   const latest = await latestCheckpoint(checkpointsDir);
@@ -555,10 +555,31 @@ async function fuse(run: string, stage: number, say: (m: string) => void, signal
 }
 
 /** A resumed stage that had already finished: its record, and the fused model if it is missing. */
-async function completedStage(settings: ResolvedStageSettings, dir: string, say: (m: string) => void, signal: AbortSignal | undefined): Promise<StageResult> {
+async function completedStage(settings: ResolvedStageSettings, options: StageOptions, dir: string, say: (m: string) => void): Promise<StageResult> {
+  const signal = options.signal;
   const record = (await readJson(join(dir, PROVENANCE_FILE))) as { details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
   const d = record.details;
   if (d === undefined) throw new InputError(`${join(dir, PROVENANCE_FILE)}: no trainer details; not a stage record`, 'BAD_RECORD');
+  const { lr: _peak, ...optimizer } = settings.optimizer;
+  const source = options.train.source;
+  const changes = completedStageChanges(d, {
+    method: settings.method,
+    setting: settings.setting ?? null,
+    lr: options.lr,
+    optimizer,
+    budget: settings.budget,
+    selection: settings.selection,
+    lora: settings.lora ? { ...(settings.lora.rank !== undefined ? { rank: settings.lora.rank } : {}), ...(settings.lora.alpha !== undefined ? { alpha: settings.lora.alpha } : {}) } : undefined,
+    totalStages: settings.totalStages,
+    train: { sha256: source.sha256, seqLen: source.seqLen, sequences: source.sequences },
+  });
+  if (changes.length > 0) {
+    throw new UsageError(
+      `stage ${settings.stage} of ${resolve(settings.run)} is complete, trained with other settings: ${changes.join('; ')} (${join(dir, PROVENANCE_FILE)}). ` +
+        'Resume it with the options it was trained with to reuse it, or pass --force to train it again',
+      'STAGE_MISMATCH',
+    );
+  }
   await checkStageOutputs(resolve(settings.run), settings.stage, 'pass --force to train the stage again');
   say(`stage ${settings.stage} is already complete (${join(dir, PROVENANCE_FILE)})`);
   const results = d.results as { steps: number; start_step: number; tokens: number; final_loss: number | null; eval_loss: number | null; eval_ppl: number | null; tokens_per_s: number };
@@ -567,8 +588,8 @@ async function completedStage(settings: ResolvedStageSettings, dir: string, say:
   return {
     stage: settings.stage,
     dir,
-    method: settings.method,
-    setting: settings.setting ?? null,
+    method: d.method as StageResult['method'],
+    setting: (d.setting ?? null) as StageResult['setting'],
     status: 'complete',
     steps: results.steps,
     startStep: results.start_step,

@@ -256,6 +256,13 @@ describe('apex run (library, micro config)', () => {
     writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), _name_or_path: 'edited' }));
     const modelChanged = await run(file).catch((e: unknown) => e);
     expect(modelChanged).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed since the run began: config\.json \(sha256/) });
+
+    // A finished run never loads its data again; its files are still compared (by hash).
+    writeFileSync(configPath, readFileSync(path.join(MODEL, 'config.json')));
+    expect((await run(file)).summary.invocation.start).toBe('resumed');
+    writeFileSync(data[0]!, `${readFileSync(data[0]!, 'utf8')}\nMore text.\n`);
+    const afterFinish = await run(file).catch((e: unknown) => e);
+    expect(afterFinish).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the data of .* changed since the run began: train: .*doc0\.txt \(sha256/) });
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -155,6 +155,22 @@ it('a complete stage whose recorded outputs went missing is refused on resume (e
   expect(((await runStage(await options(run, { steps: 1, resume: true })).catch((e: unknown) => e)) as Error).message).toMatch(/but metrics\.jsonl is missing/);
 });
 
+it('--resume on a complete stage reuses it with the same options and refuses other ones (exit 2), naming them', async () => {
+  const run = newRun();
+  await runStage(await options(run, { steps: 2, lr: 1e-3 }));
+  const same = await runStage(await options(run, { steps: 2, lr: 1e-3, resume: true }));
+  expect([same.status, same.method, same.steps]).toEqual(['complete', 'vanilla', 2]);
+  // Without --lr the run's plan decides the rate: not a change.
+  expect((await runStage(await options(run, { steps: 2, resume: true }))).status).toBe('complete');
+  const other = await runStage(await options(run, { steps: 5, lr: 0.5, method: 'lora', loraRank: 2, batchSize: 2, resume: true })).catch((e: unknown) => e);
+  expect(other).toMatchObject({ code: 'STAGE_MISMATCH', exit: 2 });
+  const message = (other as Error).message;
+  for (const change of ['method "vanilla" then, "lora" now', 'learning rate 0.001 then, 0.5 now', 'batch size 4 then, 2 now', 'budget {"steps":2} then, {"steps":5} now']) expect(message).toContain(change);
+  expect(message).toMatch(/pass --force to train it again$/);
+  const chunks = await storyChunks(16);
+  expect(((await runStage(await options(run, { steps: 2, train: chunks, resume: true })).catch((e: unknown) => e)) as Error).message).toContain('sequence length 32 then, 16 now');
+});
+
 it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
   const run = newRun();
   mkdirSync(join(run, 'stages/1/model'), { recursive: true });
