@@ -3,7 +3,7 @@
  * there is no config file) or the config file, then `key=value` overrides; every key checked,
  * every problem collected and reported at once (exit 2) before any heavy work.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node as YamlNode } from 'yaml';
@@ -258,11 +258,25 @@ function resolvePath(value: string, baseDir: string): string {
  * A local folder resolved to an absolute path, or a Hub id `org/name[@rev]` kept as written;
  * the same reading as the model argument of every command (src/io/resolve-model.ts).
  */
-function resolveModel(value: string, baseDir: string): { value: string } | { problem: string } {
+function resolveModel(value: string, baseDir: string, cwd: string): { value: string } | { problem: string } {
   const looksLikePath = /^(\.{1,2}([/\\]|$)|[/\\~])/.test(value);
   if (looksLikePath || existsSync(path.resolve(baseDir, value))) return { value: resolvePath(value, baseDir) };
   try {
     parseRepoArgument(value);
+    // Shaped like a Hub id, but the model argument's rule (resolve-model.ts) reads it as a local
+    // path when its first part is a folder, relative to the current directory: a config file
+    // would then mean a different model depending on where it is run.
+    const first = value.split('/')[0]!;
+    const isDir = (p: string) => { try { return statSync(p).isDirectory(); } catch { return false; } };
+    if (isDir(path.resolve(baseDir, first))) {
+      return { problem: `no such model folder ${path.resolve(baseDir, value)} (a path in a config file is relative to the file's folder)` };
+    }
+    if (path.resolve(baseDir) !== path.resolve(cwd) && isDir(path.resolve(cwd, first))) {
+      return {
+        problem: `'${value}' is not a folder next to the config file (${path.resolve(baseDir, value)}; paths in a config file are relative to its folder), but would be read as ${path.resolve(cwd, value)} from the current directory: ` +
+          'write the path relative to the config file (starting with ./ or ../) or absolute; a Hub id of that name needs another current directory',
+      };
+    }
     return { value };
   } catch {
     return { problem: `'${value}' is neither an existing folder nor a Hub id org/name[@revision] (start a local path with ./)` };
@@ -270,9 +284,9 @@ function resolveModel(value: string, baseDir: string): { value: string } | { pro
 }
 
 /** The leaf with its paths resolved, or why it cannot be. */
-function resolveLeaf(node: LeafNode, value: unknown, baseDir: string): { value: unknown } | { problem: string } {
+function resolveLeaf(node: LeafNode, value: unknown, baseDir: string, cwd: string): { value: unknown } | { problem: string } {
   if (value === null) return { value };
-  if (node.kind === 'path') return node.role === 'model' ? resolveModel(value as string, baseDir) : { value: resolvePath(value as string, baseDir) };
+  if (node.kind === 'path') return node.role === 'model' ? resolveModel(value as string, baseDir, cwd) : { value: resolvePath(value as string, baseDir) };
   if (node.kind === 'sources') return { value: (value as string[]).map((s) => (s.startsWith(BUILTIN_PREFIX) ? s : resolvePath(s, baseDir))) };
   return { value };
 }
@@ -328,7 +342,7 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
       sources[key] = 'default';
       continue;
     }
-    const leaf = resolveLeaf(node, layer.check.leaves.get(key), layer.baseDir);
+    const leaf = resolveLeaf(node, layer.check.leaves.get(key), layer.baseDir, options.cwd);
     if ('problem' in leaf) {
       problems.push({ path: key, message: leaf.problem, where: layer.locate(key) });
       failed.add(key);

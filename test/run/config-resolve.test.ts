@@ -72,6 +72,17 @@ describe('resolveConfig: paths', () => {
     expect((await resolveConfig({ file: 'run.yaml', overrides: ['model=org/local'], cwd })).config.model).toBe(path.join(cwd, 'org/local'));
     expect((await resolveConfig({ file: 'run.yaml', overrides: ['model=./org/absent'], cwd })).config.model).toBe(path.join(cwd, 'org/absent'));
   });
+
+  it('a model path in a config file means the same model from any current directory', async () => {
+    // `org/local` is not next to the file in cfg/, but is a folder of the current directory, where
+    // the model argument's rule would have found it: refused, rather than a model that depends on the cwd.
+    const cwd = tempFolder({ 'cfg/run.yaml': 'model: org/local\ndata: { train: t.txt }\n', 'cfg/near/run.yaml': 'model: cfg2/m\ndata: { train: t.txt }\n', 'cfg/near/cfg2/x': '', 'org/local/config.json': '{}' });
+    await expect(resolveConfig({ file: 'cfg/run.yaml', cwd })).rejects.toThrow(/'org\/local' is not a folder next to the config file .*would be read as .*org\/local from the current directory/);
+    // Its first part is a folder next to the file: a mistyped local path there, not a Hub id.
+    await expect(resolveConfig({ file: 'cfg/near/run.yaml', cwd })).rejects.toThrow(/no such model folder .*cfg\/near\/cfg2\/m \(a path in a config file is relative to the file's folder\)/);
+    // Run from the file's folder, the same value is a Hub id as before.
+    expect((await resolveConfig({ file: 'run.yaml', cwd: path.join(cwd, 'cfg') })).config.model).toBe('org/local');
+  });
 });
 
 describe('resolveConfig: overrides', () => {
