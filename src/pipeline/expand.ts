@@ -34,7 +34,7 @@ import { ApexFileFormatError } from '../ops/apex-tensor-file.js';
 import { readOperatorFile, type OperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
 import { redact } from '../util/secrets.js';
 import { apexVersion, sha256OfFile } from './analysis-provenance.js';
-import { resolveExpandPaths, readJson, type ExpandPathOptions, type ExpandPaths } from './expand-paths.js';
+import { resolveExpandPaths, readJson, stageDir, type ExpandPathOptions, type ExpandPaths } from './expand-paths.js';
 import { OUT_DTYPES, planExpansion, type ExpandMemoryEstimate, type ExpandPlan, type LayerPlan, type OutDtype } from './expand-plan.js';
 import { produceTensor, TensorScratch } from './expand-tensor.js';
 import { TrainedUpdates } from './expand-updates.js';
@@ -198,6 +198,34 @@ async function readOperators(path: string, spec: ModelSpec): Promise<OperatorFil
   }
 }
 
+/**
+ * The weights a stage's operators and updates are fused into must be those it was trained from
+ * (its record's input model): a base model rewritten in place after training would otherwise
+ * give a fused model that matches neither (and provenance that contradicts itself).
+ */
+async function refuseChangedStageInput(run: string, stage: number, dir: string, digests: readonly ShardDigest[]): Promise<void> {
+  const recordPath = join(stageDir(run, stage), PROVENANCE_FILE);
+  const record = (await readJson(recordPath)) as { inputs?: { model?: { files?: readonly { file: string; sha256: string }[] } } } | undefined;
+  const trainedFrom = (record?.inputs?.model?.files ?? []).filter((f) => f.file.endsWith('.safetensors'));
+  if (trainedFrom.length === 0) return; // a record of a version that kept no hashes: nothing to compare
+  const then = new Map(trainedFrom.map((f) => [f.file, f.sha256]));
+  const now = new Map(digests.map((d) => [d.file, d.sha256]));
+  const changed: string[] = [];
+  for (const [file, sha] of now) {
+    const was = then.get(file);
+    if (was === undefined) changed.push(`${file} is new`);
+    else if (was !== sha) changed.push(`${file} (sha256 ${was.slice(0, 12)}… when trained, ${sha.slice(0, 12)}… now)`);
+  }
+  for (const file of then.keys()) if (!now.has(file)) changed.push(`${file} is gone`);
+  if (changed.length > 0) {
+    throw new UsageError(
+      `${dir} is not the model stage ${stage} of ${run} was trained from (${recordPath}): ${changed.slice(0, 4).join('; ')}${changed.length > 4 ? `; and ${changed.length - 4} more` : ''}. ` +
+        'Its operators and updates belong to the earlier weights; restore them, or train the stage again (--force)',
+      'RUN_INPUT_CHANGED',
+    );
+  }
+}
+
 async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: number | undefined, options: ExpandOptions, prov: ProvenanceRecorder, say: (m: string) => void): Promise<FileRecord[]> {
   const { input, plan, paths, spec } = inputs;
   const signal = options.signal;
@@ -209,6 +237,7 @@ async function writeExpanded(inputs: Inputs, output: string, maxShardBytes: numb
     for (const file of input.shardFiles) out.push(await digestShard(input.dir, file, { sha256: copied }, signal));
     return out;
   });
+  if (paths.run !== undefined && paths.stage !== undefined) await refuseChangedStageInput(paths.run, paths.stage, input.dir, inputDigests);
   const inputTensorSha256 = new Map<string, string>();
   for (const d of inputDigests) for (const [k, v] of d.tensorSha256) inputTensorSha256.set(k, v);
 

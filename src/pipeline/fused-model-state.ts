@@ -9,8 +9,9 @@
  *   - every shard that record lists is on disk with the recorded size;
  *   - it was fused from this stage's current training outputs: the sha256 of operators /
  *     trained tensors it records as inputs equal those the stage record lists as outputs;
- *   - for stage n > 1, its input model was the current fused model of stage n-1 (the input
- *     shard hashes equal that model's recorded output shards).
+ *   - its input model's shards are those the stage was trained from (the stage record's input
+ *     model), and for stage n > 1 the current fused model of stage n-1 (the input shard hashes
+ *     equal that model's recorded output shards).
  *
  * Everything is compared through the records (sizes on disk, hashes in JSON), so the check
  * costs no more than reading a few small files, whatever the size of the model.
@@ -54,6 +55,12 @@ export async function fusedModelState(run: string, stage: number): Promise<Fused
     const want = trained.find((f) => f.file === file)?.sha256;
     const used = record.inputs?.[input]?.files?.[0]?.sha256;
     if (want !== used) return stale(`it was not fused from this stage's ${file}`);
+  }
+
+  // Fused into the weights the stage was trained from (its record's input model), when recorded.
+  const trainedFrom = stageRecord !== undefined && stageRecord !== 'unreadable' ? stageRecord.inputs?.model?.files : undefined;
+  if (Array.isArray(trainedFrom) && trainedFrom.some((f) => f.file.endsWith('.safetensors')) && !sameFiles(trainedFrom, record.inputs?.model?.files)) {
+    return stale('it was not fused into the weights this stage was trained from');
   }
 
   if (stage > 1) {

@@ -18,6 +18,7 @@
  * checkpoints saved (InterruptedError, exit 130).
  */
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { maxLoraRank } from '../train/lora.js';
@@ -69,6 +70,14 @@ interface DataRecords {
   readonly train: DataSpecRecord;
   readonly eval: DataSpecRecord;
   readonly calibration: DataSpecRecord | null;
+}
+
+/** Size and modification time of each file (null when missing): a cheap test of whether to hash again. */
+async function fileStats(dir: string, files: readonly { file: string }[]): Promise<(readonly [number, number] | null)[]> {
+  return Promise.all(files.map(async (f) => {
+    const st = await stat(join(dir, f.file)).catch(() => undefined);
+    return st ? ([st.size, st.mtimeMs] as const) : null;
+  }));
 }
 
 /** Files whose content (sha256) or presence differs between an earlier record and now. */
@@ -187,6 +196,20 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
     if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', modelFileChanges(knownModel.files, modelRecord.files));
     await state.complete('model', 0, modelRecord);
+    // The base model must stay as hashed while the run uses it (the baseline and every stage 1
+    // read it; a file rewritten in place would give results of two models under one record).
+    const modelStats = await fileStats(base.dir, modelRecord.files);
+    const refuseModelChangedSince = async () => {
+      if (JSON.stringify(await fileStats(base.dir, modelRecord.files)) === JSON.stringify(modelStats)) return;
+      const now = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
+      const changes = modelFileChanges(modelRecord.files, now.files);
+      if (changes.length > 0) {
+        throw new UsageError(
+          `the base model of ${run} changed while the run was running: ${changes.slice(0, 5).join('; ')}. The results so far mix the two; restore it and run again, or pass --force to start the run over`,
+          'RUN_INPUT_CHANGED',
+        );
+      }
+    };
     const knownDataFiles = state.completed<DataRecords>('data')?.result;
     if (knownDataFiles !== undefined) refuseChangedInputs(run, 'the data', await dataFileChanges(config, knownDataFiles));
     log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
@@ -238,6 +261,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     skipped.push(...main.skipped);
     let baseline: RunSummaryParts['baseline'] = null;
     if (config.baseline.vanilla) {
+      await refuseModelChangedSince();
       const folder = join(run, BASELINE_FOLDER);
       await makeOutputFolder(dirname(folder)); // the trainer locks <folder>.lock next to it
       const outcome = await trainLine(ctx, { key: BASELINE_FOLDER, name: 'vanilla', method: 'vanilla', folder });
@@ -246,6 +270,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     }
 
     if (state.completed('data') === undefined) await data();
+    await refuseModelChangedSince();
     const summary = assembleRunSummary({
       config,
       apexVersion: apexVersion(),

@@ -263,6 +263,21 @@ describe('apex run (library, micro config)', () => {
     writeFileSync(data[0]!, `${readFileSync(data[0]!, 'utf8')}\nMore text.\n`);
     const afterFinish = await run(file).catch((e: unknown) => e);
     expect(afterFinish).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the data of .* changed since the run began: train: .*doc0\.txt \(sha256/) });
+
+    // A base model file rewritten while the run trains: refused before the baseline reads it.
+    let edited = false;
+    const during = await run(file, {
+      force: true,
+      onStatus: (m) => {
+        if (!edited && /^APEX stage 1: step 3\//.test(m)) {
+          edited = true;
+          writeFileSync(tokenizerPath, tokenizerText.replace('"model_max_length": 512', '"model_max_length": 510'));
+        }
+      },
+    }).catch((e: unknown) => e);
+    expect(edited).toBe(true);
+    expect(during).toMatchObject({ code: 'RUN_INPUT_CHANGED', message: expect.stringMatching(/the base model of .* changed while the run was running: tokenizer_config\.json \(sha256/) });
+    expect(existsSync(path.join(dir, 'apex-run', 'baseline'))).toBe(false);
     rmSync(dir, { recursive: true, force: true });
   });
 

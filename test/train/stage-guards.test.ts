@@ -10,6 +10,7 @@ import { basename, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { runExpand } from '../../src/pipeline/expand.js';
 import { contextWarning } from '../../src/model/streaming-forward.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
 import { idSet, LLAMA, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
@@ -169,6 +170,25 @@ it('--resume on a complete stage reuses it with the same options and refuses oth
   expect(message).toMatch(/pass --force to train it again$/);
   const chunks = await storyChunks(16);
   expect(((await runStage(await options(run, { steps: 2, train: chunks, resume: true })).catch((e: unknown) => e)) as Error).message).toContain('sequence length 32 then, 16 now');
+});
+
+it('a base model rewritten after training is not fused into: expand --run and --resume refuse it (exit 2), naming the file', async () => {
+  const dir = newRun();
+  const model = join(dir, 'base');
+  const run = join(dir, 'run');
+  cpSync(STORIES, model, { recursive: true });
+  await runStage(await options(run, { model, modelDir: model, method: 'apex', setting: 'operators', steps: 1 }));
+  // Same shapes, other weights: the last byte of the weights file (a float's low byte) flipped.
+  const file = join(model, 'model.safetensors');
+  const bytes = readFileSync(file);
+  bytes[bytes.length - 1] ^= 0x01;
+  writeFileSync(file, bytes);
+  const error = await runExpand({ run, stage: 1 }).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'RUN_INPUT_CHANGED', exit: 2 });
+  expect((error as Error).message).toMatch(/is not the model stage 1 of .* was trained from .*model\.safetensors \(sha256 [0-9a-f]{12}… when trained, [0-9a-f]{12}… now\)/);
+  expect(existsSync(join(run, 'stages/1/model'))).toBe(false);
+  const resumed = await runStage(await options(run, { model, modelDir: model, method: 'apex', setting: 'operators', steps: 1, resume: true, expand: true })).catch((e: unknown) => e);
+  expect(resumed).toMatchObject({ code: 'RUN_INPUT_CHANGED' });
 });
 
 it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
