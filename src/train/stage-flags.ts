@@ -62,7 +62,7 @@ export const finetuneFlags = {
   'grad-clip': numberFlag('Global gradient-norm clipping threshold, 0 = off (default 1).'),
   'batch-size': Flags.integer({ description: 'Sequences per micro-batch (default 8).', min: 1 }),
   'grad-accum': Flags.integer({ description: 'Micro-batches per optimizer step (default 1); weighted by their loss targets, so B × k equals one batch of k·B also for chat data. With APEX or LoRA the weight transforms are computed once per step, not per micro-batch.', min: 1 }),
-  steps: Flags.integer({ description: 'Optimizer steps of this stage.', min: 1 }),
+  steps: Flags.integer({ description: 'Optimizer steps of this stage (this or --tokens is required).', min: 1 }),
   tokens: Flags.string({ description: 'Token budget of this stage instead of --steps (e.g. 3M): sequence positions, padding of chat sequences included; rounded up to whole steps (said when it is not one).' }),
   'eval-every': Flags.integer({ description: 'Held-out evaluation every N steps, and always before the first and after the last step (default 0: only those two).', min: 0 }),
   'save-every': Flags.integer({ description: 'Checkpoint every N steps (default 100; 0: only at the end and on Ctrl-C).', min: 0 }),
