@@ -308,8 +308,12 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (e instanceof ApexError) return e;
   const err = e as NodeJS.ErrnoException;
   const code = err?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') {
-    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); no output was written`, 'DISK_FULL', { cause: e });
+  // "this file": outputs finished before it (an analysis, earlier checkpoints) are kept.
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); this file was not written`, 'DISK_FULL', { cause: e });
+  }
+  if (code === 'EFBIG') {
+    return new ResourceLimitError(`${path}: over the file-size limit during ${op} (EFBIG: see ulimit -f); this file was not written`, 'FILE_TOO_LARGE', { cause: e });
   }
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new UsageError(`${path}: cannot ${op}, output location is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });

@@ -68,7 +68,7 @@ export const finetuneFlags = {
   'save-every': Flags.integer({ description: 'Checkpoint every N steps (default 100; 0: only at the end and on Ctrl-C).', min: 0 }),
   'keep-checkpoints': Flags.integer({ description: 'Checkpoints kept (default 2).', min: 1 }),
   resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint, or reuse a complete one (with the same options: a checkpoint or complete stage made with other settings is refused).' }),
-  force: Flags.boolean({ description: 'Train the stage again from scratch, replacing what its folder holds.' }),
+  force: Flags.boolean({ description: 'Train the stage again from scratch: what its folder holds is deleted first (a retraining that fails leaves no stage behind).' }),
   seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).', min: 0, max: MAX_SEED }),
   backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER] }),
   'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB); also bounds the stage-1 analysis.' }),
