@@ -89,7 +89,7 @@ export function nodeAtPath(root: ObjectNode, path: string, where: string | undef
 
 function describeValue(value: unknown): string {
   if (value === null || value === undefined) return 'null';
-  if (Array.isArray(value)) return 'a list';
+  if (Array.isArray(value)) return value.length === 0 ? 'an empty list' : `a list of ${value.length}`;
   if (typeof value === 'object') return 'a mapping';
   if (typeof value === 'string') {
     // Control characters (a binary file given as the config) are shown escaped, not echoed to the terminal.

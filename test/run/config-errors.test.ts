@@ -78,10 +78,15 @@ describe('config errors: single keys', () => {
 
   it('rejects an empty list and an unknown built-in corpus', async () => {
     expect(await fileProblems('model: ./m\ndata:\n  train: []\n  eval: [ok.txt, "builtin:out-of-domian", builtin:wiki]\n')).toEqual([
-      'run.yaml:3: data.train: must be a path or list of paths (each may be builtin:NAME), got a list',
+      'run.yaml:3: data.train: must be a path or list of paths (each may be builtin:NAME), got an empty list',
       "run.yaml:4: data.eval[1]: 'builtin:out-of-domian' is not a built-in corpus; they are builtin:out-of-domain, builtin:in-domain (did you mean 'builtin:out-of-domain'?)",
       "run.yaml:4: data.eval[2]: 'builtin:wiki' is not a built-in corpus; they are builtin:out-of-domain, builtin:in-domain",
     ]);
+  });
+
+  it('says how long a list of the wrong length is', async () => {
+    expect(await fileProblems(`${MINIMAL}optimizer:\n  betas: [0.9]\n`)).toEqual(['run.yaml:5: optimizer.betas: must be a list of 2 numbers, got a list of 1']);
+    expect(await fileProblems(`${MINIMAL}optimizer:\n  betas: []\n`)).toEqual(['run.yaml:5: optimizer.betas: must be a list of 2 numbers, got an empty list']);
   });
 
   it('rejects a model that is neither a folder nor a Hub id', async () => {
@@ -196,7 +201,7 @@ describe('config errors: reporting', () => {
   });
 
   it('rejects a config that is not a mapping', async () => {
-    expect(await fileProblems('- a\n- b\n')).toEqual(['run.yaml: must be a section of keys (model, output, seed, backend, max_memory, data, method, setting, structured, lora, stages, optimizer, eval, checkpoint, baseline), got a list']);
+    expect(await fileProblems('- a\n- b\n')).toEqual(['run.yaml: must be a section of keys (model, output, seed, backend, max_memory, data, method, setting, structured, lora, stages, optimizer, eval, checkpoint, baseline), got a list of 2']);
   });
 
   it('names keys that are not names (null, a list) with their line, and lets no library warning through', async () => {
