@@ -24,17 +24,24 @@ export function firstNonFinite(values: ArrayLike<number>): number {
  * `values[0]` in the tensor, so the reported index is the tensor's own.
  */
 export function assertFinite(values: Float32Array, tensor: string, file: string, offset = 0): void {
+  const found = describeNonFinite(values, offset);
+  if (found === undefined) return;
+  throw new VerificationError(`${tensor} in ${file}: ${found}; apex does not compute with NaN/Inf weights`, 'NON_FINITE');
+}
+
+/**
+ * `3 non-finite values (first at index 17: NaN)`, or undefined when every value is finite.
+ * `offset` is the flat index of `values[0]` in the tensor.
+ */
+export function describeNonFinite(values: ArrayLike<number>, offset = 0): string | undefined {
   const first = firstNonFinite(values);
-  if (first < 0) return;
+  if (first < 0) return undefined;
   let count = 0;
   for (let i = first; i < values.length; i++) {
     const v = values[i]!;
     if (v - v !== 0) count++;
   }
-  throw new VerificationError(
-    `${tensor} in ${file}: ${count} non-finite value${count === 1 ? '' : 's'} (first at index ${offset + first}: ${nonFiniteName(values[first]!)}); apex does not compute with NaN/Inf weights`,
-    'NON_FINITE',
-  );
+  return `${count} non-finite value${count === 1 ? '' : 's'} (first at index ${offset + first}: ${nonFiniteName(values[first]!)})`;
 }
 
 function nonFiniteName(v: number): string {

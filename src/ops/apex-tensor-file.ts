@@ -5,18 +5,20 @@
  */
 import { InputError } from '../errors.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
-import { firstNonFinite } from '../model/finite-check.js';
+import { describeNonFinite } from '../model/finite-check.js';
 
 /** A structurally valid safetensors file whose apex content breaks a rule (exit 3). */
 export class ApexFileFormatError extends InputError {
   readonly file: string;
   readonly tensor: string | undefined;
   readonly rule: string;
+  readonly detail: string;
   constructor(file: string, rule: string, detail: string, tensor?: string) {
     super(`${file}: ${tensor !== undefined ? `tensor '${tensor}': ` : ''}${detail} (rule: ${rule})`, 'APEX_FILE_FORMAT');
     this.file = file;
     this.tensor = tensor;
     this.rule = rule;
+    this.detail = detail;
   }
 }
 
@@ -59,6 +61,8 @@ export function parseLayerIndex(text: string): number | undefined {
   return Number.isSafeInteger(i) ? i : undefined;
 }
 
-export function allFinite(v: Float32Array | Int32Array): boolean {
-  return firstNonFinite(v) < 0;
+/** Refuses a tensor that holds NaN or Inf (rule `finite`), saying how many values and where the first is. */
+export function requireFinite(file: string, tensor: string, v: Float32Array | Int32Array): void {
+  const found = describeNonFinite(v);
+  if (found !== undefined) throw new ApexFileFormatError(file, 'finite', `holds NaN or Inf: ${found}`, tensor);
 }

@@ -6,7 +6,7 @@
  */
 import { writeSafetensors, f32Tensor, i32Tensor, type TensorToWrite } from '../io/safetensors-writer.js';
 import type { ModelSpec } from '../model/model-spec.js';
-import { ApexFileFormatError, allFinite, loadApexTensorFile, parseLayerIndex, type LoadedTensor } from './apex-tensor-file.js';
+import { ApexFileFormatError, loadApexTensorFile, parseLayerIndex, requireFinite, type LoadedTensor } from './apex-tensor-file.js';
 import { monarchBlocks } from './monarch.js';
 import type { ChannelOperator, HeadOperator, LayerOperators } from './operator-init.js';
 
@@ -183,7 +183,7 @@ function parseCommon(file: string, layer: number, kind: 'self_attn' | 'mlp', fie
     return finite(t, f);
   };
   const finite = (t: LoadedTensor, f: string): Float32Array => {
-    if (!allFinite(t.values)) throw new ApexFileFormatError(file, 'finite', 'holds NaN or Inf', name(f));
+    requireFinite(file, name(f), t.values);
     return t.values as Float32Array;
   };
   const vec = (f: string): Float32Array => {

@@ -14,7 +14,7 @@
  */
 import { writeSafetensors, f32Tensor, type TensorToWrite } from '../io/safetensors-writer.js';
 import type { ModelSpec } from '../model/model-spec.js';
-import { ApexFileFormatError, allFinite, loadApexTensorFile, parseLayerIndex, type LoadedTensor } from './apex-tensor-file.js';
+import { ApexFileFormatError, loadApexTensorFile, parseLayerIndex, requireFinite, type LoadedTensor } from './apex-tensor-file.js';
 import type { RankCountRecorder } from './rank-counts.js';
 import type { LayerScoreInput } from './selection.js';
 
@@ -116,7 +116,7 @@ export function parseScoreFile(file: string, metadata: Readonly<Record<string, s
     if (t.dtype !== 'F32') throw new ApexFileFormatError(file, 'dtype', `dtype ${t.dtype}, expected F32`, name);
     const size = kind === 'mlp' ? spec.intermediateSize : sizes[m[3]!]!;
     if (t.shape.length !== 1 || t.shape[0] !== size) throw new ApexFileFormatError(file, 'shape', `shape [${t.shape}], expected [${size}]`, name);
-    if (!allFinite(t.values)) throw new ApexFileFormatError(file, 'finite', 'holds NaN or Inf', name);
+    requireFinite(file, name, t.values);
     layers[layer]![key] = t.values as Float32Array;
   }
   const records = layers.map((l, layer) => {

@@ -192,7 +192,7 @@ async function readOperators(path: string, spec: ModelSpec): Promise<OperatorFil
     return await readOperatorFile(path, spec);
   } catch (e) {
     if (e instanceof ApexFileFormatError && e.rule === 'finite') {
-      throw new VerificationError(`${path}: operator tensor '${e.tensor ?? '?'}' holds NaN or Inf; refusing to fuse it, nothing was written`, 'NON_FINITE');
+      throw new VerificationError(`${path}: operator tensor '${e.tensor ?? '?'}' ${e.detail}; refusing to fuse it, nothing was written`, 'NON_FINITE');
     }
     throw e;
   }

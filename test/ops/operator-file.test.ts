@@ -139,5 +139,6 @@ describe('operators.safetensors', () => {
     expect(check(edit(`${A}a`, { shape: [1], values: Float32Array.of(1) })).rule).toBe('vector-shape'); // n = k·d_h = 8, not k
     expect(check(edit(`${F}b_gate`, { shape: [4], values: new Float32Array(4) })).rule).toBe('vector-shape');
     expect(check(edit(`${F}a`, { values: Float32Array.of(1, Number.NaN, 1) }))).toEqual({ rule: 'finite', tensor: `${F}a` });
+    expect(() => parseOperatorFile('ops.safetensors', md, edit(`${F}a`, { values: Float32Array.of(1, Number.NaN, 1) }), spec)).toThrow(`ops.safetensors: tensor '${F}a': holds NaN or Inf: 1 non-finite value (first at index 1: NaN) (rule: finite)`);
   });
 });

@@ -124,6 +124,23 @@ describe('bf16 checkpoint, random operators', () => {
 });
 
 describe('--updates', () => {
+  it('refuses an operator file holding NaN/Inf, naming the tensor, how many values and the first index', async () => {
+    const dir = await tempDir('apex-expand-');
+    const spec = await fixtureSpec('stories260K');
+    const [first, ...rest] = freshOperators(spec, 1, [{ heads: true, channels: true }]);
+    const bUp = Float32Array.from(first!.mlp!.bUp);
+    bUp[3] = Number.NaN;
+    bUp[5] = Number.POSITIVE_INFINITY;
+    const ops = join(dir, 'nan-ops.safetensors');
+    await writeOperators(ops, [{ ...first!, mlp: { ...first!.mlp!, bUp } }, ...rest], spec);
+    const out = join(dir, 'out');
+    await expect(runExpand({ model: 'fixtures/stories260K', operators: ops, output: out })).rejects.toMatchObject({
+      code: 'NON_FINITE',
+      message: `${ops}: operator tensor 'model.layers.0.mlp.apex.b_up' holds NaN or Inf: 2 non-finite values (first at index 3: NaN); refusing to fuse it, nothing was written`,
+    });
+    expect((await readdir(dir)).filter((f) => f.startsWith('out'))).toEqual([]);
+  });
+
   it('warns when operators of a structured or full stage are fused without their trained weights', async () => {
     const dir = await tempDir('apex-expand-');
     const spec = await fixtureSpec('stories260K');
