@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { InputError, UsageError } from '../errors.js';
+import { InputError } from '../errors.js';
 import type { ChatMessage } from '../model/chat-template.js';
 
 export const TEXT_DOCUMENT_CHARS = 16_384;
@@ -232,7 +232,8 @@ export async function readSources(paths: readonly string[]): Promise<SourceFile[
   const chat = sources.find((s) => s.kind === 'jsonl-chat');
   const text = sources.find((s) => s.kind !== 'jsonl-chat');
   if (chat && text) {
-    throw new UsageError(`data mixes chat JSONL (${chat.path}) with text (${text.path}); chat conversations and packed text cannot be combined in one data set`, 'MIXED_DATA');
+    // A problem of the input data, like chat and text records in one file (MIXED_JSONL): exit 3.
+    throw new InputError(`data mixes chat JSONL (${chat.path}) with text (${text.path}); chat conversations and packed text cannot be combined in one data set`, 'MIXED_DATA');
   }
   return sources;
 }

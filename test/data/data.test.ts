@@ -45,7 +45,8 @@ describe('JSONL errors name file:line and the rule', () => {
   it('refuses chat mixed with text across files', async () => {
     const chat = await jsonlFile('chat.jsonl', [chatLine('a', 'b')]);
     const err = await loadSequences({ data: [chat, 'fixtures/data/text-sample.jsonl'], tokenizer: await tokenizer(), seqLen: 16, seed: 0 }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(UsageError);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err).toMatchObject({ code: 'MIXED_DATA', exit: 3 });
     expect((err as Error).message).toMatch(/mixes chat JSONL .*chat\.jsonl.* with text .*text-sample\.jsonl/);
   });
 });
