@@ -163,7 +163,7 @@ export function selectModel(layers: readonly LayerScoreInput[], options: ModelSe
   return layers.map((input, layer) => {
     const pick = (scores: UnitScores, tunedRatio: number | undefined, exclude: Iterable<number> | undefined) => {
       const chosen = scores[mode];
-      if (chosen === undefined) throw new UsageError(`--score ${mode} needs averaged norms, which the scores of layer ${layer} do not include`);
+      if (chosen === undefined) throw new UsageError(`--score ${mode} needs averaged norms (the norm_avg tensors of a score file), which the scores of layer ${layer} do not include; use a score file apex wrote (it always has them), or --score rank`);
       const values = Array.from(chosen);
       const n = values.length;
       const k = selectionSize(n, ratio, s);

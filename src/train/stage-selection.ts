@@ -7,11 +7,12 @@
  * will select for (n + 1), so counting and choosing use one k, as in analysis.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { UsageError } from '../errors.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { readOperatorFile } from '../ops/operator-file.js';
 import type { RecorderShape } from '../ops/rank-counts.js';
-import { readScoreFile, selectionInputs } from '../ops/score-file.js';
+import { readScoreFile, selectionInputs, type LayerScoreRecord } from '../ops/score-file.js';
 import { selectModel, type LayerSelection } from '../ops/selection.js';
 import { countingK, DEFAULT_SELECTION } from '../pipeline/analysis-selection.js';
 import { OPERATORS_FILE, stageDir } from '../pipeline/expand-paths.js';
@@ -44,6 +45,7 @@ export async function earlierNegatives(run: string, stage: number, spec: ModelSp
 export async function selectStageUnits(settings: ResolvedStageSettings, spec: ModelSpec, scoresPath: string): Promise<LayerSelection[]> {
   const { selection, stage, seed } = settings;
   const scores = await readScoreFile(scoresPath, spec);
+  if (selection.score === 'avg') requireAveragedNorms(scores.layers, scoresPath, stage);
   return selectModel(selectionInputs(scores.layers), {
     ratio: selection.ratio,
     stage,
@@ -55,6 +57,24 @@ export async function selectStageUnits(settings: ResolvedStageSettings, spec: Mo
     ...(selection.tunedFfnRatio !== undefined ? { tunedFfnRatio: selection.tunedFfnRatio } : {}),
     ...(selection.decayK ? { excluded: await earlierNegatives(settings.run, stage, spec) } : {}),
   });
+}
+
+/**
+ * `--score avg` selects by the averaged norms (the `norm_avg` tensors). Every score file apex
+ * writes holds them, so one without them was written or edited by something else: the error
+ * names the file and how to get one that has them.
+ */
+export function requireAveragedNorms(layers: readonly LayerScoreRecord[], scoresPath: string, stage: number): void {
+  const lacking = layers.find((l) => l.headNormAvg === undefined || l.channelNormAvg === undefined);
+  if (lacking === undefined) return;
+  const remedy =
+    stage === 1
+      ? `re-create it with \`apex analyze <model> -o ${dirname(scoresPath)} --force\`, or delete the folder ${dirname(scoresPath)} so that stage 1 runs the analysis again`
+      : `train stage ${stage - 1} again with --force, which records them in it`;
+  throw new UsageError(
+    `--score avg needs the averaged norms (the norm_avg tensors), which ${scoresPath} does not hold for layer ${lacking.layer} ` +
+      `(apex writes them in every score file, so this one was made or edited elsewhere): ${remedy}; or select with --score rank`,
+  );
 }
 
 /**
