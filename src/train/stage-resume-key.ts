@@ -62,13 +62,23 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
 }
 
 /**
- * "name then, now" for every entry recorded in both that differs. Entries only one side has
- * (a checkpoint of a version that recorded fewer) are not compared.
+ * For entries that are digests of something several options decide, which options to restore.
+ * The held-out set is the one a changed --seed shows up in first: it draws the held-out split.
+ */
+const CAUSES: Readonly<Record<string, string>> = {
+  'held-out data': 'the held-out sequences differ: was --seed (which draws the held-out split and samples), --eval-samples, --eval-data or the data changed?',
+  'input model': 'another model, or its files changed?',
+};
+
+/**
+ * "name then, now" for every entry recorded in both that differs, with the options that
+ * decide it where the entry is a digest. Entries only one side has (a checkpoint of a version
+ * that recorded fewer) are not compared.
  */
 export function resumeKeyChanges(saved: ResumeKey | undefined, now: ResumeKey): string[] {
   if (saved === undefined) return [];
   const show = (v: ResumeKeyValue | undefined) => JSON.stringify(v);
   return Object.keys(now)
     .filter((n) => Object.hasOwn(saved, n) && saved[n] !== now[n])
-    .map((n) => `${n} ${show(saved[n])} then, ${show(now[n])} now`);
+    .map((n) => `${n} ${show(saved[n])} then, ${show(now[n])} now${CAUSES[n] !== undefined ? ` (${CAUSES[n]})` : ''}`);
 }
