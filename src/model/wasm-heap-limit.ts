@@ -28,22 +28,52 @@ export function tfHeapAllowance(backend: string): number {
   return backend === 'wasm' ? WASM_HEAP_USABLE_BYTES : Infinity;
 }
 
-/** Throws ResourceLimitError (exit 5) when `backend` is wasm and the tf-heap estimate does not fit. */
+/**
+ * A training estimate's tensor memory with the part of it that does not depend on the batch:
+ * the weights and the gradients and optimizer state (stage-memory.ts), before the heap's slack.
+ */
+export interface WasmHeapNeed {
+  readonly tfHeapBytes: number;
+  readonly weightBytes: number;
+  readonly optimizerBytes: number;
+}
+
+/** The heap's growth slack the training estimate's tfHeapBytes includes (stage-memory.ts). */
+const HEAP_GROWTH = 1.15;
+
+const ANOTHER_BACKEND = 'use another backend (--backend webgpu, tensorflow or cpu)';
+
+/**
+ * Throws ResourceLimitError (exit 5) when `backend` is wasm and the tf-heap estimate does not
+ * fit. Given a training estimate whose weights and optimizer state alone (with the heap's
+ * slack) exceed the usable heap, the advice leaves out --batch-size / --seq-len, which cannot help.
+ */
 export function checkWasmHeap(
   backend: string,
-  tfHeapBytes: number,
+  need: number | WasmHeapNeed,
   what: string,
-  advice = 'lower --batch-size or --seq-len (use --grad-accum to keep the batch), or use another backend (--backend webgpu, tensorflow or cpu)',
+  advice = `lower --batch-size or --seq-len (use --grad-accum to keep the batch), or ${ANOTHER_BACKEND}`,
 ): void {
+  const tfHeapBytes = typeof need === 'number' ? need : need.tfHeapBytes;
   if (backend !== 'wasm' || tfHeapBytes <= WASM_HEAP_USABLE_BYTES) return;
+  const fixed = typeof need === 'number' ? 0 : Math.round(HEAP_GROWTH * (need.weightBytes + need.optimizerBytes));
+  const remedy =
+    fixed > WASM_HEAP_USABLE_BYTES
+      ? `the weights, gradients and optimizer state alone need about ${formatBytes(fixed)} of it, which a smaller batch or sequence length does not change: ` +
+        `${ANOTHER_BACKEND}, or train fewer tensors (--setting operators or structured, or --method lora)`
+      : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(tfHeapBytes)} of tensor memory, more than the wasm backend's heap can hold ` +
-      `(limit ${formatBytes(WASM_HEAP_LIMIT_BYTES)}, of which ${formatBytes(WASM_HEAP_USABLE_BYTES)} usable for an estimate); ${advice}`,
+      `(limit ${formatBytes(WASM_HEAP_LIMIT_BYTES)}, of which ${formatBytes(WASM_HEAP_USABLE_BYTES)} usable for an estimate); ${remedy}`,
     'MEMORY_WASM_HEAP',
   );
 }
 
-/** Selects the requested backend (as the command would) and applies checkWasmHeap to it. */
-export async function refuseOverWasmHeap(requested: BackendRequest, tfHeapBytes: number, what: string): Promise<void> {
-  checkWasmHeap((await selectBackend(requested)).name, tfHeapBytes, what);
+/**
+ * Selects the requested backend (as the command would) and applies checkWasmHeap to it. Pass
+ * the whole training estimate (not only its tfHeapBytes) for the advice to know whether a
+ * smaller batch can help.
+ */
+export async function refuseOverWasmHeap(requested: BackendRequest, need: number | WasmHeapNeed, what: string): Promise<void> {
+  checkWasmHeap((await selectBackend(requested)).name, need, what);
 }

@@ -65,7 +65,11 @@ export interface TrainingMemoryEstimate {
   readonly optimizerBytes: number;
   readonly activationBytes: number;
   readonly logitBytes: number;
-  /** The wasm heap's high-water mark: the four terms above with the heap's growth slack (what the wasm heap limit applies to). */
+  /**
+   * Tensor memory at its high-water mark: the four terms above with 15% allocation slack (the
+   * growth measured of the wasm heap, which the wasm heap limit applies to; the same slack is
+   * added on every backend).
+   */
   readonly tfHeapBytes: number;
   /** JavaScript-side copies of the trainable state while a checkpoint is written. */
   readonly savedStateBytes: number;
@@ -94,18 +98,35 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes };
 }
 
-/** Throws ResourceLimitError (exit 5) when the estimate is over the budget. */
+/**
+ * Bytes that no micro-batch size or sequence length changes: the weights and the gradients and
+ * optimizer state with their allocation slack, and the copies made while saving.
+ */
+export function fixedTrainingBytes(estimate: TrainingMemoryEstimate): number {
+  return Math.round(HEAP_GROWTH * (estimate.weightBytes + estimate.optimizerBytes)) + estimate.savedStateBytes;
+}
+
 /** What to tell the user to change, in the words of the command line (default) or of a run config. */
 export const CLI_MEMORY_ADVICE = 'raise --max-memory, or lower --batch-size / --seq-len (use --grad-accum to keep the batch)';
 export const CONFIG_MEMORY_ADVICE = 'raise max_memory, or lower optimizer.batch_size / data.seq_len (use optimizer.grad_accum to keep the batch)';
+/** The same when the fixed part alone is over the budget, so a smaller batch cannot help. */
+const CLI_FIXED_ADVICE = 'raise --max-memory, or train fewer tensors (--setting operators or structured, or --method lora)';
+const CONFIG_FIXED_ADVICE = 'raise max_memory, or train fewer tensors (setting: operators or structured, or method: lora)';
 
+/** Throws ResourceLimitError (exit 5) when the estimate is over the budget. */
 export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetBytes: number, what: string, advice = CLI_MEMORY_ADVICE): void {
   if (estimate.totalBytes <= budgetBytes) return;
+  const fixed = fixedTrainingBytes(estimate);
+  const remedy =
+    fixed > budgetBytes
+      ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
+        `which a smaller batch or sequence length does not change: ${advice === CONFIG_MEMORY_ADVICE ? CONFIG_FIXED_ADVICE : CLI_FIXED_ADVICE}`
+      : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
       `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
-      `the wasm heap's growth ${formatBytes(estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes)}, ` +
-      `copies while saving ${formatBytes(estimate.savedStateBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${advice}`,
+      `allocation slack ${formatBytes(estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes)}, ` +
+      `copies while saving ${formatBytes(estimate.savedStateBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${remedy}`,
     'MEMORY_BUDGET',
   );
 }

@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { ResourceLimitError } from '../../src/errors.js';
 import { parseModelConfig } from '../../src/model/config.js';
-import { checkTrainingMemory, estimateTrainingMemory } from '../../src/train/stage-memory.js';
+import { checkWasmHeap } from '../../src/model/wasm-heap-limit.js';
+import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, fixedTrainingBytes } from '../../src/train/stage-memory.js';
 import { modelParamCount } from '../../src/train/trainable-params.js';
 
 const spec = parseModelConfig({
@@ -42,6 +43,39 @@ describe('estimateTrainingMemory', () => {
     const e = estimateTrainingMemory(spec, base);
     expect(() => checkTrainingMemory(e, e.totalBytes, 'stage')).not.toThrow();
     expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(ResourceLimitError);
-    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(/stage needs about .*weights .*activations .*logits .*, the wasm heap's growth .*, copies while saving .*\).*--batch-size/);
+    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(/stage needs about .*weights .*activations .*logits .*, allocation slack .*, copies while saving .*\).*--batch-size/);
+    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).not.toThrow(/wasm/);
+  });
+
+  it('does not suggest a smaller batch when the weights and optimizer state alone are over the budget', () => {
+    const e = estimateTrainingMemory(spec, base);
+    // 1.15 · (944 + 2720) + 1600 = 5814 bytes that no batch or sequence length changes
+    expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 1600);
+    const refusal = (budget: number, advice?: string) => {
+      try {
+        checkTrainingMemory(e, budget, 'stage', advice);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(refusal(fixedTrainingBytes(e))).toMatch(/; raise --max-memory, or lower --batch-size \/ --seq-len/);
+    expect(refusal(fixedTrainingBytes(e) - 1)).toMatch(/; the weights, gradients and optimizer state alone \(with their slack and the copies while saving\) need about 5\.81 kB, which a smaller batch or sequence length does not change: raise --max-memory, or train fewer tensors \(--setting operators or structured, or --method lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, CONFIG_MEMORY_ADVICE)).toMatch(/does not change: raise max_memory, or train fewer tensors \(setting: operators or structured, or method: lora\)$/);
+  });
+});
+
+describe('checkWasmHeap with a training estimate', () => {
+  const GiB = 2 ** 30;
+  it('suggests a smaller batch only when the batch-dependent part can make it fit', () => {
+    const batchBound = { tfHeapBytes: 4 * GiB, weightBytes: 1 * GiB, optimizerBytes: 1 * GiB };
+    expect(() => checkWasmHeap('wasm', batchBound, 'training')).toThrow(/; lower --batch-size or --seq-len .*, or use another backend/);
+    const tooBig = { tfHeapBytes: 5 * GiB, weightBytes: 1.5 * GiB, optimizerBytes: 2 * GiB };
+    expect(() => checkWasmHeap('wasm', tooBig, 'training')).toThrow(ResourceLimitError);
+    expect(() => checkWasmHeap('wasm', tooBig, 'training')).toThrow(
+      /; the weights, gradients and optimizer state alone need about 4\.32 GB of it, which a smaller batch or sequence length does not change: use another backend \(--backend webgpu, tensorflow or cpu\), or train fewer tensors \(--setting operators or structured, or --method lora\)$/,
+    );
+    expect(() => checkWasmHeap('wasm', tooBig, 'training')).not.toThrow(/--batch-size/);
+    expect(() => checkWasmHeap('cpu', tooBig, 'training')).not.toThrow();
   });
 });
