@@ -17,7 +17,7 @@ import { openModelForCompute } from '../model/open-model.js';
 import { buildPrompts, paddedIds } from '../model/prompts.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { MAX_SEED } from '../util/rng.js';
-import { checkOutputFile } from '../io/output-file.js';
+import { checkOutputFile, makeOutputFileFolder } from '../io/output-file.js';
 
 export interface GenerateCommandResult {
   model: string;
@@ -121,6 +121,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
       for (const s of sequences) this.say(s.text !== undefined ? `${s.text}\n[ids] ${s.ids.join(' ')}` : s.ids.join(' '));
       if (idsOut !== undefined) {
         const { ids, attentionMask, shape } = paddedIds(out.sequences, tokenizer?.padId ?? opened.spec.padTokenId ?? stops[0] ?? 0);
+        await makeOutputFileFolder(idsOut);
         await writeSafetensors(idsOut, [i32Tensor('input_ids', shape, ids), i32Tensor('attention_mask', shape, attentionMask)]);
         this.say(`wrote ${shape[0]} × ${shape[1]} ids to ${idsOut}`);
       }

@@ -2,12 +2,15 @@
  * A single-file output (`analyze --dump-stats`, `generate --ids-out`), checked before any work
  * so that a mistyped path costs nothing and destroys nothing: it must not be a folder, must not
  * lie inside the model folder (a stray .safetensors file there would be read as part of the
- * model, and the path may name one of its weight files), and an existing file is replaced only
- * with --force, as output folders are.
+ * model, and the path may name one of its weight files), no part of its folder's path may be a
+ * file, and an existing file is replaced only with --force, as output folders are. Missing
+ * parent folders are created when the file is written (`makeOutputFileFolder`), as `-o a/b/c`
+ * creates an output folder's.
  */
 import { statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { makeOutputFolder } from './atomic-output.js';
 import { isInside } from './output-inputs.js';
 
 export interface OutputFileCheck {
@@ -37,5 +40,25 @@ export function checkOutputFile(path: string, check: OutputFileCheck): string {
     }
   }
   if (kind === 'file' && !check.force) throw new UsageError(`${check.flag} ${absolute} exists; pass --force to replace it`, 'OUTPUT_EXISTS');
+  if (kind === undefined) {
+    // The deepest part of the folder's path that exists must be a folder (the rest is created).
+    let existing = dirname(absolute);
+    for (;;) {
+      let folder: boolean | undefined;
+      try {
+        folder = statSync(existing).isDirectory();
+      } catch {
+        folder = undefined;
+      }
+      if (folder === false) throw new UsageError(`${check.flag} ${absolute}: cannot write there, ${existing} is a file, not a folder`, 'OUTPUT_NOT_WRITABLE');
+      if (folder === true || existing === dirname(existing)) break;
+      existing = dirname(existing);
+    }
+  }
   return absolute;
+}
+
+/** Creates the missing parent folders of a checked output file, just before it is written. */
+export async function makeOutputFileFolder(path: string): Promise<void> {
+  await makeOutputFolder(dirname(resolve(path)));
 }

@@ -37,7 +37,7 @@ import { checkMemoryLimit, describeMemoryEstimate, estimateAnalysisMemory, type 
 import { apexVersion, modelRecord } from './analysis-provenance.js';
 import { renderAnalysisReport, renderAnalysisSummary } from './analysis-report.js';
 import { analysisRecorder, checkSelectionSettings, DEFAULT_SELECTION, selectFromRecorder, type SelectionSettings } from './analysis-selection.js';
-import { checkOutputFile } from '../io/output-file.js';
+import { checkOutputFile, makeOutputFileFolder } from '../io/output-file.js';
 
 export interface AnalysisOptions {
   /** Resolved local model folder. */
@@ -196,7 +196,10 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
       for (const [name, content] of report) await writeText(name, content);
       // Before the folder is renamed into place: a dump that cannot be written leaves no analysis
       // behind that a rerun would have to --force away.
-      if (dumpPath !== undefined) await writeDump(dumpPath, spec, sequences.length, collector.dump!);
+      if (dumpPath !== undefined) {
+        await makeOutputFileFolder(dumpPath);
+        await writeDump(dumpPath, spec, sequences.length, collector.dump!);
+      }
       return { analysis, records, selections };
     }, async (tmp, b) => verifyOutput(tmp, spec, b.analysis));
 
