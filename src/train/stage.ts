@@ -274,7 +274,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       lora: settings.method === 'lora',
     });
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
-    await refuseOverWasmHeap(settings.backend as BackendRequest, memory.tfHeapBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
+    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
     if (onWebgpu()) checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
 
     let selections: LayerSelection[] | undefined;
