@@ -94,11 +94,14 @@ export class InterruptedError extends ApexError {
 
 /** Maps any thrown value to an ApexError (unknown errors become internal, exit 1). */
 export function toApexError(err: unknown): ApexError {
-  if (err instanceof ApexError) return err;
+  if (err instanceof ApexError) return fileSizeLimitFromDiskFull(err);
   const e = err as NodeJS.ErrnoException & { oclif?: { exit?: number } };
   if (e && typeof e === 'object') {
     if (e.code === 'ENOSPC' || e.code === 'EDQUOT') {
       return new ResourceLimitError(`disk full: ${e.message}`, 'DISK_FULL', { cause: err });
+    }
+    if (e.code === 'EFBIG') {
+      return new ResourceLimitError(`the file-size limit (ulimit -f) was exceeded: ${e.message}; raise it (ulimit -f unlimited)`, 'FILE_TOO_LARGE', { cause: err });
     }
     if (e.code === 'ENOMEM') return new ResourceLimitError(`out of memory: ${e.message}`, 'OUT_OF_MEMORY', { cause: err });
     if (e.code === 'EMFILE' || e.code === 'ENFILE') {
@@ -117,4 +120,15 @@ export function toApexError(err: unknown): ApexError {
   }
   const message = err instanceof Error ? err.message : String(err);
   return new ApexError('INTERNAL', ExitCode.internal, message, { cause: err });
+}
+
+/**
+ * src/io/safetensors-writer.ts's own `ioError` says EFBIG as "disk full during <op> (EFBIG)"
+ * (DISK_FULL); that is the file-size limit (`ulimit -f`), not a full disk. Said right here, the
+ * file name kept, until that file re-exports src/io/io-error.ts's `ioError`.
+ */
+function fileSizeLimitFromDiskFull(err: ApexError): ApexError {
+  if (err.code !== 'DISK_FULL' || (err.cause as NodeJS.ErrnoException | undefined)?.code !== 'EFBIG') return err;
+  const message = err.message.replace(/disk full during (.*?) \(EFBIG\)/, 'the file-size limit (ulimit -f) was exceeded during $1 (EFBIG); raise it (ulimit -f unlimited)');
+  return new ResourceLimitError(message, 'FILE_TOO_LARGE', { cause: err.cause });
 }

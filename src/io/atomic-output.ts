@@ -11,7 +11,8 @@ import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:
 import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { acquireOutputLock } from './output-lock.js';
-import { fsyncDir, ioError } from './safetensors-writer.js';
+import { fsyncDir } from './safetensors-writer.js';
+import { ioError } from './io-error.js';
 
 export type OutputState = 'absent' | 'empty' | 'present';
 

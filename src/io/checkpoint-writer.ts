@@ -45,7 +45,8 @@ import { encodeFromFloat32 } from './float-codec.js';
 import { listModelFiles, copyModelFiles } from './model-files.js';
 import { indexJson, keepLayout, planShards, type ShardPlan } from './shard-plan.js';
 import type { SafetensorsFile } from './safetensors-reader.js';
-import { ioError, lendToWriter, planSafetensorsLayout, type TensorData, type TensorToWrite, type WriteOptions, type WrittenTensor, writeSafetensorsFile } from './safetensors-writer.js';
+import { lendToWriter, planSafetensorsLayout, type TensorData, type TensorToWrite, type WriteOptions, type WrittenTensor, writeSafetensorsFile } from './safetensors-writer.js';
+import { ioError } from './io-error.js';
 
 export type OutputTensorSource =
   /** Raw bytes of the input tensor `from`, unchanged. */

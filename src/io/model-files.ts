@@ -6,7 +6,7 @@
 import { copyFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncFile } from './atomic-output.js';
-import { ioError } from './safetensors-writer.js';
+import { ioError } from './io-error.js';
 
 export const MODEL_FILES: readonly string[] = [
   'config.json',

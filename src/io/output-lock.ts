@@ -13,7 +13,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
-import { ioError } from './safetensors-writer.js';
+import { ioError } from './io-error.js';
 import { processAlive, removeStaleTemporaries } from './stale-temps.js';
 
 export interface LockOwner {

@@ -15,7 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { arch, platform } from 'node:os';
 import { dirname, join } from 'node:path';
 import { apexVersion } from './analysis-provenance.js';
-import { fsyncDir, ioError } from '../io/safetensors-writer.js';
+import { fsyncDir } from '../io/safetensors-writer.js';
+import { ioError } from '../io/io-error.js';
 import { redactDeep } from '../util/secrets.js';
 
 export const PROVENANCE_FILE = 'apex_run.json';

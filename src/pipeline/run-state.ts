@@ -10,7 +10,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { fsyncDir, ioError } from '../io/safetensors-writer.js';
+import { fsyncDir } from '../io/safetensors-writer.js';
+import { ioError } from '../io/io-error.js';
 import { canonicalJson, configHash } from '../run/config-format.js';
 import type { ResolvedConfig } from '../run/config-schema.js';
 

@@ -1,11 +1,50 @@
-// How a failed write is reported: by the file, with the exit code of its cause.
-import { expect, it } from 'vitest';
-import { ioError } from '../../src/io/safetensors-writer.js';
+// Write failures said as apex's typed errors naming the file (src/io/io-error.ts) and errno
+// failures that reach the CLI unwrapped (toApexError). Each errno is injected: no mount, no root.
+import { describe, expect, it } from 'vitest';
+import { ApexError, ResourceLimitError, toApexError } from '../../src/errors.js';
+import { ioError } from '../../src/io/io-error.js';
 
-const errno = (code: string) => Object.assign(new Error(`${code}: failed`), { code });
+function errno(code: string, message = `${code}: simulated`): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code });
+}
 
-it('disk full and the file-size limit are resource limits (exit 5) named for what they are', () => {
-  expect(ioError('/out/a.safetensors', 'write', errno('ENOSPC'))).toMatchObject({ code: 'DISK_FULL', exit: 5, message: '/out/a.safetensors: disk full during write (ENOSPC); this file was not written' });
-  expect(ioError('/out/a.safetensors', 'write', errno('EFBIG'))).toMatchObject({ code: 'FILE_TOO_LARGE', exit: 5, message: expect.stringMatching(/file-size limit .*ulimit -f/) });
-  expect(ioError('/out/a.safetensors', 'create', errno('EROFS'))).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
+describe('ioError', () => {
+  it('EFBIG is the file-size limit (ulimit -f), exit 5 FILE_TOO_LARGE naming the file, not "disk full"', () => {
+    const e = ioError('/out/model.safetensors', 'write', errno('EFBIG')) as ApexError;
+    expect(e).toBeInstanceOf(ResourceLimitError);
+    expect(e.code).toBe('FILE_TOO_LARGE');
+    expect(e.exit).toBe(5);
+    expect(e.message).toContain('/out/model.safetensors');
+    expect(e.message).toContain('ulimit -f');
+    expect(e.message).not.toContain('disk full');
+  });
+
+  it('ENOSPC and EDQUOT stay DISK_FULL (exit 5); EROFS, EACCES, EPERM are OUTPUT_NOT_WRITABLE (exit 2)', () => {
+    for (const code of ['ENOSPC', 'EDQUOT']) expect(ioError('/out/f', 'write', errno(code))).toMatchObject({ code: 'DISK_FULL', exit: 5 });
+    for (const code of ['EROFS', 'EACCES', 'EPERM']) {
+      const e = ioError('/out/f', 'write', errno(code)) as ApexError;
+      expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
+      expect(e.message).toContain('/out/f');
+    }
+  });
+});
+
+describe('toApexError', () => {
+  it('an unwrapped EFBIG is exit 5 FILE_TOO_LARGE, not internal', () => {
+    const e = toApexError(errno('EFBIG', "EFBIG: file too large, write '/out/x'"));
+    expect(e).toMatchObject({ code: 'FILE_TOO_LARGE', exit: 5 });
+    expect(e.message).toContain('/out/x');
+    expect(e.message).toContain('ulimit -f');
+  });
+
+  it("re-says safetensors-writer's \"disk full during write (EFBIG)\" as the file-size limit, keeping the file name", () => {
+    const wrapped = new ResourceLimitError('/out/model.safetensors: disk full during write (EFBIG); no output was written', 'DISK_FULL', { cause: errno('EFBIG') });
+    const e = toApexError(wrapped);
+    expect(e).toMatchObject({ code: 'FILE_TOO_LARGE', exit: 5 });
+    expect(e.message).toContain('/out/model.safetensors');
+    expect(e.message).toContain('ulimit -f');
+    expect(e.message).not.toContain('disk full');
+    const full = new ResourceLimitError('/out/f: disk full during write (ENOSPC)', 'DISK_FULL', { cause: errno('ENOSPC') });
+    expect(toApexError(full)).toBe(full);
+  });
 });

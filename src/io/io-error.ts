@@ -1,0 +1,42 @@
+/**
+ * Filesystem errors while writing an output, said as apex's typed errors naming the file:
+ * - ENOSPC / EDQUOT: disk (or quota) full → exit 5, DISK_FULL;
+ * - EFBIG: the file-size limit (`ulimit -f`, RLIMIT_FSIZE) is exceeded → exit 5, FILE_TOO_LARGE
+ *   (Node ignores SIGXFSZ, so the write fails with EFBIG instead of killing the process);
+ * - EACCES / EPERM / EROFS: the location is not writable → exit 2, OUTPUT_NOT_WRITABLE;
+ * - ENOENT / ENOTDIR on create: the folder is missing or a part of the path is a file → exit 2,
+ *   OUTPUT_NOT_WRITABLE.
+ * Anything else is returned unchanged (toApexError decides).
+ *
+ * src/io/safetensors-writer.ts still has its own copy of `ioError` (its EFBIG reads "disk full");
+ * toApexError re-says that case (errors.ts, `fileSizeLimitFromDiskFull`) until that file
+ * re-exports this one.
+ */
+import { dirname } from 'node:path';
+import { ApexError, ResourceLimitError, UsageError } from '../errors.js';
+
+export function ioError(path: string, op: string, e: unknown): unknown {
+  if (e instanceof ApexError) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); no output was written`, 'DISK_FULL', { cause: e });
+  }
+  if (code === 'EFBIG') return fileTooLargeError(path, op, e);
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new UsageError(`${path}: cannot ${op}, output location is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+  }
+  if (op === 'create' && (code === 'ENOENT' || code === 'ENOTDIR')) {
+    // Named by its folder: the file itself may be a temporary name the user never chose.
+    return new UsageError(`${dirname(path)}: cannot write there, ${code === 'ENOENT' ? 'the folder does not exist' : 'a part of the path is a file, not a folder'} (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+  }
+  return e;
+}
+
+/** EFBIG: a write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). */
+export function fileTooLargeError(path: string, op: string, cause: unknown): ResourceLimitError {
+  return new ResourceLimitError(
+    `${path}: the file-size limit (ulimit -f) was exceeded during ${op} (EFBIG); raise it (ulimit -f unlimited) or write smaller files; no output was written`,
+    'FILE_TOO_LARGE',
+    { cause },
+  );
+}
