@@ -98,7 +98,7 @@ async function moveIntoPlace(tmp: string, out: string, force: boolean): Promise<
 
 /** fsyncs one file (after copyFile or other writes that did not sync). */
 export async function fsyncFile(path: string): Promise<void> {
-  const h = await open(path, 'r+');
+  const h = await open(path, 'r+').catch((e: unknown) => { throw ioError(path, 'fsync', e); });
   try {
     await h.sync();
   } catch (e) {

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { ioError } from '../io/io-error.js';
 
 export interface MetricsLine {
   /** Optimizer steps completed in this stage. */
@@ -26,7 +27,7 @@ export interface MetricsLine {
 }
 
 export async function appendMetrics(path: string, line: MetricsLine): Promise<void> {
-  await appendFile(path, `${JSON.stringify(line)}\n`);
+  await appendFile(path, `${JSON.stringify(line)}\n`).catch((e: unknown) => { throw ioError(path, 'append to the metrics log', e); });
 }
 
 /** Every complete line of the file (a torn last line from a killed process is skipped); [] when absent. */
@@ -61,7 +62,13 @@ export async function truncateMetrics(path: string, step: number | undefined): P
   }
   const kept = (await readMetrics(path)).filter((l) => l.step <= step);
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await writeFile(tmp, kept.map((l) => `${JSON.stringify(l)}\n`).join(''));
-  await rename(tmp, path);
+  try {
+    await writeFile(tmp, kept.map((l) => `${JSON.stringify(l)}\n`).join('')).catch((e: unknown) => { throw ioError(path, 'rewrite the metrics log', e); });
+    await rename(tmp, path).catch((e: unknown) => { throw ioError(path, 'rename the rewritten metrics log into place', e); });
+  } catch (e) {
+    // A failed write leaves the temporary (often zero bytes) behind otherwise.
+    await rm(tmp, { force: true }).catch(() => {});
+    throw e;
+  }
   return kept;
 }

@@ -17,6 +17,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { VerificationError } from '../errors.js';
+import { ioError } from '../io/io-error.js';
 import { f32Tensor, writeSafetensors, type TensorToWrite } from '../io/safetensors-writer.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { findLayerTensor } from '../model/architecture.js';
@@ -138,14 +139,14 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
-    const h = await open(tmp, 'w');
+    const h = await open(tmp, 'w').catch((e: unknown) => { throw ioError(path, 'create', e); });
     try {
-      await h.writeFile(text);
-      await h.sync();
+      await h.writeFile(text).catch((e: unknown) => { throw ioError(path, 'write', e); });
+      await h.sync().catch((e: unknown) => { throw ioError(path, 'fsync', e); });
     } finally {
       await h.close();
     }
-    await rename(tmp, path);
+    await rename(tmp, path).catch((e: unknown) => { throw ioError(path, 'rename into place', e); });
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => {});
     throw e;

@@ -17,6 +17,7 @@ import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { fsyncFile, writeAtomicFolder } from '../io/atomic-output.js';
+import { ioError } from '../io/io-error.js';
 import { removeStaleLock } from '../io/output-lock.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import { type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
@@ -138,7 +139,7 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
       tensorSha256: Object.fromEntries(written.map((t) => [t.name, t.sha256!])),
       scalarsSha256: sha256Hex(JSON.stringify(state.scalars)),
     };
-    await writeFile(join(tmp, STATE_FILE), JSON.stringify(file));
+    await writeFile(join(tmp, STATE_FILE), JSON.stringify(file)).catch((e: unknown) => { throw ioError(join(out, STATE_FILE), 'write the checkpoint', e); });
     await fsyncFile(join(tmp, STATE_FILE));
   });
   await pruneCheckpoints(checkpointsDir, keep);
