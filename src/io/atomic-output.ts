@@ -16,13 +16,18 @@ import { ioError } from './io-error.js';
 
 export type OutputState = 'absent' | 'empty' | 'present';
 
+/** Whether the output folder exists and holds anything; a path through a file is OUTPUT_NOT_WRITABLE (exit 2). */
 export async function outputState(outDir: string): Promise<OutputState> {
   try {
     const st = await stat(outDir);
     if (!st.isDirectory()) throw new UsageError(`output ${outDir} exists and is not a folder`, 'OUTPUT_EXISTS');
     return (await readdir(outDir)).length === 0 ? 'empty' : 'present';
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'absent';
+    if (code === 'ENOTDIR') {
+      throw new UsageError(`${outDir}: cannot write the output there, a part of the path is a file, not a folder (ENOTDIR)`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+    }
     throw e;
   }
 }
