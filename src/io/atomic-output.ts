@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { acquireOutputLock } from './output-lock.js';
 import { fsyncDir } from './safetensors-writer.js';
@@ -16,12 +16,22 @@ import { ioError } from './io-error.js';
 
 export type OutputState = 'absent' | 'empty' | 'present';
 
-/** Whether the output folder exists and holds anything; a path through a file is OUTPUT_NOT_WRITABLE (exit 2). */
-export async function outputState(outDir: string): Promise<OutputState> {
+/** What outputState asks the filesystem (injected by tests). */
+export interface OutputStatFs {
+  stat(path: string): Promise<{ dev: number; isDirectory(): boolean }>;
+}
+const realStatFs: OutputStatFs = { stat };
+
+/**
+ * Whether the output folder exists and holds anything. Refuses (exit 2, OUTPUT_NOT_WRITABLE) an
+ * output whose path runs through a file, and an output folder that is a mount point: apex
+ * builds the output in a sibling temporary folder (on the parent's filesystem) and renames it
+ * into place, which a mount point can neither be moved aside for (EBUSY) nor take (EXDEV).
+ */
+export async function outputState(outDir: string, fs: OutputStatFs = realStatFs): Promise<OutputState> {
+  let st: Awaited<ReturnType<OutputStatFs['stat']>>;
   try {
-    const st = await stat(outDir);
-    if (!st.isDirectory()) throw new UsageError(`output ${outDir} exists and is not a folder`, 'OUTPUT_EXISTS');
-    return (await readdir(outDir)).length === 0 ? 'empty' : 'present';
+    st = await fs.stat(outDir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return 'absent';
@@ -29,6 +39,22 @@ export async function outputState(outDir: string): Promise<OutputState> {
       throw new UsageError(`${outDir}: cannot write the output there, a part of the path is a file, not a folder (ENOTDIR)`, 'OUTPUT_NOT_WRITABLE', { cause: e });
     }
     throw e;
+  }
+  if (!st.isDirectory()) throw new UsageError(`output ${outDir} exists and is not a folder`, 'OUTPUT_EXISTS');
+  await refuseMountPoint(outDir, st, fs);
+  return (await readdir(outDir)).length === 0 ? 'empty' : 'present';
+}
+
+/** Refuses an existing output folder on another filesystem than its parent folder (a mount point). */
+async function refuseMountPoint(outDir: string, st: { dev: number }, fs: OutputStatFs): Promise<void> {
+  const out = resolve(outDir);
+  const parent = dirname(out);
+  const mountPoint = parent === out || (await fs.stat(parent)).dev !== st.dev;
+  if (mountPoint) {
+    throw new UsageError(
+      `${outDir} is a mount point (another filesystem than ${parent}); apex writes an output folder beside it and renames it into place, which a mount point cannot take: give a subfolder of it instead, e.g. ${join(out, 'out')}`,
+      'OUTPUT_NOT_WRITABLE',
+    );
   }
 }
 

@@ -4,6 +4,8 @@
  * - EFBIG: the file-size limit (`ulimit -f`, RLIMIT_FSIZE) is exceeded → exit 5, FILE_TOO_LARGE
  *   (Node ignores SIGXFSZ, so the write fails with EFBIG instead of killing the process);
  * - EACCES / EPERM / EROFS: the location is not writable → exit 2, OUTPUT_NOT_WRITABLE;
+ * - EBUSY / EXDEV (from a rename): the output is a mount point, or the rename would cross
+ *   filesystems → exit 2, OUTPUT_NOT_WRITABLE;
  * - ENOENT / ENOTDIR on create: the folder is missing or a part of the path is a file → exit 2,
  *   OUTPUT_NOT_WRITABLE.
  * Anything else is returned unchanged (toApexError decides).
@@ -24,6 +26,9 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (code === 'EFBIG') return fileTooLargeError(path, op, e);
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new UsageError(`${path}: cannot ${op}, output location is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+  }
+  if (code === 'EBUSY' || code === 'EXDEV') {
+    return new UsageError(`${path}: cannot ${op}, it is a mount point or on another filesystem than its parent folder (${code}); give a subfolder of it instead`, 'OUTPUT_NOT_WRITABLE', { cause: e });
   }
   if (op === 'create' && (code === 'ENOENT' || code === 'ENOTDIR')) {
     // Named by its folder: the file itself may be a temporary name the user never chose.

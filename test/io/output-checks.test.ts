@@ -1,11 +1,14 @@
 // Up-front checks of an output folder (src/io/atomic-output.ts), before any work: a path that
-// runs through a file is exit 2 OUTPUT_NOT_WRITABLE.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// runs through a file, and an output folder that is a mount point, are exit 2
+// OUTPUT_NOT_WRITABLE; a rename refused with EBUSY/EXDEV says so too. Mount points are
+// simulated with injected stat results (no mount, no root).
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApexError, toApexError } from '../../src/errors.js';
 import { outputState, writeAtomicFolder } from '../../src/io/atomic-output.js';
+import { ioError } from '../../src/io/io-error.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -36,5 +39,45 @@ describe('an output path through a file', () => {
     const e = await failure(writeAtomicFolder(join(dir, 'afile', 'x'), {}, async () => { built = true; }));
     expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
     expect(built).toBe(false);
+  });
+});
+
+describe('an output folder that is a mount point', () => {
+  /** stat as the real one, except that `mountPoint` reports another device than its parent. */
+  const statWithMount = (mountPoint: string) => ({
+    stat: async (p: string) => {
+      const s = await stat(p);
+      return p === mountPoint ? { dev: s.dev + 1, isDirectory: () => s.isDirectory() } : s;
+    },
+  });
+
+  it('an empty or non-empty mount point is refused with OUTPUT_NOT_WRITABLE, asking for a subfolder', async () => {
+    const out = join(dir, 'mnt');
+    await mkdir(out);
+    let e = await failure(outputState(out, statWithMount(out)));
+    expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
+    expect(e.message).toContain('mount point');
+    expect(e.message).toContain('subfolder');
+    await writeFile(join(out, 'f'), 'x');
+    e = await failure(outputState(out, statWithMount(out)));
+    expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
+  });
+
+  it('a folder on its parent\'s filesystem, and a subfolder of a mount point, are fine', async () => {
+    const out = join(dir, 'mnt');
+    await mkdir(join(out, 'sub'), { recursive: true });
+    expect(await outputState(out)).toBe('present');
+    // A subfolder of a mount point is on the mount point's filesystem: fine.
+    const both = { stat: async (p: string) => { const s = await stat(p); return p === out || p === join(out, 'sub') ? { dev: s.dev + 1, isDirectory: () => true } : s; } };
+    expect(await outputState(join(out, 'sub'), both)).toBe('empty');
+  });
+
+  it('a rename refused with EBUSY or EXDEV is OUTPUT_NOT_WRITABLE naming the folder', () => {
+    for (const code of ['EBUSY', 'EXDEV']) {
+      const e = ioError('/mnt/out', 'move the previous output aside', Object.assign(new Error(code), { code })) as ApexError;
+      expect(e, code).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
+      expect(e.message, code).toContain('/mnt/out');
+      expect(e.message, code).toContain('mount point');
+    }
   });
 });
