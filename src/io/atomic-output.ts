@@ -127,6 +127,33 @@ async function moveIntoPlace(tmp: string, out: string, force: boolean): Promise<
   if (old) await rm(old, { recursive: true, force: true });
 }
 
+/** The nearest folder at or above `path` that exists (the one a `mkdir -p` of `path` writes into). */
+export async function nearestExistingFolder(path: string): Promise<string> {
+  let existing = resolve(path);
+  while (existing !== dirname(existing) && !(await stat(existing).then((s) => s.isDirectory(), () => false))) existing = dirname(existing);
+  return existing;
+}
+
+/**
+ * Refuses, before any work and before the free-space check, an output folder that apex could
+ * not write: its temporary sibling goes into the parent folder (or the nearest one above it
+ * that exists), so that folder must be writable. access(W_OK) says EROFS on a read-only mount
+ * (root included) and EACCES/EPERM without permission. Without this, a read-only filesystem
+ * with little free space read as "disk full" (exit 5) instead of "not writable" (exit 2).
+ */
+export async function checkOutputWritable(outDir: string): Promise<void> {
+  const folder = await nearestExistingFolder(dirname(resolve(outDir)));
+  try {
+    await access(folder, constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+      throw new UsageError(`${outDir}: cannot write the output, ${folder} is not writable${code === 'EROFS' ? ' (a read-only filesystem)' : ''} (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
+    }
+    // Anything else: the write itself will say it.
+  }
+}
+
 /** fsyncs one file (after copyFile or other writes that did not sync). */
 export async function fsyncFile(path: string): Promise<void> {
   const h = await open(path, 'r+').catch((e: unknown) => { throw ioError(path, 'fsync', e); });
@@ -159,8 +186,7 @@ export async function makeOutputFolder(path: string): Promise<void> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
-      let existing = dirname(resolve(path));
-      while (existing !== dirname(existing) && !(await stat(existing).then((s) => s.isDirectory(), () => false))) existing = dirname(existing);
+      const existing = await nearestExistingFolder(dirname(resolve(path)));
       const writable = await access(existing, constants.W_OK).then(() => true, () => false);
       if (!writable || code !== 'ENOENT') {
         throw new UsageError(`${path}: cannot create the output folder, ${existing} is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });

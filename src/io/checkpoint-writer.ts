@@ -37,7 +37,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ApexError, ExitCode, ResourceLimitError, VerificationError } from '../errors.js';
-import { fsyncFile, writeAtomicFolder } from './atomic-output.js';
+import { checkOutputWritable, fsyncFile, writeAtomicFolder } from './atomic-output.js';
 import { formatBytes } from './byte-size.js';
 import { Checkpoint, INDEX_FILE } from './checkpoint.js';
 import { type DType, numel, tensorByteLength } from './dtype.js';
@@ -140,6 +140,7 @@ export async function writeCheckpoint(options: WriteCheckpointOptions): Promise<
   const copyFrom = input && (options.copyModelFiles ?? true) ? input.dir : undefined;
   const modelFileNames = copyFrom ? (await listModelFiles(copyFrom)).filter((f) => !(f in extra)) : [];
   const outDir = resolve(options.outDir);
+  await checkOutputWritable(outDir); // first: a read-only filesystem is "not writable", not "disk full"
   await checkFreeSpace(outDir, plan, tensors, options, copyFrom, modelFileNames);
 
   const byName = new Map(tensors.map((t) => [t.name, t]));
