@@ -13,14 +13,15 @@
  * newest `keep` checkpoints remain.
  */
 import { createHash } from 'node:crypto';
-import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
-import { fsyncFile, writeAtomicFolder } from '../io/atomic-output.js';
+import { InputError, ResourceLimitError } from '../errors.js';
+import { fsyncFile, nearestExistingFolder, writeAtomicFolder } from '../io/atomic-output.js';
+import { formatBytes } from '../io/byte-size.js';
 import { ioError } from '../io/io-error.js';
 import { removeStaleLock } from '../io/output-lock.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
-import { type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
+import { planSafetensorsLayout, type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
 import type { RankRecorderState } from '../ops/rank-counts.js';
 import type { AdamWState } from './adamw.js';
 import type { LrPlan } from './lr-schedule.js';
@@ -28,6 +29,7 @@ import type { ResumeKey } from './stage-resume-key.js';
 
 export const TRAIN_STATE_VERSION = 1;
 const TENSORS_FILE = 'tensors.safetensors';
+const TENSORS_METADATA = { format: 'apex-train-state' };
 const STATE_FILE = 'state.json';
 const CHECKPOINT_NAME = /^step-(\d+)$/;
 const CHECKPOINT_LOCK_NAME = /^step-\d+\.lock$/;
@@ -130,7 +132,7 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
       tensors.push(f32(`adam_m.${name}`, t.shape, state.optimizer.firstMoments.get(name) as Float32Array));
       tensors.push(f32(`adam_v.${name}`, t.shape, state.optimizer.secondMoments.get(name) as Float32Array));
     }
-    const written = await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, { format: 'apex-train-state' }, { hash: true });
+    const written = await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, TENSORS_METADATA, { hash: true });
     const file: StateFile = {
       version: TRAIN_STATE_VERSION,
       optimizerStep: state.optimizer.step,
@@ -144,6 +146,53 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
   });
   await pruneCheckpoints(checkpointsDir, keep);
   return out;
+}
+
+/**
+ * Bytes one checkpoint takes on disk: tensors.safetensors (each trainable tensor three times as
+ * float32: the parameters and both AdamW moments) and state.json (with these scalars), plus
+ * room for the lock file, block rounding and counters that grow a digit.
+ */
+export function trainStateBytes(trainable: ReadonlyMap<string, { readonly shape: readonly number[] }>, scalars: TrainStateScalars): number {
+  const descriptors = [...trainable].flatMap(([name, t]) => ['param', 'adam_m', 'adam_v'].map((kind) => ({ name: `${kind}.${name}`, dtype: 'F32' as const, shape: t.shape })));
+  const tensorsBytes = planSafetensorsLayout(descriptors, TENSORS_METADATA).fileBytes;
+  const names = [...trainable.keys()];
+  const file: StateFile = {
+    version: TRAIN_STATE_VERSION,
+    optimizerStep: scalars.step,
+    trainable: names,
+    scalars,
+    tensorSha256: Object.fromEntries(descriptors.map((d) => [d.name, '0'.repeat(64)])),
+    scalarsSha256: '0'.repeat(64),
+  };
+  return tensorsBytes + Buffer.byteLength(JSON.stringify(file)) + 64 * 1024;
+}
+
+/**
+ * Refuses to start (or resume) training when the filesystem of `checkpointsDir` has no room for
+ * one checkpoint (exit 5, DISK_FULL): every stage saves one after its last step, so a run
+ * that could not save it would train to the end and then lose the work. Checked before step 1;
+ * space taken meanwhile by other writers is not foreseen. `free` is injected by tests.
+ */
+export async function checkTrainStateSpace(checkpointsDir: string, bytes: number, free: (folder: string) => Promise<number> = freeBytes): Promise<void> {
+  const folder = await nearestExistingFolder(checkpointsDir);
+  let available: number;
+  try {
+    available = await free(folder);
+  } catch {
+    return; // no answer (e.g. statfs unsupported): the write itself will say it
+  }
+  if (bytes > available) {
+    throw new ResourceLimitError(
+      `not enough disk space for a checkpoint in ${checkpointsDir}: one needs ${formatBytes(bytes)}, ${formatBytes(available)} free on that filesystem; free some space (or choose another -o) before training, nothing was trained`,
+      'DISK_FULL',
+    );
+  }
+}
+
+async function freeBytes(folder: string): Promise<number> {
+  const s = await statfs(folder);
+  return s.bavail * s.bsize;
 }
 
 /** Complete checkpoints in `checkpointsDir`, oldest first. */

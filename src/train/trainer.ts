@@ -34,7 +34,7 @@ import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.
 import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
-import { type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor } from './train-state.js';
+import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes } from './train-state.js';
 import type { ResumeKey } from './stage-resume-key.js';
 
 export interface StepReport {
@@ -255,33 +255,40 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       rng = new Rng(o.dataSeed);
       stream = new BatchStream(o.train.sequences.length, rng);
       await truncateMetrics(o.metricsPath, undefined);
-      if (o.eval) {
-        lastEval = finiteEval(await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), 0, o.stage);
-        await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
-      }
+    }
+    let boundary: { data: DataPosition; rng: number[] } = { data: stream.position(), rng: rng.state() };
+    const scalars = (): TrainStateScalars => ({
+      stage: o.stage,
+      step,
+      globalStep: o.globalStepOffset + step,
+      tokens,
+      data: boundary.data,
+      rng: boundary.rng,
+      lrPlan: o.lrPlan,
+      dataFingerprint,
+      dataSeed: o.dataSeed,
+      ...(o.recorder ? { recorder: o.recorder.state() } : {}),
+      ...(o.resumeKey ? { settings: o.resumeKey } : {}),
+      ...(o.backend ? { backend: o.backend } : {}),
+    });
+    // The stage saves a checkpoint after its last step at the latest: refuse now, before the
+    // first evaluation and step, not after training, when there is no room for one.
+    if (step < o.steps) {
+      await checkTrainStateSpace(o.checkpointsDir, trainStateBytes(new Map(o.params.map((p) => [p.name, { shape: p.variable.shape }])), scalars()));
+    }
+
+    if (!o.resumeFrom && o.eval) {
+      lastEval = finiteEval(await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), 0, o.stage);
+      await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
     }
     const startStep = step;
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
-    let boundary: { data: DataPosition; rng: number[] } = { data: stream.position(), rng: rng.state() };
     const save = async () =>
       saveTrainState(
         o.checkpointsDir,
         {
-          scalars: {
-            stage: o.stage,
-            step,
-            globalStep: o.globalStepOffset + step,
-            tokens,
-            data: boundary.data,
-            rng: boundary.rng,
-            lrPlan: o.lrPlan,
-            dataFingerprint,
-            dataSeed: o.dataSeed,
-            ...(o.recorder ? { recorder: o.recorder.state() } : {}),
-            ...(o.resumeKey ? { settings: o.resumeKey } : {}),
-            ...(o.backend ? { backend: o.backend } : {}),
-          },
+          scalars: scalars(),
           trainable: new Map<string, TrainableTensor>(
             o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => readFloat32(p.variable) }]),
           ),
