@@ -94,7 +94,7 @@ export class InterruptedError extends ApexError {
 
 /** Maps any thrown value to an ApexError (unknown errors become internal, exit 1). */
 export function toApexError(err: unknown): ApexError {
-  if (err instanceof ApexError) return fileSizeLimitFromDiskFull(err);
+  if (err instanceof ApexError) return err;
   const e = err as NodeJS.ErrnoException & { oclif?: { exit?: number } };
   if (e && typeof e === 'object') {
     if (e.code === 'ENOSPC' || e.code === 'EDQUOT') {
@@ -122,13 +122,3 @@ export function toApexError(err: unknown): ApexError {
   return new ApexError('INTERNAL', ExitCode.internal, message, { cause: err });
 }
 
-/**
- * src/io/safetensors-writer.ts's own `ioError` says EFBIG as "disk full during <op> (EFBIG)"
- * (DISK_FULL); that is the file-size limit (`ulimit -f`), not a full disk. Said right here, the
- * file name kept, until that file re-exports src/io/io-error.ts's `ioError`.
- */
-function fileSizeLimitFromDiskFull(err: ApexError): ApexError {
-  if (err.code !== 'DISK_FULL' || (err.cause as NodeJS.ErrnoException | undefined)?.code !== 'EFBIG') return err;
-  const message = err.message.replace(/disk full during (.*?) \(EFBIG\)/, 'the file-size limit (ulimit -f) was exceeded during $1 (EFBIG); raise it (ulimit -f unlimited)');
-  return new ResourceLimitError(message, 'FILE_TOO_LARGE', { cause: err.cause });
-}

@@ -9,10 +9,6 @@
  * - ENOENT / ENOTDIR on create: the folder is missing or a part of the path is a file → exit 2,
  *   OUTPUT_NOT_WRITABLE.
  * Anything else is returned unchanged (toApexError decides).
- *
- * src/io/safetensors-writer.ts still has its own copy of `ioError` (its EFBIG reads "disk full");
- * toApexError re-says that case (errors.ts, `fileSizeLimitFromDiskFull`) until that file
- * re-exports this one.
  */
 import { dirname } from 'node:path';
 import { ApexError, ResourceLimitError, UsageError } from '../errors.js';
@@ -21,7 +17,7 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (e instanceof ApexError) return e;
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); no output was written`, 'DISK_FULL', { cause: e });
+    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); this file was not written (outputs finished before it are kept)`, 'DISK_FULL', { cause: e });
   }
   if (code === 'EFBIG') return fileTooLargeError(path, op, e);
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
@@ -40,7 +36,7 @@ export function ioError(path: string, op: string, e: unknown): unknown {
 /** EFBIG: a write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). */
 export function fileTooLargeError(path: string, op: string, cause: unknown): ResourceLimitError {
   return new ResourceLimitError(
-    `${path}: the file-size limit (ulimit -f) was exceeded during ${op} (EFBIG); raise it (ulimit -f unlimited) or write smaller files; no output was written`,
+    `${path}: the file-size limit (ulimit -f) was exceeded during ${op} (EFBIG); raise it (ulimit -f unlimited) or write smaller files; this file was not written (outputs finished before it are kept)`,
     'FILE_TOO_LARGE',
     { cause },
   );

@@ -15,6 +15,7 @@ import { basename, dirname, join } from 'node:path';
 import { ApexError, ExitCode, InterruptedError, ResourceLimitError, UsageError } from '../errors.js';
 import { type DType, dtypeAlignment, isDType, tensorByteLength } from './dtype.js';
 import { LONE_SURROGATE } from './safetensors-reader.js';
+import { ioError } from './io-error.js';
 
 /**
  * A tensor's bytes: in memory, produced on demand (called once, when the writer reaches the
@@ -303,27 +304,8 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Maps a filesystem error while writing to apex's typed errors, naming the path. */
-export function ioError(path: string, op: string, e: unknown): unknown {
-  if (e instanceof ApexError) return e;
-  const err = e as NodeJS.ErrnoException;
-  const code = err?.code;
-  // "this file": outputs finished before it (an analysis, earlier checkpoints) are kept.
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); this file was not written`, 'DISK_FULL', { cause: e });
-  }
-  if (code === 'EFBIG') {
-    return new ResourceLimitError(`${path}: over the file-size limit during ${op} (EFBIG: see ulimit -f); this file was not written`, 'FILE_TOO_LARGE', { cause: e });
-  }
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-    return new UsageError(`${path}: cannot ${op}, output location is not writable (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
-  }
-  if (op === 'create' && (code === 'ENOENT' || code === 'ENOTDIR')) {
-    // Named by its folder: the file itself may be a temporary name the user never chose.
-    return new UsageError(`${dirname(path)}: cannot write there, ${code === 'ENOENT' ? 'the folder does not exist' : 'a part of the path is a file, not a folder'} (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
-  }
-  return e;
-}
+/** The one mapping of write failures (src/io/io-error.ts), re-exported for this module's callers. */
+export { ioError } from './io-error.js';
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new InterruptedError();

@@ -36,15 +36,4 @@ describe('toApexError', () => {
     expect(e.message).toContain('/out/x');
     expect(e.message).toContain('ulimit -f');
   });
-
-  it("re-says safetensors-writer's \"disk full during write (EFBIG)\" as the file-size limit, keeping the file name", () => {
-    const wrapped = new ResourceLimitError('/out/model.safetensors: disk full during write (EFBIG); no output was written', 'DISK_FULL', { cause: errno('EFBIG') });
-    const e = toApexError(wrapped);
-    expect(e).toMatchObject({ code: 'FILE_TOO_LARGE', exit: 5 });
-    expect(e.message).toContain('/out/model.safetensors');
-    expect(e.message).toContain('ulimit -f');
-    expect(e.message).not.toContain('disk full');
-    const full = new ResourceLimitError('/out/f: disk full during write (ENOSPC)', 'DISK_FULL', { cause: errno('ENOSPC') });
-    expect(toApexError(full)).toBe(full);
-  });
 });

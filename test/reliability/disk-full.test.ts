@@ -64,10 +64,11 @@ describe.skipIf(skipReason !== undefined)(`a full filesystem${skipReason ? ` (sk
     expect(listTree(mnt).filter((p) => !p.endsWith('/'))).toEqual(['filler']);
   }, 300_000);
 
-  it('finetune running out of space mid-training: exit 5, only complete artefacts left, --resume finishes once space is freed', async () => {
+  it('finetune with room for the analysis but not for one checkpoint: exit 5 before the first step, --resume finishes once space is freed', async () => {
     rmSync(join(mnt, 'filler'), { force: true });
     for (const p of listTree(mnt).reverse()) rmSync(join(mnt, p), { recursive: true, force: true });
-    // Room for the analysis (~150 kB) but not for the first trainer checkpoint (~16 MB).
+    // Room for the analysis (~150 kB) but not for the first trainer checkpoint (~16 MB): the
+    // trainer's up-front check refuses before training.
     fill(mnt, 400_000);
     const run = join(mnt, 'run');
     const args = ['finetune', LLAMA, '-o', run, ...TRAIN, '--steps', '2', '--save-every', '1', '--json'];
@@ -82,6 +83,26 @@ describe.skipIf(skipReason !== undefined)(`a full filesystem${skipReason ? ` (sk
     rmSync(join(mnt, 'filler'));
     const resumed = await apex([...args, '--resume'], { home: join(ws, 'home') });
     expect(resumed.status, resumed.stderr).toBe(0);
+    expect((await auditOutput(mnt)).problems).toEqual([]);
+  }, 300_000);
+
+  it('finetune running out of space mid-training (room for one checkpoint, not two): exit 5, the first checkpoint kept, --resume continues from it', async () => {
+    rmSync(join(mnt, 'filler'), { force: true });
+    for (const p of listTree(mnt).reverse()) rmSync(join(mnt, p), { recursive: true, force: true });
+    fill(mnt, 24_000_000);
+    const run = join(mnt, 'run');
+    const args = ['finetune', LLAMA, '-o', run, ...TRAIN, '--steps', '2', '--save-every', '1', '--json'];
+    const r = await apex(args, { home: join(ws, 'home') });
+    expect(r.status, r.stderr).toBe(5);
+    expect(r.json?.error).toMatchObject({ code: 'DISK_FULL', exit: 5 });
+    expect(r.json!.error!.message).toContain('step-00000002');
+    const audit = await auditOutput(mnt);
+    expect(audit.problems).toEqual([]);
+    expect(audit.leftovers).toEqual([]);
+    rmSync(join(mnt, 'filler'));
+    const resumed = await apex([...args, '--resume'], { home: join(ws, 'home') });
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.json?.data).toMatchObject({ startStep: 1, steps: 2 });
     expect((await auditOutput(mnt)).problems).toEqual([]);
   }, 300_000);
 });
