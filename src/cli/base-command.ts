@@ -42,7 +42,7 @@ export abstract class ApexCommand<T extends object = object> extends Command {
         // the documented answer: the --json envelope on stdout, or the error line on stderr.
         this.progress?.stop();
         const error = { code: 'INTERRUPTED', message: `interrupted again by ${sig}: left at once, without finishing what was being saved (the previous checkpoint or output is kept)`, exit: 130 };
-        if (this.jsonEnabled()) this.logJson({ ok: false, warnings: this.warnings, error });
+        if (this.jsonEnabled()) this.logJson({ ok: false, ...(this.warnings.length > 0 ? { warnings: this.warnings } : {}), error });
         else process.stderr.write(`apex: error [${error.code}]: ${error.message}\n`);
         process.exit(130);
       }

@@ -30,7 +30,7 @@ export default class Expand extends ApexCommand<ExpandResult> {
     'max-shard-size': Flags.string({ description: 'Re-shard the output with this shard size limit, e.g. 5GB (default: keep the input\'s layout).' }),
     'max-memory': Flags.string({ description: 'Refuse to start when the memory estimate exceeds this, e.g. 8GiB.' }),
     force: Flags.boolean({ description: 'Replace an existing output folder (atomically).', default: false }),
-    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing.', default: false }),
+    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing. It does not hash the input, so with --run a base model changed since training is found only by the fusion itself.', default: false }),
   };
 
   protected async execute(): Promise<ExpandResult> {

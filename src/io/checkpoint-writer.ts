@@ -47,6 +47,7 @@ import { indexJson, keepLayout, planShards, type ShardPlan } from './shard-plan.
 import type { SafetensorsFile } from './safetensors-reader.js';
 import { lendToWriter, planSafetensorsLayout, type TensorData, type TensorToWrite, type WriteOptions, type WrittenTensor, writeSafetensorsFile } from './safetensors-writer.js';
 import { ioError } from './io-error.js';
+import { usableFreeBytes } from './free-space.js';
 
 export type OutputTensorSource =
   /** Raw bytes of the input tensor `from`, unchanged. */
@@ -312,16 +313,16 @@ async function checkFreeSpace(outDir: string, plan: ShardPlan, tensors: readonly
   for (const c of Object.values(options.files ?? {})) needed += typeof c === 'string' ? Buffer.byteLength(c) : c.byteLength;
   let parent = dirname(outDir);
   let free: number | undefined;
-  while (free === undefined) {
+  for (;;) {
     try {
-      const s = await statfs(parent);
-      free = s.bavail * s.bsize;
+      free = usableFreeBytes(await statfs(parent));
+      break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(parent) === parent) return;
       parent = dirname(parent); // output parent not created yet: ask its nearest existing ancestor
     }
   }
-  if (needed > free) {
+  if (free !== undefined && needed > free) {
     throw new ResourceLimitError(`not enough disk space for ${outDir}: the checkpoint needs ${formatBytes(needed)}, ${formatBytes(free)} free on that filesystem; nothing was written`, 'DISK_FULL');
   }
 }

@@ -32,6 +32,7 @@ import { basename, dirname, join } from 'node:path';
 import { ApexError, InputError, InterruptedError, OfflineCacheMissError, ResourceLimitError } from '../errors.js';
 import { fileSize } from './hf-cache.js';
 import { processAlive } from './stale-temps.js';
+import { usableFreeBytes } from './free-space.js';
 
 export interface RetryOptions {
   /** Tries per request, the first included (default 5). */
@@ -379,9 +380,8 @@ async function removeOrphans(blobPath: string): Promise<void> {
 export async function ensureFreeSpace(dir: string, bytes: number): Promise<void> {
   if (bytes <= 0) return;
   await mkdir(dir, { recursive: true });
-  const fs = await statfs(dir);
-  const free = fs.bavail * fs.bsize;
-  if (free < bytes) {
+  const free = usableFreeBytes(await statfs(dir));
+  if (free !== undefined && free < bytes) {
     throw new ResourceLimitError(`${dir}: downloading needs ${formatBytes(bytes)} but only ${formatBytes(free)} is free`, 'DISK_FULL');
   }
 }

@@ -37,7 +37,7 @@ import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
 import { checkDataSources, loadRunData, sourceOptions, type RunData } from './run-data.js';
-import { builtinCorpus } from '../train/data-corpus.js';
+import { builtinCorpus, installIndependentName } from '../train/data-corpus.js';
 import { expandDataPaths, sha256File } from '../train/data-sources.js';
 import { trainLine } from './run-line.js';
 import { removeUnresumableRunFolder } from './failed-run-folder.js';
@@ -106,8 +106,7 @@ function modelFileChanges(before: readonly { file: string; sha256: string }[], n
 
 function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecRecord | null): string[] {
   if (before === null || now === null) return before === now ? [] : [`${kind} data ${before === null ? 'added' : 'removed'}`];
-  const files = (r: DataSpecRecord) => r.paths.map((file, i) => ({ file, sha256: r.sha256[i] ?? '' }));
-  const changed = fileChanges(files(before), files(now)).map((c) => `${kind}: ${c}`);
+  const changed = fileChanges(recordFiles(before), recordFiles(now)).map((c) => `${kind}: ${c}`);
   if (changed.length === 0 && (before.documents !== now.documents || before.tokens !== now.tokens)) {
     changed.push(`${kind}: the same files give ${now.documents} documents / ${now.tokens} tokens now, ${before.documents} / ${before.tokens} then (an apex version that tokenizes or samples them differently?)`);
   }
@@ -122,16 +121,28 @@ function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecR
 async function dataFileChanges(config: ResolvedRunConfig['config'], known: DataRecords): Promise<string[]> {
   const { data } = config;
   const sourcesOf = { train: data.train, eval: data.eval ?? data.train, calibration: data.calibration ?? data.train };
+  // One file at a time (a data folder may hold more files than the open-file limit), each once.
+  const hashes = new Map<string, string>();
   const changes: string[] = [];
   for (const kind of ['train', 'eval', 'calibration'] as const) {
     const before = known[kind];
     if (before === null) continue; // which sets exist follows from the config, whose hash is checked
     const options = sourceOptions(sourcesOf[kind]);
     const files = options.builtin !== undefined ? builtinCorpus(options.builtin) : await expandDataPaths(options.data!);
-    const now = await Promise.all(files.map(async (file) => ({ file, sha256: await sha256File(file) })));
-    changes.push(...fileChanges(before.paths.map((file, i) => ({ file, sha256: before.sha256[i] ?? '' })), now).map((c) => `${kind}: ${c}`));
+    const now: { file: string; sha256: string }[] = [];
+    for (const file of files) {
+      let sha = hashes.get(file);
+      if (sha === undefined) hashes.set(file, (sha = await sha256File(file)));
+      now.push({ file, sha256: sha });
+    }
+    changes.push(...fileChanges(recordFiles(before), now.map(({ file, sha256 }) => ({ file: installIndependentName(file), sha256 }))).map((c) => `${kind}: ${c}`));
   }
   return changes;
+}
+
+/** A data record's files, bundled corpora named independently of where apex is installed. */
+function recordFiles(r: DataSpecRecord): { file: string; sha256: string }[] {
+  return r.paths.map((file, i) => ({ file: installIndependentName(file), sha256: r.sha256[i] ?? '' }));
 }
 
 /**

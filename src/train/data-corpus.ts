@@ -6,8 +6,8 @@
  * - `in-domain`: six US State of the Union addresses, the reference model's training domain.
  * Paths are found from this module's location, so they resolve from src/ (vitest, tsx) and dist/.
  */
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.js';
 
@@ -38,4 +38,18 @@ export function builtinCorpus(name: BuiltinCorpusName | string): string[] {
     .filter((f) => f.endsWith('.txt'))
     .sort()
     .map((f) => join(dir, f));
+}
+
+/**
+ * A data file's name that does not depend on where apex is installed: `builtin:<path inside
+ * fixtures/corpus>` for a file of a bundled corpus (also one recorded by an apex installed
+ * elsewhere, recognised by that tail when this installation has the same file), else the path.
+ * Records hold absolute paths; a run compared by them would see a moved installation as new data.
+ */
+export function installIndependentName(file: string): string {
+  const root = join(packageRoot(), 'fixtures', 'corpus') + sep;
+  if (file.startsWith(root)) return `builtin:${file.slice(root.length).split(sep).join('/')}`;
+  const m = /[\\/]fixtures[\\/]corpus[\\/](.+)$/.exec(file);
+  if (m && existsSync(join(root, m[1]!))) return `builtin:${m[1]!.split(/[\\/]/).join('/')}`;
+  return file;
 }

@@ -26,6 +26,7 @@ import type { RankRecorderState } from '../ops/rank-counts.js';
 import type { AdamWState } from './adamw.js';
 import type { LrPlan } from './lr-schedule.js';
 import type { ResumeKey } from './stage-resume-key.js';
+import { usableFreeBytes } from '../io/free-space.js';
 
 export const TRAIN_STATE_VERSION = 1;
 const TENSORS_FILE = 'tensors.safetensors';
@@ -174,15 +175,15 @@ export function trainStateBytes(trainable: ReadonlyMap<string, { readonly shape:
  * that could not save it would train to the end and then lose the work. Checked before step 1;
  * space taken meanwhile by other writers is not foreseen. `free` is injected by tests.
  */
-export async function checkTrainStateSpace(checkpointsDir: string, bytes: number, free: (folder: string) => Promise<number> = freeBytes): Promise<void> {
+export async function checkTrainStateSpace(checkpointsDir: string, bytes: number, free: (folder: string) => Promise<number | undefined> = freeBytes): Promise<void> {
   const folder = await nearestExistingFolder(checkpointsDir);
-  let available: number;
+  let available: number | undefined;
   try {
     available = await free(folder);
   } catch {
     return; // no answer (e.g. statfs unsupported): the write itself will say it
   }
-  if (bytes > available) {
+  if (available !== undefined && bytes > available) {
     throw new ResourceLimitError(
       `not enough disk space for a checkpoint in ${checkpointsDir}: one needs ${formatBytes(bytes)}, ${formatBytes(available)} free on that filesystem; free some space (or choose another -o) before training, nothing was trained`,
       'DISK_FULL',
@@ -190,9 +191,8 @@ export async function checkTrainStateSpace(checkpointsDir: string, bytes: number
   }
 }
 
-async function freeBytes(folder: string): Promise<number> {
-  const s = await statfs(folder);
-  return s.bavail * s.bsize;
+async function freeBytes(folder: string): Promise<number | undefined> {
+  return usableFreeBytes(await statfs(folder));
 }
 
 /** Complete checkpoints in `checkpointsDir`, oldest first. */
