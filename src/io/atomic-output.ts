@@ -7,7 +7,7 @@
  * processes left for the same output (stale-temps.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { acquireOutputLock } from './output-lock.js';
@@ -19,8 +19,28 @@ export type OutputState = 'absent' | 'empty' | 'present';
 /** What outputState asks the filesystem (injected by tests). */
 export interface OutputStatFs {
   stat(path: string): Promise<{ dev: number; isDirectory(): boolean }>;
+  /** Where a path really is (symbolic links followed); identity when absent. */
+  realpath?(path: string): Promise<string>;
+  /** The system's mount points, where it lists them (Linux); else the device numbers decide. */
+  mountPoints?(): Promise<ReadonlySet<string> | undefined>;
 }
-const realStatFs: OutputStatFs = { stat };
+const realStatFs: OutputStatFs = { stat, realpath, mountPoints: linuxMountPoints };
+
+/** Mount points from /proc/self/mountinfo (its fifth field, octal escapes undone), or undefined. */
+async function linuxMountPoints(): Promise<ReadonlySet<string> | undefined> {
+  let text: string;
+  try {
+    text = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const points = new Set<string>();
+  for (const line of text.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field) points.add(field.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return points;
+}
 
 /**
  * Whether the output folder exists and holds anything. Refuses (exit 2, OUTPUT_NOT_WRITABLE) an
@@ -45,11 +65,18 @@ export async function outputState(outDir: string, fs: OutputStatFs = realStatFs)
   return (await readdir(outDir)).length === 0 ? 'empty' : 'present';
 }
 
-/** Refuses an existing output folder on another filesystem than its parent folder (a mount point). */
+/**
+ * Refuses an existing output folder that is a mount point: one the system lists as such, or,
+ * where it lists none, one on another device than its parent. Where the folder really is
+ * counts (an output given as a symbolic link to a folder elsewhere is not a mount point), and a
+ * listed mount table spares folders with their own device that are no mount points (btrfs
+ * subvolumes), which renames handle.
+ */
 async function refuseMountPoint(outDir: string, st: { dev: number }, fs: OutputStatFs): Promise<void> {
-  const out = resolve(outDir);
+  const out = fs.realpath ? await fs.realpath(resolve(outDir)) : resolve(outDir);
   const parent = dirname(out);
-  const mountPoint = parent === out || (await fs.stat(parent)).dev !== st.dev;
+  const listed = fs.mountPoints ? await fs.mountPoints() : undefined;
+  const mountPoint = parent === out || (listed !== undefined ? listed.has(out) : (await fs.stat(parent)).dev !== st.dev);
   if (mountPoint) {
     throw new UsageError(
       `${outDir} is a mount point (another filesystem than ${parent}); apex writes an output folder beside it and renames it into place, which a mount point cannot take: give a subfolder of it instead, e.g. ${join(out, 'out')}`,
@@ -77,7 +104,9 @@ export async function writeAtomicFolder<T>(
   build: (tmpDir: string) => Promise<T>,
   verify?: (tmpDir: string, built: T) => Promise<void>,
 ): Promise<T> {
-  const out = resolve(outDir);
+  // An output given as a symbolic link to a folder is written where the link points: renaming
+  // into the link's own place replaced the link with a folder, and the target stayed empty.
+  const out = await followLink(resolve(outDir));
   const parent = dirname(out);
   await makeOutputFolder(parent);
   const lock = await acquireOutputLock(out, { command: options.command, onWarning: options.onWarning });
@@ -98,6 +127,13 @@ export async function writeAtomicFolder<T>(
   } finally {
     await lock.release();
   }
+}
+
+/** The folder a symbolic link points to (to its final target), else the path itself. */
+async function followLink(path: string): Promise<string> {
+  const st = await lstat(path).catch(() => undefined);
+  if (st === undefined || !st.isSymbolicLink()) return path;
+  return realpath(path).catch(() => path); // a dangling link: the write reports what is wrong
 }
 
 async function assertWritableTarget(out: string, force: boolean): Promise<void> {

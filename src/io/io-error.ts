@@ -17,7 +17,7 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (e instanceof ApexError) return e;
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); this file was not written (outputs finished before it are kept)`, 'DISK_FULL', { cause: e });
+    return new ResourceLimitError(`${path}: disk full during ${op} (${code}); this file could not be written`, 'DISK_FULL', { cause: e });
   }
   if (code === 'EFBIG') return fileTooLargeError(path, op, e);
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
@@ -36,7 +36,7 @@ export function ioError(path: string, op: string, e: unknown): unknown {
 /** EFBIG: a write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). */
 export function fileTooLargeError(path: string, op: string, cause: unknown): ResourceLimitError {
   return new ResourceLimitError(
-    `${path}: the file-size limit (ulimit -f) was exceeded during ${op} (EFBIG); raise it (ulimit -f unlimited) or write smaller files; this file was not written (outputs finished before it are kept)`,
+    `${path}: the file-size limit (ulimit -f) was exceeded during ${op} (EFBIG); raise it (ulimit -f unlimited) or write smaller files; this file could not be written`,
     'FILE_TOO_LARGE',
     { cause },
   );

@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ApexError, ExitCode, InterruptedError, ResourceLimitError, UsageError } from '../errors.js';
+import { ApexError, ExitCode, InterruptedError } from '../errors.js';
 import { type DType, dtypeAlignment, isDType, tensorByteLength } from './dtype.js';
 import { LONE_SURROGATE } from './safetensors-reader.js';
 import { ioError } from './io-error.js';

@@ -8,6 +8,7 @@
 import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
 import { selectBackend, type BackendRequest } from './backend.js';
+import { fewerTensorsAdvice, type TrainingChoice } from './memory-advice.js';
 
 export const WASM_HEAP_LIMIT_BYTES = 4 * 2 ** 30;
 /**
@@ -53,6 +54,7 @@ export function checkWasmHeap(
   need: number | WasmHeapNeed,
   what: string,
   advice = `lower --batch-size or --seq-len (use --grad-accum to keep the batch), or ${ANOTHER_BACKEND}`,
+  training?: TrainingChoice,
 ): void {
   const tfHeapBytes = typeof need === 'number' ? need : need.tfHeapBytes;
   if (backend !== 'wasm' || tfHeapBytes <= WASM_HEAP_USABLE_BYTES) return;
@@ -60,7 +62,7 @@ export function checkWasmHeap(
   const remedy =
     fixed > WASM_HEAP_USABLE_BYTES
       ? `the weights, gradients and optimizer state alone need about ${formatBytes(fixed)} of it, which a smaller batch or sequence length does not change: ` +
-        `${ANOTHER_BACKEND}, or train fewer tensors (--setting operators or structured, or --method lora)`
+        `${ANOTHER_BACKEND}${fewerWithin(need as WasmHeapNeed, training)}`
       : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(tfHeapBytes)} of tensor memory, more than the wasm backend's heap can hold ` +
@@ -74,6 +76,13 @@ export function checkWasmHeap(
  * the whole training estimate (not only its tfHeapBytes) for the advice to know whether a
  * smaller batch can help.
  */
-export async function refuseOverWasmHeap(requested: BackendRequest, need: number | WasmHeapNeed, what: string): Promise<void> {
-  checkWasmHeap((await selectBackend(requested)).name, need, what);
+export async function refuseOverWasmHeap(requested: BackendRequest, need: number | WasmHeapNeed, what: string, training?: TrainingChoice): Promise<void> {
+  checkWasmHeap((await selectBackend(requested)).name, need, what, undefined, training);
+}
+
+/** ", or train fewer tensors (…)" where that can bring the need under the heap, else "". */
+function fewerWithin(need: WasmHeapNeed, training: TrainingChoice | undefined): string {
+  if (HEAP_GROWTH * need.weightBytes >= WASM_HEAP_USABLE_BYTES) return '';
+  const fewer = fewerTensorsAdvice(training, 'cli');
+  return fewer ? `, or ${fewer}` : '';
 }

@@ -329,5 +329,5 @@ function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: Model
     operators: false,
     lora: false,
   });
-  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`, CONFIG_MEMORY_ADVICE);
+  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`, CONFIG_MEMORY_ADVICE, { method: config.method, setting: config.method === 'apex' ? config.setting : null });
 }

@@ -43,6 +43,7 @@ import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { modelParamCount } from './trainable-params.js';
+import { fewerTensorsAdvice, type TrainingChoice } from '../model/memory-advice.js';
 
 const F32 = 4;
 
@@ -109,18 +110,18 @@ export function fixedTrainingBytes(estimate: TrainingMemoryEstimate): number {
 /** What to tell the user to change, in the words of the command line (default) or of a run config. */
 export const CLI_MEMORY_ADVICE = 'raise --max-memory, or lower --batch-size / --seq-len (use --grad-accum to keep the batch)';
 export const CONFIG_MEMORY_ADVICE = 'raise max_memory, or lower optimizer.batch_size / data.seq_len (use optimizer.grad_accum to keep the batch)';
-/** The same when the fixed part alone is over the budget, so a smaller batch cannot help. */
-const CLI_FIXED_ADVICE = 'raise --max-memory, or train fewer tensors (--setting operators or structured, or --method lora)';
-const CONFIG_FIXED_ADVICE = 'raise max_memory, or train fewer tensors (setting: operators or structured, or method: lora)';
-
 /** Throws ResourceLimitError (exit 5) when the estimate is over the budget. */
-export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetBytes: number, what: string, advice = CLI_MEMORY_ADVICE): void {
+export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetBytes: number, what: string, advice = CLI_MEMORY_ADVICE, training?: TrainingChoice): void {
   if (estimate.totalBytes <= budgetBytes) return;
   const fixed = fixedTrainingBytes(estimate);
+  const form = advice === CONFIG_MEMORY_ADVICE ? 'config' : 'cli';
+  // When the frozen weights alone are over the budget, training fewer tensors cannot help either.
+  const fewer = estimate.weightBytes * HEAP_GROWTH < budgetBytes ? fewerTensorsAdvice(training, form) : undefined;
+  const raise = form === 'config' ? 'raise max_memory' : 'raise --max-memory';
   const remedy =
     fixed > budgetBytes
       ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
-        `which a smaller batch or sequence length does not change: ${advice === CONFIG_MEMORY_ADVICE ? CONFIG_FIXED_ADVICE : CLI_FIXED_ADVICE}`
+        `which a smaller batch or sequence length does not change: ${raise}${fewer ? `, or ${fewer}` : ''}`
       : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +

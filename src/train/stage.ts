@@ -273,8 +273,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',
     });
-    if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
-    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`);
+    const training = { method: settings.method, setting: settings.setting ?? null };
+    if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`, undefined, training);
+    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`, training);
     if (onWebgpu()) checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
 
     let selections: LayerSelection[] | undefined;

@@ -2,7 +2,7 @@
 // runs through a file, and an output folder that is a mount point, are exit 2
 // OUTPUT_NOT_WRITABLE; a rename refused with EBUSY/EXDEV says so too. Mount points are
 // simulated with injected stat results (no mount, no root).
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -72,6 +72,27 @@ describe('an output folder that is a mount point', () => {
     expect(await outputState(join(out, 'sub'), both)).toBe('empty');
   });
 
+  it('where the system lists its mount points, they decide: a folder with its own device that is no mount point (a btrfs subvolume) is fine', async () => {
+    const out = join(dir, 'subvolume');
+    await mkdir(out, { recursive: true });
+    const listed = (points: string[]) => ({ ...statWithMount(out), realpath: async (p: string) => p, mountPoints: async () => new Set(points) });
+    expect(await outputState(out, listed([]))).toBe('empty');
+    expect(await failure(outputState(out, listed([out])))).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE' });
+  });
+
+  it('an output given as a symbolic link is judged where it really is', async () => {
+    // A link in dir/ to a folder of another filesystem (as /tmp/out -> /dev/shm/x/out).
+    const other = join(dir, 'other-fs');
+    const target = join(other, 'real-target');
+    const link = join(dir, 'link-to-target');
+    await mkdir(target, { recursive: true });
+    await symlink(target, link);
+    const otherDevice = { stat: async (p: string) => { const s = await stat(p); return p === other || p === target || p === link ? { dev: s.dev + 1, isDirectory: () => true } : s; } };
+    expect(await outputState(link, { ...otherDevice, realpath })).toBe('empty');
+    // Judged by the link's own folder it would have been called a mount point.
+    expect(await failure(outputState(link, otherDevice))).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE' });
+  });
+
   it('a rename refused with EBUSY or EXDEV is OUTPUT_NOT_WRITABLE naming the folder', () => {
     for (const code of ['EBUSY', 'EXDEV']) {
       const e = ioError('/mnt/out', 'move the previous output aside', Object.assign(new Error(code), { code })) as ApexError;
@@ -79,5 +100,17 @@ describe('an output folder that is a mount point', () => {
       expect(e.message, code).toContain('/mnt/out');
       expect(e.message, code).toContain('mount point');
     }
+  });
+});
+
+describe('an output given as a symbolic link', () => {
+  it('is written where the link points; the link stays a link', async () => {
+    const target = join(dir, 'elsewhere', 'out');
+    const link = join(dir, 'out-link');
+    await mkdir(target, { recursive: true });
+    await symlink(target, link);
+    await writeAtomicFolder(link, {}, async (tmp) => { await writeFile(join(tmp, 'result.txt'), 'done'); });
+    expect((await lstat(link)).isSymbolicLink()).toBe(true);
+    expect(await readFile(join(target, 'result.txt'), 'utf8')).toBe('done');
   });
 });

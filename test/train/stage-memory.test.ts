@@ -51,17 +51,26 @@ describe('estimateTrainingMemory', () => {
     const e = estimateTrainingMemory(spec, base);
     // 1.15 · (944 + 2720) + 1600 = 5814 bytes that no batch or sequence length changes
     expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 1600);
-    const refusal = (budget: number, advice?: string) => {
+    const refusal = (budget: number, advice?: string, training: { method: string; setting: string | null } = { method: 'apex', setting: 'full' }) => {
       try {
-        checkTrainingMemory(e, budget, 'stage', advice);
+        checkTrainingMemory(e, budget, 'stage', advice, training);
       } catch (error) {
         return (error as Error).message;
       }
       throw new Error('expected a refusal');
     };
     expect(refusal(fixedTrainingBytes(e))).toMatch(/; raise --max-memory, or lower --batch-size \/ --seq-len/);
-    expect(refusal(fixedTrainingBytes(e) - 1)).toMatch(/; the weights, gradients and optimizer state alone \(with their slack and the copies while saving\) need about 5\.81 kB, which a smaller batch or sequence length does not change: raise --max-memory, or train fewer tensors \(--setting operators or structured, or --method lora\)$/);
-    expect(refusal(fixedTrainingBytes(e) - 1, CONFIG_MEMORY_ADVICE)).toMatch(/does not change: raise max_memory, or train fewer tensors \(setting: operators or structured, or method: lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1)).toMatch(/; the weights, gradients and optimizer state alone \(with their slack and the copies while saving\) need about 5\.81 kB, which a smaller batch or sequence length does not change: raise --max-memory, or train fewer tensors \(--setting structured or operators, or --method lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, CONFIG_MEMORY_ADVICE)).toMatch(/does not change: raise max_memory, or train fewer tensors \(setting: structured or operators, or method: lora\)$/);
+    // Only what the method and setting allow: vanilla is told to switch method; structured to
+    // operators or LoRA; operators and LoRA, which train nothing more to drop, only the budget.
+    expect(refusal(fixedTrainingBytes(e) - 1, undefined, { method: 'vanilla', setting: null })).toMatch(/raise --max-memory, or train fewer tensors \(--method apex --setting structured or operators, or --method lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, CONFIG_MEMORY_ADVICE, { method: 'vanilla', setting: null })).toMatch(/\(method: apex with setting: structured or operators, or method: lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, undefined, { method: 'apex', setting: 'structured' })).toMatch(/\(--setting operators, or --method lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, undefined, { method: 'apex', setting: 'operators' })).toMatch(/does not change: raise --max-memory$/);
+    expect(refusal(fixedTrainingBytes(e) - 1, undefined, { method: 'lora', setting: null })).toMatch(/does not change: raise --max-memory$/);
+    // Frozen weights alone over the budget (1.15 · 944 bytes): fewer trained tensors cannot help.
+    expect(refusal(1000)).toMatch(/does not change: raise --max-memory$/);
   });
 });
 
@@ -72,9 +81,10 @@ describe('checkWasmHeap with a training estimate', () => {
     expect(() => checkWasmHeap('wasm', batchBound, 'training')).toThrow(/; lower --batch-size or --seq-len .*, or use another backend/);
     const tooBig = { tfHeapBytes: 5 * GiB, weightBytes: 1.5 * GiB, optimizerBytes: 2 * GiB };
     expect(() => checkWasmHeap('wasm', tooBig, 'training')).toThrow(ResourceLimitError);
-    expect(() => checkWasmHeap('wasm', tooBig, 'training')).toThrow(
-      /; the weights, gradients and optimizer state alone need about 4\.32 GB of it, which a smaller batch or sequence length does not change: use another backend \(--backend webgpu, tensorflow or cpu\), or train fewer tensors \(--setting operators or structured, or --method lora\)$/,
+    expect(() => checkWasmHeap('wasm', tooBig, 'training', undefined, { method: 'apex', setting: 'full' })).toThrow(
+      /; the weights, gradients and optimizer state alone need about 4\.32 GB of it, which a smaller batch or sequence length does not change: use another backend \(--backend webgpu, tensorflow or cpu\), or train fewer tensors \(--setting structured or operators, or --method lora\)$/,
     );
+    expect(() => checkWasmHeap('wasm', tooBig, 'training', undefined, { method: 'lora', setting: null })).toThrow(/does not change: use another backend \(--backend webgpu, tensorflow or cpu\)$/);
     expect(() => checkWasmHeap('wasm', tooBig, 'training')).not.toThrow(/--batch-size/);
     expect(() => checkWasmHeap('cpu', tooBig, 'training')).not.toThrow();
   });
