@@ -41,6 +41,7 @@ import { TrainedUpdates } from './expand-updates.js';
 import { digestShard, verifyExpandedCheckpoint, type ShardDigest } from './expand-verify.js';
 import { renderModelCard } from './model-card.js';
 import { PROVENANCE_FILE, ProvenanceRecorder, peakRssBytes, provenanceString, writeProvenance, type FileRecord } from './provenance.js';
+import { fileChanges } from './file-changes.js';
 
 /** Where to read and write (either `run` + `stage`, or `model` + `operators`/`updates` + `output`), and how. */
 export interface ExpandOptions extends ExpandPathOptions {
@@ -208,15 +209,7 @@ async function refuseChangedStageInput(run: string, stage: number, dir: string, 
   const record = (await readJson(recordPath)) as { inputs?: { model?: { files?: readonly { file: string; sha256: string }[] } } } | undefined;
   const trainedFrom = (record?.inputs?.model?.files ?? []).filter((f) => f.file.endsWith('.safetensors'));
   if (trainedFrom.length === 0) return; // a record of a version that kept no hashes: nothing to compare
-  const then = new Map(trainedFrom.map((f) => [f.file, f.sha256]));
-  const now = new Map(digests.map((d) => [d.file, d.sha256]));
-  const changed: string[] = [];
-  for (const [file, sha] of now) {
-    const was = then.get(file);
-    if (was === undefined) changed.push(`${file} is new`);
-    else if (was !== sha) changed.push(`${file} (sha256 ${was.slice(0, 12)}… when trained, ${sha.slice(0, 12)}… now)`);
-  }
-  for (const file of then.keys()) if (!now.has(file)) changed.push(`${file} is gone`);
+  const changed = fileChanges(trainedFrom, digests, 'when trained');
   if (changed.length > 0) {
     throw new UsageError(
       `${dir} is not the model stage ${stage} of ${run} was trained from (${recordPath}): ${changed.slice(0, 4).join('; ')}${changed.length > 4 ? `; and ${changed.length - 4} more` : ''}. ` +

@@ -45,6 +45,7 @@ import { RunLock } from './run-lock.js';
 import { baseModelRecord, resolveBaseModel } from './run-model.js';
 import { MODEL_FILES } from '../io/model-files.js';
 import { renderRunReport } from './run-report.js';
+import { fileChanges } from './file-changes.js';
 import { collectRunReportInputs } from './run-report-inputs.js';
 import { BASELINE_FOLDER } from './run-stage-settings.js';
 import { RunState } from './run-state.js';
@@ -78,20 +79,6 @@ async function fileStats(dir: string, files: readonly { file: string }[]): Promi
     const st = await stat(join(dir, f.file)).catch(() => undefined);
     return st ? ([st.size, st.mtimeMs] as const) : null;
   }));
-}
-
-/** Files whose content (sha256) or presence differs between an earlier record and now. */
-function fileChanges(before: readonly { file: string; sha256: string }[], now: readonly { file: string; sha256: string }[]): string[] {
-  const old = new Map(before.map((f) => [f.file, f.sha256]));
-  const cur = new Map(now.map((f) => [f.file, f.sha256]));
-  const changed: string[] = [];
-  for (const [file, sha] of cur) {
-    const was = old.get(file);
-    if (was === undefined) changed.push(`${file} is new`);
-    else if (was !== sha) changed.push(`${file} (sha256 ${was.slice(0, 12)}… then, ${sha.slice(0, 12)}… now)`);
-  }
-  for (const file of old.keys()) if (!cur.has(file)) changed.push(`${file} is gone`);
-  return changed;
 }
 
 /**
