@@ -41,7 +41,7 @@ import { TrainedUpdates } from './expand-updates.js';
 import { digestShard, verifyExpandedCheckpoint, type ShardDigest } from './expand-verify.js';
 import { renderModelCard } from './model-card.js';
 import { PROVENANCE_FILE, ProvenanceRecorder, peakRssBytes, provenanceString, writeProvenance, type FileRecord } from './provenance.js';
-import { fileChanges } from './file-changes.js';
+import { fileChanges } from '../util/file-changes.js';
 
 /** Where to read and write (either `run` + `stage`, or `model` + `operators`/`updates` + `output`), and how. */
 export interface ExpandOptions extends ExpandPathOptions {

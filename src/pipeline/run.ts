@@ -45,7 +45,7 @@ import { RunLock } from './run-lock.js';
 import { baseModelRecord, resolveBaseModel } from './run-model.js';
 import { MODEL_FILES } from '../io/model-files.js';
 import { renderRunReport } from './run-report.js';
-import { fileChanges } from './file-changes.js';
+import { fileChanges } from '../util/file-changes.js';
 import { collectRunReportInputs } from './run-report-inputs.js';
 import { BASELINE_FOLDER } from './run-stage-settings.js';
 import { RunState } from './run-state.js';

@@ -64,6 +64,8 @@ export interface TrainStateScalars {
    */
   readonly dataFingerprint?: string;
   readonly dataSeed?: number;
+  /** The training data's files and their sha256, to name what changed (absent in older checkpoints). */
+  readonly dataFiles?: readonly { readonly file: string; readonly sha256: string }[];
   /** Rank counts recorded so far in this stage (absent for baselines without a recorder). */
   readonly recorder?: RankRecorderState;
   /** The other settings that decide the results (stage-resume-key.ts; absent in checkpoints of older versions). */

@@ -36,6 +36,7 @@ import { prepareTransforms, type PreparedTransforms } from './prepared-transform
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes } from './train-state.js';
 import type { ResumeKey } from './stage-resume-key.js';
+import { fileChanges, type HashedFile } from '../util/file-changes.js';
 
 export interface StepReport {
   readonly stage: number;
@@ -138,11 +139,15 @@ export function sequenceSetDigest(set: SequenceSet): string {
  * data position would then point into a different stream, silently (or past its end). Like
  * every CHECKPOINT_MISMATCH, exit 2: the options given contradict the checkpoint's.
  */
-function checkSameData(state: LoadedTrainState, fingerprint: string, seed: number, count: number): void {
+function checkSameData(state: LoadedTrainState, fingerprint: string, seed: number, count: number, files: readonly HashedFile[]): void {
   const s = state.scalars;
   const hint = 'resume with the data and --seed of the interrupted run, or pass --force to start the stage over';
   if (s.dataFingerprint !== undefined && s.dataFingerprint !== fingerprint) {
-    throw new UsageError(`${state.path} was made on other training data (${count} sequences now; data sha256 ${s.dataFingerprint.slice(0, 12)}… then, ${fingerprint.slice(0, 12)}… now); ${hint}`, 'CHECKPOINT_MISMATCH');
+    // Which file changed, when the checkpoint recorded them; else the same files read differently
+    // (another --seq-len, --samples or tokenizer), said by the sequences' digest.
+    const changed = s.dataFiles !== undefined ? fileChanges(s.dataFiles, files) : [];
+    const what = changed.length > 0 ? `${changed.slice(0, 4).join('; ')}${changed.length > 4 ? `; and ${changed.length - 4} more` : ''}; ` : '';
+    throw new UsageError(`${state.path} was made on other training data (${what}${count} sequences now; data sha256 ${s.dataFingerprint.slice(0, 12)}… then, ${fingerprint.slice(0, 12)}… now); ${hint}`, 'CHECKPOINT_MISMATCH');
   }
   if (s.dataSeed !== undefined && s.dataSeed !== seed) {
     throw new UsageError(`${state.path} was made with another data-order seed (${s.dataSeed}, now ${seed}); ${hint}`, 'CHECKPOINT_MISMATCH');
@@ -237,9 +242,10 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     let elapsedBefore = 0;
     let lastEval: HeldOutResult | undefined;
     const dataFingerprint = sequenceSetDigest(o.train);
+    const dataFiles = o.train.source.paths.map((file, i) => ({ file, sha256: o.train.source.sha256[i] ?? '' }));
     if (o.resumeFrom) {
       const s = o.resumeFrom.scalars;
-      checkSameData(o.resumeFrom, dataFingerprint, o.dataSeed, o.train.sequences.length);
+      checkSameData(o.resumeFrom, dataFingerprint, o.dataSeed, o.train.sequences.length, dataFiles);
       restoreParameters(o.params, o.resumeFrom);
       try {
         optimizer.importState(o.resumeFrom.optimizer);
@@ -267,6 +273,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       lrPlan: o.lrPlan,
       dataFingerprint,
       dataSeed: o.dataSeed,
+      dataFiles,
       ...(o.recorder ? { recorder: o.recorder.state() } : {}),
       ...(o.resumeKey ? { settings: o.resumeKey } : {}),
       ...(o.backend ? { backend: o.backend } : {}),

@@ -11,6 +11,8 @@ import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { runExpand } from '../../src/pipeline/expand.js';
+import { loadTokenizer } from '../../src/model/tokenizer.js';
+import { loadSequences } from '../../src/train/data.js';
 import { contextWarning } from '../../src/model/streaming-forward.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
 import { idSet, LLAMA, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
@@ -189,6 +191,22 @@ it('a base model rewritten after training is not fused into: expand --run and --
   expect(existsSync(join(run, 'stages/1/model'))).toBe(false);
   const resumed = await runStage(await options(run, { model, modelDir: model, method: 'apex', setting: 'operators', steps: 1, resume: true, expand: true })).catch((e: unknown) => e);
   expect(resumed).toMatchObject({ code: 'RUN_INPUT_CHANGED' });
+});
+
+it('--resume on changed training data names the file that changed', async () => {
+  const dir = newRun();
+  const text = join(dir, 'notes.txt');
+  writeFileSync(text, readFileSync('fixtures/corpus/in-domain/sotu/' + readdirSync('fixtures/corpus/in-domain/sotu')[0]!, 'utf8').slice(0, 6000));
+  const tokenizer = (await loadTokenizer(LLAMA))!;
+  const load = () => loadSequences({ data: [text], tokenizer, seqLen: 32, seed: 0 });
+  const run = join(dir, 'run');
+  const abort = new AbortController();
+  const stage = { model: LLAMA, modelDir: LLAMA, run, stage: 1, method: 'vanilla', steps: 4, batchSize: 2, saveEvery: 1, backend: 'wasm', expand: false } as const;
+  await expect(runStage({ ...stage, train: await load(), signal: abort.signal, onStep: (r) => { if (r.step === 1) abort.abort(); } } as StageOptions)).rejects.toBeInstanceOf(InterruptedError);
+  writeFileSync(text, `${readFileSync(text, 'utf8')}\nOne more paragraph the checkpoint never saw, long enough to change the sequences.\n`);
+  const error = await runStage({ ...stage, train: await load(), resume: true } as StageOptions).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'CHECKPOINT_MISMATCH', exit: 2 });
+  expect((error as Error).message).toMatch(/was made on other training data \(.*notes\.txt \(sha256 [0-9a-f]{12}… then, [0-9a-f]{12}… now\); \d+ sequences now/);
 });
 
 it('a later stage refuses a model argument whose tokenizer is not the run\'s; a moved copy of the run\'s model is fine', async () => {
