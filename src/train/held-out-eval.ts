@@ -10,6 +10,7 @@ import type { ModelWeights } from '../model/model-weights.js';
 import type { SequenceSet } from './data.js';
 import { prepareTransforms } from './prepared-transforms.js';
 import { modelLoss } from './model-loss.js';
+import { yieldForSignals } from '../util/yield-for-signals.js';
 
 export interface HeldOutResult {
   /** Mean NLL in nats per target token. */
@@ -47,19 +48,25 @@ export function targetCount(set: SequenceSet, index: number): number {
  * computed once for the whole evaluation when it has several batches (`prepare`, default on):
  * the weights do not change while it runs, and the transformed tensors are the same bits.
  */
-export async function evaluateHeldOut(model: ModelWeights, set: SequenceSet, options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined; prepare?: boolean }): Promise<HeldOutResult> {
+export async function evaluateHeldOut(
+  model: ModelWeights,
+  set: SequenceSet,
+  options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined; prepare?: boolean; signal?: AbortSignal },
+): Promise<HeldOutResult> {
   const prepared = options.hooks && options.prepare !== false && set.sequences.length > options.batchSize ? prepareTransforms(model, options.hooks) : undefined;
   try {
-    return await evaluateBatches(model, set, options.batchSize, prepared?.hooks ?? options.hooks);
+    return await evaluateBatches(model, set, options.batchSize, prepared?.hooks ?? options.hooks, options.signal);
   } finally {
     prepared?.dispose();
   }
 }
 
-async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize: number, hooks: ((layer: number) => LayerHooks | undefined) | undefined): Promise<HeldOutResult> {
+async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize: number, hooks: ((layer: number) => LayerHooks | undefined) | undefined, signal: AbortSignal | undefined): Promise<HeldOutResult> {
   let nll = 0;
   let targets = 0;
   for (let start = 0; start < set.sequences.length; start += batchSize) {
+    // Polled between batches when the caller can stop here (before training, nothing is lost).
+    if (signal) await yieldForSignals(signal);
     const indices = Array.from({ length: Math.min(batchSize, set.sequences.length - start) }, (_, i) => start + i);
     const { ids, mask } = batchTensors(set, indices);
     try {

@@ -285,7 +285,17 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     }
 
     if (!o.resumeFrom && o.eval) {
-      lastEval = finiteEval(await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), 0, o.stage);
+      // Before the first step nothing is lost by stopping, so Ctrl-C stops this evaluation (a
+      // large held-out set takes a while); later evaluations finish, then the step loop stops.
+      o.progress?.(`stage ${o.stage}: held-out evaluation before training (${o.eval.sequences.length} sequences)`);
+      let before: HeldOutResult;
+      try {
+        before = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false, ...(o.signal ? { signal: o.signal } : {}) });
+      } catch (e) {
+        if (o.signal?.aborted) throw new InterruptedError(`interrupted during the held-out evaluation before the first step of stage ${o.stage}; nothing was trained, run the same command again`);
+        throw e;
+      }
+      lastEval = finiteEval(before, 0, o.stage);
       await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
     }
     const startStep = step;

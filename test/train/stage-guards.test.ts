@@ -193,6 +193,22 @@ it('a base model rewritten after training is not fused into: expand --run and --
   expect(resumed).toMatchObject({ code: 'RUN_INPUT_CHANGED' });
 });
 
+it('Ctrl-C during the held-out evaluation before the first step stops it (nothing trained); the same command then trains the stage', async () => {
+  const run = newRun();
+  const chunks = await storyChunks(32);
+  const abort = new AbortController();
+  const evaluations: string[] = [];
+  const base = await options(run, { eval: chunks, evalEvery: 0 });
+  // Aborted as a SIGINT handler would (a macrotask), once the evaluation has begun.
+  const progress = (m: string) => { if (/held-out evaluation before training/.test(m)) { evaluations.push(m); setImmediate(() => abort.abort(new InterruptedError('interrupted by SIGINT'))); } };
+  const error = await runStage({ ...base, signal: abort.signal, progress }).catch((e: unknown) => e);
+  expect(evaluations).toHaveLength(1);
+  expect(error).toBeInstanceOf(InterruptedError);
+  expect((error as Error).message).toMatch(/during the held-out evaluation before the first step of stage 1; nothing was trained, run the same command again/);
+  const again = await runStage(base);
+  expect([again.status, again.startStep, again.steps]).toEqual(['trained', 0, 4]);
+});
+
 it('--resume on changed training data names the file that changed', async () => {
   const dir = newRun();
   const text = join(dir, 'notes.txt');
