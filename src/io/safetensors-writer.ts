@@ -16,6 +16,7 @@ import { ApexError, ExitCode, InterruptedError } from '../errors.js';
 import { type DType, dtypeAlignment, isDType, tensorByteLength } from './dtype.js';
 import { LONE_SURROGATE } from './safetensors-reader.js';
 import { ioError } from './io-error.js';
+import { removeStaleFileTemporaries } from './stale-temps.js';
 
 /**
  * A tensor's bytes: in memory, produced on demand (called once, when the writer reaches the
@@ -150,6 +151,7 @@ export function planSafetensorsLayout(tensors: readonly TensorDescriptor[], meta
  * `path`, then the folder fsync'd. On any failure the temp file is removed.
  */
 export async function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>, options: WriteOptions = {}): Promise<void> {
+  await removeStaleFileTemporaries(path); // what killed writers of this file left
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await writeSafetensorsFile(tmp, tensors, metadata, options);

@@ -115,3 +115,19 @@ async function list(dir: string): Promise<string[]> {
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
+
+/**
+ * Removes the temporaries of a single-file output (`.<name>.tmp-<pid>-<hex8>` next to `path`,
+ * safetensors-writer.ts) that dead processes left. Single-file outputs take no lock: a live
+ * writer's temporary is never touched, and each writer renames only its own. Never throws.
+ */
+export async function removeStaleFileTemporaries(path: string): Promise<string[]> {
+  const dir = dirname(resolve(path));
+  const hidden = `.${basename(path)}`;
+  const removed: string[] = [];
+  for (const name of await list(dir)) {
+    const p = inProgressName(name);
+    if (p?.kind === 'tmp' && p.target === hidden) await sweep(dir, name, p, removed, dir);
+  }
+  return removed;
+}

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { acquireOutputLock } from '../../src/io/output-lock.js';
 import { inProgressName } from '../../src/io/stale-temps.js';
+import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js';
 import { tempDir } from '../io/helpers.js';
 
 /** A PID that is certainly not running: a process that has exited. */
@@ -94,5 +95,23 @@ describe('stale temporaries', () => {
     for (const name of ['model.old-2023', 'model.tmp-7', 'model.old-2023-12', 'model.tmp-7-abc', 'run.lock.42-abcd', 'model.old-1-0BADC0DE']) {
       expect(inProgressName(name), name).toBeUndefined();
     }
+  });
+});
+
+describe('stale temporaries of a single-file output', () => {
+  it('writing the file removes what dead writers of it left, not a live writer\'s nor another file\'s', async () => {
+    const dir = await tempDir();
+    const dead = deadPid();
+    const names = {
+      deadOwn: `.ids.safetensors.tmp-${dead}-0badc0de`,
+      liveOwn: `.ids.safetensors.tmp-${process.pid}-0badc0de`,
+      deadOther: `.other.safetensors.tmp-${dead}-0badc0de`,
+      user: '.ids.safetensors.tmp-7',
+    };
+    for (const n of Object.values(names)) await writeFile(join(dir, n), 'partial');
+    await writeSafetensors(join(dir, 'ids.safetensors'), [i32Tensor('input_ids', [1, 2], Int32Array.of(1, 2))]);
+    expect(existsSync(join(dir, names.deadOwn))).toBe(false);
+    for (const n of [names.liveOwn, names.deadOther, names.user]) expect(existsSync(join(dir, n)), n).toBe(true);
+    expect(existsSync(join(dir, 'ids.safetensors'))).toBe(true);
   });
 });
