@@ -5,12 +5,12 @@
  * with the training checkpoints saved.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { configFolder, microConfig } from './run-fixtures.js';
+import { configFolder, MICRO_DATA, microConfig } from './run-fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -150,6 +150,25 @@ describe('apex run CLI', () => {
     const checkpoints = join(dir, 'apex-run', 'stages', '1', 'checkpoints');
     expect(readdirSync(checkpoints).some((f) => /^step-\d{8}$/.test(f))).toBe(true);
     expect(existsSync(join(dir, 'apex-run.lock'))).toBe(false);
+  });
+
+  it('a rerun over a data folder of more files than the open-file limit allows at once still works', async () => {
+    // The rerun compares every data file's sha256 with the run's record: all at once it opened
+    // each file together and failed with EMFILE (exit 5) past the limit; one at a time it does not.
+    const { dir } = configFolder('');
+    const data = join(dir, 'data');
+    mkdirSync(data);
+    const text = readFileSync(MICRO_DATA[0]!, 'utf8');
+    for (let i = 0; i < 300; i++) writeFileSync(join(data, `doc${String(i).padStart(3, '0')}.txt`), text.slice((i * 997) % 20000, ((i * 997) % 20000) + 600));
+    writeFileSync(join(dir, 'run.yaml'), microConfig('baseline: { vanilla: false }').replace(/train: \[[^\]]*\]/, `train: [${data}]`).replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 1 }'));
+    expect((await apex(['run.yaml', '--json'], dir)).status).toBe(0);
+    const limited = await new Promise<{ status: number; stdout: string }>((done) => {
+      execFile('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${join(ROOT, 'bin', 'run.js')}" run run.yaml --json`], { cwd: dir, encoding: 'utf8', timeout: 100_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } }, (err, stdout) => {
+        done({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout });
+      });
+    });
+    expect(limited.status, limited.stdout).toBe(0);
+    expect((JSON.parse(limited.stdout) as { data: { invocation: { start: string } } }).data.invocation.start).toBe('resumed');
   });
 
   it('a second signal leaves at once, still with the --json envelope on stdout (exit 130)', async () => {
