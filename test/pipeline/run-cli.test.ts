@@ -4,7 +4,7 @@
  * exactly the summary on stdout; a changed config on a run folder exits 2; SIGINT exits 130
  * with the training checkpoints saved.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,12 +27,39 @@ function ensureBuilt(): void {
   expect(existsSync(built), 'dist/commands/run.js must exist: run npm run build').toBe(true);
 }
 
-function apex(args: string[], cwd: string): Promise<{ stdout: string; stderr: string; status: number }> {
+/** `apex run <args>` in `cwd`; with `openFiles`, under that open-file limit (`ulimit -n`). */
+function apex(args: string[], cwd: string, options: { openFiles?: number } = {}): Promise<{ stdout: string; stderr: string; status: number }> {
+  const command = [process.execPath, join(ROOT, 'bin', 'run.js'), 'run', ...args];
+  const [file, argv] = options.openFiles === undefined ? [command[0]!, command.slice(1)] : ['bash', ['-c', `ulimit -n ${options.openFiles} && exec "$@"`, 'bash', ...command]];
   return new Promise((done) => {
-    execFile(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', ...args], { cwd, encoding: 'utf8', timeout: 100_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } }, (err, stdout, stderr) => {
+    execFile(file, argv, { cwd, encoding: 'utf8', timeout: 100_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } }, (err, stdout, stderr) => {
       done({ stdout, stderr, status: err ? Number((err as { code?: number }).code ?? 1) : 0 });
     });
   });
+}
+
+/**
+ * A 400-step micro run with --json, handed to `interrupt` once its first stage trains (its
+ * child process, to signal); resolves when the run exits.
+ */
+async function interruptedRun(interrupt: (child: ChildProcess) => void): Promise<{ dir: string; status: number | null; stdout: string; stderr: string }> {
+  const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  let stdout = '';
+  let stderr = '';
+  let training = false;
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  const status = await new Promise<number | null>((done) => {
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!training && stderr.includes('APEX stage 1 of 2: training')) {
+        training = true;
+        interrupt(child);
+      }
+    });
+    child.on('exit', (code) => done(code));
+  });
+  return { dir, status, stdout, stderr };
 }
 
 beforeAll(() => ensureBuilt());
@@ -127,22 +154,7 @@ describe('apex run CLI', () => {
   });
 
   it('SIGINT stops with exit 130 and the training checkpoint saved', async () => {
-    const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    let interrupting = false;
-    const status = await new Promise<number | null>((done) => {
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes('APEX stage 1 of 2: training') && !interrupting) {
-          interrupting = true;
-          setTimeout(() => child.kill('SIGINT'), 1500);
-        }
-      });
-      child.on('exit', (code) => done(code));
-    });
+    const { dir, status, stdout, stderr } = await interruptedRun((child) => setTimeout(() => child.kill('SIGINT'), 1500));
     expect(status, stderr).toBe(130);
     expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exit: 130 } });
     // `apex run` has no --resume: the message says how it continues
@@ -162,33 +174,18 @@ describe('apex run CLI', () => {
     for (let i = 0; i < 300; i++) writeFileSync(join(data, `doc${String(i).padStart(3, '0')}.txt`), text.slice((i * 997) % 20000, ((i * 997) % 20000) + 600));
     writeFileSync(join(dir, 'run.yaml'), microConfig('baseline: { vanilla: false }').replace(/train: \[[^\]]*\]/, `train: [${data}]`).replace('stages: { count: 2, steps: 4 }', 'stages: { count: 1, steps: 1 }'));
     expect((await apex(['run.yaml', '--json'], dir)).status).toBe(0);
-    const limited = await new Promise<{ status: number; stdout: string }>((done) => {
-      execFile('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${join(ROOT, 'bin', 'run.js')}" run run.yaml --json`], { cwd: dir, encoding: 'utf8', timeout: 100_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } }, (err, stdout) => {
-        done({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout });
-      });
-    });
+    const limited = await apex(['run.yaml', '--json'], dir, { openFiles: 200 });
     expect(limited.status, limited.stdout).toBe(0);
     expect((JSON.parse(limited.stdout) as { data: { invocation: { start: string } } }).data.invocation.start).toBe('resumed');
   });
 
   it('a second signal leaves at once, still with the --json envelope on stdout (exit 130)', async () => {
     // A CI cancellation sends SIGINT, then SIGTERM a few seconds later: the job's summary.json must
-    // still say what happened, not be empty.
-    const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    const status = await new Promise<number | null>((done) => {
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes('APEX stage 1 of 2: training') && child.exitCode === null && !child.killed) {
-          // Sent together, they may be handled in either order: the second one decides the message.
-          child.kill('SIGINT');
-          child.kill('SIGTERM');
-        }
-      });
-      child.on('exit', (code) => done(code));
+    // still say what happened, not be empty. Sent together, they may be handled in either order:
+    // the second one decides the message.
+    const { status, stdout, stderr } = await interruptedRun((child) => {
+      child.kill('SIGINT');
+      child.kill('SIGTERM');
     });
     expect(status, stderr).toBe(130);
     expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exit: 130, message: expect.stringMatching(/^interrupted again by SIG(INT|TERM): left at once/) } });

@@ -64,45 +64,40 @@ describe.skipIf(skipReason !== undefined)(`a full filesystem${skipReason ? ` (sk
     expect(listTree(mnt).filter((p) => !p.endsWith('/'))).toEqual(['filler']);
   }, 300_000);
 
-  it('finetune with room for the analysis but not for one checkpoint: exit 5 before the first step, --resume finishes once space is freed', async () => {
+  /**
+   * finetune on the mount with `leaveBytes` free: exit 5 DISK_FULL, only complete artefacts and
+   * no leftovers; then, with the filler gone, --resume finishes cleanly. Returns both runs and
+   * the audit after the failure for what each case checks besides.
+   */
+  async function fullDiskThenResume(leaveBytes: number) {
     rmSync(join(mnt, 'filler'), { force: true });
     for (const p of listTree(mnt).reverse()) rmSync(join(mnt, p), { recursive: true, force: true });
-    // Room for the analysis (~150 kB) but not for the first trainer checkpoint (~16 MB): the
-    // trainer's up-front check refuses before training.
-    fill(mnt, 400_000);
-    const run = join(mnt, 'run');
-    const args = ['finetune', LLAMA, '-o', run, ...TRAIN, '--steps', '2', '--save-every', '1', '--json'];
-    const r = await apex(args, { home: join(ws, 'home') });
-    expect(r.status, r.stderr).toBe(5);
-    expect(r.json?.error).toMatchObject({ code: 'DISK_FULL', exit: 5 });
-    expect(r.json!.error!.message).toContain('checkpoints');
+    fill(mnt, leaveBytes);
+    const args = ['finetune', LLAMA, '-o', join(mnt, 'run'), ...TRAIN, '--steps', '2', '--save-every', '1', '--json'];
+    const failed = await apex(args, { home: join(ws, 'home') });
+    expect(failed.status, failed.stderr).toBe(5);
+    expect(failed.json?.error).toMatchObject({ code: 'DISK_FULL', exit: 5 });
     const audit = await auditOutput(mnt);
-    expect(audit.complete).toContain('analysis:run/analysis'); // the step before training stays, complete
     expect(audit.problems).toEqual([]);
     expect(audit.leftovers).toEqual([]);
     rmSync(join(mnt, 'filler'));
     const resumed = await apex([...args, '--resume'], { home: join(ws, 'home') });
     expect(resumed.status, resumed.stderr).toBe(0);
     expect((await auditOutput(mnt)).problems).toEqual([]);
+    return { failed, audit, resumed };
+  }
+
+  it('finetune with room for the analysis but not for one checkpoint: exit 5 before the first step, --resume finishes once space is freed', async () => {
+    // Room for the analysis (~150 kB) but not for the first trainer checkpoint (~16 MB): the
+    // trainer's up-front check refuses before training.
+    const { failed, audit } = await fullDiskThenResume(400_000);
+    expect(failed.json!.error!.message).toContain('checkpoints');
+    expect(audit.complete).toContain('analysis:run/analysis'); // the step before training stays, complete
   }, 300_000);
 
   it('finetune running out of space mid-training (room for one checkpoint, not two): exit 5, the first checkpoint kept, --resume continues from it', async () => {
-    rmSync(join(mnt, 'filler'), { force: true });
-    for (const p of listTree(mnt).reverse()) rmSync(join(mnt, p), { recursive: true, force: true });
-    fill(mnt, 24_000_000);
-    const run = join(mnt, 'run');
-    const args = ['finetune', LLAMA, '-o', run, ...TRAIN, '--steps', '2', '--save-every', '1', '--json'];
-    const r = await apex(args, { home: join(ws, 'home') });
-    expect(r.status, r.stderr).toBe(5);
-    expect(r.json?.error).toMatchObject({ code: 'DISK_FULL', exit: 5 });
-    expect(r.json!.error!.message).toContain('step-00000002');
-    const audit = await auditOutput(mnt);
-    expect(audit.problems).toEqual([]);
-    expect(audit.leftovers).toEqual([]);
-    rmSync(join(mnt, 'filler'));
-    const resumed = await apex([...args, '--resume'], { home: join(ws, 'home') });
-    expect(resumed.status, resumed.stderr).toBe(0);
+    const { failed, resumed } = await fullDiskThenResume(24_000_000);
+    expect(failed.json!.error!.message).toContain('step-00000002');
     expect(resumed.json?.data).toMatchObject({ startStep: 1, steps: 2 });
-    expect((await auditOutput(mnt)).problems).toEqual([]);
   }, 300_000);
 });
