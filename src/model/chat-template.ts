@@ -103,6 +103,20 @@ export interface ChatTokens {
  * found by tokenizing the rendering up to the span's start and end (the conversation rendered
  * incrementally, as open-instruct does).
  */
+/**
+ * A conversation to be continued by the assistant: rendered with the generation prompt (the
+ * template's opening of an assistant turn), tokenized whole, and given the tokenizer's leading
+ * special tokens unless the template wrote them: the ids training saw before an assistant answer.
+ */
+export function chatPromptIds(tokenizer: ApexTokenizer, messages: readonly ChatMessage[], renderer = rendererFor(tokenizer)): number[] {
+  const ids = tokenizer.encode(renderer.render(messages, true), { addSpecialTokens: false });
+  return withPrefix(tokenizer.prefixIds, ids);
+}
+
+function withPrefix(prefix: readonly number[], ids: number[]): number[] {
+  return prefix.every((id, i) => ids[i] === id) ? ids : [...prefix, ...ids];
+}
+
 export function tokenizeChat(tokenizer: ApexTokenizer, messages: readonly ChatMessage[], renderer = rendererFor(tokenizer)): ChatTokens {
   const { text, spans } = assistantSpans(renderer, messages);
   const ids = tokenizer.encode(text, { addSpecialTokens: false });

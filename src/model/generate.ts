@@ -25,7 +25,10 @@ export interface GenerateOptions {
   topP?: number;
   /** Top-k sampling, default 0 (off). */
   topK?: number;
+  /** Row b samples from rowSeed(seed, b) (default seed 0), unless `seeds` gives each row's own. */
   seed?: number;
+  /** One seed per prompt: a row's tokens then do not depend on which rows share its batch. */
+  seeds?: readonly number[];
   /** A sequence stops after producing one of these (it is kept in the output). */
   stopTokenIds?: readonly number[];
   signal?: AbortSignal;
@@ -39,6 +42,15 @@ export interface GenerateResult {
   generated: Int32Array[];
   /** Per prompt: whether it ended on a stop token. */
   stopped: boolean[];
+}
+
+/**
+ * The sampling seed of the row-th prompt: each prompt has its own random stream, so its tokens are
+ * the same whether it runs alone or batched with others (apex generate splits and groups prompts
+ * by length and memory). Row 0 uses the seed itself; rows are spread by the golden-ratio constant.
+ */
+export function rowSeed(seed: number, row: number): number {
+  return (Math.trunc(seed) + Math.imul(row, 0x9e3779b9)) >>> 0;
 }
 
 /** Vocab rows per lm_head block when scoring the last position. */
@@ -64,7 +76,8 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
   if (!(topP > 0 && topP <= 1)) throw new UsageError(`top-p must be in (0, 1], got ${topP}`);
   const topK = options.topK ?? 0;
   if (!Number.isSafeInteger(topK) || topK < 0) throw new UsageError(`top-k must be an integer ≥ 0, got ${topK}`);
-  const rng = new Rng(options.seed ?? 0);
+  if (options.seeds !== undefined && options.seeds.length !== prompts.length) throw new UsageError(`${options.seeds.length} seeds for ${prompts.length} prompts`);
+  const rngs = prompts.map((_, b) => new Rng(options.seeds?.[b] ?? rowSeed(options.seed ?? 0, b)));
   const stops = new Set(options.stopTokenIds ?? []);
   const B = prompts.length;
   const generated: number[][] = prompts.map(() => []);
@@ -88,7 +101,7 @@ export async function generate(source: WeightSource, prompts: readonly ArrayLike
       position += input[0]!.length;
       for (let b = 0; b < B; b++) {
         if (stopped[b]) continue;
-        const token = chooseToken(last.subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize), { temperature, topP, topK }, rng);
+        const token = chooseToken(last.subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize), { temperature, topP, topK }, rngs[b]!);
         generated[b]!.push(token);
         if (stops.has(token)) stopped[b] = true;
       }

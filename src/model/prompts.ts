@@ -1,22 +1,36 @@
 /**
- * Prompts for generation, from text (through the model's tokenizer, BOS as its post-processor
- * says), from an `--input-ids` file (one prompt per row), or, with neither, the BOS token alone.
+ * Prompts for generation, from texts (through the model's tokenizer, BOS as its post-processor
+ * says; with `chat`, each text as a user turn rendered by the chat template), from an
+ * `--input-ids` file (one prompt per row), or, with neither, the BOS token alone.
  */
 import { UsageError } from '../errors.js';
+import { chatPromptIds, type ChatMessage, type ChatRenderer } from './chat-template.js';
 import { readInputIds } from '../train/data-input-ids.js';
 import type { ModelSpec } from './model-spec.js';
 import type { ApexTokenizer } from './tokenizer.js';
 
-export async function buildPrompts(options: { prompt?: string; inputIds?: string; tokenizer?: ApexTokenizer; spec: ModelSpec }): Promise<Int32Array[]> {
+/** Texts given as user turns of a conversation (apex generate --chat), after an optional system message. */
+export interface ChatPromptOptions {
+  readonly renderer: ChatRenderer;
+  readonly system?: string;
+}
+
+export async function buildPrompts(options: { prompts?: readonly string[]; inputIds?: string; tokenizer?: ApexTokenizer; chat?: ChatPromptOptions; spec: ModelSpec }): Promise<Int32Array[]> {
   if (options.inputIds !== undefined) {
     const { rows, lengths } = await readInputIds(options.inputIds);
     // Rows padded on the right (an attention_mask) are prompts up to their real tokens; prompts
     // of different lengths are continued in separate batches (apex generate).
     return lengths ? rows.map((r, i) => r.subarray(0, lengths[i]!)) : rows;
   }
-  if (options.prompt !== undefined) {
-    if (!options.tokenizer) throw new UsageError('this model has no tokenizer.json: give the prompt as token ids with --input-ids', 'NO_TOKENIZER');
-    return [Int32Array.from(options.tokenizer.encode(options.prompt))];
+  if (options.prompts !== undefined && options.prompts.length > 0) {
+    const tokenizer = options.tokenizer;
+    if (!tokenizer) throw new UsageError('this model has no tokenizer.json: give the prompt as token ids with --input-ids', 'NO_TOKENIZER');
+    const chat = options.chat;
+    if (!chat) return options.prompts.map((text) => Int32Array.from(tokenizer.encode(text)));
+    return options.prompts.map((text) => {
+      const messages: ChatMessage[] = [...(chat.system !== undefined ? [{ role: 'system', content: chat.system }] : []), { role: 'user', content: text }];
+      return Int32Array.from(chatPromptIds(tokenizer, messages, chat.renderer));
+    });
   }
   const bos = options.tokenizer?.bosId ?? options.spec.bosTokenId;
   if (bos === undefined) throw new UsageError('the model defines no BOS token: give --prompt or --input-ids');

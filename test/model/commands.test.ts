@@ -13,7 +13,8 @@ import { readInputIds } from '../../src/train/data-input-ids.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { paddedIds } from '../../src/model/prompts.js';
 import { parseModelConfig } from '../../src/model/config.js';
-import { residentGenerationBytes } from '../../src/model/generation-source.js';
+import { generationWorkBytes, residentGenerationBytes } from '../../src/model/generation-source.js';
+import { loadTokenizer } from '../../src/model/tokenizer.js';
 import { loadReference } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -217,8 +218,29 @@ describe('apex generate', () => {
     const budget = String(Math.round((perGroup + allAtLongest) / 2));
     const r = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', String(newTokens), '--max-memory', budget, '--backend', 'wasm']);
     expect([r.status, r.json.data?.resident]).toEqual([0, true]);
-    const under = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', String(newTokens), '--max-memory', String(perGroup - 1), '--backend', 'wasm']);
+    // Below the weights themselves the model is streamed.
+    const weightsOnly = residentGenerationBytes(spec, 1, 1, 1) - generationWorkBytes(spec, 1, 1, 1);
+    const under = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', String(newTokens), '--max-memory', String(weightsOnly), '--backend', 'wasm']);
     expect([under.status, under.json.data?.resident]).toEqual([0, false]);
+  });
+
+  it('splits prompts whose key/value cache does not fit beside the weights into smaller batches, with the same tokens, greedy or sampled', async () => {
+    const spec = parseModelConfig(JSON.parse(readFileSync('fixtures/stories260K/config.json', 'utf8')), 'config.json');
+    const rows = Array.from({ length: 24 }, (_, r) => Int32Array.from({ length: 20 }, (_, i) => 1 + ((r * 37 + i * 11) % 500)));
+    const file = join(tmp, 'many.safetensors');
+    await writeSafetensors(file, [i32Tensor('input_ids', [24, 20], Int32Array.from(rows.flatMap((r) => Array.from(r))))]);
+    // A budget that holds the weights and exactly 10 rows' cache and activations (computed from the sizes, not by the planner).
+    const need = (batch: number) => residentGenerationBytes(spec, batch, 20, 26);
+    expect(need(11)).toBeGreaterThan(need(10));
+    for (const sampling of [[], ['--temperature', '1', '--seed', '3']]) {
+      const args = ['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', '6', '--backend', 'wasm', ...sampling];
+      const whole = apex([...args, '--max-memory', '1GiB']);
+      const split = apex([...args, '--max-memory', String(need(10))]);
+      expect([whole.status, whole.json.data.batches, whole.json.data.resident]).toEqual([0, 1, true]);
+      expect([split.status, split.json.data.batches, split.json.data.resident]).toEqual([0, 3, true]);
+      expect(split.json.warnings.join('\n')).toContain('running at most 10 prompts at a time (3 batches)');
+      expect(split.json.data.sequences.map((q: { ids: number[] }) => q.ids)).toEqual(whole.json.data.sequences.map((q: { ids: number[] }) => q.ids));
+    }
   });
 
   it('tokenizes a text prompt and decodes the continuation', () => {
@@ -229,5 +251,44 @@ describe('apex generate', () => {
     expect(s.generatedIds).toHaveLength(8);
     expect(s.text.startsWith('<s>The Congress')).toBe(true);
     expect(s.text.endsWith(s.generatedText)).toBe(true);
+  });
+
+  it('continues several --prompt texts as one batch, each as it would be alone', () => {
+    const both = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'The Congress', '--prompt', 'It was', '--max-new-tokens', '5', '--backend', 'wasm']);
+    const second = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'It was', '--max-new-tokens', '5', '--backend', 'wasm']);
+    expect(both.status).toBe(0);
+    expect(both.json.data.sequences).toHaveLength(2);
+    expect(both.json.data.sequences[0].text.startsWith('<s>The Congress')).toBe(true);
+    expect(both.json.data.sequences[1].ids).toEqual(second.json.data.sequences[0].ids);
+  });
+
+  it('--chat renders each prompt as a user turn with the generation prompt: the Tulu format without a template, the model’s template with one', async () => {
+    const tokenizer = (await loadTokenizer('fixtures/llama-mha-f32'))!;
+    // No chat template in this fixture: open-instruct's Tulu format, written out by hand here.
+    const tulu = apex(['generate', 'fixtures/llama-mha-f32', '--chat', '--system', 'Be brief.', '--prompt', 'Name a river.', '--max-new-tokens', '3', '--backend', 'wasm']);
+    expect(tulu.status).toBe(0);
+    const expected = tokenizer.encode('<|system|>\nBe brief.\n<|user|>\nName a river.\n<|assistant|>\n');
+    expect(expected[0]).toBe(1);
+    expect(tulu.json.data.sequences[0].ids.slice(0, expected.length)).toEqual(expected);
+    expect(tulu.json.data.sequences[0].ids).toHaveLength(expected.length + 3);
+    expect(tulu.json.warnings.join('\n')).toContain('the model has no chat template');
+    // A template that writes BOS itself: BOS is not added a second time.
+    const model = join(tmp, 'llama-chat');
+    mkdirSync(model, { recursive: true });
+    for (const f of readdirSync('fixtures/llama-mha-f32')) copyFileSync(join('fixtures/llama-mha-f32', f), join(model, f));
+    const config = JSON.parse(readFileSync(join(model, 'tokenizer_config.json'), 'utf8'));
+    const template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}";
+    writeFileSync(join(model, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: template }));
+    const own = apex(['generate', model, '--chat', '--prompt', 'Name a river.', '--prompt', 'Hi', '--max-new-tokens', '2', '--backend', 'wasm']);
+    expect(own.status).toBe(0);
+    const first = tokenizer.encode('<s>[user] Name a river.\n[assistant] ', { addSpecialTokens: false });
+    expect([first[0], first[1]]).not.toContain(undefined);
+    expect(first.filter((id) => id === 1)).toHaveLength(1);
+    expect(own.json.data.sequences[0].ids.slice(0, first.length)).toEqual(first);
+    expect(own.json.data.sequences[1].ids.slice(0, 2)).toEqual(tokenizer.encode('<s>[user] Hi', { addSpecialTokens: false }).slice(0, 2));
+    expect(own.json.warnings.join('\n')).not.toContain('no chat template');
+    // --system needs --chat, --chat needs --prompt.
+    expect(apex(['generate', model, '--system', 'x', '--prompt', 'Hi', '--backend', 'wasm']).status).toBe(2);
+    expect(apex(['generate', model, '--chat', '--backend', 'wasm']).status).toBe(2);
   });
 });

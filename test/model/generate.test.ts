@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { selectBackend } from '../../src/model/backend.js';
-import { generate, PREFILL_CHUNK } from '../../src/model/generate.js';
+import { generate, PREFILL_CHUNK, rowSeed } from '../../src/model/generate.js';
 import { ResidentWeightSource, disposeModelWeights, loadModelWeights, type ModelWeights } from '../../src/model/model-weights.js';
 import { argmax, chooseToken } from '../../src/model/sampling.js';
 import { computeLogits } from '../../src/model/streaming-forward.js';
@@ -87,6 +87,21 @@ describe('generate', () => {
     const nucleus = await generate(src, [prompt], { maxNewTokens: 10, temperature: 0.8, topP: 1e-6, seed: 1 });
     const greedy = await generate(src, [prompt], { maxNewTokens: 10 });
     expect(Array.from(nucleus.generated[0]!)).toEqual(Array.from(greedy.generated[0]!));
+  });
+
+  it('each row samples from its own seed, so a prompt’s tokens do not depend on its batch; row 0 of a seed is the seed itself', async () => {
+    const src = new ResidentWeightSource(model);
+    const other = Int32Array.from(prompt).reverse();
+    const options = { maxNewTokens: 12, temperature: 1 };
+    const batched = await generate(src, [prompt, other], { ...options, seed: 7 });
+    const alone = await generate(src, [other], { ...options, seeds: [rowSeed(7, 1)] });
+    expect(Array.from(batched.generated[1]!)).toEqual(Array.from(alone.generated[0]!));
+    const first = await generate(src, [prompt], { ...options, seeds: [7] });
+    expect(Array.from(batched.generated[0]!)).toEqual(Array.from(first.generated[0]!));
+    // Two rows of one prompt and one seed differ: rows do not share a stream.
+    const twice = await generate(src, [prompt, prompt], { ...options, seed: 7 });
+    expect(Array.from(twice.generated[0]!)).not.toEqual(Array.from(twice.generated[1]!));
+    expect([rowSeed(7, 0), rowSeed(2 ** 32 - 1, 1)]).toEqual([7, (2 ** 32 - 1 + 0x9e3779b9) % 2 ** 32]);
   });
 
   it('stops a sequence at its first stop token, which is kept', async () => {
