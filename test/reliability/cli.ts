@@ -34,6 +34,8 @@ export interface CliOptions {
   cwd?: string;
   env?: Record<string, string | undefined>;
   timeoutMs?: number;
+  /** Node options before bin/run.js, e.g. `--import` of a test's preload module. */
+  nodeArgs?: string[];
 }
 
 /** A fresh temporary folder, removed after the test file. */
@@ -55,7 +57,7 @@ export function apex(args: string[], options: CliOptions & { home: string }): Pr
   return new Promise((done) => {
     execFile(
       process.execPath,
-      [BIN, ...args],
+      [...(options.nodeArgs ?? []), BIN, ...args],
       { cwd: options.cwd ?? ROOT, env: childEnv(options.home, options.env), timeout: options.timeoutMs ?? 240_000, maxBuffer: 64 * 2 ** 20, encoding: 'utf8' },
       (err, stdout, stderr) => {
         const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals }) | null;
@@ -109,7 +111,7 @@ export function apexInProcess(cases: readonly InProcessCase[], scratch: string, 
 
 /** Starts `apex <args>` and returns the child, for tests that kill it or race it. */
 export function startApex(args: string[], options: CliOptions & { home: string }) {
-  return spawn(process.execPath, [BIN, ...args], { cwd: options.cwd ?? ROOT, env: childEnv(options.home, options.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, ...args], { cwd: options.cwd ?? ROOT, env: childEnv(options.home, options.env), stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** Every file and folder under `dir` (relative paths, folders with a trailing slash), sorted. */
