@@ -1,7 +1,9 @@
 /**
  * `metrics.jsonl` of a stage: one JSON object per line, one line per optimizer step (and one
- * for the evaluation before the first step), appended as training goes. A resumed run first
- * cuts the file back to its checkpoint's step, so no step is ever logged twice.
+ * for the evaluation before the first step), appended as training goes. A held-out evaluation
+ * that Ctrl-C stopped leaves its step's line without eval fields; the resumed run runs it first
+ * and logs it as an eval-only line of the same step, right after that step's line. A resumed
+ * run first cuts the file back to its checkpoint's step, so no step is ever logged twice.
  */
 import { randomBytes } from 'node:crypto';
 import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -13,7 +15,7 @@ export interface MetricsLine {
   readonly step: number;
   /** Tokens (sequence positions) trained on in this stage so far. */
   readonly tokens: number;
-  /** Mean training loss of the step (absent on the line of the evaluation before step 1). */
+  /** Mean training loss of the step (absent on eval-only lines: before step 1, and an owed evaluation run on resume). */
   readonly loss?: number;
   readonly lr?: number;
   /** Global gradient norm before clipping. */
@@ -53,14 +55,16 @@ export async function readMetrics(path: string): Promise<MetricsLine[]> {
 
 /**
  * Keeps the lines of steps ≤ `step` (atomically: temporary file + rename) and returns them;
- * `step` undefined removes the file (a fresh start).
+ * `step` undefined removes the file (a fresh start). `evalOwed`: the checkpoint at `step` still
+ * owes that step's evaluation, so an eval-only line of `step` (logged by a resumed run killed
+ * before its next checkpoint) is dropped too: the evaluation runs and is logged again.
  */
-export async function truncateMetrics(path: string, step: number | undefined): Promise<MetricsLine[]> {
+export async function truncateMetrics(path: string, step: number | undefined, evalOwed = false): Promise<MetricsLine[]> {
   if (step === undefined) {
     await rm(path, { force: true });
     return [];
   }
-  const kept = (await readMetrics(path)).filter((l) => l.step <= step);
+  const kept = (await readMetrics(path)).filter((l) => l.step < step || (l.step === step && !(evalOwed && l.loss === undefined)));
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await writeFile(tmp, kept.map((l) => `${JSON.stringify(l)}\n`).join('')).catch((e: unknown) => { throw ioError(path, 'rewrite the metrics log', e); });

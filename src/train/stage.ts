@@ -449,7 +449,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         steps: result.steps,
         start_step: result.startStep,
         tokens: result.tokens,
-        final_loss: last?.loss ?? null,
+        final_loss: lastTrainingLoss(metrics),
         eval_loss: lastEval?.loss ?? null,
         eval_ppl: lastEval?.ppl ?? null,
         tokens_per_s: result.tokensPerSecond,
@@ -475,7 +475,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       tokens: result.tokens,
       trainable: summary,
       lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
-      finalLoss: metrics.at(-1)?.loss ?? null,
+      finalLoss: lastTrainingLoss(metrics),
       eval: lastEvaluation(metrics),
       tokensPerSecond: result.tokensPerSecond,
       files,
@@ -531,6 +531,14 @@ function sameModelArgument(a: string, b: string): boolean {
   };
   const ra = real(a);
   return ra !== undefined && ra === real(b);
+}
+
+/**
+ * The loss of the last step logged. Not simply the last line's: an evaluation that Ctrl-C stopped
+ * and the resumed run ran is logged after its step's line, on an eval-only line of its own.
+ */
+function lastTrainingLoss(metrics: readonly MetricsLine[]): number | null {
+  return metrics.findLast((l) => l.loss !== undefined)?.loss ?? null;
 }
 
 function lastEvaluation(metrics: readonly MetricsLine[]): { loss: number; ppl: number } | null {

@@ -72,6 +72,12 @@ export interface TrainStateScalars {
   readonly settings?: ResumeKey;
   /** Backend that made the checkpoint (absent in older versions): a resume elsewhere differs by rounding. */
   readonly backend?: string;
+  /**
+   * True when Ctrl-C stopped the held-out evaluation due after this step: the step's update is
+   * in the checkpoint, its evaluation is not, and a resumed run runs it before the next step.
+   * Absent (older versions, or nothing owed) means no evaluation is owed.
+   */
+  readonly pendingEval?: boolean;
 }
 
 /** A trainable tensor: its values, or a function producing them when the writer reaches it. */

@@ -10,7 +10,12 @@
  *   data position, Rng state and recorder counts at a step boundary, so N straight steps and
  *   N/2 + resume + N/2 follow the same computation (same losses, same weights).
  * - An abort (Ctrl-C) is honoured between micro-batches: the partial step is dropped, a
- *   checkpoint of the last completed step is saved, and InterruptedError is thrown.
+ *   checkpoint of the last completed step is saved, and InterruptedError is thrown. It also
+ *   stops a held-out evaluation: before step 1 nothing is saved (nothing was trained); after
+ *   step s the checkpoint of step s records the evaluation as owed (`pendingEval`), and the
+ *   resumed run runs it before its first step, logging it as an eval-only line of step s.
+ *   The evaluation draws no random numbers and moves no data position, so the training that
+ *   follows is the same as without the interruption.
  * - A NaN/Inf loss or gradient stops training with a VerificationError naming it; nothing
  *   more is saved.
  * The model's frozen tensors are plain tensors (not variables) and never change; masked
@@ -230,6 +235,35 @@ function finiteEval(result: HeldOutResult, step: number, stage: number): HeldOut
   );
 }
 
+/** What `heldOutOrStop` returns when the signal stopped the evaluation. */
+const STOPPED = Symbol('stopped');
+
+/**
+ * The held-out loss of the model as it is now, or STOPPED when Ctrl-C stopped the evaluation
+ * (the caller decides what is kept). Any other failure is thrown.
+ */
+async function heldOutOrStop(o: TrainerOptions, heldOut: SequenceSet): Promise<HeldOutResult | typeof STOPPED> {
+  try {
+    return await evaluateHeldOut(o.model, heldOut, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false, ...(o.signal ? { signal: o.signal } : {}) });
+  } catch (e) {
+    if (o.signal?.aborted) return STOPPED;
+    throw e;
+  }
+}
+
+function announceEvaluation(o: TrainerOptions, heldOut: SequenceSet, step: number): void {
+  const when = step === 0 ? 'before training' : `at step ${step}`;
+  o.progress?.(`stage ${o.stage}: held-out evaluation ${when} (${heldOut.sequences.length} sequences)`);
+}
+
+/**
+ * How to continue after Ctrl-C stopped the evaluation after `step`, which the checkpoint of that
+ * step owes: the caller's resume hint ("saved a checkpoint, <hint>" reads as after any Ctrl-C).
+ */
+function owedEvalHint(o: TrainerOptions, step: number): string {
+  return `${o.resumeHint ?? 'continue with --resume'}, which runs the held-out evaluation at step ${step} first`;
+}
+
 export async function train(o: TrainerOptions): Promise<TrainerResult> {
   const optimizer = new AdamW(o.params, o.adamw);
   const accumulator = new GradientAccumulator();
@@ -241,6 +275,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     let tokens = 0;
     let elapsedBefore = 0;
     let lastEval: HeldOutResult | undefined;
+    // The checkpoint resumed from owes its step's held-out evaluation (Ctrl-C stopped it).
+    let evalOwed = o.resumeFrom?.scalars.pendingEval === true;
     const dataFingerprint = sequenceSetDigest(o.train);
     const dataFiles = o.train.source.paths.map((file, i) => ({ file, sha256: o.train.source.sha256[i] ?? '' }));
     if (o.resumeFrom) {
@@ -256,7 +292,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       stream = new BatchStream(o.train.sequences.length, rng, s.data);
       step = s.step;
       tokens = s.tokens;
-      elapsedBefore = (await truncateMetrics(o.metricsPath, step)).at(-1)?.elapsed ?? 0;
+      elapsedBefore = (await truncateMetrics(o.metricsPath, step, evalOwed)).at(-1)?.elapsed ?? 0;
     } else {
       rng = new Rng(o.dataSeed);
       stream = new BatchStream(o.train.sequences.length, rng);
@@ -277,6 +313,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       ...(o.recorder ? { recorder: o.recorder.state() } : {}),
       ...(o.resumeKey ? { settings: o.resumeKey } : {}),
       ...(o.backend ? { backend: o.backend } : {}),
+      ...(evalOwed ? { pendingEval: true } : {}),
     });
     // The stage saves a checkpoint after its last step at the latest: refuse now, before the
     // first evaluation and step, not after training, when there is no room for one.
@@ -286,15 +323,10 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
 
     if (!o.resumeFrom && o.eval) {
       // Before the first step nothing is lost by stopping, so Ctrl-C stops this evaluation (a
-      // large held-out set takes a while); later evaluations finish, then the step loop stops.
-      o.progress?.(`stage ${o.stage}: held-out evaluation before training (${o.eval.sequences.length} sequences)`);
-      let before: HeldOutResult;
-      try {
-        before = await evaluateHeldOut(o.model, o.eval, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false, ...(o.signal ? { signal: o.signal } : {}) });
-      } catch (e) {
-        if (o.signal?.aborted) throw new InterruptedError(`interrupted during the held-out evaluation before the first step of stage ${o.stage}; nothing was trained, run the same command again`);
-        throw e;
-      }
+      // large held-out set takes a while) and nothing is saved.
+      announceEvaluation(o, o.eval, 0);
+      const before = await heldOutOrStop(o, o.eval);
+      if (before === STOPPED) throw new InterruptedError(`interrupted during the held-out evaluation before the first step of stage ${o.stage}; nothing was trained, run the same command again`);
       lastEval = finiteEval(before, 0, o.stage);
       await appendMetrics(o.metricsPath, { step: 0, tokens: 0, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: 0 });
     }
@@ -313,6 +345,22 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         },
         o.keepCheckpoints,
       );
+
+    if (evalOwed) {
+      // The evaluation after step `step` that Ctrl-C stopped, before anything else: logged as
+      // an eval-only line of that step, as the uninterrupted run would have logged it. Stopped
+      // again, nothing is saved: the checkpoint still owes it. (Its step may be the last one:
+      // the loop below then runs no step, and the stage ends with this evaluation.)
+      if (o.eval) {
+        announceEvaluation(o, o.eval, step);
+        const owed = await heldOutOrStop(o, o.eval);
+        if (owed === STOPPED) throw new InterruptedError(`interrupted during the held-out evaluation at step ${step} of stage ${o.stage}; the checkpoint at step ${step} still owes it, ${owedEvalHint(o, step)}`);
+        lastEval = finiteEval(owed, step, o.stage);
+        await appendMetrics(o.metricsPath, { step, tokens, eval_loss: lastEval.loss, eval_ppl: lastEval.ppl, elapsed: elapsedBefore + seconds() });
+        o.progress?.(`stage ${o.stage}: held-out evaluation at step ${step}: eval ppl ${lastEval.ppl.toFixed(2)}`);
+      }
+      evalOwed = false;
+    }
 
     let finalLoss: number | undefined;
     const stepTokens = o.gradAccum * o.batchSize * o.train.seqLen;
@@ -408,7 +456,9 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         finalLoss = loss;
         const stepSeconds = (performance.now() - t0) / 1000;
         const evalDue = o.eval !== undefined && (step === o.steps || (o.evalEvery > 0 && step % o.evalEvery === 0));
-        const evaluation = evalDue ? finiteEval(await evaluateHeldOut(o.model, o.eval!, { batchSize: o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false }), step, o.stage) : undefined;
+        if (evalDue) announceEvaluation(o, o.eval!, step);
+        const evaluated = evalDue ? await heldOutOrStop(o, o.eval!) : undefined;
+        const evaluation = evaluated !== undefined && evaluated !== STOPPED ? finiteEval(evaluated, step, o.stage) : undefined;
         if (evaluation) lastEval = evaluation;
         const elapsed = elapsedBefore + seconds();
         const line: MetricsLine = {
@@ -422,6 +472,13 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
           elapsed,
         };
         await appendMetrics(o.metricsPath, line);
+        if (evaluated === STOPPED) {
+          // Step `step` is complete and logged; only its evaluation is missing. The checkpoint
+          // of this step records it as owed, so the resumed run evaluates before training on.
+          evalOwed = true;
+          await save();
+          throw new InterruptedError(`interrupted during the held-out evaluation at step ${step} of stage ${o.stage}; saved a checkpoint, ${owedEvalHint(o, step)}`);
+        }
         const etaSeconds = (seconds() / (step - startStep)) * (o.steps - step);
         o.progress?.(
           `stage ${o.stage} step ${step}/${o.steps} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)} ${Math.round(stepTokens / stepSeconds)} tok/s` +
