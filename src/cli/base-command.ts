@@ -105,7 +105,7 @@ export abstract class ApexCommand<T extends object = object> extends Command {
       process.stderr.write(`apex: error [${e.code}]: ${message}\n`);
     }
     // On stderr in both modes: --json keeps stdout to the envelope, and CI jobs run with --json.
-    if (e.exit === 1 && process.env.APEX_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
+    if (e.exit === 1 && debugRequested(process.env.APEX_DEBUG) && err instanceof Error && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
   }
 
   /** oclif's "Nonexistent flag: --setps" with the closest flag of this command, as mistyped commands and config keys get. */
@@ -124,4 +124,9 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     }
     await super.finally(err);
   }
+}
+
+/** APEX_DEBUG asks for stack traces unless unset, empty or an explicit no (0, false, no, off). */
+function debugRequested(value: string | undefined): boolean {
+  return value !== undefined && value.trim() !== '' && !/^(0|false|no|off)$/i.test(value.trim());
 }

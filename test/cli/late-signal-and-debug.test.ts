@@ -134,8 +134,8 @@ describe('APEX_DEBUG with --json', () => {
     expect(r.stderr).toMatch(/^\s+at async Inspect\.execute \(.*(dist\/commands\/inspect\.js|src\/commands\/inspect\.ts):\d+:\d+\)$/m);
   });
 
-  it('the same failure without APEX_DEBUG: no stack trace', async () => {
-    const r = await apex(['inspect', dir, '--json'], { home, nodeArgs, env: { APEX_DEBUG: undefined }, timeoutMs: 60_000 });
+  it.each([undefined, '0', 'false'])('the same failure with APEX_DEBUG=%s: no stack trace', async (value) => {
+    const r = await apex(['inspect', dir, '--json'], { home, nodeArgs, env: { APEX_DEBUG: value }, timeoutMs: 60_000 });
     expect(r.status, r.stderr).toBe(1);
     expect(r.json).toEqual({ ok: false, error: { code: 'INTERNAL', exit: 1, message: 'injected internal failure (test)' } });
     expect(r.stderr).not.toMatch(FRAME);
