@@ -85,6 +85,35 @@ export function scoreTensors(records: readonly LayerScoreRecord[]): TensorToWrit
 }
 
 /** Writes a score file atomically. */
+/** The k of the Top-k/Min-k counts (§2): of the head units (KV groups under GQA) and of the channels. */
+export interface CountingK {
+  readonly headK: number;
+  readonly channelK: number;
+}
+
+/** How a score file records the k its rank counts were made with (metadata `head_k`, `channel_k`). */
+export function countingKMetadata(k: CountingK): Record<string, string> {
+  return { head_k: String(k.headK), channel_k: String(k.channelK) };
+}
+
+/** The counting k a score file records, or undefined for files written before it was recorded (2026-11-27). */
+export function recordedCountingK(metadata: Readonly<Record<string, string>>): CountingK | undefined {
+  const headK = Number(metadata.head_k);
+  const channelK = Number(metadata.channel_k);
+  if (metadata.head_k === undefined || metadata.channel_k === undefined || !Number.isSafeInteger(headK) || !Number.isSafeInteger(channelK)) return undefined;
+  return { headK, channelK };
+}
+
+/**
+ * Why counts made with the recorded k cannot select with `wanted` (§2: the counting k is the
+ * selection size), or undefined when they can or the file does not record its k.
+ */
+export function countingKMismatch(metadata: Readonly<Record<string, string>>, wanted: CountingK): string | undefined {
+  const recorded = recordedCountingK(metadata);
+  if (recorded === undefined || (recorded.headK === wanted.headK && recorded.channelK === wanted.channelK)) return undefined;
+  return `counted the Top-k/Min-k ranks with k = ${recorded.headK} head units and ${recorded.channelK} channels per layer, but this stage selects ${wanted.headK} and ${wanted.channelK} (--ratio, --decay-k and the stage set k, and counting and selecting use one k)`;
+}
+
 export async function writeScoreFile(path: string, records: readonly LayerScoreRecord[], microBatches: number, metadata: Record<string, string> = {}): Promise<void> {
   await writeSafetensors(path, scoreTensors(records), { ...metadata, format: 'pt', apex_format: SCORES_FORMAT, micro_batches: String(microBatches) });
 }

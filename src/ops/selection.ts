@@ -127,7 +127,7 @@ export interface ModelSelectionOptions {
   /** Decaying K: s = stage instead of 1. */
   readonly decayK?: boolean;
   readonly score?: ScoreMode;
-  /** Ablation: seeded shuffle of the scores. */
+  /** Ablation: seeded shuffle of the scores, a fresh permutation at every stage (randomSelectionSeed). */
   readonly randomSeed?: number;
   readonly reverse?: boolean;
   /** Structured setting: directly-tuned fractions of heads / channels (E fills up to them). */
@@ -154,12 +154,21 @@ export function selectionExponent(stage: number, decayK: boolean): number {
   return decayK ? stage : 1;
 }
 
+/**
+ * The generator seed of random selection at a stage: the run's seed at stage 1, another one at
+ * each later stage. One permutation for every stage would reselect much the same units whenever
+ * the stages' scores correlate (the authors' random assessment draws a new permutation each time).
+ */
+export function randomSelectionSeed(seed: number, stage: number): number {
+  return (Math.trunc(seed) + Math.imul(stage - 1, 0x85ebca6b)) >>> 0;
+}
+
 /** Selection for every layer, heads and channels, exactly as §2 describes. */
 export function selectModel(layers: readonly LayerScoreInput[], options: ModelSelectionOptions): LayerSelection[] {
   const ratio = options.ratio ?? DEFAULT_RATIO;
   const s = selectionExponent(options.stage, options.decayK ?? false);
   const mode = options.score ?? 'rank';
-  const rng = options.randomSeed !== undefined ? new Rng(options.randomSeed) : undefined;
+  const rng = options.randomSeed !== undefined ? new Rng(randomSelectionSeed(options.randomSeed, options.stage)) : undefined;
   return layers.map((input, layer) => {
     const pick = (scores: UnitScores, tunedRatio: number | undefined, exclude: Iterable<number> | undefined) => {
       const chosen = scores[mode];

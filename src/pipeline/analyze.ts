@@ -27,7 +27,7 @@ import { checkTokens, contextWarning, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } fr
 import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
 import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
-import { readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
+import { countingKMetadata, readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
 import type { LayerSelection, ScoreMode } from '../ops/selection.js';
 import { formatDuration } from '../report/number-format.js';
 import { dataSourceName, realTokens, type DataSpecRecord, type SequenceSet } from '../train/data.js';
@@ -189,7 +189,7 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
         files: analysisFiles(erank !== undefined),
         timing: { forwardSeconds, ...(erank ? { erankSeconds: erank.seconds } : {}), totalSeconds: (performance.now() - started) / 1000 },
       };
-      await writeScoreFile(join(tmp, ANALYSIS_FILES.stats), records, collector.microBatches, scoreMetadata(analysis, options.data.source));
+      await writeScoreFile(join(tmp, ANALYSIS_FILES.stats), records, collector.microBatches, { ...scoreMetadata(analysis, options.data.source), ...countingKMetadata(recorder.shape) });
       // A full disk names the file (exit 5) instead of a bare ENOSPC.
       const writeText = (name: string, content: string) => writeFile(join(tmp, name), content).catch((e: unknown) => { throw ioError(join(tmp, name), 'write', e); });
       await writeText(ANALYSIS_FILES.json, formatAnalysisJson(analysis));

@@ -1,17 +1,21 @@
 /**
  * Whether an existing `analysis/stats.safetensors` belongs to the stage-1 run about to use it:
- * made from the same model (its fingerprint) and counted with the same selection ratio (the
- * Top-k/Min-k counts depend on k = ⌊n · ratio / 2⌋). A run folder reused with another model or
- * `--ratio` would otherwise select units from another model's statistics without a word. The
+ * made from the same model (its fingerprint) and counted with the same selection ratio and k (the
+ * Top-k/Min-k counts depend on k = ⌊n · ratio / 2⌋, and on the stage under `apex analyze
+ * --decay-k --stage n`). A run folder reused with another model or `--ratio` would otherwise
+ * select units from another model's statistics, or from counts of another k, without a word. The
  * calibration data may differ on purpose (`apex analyze` on its own data), so it is not compared.
  */
 import { INDEX_FILE } from '../io/checkpoint.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
+import { countingKMismatch, type CountingK } from '../ops/score-file.js';
 
 export interface AnalysisIdentity {
   /** `modelFingerprint` of the model the stage trains. */
   readonly modelFingerprint: string;
   readonly ratio: number;
+  /** The k stage 1 selects with, which the counts must have been made with. */
+  readonly countingK: CountingK;
 }
 
 /** Why the analysis at `statsPath` does not fit `wanted`, or undefined when it does. */
@@ -28,6 +32,8 @@ export async function analysisMismatch(statsPath: string, wanted: AnalysisIdenti
   if (ratio !== undefined && ratio !== wanted.ratio) {
     reasons.push(`counted units with ratio ${metadata.ratio}, not --ratio ${wanted.ratio}`);
   }
+  const k = countingKMismatch(metadata, wanted.countingK);
+  if (k !== undefined && reasons.length === 0) reasons.push(k);
   return reasons.length > 0 ? reasons.join(' and ') : undefined;
 }
 

@@ -26,7 +26,7 @@ import { firstNonFinite } from '../model/finite-check.js';
 import { readFloat32 } from '../model/tensor-read.js';
 import { readOperatorVariables } from '../ops/operator-hooks.js';
 import type { LayerOperators } from '../ops/operator-init.js';
-import { scoreRecordsFromRecorder, writeScoreFile } from '../ops/score-file.js';
+import { countingKMetadata, scoreRecordsFromRecorder, writeScoreFile } from '../ops/score-file.js';
 import { OPERATORS_FILE, TRAINED_FILE } from '../pipeline/expand-paths.js';
 import { renderLineChartSvg } from '../report/svg-line-chart.js';
 import { PROJECTION_KEYS } from './lora.js';
@@ -124,7 +124,7 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
   }
   if (o.recorder) {
     const counts = o.recorder.counts;
-    await writeScoreFile(join(o.dir, SCORES_FILE), scoreRecordsFromRecorder(counts), counts.microBatches(0), o.scoreMetadata ?? {});
+    await writeScoreFile(join(o.dir, SCORES_FILE), scoreRecordsFromRecorder(counts), counts.microBatches(0), { ...o.scoreMetadata, ...countingKMetadata(counts.shape) });
     written.push(SCORES_FILE);
   }
   await writeTextAtomic(join(o.dir, LOSS_PLOT_FILE), renderLossPlot(o.stage, o.metrics));

@@ -12,7 +12,7 @@ import { UsageError } from '../errors.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { readOperatorFile } from '../ops/operator-file.js';
 import type { RecorderShape } from '../ops/rank-counts.js';
-import { readScoreFile, selectionInputs, type LayerScoreRecord } from '../ops/score-file.js';
+import { countingKMismatch, readScoreFile, selectionInputs, type CountingK, type LayerScoreRecord } from '../ops/score-file.js';
 import { selectModel, type LayerSelection } from '../ops/selection.js';
 import { countingK, DEFAULT_SELECTION } from '../pipeline/analysis-selection.js';
 import { OPERATORS_FILE, stageDir } from '../pipeline/expand-paths.js';
@@ -45,6 +45,13 @@ export async function earlierNegatives(run: string, stage: number, spec: ModelSp
 export async function selectStageUnits(settings: ResolvedStageSettings, spec: ModelSpec, scoresPath: string): Promise<LayerSelection[]> {
   const { selection, stage, seed } = settings;
   const scores = await readScoreFile(scoresPath, spec);
+  const mismatch = countingKMismatch(scores.metadata, stageCountingK(settings, spec));
+  if (mismatch !== undefined) {
+    const remedy = stage === 1
+      ? `pass --force to analyse the model again with this stage's k`
+      : `select with the --ratio and --decay-k stage ${stage - 1} was trained with, or train stage ${stage - 1} again with these settings (--force)`;
+    throw new UsageError(`${scoresPath} ${mismatch}: ${remedy}`, 'SCORES_MISMATCH');
+  }
   if (selection.score === 'avg') requireAveragedNorms(scores.layers, scoresPath, stage);
   return selectModel(selectionInputs(scores.layers), {
     ratio: selection.ratio,
@@ -93,6 +100,12 @@ export async function sizingSelections(settings: ResolvedStageSettings, spec: Mo
     ...(selection.tunedFfnRatio !== undefined ? { tunedFfnRatio: selection.tunedFfnRatio } : {}),
     ...(selection.decayK ? { excluded: await earlierNegatives(settings.run, settings.stage, spec) } : {}),
   });
+}
+
+/** The k this stage selects with: what the counts it selects from must have been made with. */
+export function stageCountingK(settings: ResolvedStageSettings, spec: ModelSpec): CountingK {
+  const { ratio, decayK } = settings.selection;
+  return countingK(spec, { ...DEFAULT_SELECTION, ratio, decayK, stage: settings.stage, seed: settings.seed });
 }
 
 /** The shape of this stage's score recorder: counting k of stage n + 1. */

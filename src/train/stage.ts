@@ -44,7 +44,7 @@ import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type Stag
 import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
 import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
-import { selectStageUnits, sizingSelections, stageRecorderShape, stageScoresPath } from './stage-selection.js';
+import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
@@ -290,7 +290,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
         say(`no ${scoresPath}: running the analysis first, on ${Math.min(settings.calibrationSamples, options.train.sequences.length)} of the ${options.train.sequences.length} training sequences (--calibration-samples)`);
       } else if (stage === 1) {
-        const mismatch = await analysisMismatch(scoresPath, { modelFingerprint: modelFingerprint(await inputModel()), ratio: settings.selection.ratio });
+        const mismatch = await analysisMismatch(scoresPath, { modelFingerprint: modelFingerprint(await inputModel()), ratio: settings.selection.ratio, countingK: stageCountingK(settings, spec) });
         if (mismatch !== undefined) {
           if (!settings.force) {
             throw new UsageError(`${scoresPath} ${mismatch}; pass --force to analyse ${inputDir} again (replacing ${join(run, 'analysis')}), or train into another -o folder`, 'ANALYSIS_MISMATCH');

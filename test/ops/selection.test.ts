@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { selectModel, selectUnits, selectionSize, tunedCount, type LayerScoreInput } from '../../src/ops/selection.js';
+import { randomSelectionSeed, selectModel, selectUnits, selectionSize, tunedCount, type LayerScoreInput } from '../../src/ops/selection.js';
 import { Rng } from '../../src/util/rng.js';
 
 const list = (a: Int32Array) => Array.from(a);
@@ -161,6 +161,23 @@ describe('selectModel', () => {
       expect(a[i]!.heads).toEqual(selectUnits(h, 1));
       expect(a[i]!.channels).toEqual(selectUnits(c, 1));
     }
+  });
+
+  it('random selection draws a new permutation at every stage (stage 1 from the seed itself), not the same one again', () => {
+    // One layer of 64 channels and 16 heads, identical scores at every stage: what changes is the shuffle.
+    const wide = [{ heads: { rank: Float32Array.from({ length: 16 }, (_, i) => i) }, channels: { rank: Float32Array.from({ length: 64 }, (_, i) => i) } }];
+    const at = (stage: number, seed = 7) => selectModel(wide, { stage, randomSeed: seed, ratio: 0.5 })[0]!;
+    expect(at(2)).toEqual(at(2));
+    expect(list(at(2).channels.P)).not.toEqual(list(at(1).channels.P));
+    expect(list(at(3).channels.P)).not.toEqual(list(at(2).channels.P));
+    // Stage n of seed s uses the generator randomSelectionSeed(s, n); stage 1 is Rng(s), as before.
+    const rng = new Rng(randomSelectionSeed(7, 2));
+    const h = rng.shuffle(Array.from(wide[0]!.heads.rank));
+    const c = rng.shuffle(Array.from(wide[0]!.channels.rank));
+    expect(at(2).heads).toEqual(selectUnits(h, 4));
+    expect(at(2).channels).toEqual(selectUnits(c, 16));
+    expect(randomSelectionSeed(7, 1)).toBe(7);
+    expect(new Set([1, 2, 3, 4].map((n) => randomSelectionSeed(7, n))).size).toBe(4);
   });
 
   it('reverse and tuned ratios pass through', () => {

@@ -105,3 +105,34 @@ it('stage 1 without scores analyses a seeded sample of --calibration-samples tra
     await b.close();
   }
 });
+
+it('refuses counts made with another k (an analysis under --decay-k --stage 2 for stage 1; stage 2 selecting with another --ratio than stage 1 counted with), and --force re-analyses', async () => {
+  const run = join(root, 'counting-k');
+  const train = await storyChunks(32);
+  // stories260K: 4 KV groups, 172 channels. Stage 2 under decaying K at ratio 0.375 counts fewer units than stage 1.
+  await runAnalysis({ model: STORIES, output: join(run, 'analysis'), data: train, batchSize: 4, ratio: 0.375, seed: 1, backend: 'wasm', decayK: true, stage: 2 });
+  const stats = join(run, 'analysis', 'stats.safetensors');
+  const f = await SafetensorsFile.open(stats);
+  const recorded = { head: f.metadata.head_k, channel: f.metadata.channel_k };
+  await f.close();
+  // k = ⌊n · ratio / 2⌋ at stage 1; decaying K at stage 2 takes fewer (the analysis records what it counted with).
+  expect([Number(recorded.head), Number(recorded.channel)]).not.toEqual([Math.floor((4 * 0.375) / 2) || 1, Math.floor((172 * 0.375) / 2)]);
+  const options = (extra: Partial<StageOptions>): StageOptions => ({
+    model: STORIES, modelDir: STORIES, run, stage: 1, method: 'apex', setting: 'operators', train, steps: 1, batchSize: 4, backend: 'wasm', expand: false, ratio: 0.375, totalStages: 2, ...extra,
+  });
+  const refused = await runStage(options({})).catch((e: unknown) => e);
+  expect((refused as UsageError).code).toBe('ANALYSIS_MISMATCH');
+  expect((refused as Error).message).toContain(`counted the Top-k/Min-k ranks with k = ${recorded.head} head units and ${recorded.channel} channels per layer, but this stage selects 1 and 32`);
+  expect(existsSync(join(run, 'stages'))).toBe(false);
+  await runStage(options({ force: true, expand: true }));
+  const g = await SafetensorsFile.open(stats);
+  expect([g.metadata.head_k, g.metadata.channel_k]).toEqual(['1', '32']);
+  await g.close();
+  // Stage 1 trained at ratio 0.375 counted for stage 2 with its k: stage 2 at ratio 0.25 would select from counts of another k.
+  const scores = await SafetensorsFile.open(join(run, 'stages', '1', 'scores.safetensors'));
+  expect([scores.metadata.head_k, scores.metadata.channel_k]).toEqual(['1', '32']);
+  await scores.close();
+  const second = await runStage(options({ stage: 2, ratio: 0.25, model: join(run, 'stages', '1', 'model'), modelDir: join(run, 'stages', '1', 'model') })).catch((e: unknown) => e);
+  expect((second as UsageError).code).toBe('SCORES_MISMATCH');
+  expect((second as Error).message).toMatch(/scores\.safetensors counted the Top-k\/Min-k ranks with k = 1 head units and 32 channels per layer, but this stage selects 1 and 21 .*select with the --ratio and --decay-k stage 1 was trained with/);
+});
