@@ -181,7 +181,7 @@ export function checkCheckpointTensors(
       continue;
     }
     if (t.name === 'lm_head.weight' && spec.tieWordEmbeddings) {
-      warnings.push(`${source}: 'lm_head.weight' is present but tie_word_embeddings is true; using model.embed_tokens.weight as transformers does`);
+      warnings.push(`${source}: 'lm_head.weight' is present but tie_word_embeddings is true; using model.embed_tokens.weight as transformers does (a fused output writes the trained embedding into it)`);
       continue;
     }
     problems.push({ code: 'UNEXPECTED_TENSOR', message: `unexpected tensor '${t.name}' (not part of ${spec.architecture} with this config.json)` });

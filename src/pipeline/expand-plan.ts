@@ -29,6 +29,8 @@ export interface PlannedTensor {
   readonly reasons: readonly ChangeReason[];
   /** The layer tensor (role, rule) when operators change it. */
   readonly fused?: LayerTensor;
+  /** The trained tensor its update is read from, when not its own name (a tied lm_head.weight: the embedding). */
+  readonly updateFrom?: string;
 }
 
 export interface LayerPlan {
@@ -94,6 +96,17 @@ export const EXPAND_RUNTIME_BYTES = 8 * 2 ** 20;
 const INPUT_SIDE_ROW_BLOCK = 256;
 const OUTPUT_SIDE_COL_BLOCK = 512;
 
+const EMBEDDING = 'model.embed_tokens.weight';
+
+/**
+ * A tied model's stored `lm_head.weight` (some checkpoints keep one; transformers ignores it and
+ * uses the embedding, and so does apex): when the embedding was trained, the copy gets the
+ * trained embedding too, so that no loader that reads it finds the untrained head.
+ */
+function tiedHeadCopy(name: string, input: PlanInput): boolean {
+  return name === 'lm_head.weight' && input.spec.tieWordEmbeddings && input.updates.has(EMBEDDING) && !input.updates.has(name);
+}
+
 export function planExpansion(input: PlanInput): ExpandPlan {
   const { spec } = input;
   const layerOf = new Map<string, LayerTensor>();
@@ -109,13 +122,14 @@ export function planExpansion(input: PlanInput): ExpandPlan {
   const tensors: PlannedTensor[] = input.tensors.map((t) => {
     const outDtype = input.outDtype !== undefined && FLOAT_DTYPES.has(t.dtype) ? input.outDtype : t.dtype;
     const reasons: ChangeReason[] = [];
-    if (input.updates.has(t.name)) reasons.push('update');
+    const updateFrom = tiedHeadCopy(t.name, input) ? EMBEDDING : undefined;
+    if (input.updates.has(t.name) || updateFrom !== undefined) reasons.push('update');
     const lt = layerOf.get(t.name);
     const ops = lt ? opsOf.get(lt.layer) : undefined;
     const fused = lt && ops && tensorChangedBy(lt, ops) ? lt : undefined;
     if (fused) reasons.push(ruleReason(fused));
     if (outDtype !== t.dtype) reasons.push('cast');
-    return { name: t.name, shape: t.shape, inDtype: t.dtype, outDtype, reasons, ...(fused ? { fused } : {}) };
+    return { name: t.name, shape: t.shape, inDtype: t.dtype, outDtype, reasons, ...(fused ? { fused } : {}), ...(updateFrom !== undefined ? { updateFrom } : {}) };
   });
 
   const byLayer = new Map<number, { name: string; reasons: ChangeReason[] }[]>();

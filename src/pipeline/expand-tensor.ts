@@ -71,9 +71,9 @@ async function readSource(t: PlannedTensor, src: TensorSources): Promise<Float32
   const numel = t.shape.reduce((p, d) => p * d, 1);
   if (t.reasons.includes('update')) {
     const bytes = src.scratch.bytes(numel * 4);
-    await src.updates!.readInto(t.name, bytes);
+    await src.updates!.readInto(t.updateFrom ?? t.name, bytes);
     const values = new Float32Array(bytes.buffer, 0, numel);
-    assertFinite(values, t.name, src.updates!.path);
+    assertFinite(values, t.updateFrom ?? t.name, src.updates!.path);
     return values;
   }
   const bytes = src.scratch.bytes((numel * DTYPE_BITS[t.inDtype]) / 8);
