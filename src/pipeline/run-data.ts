@@ -5,7 +5,7 @@
  * assessment (a seeded sample of the training sequences unless `data.calibration` is given).
  * Every set carries the record of exactly what was read, for summary.json.
  */
-import { UsageError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_PREFIX, type ResolvedConfig } from '../run/config-schema.js';
 import { expandDataPaths } from '../train/data-sources.js';
@@ -41,18 +41,38 @@ export async function loadRunData(config: ResolvedConfig, tokenizer: ApexTokeniz
 }
 
 /**
- * Checks, before a run folder is created, that every data source exists (a missing file exits
- * 3, an unknown built-in corpus 2) and that the model has a tokenizer to read text with.
+ * Checks that every data source of the config exists (a missing file or empty folder exits 3
+ * naming the key and every missing path; an unknown built-in corpus exits 2). Run before the
+ * model is resolved: a mistyped data path must not wait for (or download) the model first.
  */
-export async function checkDataSources(config: ResolvedConfig, tokenizer: ApexTokenizer | undefined, modelDir: string): Promise<void> {
+export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
   // The baselines ignore data.calibration (docs/config.md), so they do not need it to exist.
-  const lists = [config.data.train, config.data.eval ?? [], config.method === 'apex' ? (config.data.calibration ?? []) : []];
-  for (const sources of lists) {
+  const lists: [string, readonly string[]][] = [['data.train', config.data.train], ['data.eval', config.data.eval ?? []], ...(config.method === 'apex' ? [['data.calibration', config.data.calibration ?? []] as [string, readonly string[]]] : [])];
+  const problems: string[] = [];
+  let code = 'NOT_FOUND';
+  for (const [key, sources] of lists) {
     const options = sourceOptions(sources);
-    if (options.data) await expandDataPaths(options.data);
-    else if (options.builtin !== undefined) builtinCorpus(options.builtin);
+    if (options.builtin !== undefined) {
+      builtinCorpus(options.builtin);
+      continue;
+    }
+    for (const path of options.data ?? []) {
+      try {
+        await expandDataPaths([path]);
+      } catch (e) {
+        if (!(e instanceof InputError)) throw e;
+        if (e.code !== 'NOT_FOUND') code = e.code;
+        problems.push(`${key}: ${e.message}`);
+      }
+    }
   }
+  if (problems.length === 1) throw new InputError(problems[0]!, code);
+  if (problems.length > 1) throw new InputError(`${problems.length} data paths of the config cannot be read:\n${problems.map((p) => `  ${p}`).join('\n')}`, code);
+}
+
+/** The model must have a tokenizer to read the config's text and chat data with (checked once the model is resolved). */
+export function checkRunTokenizer(tokenizer: ApexTokenizer | undefined, modelDir: string): void {
   if (tokenizer === undefined) {
-    throw new UsageError(`${modelDir} has no tokenizer.json, so the text data of the config cannot be tokenized`, 'NO_TOKENIZER');
+    throw new UsageError(`${modelDir} has no tokenizer.json, so the text data of the config cannot be tokenized (apex run reads text and chat data; for token ids use apex finetune --input-ids)`, 'NO_TOKENIZER');
   }
 }

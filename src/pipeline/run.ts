@@ -36,7 +36,7 @@ import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
-import { checkDataSources, loadRunData, sourceOptions, type RunData } from './run-data.js';
+import { checkDataPaths, checkRunTokenizer, loadRunData, sourceOptions, type RunData } from './run-data.js';
 import { builtinCorpus, installIndependentName } from '../train/data-corpus.js';
 import { expandDataPaths, sha256File } from '../train/data-sources.js';
 import { trainLine } from './run-line.js';
@@ -157,9 +157,10 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const signal = options.signal;
   const run = resolve(config.output);
   // Everything that can be checked without writing is checked before the run folder exists.
+  await checkDataPaths(config);
   const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
   const tokenizer = await loadTokenizer(base.dir);
-  await checkDataSources(config, tokenizer, base.dir);
+  checkRunTokenizer(tokenizer, base.dir);
   // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
   if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec, 'lora.match_params');
   if (config.lora?.rank != null && config.lora.rank > maxLoraRank(base.spec)) {

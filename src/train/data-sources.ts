@@ -103,7 +103,7 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string }>
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    const hint = extname(path).toLowerCase() === '.safetensors' ? ' (token ids in safetensors go to --input-ids, not --data)' : '';
+    const hint = extname(path).toLowerCase() === '.safetensors' ? ' (token ids in safetensors are read with --input-ids of apex finetune, analyze or eval, not as text data)' : '';
     throw new InputError(`${path}: not valid UTF-8 text${hint}`, 'BAD_ENCODING');
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);

@@ -107,6 +107,13 @@ describe('apex run CLI', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { exit: 3 } });
     expect(r.stdout).toContain('missing.txt');
     expect(readdirSync(dir)).toEqual(['run.yaml']);
+    // Checked before the model is looked for (a Hub model would be downloaded first), naming each key and path.
+    const both = await apex(['run.yaml', 'model=./no-such-model', 'data.train=gone.txt', 'data.eval=missing.txt', '--json'], dir);
+    expect(both.status).toBe(3);
+    const message = JSON.parse(both.stdout).error.message as string;
+    expect(message).toMatch(/^2 data paths of the config cannot be read:\n  data\.train: .*gone\.txt: data path not found \(ENOENT\)\n  data\.eval: .*missing\.txt: data path not found/);
+    expect(message).not.toContain('no-such-model');
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
   });
 
   it('refuses config values the trainer cannot honour, before any work', async () => {
