@@ -65,6 +65,12 @@ export interface ByteSizeNode extends NodeBase {
   readonly default?: null;
 }
 
+/** A positive count written as an integer or as text with a decimal suffix: 500000, 500k, 3M, 2B. */
+export interface CountNode extends NodeBase {
+  readonly kind: 'count';
+  readonly default?: null;
+}
+
 /** A fixed-length list of numbers, e.g. Adam's betas. */
 export interface TupleNode extends NodeBase {
   readonly kind: 'tuple';
@@ -77,7 +83,7 @@ export interface ObjectNode extends NodeBase {
   readonly properties: { readonly [key: string]: SchemaNode };
 }
 
-export type LeafNode = IntegerNode | NumberNode | BooleanNode | EnumNode | PathNode | SourcesNode | ByteSizeNode | TupleNode;
+export type LeafNode = IntegerNode | NumberNode | BooleanNode | EnumNode | PathNode | SourcesNode | ByteSizeNode | CountNode | TupleNode;
 export type SchemaNode = LeafNode | ObjectNode;
 
 export const RUN_METHODS = ['apex', 'vanilla', 'lora'] as const;
@@ -193,7 +199,7 @@ export const CONFIG_SCHEMA = {
           defaultText: '100; null when tokens is set',
           description: 'Optimizer steps per stage (exclusive with tokens).',
         },
-        tokens: { kind: 'integer', minimum: 1, nullable: true, default: null, description: 'Training tokens per stage (exclusive with steps): sequence positions, steps × batch × grad_accum × seq_len, so chat sequences count their padding.' },
+        tokens: { kind: 'count', nullable: true, default: null, description: 'Training tokens per stage (exclusive with steps), e.g. 3M: sequence positions, steps × batch × grad_accum × seq_len, so chat sequences count their padding.' },
         ratio: { ...unitRatio, default: 0.375, description: 'Selection ratio: k = floor(n · ratio / 2^s) units per side (P and N) per layer. Method apex only.' },
         decay_k: { kind: 'boolean', default: false, description: 'Decaying K: s = stage index; units already used as N are excluded from later P and N (structured: they stay directly tuned). Method apex only.' },
         score: { kind: 'enum', values: SCORE_MODES, default: 'rank', description: '`rank` (Top-k/Min-k counts, the method) or `avg` (summed norms, an ablation). Method apex only.' },
@@ -216,7 +222,7 @@ export const CONFIG_SCHEMA = {
           description: 'Adam betas [β1, β2], each in [0, 1).',
         },
         weight_decay: { kind: 'number', minimum: 0, default: 0, description: 'Decoupled weight decay.' },
-        grad_clip: { kind: 'number', exclusiveMinimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; null: no clipping.' },
+        grad_clip: { kind: 'number', minimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; 0 or null: no clipping.' },
         batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per micro-batch.' },
         grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step, weighted by their loss targets (B × k = one batch of k·B, chat data too); APEX and LoRA weight transforms are computed once per step.' },
         warmup_fraction: { kind: 'number', fixed: { value: FIRST_WARMUP_FRACTION, why: FIXED_BY_METHOD }, default: FIRST_WARMUP_FRACTION, description: 'Linear warm-up as a fraction of all stages\' steps (floored), then cosine to 0. Fixed by the method (docs/method.md §5): any other value is refused.' },
@@ -235,7 +241,7 @@ export const CONFIG_SCHEMA = {
       kind: 'object',
       description: 'Resumable training checkpoints inside each stage.',
       properties: {
-        every: { kind: 'integer', minimum: 1, nullable: true, default: 50, description: 'Save every this many steps; null: only at stage ends.' },
+        every: { kind: 'integer', minimum: 0, nullable: true, default: 50, description: 'Save every this many steps; 0 or null: only at stage ends.' },
         keep: { kind: 'integer', minimum: 1, default: 2, description: 'Most recent checkpoints kept per stage.' },
       },
     },
@@ -327,7 +333,7 @@ type NumberTuple<T extends readonly unknown[]> = { -readonly [I in keyof T]: num
 type OrNull<N, T> = N extends { readonly nullable: true } ? T | null : T;
 type InferSchema<N> = N extends ObjectNode
   ? OrNull<N, { -readonly [K in keyof N['properties']]: InferSchema<N['properties'][K]> }>
-  : N extends IntegerNode | NumberNode | ByteSizeNode
+  : N extends IntegerNode | NumberNode | ByteSizeNode | CountNode
     ? OrNull<N, number>
     : N extends BooleanNode
       ? OrNull<N, boolean>

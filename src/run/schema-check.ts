@@ -6,6 +6,7 @@
 import { parseByteSize } from '../io/byte-size.js';
 import { BUILTIN_CORPORA, isBuiltinCorpus } from '../train/data-corpus.js';
 import { didYouMean } from '../util/did-you-mean.js';
+import { parseCount } from '../util/token-count.js';
 import { BUILTIN_PREFIX, type IntegerNode, type LeafNode, type NumberNode, type ObjectNode, type SchemaNode } from './config-schema.js';
 
 /** One thing wrong with a config, named by its key path; `where` is `file:line` or the override text. */
@@ -151,6 +152,9 @@ export function expectation(node: LeafNode): string {
     case 'bytes':
       text = 'a size (8GiB, 8GB, or bytes)';
       break;
+    case 'count':
+      text = 'a count of at least 1 (500000, 500k, 3M, 2B)';
+      break;
     case 'tuple':
       text = `a list of ${node.items.length} numbers`;
       break;
@@ -213,6 +217,10 @@ function checkLeaf(node: LeafNode, value: unknown, path: string, problems: (path
     case 'bytes': {
       const bytes = byteSizeOrUndefined(value);
       return bytes === undefined ? bad() : { ok: true, value: bytes };
+    }
+    case 'count': {
+      const count = typeof value === 'number' ? (Number.isSafeInteger(value) && value >= 1 ? value : undefined) : typeof value === 'string' ? parseCount(value) : undefined;
+      return count === undefined ? bad() : { ok: true, value: count };
     }
     case 'tuple': {
       if (!Array.isArray(value) || value.length !== node.items.length) return bad();

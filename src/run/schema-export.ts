@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { BUILTIN_PREFIX, CONFIG_SCHEMA, type LeafNode, type ObjectNode, type SchemaNode } from './config-schema.js';
 import { EMBEDDED_MODEL, embeddedDefaultConfig } from './default-config.js';
 import { expectation, joinPath } from './schema-check.js';
+import { COUNT_PATTERN } from '../util/token-count.js';
 
 type Json = Record<string, unknown>;
 
@@ -50,6 +51,8 @@ function leafSchema(node: LeafNode): Json {
     }
     case 'bytes':
       return { anyOf: [{ type: 'string', pattern: BYTE_SIZE_PATTERN }, { type: 'integer', minimum: 1 }] };
+    case 'count':
+      return { anyOf: [{ type: 'integer', minimum: 1 }, { type: 'string', pattern: COUNT_PATTERN }] };
     case 'tuple':
       return { type: 'array', prefixItems: node.items.map(leafSchema), minItems: node.items.length, maxItems: node.items.length, items: false };
   }

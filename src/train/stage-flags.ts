@@ -11,6 +11,7 @@ import type { ApexTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_CORPORA, loadSequences, type SequenceSet } from './data.js';
 import { APEX_SETTINGS, STAGE_METHODS, type ApexSetting, type StageMethod, type StageSettings } from './stage-options.js';
 import { MAX_SEED } from '../util/rng.js';
+import { COUNT_PATTERN, parseCount } from '../util/token-count.js';
 
 function numberFlag(description: string) {
   return Flags.custom<number>({
@@ -23,12 +24,11 @@ function numberFlag(description: string) {
   })();
 }
 
-/** Token counts as people write them: 500000, 500k, 3M, 2.5B. */
+/** Token counts as people write them: 500000, 500k, 3M, 2.5B (util/token-count.ts). */
 export function parseTokenCount(text: string): number {
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMbB]?)\s*$/.exec(text);
-  if (!m) throw new UsageError(`--tokens must be a count such as 500000, 500k, 3M or 2B, got '${text}'`);
-  const value = Math.round(Number(m[1]) * ({ '': 1, k: 1e3, m: 1e6, b: 1e9 } as Record<string, number>)[m[2]!.toLowerCase()]!);
-  if (!Number.isSafeInteger(value) || value < 1) throw new UsageError(`--tokens must be at least 1, got '${text}'`);
+  if (!new RegExp(COUNT_PATTERN).test(text)) throw new UsageError(`--tokens must be a count such as 500000, 500k, 3M or 2B, got '${text}'`);
+  const value = parseCount(text);
+  if (value === undefined) throw new UsageError(`--tokens must be at least 1, got '${text}'`);
   return value;
 }
 

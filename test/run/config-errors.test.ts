@@ -97,6 +97,11 @@ describe('config errors: single keys', () => {
 });
 
 describe('config errors: contradictions', () => {
+  it('a token count that is not one', async () => {
+    expect(await fileProblems(`${MINIMAL}stages:\n  steps: null\n  tokens: 3MB\n`)).toEqual(['run.yaml:6: stages.tokens: must be a count of at least 1 (500000, 500k, 3M, 2B) or null, got "3MB"']);
+    expect(await fileProblems(`${MINIMAL}stages:\n  steps: null\n  tokens: 0\n`)).toEqual(['run.yaml:6: stages.tokens: must be a count of at least 1 (500000, 500k, 3M, 2B) or null, got 0']);
+  });
+
   it('steps and tokens both set', async () => {
     expect(await fileProblems(`${MINIMAL}stages:\n  steps: 10\n  tokens: 1000\n`)).toEqual([
       'run.yaml:6: stages.tokens: is exclusive with stages.steps: set one and the other to null',

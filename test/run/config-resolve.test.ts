@@ -153,6 +153,18 @@ describe('resolveConfig: dependent defaults', () => {
     expect([config.stages.steps, config.stages.tokens]).toEqual([null, 65536]);
   });
 
+  it('a tokens budget may be written as apex finetune --tokens takes it (3M, 500k, 2.5B)', async () => {
+    for (const [text, tokens] of [['3M', 3_000_000], ['500k', 500_000], ['2.5B', 2_500_000_000], ['65536', 65536]] as const) {
+      const { config } = await resolveConfig({ overrides: [`stages.tokens=${text}`], cwd: tempFolder() });
+      expect(config.stages.tokens).toBe(tokens);
+    }
+  });
+
+  it('0 turns off clipping and periodic checkpoints, as --grad-clip 0 and --save-every 0 do', async () => {
+    const { config } = await resolveConfig({ overrides: ['optimizer.grad_clip=0', 'checkpoint.every=0'], cwd: tempFolder() });
+    expect([config.optimizer.grad_clip, config.checkpoint.every]).toEqual([0, 0]);
+  });
+
   it('an explicit null tokens with explicit steps is the printed form and is accepted', async () => {
     const { config } = await resolveConfig({ overrides: ['stages.steps=5', 'stages.tokens=null'], cwd: tempFolder() });
     expect([config.stages.steps, config.stages.tokens]).toEqual([5, null]);
