@@ -41,7 +41,7 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
   static override description = 'Continue prompts (texts, chat turns or token ids) greedily or by sampling, up to --max-new-tokens or an end-of-sequence id of config.json, generation_config.json or the tokenizer.';
   static override examples = [
     '<%= config.bin %> generate ./my-model --prompt "The president said" --max-new-tokens 40',
-    '<%= config.bin %> generate ./runs/tinyllama-structured/stages/2/model --chat --prompt "Name three prime numbers." --prompt "What is a Monarch matrix?"',
+    '<%= config.bin %> generate ./apex-runs/tinyllama-structured/stages/2/model --chat --prompt "Name three prime numbers." --prompt "What is a Monarch matrix?"',
     '<%= config.bin %> generate ./stories260K --max-new-tokens 127 --temperature 1 --seed 3 --ids-out calib.safetensors',
   ];
   static override args = { model: Args.string({ description: 'Model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
