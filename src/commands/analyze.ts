@@ -36,7 +36,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
     'batch-size': Flags.integer({ description: 'Sequences per micro-batch (the unit of rank counting).', default: 8, min: 1 }),
     seed: Flags.integer({ description: 'Seed of the data sample and of --random-selection.', default: 0, min: 0, max: MAX_SEED }),
     ratio: Flags.string({ description: 'Selection ratio: k = floor(n · ratio / 2) units per side and layer.', default: '0.375' }),
-    score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: averaged norms (ablation).', options: ['rank', 'avg'], default: 'rank' }),
+    score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: the units\' norms summed over the data (the ablation; stored as averages, which rank the same).', options: ['rank', 'avg'], default: 'rank' }),
     'decay-k': Flags.boolean({ description: 'Decaying K: k = floor(n · ratio / 2^stage).', default: false }),
     stage: Flags.integer({ description: 'Stage index for --decay-k.', default: 1, min: 1 }),
     'random-selection': Flags.boolean({ description: 'Ablation: seeded shuffle of the scores before selecting.', default: false }),

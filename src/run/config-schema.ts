@@ -202,7 +202,7 @@ export const CONFIG_SCHEMA = {
         tokens: { kind: 'count', nullable: true, default: null, description: 'Training tokens per stage (exclusive with steps), e.g. 3M: sequence positions, steps × batch × grad_accum × seq_len, so chat sequences count their padding.' },
         ratio: { ...unitRatio, default: 0.375, description: 'Selection ratio: k = floor(n · ratio / 2^s) units per side (P and N) per layer. Method apex only.' },
         decay_k: { kind: 'boolean', default: false, description: 'Decaying K: s = stage index; units already used as N are excluded from later P and N (structured: they stay directly tuned). Method apex only.' },
-        score: { kind: 'enum', values: SCORE_MODES, default: 'rank', description: '`rank` (Top-k/Min-k counts, the method) or `avg` (summed norms, an ablation). Method apex only.' },
+        score: { kind: 'enum', values: SCORE_MODES, default: 'rank', description: '`rank` (Top-k/Min-k counts, the method) or `avg` (the units\' norms summed over the data, an ablation; stored as averages, which rank the same). Method apex only.' },
         random_selection: { kind: 'boolean', default: false, description: 'Ablation: seeded shuffle of the scores before selection. Method apex only.' },
         reverse: { kind: 'boolean', default: false, description: 'Ablation: swap P and N. Method apex only.' },
       },

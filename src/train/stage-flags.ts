@@ -53,7 +53,7 @@ export const finetuneFlags = {
   'match-params': Flags.string({ description: 'LoRA: pick the rank whose trainable count is closest to this APEX run\'s (run or stage folder; the smaller rank on a tie; capped like --lora-rank, with a warning when that leaves the count short).' }),
   ratio: numberFlag('Selection ratio: k = floor(n · ratio / 2^s) units per side and layer (default 0.375).'),
   'decay-k': Flags.boolean({ description: 'Decaying K: s = stage index; units used as N earlier are excluded from P and N (structured: they stay directly tuned).' }),
-  score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: averaged norms (ablation).', options: ['rank', 'avg'] }),
+  score: Flags.string({ description: 'rank: Top-k/Min-k counts (the method); avg: the units\' norms summed over the data (the ablation; stored as averages, which rank the same).', options: ['rank', 'avg'] }),
   'random-selection': Flags.boolean({ description: 'Ablation: seeded shuffle of the scores before selecting.' }),
   reverse: Flags.boolean({ description: 'Ablation: swap P and N.' }),
   lr: numberFlag('Peak learning rate of the run\'s plan (default: what the previous stage recorded, else 2e-5; docs/method.md §5).'),
