@@ -13,7 +13,7 @@ import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/s
 import { runStage, type StageResult } from '../train/stage.js';
 
 export default class Finetune extends ApexCommand<StageResult> {
-  static override description = 'Train one APEX stage (or a vanilla / LoRA baseline) on a model and fuse it into <run>/stages/<n>/model/. The budget is --steps or --tokens (one is required). For a run of several stages pass --total-stages N from stage 1 on: the learning-rate plan spans all N stages (stage 2 … N then train with --stage n into the same -o folder).';
+  static override description = 'Train one APEX stage (or a vanilla / LoRA baseline) on a model and fuse it into <run>/stages/<n>/model/. The budget is --steps or --tokens (one is required). For a run of several stages pass --total-stages N from stage 1 on: the learning-rate plan spans all N stages (stage 2 … N then train with --stage n into the same -o folder). A LoRA stage also writes its factors as a PEFT adapter, <run>/stages/<n>/adapter/ (PeftModel.from_pretrained on the stage\'s input model).';
   static override examples = [
     '<%= config.bin %> finetune ./my-model --data notes/ --steps 500 --total-stages 2 -o runs/a',
     '<%= config.bin %> finetune ./my-model --data notes/ --steps 500 --total-stages 2 --stage 2 -o runs/a',

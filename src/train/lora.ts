@@ -141,6 +141,13 @@ export class LoraAdapters {
     return total;
   }
 
+  /** The factors of one projection: A [r, in], B [out, r]. */
+  factors(layer: number, key: ProjectionKey): { readonly a: tf.Variable; readonly b: tf.Variable } {
+    const adapter = this.adapters.get(adapterKey(layer, key));
+    if (adapter === undefined) throw new Error(`no LoRA adapter for layer ${layer} ${key}`);
+    return { a: adapter.a, b: adapter.b };
+  }
+
   /** W + scale·B·A for one projection (differentiable in A and B). */
   mergedWeight(layer: number, key: ProjectionKey, weight: tf.Tensor2D): tf.Tensor2D {
     const adapter = this.adapters.get(adapterKey(layer, key));

@@ -13,7 +13,7 @@
  * it, raised before the first file is written.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { VerificationError } from '../errors.js';
@@ -30,6 +30,7 @@ import { countingKMetadata, scoreRecordsFromRecorder, writeScoreFile } from '../
 import { OPERATORS_FILE, TRAINED_FILE } from '../pipeline/expand-paths.js';
 import { renderLineChartSvg } from '../report/svg-line-chart.js';
 import { PROJECTION_KEYS } from './lora.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, peftAdapterConfig, peftTensorName, type PeftAdapter } from './peft-adapter.js';
 import type { MetricsLine } from './metrics-log.js';
 import type { TrainingScoreRecorder } from './score-recorder.js';
 import { SCORES_FILE } from './stage-selection.js';
@@ -42,6 +43,8 @@ export interface StageTensors {
   readonly operators: LayerOperators[] | undefined;
   /** trained.safetensors content by checkpoint tensor name (absent for `operators`). */
   readonly trained: Map<string, { shape: readonly number[]; values: Float32Array }> | undefined;
+  /** LoRA: the trained factors by PEFT tensor name, with rank and alpha (written as adapter/ in PEFT's layout). */
+  readonly lora?: { readonly rank: number; readonly alpha: number; readonly tensors: Map<string, { shape: readonly number[]; values: Float32Array }> };
 }
 
 function checkFinite(name: string, values: Float32Array): void {
@@ -63,8 +66,10 @@ export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): 
     }
   }
   let trained: StageTensors['trained'];
+  let lora: StageTensors['lora'];
   if (t.lora) {
     trained = new Map();
+    lora = { rank: t.lora.rank, alpha: t.lora.alpha, tensors: new Map() };
     for (let layer = 0; layer < spec.numLayers; layer++) {
       for (const key of PROJECTION_KEYS) {
         const weight = findLayerTensor(spec, layer, key)!;
@@ -72,14 +77,17 @@ export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): 
         const values = await readFloat32(merged);
         merged.dispose();
         trained.set(weight.name, { shape: weight.dims, values });
+        const { a, b } = t.lora.factors(layer, key);
+        lora.tensors.set(peftTensorName(weight.name, 'A'), { shape: a.shape, values: await readFloat32(a) });
+        lora.tensors.set(peftTensorName(weight.name, 'B'), { shape: b.shape, values: await readFloat32(b) });
       }
     }
   } else if (t.direct.length > 0) {
     trained = new Map();
     for (const d of t.direct) trained.set(d.name, { shape: d.shape, values: await readFloat32(t.model.tensors.get(d.name)!) });
   }
-  for (const [name, v] of trained ?? []) checkFinite(name, v.values);
-  return { operators, trained };
+  for (const [name, v] of [...(trained ?? []), ...(lora?.tensors ?? [])]) checkFinite(name, v.values);
+  return { operators, trained, ...(lora ? { lora } : {}) };
 }
 
 /** The training-curve plot of a stage's metrics. */
@@ -108,6 +116,8 @@ export interface StageFileInput {
   readonly trainedMetadata?: Record<string, string>;
   readonly metrics: readonly MetricsLine[];
   readonly stage: number;
+  /** LoRA: the weights the adapter applies to, for adapter_config.json. */
+  readonly adapterBase?: PeftAdapter['base'];
 }
 
 /** Writes the stage's files; returns the names written. */
@@ -121,6 +131,15 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
     const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => f32Tensor(name, t.shape, t.values));
     await writeSafetensors(join(o.dir, TRAINED_FILE), tensors, { format: 'pt', apex_format: 'trained', ...o.trainedMetadata });
     written.push(TRAINED_FILE);
+  }
+  if (o.tensors.lora && o.adapterBase) {
+    const adapter: PeftAdapter = { rank: o.tensors.lora.rank, alpha: o.tensors.lora.alpha, targetModules: PROJECTION_KEYS, base: o.adapterBase, tensors: o.tensors.lora.tensors };
+    await mkdir(join(o.dir, ADAPTER_DIR), { recursive: true }).catch((e: unknown) => { throw ioError(join(o.dir, ADAPTER_DIR), 'create', e); });
+    const weights = join(ADAPTER_DIR, ADAPTER_WEIGHTS_FILE);
+    await writeSafetensors(join(o.dir, weights), [...adapter.tensors].map(([name, t]) => f32Tensor(name, t.shape, t.values)), { format: 'pt' });
+    const config = join(ADAPTER_DIR, ADAPTER_CONFIG_FILE);
+    await writeTextAtomic(join(o.dir, config), `${JSON.stringify(peftAdapterConfig(adapter), null, 2)}\n`);
+    written.push(weights, config);
   }
   if (o.recorder) {
     const counts = o.recorder.counts;

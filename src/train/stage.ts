@@ -45,6 +45,7 @@ import { analysisMismatch } from './stage-analysis-match.js';
 import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
 import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
+import { adapterBase } from './peft-adapter.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
@@ -418,6 +419,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           ...(recorder ? { recorder, scoreMetadata: { source: 'apex finetune', stage: String(stage), seed: String(settings.seed) } } : {}),
           trainedMetadata: { stage: String(stage), setting },
           metrics,
+          ...(settings.method === 'lora' ? { adapterBase: adapterBase(stage, settings.model, inputDir) } : {}),
         }),
       );
     } finally {

@@ -1,0 +1,63 @@
+/**
+ * A LoRA stage's adapter in the layout of Hugging Face PEFT (`adapter/adapter_model.safetensors`
+ * and `adapter/adapter_config.json`), so the trained factors can be loaded with
+ * `PeftModel.from_pretrained(base, "<stage>/adapter")` besides the merged model apex writes.
+ *
+ * PEFT names a factor by the module path inside `PeftModelForCausalLM` without the adapter name:
+ * `base_model.model.<weight name without .weight>.lora_A.weight` ([r, in]) and `….lora_B.weight`
+ * ([out, r]); apex's factors have those shapes and the same update W + (α/r)·B·A (lora.ts).
+ */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseRepoArgument } from '../io/resolve-model.js';
+
+export const ADAPTER_DIR = 'adapter';
+export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+
+/** PEFT's tensor name of a factor of the projection whose weight is `weightName` (`model.layers.0.self_attn.q_proj.weight`). */
+export function peftTensorName(weightName: string, factor: 'A' | 'B'): string {
+  return `base_model.model.${weightName.replace(/\.weight$/, '')}.lora_${factor}.weight`;
+}
+
+export interface PeftAdapter {
+  readonly rank: number;
+  readonly alpha: number;
+  /** The modules adapted (q_proj, …, down_proj). */
+  readonly targetModules: readonly string[];
+  /** The weights the factors apply to: a Hub repo (with its revision) or a folder. */
+  readonly base: { readonly repo: string; readonly revision: string } | { readonly folder: string };
+  /** Factors by PEFT tensor name. */
+  readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly values: Float32Array }>;
+}
+
+/** adapter_config.json as PEFT's LoraConfig reads it (the fields apex's LoRA decides; PEFT fills the rest with its defaults). */
+export function peftAdapterConfig(a: PeftAdapter): Record<string, unknown> {
+  return {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: 'repo' in a.base ? a.base.repo : a.base.folder,
+    revision: 'repo' in a.base ? a.base.revision : null,
+    r: a.rank,
+    lora_alpha: a.alpha,
+    lora_dropout: 0,
+    target_modules: [...a.targetModules],
+    bias: 'none',
+    fan_in_fan_out: false,
+    use_rslora: false,
+    use_dora: false,
+    init_lora_weights: true,
+    modules_to_save: null,
+    inference_mode: true,
+  };
+}
+
+/**
+ * What a LoRA stage's adapter applies to: stage 1's model as the user named it (a Hub repo and
+ * its revision, or the folder), a later stage's the previous stage's fused model folder.
+ */
+export function adapterBase(stage: number, model: string, inputDir: string): PeftAdapter['base'] {
+  if (stage > 1 || existsSync(model)) return { folder: resolve(inputDir) };
+  const { repo, revision } = parseRepoArgument(model);
+  return { repo, revision };
+}
