@@ -58,10 +58,11 @@ export function largestActivations(spec: ModelSpec, batch: number, seqLen: numbe
 
 /**
  * Throws ResourceLimitError (exit 5, MEMORY_WEBGPU_BINDING) when a weight or an activation of a
- * training micro-batch would exceed `limitBytes`, the device's largest storage binding.
+ * training micro-batch (or of a held-out evaluation batch: pass what to lower) would exceed
+ * `limitBytes`, the device's largest storage binding.
  */
-export function checkWebgpuBinding(spec: ModelSpec, batch: number, seqLen: number, limitBytes: number, what: string): void {
-  refuseOver(largestWeights(spec), largestActivations(spec, batch, seqLen), limitBytes, what, 'trained', 'lower --batch-size or --seq-len (use --grad-accum to keep the batch)');
+export function checkWebgpuBinding(spec: ModelSpec, batch: number, seqLen: number, limitBytes: number, what: string, lower = 'lower --batch-size or --seq-len (use --grad-accum to keep the batch)'): void {
+  refuseOver(largestWeights(spec), largestActivations(spec, batch, seqLen), limitBytes, what, 'trained', lower);
 }
 
 /**

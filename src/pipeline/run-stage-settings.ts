@@ -62,6 +62,7 @@ export function stageSettings(config: ResolvedConfig, line: TrainingLine, stage:
     gradAccum: config.optimizer.grad_accum,
     ...(config.stages.steps !== null ? { steps: config.stages.steps } : { tokens: config.stages.tokens ?? 1 }),
     evalEvery: config.eval.every ?? 0,
+    evalBatchSize: config.eval.batch_size,
     saveEvery: config.checkpoint.every ?? 0,
     keepCheckpoints: config.checkpoint.keep,
     seed: config.seed,

@@ -234,7 +234,7 @@ export const CONFIG_SCHEMA = {
       description: 'Held-out evaluation during training (always also before training and at the end of each stage).',
       properties: {
         every: { kind: 'integer', minimum: 1, nullable: true, default: 50, description: 'Evaluate every this many steps; null: only at stage ends.' },
-        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per evaluation batch.' },
+        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per batch of every held-out evaluation: of the base model and of each stage\'s fused model, and, with eval.every set, of those during training (every eval.every steps, before the first and at the last step of each stage); changes speed and memory, not the perplexity.' },
       },
     },
     checkpoint: {

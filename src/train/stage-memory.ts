@@ -27,6 +27,15 @@
  *                4 micro-batches of 2 × 128 on the 10M benchmark model, peak RSS fell from 1104
  *                to 1050 MiB (APEX full) and from 809 to 728 MiB (LoRA) against one micro-batch
  *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
+ *   evaluation   the held-out evaluations run between steps, forward only, at their own batch
+ *                (--eval-batch-size, apex run's eval.batch_size). Their forward keeps every
+ *                layer's intermediates until its tidy scope ends (model-weights.ts forwardHidden):
+ *                measured with tf.profile on llama-mha-f32 (wasm, 16 × 64 tokens) 12,650 floats
+ *                per layer and token, 0.74 of the training term above (17,068 there), and their
+ *                loss 5 · V per token. So the activations and logits are sized at the larger of the
+ *                two batches: an evaluation batch up to the training batch changes nothing, a
+ *                larger one is counted with the training terms (an overestimate of about a third)
+ *                and is named as what sets the peak (`sizedBy`)
  *   heap         the wasm heap's high-water mark is 1.13–1.20 × the live bytes above (memory
  *                grows in 20% steps, large blocks that do not fit a hole go on top): 15% more
  *   saved state  outside the heap, 4 floats per trainable entry when the checkpoint is written
@@ -50,6 +59,8 @@ const F32 = 4;
 export interface TrainingMemoryInput {
   /** Micro-batch size and sequence length. */
   readonly batch: number;
+  /** Sequences per batch of the held-out evaluations between steps (default: batch). */
+  readonly evalBatch?: number;
   readonly seqLen: number;
   /** Entries of all trainable tensors, whole shapes (model tensors, operators, adapters). */
   readonly trainableEntries: number;
@@ -75,6 +86,8 @@ export interface TrainingMemoryEstimate {
   /** JavaScript-side copies of the trainable state while a checkpoint is written. */
   readonly savedStateBytes: number;
   readonly totalBytes: number;
+  /** What the activations and logits are sized by: the training micro-batch, or a larger held-out evaluation batch. */
+  readonly sizedBy: 'training' | 'evaluation';
 }
 
 /** The wasm heap's high-water mark over the live bytes, measured 1.13–1.20. */
@@ -86,7 +99,9 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   const kv = spec.numKvHeads * spec.headDim;
   const I = spec.intermediateSize;
   const L = spec.numLayers;
-  const tokens = input.batch * input.seqLen;
+  // A held-out evaluation batch larger than the training batch sets the peak (see "evaluation" above).
+  const evaluation = input.evalBatch !== undefined && input.evalBatch > input.batch;
+  const tokens = (evaluation ? input.evalBatch! : input.batch) * input.seqLen;
   const perLayerToken = 39 * D + 20 * q + 19 * kv + 15 * I + 12 + 7 * spec.numHeads * input.seqLen;
   const projections = L * (2 * D * q + 2 * D * kv + 3 * D * I);
   const mixedSites = L * D * (kv + q + 3 * I);
@@ -96,7 +111,7 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   const logitBytes = F32 * 6 * tokens * spec.vocabSize;
   const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
   const savedStateBytes = F32 * (4 * input.trainableEntries + (input.lora ? 2 * projections : 0));
-  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes };
+  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy: evaluation ? 'evaluation' : 'training' };
 }
 
 /**
@@ -122,7 +137,9 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
     fixed > budgetBytes
       ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
         `which a smaller batch or sequence length does not change: ${raise}${fewer ? `, or ${fewer}` : ''}`
-      : advice;
+      : estimate.sizedBy === 'evaluation'
+        ? `the held-out evaluation's batch, larger than the training batch, sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
+        : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
       `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +

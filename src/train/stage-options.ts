@@ -73,6 +73,8 @@ export interface StageSettings {
   readonly gradClip?: number;
   readonly batchSize?: number;
   readonly gradAccum?: number;
+  /** Sequences per batch of the held-out evaluations during training (default: batchSize); not part of what a resume must match. */
+  readonly evalBatchSize?: number;
   // budget: exactly one
   readonly steps?: number;
   readonly tokens?: number;
@@ -128,6 +130,8 @@ export interface ResolvedStageSettings {
   };
   readonly budget: { readonly steps: number } | { readonly tokens: number };
   readonly evalEvery: number;
+  /** Held-out evaluation batch: speed and memory, not results (outside `optimizer`, so not in the resume key). */
+  readonly evalBatchSize: number;
   readonly saveEvery: number;
   readonly keepCheckpoints: number;
   readonly seed: number;
@@ -219,6 +223,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
   positiveInteger(s.tokens, '--tokens');
   positiveInteger(s.batchSize, '--batch-size');
   positiveInteger(s.gradAccum, '--grad-accum');
+  positiveInteger(s.evalBatchSize, '--eval-batch-size');
   positiveInteger(s.loraRank, '--lora-rank');
   positiveInteger(s.keepCheckpoints, '--keep-checkpoints');
   positiveInteger(s.analysisBatchSize, 'analysis batch size');
@@ -274,6 +279,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
     },
     budget: s.steps !== undefined ? { steps: s.steps } : { tokens: s.tokens as number },
     evalEvery: s.evalEvery ?? TRAINING_DEFAULTS.evalEvery,
+    evalBatchSize: s.evalBatchSize ?? s.batchSize ?? TRAINING_DEFAULTS.batchSize,
     saveEvery: s.saveEvery ?? TRAINING_DEFAULTS.saveEvery,
     keepCheckpoints: s.keepCheckpoints ?? TRAINING_DEFAULTS.keepCheckpoints,
     seed: s.seed ?? TRAINING_DEFAULTS.seed,

@@ -36,7 +36,7 @@ import { peakRssBytes, PROVENANCE_FILE, ProvenanceRecorder, writeProvenance, typ
 import { dataSourceName, sampleSequences, type SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
-import { checkTrainingMemory, estimateTrainingMemory } from './stage-memory.js';
+import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory } from './stage-memory.js';
 import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
 import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
@@ -60,14 +60,15 @@ export interface StageNames {
   readonly seqLen: string;
   readonly tokens: string;
   readonly batchSize: string;
+  readonly evalBatchSize: string;
   readonly loraRank: string;
   readonly matchParams: string;
 }
 
-const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', loraRank: '--lora-rank', matchParams: '--match-params' };
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params' };
 
 /** How `apex run` names them: its config keys. */
-export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
 
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
@@ -268,6 +269,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     const sized = summarizePlan(spec, sizing);
     const memory = estimateTrainingMemory(spec, {
       batch: batchSize,
+      ...(options.eval ? { evalBatch: settings.evalBatchSize } : {}),
       seqLen,
       trainableEntries: direct.reduce((n, t) => n + elementCount(t.shape), 0) + sized.operators + sized.adapters,
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
@@ -275,9 +277,16 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       lora: settings.method === 'lora',
     });
     const training = { method: settings.method, setting: settings.setting ?? null };
-    if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`, undefined, training);
-    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens)`, training);
-    if (onWebgpu()) checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
+    const evalBatch = options.eval && memory.sizedBy === 'evaluation' ? `, held-out evaluation batch ${settings.evalBatchSize}` : '';
+    const what = `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens${evalBatch})`;
+    if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, what, options.names?.batchSize === RUN_CONFIG_NAMES.batchSize ? CONFIG_MEMORY_ADVICE : undefined, training);
+    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training);
+    if (onWebgpu()) {
+      checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
+      if (options.eval && settings.evalBatchSize > batchSize) {
+        checkWebgpuBinding(spec, settings.evalBatchSize, options.eval.seqLen, maxStorageBindingBytes(), `the held-out evaluation of stage ${stage} (batch ${settings.evalBatchSize} × ${options.eval.seqLen} tokens)`, `lower ${names.evalBatchSize}`);
+      }
+    }
 
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;
@@ -389,6 +398,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           globalStepOffset: lr.offset,
           batchSize,
           gradAccum,
+          evalBatchSize: settings.evalBatchSize,
           gradClip: settings.optimizer.gradClip,
           adamw: { beta1: settings.optimizer.beta1, beta2: settings.optimizer.beta2, weightDecay: settings.optimizer.weightDecay },
           evalEvery: settings.evalEvery,
@@ -446,6 +456,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       global_step_offset: lr.offset,
       seeds,
       data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },
+      // How the held-out evaluations ran (provenance; the batch changes speed and memory, not the
+      // held-out loss, so it is not compared on --resume).
+      ...(options.eval ? { eval: { every: settings.evalEvery, batch_size: settings.evalBatchSize } } : {}),
       memory_estimate: memory,
       results: {
         steps: result.steps,

@@ -281,6 +281,17 @@ describe('apex run (library, micro config)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('the held-out evaluations during training (eval.every) run in batches of eval.batch_size, not optimizer.batch_size: each stage records it', async () => {
+    const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }'));
+    await run(file, { overrides: ['stages.count=1', 'stages.steps=2', 'eval.every=1', 'eval.batch_size=2'] });
+    const details = (JSON.parse(readFileSync(path.join(dir, 'apex-run', 'stages/1/apex_run.json'), 'utf8')) as { details: { eval: unknown; optimizer: { batchSize: number } } }).details;
+    expect(details.eval).toEqual({ every: 1, batch_size: 2 });
+    expect(details.optimizer.batchSize).toBe(4);
+    const metrics = readFileSync(path.join(dir, 'apex-run', 'stages/1/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; eval_loss?: number });
+    expect(metrics.filter((l) => l.eval_loss !== undefined).map((l) => l.step)).toEqual([0, 1, 2]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('max_memory below what training every weight needs is refused before the run folder exists (vanilla)', async () => {
     const { dir, file } = configFolder(microConfig('method: vanilla\nbaseline: { vanilla: false }'));
     const err = await run(file, { overrides: ['max_memory=105MB'] }).catch((e: unknown) => e);

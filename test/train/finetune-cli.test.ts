@@ -2,7 +2,7 @@
 // exit 2 naming the flags before anything is written; a small run on llama-mha-f32 with the
 // built-in corpus prints the trainable-parameter count and writes the stage and its fused model.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,6 +39,7 @@ describe('contradictory flags: exit 2, the flags named, nothing written', () => 
   const cases: [string, string[], RegExp][] = [
     ['a setting for a baseline', ['--method', 'vanilla', '--setting', 'full', '--steps', '2'], /--setting applies only to --method apex/],
     ['two budgets', ['--steps', '2', '--tokens', '1k'], /either --steps or --tokens/],
+    ['an evaluation batch of 0', ['--steps', '2', '--eval-batch-size', '0'], /--eval-batch-size[\s\S]*greater than or equal to 1/],
   ];
   for (const [name, flags, message] of cases) {
     it(name, () => {
@@ -56,7 +57,7 @@ describe('contradictory flags: exit 2, the flags named, nothing written', () => 
 
 it('trains a stage of llama-mha-f32 on the built-in corpus, reports the trainable parameters, fuses it', () => {
   const out = join(tmp, 'run');
-  const args = [LLAMA, '-o', out, '--corpus', 'in-domain', '--seq-len', '32', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--steps', '2', '--lr', '1e-3', '--backend', 'wasm', '--setting', 'operators'];
+  const args = [LLAMA, '-o', out, '--corpus', 'in-domain', '--seq-len', '32', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--eval-batch-size', '1', '--steps', '2', '--lr', '1e-3', '--backend', 'wasm', '--setting', 'operators'];
   const r = apex(args);
   expect(r.status, r.stderr).toBe(0);
   expect(r.stdout).toMatch(/trainable parameters: [\d,]+ of 1,328,256 \(\d+\.\d\d%\)/);
@@ -64,6 +65,10 @@ it('trains a stage of llama-mha-f32 on the built-in corpus, reports the trainabl
     expect(existsSync(join(out, 'stages', '1', f)), f).toBe(true);
   }
   expect(existsSync(join(out, 'analysis', 'stats.safetensors'))).toBe(true);
+  // The held-out evaluations ran in batches of --eval-batch-size, not --batch-size.
+  const details = (JSON.parse(readFileSync(join(out, 'stages', '1', 'apex_run.json'), 'utf8')) as { details: { eval: unknown; optimizer: { batchSize: number } } }).details;
+  expect(details.eval).toEqual({ every: 0, batch_size: 1 });
+  expect(details.optimizer.batchSize).toBe(2);
   const again = apex([...args, '--json']);
   expect(again.status).toBe(2);
   expect(JSON.parse(again.stdout).error.message).toMatch(/already complete.*--force/);

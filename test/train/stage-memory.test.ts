@@ -39,6 +39,25 @@ describe('estimateTrainingMemory', () => {
     expect(estimateTrainingMemory(spec, { ...base, lora: true }).activationBytes).toBe(3856 + 4 * 5 * 144);
   });
 
+  it('sizes activations and logits by a held-out evaluation batch larger than the training batch, and names it', () => {
+    const plain = estimateTrainingMemory(spec, base);
+    expect(plain.sizedBy).toBe('training');
+    // Up to the training batch the evaluation changes nothing.
+    expect(estimateTrainingMemory(spec, { ...base, batch: 3, evalBatch: 2 })).toEqual(estimateTrainingMemory(spec, { ...base, batch: 3 }));
+    expect(estimateTrainingMemory(spec, { ...base, evalBatch: 1 })).toEqual(plain);
+    // Larger: the activations and logits of 3 × 2 tokens (the training terms), the rest as before.
+    const e = estimateTrainingMemory(spec, { ...base, evalBatch: 3 });
+    const atThree = estimateTrainingMemory(spec, { ...base, batch: 3 });
+    expect(e.sizedBy).toBe('evaluation');
+    expect([e.activationBytes, e.logitBytes]).toEqual([3 * 3856, 3 * 480]);
+    expect([e.weightBytes, e.optimizerBytes, e.savedStateBytes, e.totalBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.savedStateBytes, atThree.totalBytes]);
+    expect(e.totalBytes).toBeGreaterThan(plain.totalBytes);
+    // A budget the training batch fits and the evaluation batch does not is refused, naming the evaluation batch.
+    expect(() => checkTrainingMemory(plain, plain.totalBytes, 'stage')).not.toThrow();
+    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage')).toThrow(/the held-out evaluation's batch, larger than the training batch, sets this peak: raise --max-memory, or lower --eval-batch-size/);
+    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage', CONFIG_MEMORY_ADVICE)).toThrow(/sets this peak: raise max_memory, or lower eval\.batch_size/);
+  });
+
   it('refuses a budget below the total with what it is made of', () => {
     const e = estimateTrainingMemory(spec, base);
     expect(() => checkTrainingMemory(e, e.totalBytes, 'stage')).not.toThrow();
