@@ -292,6 +292,14 @@ describe('apex run (library, micro config)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('eval.every 0 evaluates before the first and after the last step only, as --eval-every 0', async () => {
+    const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }'));
+    await run(file, { overrides: ['stages.count=1', 'stages.steps=3', 'eval.every=0'] });
+    const metrics = readFileSync(path.join(dir, 'apex-run', 'stages/1/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; eval_loss?: number });
+    expect(metrics.filter((l) => l.eval_loss !== undefined).map((l) => l.step)).toEqual([0, 3]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('max_memory below what training every weight needs is refused before the run folder exists (vanilla)', async () => {
     const { dir, file } = configFolder(microConfig('method: vanilla\nbaseline: { vanilla: false }'));
     const err = await run(file, { overrides: ['max_memory=105MB'] }).catch((e: unknown) => e);

@@ -160,9 +160,9 @@ describe('resolveConfig: dependent defaults', () => {
     }
   });
 
-  it('0 turns off clipping and periodic checkpoints, as --grad-clip 0 and --save-every 0 do', async () => {
-    const { config } = await resolveConfig({ overrides: ['optimizer.grad_clip=0', 'checkpoint.every=0'], cwd: tempFolder() });
-    expect([config.optimizer.grad_clip, config.checkpoint.every]).toEqual([0, 0]);
+  it('0 turns off clipping, periodic checkpoints and periodic evaluation, as --grad-clip 0, --save-every 0 and --eval-every 0 do', async () => {
+    const { config } = await resolveConfig({ overrides: ['optimizer.grad_clip=0', 'checkpoint.every=0', 'eval.every=0'], cwd: tempFolder() });
+    expect([config.optimizer.grad_clip, config.checkpoint.every, config.eval.every]).toEqual([0, 0, 0]);
   });
 
   it('an explicit null tokens with explicit steps is the printed form and is accepted', async () => {
