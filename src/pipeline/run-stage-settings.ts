@@ -62,7 +62,10 @@ export function stageSettings(config: ResolvedConfig, line: TrainingLine, stage:
     gradAccum: config.optimizer.grad_accum,
     ...(config.stages.steps !== null ? { steps: config.stages.steps } : { tokens: config.stages.tokens ?? 1 }),
     evalEvery: config.eval.every ?? 0,
-    evalBatchSize: config.eval.batch_size,
+    // At most the training micro-batch: the evaluations between steps run on the training model,
+    // whose activations per sequence are most of training's, and a config that lowered
+    // optimizer.batch_size for memory (examples/instruction-structured.yaml: 1) must not evaluate 8.
+    evalBatchSize: Math.min(config.eval.batch_size, config.optimizer.batch_size),
     saveEvery: config.checkpoint.every ?? 0,
     keepCheckpoints: config.checkpoint.keep,
     seed: config.seed,

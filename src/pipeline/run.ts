@@ -303,8 +303,8 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
 /**
  * Refuses (exit 5) before the run folder exists when even the part of a training stage's
  * memory that does not depend on the selection is over `max_memory`: weights and activations
- * (at the larger of optimizer.batch_size and, with eval.every set, eval.batch_size: the held-out
- * evaluations between steps run at the latter), plus, where every weight is trained whatever the selection (`vanilla`, APEX `full`), their
+ * (at optimizer.batch_size, which the held-out evaluations between steps do not exceed:
+ * run-stage-settings.ts), plus, where every weight is trained whatever the selection (`vanilla`, APEX `full`), their
  * gradients and optimizer state. Each stage checks its complete estimate again when it starts.
  */
 function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: ModelSpec, budgetBytes: number): void {
@@ -312,14 +312,11 @@ function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: Model
   const sizes = everyWeight ? [...expectedTensors(spec).values()].map((shape) => shape.reduce((a, b) => a * b, 1)) : [];
   const floor = estimateTrainingMemory(spec, {
     batch: config.optimizer.batch_size,
-    // The stages evaluate during training only with eval.every set (run-line.ts).
-    ...(config.eval.every !== null ? { evalBatch: config.eval.batch_size } : {}),
     seqLen: config.data.seq_len,
     trainableEntries: sizes.reduce((a, b) => a + b, 0),
     largestTrainable: Math.max(0, ...sizes),
     operators: false,
     lora: false,
   });
-  const evalBatch = floor.sizedBy === 'evaluation' ? `, held-out evaluation batch ${config.eval.batch_size}` : '';
-  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens${evalBatch}, before any selection)`, CONFIG_MEMORY_ADVICE, { method: config.method, setting: config.method === 'apex' ? config.setting : null });
+  checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`, CONFIG_MEMORY_ADVICE, { method: config.method, setting: config.method === 'apex' ? config.setting : null });
 }

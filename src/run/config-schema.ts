@@ -234,7 +234,7 @@ export const CONFIG_SCHEMA = {
       description: 'Held-out evaluation during training (always also before training and at the end of each stage).',
       properties: {
         every: { kind: 'integer', minimum: 0, nullable: true, default: 50, description: 'Evaluate every this many steps while training, and before the first and after the last step of each stage; 0: only those two (as --eval-every 0); null: not while training (each stage\'s fused model is evaluated either way).' },
-        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per batch of every held-out evaluation: of the base model and of each stage\'s fused model, and, with eval.every set, of those during training (every eval.every steps, before the first and at the last step of each stage); changes speed and memory, not the perplexity.' },
+        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per batch of the held-out evaluations: of the base model and of each stage\'s fused model, and, with eval.every set, of those during training, which run at most optimizer.batch_size sequences at once (they hold the training model\'s activations, so a larger batch could need more memory than training); changes speed and memory, not the perplexity.' },
       },
     },
     checkpoint: {

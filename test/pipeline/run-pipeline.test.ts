@@ -292,6 +292,15 @@ describe('apex run (library, micro config)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('the evaluations during training take at most optimizer.batch_size sequences at once: a larger eval.batch_size does not raise a micro-batch lowered for memory', async () => {
+    const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }'));
+    // eval.batch_size is 6 in this config; the evaluations between steps run 1 at a time, as training does.
+    await run(file, { overrides: ['stages.count=1', 'stages.steps=1', 'eval.every=1', 'optimizer.batch_size=1'] });
+    const details = (JSON.parse(readFileSync(path.join(dir, 'apex-run', 'stages/1/apex_run.json'), 'utf8')) as { details: { eval: unknown } }).details;
+    expect(details.eval).toEqual({ every: 1, batch_size: 1 });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('eval.every 0 evaluates before the first and after the last step only, as --eval-every 0', async () => {
     const { dir, file } = configFolder(microConfig('baseline: { vanilla: false }'));
     await run(file, { overrides: ['stages.count=1', 'stages.steps=3', 'eval.every=0'] });
