@@ -253,7 +253,7 @@ describe('apex generate', () => {
     expect(s.text.endsWith(s.generatedText)).toBe(true);
   });
 
-  it('continues several --prompt texts as one batch, each as it would be alone', () => {
+  it('continues several --prompt texts as one batch, each (greedy) as it would be alone', () => {
     const both = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'The Congress', '--prompt', 'It was', '--max-new-tokens', '5', '--backend', 'wasm']);
     const second = apex(['generate', 'fixtures/llama-mha-f32', '--prompt', 'It was', '--max-new-tokens', '5', '--backend', 'wasm']);
     expect(both.status).toBe(0);
