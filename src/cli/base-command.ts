@@ -35,6 +35,8 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     this.progress = createProgress({ quiet });
     let count = 0;
     this.signalHandler = (sig) => {
+      // The --json envelope is the final answer: a signal after it changes nothing.
+      if (this.answered) return;
       count += 1;
       if (count > 1) {
         // A second signal: leave now. A checkpoint or output being written is abandoned (they are
@@ -91,7 +93,11 @@ export abstract class ApexCommand<T extends object = object> extends Command {
 
   override logJson(json: unknown): void {
     process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+    this.answered = true;
   }
+
+  /** Set once the --json envelope is written. */
+  private answered = false;
 
   override async catch(err: unknown): Promise<void> {
     this.progress?.stop();
@@ -117,12 +123,21 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     return near === undefined ? message : message.replace(/^(Nonexistent flags?: [^\n]*)/, `$1 (did you mean --${near}?)`);
   }
 
-  override async finally(err: Error | undefined): Promise<void> {
-    if (this.signalHandler) {
-      process.off('SIGINT', this.signalHandler);
-      process.off('SIGTERM', this.signalHandler);
+  /**
+   * The signal handlers stay until oclif has printed the `--json` envelope, which it does after
+   * finally(): without a handler a signal in that instant would kill the process mid-write (a cut
+   * envelope, no exit code of ours); with one, the synchronous write completes first and the
+   * signal finds the work done.
+   */
+  protected override async _run<R>(): Promise<R> {
+    try {
+      return await super._run<R>();
+    } finally {
+      if (this.signalHandler) {
+        process.off('SIGINT', this.signalHandler);
+        process.off('SIGTERM', this.signalHandler);
+      }
     }
-    await super.finally(err);
   }
 }
 

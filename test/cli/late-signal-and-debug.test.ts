@@ -98,6 +98,25 @@ describe('a signal that arrives after the work has stopped polling for it', () =
   });
 });
 
+describe('a signal while the --json envelope is being written', () => {
+  // A preloaded module signals the process itself as the success envelope is written: with the
+  // base command's handlers still installed the write completes and the answer stands (exit 0,
+  // the whole envelope); before, they were removed first, and the signal killed the process.
+  const signaller = join(home, 'signal-at-envelope.mjs');
+  writeFileSync(
+    signaller,
+    `const write = process.stdout.write.bind(process.stdout);\n` +
+      `let sent = false;\n` +
+      `process.stdout.write = (chunk, ...rest) => { const r = write(chunk, ...rest); if (!sent && String(chunk).includes('"ok": true')) { sent = true; process.kill(process.pid, 'SIGTERM'); } return r; };\n`,
+  );
+
+  it('exits 0 with the whole ok: true envelope, not killed mid-answer', async () => {
+    const r = await apex(['inspect', LLAMA, '--json'], { home, nodeArgs: ['--import', pathToFileURL(signaller).href], timeoutMs: 60_000 });
+    expect([r.status, r.signal], r.stderr).toEqual([0, null]);
+    expect(r.json).toMatchObject({ ok: true });
+  });
+});
+
 describe('APEX_DEBUG with --json', () => {
   const dir = join(home, 'faulty-model');
   modelWithoutConfig(dir);
