@@ -73,6 +73,7 @@ export default class Analyze extends ApexCommand<AnalysisCommandResult> {
       samples: flags.samples,
       seed: flags.seed,
       onWarning: (m) => this.note(m),
+      onProgress: progress,
       signal: this.abort.signal,
     });
     const result = await runAnalysis({

@@ -72,6 +72,7 @@ export default class Eval extends ApexCommand<EvalResult> {
         split: flags.split as SplitName,
         splitSeed: flags['split-seed'],
         onWarning: (m) => this.note(m),
+        onProgress: (m) => this.progress.update(m),
         signal: this.abort.signal,
       });
       const beyondContext = contextWarning(opened.spec, Math.max(...set.sequences.map((s) => s.length)));

@@ -30,7 +30,7 @@ export default class Finetune extends ApexCommand<StageResult> {
     const resolved = await resolveModel(args.model, { signal: this.abort.signal, progress: (m) => this.progress.update(m) });
     const tokenizer = flags['input-ids'] ? undefined : await loadTokenizer(resolved.dir);
     this.progress.update('loading data');
-    const { train, eval: held } = await loadStageData(flags, tokenizer, (m) => this.note(m), this.abort.signal);
+    const { train, eval: held } = await loadStageData(flags, tokenizer, (m) => this.note(m), this.abort.signal, (m) => this.progress.update(m));
     const result = await runStage({
       ...settings,
       // base_model is recorded so that `apex expand --run` can resolve it again from anywhere.

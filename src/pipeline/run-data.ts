@@ -26,9 +26,15 @@ export function sourceOptions(sources: readonly string[]): Pick<LoadSequencesOpt
 }
 
 /** Loads training, evaluation and calibration sequences as the config says. */
-export async function loadRunData(config: ResolvedConfig, tokenizer: ApexTokenizer | undefined, onWarning?: (message: string) => void, signal?: AbortSignal): Promise<RunData> {
+export async function loadRunData(
+  config: ResolvedConfig,
+  tokenizer: ApexTokenizer | undefined,
+  onWarning?: (message: string) => void,
+  signal?: AbortSignal,
+  onProgress?: (message: string) => void,
+): Promise<RunData> {
   const { data, seed } = config;
-  const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, seqLenName: 'data.seq_len', evalDataName: 'data.eval', ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}) };
+  const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, seqLenName: 'data.seq_len', evalDataName: 'data.eval', ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
   const load = (sources: readonly string[], split: SplitName, samples?: number, samplesName?: string) =>
     loadSequences({ ...common, ...sourceOptions(sources), split, ...(samples !== undefined ? { samples, samplesName: samplesName! } : {}) });
 

@@ -216,7 +216,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     let loaded: Promise<RunData> | undefined;
     const data = (): Promise<RunData> => (loaded ??= (async () => {
       status('loading data');
-      const d = await loadRunData(config, tokenizer, onWarning, signal);
+      const d = await loadRunData(config, tokenizer, onWarning, signal, status);
       const calibration = d.calibration ? `, ${d.calibration.sequences.length} calibration` : '';
       log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${config.data.seq_len} tokens each)`);
       const records: DataRecords = { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };

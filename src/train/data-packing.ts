@@ -51,7 +51,7 @@ export interface MaskedSequences {
 }
 
 /** One sequence per conversation: truncate to seqLen, pad with padId; mask = assistant tokens at t ≥ 1. */
-export function chatSequences(examples: readonly { ids: readonly number[]; assistantMask: Uint8Array }[], seqLen: number, padId: number): MaskedSequences {
+export function chatSequences(examples: readonly { ids: ArrayLike<number>; assistantMask: Uint8Array }[], seqLen: number, padId: number): MaskedSequences {
   const sequences: Int32Array[] = [];
   const lossMasks: Uint8Array[] = [];
   let dropped = 0;

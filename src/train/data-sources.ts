@@ -47,6 +47,8 @@ export interface SourceFile {
   readonly sha256: string;
   readonly kind: SourceKind;
   readonly documents: DataDocument[];
+  /** False for a FIFO or other non-regular file (e.g. /dev/stdin): its content cannot be read again, so it is never cached. */
+  readonly regularFile: boolean;
 }
 
 /** Expands files and folders (recursively: *.txt, *.md, *.jsonl, *.ndjson; hidden entries skipped) into a sorted file list. */
@@ -93,7 +95,7 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function readUtf8(path: string): Promise<{ text: string; sha256: string }> {
+async function readUtf8(path: string): Promise<{ text: string; sha256: string; regularFile: boolean }> {
   const st = await stat(path);
   if (st.size > MAX_TEXT_FILE_BYTES) {
     throw new InputError(`${path}: ${st.size} bytes is more than the ${MAX_TEXT_FILE_BYTES}-byte limit for one data file; split it into several files`, 'DATA_FILE_TOO_LARGE');
@@ -107,16 +109,16 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string }>
     throw new InputError(`${path}: not valid UTF-8 text${hint}`, 'BAD_ENCODING');
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  return { text, sha256: createHash('sha256').update(bytes).digest('hex') };
+  return { text, sha256: createHash('sha256').update(bytes).digest('hex'), regularFile: st.isFile() };
 }
 
 /** Reads one data file into documents. */
 export async function readSourceFile(path: string): Promise<SourceFile> {
-  const { text, sha256 } = await readUtf8(path);
+  const { text, sha256, regularFile } = await readUtf8(path);
   const ext = extname(path).toLowerCase();
   if (JSONL_EXTENSIONS.has(ext) || ext === JSON_EXTENSION) {
     const { kind, documents } = ext !== JSON_EXTENSION ? parseJsonl(path, text) : text.trimStart().startsWith('[') ? parseJsonArray(path, text) : jsonLinesInJson(path, text);
-    return { path, sha256, kind, documents };
+    return { path, sha256, kind, documents, regularFile };
   }
   // Line ends as Python's text mode (and so Hugging Face datasets' text loader) reads them:
   // CRLF and CR become LF, so a file saved on Windows gives the same tokens.
@@ -124,7 +126,7 @@ export async function readSourceFile(path: string): Promise<SourceFile> {
     .map((t) => t.trim())
     .filter((t) => t.length > 0)
     .map((t) => ({ kind: 'text' as const, text: t, origin: path }));
-  return { path, sha256, kind: 'text', documents };
+  return { path, sha256, kind: 'text', documents, regularFile };
 }
 
 /** Parses JSONL of `{"text": …}` or `{"messages": [{role, content}, …]}` records (one kind per file). */

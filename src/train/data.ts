@@ -24,6 +24,8 @@
  *   packed text and input ids, where every position t ≥ 1 is a target.
  * - `source.documents` / `source.tokens`: documents in the chosen split / tokens in the returned
  *   sequences (padding excluded).
+ * - Tokens of text and chat files are read from the token cache (token-cache.ts) when it holds
+ *   the file, giving exactly the sets a fresh tokenization gives; `onProgress` says how many.
  */
 import { createHash } from 'node:crypto';
 import { InputError, UsageError } from '../errors.js';
@@ -32,9 +34,10 @@ import { rendererFor, tokenizeChat, type ChatRenderer } from '../model/chat-temp
 import { builtinCorpus } from './data-corpus.js';
 import { readInputIds } from './data-input-ids.js';
 import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
-import { readSources, sha256File, type ChatDocument, type TextDocument } from './data-sources.js';
+import { readSources, sha256File, type ChatDocument, type DataDocument, type SourceFile, type TextDocument } from './data-sources.js';
 import { DEFAULT_HELDOUT_FRACTION, sampleIndices, selectSplit, type SplitName } from './data-split.js';
 import { yieldForSignals } from '../util/yield-for-signals.js';
+import { TokenCache, type FileTokens } from './token-cache.js';
 
 export { builtinCorpus, BUILTIN_CORPORA, type BuiltinCorpusName } from './data-corpus.js';
 export { DEFAULT_HELDOUT_FRACTION, type SplitName } from './data-split.js';
@@ -101,6 +104,8 @@ export interface LoadSequencesOptions {
   evalDataName?: string;
   /** Polled between pieces of tokenization (a large corpus takes minutes): Ctrl-C stops it. */
   signal?: AbortSignal;
+  /** Told how many files were tokenized and how many of them came from the token cache (token-cache.ts). */
+  onProgress?: (message: string) => void;
 }
 
 /** Characters tokenized between two returns to the event loop (≈ 0.1–0.5 s of work). */
@@ -205,7 +210,11 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     throw new UsageError('this model has no tokenizer.json, so text data cannot be tokenized: pass token ids with --input-ids <file.safetensors> (one I32/I64 [B, T] tensor; `apex generate --ids-out` writes one)', 'NO_TOKENIZER');
   }
   const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!);
-  const chosen = selectSplit(sources.flatMap((s) => s.documents), split, heldoutFraction, splitSeed, options.evalDataName);
+  const all = sources.flatMap((s) => s.documents);
+  // Indices, not documents: the token cache works per file and needs to know which documents of a file are chosen.
+  const chosenIndices = selectSplit(all.map((_, i) => i), split, heldoutFraction, splitSeed, options.evalDataName);
+  const chosen = chosenIndices.map((i) => all[i]!);
+  const selection: Selection = { sources, chosen: chosenIndices };
   const isChat = sources.some((s) => s.kind === 'jsonl-chat');
   const record: RecordBase = {
     kind: options.builtin !== undefined ? 'builtin' : isChat ? 'jsonl-chat' : sources.some((s) => s.kind === 'jsonl-text') ? 'jsonl-text' : 'text',
@@ -216,7 +225,87 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     ...(options.builtin !== undefined ? { builtin: options.builtin } : {}),
     documents: chosen.length,
   };
-  return isChat ? await chatSet(chosen as ChatDocument[], tokenizer, options, record) : await packedSet(chosen as TextDocument[], tokenizer, options, record);
+  return isChat ? await chatSet(selection, tokenizer, options, record) : await packedSet(selection, tokenizer, options, record);
+}
+
+/** The data's files and the indices (into all their documents, in order) of the documents in the split. */
+interface Selection {
+  sources: SourceFile[];
+  chosen: number[];
+}
+
+/**
+ * The chosen documents' tokens (`encode` of each, in order), read from the token cache per file
+ * where it has them. A file the cache misses is tokenized whole (all splits: the next load, of
+ * this split or another, then hits) and stored; without the cache only the chosen documents are
+ * tokenized, as before. A document outside the split that fails to tokenize does not fail the
+ * load (it would not have been tokenized without the cache): its file is just not stored.
+ */
+async function tokenizeSelection<R extends { ids: ArrayLike<number>; mask?: Uint8Array }>(
+  selection: Selection,
+  encode: (d: DataDocument) => R,
+  chars: (d: DataDocument) => number,
+  cache: TokenCache | undefined,
+  options: LoadSequencesOptions,
+): Promise<R[]> {
+  const files = selection.sources.filter((s) => s.documents.length > 0).length;
+  if (cache === undefined) {
+    const all = selection.sources.flatMap((s) => s.documents);
+    const out = await tokenizeInPieces(selection.chosen.map((i) => all[i]!), encode, chars, options.signal);
+    options.onProgress?.(`tokenized ${files} file${files === 1 ? '' : 's'}`);
+    return out;
+  }
+  const chosen = new Set(selection.chosen);
+  const out: R[] = [];
+  let first = 0; // index of the file's first document among all documents
+  let since = 0;
+  for (const source of selection.sources) {
+    const n = source.documents.length;
+    const wanted = (d: number) => chosen.has(first + d);
+    if (n > 0) {
+      const cached = await cache.read(source);
+      if (cached !== undefined) {
+        // Cached ids are Int32Array views where `encode` gives number[]: the packers read both as ArrayLike<number>.
+        for (let d = 0; d < n; d++) if (wanted(d)) out.push(fromCache(cached, d) as R);
+        // Reading is async; still give a signal its turn between files.
+        await yieldForSignals(options.signal);
+      } else {
+        const tokens: FileTokens = { ids: [] };
+        const masks: Uint8Array[] = [];
+        let complete = true;
+        for (let d = 0; d < n; d++) {
+          const doc = source.documents[d]!;
+          let r: R;
+          try {
+            r = encode(doc);
+          } catch (e) {
+            if (wanted(d)) throw e;
+            complete = false;
+            continue;
+          }
+          if (wanted(d)) out.push(r);
+          if (complete) {
+            tokens.ids.push(r.ids);
+            if (r.mask !== undefined) masks.push(r.mask);
+          }
+          since += chars(doc);
+          if (since >= TOKENIZE_PIECE_CHARS) {
+            since = 0;
+            await yieldForSignals(options.signal);
+          }
+        }
+        if (complete) await cache.write(source, source.kind === 'jsonl-chat' ? { ...tokens, masks } : tokens);
+      }
+    }
+    first += n;
+  }
+  options.onProgress?.(`tokenized ${files} file${files === 1 ? '' : 's'}, ${cache.hits} from the token cache`);
+  return out;
+}
+
+/** Document `d` of a cached file, in the shape `encode` gives it. */
+function fromCache(cached: FileTokens, d: number): { ids: ArrayLike<number>; mask?: Uint8Array } {
+  return cached.masks ? { ids: cached.ids[d]!, mask: cached.masks[d]! } : { ids: cached.ids[d]! };
 }
 
 /** The data's files for messages: the paths (or built-in corpus), few by name. */
@@ -229,7 +318,7 @@ function describeSplit(record: RecordBase): string {
   return `${record.split === 'all' ? 'the' : `the ${record.split} split of the`} data (${dataSourceName(record)}: ${record.documents} document${record.documents === 1 ? '' : 's'})`;
 }
 
-async function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
+async function chatSet(selection: Selection, tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
   const padId = tokenizer.padId;
   if (padId === undefined) throw new InputError(`${tokenizer.source}: the tokenizer defines no pad or EOS token to pad chat sequences with`, 'NO_PAD_TOKEN');
   const renderer = rendererFor(tokenizer);
@@ -239,16 +328,20 @@ async function chatSet(documents: ChatDocument[], tokenizer: ApexTokenizer, opti
   if (generationPromptIsEmpty(renderer)) {
     options.onWarning?.(`${tokenizer.source}: the chat template writes nothing for add_generation_prompt, so the assistant's role header (if any) is trained as part of each answer`);
   }
-  const chars = (d: ChatDocument) => d.messages.reduce((n, m) => n + (typeof m.content === 'string' ? m.content.length : 0), 0);
-  const examples = await tokenizeInPieces(documents, (d) => {
+  const chars = (d: DataDocument) => (d as ChatDocument).messages.reduce((n, m) => n + (typeof m.content === 'string' ? m.content.length : 0), 0);
+  const cache = await TokenCache.open({ tokenizer, chatTemplate: renderer.template, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
+  const tokenized = await tokenizeSelection(selection, (doc) => {
+    const d = doc as ChatDocument;
     try {
-      return tokenizeChat(tokenizer, d.messages, renderer);
+      const t = tokenizeChat(tokenizer, d.messages, renderer);
+      return { ids: t.ids, mask: t.assistantMask };
     } catch (e) {
       // The template's own complaint does not say which conversation it was.
       if (e instanceof InputError) throw new InputError(`${d.origin}: ${e.message}`, e.code, { cause: e });
       throw e;
     }
-  }, chars, options.signal);
+  }, chars, cache, options);
+  const examples = tokenized.map((t) => ({ ids: t.ids, assistantMask: t.mask }));
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
   const raise = options.seqLenName ?? '--seq-len';
@@ -290,11 +383,13 @@ function generationPromptIsEmpty(renderer: ChatRenderer): boolean {
   }
 }
 
-async function packedSet(documents: TextDocument[], tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
+async function packedSet(selection: Selection, tokenizer: ApexTokenizer, options: LoadSequencesOptions, record: RecordBase): Promise<SequenceSet> {
   // BOS only when the tokenizer puts one before a text (some tokenizers, e.g. Qwen2's, have none).
   const bosId = options.bosId ?? (tokenizer.bosId !== undefined && tokenizer.prefixIds.includes(tokenizer.bosId) ? tokenizer.bosId : undefined);
   const eosId = options.eosId ?? tokenizer.eosId;
-  const tokenized = await tokenizeInPieces(documents, (d) => tokenizer.encode(d.text, { addSpecialTokens: false }), (d) => d.text.length, options.signal);
+  const cache = await TokenCache.open({ tokenizer, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
+  const text = (d: DataDocument) => (d as TextDocument).text;
+  const tokenized = (await tokenizeSelection(selection, (d) => ({ ids: tokenizer.encode(text(d), { addSpecialTokens: false }) }), (d) => text(d).length, cache, options)).map((t) => t.ids);
   const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
   const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
   requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower ${options.seqLenName ?? '--seq-len'} or add data`);

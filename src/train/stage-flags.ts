@@ -133,11 +133,17 @@ export function stageSettingsFromFlags(model: string, f: Record<string, unknown>
  * Training and held-out sequences: `--eval-data` when given (all of it), else the seeded
  * held-out split of the training data (the training set is then the rest).
  */
-export async function loadStageData(f: Record<string, unknown>, tokenizer: ApexTokenizer | undefined, onWarning?: (message: string) => void, signal?: AbortSignal): Promise<{ train: SequenceSet; eval: SequenceSet }> {
+export async function loadStageData(
+  f: Record<string, unknown>,
+  tokenizer: ApexTokenizer | undefined,
+  onWarning?: (message: string) => void,
+  signal?: AbortSignal,
+  onProgress?: (message: string) => void,
+): Promise<{ train: SequenceSet; eval: SequenceSet }> {
   const seqLen = f['seq-len'] as number;
   const seed = (f.seed as number | undefined) ?? 0;
   const source = f.data ? { data: f.data as string[] } : f['input-ids'] ? { inputIds: f['input-ids'] as string } : { builtin: f.corpus as string };
-  const common = { ...(tokenizer ? { tokenizer } : {}), seqLen, seed, ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}) };
+  const common = { ...(tokenizer ? { tokenizer } : {}), seqLen, seed, ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
   const samples = (k: string) => (f[k] !== undefined ? { samples: f[k] as number, samplesName: `--${k}` } : {});
   const evalData = f['eval-data'] as string[] | undefined;
   const train = await loadSequences({ ...source, ...common, ...samples('samples'), split: evalData ? 'all' : 'train' });
