@@ -6,18 +6,9 @@ import { createHash } from 'node:crypto';
 import { Document, Scalar, isMap, isScalar, isSeq, type Pair } from 'yaml';
 import type { ResolvedConfig } from './config-schema.js';
 import type { ResolvedRunConfig } from './config.js';
+import { canonicalJson } from '../util/canonical-json.js';
 
-/** JSON with object keys sorted at every depth, so key order never changes the text. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
+export { canonicalJson };
 
 /**
  * sha256 (hex) of the canonical JSON of everything that determines what a run computes. The

@@ -27,6 +27,7 @@ import type { ApexTokenizer } from '../model/tokenizer.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors-writer.js';
 import { TEXT_DOCUMENT_CHARS, type SourceFile } from './data-sources.js';
+import { canonicalJson } from '../util/canonical-json.js';
 
 /** Bumped when the entry layout changes. */
 const FORMAT = 'apex-token-cache/1';
@@ -45,18 +46,6 @@ export function tokenCacheDir(env: NodeJS.ProcessEnv = process.env): string | un
   if (env.APEX_CACHE_DIR) return join(env.APEX_CACHE_DIR, 'tokens');
   const base = env.XDG_CACHE_HOME || join(homedir(), '.cache');
   return join(base, 'apex', 'tokens');
-}
-
-// Warnings are said once per process (a run loads its data two or three times).
-const warned = new Set<string>();
-function warnOnce(kind: string, message: string, onWarning: ((m: string) => void) | undefined): void {
-  if (warned.has(kind)) return;
-  warned.add(kind);
-  onWarning?.(message);
-}
-/** Tests: lets each test see its own first warning. */
-export function resetTokenCacheWarnings(): void {
-  warned.clear();
 }
 
 const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
@@ -160,14 +149,14 @@ export class TokenCache {
       code = await apexCodeDigest();
       libraries = await libraryVersions();
     } catch (e) {
-      warnOnce('identity', `token cache not used: cannot identify the tokenizer or apex's code (${(e as Error).message})`, options.onWarning);
+      options.onWarning?.(`token cache not used: cannot identify the tokenizer or apex's code (${(e as Error).message})`);
       return undefined;
     }
     if (identity === undefined) return undefined; // no tokenizer files to key entries by
     try {
       await mkdir(dir, { recursive: true });
     } catch (e) {
-      warnOnce('write', `token cache: cannot create ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); tokenizing without it`, options.onWarning);
+      options.onWarning?.(`token cache: cannot create ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); tokenizing without it`);
       return undefined;
     }
     const common = {
@@ -207,7 +196,7 @@ export class TokenCache {
       file = await SafetensorsFile.open(path);
     } catch (e) {
       if ((e as { code?: string }).code === 'NOT_FOUND') return undefined;
-      warnOnce('read', `token cache: ignoring unreadable entry ${path} (${(e as Error).message}); tokenizing again`, this.onWarning);
+      this.onWarning?.(`token cache: ignoring unreadable entry ${path} (${(e as Error).message}); tokenizing again`);
       return undefined;
     }
     try {
@@ -232,7 +221,7 @@ export class TokenCache {
       this.hits++;
       return out;
     } catch (e) {
-      warnOnce('read', `token cache: ignoring entry ${path} (${(e as Error).message}); tokenizing again`, this.onWarning);
+      this.onWarning?.(`token cache: ignoring entry ${path} (${(e as Error).message}); tokenizing again`);
       return undefined;
     } finally {
       await file.close().catch(() => {});
@@ -265,17 +254,7 @@ export class TokenCache {
       await writeSafetensors(this.path(key), tensors, { format: 'apex-tokens', [KEY_METADATA]: key });
     } catch (e) {
       this.writable = false;
-      warnOnce('write', `token cache: cannot write to ${this.dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); tokenizing without it`, this.onWarning);
+      this.onWarning?.(`token cache: cannot write to ${this.dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); tokenizing without it`);
     }
   }
-}
-
-/** JSON with object keys sorted, at every level. */
-function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
