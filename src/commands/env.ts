@@ -4,11 +4,12 @@
  */
 import { ApexCommand } from '../cli/base-command.js';
 import { collectEnvInfo, type EnvInfo } from '../util/env-info.js';
+import { formatBytes } from '../io/byte-size.js';
 
 const GiB = 2 ** 30;
 
 export default class Env extends ApexCommand<EnvInfo> {
-  static override description = 'Show versions, TensorFlow.js backends, CPU/GPU found and Hugging Face cache settings.';
+  static override description = 'Show versions, TensorFlow.js backends, CPU/GPU found, Hugging Face cache settings and the token cache.';
   static override examples = ['<%= config.bin %> env', '<%= config.bin %> env --json'];
 
   protected async execute(): Promise<EnvInfo> {
@@ -24,6 +25,8 @@ export default class Env extends ApexCommand<EnvInfo> {
     this.say(`Hugging Face: HF_HOME ${hf.home}; hub cache ${hf.hubCache}`);
     this.say(`  token: ${hf.token.present ? `present (from ${hf.token.source === 'file' ? hf.tokenFile : hf.token.source})` : `none (set HF_TOKEN or write ${hf.tokenFile})`}`);
     this.say(`  endpoint: ${hf.endpoint}${hf.env.HF_ENDPOINT !== null ? ' (HF_ENDPOINT)' : ''}; offline: ${hf.offline ? 'yes (HF_HUB_OFFLINE)' : 'no'}`);
+    const tc = info.tokenCache;
+    this.say(tc.dir === null ? 'token cache: off (APEX_TOKEN_CACHE)' : `token cache: ${tc.dir} (${tc.entries} file${tc.entries === 1 ? '' : 's'}, ${formatBytes(tc.bytes)}; APEX_CACHE_DIR moves it, APEX_TOKEN_CACHE=0 turns it off)`);
     return info;
   }
 }

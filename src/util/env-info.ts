@@ -5,6 +5,7 @@
  * never the token itself).
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { arch, cpus, freemem, platform, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -13,6 +14,7 @@ import { hfHomeDir, hubCacheDir } from '../io/hf-cache.js';
 import { findToken, type TokenSource } from '../io/hf-token.js';
 import { hubUrlFromEnv, offlineFromEnv } from '../io/resolve-model.js';
 import { probeBackends, type BackendProbe } from '../model/backend.js';
+import { tokenCacheDir } from '../train/token-cache.js';
 
 export interface EnvInfo {
   apex: { version: string };
@@ -33,6 +35,8 @@ export interface EnvInfo {
     /** The variables as set (null when unset). */
     env: { HF_ENDPOINT: string | null; HF_HUB_OFFLINE: string | null; HF_HOME: string | null; HF_HUB_CACHE: string | null };
   };
+  /** The token cache of data loading (train/token-cache.ts): its folder (null when APEX_TOKEN_CACHE turns it off), entries and bytes in it. */
+  tokenCache: { dir: string | null; entries: number; bytes: number };
 }
 
 const PACKAGES = [
@@ -74,7 +78,25 @@ export async function collectEnvInfo(env: NodeJS.ProcessEnv = process.env): Prom
         HF_HUB_CACHE: env.HF_HUB_CACHE ?? null,
       },
     },
+    tokenCache: await tokenCacheUsage(tokenCacheDir(env)),
   };
+}
+
+/** Entries and bytes of the token cache folder (none when it does not exist yet or cannot be read). */
+async function tokenCacheUsage(dir: string | undefined): Promise<EnvInfo['tokenCache']> {
+  if (dir === undefined) return { dir: null, entries: 0, bytes: 0 };
+  let entries = 0;
+  let bytes = 0;
+  try {
+    for (const name of await readdir(dir)) {
+      if (!name.endsWith('.safetensors')) continue;
+      entries++;
+      bytes += (await stat(join(dir, name)).catch(() => ({ size: 0 }))).size;
+    }
+  } catch {
+    // No folder yet, or one apex cannot read: it holds nothing apex could use.
+  }
+  return { dir, entries, bytes };
 }
 
 /** Version of an installed package, or null when it is not installed. */

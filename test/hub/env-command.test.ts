@@ -78,3 +78,19 @@ it('apex env (human) reads the token file, says where it came from and never pri
   expect(r.stdout).toContain(`hub cache ${join(tmp, 'cache')}`);
   expect(r.stdout).toMatch(/offline: no/);
 });
+
+it('apex env reports the token cache: its folder, the entries and bytes in it, or off', () => {
+  const cache = join(tmp, 'apex-cache');
+  execFileSync('mkdir', ['-p', join(cache, 'tokens')]);
+  writeFileSync(join(cache, 'tokens', 'a.safetensors'), Buffer.alloc(1000));
+  writeFileSync(join(cache, 'tokens', 'b.safetensors'), Buffer.alloc(24));
+  writeFileSync(join(cache, 'tokens', '.b.safetensors.tmp-1-ab'), Buffer.alloc(5)); // a writer's temporary is no entry
+  const on = apexEnv(['--json'], { APEX_CACHE_DIR: cache, APEX_TOKEN_CACHE: '1' });
+  expect(JSON.parse(on.stdout).data.tokenCache).toEqual({ dir: join(cache, 'tokens'), entries: 2, bytes: 1024 });
+  const human = apexEnv([], { APEX_CACHE_DIR: cache, APEX_TOKEN_CACHE: '1' });
+  expect(human.stdout).toContain(`token cache: ${join(cache, 'tokens')} (2 files, 1.02 kB;`);
+  const off = apexEnv(['--json'], { APEX_CACHE_DIR: cache, APEX_TOKEN_CACHE: 'off' });
+  expect(JSON.parse(off.stdout).data.tokenCache).toEqual({ dir: null, entries: 0, bytes: 0 });
+  const fresh = apexEnv(['--json'], { APEX_CACHE_DIR: join(tmp, 'none-yet'), APEX_TOKEN_CACHE: '1' });
+  expect(JSON.parse(fresh.stdout).data.tokenCache).toEqual({ dir: join(tmp, 'none-yet', 'tokens'), entries: 0, bytes: 0 });
+});
