@@ -26,11 +26,13 @@
  *   sequences (padding excluded).
  * - Tokens of text and chat files are read from the token cache (token-cache.ts) when it holds
  *   the file, giving exactly the sets a fresh tokenization gives; `onProgress` says how many.
+ * - Large data is tokenized in worker threads (tokenize-parallel.ts; `APEX_TOKENIZE_THREADS`),
+ *   giving exactly the sets tokenizing in the main thread gives.
  */
 import { createHash } from 'node:crypto';
 import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
-import { rendererFor, tokenizeChat, type ChatRenderer } from '../model/chat-template.js';
+import { rendererFor, tokenizeChat, type ChatMessage, type ChatRenderer } from '../model/chat-template.js';
 import { builtinCorpus } from './data-corpus.js';
 import { readInputIds } from './data-input-ids.js';
 import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
@@ -38,6 +40,8 @@ import { readSources, sha256File, type ChatDocument, type DataDocument, type Sou
 import { DEFAULT_HELDOUT_FRACTION, sampleIndices, selectSplit, type SplitName } from './data-split.js';
 import { yieldForSignals } from '../util/yield-for-signals.js';
 import { TokenCache, type FileTokens } from './token-cache.js';
+import { pieceChars, tokenizeInWorkers, tokenizeThreadCap, workersCanLoad, type PieceDocuments } from './tokenize-parallel.js';
+import type { TokenizeFailure } from './tokenize-worker.js';
 
 export { builtinCorpus, BUILTIN_CORPORA, type BuiltinCorpusName } from './data-corpus.js';
 export { DEFAULT_HELDOUT_FRACTION, type SplitName } from './data-split.js';
@@ -247,8 +251,14 @@ async function tokenizeSelection<R extends { ids: ArrayLike<number>; mask?: Uint
   chars: (d: DataDocument) => number,
   cache: TokenCache | undefined,
   options: LoadSequencesOptions,
+  workers: WorkerSetup,
 ): Promise<R[]> {
   const files = selection.sources.filter((s) => s.documents.length > 0).length;
+  const parallel = await tokenizeInThreads(selection, encode, chars, cache, options, workers);
+  if (parallel !== undefined) {
+    options.onProgress?.(`tokenized ${files} file${files === 1 ? '' : 's'}${cache ? `, ${cache.hits} from the token cache` : ''} (${parallel.threads} thread${parallel.threads === 1 ? '' : 's'})`);
+    return parallel.out;
+  }
   if (cache === undefined) {
     const all = selection.sources.flatMap((s) => s.documents);
     const out = await tokenizeInPieces(selection.chosen.map((i) => all[i]!), encode, chars, options.signal);
@@ -258,49 +268,232 @@ async function tokenizeSelection<R extends { ids: ArrayLike<number>; mask?: Uint
   const chosen = new Set(selection.chosen);
   const out: R[] = [];
   let first = 0; // index of the file's first document among all documents
-  let since = 0;
+  const since = { chars: 0 };
   for (const source of selection.sources) {
     const n = source.documents.length;
-    const wanted = (d: number) => chosen.has(first + d);
-    if (n > 0) {
-      const cached = await cache.read(source);
-      if (cached !== undefined) {
-        // Cached ids are Int32Array views where `encode` gives number[]: the packers read both as ArrayLike<number>.
-        for (let d = 0; d < n; d++) if (wanted(d)) out.push(fromCache(cached, d) as R);
-        // Reading is async; still give a signal its turn between files.
-        await yieldForSignals(options.signal);
+    const start = first;
+    if (n > 0) await readOrTokenizeFile(source, (d) => chosen.has(start + d), encode, chars, cache, options, out, since);
+    first += n;
+  }
+  options.onProgress?.(`tokenized ${files} file${files === 1 ? '' : 's'}, ${cache.hits} from the token cache`);
+  return out;
+}
+
+/**
+ * One file with the cache, in this thread: its `wanted` documents' tokens from the cache, or on a
+ * miss from tokenizing every document of it (then stored), appended to `out`.
+ */
+async function readOrTokenizeFile<R extends { ids: ArrayLike<number>; mask?: Uint8Array }>(
+  source: SourceFile,
+  wanted: (d: number) => boolean,
+  encode: (d: DataDocument) => R,
+  chars: (d: DataDocument) => number,
+  cache: TokenCache,
+  options: LoadSequencesOptions,
+  out: R[],
+  since: { chars: number },
+): Promise<void> {
+  const n = source.documents.length;
+  const cached = await cache.read(source);
+  if (cached !== undefined) {
+    // Cached ids are Int32Array views where `encode` gives number[]: the packers read both as ArrayLike<number>.
+    for (let d = 0; d < n; d++) if (wanted(d)) out.push(fromCache(cached, d) as R);
+    // Reading is async; still give a signal its turn between files.
+    await yieldForSignals(options.signal);
+    return;
+  }
+  const tokens: FileTokens = { ids: [] };
+  const masks: Uint8Array[] = [];
+  let complete = true;
+  for (let d = 0; d < n; d++) {
+    const doc = source.documents[d]!;
+    let r: R;
+    try {
+      r = encode(doc);
+    } catch (e) {
+      if (wanted(d)) throw e;
+      complete = false;
+      continue;
+    }
+    if (wanted(d)) out.push(r);
+    if (complete) {
+      tokens.ids.push(r.ids);
+      if (r.mask !== undefined) masks.push(r.mask);
+    }
+    since.chars += chars(doc);
+    if (since.chars >= TOKENIZE_PIECE_CHARS) {
+      since.chars = 0;
+      await yieldForSignals(options.signal);
+    }
+  }
+  if (complete) await cache.write(source, source.kind === 'jsonl-chat' ? { ...tokens, masks } : tokens);
+}
+
+/** What a worker thread needs to tokenize as the main thread does: the tokenizer's folder, and for chat the template source. */
+interface WorkerSetup {
+  modelDir: string;
+  chatTemplate?: string;
+}
+
+/**
+ * tokenizeSelection's work in worker threads, when it pays (tokenize-parallel.ts), else
+ * undefined. The same documents are tokenized as in process (with the cache: every document of
+ * each file it misses; without: the chosen ones), in pieces of contiguous documents of one file,
+ * and the results are taken file by file in order: the same output, the same cache entries. A
+ * document that failed in a worker is tokenized again here, so a load fails with the very error
+ * the in-process path throws, at the same document. A file given twice shares its entry with its
+ * first occurrence: it is read at its turn, after the first was stored, as in process.
+ */
+async function tokenizeInThreads<R extends { ids: ArrayLike<number>; mask?: Uint8Array }>(
+  selection: Selection,
+  encode: (d: DataDocument) => R,
+  chars: (d: DataDocument) => number,
+  cache: TokenCache | undefined,
+  options: LoadSequencesOptions,
+  workers: WorkerSetup,
+): Promise<{ out: R[]; threads: number } | undefined> {
+  const { sources } = selection;
+  const chosen = new Set(selection.chosen);
+  const starts: number[] = []; // index of each file's first document among all documents
+  sources.reduce((at, s) => (starts.push(at), at + s.documents.length), 0);
+  const deferred = new Set<number>(); // files sharing the entry of an earlier file
+  if (cache !== undefined) {
+    const seen = new Set<string>();
+    for (const [f, source] of sources.entries()) {
+      if (source.documents.length === 0) continue;
+      const key = cache.entryKey(source);
+      if (seen.has(key)) deferred.add(f);
+      seen.add(key);
+    }
+  }
+  /** Per file, the documents to tokenize in workers (undefined: none), for the files `missing` says the cache lacks. */
+  const plan = (missing: (f: number) => boolean) => {
+    const todo: Array<number[] | undefined> = [];
+    let total = 0;
+    for (const [f, source] of sources.entries()) {
+      let docs: number[] | undefined;
+      if (source.documents.length > 0 && !deferred.has(f) && (cache === undefined || missing(f))) {
+        docs = [];
+        for (let d = 0; d < source.documents.length; d++) if (cache !== undefined || chosen.has(starts[f]! + d)) docs.push(d);
+        for (const d of docs) total += chars(source.documents[d]!);
+        if (docs.length === 0) docs = undefined;
+      }
+      todo.push(docs);
+    }
+    return { todo, total };
+  };
+  const cut = (todo: Array<number[] | undefined>, size: number) => {
+    const pieces: Array<{ file: number; docs: number[] }> = [];
+    for (const [f, docs] of todo.entries()) {
+      if (docs === undefined) continue;
+      let piece: number[] = [];
+      let at = 0;
+      for (const d of docs) {
+        piece.push(d);
+        at += chars(sources[f]!.documents[d]!);
+        if (at >= size) {
+          pieces.push({ file: f, docs: piece });
+          piece = [];
+          at = 0;
+        }
+      }
+      if (piece.length > 0) pieces.push({ file: f, docs: piece });
+    }
+    return pieces;
+  };
+  const chat = sources.some((s) => s.kind === 'jsonl-chat');
+  const kind = chat ? 'chat' : 'text';
+  // Too little even if the cache holds nothing: no need to look at it.
+  if (tokenizeThreadCap(plan(() => true).total, kind) < 2) return undefined;
+  // Decide from which entries exist (not reading them): the in-process path reads each at its turn.
+  const exists: boolean[] = [];
+  if (cache !== undefined) for (const [f, source] of sources.entries()) exists.push(source.documents.length > 0 && !deferred.has(f) && (await cache.has(source)));
+  const first = plan((f) => !exists[f]);
+  const cap = tokenizeThreadCap(first.total, kind);
+  if (cap < 2 || first.total === 0 || !workersCanLoad(workers.modelDir)) return undefined;
+  const size = pieceChars(first.total, cap);
+  if (Math.min(cap, cut(first.todo, size).length) < 2) return undefined;
+
+  // Workers it is: read the entries that exist (a bad one is a miss, said once), then tokenize the rest.
+  const cached: Array<FileTokens | undefined> = [];
+  for (const [f, source] of sources.entries()) {
+    cached.push(cache !== undefined && exists[f] ? await cache.read(source) : undefined);
+    if (exists[f]) await yieldForSignals(options.signal);
+  }
+  const { todo } = plan((f) => cached[f] === undefined);
+  const pieces = cut(todo, size);
+  const threads = Math.min(cap, pieces.length);
+
+  const out: R[] = [];
+  const since = { chars: 0 };
+  let nextFile = 0; // files before it are in `out`
+  // The file being received: its tokenized documents' results, or their failures, in order.
+  let receiving: Array<{ r: R } | { failed: TokenizeFailure }> = [];
+  /** Puts the files up to (not including) `upTo` into `out`: from the cache, from `receiving`, or (a file given twice) as in process. */
+  const settle = async (upTo: number): Promise<void> => {
+    for (; nextFile < upTo; nextFile++) {
+      const f = nextFile;
+      const source = sources[f]!;
+      const n = source.documents.length;
+      const wanted = (d: number) => chosen.has(starts[f]! + d);
+      const docs = todo[f];
+      const hit = cached[f];
+      if (n === 0) continue;
+      if (deferred.has(f)) {
+        await readOrTokenizeFile(source, wanted, encode, chars, cache!, options, out, since);
+      } else if (docs === undefined) {
+        if (hit !== undefined) for (let d = 0; d < n; d++) if (wanted(d)) out.push(fromCache(hit, d) as R);
       } else {
         const tokens: FileTokens = { ids: [] };
         const masks: Uint8Array[] = [];
         let complete = true;
-        for (let d = 0; d < n; d++) {
-          const doc = source.documents[d]!;
-          let r: R;
-          try {
-            r = encode(doc);
-          } catch (e) {
-            if (wanted(d)) throw e;
+        docs.forEach((d, k) => {
+          const got = receiving[k]!;
+          if ('failed' in got) {
+            if (wanted(d)) throw sameError(encode, source.documents[d]!, got.failed);
             complete = false;
-            continue;
+            return;
           }
+          const r = got.r;
           if (wanted(d)) out.push(r);
           if (complete) {
             tokens.ids.push(r.ids);
             if (r.mask !== undefined) masks.push(r.mask);
           }
-          since += chars(doc);
-          if (since >= TOKENIZE_PIECE_CHARS) {
-            since = 0;
-            await yieldForSignals(options.signal);
-          }
-        }
-        if (complete) await cache.write(source, source.kind === 'jsonl-chat' ? { ...tokens, masks } : tokens);
+        });
+        receiving = [];
+        if (cache !== undefined && complete) await cache.write(source, source.kind === 'jsonl-chat' ? { ...tokens, masks } : tokens);
       }
     }
-    first += n;
+  };
+  const documents = pieces.map(({ file, docs }): PieceDocuments => {
+    const all = sources[file]!.documents;
+    return chat ? { chats: docs.map((d) => (all[d] as ChatDocument).messages as ChatMessage[]) } : { texts: docs.map((d) => (all[d] as TextDocument).text) };
+  });
+  if (pieces.length > 0) {
+    await tokenizeInWorkers(documents, { modelDir: workers.modelDir, ...(workers.chatTemplate !== undefined ? { chatTemplate: workers.chatTemplate } : {}), threads, ...(options.signal ? { signal: options.signal } : {}) }, async (i, reply) => {
+      const { file } = pieces[i]!;
+      await settle(file); // the files before this piece's are complete
+      const failures = new Map(reply.failed.map((x) => [x.index, x]));
+      reply.ids.forEach((ids, k) => {
+        const failed = failures.get(k);
+        receiving.push(failed !== undefined ? { failed } : { r: (reply.masks ? { ids, mask: reply.masks[k]! } : { ids }) as unknown as R });
+      });
+      documents[i] = { texts: [] }; // let the piece's text go
+    });
   }
-  options.onProgress?.(`tokenized ${files} file${files === 1 ? '' : 's'}, ${cache.hits} from the token cache`);
-  return out;
+  await settle(sources.length);
+  return { out, threads: Math.max(1, threads) };
+}
+
+/** The error the in-process path throws for `doc`: tokenizing it again here throws it; else one like the worker's. */
+function sameError<R>(encode: (d: DataDocument) => R, doc: DataDocument, failed: TokenizeFailure): unknown {
+  try {
+    encode(doc);
+  } catch (e) {
+    return e;
+  }
+  return new Error(`${doc.origin}: tokenizing in a worker thread failed (${failed.name}${failed.code ? ` ${failed.code}` : ''}: ${failed.message})`);
 }
 
 /** Document `d` of a cached file, in the shape `encode` gives it. */
@@ -340,7 +533,7 @@ async function chatSet(selection: Selection, tokenizer: ApexTokenizer, options: 
       if (e instanceof InputError) throw new InputError(`${d.origin}: ${e.message}`, e.code, { cause: e });
       throw e;
     }
-  }, chars, cache, options);
+  }, chars, cache, options, { modelDir: tokenizer.source, chatTemplate: renderer.template });
   const examples = tokenized.map((t) => ({ ids: t.ids, assistantMask: t.mask }));
   const built = chatSequences(examples, options.seqLen, padId);
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
@@ -389,7 +582,7 @@ async function packedSet(selection: Selection, tokenizer: ApexTokenizer, options
   const eosId = options.eosId ?? tokenizer.eosId;
   const cache = await TokenCache.open({ tokenizer, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
   const text = (d: DataDocument) => (d as TextDocument).text;
-  const tokenized = (await tokenizeSelection(selection, (d) => ({ ids: tokenizer.encode(text(d), { addSpecialTokens: false }) }), (d) => text(d).length, cache, options)).map((t) => t.ids);
+  const tokenized = (await tokenizeSelection(selection, (d) => ({ ids: tokenizer.encode(text(d), { addSpecialTokens: false }) }), (d) => text(d).length, cache, options, { modelDir: tokenizer.source })).map((t) => t.ids);
   const packed = packDocuments(tokenized, options.seqLen, bosId, eosId);
   const streamTokens = tokenized.reduce((s, t) => s + t.length, 0);
   requireSequences(packed.length, describeSplit(record), `${streamTokens} tokens is less than one sequence of ${options.seqLen}; lower ${options.seqLenName ?? '--seq-len'} or add data`);

@@ -19,7 +19,7 @@
  * that cannot be written never fails the command (one warning, then it goes on without).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,7 +69,7 @@ function apexCodeDigest(): Promise<string> {
     const self = fileURLToPath(import.meta.url);
     const ext = extname(self);
     const here = dirname(self);
-    const modules = ['token-cache', 'data', 'data-sources', '../model/chat-template', '../model/tokenizer'];
+    const modules = ['token-cache', 'data', 'data-sources', 'tokenize-parallel', 'tokenize-worker', '../model/chat-template', '../model/tokenizer'];
     const hash = createHash('sha256');
     for (const m of modules) {
       hash.update(m).update('\0').update(await readFile(join(here, `${m}${ext}`))).update('\0');
@@ -185,6 +185,21 @@ export class TokenCache {
 
   private path(key: string): string {
     return join(this.dir, `${sha256(key)}.safetensors`);
+  }
+
+  /** The key of the file's entry: files with the same key (the same file given twice) share one entry. */
+  entryKey(source: SourceFile): string {
+    return this.key(source);
+  }
+
+  /** Whether the file has an entry (which may still turn out unusable when read): a cheap look before deciding how to tokenize. */
+  async has(source: SourceFile): Promise<boolean> {
+    try {
+      await access(this.path(this.key(source)));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** The file's tokens from the cache, or undefined on a miss. A bad entry is a miss (said once). */
