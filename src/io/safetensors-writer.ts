@@ -68,6 +68,13 @@ export interface WriteOptions {
    * with `code: 'ENOSPC'` behaves like a full disk).
    */
   beforeWrite?: (path: string, position: number, length: number) => void;
+  /**
+   * `false` for files whose readers verify their content (a cache's entries, checksummed): no
+   * fsync of the file or of its folder, and (writeSafetensors) no look for temporaries that
+   * killed writers of this file left, a scan of the folder. These made many small writes into one
+   * large folder slow; after a crash such a file may be missing or damaged, never silently wrong.
+   */
+  durable?: boolean;
 }
 
 const lentBuffers = new WeakSet<ArrayBufferLike>();
@@ -151,12 +158,13 @@ export function planSafetensorsLayout(tensors: readonly TensorDescriptor[], meta
  * `path`, then the folder fsync'd. On any failure the temp file is removed.
  */
 export async function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>, options: WriteOptions = {}): Promise<void> {
-  await removeStaleFileTemporaries(path); // what killed writers of this file left
+  const durable = options.durable !== false;
+  if (durable) await removeStaleFileTemporaries(path); // what killed writers of this file left
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await writeSafetensorsFile(tmp, tensors, metadata, options);
     await rename(tmp, path).catch((e: unknown) => { throw ioError(path, 'rename', e); });
-    await fsyncDir(dirname(path));
+    if (durable) await fsyncDir(dirname(path));
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => {});
     throw e;
@@ -176,7 +184,7 @@ export async function writeSafetensorsFile(path: string, tensors: readonly Tenso
   } catch (e) {
     throw ioError(path, 'create', e);
   }
-  const out = new BufferedFileWriter(handle, path, options);
+  const out = new BufferedFileWriter(handle, path, options, layout.fileBytes);
   try {
     await out.write(layout.headerBytes);
     const written: WrittenTensor[] = [];
@@ -196,7 +204,7 @@ export async function writeSafetensorsFile(path: string, tensors: readonly Tenso
       written.push(hash ? { ...p, sha256: hash.digest('hex') } : p);
     }
     await out.flush();
-    await handle.sync().catch((e: unknown) => { throw ioError(path, 'fsync', e); });
+    if (options.durable !== false) await handle.sync().catch((e: unknown) => { throw ioError(path, 'fsync', e); });
     return written;
   } finally {
     await out.settle();
@@ -223,13 +231,17 @@ async function* tensorChunks(data: TensorData): AsyncIterable<Uint8Array> {
  * last. Small tensors coalesce. Large chunks of lent buffers (lendToWriter) skip the copy.
  */
 class BufferedFileWriter {
-  private readonly buffers = [Buffer.allocUnsafe(WRITE_BUFFER_BYTES), Buffer.allocUnsafe(WRITE_BUFFER_BYTES)];
+  private readonly buffers: [Buffer, Buffer];
   private current = 0;
   private fill = 0;
   private position = 0;
   private inflight: Promise<void> | undefined;
 
-  constructor(private readonly handle: FileHandle, private readonly path: string, private readonly options: WriteOptions) {}
+  /** `fileBytes`: the whole file, so a small file does not allocate two 8 MiB buffers (a cache writes thousands). */
+  constructor(private readonly handle: FileHandle, private readonly path: string, private readonly options: WriteOptions, fileBytes = WRITE_BUFFER_BYTES) {
+    const size = Math.max(1, Math.min(WRITE_BUFFER_BYTES, fileBytes));
+    this.buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+  }
 
   async write(chunk: Uint8Array): Promise<void> {
     if (chunk.byteLength >= WRITE_BUFFER_BYTES / 2 && lentBuffers.has(chunk.buffer)) {

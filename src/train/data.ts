@@ -498,7 +498,9 @@ function sameError<R>(encode: (d: DataDocument) => R, doc: DataDocument, failed:
 
 /** Document `d` of a cached file, in the shape `encode` gives it. */
 function fromCache(cached: FileTokens, d: number): { ids: ArrayLike<number>; mask?: Uint8Array } {
-  return cached.masks ? { ids: cached.ids[d]!, mask: cached.masks[d]! } : { ids: cached.ids[d]! };
+  // Copies, not views: a view would keep the whole entry's buffer alive for a few documents (a held-out split).
+  const ids = Int32Array.from(cached.ids[d]!);
+  return cached.masks ? { ids, mask: cached.masks[d]!.slice() } : { ids };
 }
 
 /** The data's files for messages: the paths (or built-in corpus), few by name. */

@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadTokenizer, type ApexTokenizer } from '../../src/model/tokenizer.js';
 import { loadSequences, type LoadSequencesOptions, type SequenceSet } from '../../src/train/data.js';
 import { tokenCacheDir } from '../../src/train/token-cache.js';
+import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import { sequenceSetDigest } from '../../src/train/trainer.js';
 
 const FIXTURE = 'fixtures/llama-mha-f32';
@@ -191,9 +192,23 @@ describe('token cache', () => {
     const edited = stored.replace('\\"format\\":\\"apex-token-cache/1\\"', '\\"format\\":\\"apex-token-cache/X\\"'); // the key as JSON inside the header's JSON
     expect(edited).not.toBe(stored);
     await writeFile(path, edited, 'latin1');
-      const mismatched = await load(tokenizer, { data });
+    const mismatched = await load(tokenizer, { data });
     expect(mismatched.warnings.some((w) => /key does not match/.test(w))).toBe(true);
     expectSame({ ...mismatched, warnings: plain.warnings }, plain);
+    // Entries are written without fsync: bytes a crash damaged under an intact header fail their
+    // checksum (a miss), they are never read as tokens. Here the last token id's top byte changes.
+    await load(tokenizer, { data });
+    const whole = await readFile(path);
+    const header = Number(whole.readBigUInt64LE(0));
+    const f = await SafetensorsFile.open(path);
+    const ids = f.tensors.find((t) => t.name === 'ids')!;
+    await f.close();
+    const at = 8 + header + ids.end - 1;
+    whole[at] = whole[at]! ^ 0x40;
+    await writeFile(path, whole);
+    const flipped = await load(tokenizer, { data });
+    expect(flipped.warnings.some((w) => /do not match their checksum/.test(w))).toBe(true);
+    expectSame({ ...flipped, warnings: plain.warnings }, plain);
   });
 
   it('an unusable cache folder gives a warning and the load still succeeds', async () => {
