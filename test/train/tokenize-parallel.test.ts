@@ -234,4 +234,21 @@ describe('the built CLI', () => {
     expect(parallel.stderr).toContain('(2 threads)');
     expect(parallel.json!.data).toMatchObject({ perplexity: serial.json!.data.perplexity, data: serial.json!.data.data });
   });
+
+  it('apex eval with the token cache on (the default outside tests): the second run reads every file from the cache and measures the same', async () => {
+    await ensureBuilt(['eval']);
+    const home = workspace('token-cache-cli');
+    const env = { APEX_TOKEN_CACHE: '1', APEX_CACHE_DIR: join(home, 'apex-cache'), APEX_TOKENIZE_THREADS: '1' };
+    const args = ['eval', 'fixtures/llama-mha-f32', '--corpus', 'in-domain', '--seq-len', '64', '--samples', '8', '--backend', 'wasm', '--json'];
+    const cold = await apex(args, { home, env });
+    const warm = await apex(args, { home, env });
+    expect([cold.status, warm.status], warm.stderr).toEqual([0, 0]);
+    const files = /tokenized (\d+) files, (\d+) from the token cache/;
+    const [, coldFiles, coldHits] = files.exec(cold.stderr) ?? [];
+    const [, warmFiles, warmHits] = files.exec(warm.stderr) ?? [];
+    expect([Number(coldHits), Number(warmHits)]).toEqual([0, Number(coldFiles)]);
+    expect(Number(warmFiles)).toBeGreaterThan(0);
+    expect(warm.json!.data).toMatchObject({ perplexity: cold.json!.data.perplexity, data: cold.json!.data.data });
+    expect((await readdir(join(home, 'apex-cache', 'tokens'))).filter((f) => f.endsWith('.safetensors'))).toHaveLength(Number(coldFiles));
+  });
 });
