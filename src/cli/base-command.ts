@@ -35,8 +35,6 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     this.progress = createProgress({ quiet });
     let count = 0;
     this.signalHandler = (sig) => {
-      // The --json envelope is the final answer: a signal after it changes nothing.
-      if (this.answered) return;
       count += 1;
       if (count > 1) {
         // A second signal: leave now. A checkpoint or output being written is abandoned (they are
@@ -93,11 +91,7 @@ export abstract class ApexCommand<T extends object = object> extends Command {
 
   override logJson(json: unknown): void {
     process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
-    this.answered = true;
   }
-
-  /** Set once the --json envelope is written. */
-  private answered = false;
 
   override async catch(err: unknown): Promise<void> {
     this.progress?.stop();

@@ -499,7 +499,7 @@ function sameError<R>(encode: (d: DataDocument) => R, doc: DataDocument, failed:
 /** Document `d` of a cached file, in the shape `encode` gives it. */
 function fromCache(cached: FileTokens, d: number): { ids: ArrayLike<number>; mask?: Uint8Array } {
   // Copies, not views: a view would keep the whole entry's buffer alive for a few documents (a held-out split).
-  const ids = Int32Array.from(cached.ids[d]!);
+  const ids = new Int32Array(cached.ids[d]!);
   return cached.masks ? { ids, mask: cached.masks[d]!.slice() } : { ids };
 }
 
