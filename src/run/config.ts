@@ -18,7 +18,7 @@ import {
   emptyCheckResult,
   expectation,
   formatProblem,
-  joinPath,
+  keysOf,
   nodeAtPath,
   schemaLeaves,
   type CheckResult,
@@ -95,11 +95,16 @@ interface OddKey {
   readonly got: string;
 }
 
+/** A map key for key segments; JSON keeps `['a.b']` and `['a', 'b']` apart. */
+function keyId(keys: readonly string[]): string {
+  return JSON.stringify(keys);
+}
+
 /**
- * Line of every key in the document, by dotted path; keys that are not names (`~:`, `[a, b]:`,
- * `{a: 1}:`) go to `odd` with where they were written.
+ * Line of every key in the document, by its segments as written (`keyId`); keys that are not
+ * names (`~:`, `[a, b]:`, `{a: 1}:`) go to `odd` with where they were written.
  */
-function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out: Map<string, number>, odd: OddKey[]): void {
+function keyLines(node: YamlNode | null, keys: readonly string[], lines: LineCounter, out: Map<string, number>, odd: OddKey[]): void {
   if (!isMap(node)) return;
   for (const pair of node.items) {
     const keyNode = pair.key as YamlNode | null;
@@ -108,12 +113,11 @@ function keyLines(node: YamlNode | null, prefix: string, lines: LineCounter, out
     const name = isScalar(keyNode) && (typeof keyNode.value === 'string' || typeof keyNode.value === 'number') ? String(keyNode.value) : '';
     if (name === '') {
       const got = keyNode === null || (isScalar(keyNode) && (keyNode.value === null || keyNode.value === '')) ? 'an empty key' : isMap(keyNode) ? 'a mapping' : isScalar(keyNode) ? String(keyNode.value) : 'a list';
-      odd.push({ path: prefix, line, got });
+      odd.push({ path: keys.join('.'), line, got });
       continue;
     }
-    const keyPath = joinPath(prefix, name);
-    out.set(keyPath, line);
-    keyLines(value, keyPath, lines, out, odd);
+    out.set(keyId([...keys, name]), line);
+    keyLines(value, [...keys, name], lines, out, odd);
   }
 }
 
@@ -158,7 +162,7 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
   }
   const lines = new Map<string, number>();
   const odd: OddKey[] = [];
-  keyLines(doc.contents as YamlNode | null, '', lineCounter, lines, odd);
+  keyLines(doc.contents as YamlNode | null, [], lineCounter, lines, odd);
   if (odd.length > 0) {
     for (const k of odd) problems.push({ path: k.path, where: `${file}:${k.line}`, message: `a key must be a name, got ${k.got}` });
     for (const leaf of LEAVES) check.failed.add(leaf.path);
@@ -172,16 +176,21 @@ async function fileLayer(file: string, cwd: string, problems: ConfigProblem[]): 
     for (const leaf of LEAVES) check.failed.add(leaf.path);
     return layer;
   }
-  const locate: Locator = (keyPath) => {
-    // The key itself, else the closest enclosing key that was written (a list item's list).
-    for (let p = keyPath, parent = ''; p !== ''; p = parent) {
-      const line = lines.get(p);
-      if (line !== undefined) return `${file}:${line}`;
-      parent = p.replace(/(\[\d+\]|\.?[^.[]+)$/, '');
-      if (parent === p) break;
-    }
-    return file;
+  const written = (keys: readonly string[]): string | undefined => {
+    const line = lines.get(keyId(keys));
+    return line === undefined ? undefined : `${file}:${line}`;
   };
+  // The key itself, else the closest enclosing key that was written (a key reached through an alias).
+  const locate: Locator = Object.assign(
+    (keys: readonly string[]): string => {
+      for (let n = keys.length; n > 0; n--) {
+        const at = written(keys.slice(0, n));
+        if (at !== undefined) return at;
+      }
+      return file;
+    },
+    { written },
+  );
   checkValue(CONFIG_SCHEMA, CONFIG_SCHEMA, value, '', check, locate);
   problems.push(...check.problems);
   return { ...layer, locate };
@@ -235,7 +244,7 @@ function overridesLayer(overrides: readonly string[], cwd: string, problems: Con
     }
     for (const leaf of single.failed) check.failed.add(leaf);
   }
-  return { source: 'override', baseDir: cwd, check, locate: (p) => origin.get(p) ?? origin.get(p.replace(/\[\d+\]$/, '')) };
+  return { source: 'override', baseDir: cwd, check, locate: (keys) => origin.get(keys.join('.')) };
 }
 
 /**
@@ -344,7 +353,7 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
     }
     const leaf = resolveLeaf(node, layer.check.leaves.get(key), layer.baseDir, options.cwd);
     if ('problem' in leaf) {
-      problems.push({ path: key, message: leaf.problem, where: layer.locate(key) });
+      problems.push({ path: key, message: leaf.problem, where: layer.locate(keysOf(key)) });
       failed.add(key);
     }
     setAt(config, key, 'value' in leaf ? leaf.value : layer.check.leaves.get(key));
@@ -357,7 +366,7 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
     ...applyRunRules(resolved, {
       explicit: (key) => sources[key] === 'file' || sources[key] === 'override',
       failed: (key) => failed.has(key),
-      locate: (key) => locators.get(key)?.(key),
+      locate: (key) => locators.get(key)?.(keysOf(key)),
     }),
   );
   if (problems.length > 0) throw new ConfigValidationError(problems);

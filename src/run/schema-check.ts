@@ -34,8 +34,21 @@ export function emptyCheckResult(): CheckResult {
   return { leaves: new Map(), failed: new Set(), problems: [], cleared: new Set() };
 }
 
-/** Names where a key path was written (file line or override), for messages. */
-export type Locator = (path: string) => string | undefined;
+/**
+ * Names where a key was written (file line or override), for messages. A key is given by its
+ * segments as written: a file's top-level `optimizer.lr:` is the one key `['optimizer.lr']`,
+ * not `['optimizer', 'lr']`, so the dotted and the nested spelling are told apart.
+ */
+export interface Locator {
+  (keys: readonly string[]): string | undefined;
+  /** Where exactly these keys were written, without falling back to an enclosing key. */
+  readonly written?: (keys: readonly string[]) => string | undefined;
+}
+
+/** Segments of a schema path; schema names hold no dots, so the split is exact. */
+export function keysOf(path: string): string[] {
+  return path === '' ? [] : path.split('.');
+}
 
 export function joinPath(parent: string, key: string): string {
   return parent === '' ? key : `${parent}.${key}`;
@@ -55,12 +68,22 @@ function schemaNodes(node: SchemaNode, prefix = ''): { path: string; node: Schem
 }
 
 /** "unknown key" with the likeliest intended key: a sibling within typo distance, else the same name elsewhere. */
-function unknownKeyProblem(root: ObjectNode, parent: ObjectNode, parentPath: string, key: string, where: string | undefined): ConfigProblem {
+function unknownKeyProblem(
+  root: ObjectNode,
+  parent: ObjectNode,
+  parentPath: string,
+  key: string,
+  where: string | undefined,
+  written?: (keys: readonly string[]) => string | undefined,
+): ConfigProblem {
   const siblings = Object.keys(parent.properties);
   const near = didYouMean(key, siblings);
   let hint: string;
   if (key.includes('.') && 'node' in nodeAtPath(root, joinPath(parentPath, key), where)) {
-    hint = ' (dotted keys are for command-line overrides; in a file, nest the sections)';
+    // The same key also written nested is a duplicate; name both lines so neither is missed.
+    const nestedAt = written?.([...keysOf(parentPath), ...key.split('.')]);
+    const twin = nestedAt !== undefined ? `; ${joinPath(parentPath, key)} is also written nested at ${nestedAt}, so drop this one` : '';
+    hint = ` (dotted keys are for command-line overrides; in a file, nest the sections${twin})`;
   } else if (near !== undefined) {
     hint = ` (did you mean '${joinPath(parentPath, near)}'?)`;
   } else {
@@ -239,7 +262,8 @@ function checkLeaf(node: LeafNode, value: unknown, path: string, problems: (path
  */
 export function checkValue(root: ObjectNode, node: SchemaNode, value: unknown, path: string, out: CheckResult, locate: Locator): void {
   const report = (at: string, message: string): void => {
-    out.problems.push({ path: at, message, where: locate(at) });
+    // An item's problem (`data.train[1]`) is located at its list's key: items have no key line.
+    out.problems.push({ path: at, message, where: locate(keysOf(path)) });
   };
   if (node.kind !== 'object') {
     const result = checkLeaf(node, value, path, report);
@@ -270,7 +294,7 @@ export function checkValue(root: ObjectNode, node: SchemaNode, value: unknown, p
   for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
     const childNode = Object.hasOwn(node.properties, key) ? node.properties[key] : undefined;
     if (childNode === undefined) {
-      out.problems.push(unknownKeyProblem(root, node, path, key, locate(joinPath(path, key))));
+      out.problems.push(unknownKeyProblem(root, node, path, key, locate([...keysOf(path), key]), locate.written));
     } else {
       checkValue(root, childNode, child, joinPath(path, key), out, locate);
     }

@@ -249,6 +249,18 @@ describe('config errors: odd keys', () => {
     ]);
   });
 
+  it('puts a dotted key and its nested twin each at its own line, naming both', async () => {
+    // Lines: 4 the dotted key, 5 its section, 6 the nested key.
+    expect(await fileProblems(`${MINIMAL}optimizer.lr: 1e-4\noptimizer:\n  lr: 3e-4\n`)).toEqual([
+      'run.yaml:4: optimizer.lr: unknown key (dotted keys are for command-line overrides; in a file, nest the sections; optimizer.lr is also written nested at run.yaml:6, so drop this one)',
+    ]);
+    // The other order: the nested key's own problem stays at its line (5), the dotted key at 7.
+    expect(await fileProblems(`${MINIMAL}optimizer:\n  lr: 0\nseed: 1\noptimizer.lr: 1e-4\n`)).toEqual([
+      'run.yaml:5: optimizer.lr: must be a number > 0, got 0',
+      'run.yaml:7: optimizer.lr: unknown key (dotted keys are for command-line overrides; in a file, nest the sections; optimizer.lr is also written nested at run.yaml:5, so drop this one)',
+    ]);
+  });
+
   it('reports keys that look like paths or prototype names as plain unknown keys', async () => {
     const lines = await fileProblems(`${MINIMAL}"a.": 1\n"x[": 2\nconstructor: 3\n`);
     expect(lines.map((l) => l.split(': unknown key')[0])).toEqual(['run.yaml:4: a.', 'run.yaml:5: x[', 'run.yaml:6: constructor']);
