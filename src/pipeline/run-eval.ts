@@ -16,6 +16,11 @@ export interface HeldOutEval {
   /** Prediction targets counted. */
   readonly tokens: number;
   readonly sequences: number;
+  /**
+   * Sequences per batch it ran with: eval.batch_size at the time, which may change between a
+   * run's invocations. Absent in records of apex versions before it was recorded.
+   */
+  readonly batchSize?: number;
 }
 
 export interface EvalCheckpointOptions {
@@ -39,7 +44,7 @@ export async function evaluateCheckpoint(dir: string, data: SequenceSet, options
     if (!Number.isFinite(result.meanNll)) {
       throw new VerificationError(`${dir}: the held-out mean NLL is ${result.meanNll}: a weight holds NaN/Inf or the forward pass overflows (a diverged stage?)`, 'NON_FINITE_LOSS');
     }
-    return { meanNll: result.meanNll, perplexity: result.perplexity, tokens: result.tokens, sequences: data.sequences.length };
+    return { meanNll: result.meanNll, perplexity: result.perplexity, tokens: result.tokens, sequences: data.sequences.length, batchSize: options.batchSize };
   } finally {
     await checkpoint.close();
   }

@@ -1,8 +1,10 @@
 /**
  * The state of an `apex run` folder between invocations: `<run>/run.json` records the resolved
  * config, its hash and every piece of work already completed (evaluations, the analysis, each
- * stage, the baseline) with its result. A rerun with the same config skips what is complete;
- * one with a different config is refused unless `--force` starts over. A piece counts as done
+ * stage, the baseline) with its result. A rerun with the same config skips what is complete
+ * (the same config as the hash sees it: results-neutral keys such as eval.batch_size may change,
+ * and run.json then records the new values); one with a different config is refused unless
+ * `--force` starts over. A piece counts as done
  * only when its record is present AND its final files still exist on disk.
  */
 import { randomBytes } from 'node:crypto';
@@ -12,7 +14,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
 import { fsyncDir } from '../io/safetensors-writer.js';
 import { ioError } from '../io/io-error.js';
-import { canonicalJson, configHash } from '../run/config-format.js';
+import { canonicalJson, configHash, RESULTS_NEUTRAL_KEYS } from '../run/config-format.js';
 import type { ResolvedConfig } from '../run/config-schema.js';
 
 export const RUN_STATE_FORMAT = 'apex.run-state/1';
@@ -37,6 +39,15 @@ export interface RunStateFile {
 
 /** How a run folder was found when the run started. */
 export type RunStart = 'new' | 'resumed' | 'restarted';
+
+/** A results-neutral key (RESULTS_NEUTRAL_KEYS) whose value differs from the one in run.json. */
+export interface NeutralChange {
+  readonly key: string;
+  readonly then: unknown;
+  readonly now: unknown;
+  /** Why the change does not change the run's results. */
+  readonly why: string;
+}
 
 /** Writes JSON so that a reader sees the old or the new file, never half of one. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
@@ -76,6 +87,8 @@ export class RunState {
     readonly dir: string,
     private file: RunStateFile,
     readonly start: RunStart,
+    /** Resumed under other values of results-neutral keys than run.json held (now recorded there). */
+    readonly neutralChanges: readonly NeutralChange[] = [],
   ) {}
 
   /** The apex version that began the run. */
@@ -102,8 +115,17 @@ export class RunState {
     const hash = configHash(config);
     const existing = await readExisting(out);
     let start: RunStart = 'new';
-    if (existing.kind === 'run' && existing.state.configHash === hash && !options.force) {
-      return new RunState(out, existing.state, 'resumed');
+    if (existing.kind === 'run' && recordedHash(existing.state) === hash && !options.force) {
+      const recorded = existing.state;
+      const changes = neutralChanges(recorded.config, config);
+      const state = new RunState(out, recorded, 'resumed', changes);
+      // run.json holds the values the run goes on with (the hash too: a record of an apex that
+      // hashed every key gets the hash the run is known by now).
+      if (recorded.configHash !== hash || canonicalJson(recorded.config) !== canonicalJson(config)) {
+        state.file = { ...recorded, configHash: hash, config };
+        await state.save();
+      }
+      return state;
     }
     if (existing.kind !== 'absent') {
       if (!options.force) throw refusal(out, existing, config);
@@ -147,6 +169,22 @@ export class RunState {
   }
 }
 
+/**
+ * The hash of the config run.json records, computed again: a record written by an apex whose
+ * hash also covered the results-neutral keys still matches the same config.
+ */
+function recordedHash(recorded: RunStateFile): string {
+  const config: unknown = recorded.config;
+  return config !== null && typeof config === 'object' && !Array.isArray(config) ? configHash(recorded.config) : recorded.configHash;
+}
+
+function neutralChanges(recorded: ResolvedConfig, config: ResolvedConfig): NeutralChange[] {
+  const at = (c: unknown, key: string): unknown => key.split('.').reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), c);
+  return Object.entries(RESULTS_NEUTRAL_KEYS)
+    .map(([key, why]) => ({ key, then: at(recorded, key) ?? null, now: at(config, key) ?? null, why }))
+    .filter((c) => canonicalJson(c.then) !== canonicalJson(c.now));
+}
+
 type Existing =
   | { kind: 'absent' }
   | { kind: 'run'; state: RunStateFile }
@@ -183,10 +221,11 @@ function refusal(out: string, existing: Exclude<Existing, { kind: 'absent' }>, c
       'OUTPUT_EXISTS',
     );
   }
-  const changed = changedKeys(existing.state.config, config).filter((k) => k !== 'output');
+  // Only what makes it another run; a results-neutral key changed alongside is not the reason.
+  const changed = changedKeys(existing.state.config, config).filter((k) => k !== 'output' && !Object.hasOwn(RESULTS_NEUTRAL_KEYS, k));
   const list = changed.length > 0 ? `: ${changed.slice(0, 8).join(', ')}${changed.length > 8 ? `, and ${changed.length - 8} more` : ''}` : '';
   return new UsageError(
-    `run folder ${out} holds a run of a different config (config hash ${existing.state.configHash.slice(0, 16)}, now ${configHash(config).slice(0, 16)}; changed${list}). ` +
+    `run folder ${out} holds a run of a different config (config hash ${recordedHash(existing.state).slice(0, 16)}, now ${configHash(config).slice(0, 16)}; changed${list}). ` +
       'Rerun with the same config to resume it, choose another folder with -o, or pass --force to discard it and start over.',
     'RUN_CONFIG_CHANGED',
   );

@@ -187,6 +187,9 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion() });
     log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
 
+    for (const c of state.neutralChanges) {
+      onWarning(`${c.key} is ${JSON.stringify(c.now)} now, ${JSON.stringify(c.then)} when ${run} last ran: ${c.why}; the run continues with the new value, which run.json now records`);
+    }
     log(`backend: ${backend.name} (${backend.detail})`);
     if (state.start === 'resumed' && state.apexVersion !== apexVersion()) {
       onWarning(`${run} was begun by apex ${state.apexVersion}; apex ${apexVersion()} continues it, so its steps so far and from here on come from two versions (summary.json: apexVersion and begunByApexVersion)`);

@@ -11,13 +11,43 @@ import { canonicalJson } from '../util/canonical-json.js';
 export { canonicalJson };
 
 /**
+ * Keys that change how fast a run goes, how much memory it takes or which checkpoints it keeps,
+ * but not what it trains or measures, each with why; they are not part of the config hash, so a
+ * run folder continues under a new value (the run notes the change). Not among them: `backend`
+ * (other kernels round differently), `max_memory` (it also sizes the chunks of the analysis, whose
+ * `avg` scores sum in chunk order) and `eval.every` (it decides which evaluations are recorded).
+ */
+export const RESULTS_NEUTRAL_KEYS: Readonly<Record<string, string>> = {
+  // The training-time evaluations use min(eval.batch_size, optimizer.batch_size) and do not touch
+  // the training state; the stage trainer does not compare it on --resume either (stage.ts).
+  'eval.batch_size': 'it changes the speed and memory of the held-out evaluations, not their perplexity (up to float summation order); each evaluation records the batch it ran with (batchSize in run.json and summary.json)',
+  // A resumed stage continues exactly as an uninterrupted one (test/train/trainer-resume.test.ts).
+  'checkpoint.every': 'it changes where an interrupted stage can resume from, not what is trained (a resumed stage continues exactly)',
+  'checkpoint.keep': 'it changes how many training checkpoints stay on disk, not what is trained',
+};
+
+/** The config without `output` and the results-neutral keys: what makes two runs the same run. */
+function identity(config: ResolvedConfig): Record<string, unknown> {
+  const { output: _where, ...what } = config as unknown as Record<string, unknown>;
+  for (const key of Object.keys(RESULTS_NEUTRAL_KEYS)) {
+    const [section, leaf] = key.split('.') as [string, string];
+    const value = what[section];
+    // A record written by another apex version may lack a section; then there is nothing to leave out.
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const { [leaf]: _neutral, ...rest } = value as Record<string, unknown>;
+      what[section] = rest;
+    }
+  }
+  return what;
+}
+
+/**
  * sha256 (hex) of the canonical JSON of everything that determines what a run computes. The
  * output folder is left out: it is where the run lives, not what it is, so a moved run folder
- * still resumes.
+ * still resumes; so are RESULTS_NEUTRAL_KEYS.
  */
 export function configHash(config: ResolvedConfig): string {
-  const { output: _where, ...what } = config;
-  return createHash('sha256').update(canonicalJson(what)).digest('hex');
+  return createHash('sha256').update(canonicalJson(identity(config))).digest('hex');
 }
 
 /** The key-value pair at a path of nested mappings, if every section on the way is a mapping. */

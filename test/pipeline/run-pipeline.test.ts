@@ -192,6 +192,20 @@ describe('apex run (library, micro config)', () => {
     expect(summary.perplexity).toEqual(first.perplexity);
   });
 
+  it('a rerun with another eval.batch_size (results-neutral) reuses every step, notes the change and records each evaluation\'s batch', async () => {
+    const stagesBefore = fingerprint(path.join(out, 'stages'));
+    const { summary, lines } = await run(cfg.file, { overrides: ['eval.batch_size=2'] });
+    expect(summary.invocation.start).toBe('resumed');
+    expect(summary.invocation.skipped).toHaveLength(10);
+    expect(fingerprint(path.join(out, 'stages'))).toEqual(stagesBefore);
+    expect(summary.perplexity).toEqual(first.perplexity);
+    expect(summary.configHash).toBe(first.configHash);
+    expect(lines.filter((l) => l.startsWith(`warning: eval.batch_size is 2 now, 6 when ${out} last ran`))).toHaveLength(1);
+    // The evaluations it reused ran with the config file's batch of 6, and say so.
+    expect([summary.before.batchSize, ...summary.stages.map((s) => s.eval.batchSize)]).toEqual([6, 6, 6]);
+    expect(summary.config.eval.batch_size).toBe(2);
+  });
+
   it('a rerun re-fuses a stage model that is no longer complete (a truncated shard) and ends with the same bytes', async () => {
     const model = path.join(out, 'stages/2/model');
     const shard = readdirSync(model).find((f) => f.endsWith('.safetensors'))!;

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { changedKeys, RUN_STATE_FILE, RunState } from '../../src/pipeline/run-state.js';
-import { configHash } from '../../src/run/config-format.js';
+import { createHash } from 'node:crypto';
+import { canonicalJson, configHash } from '../../src/run/config-format.js';
 import { resolveConfig } from '../../src/run/config.js';
 
 const MODEL = path.resolve('fixtures/llama-mha-f32');
@@ -62,6 +63,45 @@ describe('run state (run.json)', () => {
     expect((err as Error).message).toContain('optimizer.lr, stages.count');
     expect((err as Error).message).toContain('--force');
     expect(readFileSync(path.join(dir, RUN_STATE_FILE), 'utf8')).toBe(before);
+  });
+
+  it('resumes under other results-neutral values (eval.batch_size, checkpoint.*), naming each change and recording the new values', async () => {
+    const dir = runFolder();
+    const first = await open(dir, await config());
+    await first.complete('eval/before', 1, { perplexity: 7 });
+    const now = await config(['eval.batch_size=2', 'checkpoint.keep=5']);
+    const again = await open(dir, now);
+    expect(again.start).toBe('resumed');
+    expect(again.completed<{ perplexity: number }>('eval/before')?.result.perplexity).toBe(7);
+    expect(again.neutralChanges.map(({ key, then, now: value }) => [key, then, value])).toEqual([['eval.batch_size', 8, 2], ['checkpoint.keep', 2, 5]]);
+    const file = JSON.parse(readFileSync(path.join(dir, RUN_STATE_FILE), 'utf8'));
+    expect([file.config.eval.batch_size, file.config.checkpoint.keep]).toEqual([2, 5]);
+    expect(file.configHash).toBe(first.configHash);
+    // The same values again: nothing to note.
+    expect((await open(dir, now)).neutralChanges).toEqual([]);
+  });
+
+  it('still refuses a result-changing key changed next to a neutral one, naming only the former', async () => {
+    const dir = runFolder();
+    await open(dir, await config());
+    const err = await open(dir, await config(['eval.batch_size=2', 'eval.every=5'])).catch((e: unknown) => e);
+    expect((err as UsageError).code).toBe('RUN_CONFIG_CHANGED');
+    expect((err as Error).message).toContain('changed: eval.every)');
+  });
+
+  it('resumes a run.json whose hash also covered the neutral keys (an earlier apex), under another eval.batch_size too, and records the hash of now', async () => {
+    const dir = runFolder();
+    const c = await config();
+    await open(dir, c);
+    const file = path.join(dir, RUN_STATE_FILE);
+    const record = JSON.parse(readFileSync(file, 'utf8'));
+    const { output: _o, ...all } = c;
+    const fullHash = createHash('sha256').update(canonicalJson(all)).digest('hex');
+    writeFileSync(file, JSON.stringify({ ...record, configHash: fullHash }));
+    const now = await config(['eval.batch_size=2']);
+    expect((await open(dir, now)).start).toBe('resumed');
+    expect(JSON.parse(readFileSync(file, 'utf8')).configHash).toBe(configHash(now));
+    expect(configHash(now)).toBe(configHash(c));
   });
 
   it('treats a moved run folder (another output) as the same run', async () => {
