@@ -1,15 +1,18 @@
 /**
  * The three data sets of an `apex run`, from the `data` section of its config: training
  * sequences, held-out evaluation sequences (a seeded split of the training documents unless
- * `data.eval` names its own files) and calibration sequences for the initial advantage
- * assessment (a seeded sample of the training sequences unless `data.calibration` is given).
+ * `data.eval` or `data.eval_input_ids` gives its own) and calibration sequences for the initial
+ * advantage assessment (a seeded sample of the training sequences unless `data.calibration` or
+ * `data.calibration_input_ids` is given). Each set is text/chat files or a safetensors file of
+ * token ids, read by the same loader as --data and --input-ids of finetune, eval and analyze.
  * Every set carries the record of exactly what was read, for summary.json.
  */
+import { statSync } from 'node:fs';
 import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
-import { BUILTIN_PREFIX, type ResolvedConfig } from '../run/config-schema.js';
+import { BUILTIN_PREFIX, type DataConfig, type ResolvedConfig } from '../run/config-schema.js';
 import { expandDataPaths } from '../train/data-sources.js';
-import { builtinCorpus, loadSequences, type LoadSequencesOptions, type SequenceSet, type SplitName } from '../train/data.js';
+import { builtinCorpus, loadSequences, sampleSequences, type LoadSequencesOptions, type SequenceSet, type SplitName } from '../train/data.js';
 
 export interface RunData {
   readonly train: SequenceSet;
@@ -25,6 +28,26 @@ export function sourceOptions(sources: readonly string[]): Pick<LoadSequencesOpt
   return { data: sources.flatMap((s) => (s.startsWith(BUILTIN_PREFIX) ? builtinCorpus(builtinName(s)) : [s])) };
 }
 
+/** Where one data set comes from, as loadSequences takes it. */
+export type DataSource = Pick<LoadSequencesOptions, 'builtin' | 'data' | 'inputIds'>;
+
+export type DataSetName = 'train' | 'eval' | 'calibration';
+
+/** The source a data set names itself (`data.<set>` or `data.<set>_input_ids`), or null when it names none. */
+export function dataSource(data: DataConfig, set: DataSetName): DataSource | null {
+  const ids = data[`${set}_input_ids`];
+  if (ids !== null) return { inputIds: ids };
+  const files = data[set];
+  return files === null ? null : sourceOptions(files);
+}
+
+/** The training source; the config rules make one of data.train and data.train_input_ids set. */
+export function trainSource(data: DataConfig): DataSource {
+  const source = dataSource(data, 'train');
+  if (source === null) throw new UsageError('data.train or data.train_input_ids must be set', 'CONFIG_INVALID');
+  return source;
+}
+
 /** Loads training, evaluation and calibration sequences as the config says. */
 export async function loadRunData(
   config: ResolvedConfig,
@@ -35,14 +58,29 @@ export async function loadRunData(
 ): Promise<RunData> {
   const { data, seed } = config;
   const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, seqLenName: 'data.seq_len', evalDataName: 'data.eval', ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
-  const load = (sources: readonly string[], split: SplitName, samples?: number, samplesName?: string) =>
-    loadSequences({ ...common, ...sourceOptions(sources), split, ...(samples !== undefined ? { samples, samplesName: samplesName! } : {}) });
+  const load = (source: DataSource, split: SplitName, samples: number | null, samplesName: string) =>
+    loadSequences({ ...common, ...source, split, ...(samples !== null ? { samples, samplesName } : {}) });
 
-  const heldOutOfTrain = data.eval === null;
-  const train = await load(data.train, heldOutOfTrain ? 'train' : 'all');
-  const evalSet = await load(heldOutOfTrain ? data.train : data.eval!, heldOutOfTrain ? 'heldout' : 'all', data.eval_samples ?? undefined, 'data.eval_samples');
-  const calibration =
-    config.method === 'apex' ? await load(data.calibration ?? data.train, data.calibration !== null || !heldOutOfTrain ? 'all' : 'train', data.calibration_samples, 'data.calibration_samples') : null;
+  const training = trainSource(data);
+  const ownEval = dataSource(data, 'eval');
+  const heldOutOfTrain = ownEval === null;
+  const train = await load(training, heldOutOfTrain ? 'train' : 'all', data.train_samples, 'data.train_samples');
+  const evalSet = await load(ownEval ?? training, heldOutOfTrain ? 'heldout' : 'all', data.eval_samples, 'data.eval_samples');
+  let calibration: SequenceSet | null = null;
+  if (config.method === 'apex') {
+    const ownCalibration = dataSource(data, 'calibration');
+    if (ownCalibration !== null) calibration = await load(ownCalibration, 'all', data.calibration_samples, 'data.calibration_samples');
+    // Loaded with the sample count, the calibration set is the same choice as a sample of the
+    // training set loaded whole (sampleSequences); a training set that is itself a sample
+    // (data.train_samples) is sampled from, as finetune's stage-1 analysis samples --samples' set.
+    else if (data.train_samples === null) calibration = await load(training, heldOutOfTrain ? 'train' : 'all', data.calibration_samples, 'data.calibration_samples');
+    else {
+      if (data.calibration_samples > train.sequences.length) {
+        onWarning?.(`data.calibration_samples ${data.calibration_samples}: the training sample (data.train_samples ${data.train_samples}) has only ${train.sequences.length} sequences; using all of them`);
+      }
+      calibration = sampleSequences(train, data.calibration_samples, seed);
+    }
+  }
   return { train, eval: evalSet, calibration };
 }
 
@@ -52,12 +90,17 @@ export async function loadRunData(
  * model is resolved: a mistyped data path must not wait for (or download) the model first.
  */
 export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
-  // The baselines ignore data.calibration (docs/config.md), so they do not need it to exist.
-  const lists: [string, readonly string[]][] = [['data.train', config.data.train], ['data.eval', config.data.eval ?? []], ...(config.method === 'apex' ? [['data.calibration', config.data.calibration ?? []] as [string, readonly string[]]] : [])];
+  // The baselines ignore the calibration keys (docs/config.md), so they do not need them to exist.
+  const sets: DataSetName[] = config.method === 'apex' ? ['train', 'eval', 'calibration'] : ['train', 'eval'];
   const problems: string[] = [];
   let code = 'NOT_FOUND';
-  for (const [key, sources] of lists) {
-    const options = sourceOptions(sources);
+  for (const set of sets) {
+    const ids = config.data[`${set}_input_ids`];
+    if (ids !== null) {
+      const problem = idsFileProblem(ids);
+      if (problem !== undefined) problems.push(`data.${set}_input_ids: ${problem}`);
+    }
+    const options = sourceOptions(config.data[set] ?? []);
     if (options.builtin !== undefined) {
       builtinCorpus(options.builtin);
       continue;
@@ -68,7 +111,7 @@ export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
       } catch (e) {
         if (!(e instanceof InputError)) throw e;
         if (e.code !== 'NOT_FOUND') code = e.code;
-        problems.push(`${key}: ${e.message}`);
+        problems.push(`data.${set}: ${e.message}`);
       }
     }
   }
@@ -76,9 +119,26 @@ export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
   if (problems.length > 1) throw new InputError(`${problems.length} data paths of the config cannot be read:\n${problems.map((p) => `  ${p}`).join('\n')}`, code);
 }
 
-/** The model must have a tokenizer to read the config's text and chat data with (checked once the model is resolved). */
-export function checkRunTokenizer(tokenizer: ApexTokenizer | undefined, modelDir: string): void {
-  if (tokenizer === undefined) {
-    throw new UsageError(`${modelDir} has no tokenizer.json, so the text data of the config cannot be tokenized (apex run reads text and chat data; for token ids use apex finetune --input-ids)`, 'NO_TOKENIZER');
+/** Why a token-ids path is not a file, if it is not (its content is checked when it is read). */
+function idsFileProblem(path: string): string | undefined {
+  try {
+    return statSync(path).isFile() ? undefined : `${path} is not a file (token ids are one safetensors file)`;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? `no such file ${path}` : `${path}: ${(e as Error).message}`;
   }
+}
+
+/**
+ * The model must have a tokenizer for the text and chat data the config reads (checked once
+ * the model is resolved); data given as token ids needs none.
+ */
+export function checkRunTokenizer(tokenizer: ApexTokenizer | undefined, modelDir: string, config: ResolvedConfig): void {
+  if (tokenizer !== undefined) return;
+  const sets: DataSetName[] = config.method === 'apex' ? ['train', 'eval', 'calibration'] : ['train', 'eval'];
+  const text = sets.filter((set) => config.data[set] !== null).map((set) => `data.${set}`);
+  if (text.length === 0) return;
+  throw new UsageError(
+    `${modelDir} has no tokenizer.json, so the text data of ${text.join(', ')} cannot be tokenized; give ${text.length === 1 ? 'it' : 'them'} as token ids instead (${text.map((k) => `${k}_input_ids`).join(', ')}: a safetensors file of I32/I64 [B, T] ids, as --input-ids of apex finetune)`,
+    'NO_TOKENIZER',
+  );
 }

@@ -36,7 +36,7 @@ import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
-import { checkDataPaths, checkRunTokenizer, loadRunData, sourceOptions, type RunData } from './run-data.js';
+import { checkDataPaths, checkRunTokenizer, dataSource, loadRunData, trainSource, type RunData } from './run-data.js';
 import { builtinCorpus, installIndependentName } from '../train/data-corpus.js';
 import { expandDataPaths, sha256File } from '../train/data-sources.js';
 import { trainLine } from './run-line.js';
@@ -107,15 +107,16 @@ function dataChanges(kind: string, before: DataSpecRecord | null, now: DataSpecR
  */
 async function dataFileChanges(config: ResolvedRunConfig['config'], known: DataRecords): Promise<string[]> {
   const { data } = config;
-  const sourcesOf = { train: data.train, eval: data.eval ?? data.train, calibration: data.calibration ?? data.train };
+  const train = trainSource(data);
+  const sourceOf = { train, eval: dataSource(data, 'eval') ?? train, calibration: dataSource(data, 'calibration') ?? train };
   // One file at a time (a data folder may hold more files than the open-file limit), each once.
   const hashes = new Map<string, string>();
   const changes: string[] = [];
   for (const kind of ['train', 'eval', 'calibration'] as const) {
     const before = known[kind];
     if (before === null) continue; // which sets exist follows from the config, whose hash is checked
-    const options = sourceOptions(sourcesOf[kind]);
-    const files = options.builtin !== undefined ? builtinCorpus(options.builtin) : await expandDataPaths(options.data!);
+    const source = sourceOf[kind];
+    const files = source.inputIds !== undefined ? [source.inputIds] : source.builtin !== undefined ? builtinCorpus(source.builtin) : await expandDataPaths(source.data!);
     const now: { file: string; sha256: string }[] = [];
     for (const file of files) {
       let sha = hashes.get(file);
@@ -160,7 +161,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   await checkDataPaths(config);
   const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
   const tokenizer = await loadTokenizer(base.dir);
-  checkRunTokenizer(tokenizer, base.dir);
+  checkRunTokenizer(tokenizer, base.dir, config);
   // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
   if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec, 'lora.match_params');
   if (config.lora?.rank != null && config.lora.rank > maxLoraRank(base.spec)) {
@@ -181,6 +182,10 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
         ...sources('train', config.data.train),
         ...sources('eval', config.data.eval),
         ...sources('calibration', config.data.calibration),
+        ...(['train', 'eval', 'calibration'] as const).flatMap((set) => {
+          const ids = config.data[`${set}_input_ids`];
+          return ids !== null ? [{ label: `data.${set}_input_ids`, path: ids }] : [];
+        }),
         ...(config.lora?.match_params ? [{ label: 'lora.match_params', path: config.lora.match_params }] : []),
       ]);
     }
@@ -221,7 +226,11 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
       status('loading data');
       const d = await loadRunData(config, tokenizer, onWarning, signal, status);
       const calibration = d.calibration ? `, ${d.calibration.sequences.length} calibration` : '';
-      log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${config.data.seq_len} tokens each)`);
+      // Token ids narrower than data.seq_len give shorter sequences (as --input-ids): say what was read.
+      const sets = [['training', d.train], ['held-out', d.eval], ...(d.calibration ? [['calibration', d.calibration] as const] : [])] as const;
+      const same = sets.every(([, set]) => set.seqLen === d.train.seqLen);
+      const lengths = same ? `${d.train.seqLen} tokens each` : `${sets.map(([name, set]) => `${name} ${set.seqLen}`).join(', ')} tokens each`;
+      log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${lengths})`);
       const records: DataRecords = { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };
       const knownData = state.completed<DataRecords>('data')?.result;
       if (knownData !== undefined) {

@@ -77,6 +77,22 @@ export function applyRunRules(config: ResolvedConfig, ctx: RuleContext): ConfigP
     problem('stages.steps', 'one of stages.steps and stages.tokens must be set');
   }
 
+  // Each data set is text (or chat) files or token ids, not both, as --data and --input-ids of
+  // finetune, eval and analyze; the training set is the one that must be given. Files that were
+  // not written (the embedded default's corpus) give way to ids, as a default steps to tokens.
+  const { data } = config;
+  for (const set of ['train', 'eval', 'calibration'] as const) {
+    const idsKey = `data.${set}_input_ids`;
+    if (data[`${set}_input_ids`] === null || data[set] === null) continue;
+    if (!ctx.explicit(`data.${set}`)) data[set] = null;
+    else if (given(`data.${set}`, data[set]) && given(idsKey, data[`${set}_input_ids`])) {
+      problem(idsKey, `is exclusive with data.${set}: give the ${set === 'train' ? 'training' : set === 'eval' ? 'held-out' : 'calibration'} data as files or as token ids, and set the other to null`);
+    }
+  }
+  if (data.train === null && data.train_input_ids === null && !ctx.failed('data.train') && !ctx.failed('data.train_input_ids')) {
+    problem('data.train', 'is required: a path or list of paths (each may be builtin:NAME), or token ids in data.train_input_ids');
+  }
+
   // A vanilla baseline next to a vanilla run would train the same thing twice.
   if (method === 'vanilla') {
     if (methodKnown && given('baseline.vanilla', config.baseline.vanilla) && config.baseline.vanilla) {

@@ -49,7 +49,7 @@ export interface EnumNode extends NodeBase {
 /** A filesystem path (resolved against the config file's folder) or, for `model`, also a Hub id. */
 export interface PathNode extends NodeBase {
   readonly kind: 'path';
-  readonly role: 'folder' | 'model';
+  readonly role: 'folder' | 'file' | 'model';
   readonly default?: string | null;
 }
 
@@ -81,6 +81,8 @@ export interface TupleNode extends NodeBase {
 export interface ObjectNode extends NodeBase {
   readonly kind: 'object';
   readonly properties: { readonly [key: string]: SchemaNode };
+  /** Keys of which one must be written (the rules check it: config-rules.ts); the section is then required. */
+  readonly requiredOneOf?: readonly string[];
 }
 
 export type LeafNode = IntegerNode | NumberNode | BooleanNode | EnumNode | PathNode | SourcesNode | ByteSizeNode | CountNode | TupleNode;
@@ -126,27 +128,60 @@ export const CONFIG_SCHEMA = {
     data: {
       kind: 'object',
       description: 'Training, evaluation and calibration data.',
+      requiredOneOf: ['train', 'train_input_ids'],
       properties: {
         train: {
           kind: 'sources',
-          required: true,
-          description: 'Training data: one file or a list (plain text, or chat JSONL with `messages`), or `builtin:NAME` for a corpus bundled with apex.',
+          nullable: true,
+          default: null,
+          defaultText: 'required unless data.train_input_ids is set',
+          description: 'Training data: one file or a list (plain text, or chat JSONL with `messages`), or `builtin:NAME` for a corpus bundled with apex. Exclusive with data.train_input_ids; one of the two is required.',
+        },
+        train_input_ids: {
+          kind: 'path',
+          role: 'file',
+          nullable: true,
+          default: null,
+          description:
+            'Pre-tokenized training data instead of data.train, as `apex finetune --input-ids`: a safetensors file with one I32/I64 [B, T] tensor, or `input_ids` with a right-padding `attention_mask`; each row is one document and one sequence, cut to data.seq_len. ' +
+            'A model without tokenizer files needs every data set it reads as token ids (a held-out split or calibration sample drawn from these ids is ids too).',
         },
         eval: {
           kind: 'sources',
           nullable: true,
           default: null,
-          description: 'Held-out evaluation data; null: a seeded 5% of the training documents is held out (and not trained on).',
+          description: 'Held-out evaluation data; null (and no data.eval_input_ids): a seeded 5% of the training documents is held out (and not trained on).',
+        },
+        eval_input_ids: {
+          kind: 'path',
+          role: 'file',
+          nullable: true,
+          default: null,
+          description: 'Pre-tokenized held-out data instead of data.eval, as `apex eval --input-ids` (the same file format as data.train_input_ids); all of it is held-out data.',
         },
         calibration: {
           kind: 'sources',
           nullable: true,
           default: null,
-          description: 'Data for the initial advantage assessment (method apex); null: a seeded sample of the training data.',
+          description: 'Data for the initial advantage assessment (method apex); null (and no data.calibration_input_ids): a seeded sample of the training sequences.',
+        },
+        calibration_input_ids: {
+          kind: 'path',
+          role: 'file',
+          nullable: true,
+          default: null,
+          description: 'Pre-tokenized calibration data instead of data.calibration, as `apex analyze --input-ids` (the same file format as data.train_input_ids; method apex).',
         },
         seq_len: { kind: 'integer', minimum: 2, maximum: 1048576, default: 128, description: 'Tokens per training and evaluation sequence.' },
         calibration_samples: { kind: 'integer', minimum: 1, default: 64, description: 'Sequences in the initial advantage assessment (method apex).' },
         eval_samples: { kind: 'integer', minimum: 1, nullable: true, default: null, description: 'Sequences per evaluation; null: all held-out sequences.' },
+        train_samples: {
+          kind: 'integer',
+          minimum: 1,
+          nullable: true,
+          default: null,
+          description: 'Train on a seeded sample of this many training sequences, as `apex finetune --samples` (the calibration sample is then drawn from it); null: all.',
+        },
       },
     },
     method: { kind: 'enum', values: RUN_METHODS, default: 'apex', description: 'What is trained: `apex` (the method), `vanilla` (full fine-tuning baseline) or `lora` (LoRA baseline).' },
@@ -234,15 +269,15 @@ export const CONFIG_SCHEMA = {
       description: 'Held-out evaluation during training (always also before training and at the end of each stage).',
       properties: {
         every: { kind: 'integer', minimum: 0, nullable: true, default: 50, description: 'Evaluate every this many steps while training, and before the first and after the last step of each stage; 0: only those two (as --eval-every 0); null: not while training (each stage\'s fused model is evaluated either way).' },
-        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per batch of the held-out evaluations: of the base model and of each stage\'s fused model, and, with eval.every set, of those during training, which run at most optimizer.batch_size sequences at once (they hold the training model\'s activations, so a larger batch could need more memory than training); changes speed and memory, not the perplexity.' },
+        batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per batch of the held-out evaluations: of the base model and of each stage\'s fused model, and, with eval.every set, of those during training, which run at most optimizer.batch_size sequences at once (they hold the training model\'s activations, so a larger batch could need more memory than training); changes speed and memory, not the perplexity, so it is not in the config hash and may change on an existing run folder.' },
       },
     },
     checkpoint: {
       kind: 'object',
       description: 'Resumable training checkpoints inside each stage.',
       properties: {
-        every: { kind: 'integer', minimum: 0, nullable: true, default: 50, description: 'Save every this many steps; 0 or null: only at stage ends.' },
-        keep: { kind: 'integer', minimum: 1, default: 2, description: 'Most recent checkpoints kept per stage.' },
+        every: { kind: 'integer', minimum: 0, nullable: true, default: 50, description: 'Save every this many steps; 0 or null: only at stage ends. Not in the config hash (a resumed stage continues exactly): it may change on an existing run folder.' },
+        keep: { kind: 'integer', minimum: 1, default: 2, description: 'Most recent checkpoints kept per stage. Not in the config hash: it may change on an existing run folder.' },
       },
     },
     baseline: {
@@ -263,13 +298,20 @@ export const CONFIG_SCHEMA = {
 // ---- the resolved config: every key filled, paths absolute ----
 
 export interface DataConfig {
-  /** Absolute paths or `builtin:NAME`. */
-  train: string[];
+  /** Absolute paths or `builtin:NAME`; exactly one of train and train_input_ids is non-null. */
+  train: string[] | null;
+  /** Absolute path of a safetensors file of token ids. */
+  train_input_ids: string | null;
   eval: string[] | null;
+  /** At most one of eval and eval_input_ids is non-null. */
+  eval_input_ids: string | null;
   calibration: string[] | null;
+  /** At most one of calibration and calibration_input_ids is non-null. */
+  calibration_input_ids: string | null;
   seq_len: number;
   calibration_samples: number;
   eval_samples: number | null;
+  train_samples: number | null;
 }
 export interface StructuredConfig {
   tuned_attn_ratio: number;

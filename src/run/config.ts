@@ -366,7 +366,8 @@ export async function resolveConfig(options: ResolveConfigOptions): Promise<Reso
     ...applyRunRules(resolved, {
       explicit: (key) => sources[key] === 'file' || sources[key] === 'override',
       failed: (key) => failed.has(key),
-      locate: (key) => locators.get(key)?.(keysOf(key)),
+      // A key nobody wrote (a rule's "is required") is the config file's problem.
+      locate: (key) => locators.get(key)?.(keysOf(key)) ?? options.file,
     }),
   );
   if (problems.length > 0) throw new ConfigValidationError(problems);

@@ -167,7 +167,7 @@ export function expectation(node: LeafNode): string {
       text = `one of ${node.values.join(', ')}`;
       break;
     case 'path':
-      text = node.role === 'model' ? 'a model folder or Hub id (org/name[@rev])' : 'a path';
+      text = node.role === 'model' ? 'a model folder or Hub id (org/name[@rev])' : node.role === 'file' ? 'a file path' : 'a path';
       break;
     case 'sources':
       text = `a path or list of paths (each may be ${BUILTIN_PREFIX}NAME)`;

@@ -12,7 +12,7 @@ import { COUNT_PATTERN } from '../util/token-count.js';
 type Json = Record<string, unknown>;
 
 function hasRequired(node: SchemaNode): boolean {
-  return node.kind === 'object' ? Object.values(node.properties).some(hasRequired) : node.required === true;
+  return node.kind === 'object' ? node.requiredOneOf !== undefined || Object.values(node.properties).some(hasRequired) : node.required === true;
 }
 
 /** The schema that also accepts null, in the plainest form JSON Schema has for it. */
@@ -64,7 +64,8 @@ function nodeSchema(node: SchemaNode): Json {
       .filter(([, child]) => hasRequired(child))
       .map(([key]) => key);
     const properties = Object.fromEntries(Object.entries(node.properties).map(([key, child]) => [key, nodeSchema(child)]));
-    const body: Json = { type: 'object', additionalProperties: false, properties, ...(required.length > 0 ? { required } : {}) };
+    const oneOf = node.requiredOneOf !== undefined ? { anyOf: node.requiredOneOf.map((key) => ({ required: [key] })) } : {};
+    const body: Json = { type: 'object', additionalProperties: false, properties, ...(required.length > 0 ? { required } : {}), ...oneOf };
     return { description: describe(node), ...withNull(body, node.nullable) };
   }
   const base = withNull(leafSchema(node), node.nullable);

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { resolveConfig } from '../../src/run/config.js';
@@ -72,13 +73,23 @@ describe('config errors: single keys', () => {
   it('requires model and data.train in a config file', async () => {
     expect(await fileProblems('seed: 1\n')).toEqual([
       'run.yaml: model: is required: a model folder or Hub id (org/name[@rev])',
-      'run.yaml: data.train: is required: a path or list of paths (each may be builtin:NAME)',
+      'run.yaml: data.train: is required: a path or list of paths (each may be builtin:NAME), or token ids in data.train_input_ids',
     ]);
+  });
+
+  it('refuses data files and token ids for the same set, and accepts ids alone', async () => {
+    expect(await fileProblems('model: ./m\ndata:\n  train: a.txt\n  train_input_ids: ids.safetensors\n  eval: b.txt\n  eval_input_ids: e.safetensors\n  calibration_input_ids: c.safetensors\n')).toEqual([
+      'run.yaml:4: data.train_input_ids: is exclusive with data.train: give the training data as files or as token ids, and set the other to null',
+      'run.yaml:6: data.eval_input_ids: is exclusive with data.eval: give the held-out data as files or as token ids, and set the other to null',
+    ]);
+    const dir = tempFolder({ 'run.yaml': 'model: ./m\ndata:\n  train_input_ids: ids/train.safetensors\n  train_samples: 500\n' });
+    const { config } = await resolveConfig({ file: 'run.yaml', cwd: dir });
+    expect(config.data).toMatchObject({ train: null, train_input_ids: path.join(dir, 'ids/train.safetensors'), train_samples: 500 });
   });
 
   it('rejects an empty list and an unknown built-in corpus', async () => {
     expect(await fileProblems('model: ./m\ndata:\n  train: []\n  eval: [ok.txt, "builtin:out-of-domian", builtin:wiki]\n')).toEqual([
-      'run.yaml:3: data.train: must be a path or list of paths (each may be builtin:NAME), got an empty list',
+      'run.yaml:3: data.train: must be a path or list of paths (each may be builtin:NAME) or null, got an empty list',
       "run.yaml:4: data.eval[1]: 'builtin:out-of-domian' is not a built-in corpus; they are builtin:out-of-domain, builtin:in-domain (did you mean 'builtin:out-of-domain'?)",
       "run.yaml:4: data.eval[2]: 'builtin:wiki' is not a built-in corpus; they are builtin:out-of-domain, builtin:in-domain",
     ]);

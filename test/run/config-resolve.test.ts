@@ -20,7 +20,7 @@ describe('resolveConfig: defaults', () => {
       seed: 0,
       backend: 'auto',
       max_memory: null,
-      data: { train: [path.join(dir, 'train.txt')], eval: null, calibration: null, seq_len: 128, calibration_samples: 64, eval_samples: null },
+      data: { train: [path.join(dir, 'train.txt')], train_input_ids: null, eval: null, eval_input_ids: null, calibration: null, calibration_input_ids: null, seq_len: 128, calibration_samples: 64, eval_samples: null, train_samples: null },
       method: 'apex',
       setting: 'full',
       structured: null,
