@@ -27,15 +27,19 @@
  *                4 micro-batches of 2 × 128 on the 10M benchmark model, peak RSS fell from 1104
  *                to 1050 MiB (APEX full) and from 809 to 728 MiB (LoRA) against one micro-batch
  *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
- *   evaluation   the held-out evaluations run between steps, forward only, at their own batch
- *                (--eval-batch-size, apex run's eval.batch_size). Their forward keeps every
- *                layer's intermediates until its tidy scope ends (model-weights.ts forwardHidden):
- *                measured with tf.profile on llama-mha-f32 (wasm, 16 × 64 tokens) 12,650 floats
- *                per layer and token, 0.74 of the training term above (17,068 there), and their
- *                loss 5 · V per token. So the activations and logits are sized at the larger of the
- *                two batches: an evaluation batch up to the training batch changes nothing, a
- *                larger one is counted with the training terms (an overestimate of about a third)
- *                and is named as what sets the peak (`sizedBy`)
+ *   evaluation   the held-out evaluations run between steps (and before the first) at their own
+ *                batch (--eval-batch-size): forward only, no tape, with the weights, the optimizer
+ *                state and the operator/LoRA terms above still resident (counted whole: the step's
+ *                gradients are alive until after it). Their forward runs in one tf.tidy
+ *                (model-weights.ts forwardHidden), so every layer's intermediates are alive at its
+ *                end: per token L · (18·D + 11·q + 11·kv + 8·I + 4·H·T) + 2·D floats (the streaming
+ *                forward's per-layer term, memory-estimate.ts, times the depth); those are freed
+ *                before the logits and the loss, 5·V + D per token, so the larger of the two phases
+ *                is the peak. Measured by wrapping the wasm backend's _malloc/_free around one
+ *                evaluation: within 0.5% on stories260K, llama-mha-f32 and the 10M model, and
+ *                5.0·V on a 1-layer 32K-vocabulary shape. The stage's peak is the larger of the
+ *                training and evaluation peaks (`sizedBy` names which); an evaluation batch up to
+ *                the training batch never sets it
  *   heap         the wasm heap's high-water mark is 1.13–1.20 × the live bytes above (memory
  *                grows in 20% steps, large blocks that do not fit a hole go on top): 15% more
  *   saved state  outside the heap, 4 floats per trainable entry when the checkpoint is written
@@ -75,6 +79,11 @@ export interface TrainingMemoryInput {
 export interface TrainingMemoryEstimate {
   readonly weightBytes: number;
   readonly optimizerBytes: number;
+  /**
+   * Activations and logits alive at the peak: the training micro-batch's (saved for the backward
+   * pass, with their gradients), or, when the held-out evaluation sets the peak (`sizedBy`), its
+   * forward's (all layers' intermediates, or its logits and loss when those are larger).
+   */
   readonly activationBytes: number;
   readonly logitBytes: number;
   /**
@@ -99,19 +108,32 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   const kv = spec.numKvHeads * spec.headDim;
   const I = spec.intermediateSize;
   const L = spec.numLayers;
-  // A held-out evaluation batch larger than the training batch sets the peak (see "evaluation" above).
-  const evaluation = input.evalBatch !== undefined && input.evalBatch > input.batch;
-  const tokens = (evaluation ? input.evalBatch! : input.batch) * input.seqLen;
-  const perLayerToken = 39 * D + 20 * q + 19 * kv + 15 * I + 12 + 7 * spec.numHeads * input.seqLen;
+  const T = input.seqLen;
+  const V = spec.vocabSize;
+  const perLayerToken = 39 * D + 20 * q + 19 * kv + 15 * I + 12 + 7 * spec.numHeads * T;
   const projections = L * (2 * D * q + 2 * D * kv + 3 * D * I);
   const mixedSites = L * D * (kv + q + 3 * I);
   const weightBytes = F32 * modelParamCount(spec);
   const optimizerBytes = F32 * (6 * input.trainableEntries + 2 * input.largestTrainable);
-  const activationBytes = F32 * (tokens * (L * perLayerToken + 12 * D) + (input.operators ? 5.25 * mixedSites : 0) + (input.lora ? 5 * projections : 0));
-  const logitBytes = F32 * 6 * tokens * spec.vocabSize;
+  const hookBytes = F32 * ((input.operators ? 5.25 * mixedSites : 0) + (input.lora ? 5 * projections : 0));
+  const trainTokens = input.batch * T;
+  const training = {
+    activationBytes: F32 * trainTokens * (L * perLayerToken + 12 * D) + hookBytes,
+    logitBytes: F32 * 6 * trainTokens * V,
+  };
+  // The evaluation's peak is the end of its layers or its logits phase, whichever is larger; each
+  // phase's tensors are freed before the other's are made, so only one is counted.
+  const evalTokens = (input.evalBatch ?? input.batch) * T;
+  const layersPerToken = L * (18 * D + 11 * q + 11 * kv + 8 * I + 4 * spec.numHeads * T) + 2 * D;
+  const logitsPerToken = 5 * V + D;
+  const evaluation = layersPerToken >= logitsPerToken
+    ? { activationBytes: F32 * evalTokens * layersPerToken + hookBytes, logitBytes: 0 }
+    : { activationBytes: F32 * evalTokens * D + hookBytes, logitBytes: F32 * evalTokens * 5 * V };
+  const sizedBy = evaluation.activationBytes + evaluation.logitBytes > training.activationBytes + training.logitBytes ? 'evaluation' : 'training';
+  const { activationBytes, logitBytes } = sizedBy === 'evaluation' ? evaluation : training;
   const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
   const savedStateBytes = F32 * (4 * input.trainableEntries + (input.lora ? 2 * projections : 0));
-  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy: evaluation ? 'evaluation' : 'training' };
+  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy };
 }
 
 /**
@@ -142,7 +164,7 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
         : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
-      `activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
+      `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
       `allocation slack ${formatBytes(estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes)}, ` +
       `copies while saving ${formatBytes(estimate.savedStateBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${remedy}`,
     'MEMORY_BUDGET',

@@ -8,11 +8,12 @@ import { checkWasmHeap } from '../../src/model/wasm-heap-limit.js';
 import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, fixedTrainingBytes } from '../../src/train/stage-memory.js';
 import { modelParamCount } from '../../src/train/trainable-params.js';
 
-const spec = parseModelConfig({
+const config = {
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', hidden_size: 4, num_hidden_layers: 1,
   num_attention_heads: 2, num_key_value_heads: 1, head_dim: 2, intermediate_size: 8, vocab_size: 10, tie_word_embeddings: false,
   rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 64,
-}, 'tiny');
+};
+const spec = parseModelConfig(config, 'tiny');
 const base = { batch: 1, seqLen: 2, trainableEntries: 100, largestTrainable: 40, operators: false, lora: false };
 
 describe('estimateTrainingMemory', () => {
@@ -39,23 +40,45 @@ describe('estimateTrainingMemory', () => {
     expect(estimateTrainingMemory(spec, { ...base, lora: true }).activationBytes).toBe(3856 + 4 * 5 * 144);
   });
 
-  it('sizes activations and logits by a held-out evaluation batch larger than the training batch, and names it', () => {
+  it('sizes a larger held-out evaluation batch forward only, and the peak as the larger of training and evaluation', () => {
     const plain = estimateTrainingMemory(spec, base);
     expect(plain.sizedBy).toBe('training');
     // Up to the training batch the evaluation changes nothing.
     expect(estimateTrainingMemory(spec, { ...base, batch: 3, evalBatch: 2 })).toEqual(estimateTrainingMemory(spec, { ...base, batch: 3 }));
     expect(estimateTrainingMemory(spec, { ...base, evalBatch: 1 })).toEqual(plain);
-    // Larger: the activations and logits of 3 × 2 tokens (the training terms), the rest as before.
+    // Training at 1 × 2 tokens holds 2 · 482 floats of activations and 2 · 6·10 of logits: 4336 bytes.
+    // The evaluation's forward holds, per token, every layer's intermediates: 1 layer ·
+    // (18·4 + 11·4 + 11·2 + 8·8 + 4·H·T = 4·2·2) = 218, plus 2·D = 8: 226 floats; its logits
+    // phase (5·V + D = 54) is smaller and comes after them, so it adds nothing.
+    // Evaluation batch 2: 4 tokens · 226 · 4 bytes = 3616 < 4336, training still sets the peak.
+    expect(estimateTrainingMemory(spec, { ...base, evalBatch: 2 })).toEqual(plain);
+    // Evaluation batch 3: 6 tokens · 226 · 4 = 5424 bytes > 4336; no logits alive at that peak.
     const e = estimateTrainingMemory(spec, { ...base, evalBatch: 3 });
-    const atThree = estimateTrainingMemory(spec, { ...base, batch: 3 });
     expect(e.sizedBy).toBe('evaluation');
-    expect([e.activationBytes, e.logitBytes]).toEqual([3 * 3856, 3 * 480]);
-    expect([e.weightBytes, e.optimizerBytes, e.savedStateBytes, e.totalBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.savedStateBytes, atThree.totalBytes]);
-    expect(e.totalBytes).toBeGreaterThan(plain.totalBytes);
+    expect([e.activationBytes, e.logitBytes]).toEqual([5424, 0]);
+    expect([e.weightBytes, e.optimizerBytes, e.savedStateBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.savedStateBytes]);
+    expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)));
+    expect(e.totalBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)) + 1600);
+    // The training formula at 3 × 2 tokens (what was counted before) is 3 · 4336 bytes.
+    expect(e.activationBytes + e.logitBytes).toBeLessThan(3 * (3856 + 480));
+    // The operator-mixed weights stay resident during the evaluation: 4 · 630 bytes more.
+    expect(estimateTrainingMemory(spec, { ...base, evalBatch: 3, operators: true }).activationBytes).toBe(5424 + 4 * 630);
     // A budget the training batch fits and the evaluation batch does not is refused, naming the evaluation batch.
     expect(() => checkTrainingMemory(plain, plain.totalBytes, 'stage')).not.toThrow();
-    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage')).toThrow(/the held-out evaluation's batch, larger than the training batch, sets this peak: raise --max-memory, or lower --eval-batch-size/);
+    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage')).toThrow(/held-out evaluation activations .*the held-out evaluation's batch, larger than the training batch, sets this peak: raise --max-memory, or lower --eval-batch-size/);
     expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage', CONFIG_MEMORY_ADVICE)).toThrow(/sets this peak: raise max_memory, or lower eval\.batch_size/);
+  });
+
+  it('counts an evaluation whose logits outweigh its layers by its logits phase', () => {
+    // Vocabulary 1000: per token the logits and loss (5·V = 5000 floats) and the final hidden
+    // state (D = 4) outweigh the layers (226). Training at 1 × 2 tokens: 2 · (482 + 6·1000) floats.
+    const wide = parseModelConfig({ ...config, vocab_size: 1000 }, 'wide');
+    const e = estimateTrainingMemory(wide, { ...base, evalBatch: 2 });
+    expect(e.sizedBy).toBe('evaluation');
+    expect([e.activationBytes, e.logitBytes]).toEqual([4 * 4 * 4, 4 * 4 * 5000]);
+    expect(e.tfHeapBytes).toBe(Math.round(1.15 * (e.weightBytes + 2720 + 64 + 80000)));
+    // Evaluation batch 1 (2 tokens · 5004 floats) stays below training's 2 · 6482.
+    expect(estimateTrainingMemory(wide, { ...base, evalBatch: 1 }).sizedBy).toBe('training');
   });
 
   it('refuses a budget below the total with what it is made of', () => {
