@@ -29,14 +29,15 @@
  *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
  *   evaluation   the held-out evaluations run between steps (and before the first) at their own
  *                batch (--eval-batch-size): forward only, no tape, with the weights, the optimizer
- *                state and the operator/LoRA terms above still resident (counted whole: the step's
- *                gradients are alive until after it). Their forward runs in one tf.tidy
+ *                state and the operator/LoRA terms above still resident (counted whole, on the safe
+ *                side: AdamW's moments and the step's gradients, alive until after the evaluation
+ *                in trainer.ts, are 3 of its 6 copies). Their forward runs in one tf.tidy
  *                (model-weights.ts forwardHidden), so every layer's intermediates are alive at its
  *                end: per token L · (18·D + 11·q + 11·kv + 8·I + 4·H·T) + 2·D floats (the streaming
  *                forward's per-layer term, memory-estimate.ts, times the depth); those are freed
  *                before the logits and the loss, 5·V + D per token, so the larger of the two phases
  *                is the peak. Measured by wrapping the wasm backend's _malloc/_free around one
- *                evaluation: within 0.5% on stories260K, llama-mha-f32 and the 10M model, and
+ *                evaluation: within 1% on stories260K, llama-mha-f32 and the 10M model, and
  *                5.0·V on a 1-layer 32K-vocabulary shape. The stage's peak is the larger of the
  *                training and evaluation peaks (`sizedBy` names which); an evaluation batch up to
  *                the training batch never sets it
