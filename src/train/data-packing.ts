@@ -45,6 +45,8 @@ export interface MaskedSequences {
   lengths: number[];
   /** Kept conversations that lost some assistant tokens to truncation. */
   truncated: number;
+  /** Assistant tokens truncation removed from each kept sequence's conversation (parallel to `sequences`). */
+  lost: number[];
   /** Assistant tokens (loss targets) of all conversations, and those truncation removed. */
   targets: number;
   targetsLost: number;
@@ -56,6 +58,7 @@ export function chatSequences(examples: readonly { ids: ArrayLike<number>; assis
   const lossMasks: Uint8Array[] = [];
   let dropped = 0;
   const lengths: number[] = [];
+  const lostPerSequence: number[] = [];
   let truncated = 0;
   let allTargets = 0;
   let targetsLost = 0;
@@ -83,8 +86,9 @@ export function chatSequences(examples: readonly { ids: ArrayLike<number>; assis
     sequences.push(seq);
     lossMasks.push(mask);
     lengths.push(n);
+    lostPerSequence.push(lost);
   }
-  return { sequences, lossMasks, dropped, lengths, truncated, targets: allTargets, targetsLost };
+  return { sequences, lossMasks, dropped, lengths, truncated, lost: lostPerSequence, targets: allTargets, targetsLost };
 }
 
 /** Fails clearly when the data is too small for even one sequence. */

@@ -23,7 +23,8 @@
  * - `lossMasks[i][t]` = 1 when token t of sequence i is a prediction target (t ≥ 1); absent for
  *   packed text and input ids, where every position t ≥ 1 is a target.
  * - `source.documents` / `source.tokens`: documents in the chosen split / tokens in the returned
- *   sequences (padding excluded).
+ *   sequences (padding excluded). Chat: `truncated` / `targetsLost` count the returned sequences
+ *   (a sample's own), `wholeSplit` the same over all of the split's, `dropped` the split's.
  * - Tokens of text and chat files are read from the token cache (token-cache.ts) when it holds
  *   the file, giving exactly the sets a fresh tokenization gives; `onProgress` says how many.
  * - Large data is tokenized in worker threads (tokenize-parallel.ts; `APEX_TOKENIZE_THREADS`),
@@ -62,12 +63,20 @@ export interface DataSpecRecord {
   /** Sequences in the set (what `samples` asked for, or fewer when the data gives fewer). */
   sequences: number;
   tokens: number;
-  /** Chat conversations dropped because truncation to seqLen left no assistant token. */
+  /** Chat conversations of the split dropped because truncation to seqLen left no assistant token (they give no sequence to sample). */
   dropped?: number;
-  /** Chat conversations kept that lost some assistant tokens to truncation at seqLen (counts of the whole split, before `samples`). */
+  /** Chat: sequences of the set whose conversation lost some assistant tokens to truncation at seqLen. */
   truncated?: number;
-  /** Chat: assistant tokens that truncation to seqLen removed (dropped conversations included). */
+  /** Chat: assistant tokens that truncation to seqLen removed from the set's sequences. */
   targetsLost?: number;
+  /**
+   * Chat: the truncation figures of every sequence of the split, before `samples` chose the set's
+   * (the set's own when it took them all); `targetsLost` here includes the dropped conversations'
+   * assistant tokens, of `targets` in all (the figures the truncation warning gives). Records
+   * without it (apex before 2026-11-28) gave these split-wide counts as `truncated` /
+   * `targetsLost`, also for a sample.
+   */
+  wholeSplit?: { sequences: number; tokens: number; truncated: number; targetsLost: number; targets: number };
   /** Chat: the template the conversations were rendered with (the model's, or the Tulu format when it has none) and its sha256. */
   chatTemplate?: { source: 'model' | 'tulu'; sha256: string };
 }
@@ -79,6 +88,8 @@ export interface SequenceSet {
   lossMasks?: Uint8Array[];
   /** Real (unpadded) tokens at the start of each sequence (the rest is padding); chat data and ids with an attention_mask only. */
   lengths?: number[];
+  /** Chat: assistant tokens truncation removed from each sequence's conversation, so a sample's record counts its own. */
+  targetsLost?: number[];
   source: DataSpecRecord;
 }
 
@@ -153,13 +164,23 @@ export function realTokens(set: SequenceSet, index: number): number {
 export function sampleSequences(set: SequenceSet, k: number, seed: number): SequenceSet {
   if (k >= set.sequences.length) return set;
   const keep = sampleIndices(set.sequences.length, k, seed);
+  const { truncated: _truncated, targetsLost: _targetsLost, ...source } = set.source;
+  const lost = set.targetsLost ? keep.map((i) => set.targetsLost![i]!) : undefined;
   return {
     seqLen: set.seqLen,
     sequences: keep.map((i) => set.sequences[i]!),
     ...(set.lossMasks ? { lossMasks: keep.map((i) => set.lossMasks![i]!) } : {}),
     ...(set.lengths ? { lengths: keep.map((i) => set.lengths![i]!) } : {}),
-    source: { ...set.source, samples: k, seed, sequences: keep.length, tokens: keep.reduce((n, i) => n + realTokens(set, i), 0) },
+    ...(lost ? { targetsLost: lost } : {}),
+    // The record's truncation counts describe the sample's sequences: recounted, or left out when
+    // the set does not say per sequence (the set's counts describe other sequences).
+    source: { ...source, samples: k, seed, sequences: keep.length, tokens: keep.reduce((n, i) => n + realTokens(set, i), 0), ...(lost ? truncationCounts(lost) : {}) },
   };
+}
+
+/** A record's `truncated` / `targetsLost`, from the assistant tokens each of its sequences lost. */
+function truncationCounts(lost: readonly number[]): { truncated: number; targetsLost: number } {
+  return { truncated: lost.filter((n) => n > 0).length, targetsLost: lost.reduce((a, b) => a + b, 0) };
 }
 
 /** Warns when `samples` asked for more sequences than the data gives (all of them are used). */
@@ -551,18 +572,20 @@ async function chatSet(selection: Selection, tokenizer: ApexTokenizer, options: 
   }
   warnFewer(options, built.sequences.length, describeSplit(record));
   const keep = sampleIndices(built.sequences.length, options.samples, options.seed);
+  const lost = keep.map((i) => built.lost[i]!);
   return {
     seqLen: options.seqLen,
     sequences: keep.map((i) => built.sequences[i]!),
     lossMasks: keep.map((i) => built.lossMasks[i]!),
     lengths: keep.map((i) => built.lengths[i]!),
+    targetsLost: lost,
     source: {
       ...record,
       sequences: keep.length,
       tokens: keep.reduce((sum, i) => sum + built.lengths[i]!, 0),
       dropped: built.dropped,
-      truncated: built.truncated,
-      targetsLost: built.targetsLost,
+      ...truncationCounts(lost),
+      wholeSplit: { sequences: built.sequences.length, tokens: built.lengths.reduce((a, b) => a + b, 0), truncated: built.truncated, targetsLost: built.targetsLost, targets: built.targets },
       chatTemplate: { source: renderer.isFallback ? 'tulu' : 'model', sha256: createHash('sha256').update(renderer.template).digest('hex') },
     },
   };

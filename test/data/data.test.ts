@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError, UsageError } from '../../src/errors.js';
 import { tokenizeChat } from '../../src/model/chat-template.js';
 import { loadTokenizer, type ApexTokenizer } from '../../src/model/tokenizer.js';
-import { builtinCorpus, loadSequences } from '../../src/train/data.js';
+import { builtinCorpus, loadSequences, sampleSequences } from '../../src/train/data.js';
 
 const tokenizer = async (): Promise<ApexTokenizer> => (await loadTokenizer('fixtures/llama-mha-f32'))!;
 
@@ -158,10 +158,44 @@ describe('loadSequences', () => {
     const all = masks.reduce((n, m) => n + m.slice(1).reduce((x, v) => x + v, 0), 0);
     const lost = masks.reduce((n, m) => n + m.slice(48).reduce((x, v) => x + v, 0), 0);
     expect(lost).toBeGreaterThan(3); // the long answer and the dropped conversation's 'yes'
-    expect(set.source).toMatchObject({ dropped: 1, truncated: 1, targetsLost: lost });
+    // The record counts the set's sequences (the kept long answer); the split's figures, dropped conversation included, apart.
+    const lostKept = masks[1]!.slice(48).reduce((x, v) => x + v, 0);
+    expect(lostKept).toBeLessThan(lost);
+    expect(set.source).toMatchObject({ dropped: 1, truncated: 1, targetsLost: lostKept, wholeSplit: { sequences: 2, truncated: 1, targetsLost: lost, targets: all } });
     expect(warnings.at(-1)).toBe(
       `the data (${chat}: 3 documents): 1 of 3 conversations lost assistant tokens to truncation at 48 tokens; ${lost} of ${all} assistant tokens are not trained (raise --seq-len to keep them)`,
     );
+  });
+
+  it('with --samples, the truncation counts are those of the sampled sequences (the split\'s apart, as wholeSplit)', async () => {
+    const tok = await tokenizer();
+    const seqLen = 40;
+    // Every conversation distinct; every third one has an answer long enough to be cut at seqLen.
+    const conversations = Array.from({ length: 12 }, (_, i) => [`question ${i}`, i % 3 === 0 ? `${'long answer '.repeat(8 + i)}${i}` : `short ${i}`] as const);
+    const chat = await jsonlFile('sampled.jsonl', conversations.map(([u, a]) => chatLine(u, a)));
+    const whole = await loadSequences({ data: [chat], tokenizer: tok, seqLen, seed: 0 });
+    // Independent truth: each conversation's own tokens, found again in the sequences by their first seqLen ids.
+    const rendered = conversations.map(([u, a]) => tokenizeChat(tok, [{ role: 'user', content: u }, { role: 'assistant', content: a }]));
+    const lostOf = (ids: Int32Array): number => {
+      const at = rendered.findIndex((r) => r.ids.length >= 1 && Array.from(ids.subarray(0, Math.min(seqLen, r.ids.length))).join() === r.ids.slice(0, seqLen).join());
+      expect(at).toBeGreaterThanOrEqual(0);
+      return rendered[at]!.assistantMask.slice(seqLen).reduce((x, v) => x + v, 0);
+    };
+    const counts = (seqs: readonly Int32Array[]) => {
+      const lost = seqs.map(lostOf);
+      return { truncated: lost.filter((n) => n > 0).length, targetsLost: lost.reduce((a, b) => a + b, 0) };
+    };
+    const split = counts(whole.sequences);
+    expect(split.truncated).toBe(4);
+    expect(whole.source).toMatchObject({ ...split, wholeSplit: { sequences: 12, ...split } });
+    // A seed whose 3 sequences hold fewer truncated conversations than the 4 of the whole data.
+    const seed = [0, 1, 2, 3, 4, 5, 6, 7].find((s) => counts(sampleSequences(whole, 3, s).sequences).truncated !== split.truncated)!;
+    for (const set of [await loadSequences({ data: [chat], tokenizer: tok, seqLen, seed, samples: 3 }), sampleSequences(whole, 3, seed)]) {
+      expect(set.sequences).toHaveLength(3);
+      const own = counts(set.sequences);
+      expect(own.truncated).not.toBe(split.truncated);
+      expect(set.source).toMatchObject({ sequences: 3, ...own, wholeSplit: { sequences: 12, ...split } });
+    }
   });
 
   it('plain text saved with CRLF or CR line ends gives the same tokens as with LF (as Python reads text)', async () => {
