@@ -38,14 +38,14 @@ import { builtinCorpus } from './data-corpus.js';
 import { readInputIds } from './data-input-ids.js';
 import { chatSequences, packDocuments, requireSequences } from './data-packing.js';
 import { readSources, sha256File, type ChatDocument, type DataDocument, type SourceFile, type TextDocument } from './data-sources.js';
-import { DEFAULT_HELDOUT_FRACTION, sampleIndices, selectSplit, type SplitName } from './data-split.js';
+import { DEFAULT_HELDOUT_FRACTION, heldoutDocuments, sampleIndices, selectSplit, type HeldoutDocuments, type SplitName } from './data-split.js';
 import { yieldForSignals } from '../util/yield-for-signals.js';
 import { TokenCache, type FileTokens } from './token-cache.js';
 import { pieceChars, tokenizeInWorkers, tokenizeThreadCap, workersCanLoad, type PieceDocuments } from './tokenize-parallel.js';
 import type { TokenizeFailure } from './tokenize-worker.js';
 
 export { builtinCorpus, BUILTIN_CORPORA, type BuiltinCorpusName } from './data-corpus.js';
-export { DEFAULT_HELDOUT_FRACTION, type SplitName } from './data-split.js';
+export { DEFAULT_HELDOUT_FRACTION, type HeldoutDocuments, type SplitName } from './data-split.js';
 
 export interface DataSpecRecord {
   kind: 'text' | 'jsonl-text' | 'jsonl-chat' | 'input-ids' | 'builtin';
@@ -90,6 +90,8 @@ export interface SequenceSet {
   lengths?: number[];
   /** Chat: assistant tokens truncation removed from each sequence's conversation, so a sample's record counts its own. */
   targetsLost?: number[];
+  /** Split 'train' or 'heldout': which documents of each file the split held out (a stage writes it as heldout.json). */
+  heldout?: HeldoutDocuments;
   source: DataSpecRecord;
 }
 
@@ -222,10 +224,13 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     const sha256 = [await sha256File(options.inputIds)];
     // With an attention_mask the padding is no data: not a target, not counted in statistics.
     const padding = lengths !== undefined ? { lengths: kept.map((k) => k.real), lossMasks: kept.map((k) => Uint8Array.from({ length: seqLen }, (_, t) => (t >= 1 && t < k.real ? 1 : 0))) } : {};
+    // Each row is a document.
+    const heldout = split === 'all' ? {} : { heldout: heldoutDocuments([{ path: options.inputIds, sha256: sha256[0]!, documents: rows.length }], heldoutFraction, splitSeed, options.evalDataName) };
     return {
       seqLen,
       sequences,
       ...padding,
+      ...heldout,
       source: { kind: 'input-ids', paths: [options.inputIds], sha256, seqLen, ...settings, documents: chosen.length, sequences: kept.length, tokens: kept.reduce((n, k) => n + k.real, 0) },
     };
   }
@@ -250,7 +255,10 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
     ...(options.builtin !== undefined ? { builtin: options.builtin } : {}),
     documents: chosen.length,
   };
-  return isChat ? await chatSet(selection, tokenizer, options, record) : await packedSet(selection, tokenizer, options, record);
+  const set = isChat ? await chatSet(selection, tokenizer, options, record) : await packedSet(selection, tokenizer, options, record);
+  if (split === 'all') return set;
+  const files = sources.map((s) => ({ path: s.path, sha256: s.sha256, documents: s.documents.length }));
+  return { ...set, heldout: heldoutDocuments(files, heldoutFraction, splitSeed, options.evalDataName) };
 }
 
 /** The data's files and the indices (into all their documents, in order) of the documents in the split. */

@@ -8,6 +8,8 @@
  *                          W + (α/r)·B·A; absent for `operators`
  *   scores.safetensors     the rank counts recorded over this stage's micro-batches (APEX)
  *   loss.svg               training loss (and held-out loss) against steps
+ *   heldout.json           which documents of each data file the held-out split took, when the
+ *                          held-out data is a split of the training data (data-split.ts)
  *
  * Every value is read and checked first: NaN/Inf in any tensor is a VerificationError naming
  * it, raised before the first file is written.
@@ -31,12 +33,14 @@ import { OPERATORS_FILE, TRAINED_FILE } from '../pipeline/expand-paths.js';
 import { renderLineChartSvg } from '../report/svg-line-chart.js';
 import { PROJECTION_KEYS } from './lora.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, peftAdapterConfig, peftTensorName, type PeftAdapter } from './peft-adapter.js';
+import { formatHeldoutJson, type HeldoutDocuments } from './data-split.js';
 import type { MetricsLine } from './metrics-log.js';
 import type { TrainingScoreRecorder } from './score-recorder.js';
 import { SCORES_FILE } from './stage-selection.js';
 import type { StageTrainables } from './stage-trainables.js';
 
 export const LOSS_PLOT_FILE = 'loss.svg';
+export const HELDOUT_FILE = 'heldout.json';
 
 export interface StageTensors {
   /** Layers that carry operators (APEX settings). */
@@ -118,6 +122,8 @@ export interface StageFileInput {
   readonly stage: number;
   /** LoRA: the weights the adapter applies to, for adapter_config.json. */
   readonly adapterBase?: PeftAdapter['base'];
+  /** The held-out documents, when the held-out data is a split of the training data. */
+  readonly heldout?: HeldoutDocuments;
 }
 
 /** Writes the stage's files; returns the names written. */
@@ -148,6 +154,11 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
   }
   await writeTextAtomic(join(o.dir, LOSS_PLOT_FILE), renderLossPlot(o.stage, o.metrics));
   written.push(LOSS_PLOT_FILE);
+  if (o.heldout) {
+    // A file of its own, not part of apex_run.json: a large corpus holds out thousands of documents.
+    await writeTextAtomic(join(o.dir, HELDOUT_FILE), formatHeldoutJson(o.heldout));
+    written.push(HELDOUT_FILE);
+  }
   return written;
 }
 

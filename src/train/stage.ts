@@ -42,7 +42,7 @@ import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
 import { analysisMismatch } from './stage-analysis-match.js';
-import { collectStageTensors, writeStageFiles } from './stage-outputs.js';
+import { collectStageTensors, HELDOUT_FILE, writeStageFiles } from './stage-outputs.js';
 import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { adapterBase } from './peft-adapter.js';
@@ -337,6 +337,8 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     say(`backend: ${backend.name} (${backend.detail}); memory estimate ${(memory.totalBytes / 2 ** 20).toFixed(0)} MiB`);
 
     const baseModel = stage === 1 ? settings.model : ((await runBaseModel(run)) ?? settings.model);
+    // Held out of the training data (not separate --eval-data): which documents, for heldout.json.
+    const heldout = options.eval?.heldout ?? options.train.heldout;
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
@@ -430,6 +432,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           trainedMetadata: { stage: String(stage), setting },
           metrics,
           ...(settings.method === 'lora' ? { adapterBase: adapterBase(stage, settings.model, inputDir) } : {}),
+          ...(heldout ? { heldout } : {}),
         }),
       );
     } finally {
@@ -455,7 +458,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       lr_plan: lrPlan,
       global_step_offset: lr.offset,
       seeds,
-      data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}) },
+      data: { train: options.train.source, ...(options.eval ? { eval: options.eval.source } : {}), ...(heldout ? { heldout_file: HELDOUT_FILE } : {}) },
       // How the held-out evaluations ran (provenance; the batch changes speed and memory, not the
       // held-out loss, so it is not compared on --resume).
       ...(options.eval ? { eval: { every: settings.evalEvery, batch_size: settings.evalBatchSize } } : {}),
