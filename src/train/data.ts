@@ -25,6 +25,8 @@
  * - `source.documents` / `source.tokens`: documents in the chosen split / tokens in the returned
  *   sequences (padding excluded). Chat: `truncated` / `targetsLost` count the returned sequences
  *   (a sample's own), `wholeSplit` the same over all of the split's, `dropped` the split's.
+ * - `heldout` (split 'train' / 'heldout'): which documents of each file the split held out, as
+ *   index ranges (data-split.ts `HeldoutDocuments`; a stage writes it as heldout.json).
  * - Tokens of text and chat files are read from the token cache (token-cache.ts) when it holds
  *   the file, giving exactly the sets a fresh tokenization gives; `onProgress` says how many.
  * - Large data is tokenized in worker threads (tokenize-parallel.ts; `APEX_TOKENIZE_THREADS`),
