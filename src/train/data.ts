@@ -73,8 +73,8 @@ export interface DataSpecRecord {
   targetsLost?: number;
   /**
    * Chat: the truncation figures of every sequence of the split, before `samples` chose the set's
-   * (the set's own when it took them all); `targetsLost` here includes the dropped conversations'
-   * assistant tokens, of `targets` in all (the figures the truncation warning gives). Records
+   * (`truncated` is the set's own when it took them all); `targetsLost` here also counts the
+   * dropped conversations' assistant tokens, of `targets` in all (the truncation warning's figures). Records
    * without it (apex before 2026-11-28) gave these split-wide counts as `truncated` /
    * `targetsLost`, also for a sample.
    */
