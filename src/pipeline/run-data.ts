@@ -57,7 +57,7 @@ export async function loadRunData(
   onProgress?: (message: string) => void,
 ): Promise<RunData> {
   const { data, seed } = config;
-  const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, seqLenName: 'data.seq_len', evalDataName: 'data.eval', ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
+  const common = { tokenizer, seqLen: data.seq_len, seed, splitSeed: seed, seqLenName: 'data.seq_len', evalDataName: 'data.eval or data.eval_input_ids', ...(onWarning ? { onWarning } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
   const load = (source: DataSource, split: SplitName, samples: number | null, samplesName: string) =>
     loadSequences({ ...common, ...source, split, ...(samples !== null ? { samples, samplesName } : {}) });
 

@@ -26,9 +26,14 @@ export const RESULTS_NEUTRAL_KEYS: Readonly<Record<string, string>> = {
   'checkpoint.keep': 'it changes how many training checkpoints stay on disk, not what is trained',
 };
 
-/** The config without `output` and the results-neutral keys: what makes two runs the same run. */
+/**
+ * The config without `output`, the results-neutral keys and unset (null) values: what makes two
+ * runs the same run. Unset values are left out because a key a later apex adds is unset (null)
+ * by default, and a run.json written before it existed lacks it: both mean "not set", and the
+ * older record must still match (its hash is computed again from its config on resume).
+ */
 function identity(config: ResolvedConfig): Record<string, unknown> {
-  const { output: _where, ...what } = config as unknown as Record<string, unknown>;
+  const { output: _where, ...what } = withoutNulls(config) as Record<string, unknown>;
   for (const key of Object.keys(RESULTS_NEUTRAL_KEYS)) {
     const [section, leaf] = key.split('.') as [string, string];
     const value = what[section];
@@ -41,10 +46,16 @@ function identity(config: ResolvedConfig): Record<string, unknown> {
   return what;
 }
 
+/** The value with every null member of a mapping dropped, at any depth (list items are kept as they are). */
+function withoutNulls(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== null).map(([k, v]) => [k, withoutNulls(v)]));
+}
+
 /**
  * sha256 (hex) of the canonical JSON of everything that determines what a run computes. The
  * output folder is left out: it is where the run lives, not what it is, so a moved run folder
- * still resumes; so are RESULTS_NEUTRAL_KEYS.
+ * still resumes; so are RESULTS_NEUTRAL_KEYS and unset values.
  */
 export function configHash(config: ResolvedConfig): string {
   return createHash('sha256').update(canonicalJson(identity(config))).digest('hex');

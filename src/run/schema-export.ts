@@ -64,7 +64,10 @@ function nodeSchema(node: SchemaNode): Json {
       .filter(([, child]) => hasRequired(child))
       .map(([key]) => key);
     const properties = Object.fromEntries(Object.entries(node.properties).map(([key, child]) => [key, nodeSchema(child)]));
-    const oneOf = node.requiredOneOf !== undefined ? { anyOf: node.requiredOneOf.map((key) => ({ required: [key] })) } : {};
+    // Exactly one of the keys, set (not null); the others absent or null, as config-rules.ts checks.
+    const oneOf = node.requiredOneOf !== undefined
+      ? { oneOf: node.requiredOneOf.map((key) => ({ required: [key], properties: Object.fromEntries(node.requiredOneOf!.map((k) => [k, k === key ? { not: { type: 'null' } } : { type: 'null' }])) })) }
+      : {};
     const body: Json = { type: 'object', additionalProperties: false, properties, ...(required.length > 0 ? { required } : {}), ...oneOf };
     return { description: describe(node), ...withNull(body, node.nullable) };
   }

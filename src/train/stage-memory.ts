@@ -28,7 +28,8 @@
  *                to 1050 MiB (APEX full) and from 809 to 728 MiB (LoRA) against one micro-batch
  *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
  *   evaluation   the held-out evaluations run between steps (and before the first) at their own
- *                batch (--eval-batch-size): forward only, no tape, with the weights, the optimizer
+ *                batch (--eval-batch-size) and sequence length (a held-out set given apart can be
+ *                longer than the training sequences): forward only, no tape, with the weights, the optimizer
  *                state and the operator/LoRA terms above still resident (counted whole, on the safe
  *                side: AdamW's moments and the step's gradients, alive until after the evaluation
  *                in trainer.ts, are 3 of its 6 copies). Their forward runs in one tf.tidy
@@ -67,6 +68,11 @@ export interface TrainingMemoryInput {
   /** Sequences per batch of the held-out evaluations between steps (default: batch). */
   readonly evalBatch?: number;
   readonly seqLen: number;
+  /**
+   * Sequence length of the held-out evaluations (default: seqLen); it differs when the held-out
+   * set is given apart (another token-id file, or text next to narrower training ids).
+   */
+  readonly evalSeqLen?: number;
   /** Entries of all trainable tensors, whole shapes (model tensors, operators, adapters). */
   readonly trainableEntries: number;
   /** Entries of the largest trainable tensor. */
@@ -96,7 +102,7 @@ export interface TrainingMemoryEstimate {
   /** JavaScript-side copies of the trainable state while a checkpoint is written. */
   readonly savedStateBytes: number;
   readonly totalBytes: number;
-  /** What the activations and logits are sized by: the training micro-batch, or a larger held-out evaluation batch. */
+  /** What the activations and logits are sized by: the training micro-batch, or a larger held-out evaluation batch (more sequences, or longer ones). */
   readonly sizedBy: 'training' | 'evaluation';
 }
 
@@ -124,8 +130,9 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   };
   // The evaluation's peak is the end of its layers or its logits phase, whichever is larger; each
   // phase's tensors are freed before the other's are made, so only one is counted.
-  const evalTokens = (input.evalBatch ?? input.batch) * T;
-  const layersPerToken = L * (18 * D + 11 * q + 11 * kv + 8 * I + 4 * spec.numHeads * T) + 2 * D;
+  const evalT = input.evalSeqLen ?? T;
+  const evalTokens = (input.evalBatch ?? input.batch) * evalT;
+  const layersPerToken = L * (18 * D + 11 * q + 11 * kv + 8 * I + 4 * spec.numHeads * evalT) + 2 * D;
   const logitsPerToken = 5 * V + D;
   const evaluation = layersPerToken >= logitsPerToken
     ? { activationBytes: F32 * evalTokens * layersPerToken + hookBytes, logitBytes: 0 }
@@ -161,7 +168,7 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
       ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
         `which a smaller batch or sequence length does not change: ${raise}${fewer ? `, or ${fewer}` : ''}`
       : estimate.sizedBy === 'evaluation'
-        ? `the held-out evaluation's batch, larger than the training batch, sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
+        ? `the held-out evaluation (its batch or its sequences larger than training's) sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
         : advice;
   throw new ResourceLimitError(
     `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +

@@ -269,7 +269,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     const sized = summarizePlan(spec, sizing);
     const memory = estimateTrainingMemory(spec, {
       batch: batchSize,
-      ...(options.eval ? { evalBatch: settings.evalBatchSize } : {}),
+      ...(options.eval ? { evalBatch: settings.evalBatchSize, evalSeqLen: options.eval.seqLen } : {}),
       seqLen,
       trainableEntries: direct.reduce((n, t) => n + elementCount(t.shape), 0) + sized.operators + sized.adapters,
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
@@ -277,7 +277,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       lora: settings.method === 'lora',
     });
     const training = { method: settings.method, setting: settings.setting ?? null };
-    const evalBatch = options.eval && memory.sizedBy === 'evaluation' ? `, held-out evaluation batch ${settings.evalBatchSize}` : '';
+    const evalBatch = options.eval && memory.sizedBy === 'evaluation' ? `, held-out evaluation batch ${settings.evalBatchSize}${options.eval.seqLen !== seqLen ? ` × ${options.eval.seqLen} tokens` : ''}` : '';
     const what = `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens${evalBatch})`;
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, what, options.names?.batchSize === RUN_CONFIG_NAMES.batchSize ? CONFIG_MEMORY_ADVICE : undefined, training);
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training);

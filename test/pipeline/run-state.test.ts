@@ -104,6 +104,22 @@ describe('run state (run.json)', () => {
     expect(configHash(now)).toBe(configHash(c));
   });
 
+  it('resumes a run.json written by the apex before the token-id keys existed (its config lacks them)', async () => {
+    // run.json's config as apex 06d0399 wrote it for `apex run model=… output=…` (no data.*_input_ids,
+    // no data.train_samples): keys added since are unset (null) now, which means the same.
+    const written = {"model":MODEL,"output":"/elsewhere/out","seed":0,"backend":"auto","max_memory":null,"data":{"train":["builtin:out-of-domain"],"eval":null,"calibration":null,"seq_len":128,"calibration_samples":32,"eval_samples":64},"method":"apex","setting":"full","structured":null,"lora":null,"stages":{"count":2,"steps":36,"tokens":null,"ratio":0.375,"decay_k":false,"score":"rank","random_selection":false,"reverse":false},"optimizer":{"lr":0.001,"betas":[0.9,0.95],"weight_decay":0,"grad_clip":1,"batch_size":8,"grad_accum":1,"warmup_fraction":0.03,"boundary_warmup_fraction":0.005},"eval":{"every":null,"batch_size":8},"checkpoint":{"every":12,"keep":2},"baseline":{"vanilla":true}};
+    const dir = runFolder();
+    mkdirSync(dir, { recursive: true });
+    const steps = { baseline: { finishedAt: '2026-11-27T00:00:00.000Z', wallSeconds: 1, result: {} } };
+    writeFileSync(path.join(dir, RUN_STATE_FILE), JSON.stringify({ format: 'apex.run-state/1', apexVersion: '0.1.0', configHash: 'ee4f0173e24ac08aa259322330f9762305ecfd126fe307068757d83d36aaead8', config: written, steps }));
+    const state = await open(dir, await config());
+    expect(state.start).toBe('resumed');
+    // A key set now that the old record lacks is still a change.
+    const err = await open(dir, await config(['data.train_samples=4'])).catch((e: unknown) => e);
+    expect((err as UsageError).code).toBe('RUN_CONFIG_CHANGED');
+    expect((err as Error).message).toContain('data.train_samples');
+  });
+
   it('treats a moved run folder (another output) as the same run', async () => {
     const dir = runFolder();
     await open(dir, await config([`output=${dir}`]));

@@ -30,7 +30,11 @@ describe('published schema and docs', () => {
     const schema = JSON.parse(configJsonSchemaText()) as { required: string[]; additionalProperties: boolean; properties: Record<string, { required?: string[] }> };
     expect(schema.required).toEqual(['model', 'data']);
     // data.train or data.train_input_ids, one of them (config-rules.ts refuses both).
-    expect((schema.properties.data as { anyOf?: unknown }).anyOf).toEqual([{ required: ['train'] }, { required: ['train_input_ids'] }]);
+    // Exactly one of them set: the other absent or null.
+    expect((schema.properties.data as { oneOf?: unknown }).oneOf).toEqual([
+      { required: ['train'], properties: { train: { not: { type: 'null' } }, train_input_ids: { type: 'null' } } },
+      { required: ['train_input_ids'], properties: { train: { type: 'null' }, train_input_ids: { not: { type: 'null' } } } },
+    ]);
     const text = configJsonSchemaText();
     const sections = Object.values(CONFIG_SCHEMA.properties).filter((n) => n.kind === 'object').length + 1;
     expect(text.match(/"additionalProperties": false/g)).toHaveLength(sections);

@@ -65,8 +65,18 @@ describe('estimateTrainingMemory', () => {
     expect(estimateTrainingMemory(spec, { ...base, evalBatch: 3, operators: true }).activationBytes).toBe(5424 + 4 * 630);
     // A budget the training batch fits and the evaluation batch does not is refused, naming the evaluation batch.
     expect(() => checkTrainingMemory(plain, plain.totalBytes, 'stage')).not.toThrow();
-    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage')).toThrow(/held-out evaluation activations .*the held-out evaluation's batch, larger than the training batch, sets this peak: raise --max-memory, or lower --eval-batch-size/);
+    expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage')).toThrow(/held-out evaluation activations .*the held-out evaluation \(its batch or its sequences larger than training's\) sets this peak: raise --max-memory, or lower --eval-batch-size/);
     expect(() => checkTrainingMemory(e, plain.totalBytes, 'stage', CONFIG_MEMORY_ADVICE)).toThrow(/sets this peak: raise max_memory, or lower eval\.batch_size/);
+  });
+
+  it('sizes the evaluation at its own sequence length (a held-out set longer than the training sequences)', () => {
+    // Evaluation batch 1 × 8 tokens: per token 1 layer · (72 + 44 + 22 + 64 + 4·H·T = 4·2·8 = 64) + 8 = 274
+    // floats, 8 tokens · 274 · 4 = 8768 bytes > training's 4336, although the batch is the training batch.
+    const e = estimateTrainingMemory(spec, { ...base, evalBatch: 1, evalSeqLen: 8 });
+    expect(e.sizedBy).toBe('evaluation');
+    expect([e.activationBytes, e.logitBytes]).toEqual([8768, 0]);
+    // Without evalSeqLen the evaluation is sized at the training length.
+    expect(estimateTrainingMemory(spec, { ...base, evalBatch: 1, evalSeqLen: 2 })).toEqual(estimateTrainingMemory(spec, base));
   });
 
   it('counts an evaluation whose logits outweigh its layers by its logits phase', () => {
