@@ -75,6 +75,7 @@ export const finetuneFlags = {
   'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB); also bounds the stage-1 analysis.' }),
   'calibration-samples': Flags.integer({ description: 'Stage 1 without scores: training sequences (a seeded sample) the analysis reads first (default 64, as apex analyze --samples).', min: 1 }),
   expand: Flags.boolean({ description: 'Fuse the stage into stages/<n>/model/ at the end (--no-expand to skip).', allowNo: true, default: true }),
+  'dry-run': Flags.boolean({ description: 'Check everything up to the first training step (model, data, options, what -o holds) and print the plan: steps and tokens, trainable parameters, the memory estimate by part; write nothing. Exit 5 when it cannot fit --max-memory or the wasm heap.', default: false }),
 };
 
 function betas(text: string | undefined): { beta1?: number; beta2?: number } {
@@ -124,6 +125,7 @@ export function stageSettingsFromFlags(model: string, f: Record<string, unknown>
     backend: f.backend as string | undefined,
     maxMemoryBytes: f['max-memory'] !== undefined ? parseByteSize(f['max-memory'] as string, '--max-memory') : undefined,
     expand: bool('expand'),
+    dryRun: bool('dry-run'),
     calibrationSamples: num('calibration-samples'),
     argv,
   };

@@ -89,6 +89,8 @@ export interface StageSettings {
   readonly maxMemoryBytes?: number;
   /** Fuse into `stages/<n>/model/` at the end (default true). */
   readonly expand?: boolean;
+  /** Check everything up to the first training step and return the plan; write nothing (default false). */
+  readonly dryRun?: boolean;
   /** Micro-batch size of the analysis run when stage 1 finds no scores (default: batchSize). */
   readonly analysisBatchSize?: number;
   /** Training sequences (a seeded sample) that analysis reads (default 64, as `apex analyze --samples` and apex run's data.calibration_samples). */
@@ -140,6 +142,7 @@ export interface ResolvedStageSettings {
   readonly backend: string;
   readonly maxMemoryBytes: number | undefined;
   readonly expand: boolean;
+  readonly dryRun: boolean;
   readonly analysisBatchSize: number | undefined;
   readonly calibrationSamples: number;
   readonly argv: readonly string[];
@@ -288,6 +291,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
     backend: s.backend ?? 'auto',
     maxMemoryBytes: s.maxMemoryBytes,
     expand: s.expand ?? true,
+    dryRun: s.dryRun ?? false,
     analysisBatchSize: s.analysisBatchSize,
     calibrationSamples: s.calibrationSamples ?? DEFAULT_CALIBRATION_SAMPLES,
     argv: s.argv ?? [],

@@ -36,7 +36,7 @@ import { peakRssBytes, PROVENANCE_FILE, ProvenanceRecorder, writeProvenance, typ
 import { dataSourceName, sampleSequences, type SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
-import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory } from './stage-memory.js';
+import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, type TrainingMemoryEstimate } from './stage-memory.js';
 import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
 import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
@@ -47,7 +47,7 @@ import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, s
 import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { adapterBase } from './peft-adapter.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
-import { latestCheckpoint, loadTrainState } from './train-state.js';
+import { latestCheckpoint, listCheckpoints, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
@@ -105,8 +105,8 @@ export interface StageResult {
   readonly dir: string;
   readonly method: ResolvedStageSettings['method'];
   readonly setting: ResolvedStageSettings['setting'] | null;
-  /** `trained`, or `complete` when a resumed stage had already finished. */
-  readonly status: 'trained' | 'complete';
+  /** `trained`; `complete` when a resumed stage had already finished; `planned` for a dry run (nothing trained or written). */
+  readonly status: 'trained' | 'complete' | 'planned';
   readonly steps: number;
   /** 0, or the checkpoint step a resumed run continued from. */
   readonly startStep: number;
@@ -123,6 +123,25 @@ export interface StageResult {
   readonly modelDir: string | null;
   readonly memoryEstimateBytes: number;
   readonly peakRssBytes: number;
+  /** A dry run's plan (status `planned`). */
+  readonly plan?: StagePlan;
+}
+
+/** What a dry run found the stage would do, before its first step. */
+export interface StagePlan {
+  readonly batchSize: number;
+  readonly gradAccum: number;
+  readonly seqLen: number;
+  readonly tokensPerStep: number;
+  /** The held-out evaluations' batch and sequence length, when the stage evaluates. */
+  readonly eval: { readonly batchSize: number; readonly seqLen: number; readonly sequences: number } | null;
+  readonly trainSequences: number;
+  /** Peak learning rate of this stage's plan. */
+  readonly peakLr: number;
+  /** Stage 1 of an APEX run without analysis/stats.safetensors analyses first, on this many sequences. */
+  readonly analysisSequences: number | null;
+  readonly memory: TrainingMemoryEstimate;
+  readonly backend: string;
 }
 
 function trainingSetting(s: ResolvedStageSettings): TrainingSetting {
@@ -157,7 +176,8 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const run = resolve(settings.run);
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
   refuseForeignFolder(run);
-  if (options.runLockHeld) return trainStageLocked(options, settings);
+  // A dry run writes nothing, not even the run folder or its lock.
+  if (options.runLockHeld || settings.dryRun) return trainStageLocked(options, settings);
   await makeOutputFolder(dirname(run));
   const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
   try {
@@ -200,7 +220,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     }
   }
   if (existsSync(join(dir, PROVENANCE_FILE))) {
-    if (settings.resume) return completedStage(settings, options, dir, say);
+    if (settings.resume) return completedStage(settings.dryRun ? { ...settings, expand: false } : settings, options, dir, say);
     if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
   }
   const latest = await latestCheckpoint(checkpointsDir);
@@ -286,6 +306,47 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       if (options.eval && settings.evalBatchSize > batchSize) {
         checkWebgpuBinding(spec, settings.evalBatchSize, options.eval.seqLen, maxStorageBindingBytes(), `the held-out evaluation of stage ${stage} (batch ${settings.evalBatchSize} × ${options.eval.seqLen} tokens)`, `lower ${names.evalBatchSize}`);
       }
+    }
+
+    if (settings.dryRun) {
+      const scores = stageScoresPath(run, stage);
+      if (settings.method === 'apex' && stage > 1 && !existsSync(scores)) {
+        throw new InputError(`${scores} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
+      }
+      const startStep = settings.resume && latest !== undefined ? (await listCheckpoints(checkpointsDir)).at(-1)!.step : 0;
+      const backend = await selectBackend(settings.backend as BackendRequest);
+      const analysisSequences = settings.method === 'apex' && stage === 1 && (settings.force || !existsSync(scores)) ? Math.min(settings.calibrationSamples, options.train.sequences.length) : null;
+      return {
+        stage,
+        dir,
+        method: settings.method,
+        setting: settings.setting ?? null,
+        status: 'planned',
+        steps,
+        startStep,
+        tokens: steps * tokensPerStep,
+        trainable: sized,
+        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
+        finalLoss: null,
+        eval: null,
+        tokensPerSecond: 0,
+        files: [],
+        modelDir: null,
+        memoryEstimateBytes: memory.totalBytes,
+        peakRssBytes: 0,
+        plan: {
+          batchSize,
+          gradAccum,
+          seqLen,
+          tokensPerStep,
+          eval: options.eval ? { batchSize: settings.evalBatchSize, seqLen: options.eval.seqLen, sequences: options.eval.sequences.length } : null,
+          trainSequences: options.train.sequences.length,
+          peakLr: lrPlan.peakLr,
+          analysisSequences,
+          memory,
+          backend: `${backend.name} (${backend.detail})`,
+        },
+      };
     }
 
     let selections: LayerSelection[] | undefined;

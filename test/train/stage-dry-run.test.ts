@@ -1,0 +1,64 @@
+// `apex finetune --dry-run`: everything up to the first training step is checked and the plan
+// returned, and nothing is written. The plan's numbers are checked against the stage that then
+// really trains with the same options (its own record is the independent truth).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ResourceLimitError, UsageError } from '../../src/errors.js';
+import type { SequenceSet } from '../../src/train/data.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+
+const cleanups: (() => void)[] = [];
+afterAll(() => cleanups.forEach((c) => c()));
+function newRun(): string {
+  const { dir, cleanup } = tempRun('dry-run');
+  cleanups.push(cleanup);
+  return join(dir, 'run');
+}
+
+let data: SequenceSet;
+let held: SequenceSet;
+beforeAll(async () => {
+  const chunks = (await storyChunks(16)).sequences;
+  data = idSet(chunks.slice(0, 10));
+  held = idSet(chunks.slice(10, 14));
+});
+
+const options = (run: string, extra: Partial<StageOptions> = {}): StageOptions => ({
+  model: STORIES, modelDir: STORIES, run, stage: 1, train: data, eval: held, steps: 2, batchSize: 2, evalBatchSize: 4, lr: 1e-3,
+  saveEvery: 0, evalEvery: 0, expand: false, backend: 'cpu', method: 'apex', setting: 'full', calibrationSamples: 6, ...extra,
+});
+
+describe('a dry run of a stage', () => {
+  it('returns the plan the stage then trains by (steps, tokens, trainable parameters, memory estimate) and writes nothing', async () => {
+    const run = newRun();
+    const dry = await runStage(options(run, { dryRun: true }));
+    expect(dry.status).toBe('planned');
+    expect(existsSync(run)).toBe(false);
+    expect(dry.plan).toMatchObject({ batchSize: 2, gradAccum: 1, seqLen: 16, tokensPerStep: 32, trainSequences: 10, eval: { batchSize: 4, seqLen: 16, sequences: 4 }, analysisSequences: 6, peakLr: 1e-3 });
+    expect([dry.steps, dry.startStep, dry.tokens]).toEqual([2, 0, 64]);
+
+    const real = await runStage(options(run));
+    const record = JSON.parse(readFileSync(join(run, 'stages', '1', 'apex_run.json'), 'utf8')) as { details: { trainable: unknown; memory_estimate: unknown } };
+    expect(dry.trainable).toEqual(record.details.trainable);
+    expect(dry.plan!.memory).toEqual(record.details.memory_estimate);
+    expect(dry.memoryEstimateBytes).toBe(real.memoryEstimateBytes);
+    expect([real.steps, real.tokens]).toEqual([dry.steps, dry.tokens]);
+
+    // On the complete stage: refused without --resume, as the real command is; with it, reported
+    // complete without fusing (the real --resume would fuse into stages/1/model/).
+    expect(((await runStage(options(run, { dryRun: true })).catch((e: unknown) => e)) as UsageError).code).toBe('OUTPUT_EXISTS');
+    const again = await runStage(options(run, { dryRun: true, resume: true, expand: true }));
+    expect(again.status).toBe('complete');
+    expect(existsSync(join(run, 'stages', '1', 'model'))).toBe(false);
+  });
+
+  it('refuses a plan over --max-memory with exit 5, writing nothing', async () => {
+    const run = newRun();
+    const err = await runStage(options(run, { dryRun: true, maxMemoryBytes: 1_000_000 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResourceLimitError);
+    expect((err as ResourceLimitError).exit).toBe(5);
+    expect(existsSync(run)).toBe(false);
+  });
+});
