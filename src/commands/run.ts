@@ -10,14 +10,16 @@ import { Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { UsageError } from '../errors.js';
 import { runPipeline } from '../pipeline/run.js';
+import { planRun, type RunPlan } from '../pipeline/run-plan.js';
+import { formatBytes } from '../io/byte-size.js';
 import type { RunSummary } from '../pipeline/run-summary.js';
 import { renderPerplexityTable } from '../pipeline/run-table.js';
 import { configHash, formatResolvedConfig } from '../run/config-format.js';
 import { BACKENDS, type ResolvedConfig } from '../run/config-schema.js';
 import { resolveConfig } from '../run/config.js';
 
-/** `--print-config --json` prints the resolved config instead of a summary. */
-type RunCommandResult = RunSummary | { configHash: string; config: ResolvedConfig };
+/** `--print-config --json` prints the resolved config instead of a summary; `--dry-run` the plan. */
+type RunCommandResult = RunSummary | RunPlan | { configHash: string; config: ResolvedConfig };
 
 /** `key=value` with a key path (`stages.count=3`, `data.train=[a,b]`), as opposed to a file name. */
 const OVERRIDE = /^[A-Za-z_][\w.[\]]*=/;
@@ -35,13 +37,15 @@ export default class Run extends ApexCommand<RunCommandResult> {
     '<%= config.bin %> run config.yaml',
     '<%= config.bin %> run config.yaml stages.count=3 optimizer.lr=1e-4 -o runs/three-stages',
     '<%= config.bin %> run config.yaml --print-config',
+    '<%= config.bin %> run config.yaml --dry-run',
     '<%= config.bin %> run config.yaml --json > summary.json',
   ];
   static override strict = false;
-  static override usage = 'run [CONFIG.yaml] [KEY=VALUE...] [-o DIR] [--print-config] [--force] [--backend NAME] [--json] [--quiet]';
+  static override usage = 'run [CONFIG.yaml] [KEY=VALUE...] [-o DIR] [--print-config] [--dry-run] [--force] [--backend NAME] [--json] [--quiet]';
   static override flags = {
     output: Flags.string({ char: 'o', description: 'Run folder (same as output=DIR; default ./apex-run).' }),
     'print-config': Flags.boolean({ description: 'Print the resolved config as YAML and exit without doing any work.', default: false }),
+    'dry-run': Flags.boolean({ description: 'Check the config, model, data, backend and run folder, tokenize the data and plan stage 1 of the run and of the baseline (steps, tokens, trainable parameters, the training memory estimate); write nothing. Exit 5 when a stage cannot fit max_memory or the wasm heap.', default: false, exclusive: ['print-config'] }),
     force: Flags.boolean({ description: 'Discard an existing run folder (another config\'s run, or anything else) and start over.', default: false }),
     backend: Flags.string({ description: 'TensorFlow.js backend (same as backend=NAME).', options: [...BACKENDS] }),
   };
@@ -61,6 +65,12 @@ export default class Run extends ApexCommand<RunCommandResult> {
       if (!this.jsonEnabled()) process.stdout.write(formatResolvedConfig(resolved));
       return { configHash: configHash(resolved.config), config: resolved.config };
     }
+    if (flags['dry-run']) {
+      const plan = await planRun({ resolved, force: flags.force, signal: this.abort.signal, status: (m) => this.progress.update(m), onWarning: (m) => this.note(m) });
+      this.progress.stop();
+      this.sayPlan(plan);
+      return plan;
+    }
     const summary = await runPipeline({
       resolved,
       force: flags.force,
@@ -74,5 +84,22 @@ export default class Run extends ApexCommand<RunCommandResult> {
     this.say(renderPerplexityTable(summary, process.stdout.columns || undefined));
     this.say(`run folder: ${summary.run} (summary.json, index.html)`);
     return summary;
+  }
+
+  private sayPlan(plan: RunPlan): void {
+    const folder = plan.start === 'new' ? 'a new run' : plan.start === 'resumed' ? `this config's run, resumed (${plan.completedSteps} steps recorded complete)` : 'discarded and started over (--force)';
+    this.say(`dry run: nothing was trained or written`);
+    this.say(`run folder: ${plan.run}: ${folder}`);
+    this.say(`model: ${plan.model.dir} (${plan.model.layers} layers, ${plan.model.parameters.toLocaleString('en-US')} parameters); backend ${plan.backend}`);
+    this.say(`data: ${plan.data.train.toLocaleString('en-US')} training sequences of ${plan.data.seqLen} tokens, ${plan.data.eval.toLocaleString('en-US')} held-out${plan.data.calibration !== null ? `, ${plan.data.calibration.toLocaleString('en-US')} for the analysis` : ''}`);
+    for (const line of plan.lines) {
+      const s = line.stage1;
+      const p = s.plan!;
+      const m = p.memory;
+      const t = s.trainable;
+      this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}: ${line.stages} stage${line.stages === 1 ? '' : 's'} of ${s.steps} steps × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all`);
+      this.say(`  trainable parameters (stage 1): ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
+      this.say(`  memory estimate per stage: ${formatBytes(m.totalBytes)} (weights ${formatBytes(m.weightBytes)}, gradients and optimizer state ${formatBytes(m.optimizerBytes)}, ${m.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(m.activationBytes)}, logits ${formatBytes(m.logitBytes)}, copies while saving ${formatBytes(m.savedStateBytes)})`);
+    }
   }
 }

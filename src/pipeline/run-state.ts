@@ -140,6 +140,20 @@ export class RunState {
     return state;
   }
 
+  /**
+   * What `open` would do with the folder, without writing anything (a dry run): start a new run,
+   * resume this config's run (its completed steps would be skipped), or throw the error `open`
+   * would (with `force` the folder would be discarded instead).
+   */
+  static async peek(dir: string, config: ResolvedConfig, options: { force: boolean }): Promise<{ start: RunStart; completedSteps: number }> {
+    const out = resolve(dir);
+    const existing = await readExisting(out);
+    if (existing.kind === 'absent') return { start: 'new', completedSteps: 0 };
+    if (options.force) return { start: 'restarted', completedSteps: 0 };
+    if (existing.kind === 'run' && recordedHash(existing.state) === configHash(config)) return { start: 'resumed', completedSteps: Object.keys(existing.state.steps).length };
+    throw refusal(out, existing, config);
+  }
+
   /** The record of a completed step, if it is recorded and `stillThere` (its final files exist). */
   completed<R>(key: string, stillThere: () => boolean = () => true): CompletedStep<R> | undefined {
     const step = this.file.steps[key] as CompletedStep<R> | undefined;

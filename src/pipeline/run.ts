@@ -158,17 +158,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const signal = options.signal;
   const run = resolve(config.output);
   // Everything that can be checked without writing is checked before the run folder exists.
-  await checkDataPaths(config);
-  const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
-  const tokenizer = await loadTokenizer(base.dir);
-  checkRunTokenizer(tokenizer, base.dir, config);
-  // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
-  if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec, 'lora.match_params');
-  if (config.lora?.rank != null && config.lora.rank > maxLoraRank(base.spec)) {
-    throw new UsageError(`lora.rank must be an integer in [1, ${maxLoraRank(base.spec)}] for this model (the smallest side of its projections), got ${config.lora.rank}`, 'CONFIG_INVALID');
-  }
-  const backend = await selectBackend(config.backend as BackendRequest);
-  if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
+  const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status);
   const existed = existsSync(run);
   await makeOutputFolder(dirname(run));
 
@@ -310,6 +300,30 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * The checks that need no writing, made before the run folder exists (and all a dry run makes
+ * besides planning): the data paths, the base model and its tokenizer, the LoRA options against
+ * the model, the backend, and a memory budget no stage can meet.
+ */
+export async function checkBeforeWriting(
+  config: ResolvedRunConfig['config'],
+  signal: AbortSignal | undefined,
+  status: (message: string) => void,
+): Promise<{ base: Awaited<ReturnType<typeof resolveBaseModel>>; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; backend: Awaited<ReturnType<typeof selectBackend>> }> {
+  await checkDataPaths(config);
+  const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
+  const tokenizer = await loadTokenizer(base.dir);
+  checkRunTokenizer(tokenizer, base.dir, config);
+  // lora.match_params is read when the baseline trains, after the base evaluation: checked now.
+  if (config.lora?.match_params) await matchedLoraRank(resolve(config.lora.match_params), 1, base.spec, 'lora.match_params');
+  if (config.lora?.rank != null && config.lora.rank > maxLoraRank(base.spec)) {
+    throw new UsageError(`lora.rank must be an integer in [1, ${maxLoraRank(base.spec)}] for this model (the smallest side of its projections), got ${config.lora.rank}`, 'CONFIG_INVALID');
+  }
+  const backend = await selectBackend(config.backend as BackendRequest);
+  if (config.max_memory !== null) refuseImpossibleBudget(config, base.spec, config.max_memory);
+  return { base, tokenizer, backend };
 }
 
 /**

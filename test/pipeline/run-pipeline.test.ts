@@ -18,6 +18,7 @@ import { loadTokenizer } from '../../src/model/tokenizer.js';
 import { loadRunData } from '../../src/pipeline/run-data.js';
 import { apexVersion } from '../../src/pipeline/analysis-provenance.js';
 import { runPipeline } from '../../src/pipeline/run.js';
+import { planRun } from '../../src/pipeline/run-plan.js';
 import { renderRunReport } from '../../src/pipeline/run-report.js';
 import type { RunSummary } from '../../src/pipeline/run-summary.js';
 import { resolveConfig } from '../../src/run/config.js';
@@ -363,6 +364,29 @@ describe('apex run (library, micro config)', () => {
     expect((err as UsageError).code).toBe('RUN_CONFIG_CHANGED');
     expect((err as Error).message).toContain('stages.steps');
     expect(fingerprint(out)).toEqual(before);
+  });
+
+  it('--dry-run plans each line as its stages then trained (trainable parameters, memory estimate, tokens) and writes nothing', async () => {
+    const plan = async (overrides: string[] = []) => planRun({ resolved: await resolveConfig({ file: cfg.file, overrides, cwd: cfg.dir }) });
+    const before = fingerprint(out);
+    const p = await plan();
+    expect(fingerprint(out)).toEqual(before);
+    expect(p.start).toBe('resumed');
+    expect(p.data).toEqual({ train: expect.any(Number), eval: 6, calibration: 8, seqLen: 32 });
+    expect(p.lines.map((l) => [l.name, l.stages, l.tokens])).toEqual([['APEX', 2, 2 * 4 * 4 * 32], ['vanilla', 2, 2 * 4 * 4 * 32]]);
+    const record = (rel: string) => JSON.parse(readFileSync(path.join(out, rel, 'apex_run.json'), 'utf8')) as { details: { trainable: unknown; memory_estimate: unknown } };
+    for (const [line, rel] of [[p.lines[0]!, 'stages/1'], [p.lines[1]!, 'baseline/vanilla/stages/1']] as const) {
+      expect(line.stage1.status).toBe('planned');
+      expect(line.stage1.trainable, rel).toEqual(record(rel).details.trainable);
+      expect(line.stage1.plan!.memory, rel).toEqual(record(rel).details.memory_estimate);
+    }
+    // As the run itself: another config on the folder is refused; another folder would be new (and is not created).
+    expect(((await plan(['stages.steps=5']).catch((e: unknown) => e)) as UsageError).code).toBe('RUN_CONFIG_CHANGED');
+    const elsewhere = path.join(cfg.dir, 'not-yet');
+    expect((await plan([`output=${elsewhere}`])).start).toBe('new');
+    expect(existsSync(elsewhere)).toBe(false);
+    expect(fingerprint(out)).toEqual(before);
+    expect(readdirSync(cfg.dir).filter((f) => f.endsWith('.lock'))).toEqual([]);
   });
 
   it('an interrupted stage resumes from its checkpoint and ends with the same weights as the uninterrupted run; --force redoes everything', async () => {
