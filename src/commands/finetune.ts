@@ -3,7 +3,6 @@
  * baseline on the same trainer), written to `<run>/stages/<n>/` and fused into
  * `<run>/stages/<n>/model/`. The work is in train/stage.ts; flags in train/stage-flags.ts.
  */
-import { isAbsolute, resolve } from 'node:path';
 import { Args } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { resolveModel } from '../io/resolve-model.js';
@@ -34,9 +33,11 @@ export default class Finetune extends ApexCommand<StageResult> {
     const { train, eval: held } = await loadStageData(flags, tokenizer, (m) => this.note(m), this.abort.signal, (m) => this.progress.update(m));
     const result = await runStage({
       ...settings,
-      // base_model is recorded so that `apex expand --run` can resolve it again from anywhere.
-      model: resolved.source === 'local' && !isAbsolute(args.model) ? resolve(args.model) : args.model,
+      // base_model is recorded so that `apex expand --run` can resolve it again from anywhere: a
+      // local folder by its absolute path (`~` expanded, as the resolver reads it), a Hub id as given.
+      model: resolved.source === 'local' ? resolved.dir : args.model,
       modelDir: resolved.dir,
+      modelSource: resolved,
       train,
       eval: held,
       signal: this.abort.signal,

@@ -7,6 +7,7 @@ import type { ResolvedConfig } from '../run/config-schema.js';
 import type { RunData } from './run-data.js';
 import type { TrainingLine } from './run-stage-settings.js';
 import type { RunState } from './run-state.js';
+import type { ResolvedModel } from '../io/resolve-model.js';
 
 export interface RunContext {
   readonly config: ResolvedConfig;
@@ -15,6 +16,8 @@ export interface RunContext {
   readonly run: string;
   /** The resolved local base model folder. */
   readonly modelDir: string;
+  /** How the base model was resolved (a LoRA stage's adapter names it). */
+  readonly modelSource: ResolvedModel;
   readonly data: () => Promise<RunData>;
   readonly signal?: AbortSignal;
   /** Permanent progress lines. */

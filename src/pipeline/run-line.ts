@@ -105,6 +105,7 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
         // The run holds its folder's lock throughout; a baseline trains in a folder of its own, which its stage locks.
         runLockHeld: line.folder === ctx.run,
         modelDir: ctx.modelDir,
+        modelSource: ctx.modelSource,
         train: data.train,
         ...(config.eval.every !== null ? { eval: data.eval } : {}),
         ...(ctx.signal ? { signal: ctx.signal } : {}),

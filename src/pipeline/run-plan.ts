@@ -70,6 +70,7 @@ export async function planRun(options: {
       force: true,
       names: RUN_CONFIG_NAMES,
       modelDir: base.dir,
+      modelSource: base.resolved,
       train: data.train,
       ...(config.eval.every !== null ? { eval: data.eval } : {}),
       ...(signal ? { signal } : {}),

@@ -236,6 +236,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
       state,
       run,
       modelDir: base.dir,
+      modelSource: base.resolved,
       data,
       ...(signal ? { signal } : {}),
       log,

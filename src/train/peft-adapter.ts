@@ -9,7 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseRepoArgument } from '../io/resolve-model.js';
+import { parseRepoArgument, type ResolvedModel } from '../io/resolve-model.js';
 
 export const ADAPTER_DIR = 'adapter';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -25,8 +25,8 @@ export interface PeftAdapter {
   readonly alpha: number;
   /** The modules adapted (q_proj, …, down_proj). */
   readonly targetModules: readonly string[];
-  /** The weights the factors apply to: a Hub repo (with its revision) or a folder. */
-  readonly base: { readonly repo: string; readonly revision: string } | { readonly folder: string };
+  /** The weights the factors apply to: a Hub repo (with the commit trained from, or the revision named, or none) or a folder. */
+  readonly base: { readonly repo: string; readonly revision: string | null } | { readonly folder: string };
   /** Factors by PEFT tensor name. */
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly values: Float32Array }>;
 }
@@ -56,8 +56,15 @@ export function peftAdapterConfig(a: PeftAdapter): Record<string, unknown> {
  * What a LoRA stage's adapter applies to: stage 1's model as the user named it (a Hub repo and
  * its revision, or the folder), a later stage's the previous stage's fused model folder.
  */
-export function adapterBase(stage: number, model: string, inputDir: string): PeftAdapter['base'] {
-  if (stage > 1 || existsSync(model)) return { folder: resolve(inputDir) };
+export function adapterBase(stage: number, model: string, inputDir: string, source?: Pick<ResolvedModel, 'source' | 'repo' | 'revision' | 'commit'>): PeftAdapter['base'] {
+  if (stage > 1) return { folder: resolve(inputDir) };
+  if (source !== undefined) {
+    if (source.source === 'local' || source.repo === undefined) return { folder: resolve(inputDir) };
+    // The snapshot trained from: a branch such as main can move on after training.
+    return { repo: source.repo, revision: source.commit ?? source.revision ?? null };
+  }
+  // Without the resolution (a library caller): the model argument read as the resolver reads it.
+  if (existsSync(model)) return { folder: resolve(inputDir) };
   const { repo, revision } = parseRepoArgument(model);
   return { repo, revision };
 }

@@ -46,6 +46,7 @@ import { collectStageTensors, HELDOUT_FILE, writeStageFiles } from './stage-outp
 import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, stageSeeds, type StageDetails } from './stage-records.js';
 import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { adapterBase } from './peft-adapter.js';
+import type { ResolvedModel } from '../io/resolve-model.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { latestCheckpoint, listCheckpoints, loadTrainState } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
@@ -78,6 +79,11 @@ export const CHECKPOINTS_DIR = 'checkpoints';
 export interface StageOptions extends StageSettings {
   /** Resolved local folder of the base model (stage 1's input). `model` is what base_model records. */
   readonly modelDir: string;
+  /**
+   * How `model` was resolved (a local folder, or a Hub repo at a commit): a LoRA stage's adapter
+   * names that base. Without it, `model` is read as a folder when one is there, else as a Hub id.
+   */
+  readonly modelSource?: Pick<ResolvedModel, 'source' | 'repo' | 'revision' | 'commit'>;
   readonly train: SequenceSet;
   /** Held-out data for the periodic evaluation. */
   readonly eval?: SequenceSet;
@@ -258,6 +264,8 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
       }
     }
+    // Decided before training, so a base the adapter cannot name fails now, not after the steps.
+    const loraBase = settings.method === 'lora' ? adapterBase(stage, settings.model, inputDir, options.modelSource) : undefined;
     const { batchSize, gradAccum } = settings.optimizer;
     const seqLen = options.train.seqLen;
     const tokensPerStep = batchSize * gradAccum * seqLen;
@@ -492,7 +500,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           ...(recorder ? { recorder, scoreMetadata: { source: 'apex finetune', stage: String(stage), seed: String(settings.seed) } } : {}),
           trainedMetadata: { stage: String(stage), setting },
           metrics,
-          ...(settings.method === 'lora' ? { adapterBase: adapterBase(stage, settings.model, inputDir) } : {}),
+          ...(loraBase ? { adapterBase: loraBase } : {}),
           ...(heldout ? { heldout } : {}),
         }),
       );

@@ -2,7 +2,7 @@
 // exit 2 naming the flags before anything is written; a small run on llama-mha-f32 with the
 // built-in corpus prints the trainable-parameter count and writes the stage and its fused model.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,8 +26,8 @@ function ensureBuilt(): void {
   expect(existsSync(built), 'dist/commands/finetune.js must exist: run npm run build').toBe(true);
 }
 
-function apex(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'run.js'), 'finetune', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+function apex(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'run.js'), 'finetune', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000, env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -72,4 +72,28 @@ it('trains a stage of llama-mha-f32 on the built-in corpus, reports the trainabl
   const again = apex([...args, '--json']);
   expect(again.status).toBe(2);
   expect(JSON.parse(again.stdout).error.message).toMatch(/already complete.*--force/);
+});
+
+it('a model named ~/… (quoted, so apex expands it): --dry-run plans without writing; the LoRA stage records the folder and its adapter names it', () => {
+  // Before, the record took the path as written (<cwd>/~/m), and the adapter, written after
+  // training, failed on it as a Hub id: the trained stage was lost.
+  const home = join(tmp, 'home');
+  mkdirSync(home);
+  symlinkSync(join(ROOT, 'fixtures', 'llama-mha-f32'), join(home, 'm'));
+  const out = join(tmp, 'lora-home');
+  const args = ['~/m', '-o', out, '--method', 'lora', '--lora-rank', '2', '--corpus', 'in-domain', '--seq-len', '16', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--steps', '1', '--backend', 'cpu', '--no-expand', '--json'];
+  const env = { ...process.env, HOME: home };
+  const dry = apex([...args, '--dry-run'], env);
+  expect(dry.status, dry.stderr).toBe(0);
+  const plan = JSON.parse(dry.stdout) as { data: { status: string; steps: number; plan: { tokensPerStep: number; memory: { totalBytes: number } } } };
+  expect(plan.data.status).toBe('planned');
+  expect([plan.data.steps, plan.data.plan.tokensPerStep]).toEqual([1, 32]);
+  expect(existsSync(out)).toBe(false);
+  const r = apex(args, env);
+  expect(r.status, r.stderr).toBe(0);
+  const record = JSON.parse(readFileSync(join(out, 'stages', '1', 'apex_run.json'), 'utf8')) as { base_model: string; details: { memory_estimate: { totalBytes: number } } };
+  expect(record.base_model).toBe(join(home, 'm'));
+  expect(record.details.memory_estimate.totalBytes).toBe(plan.data.plan.memory.totalBytes);
+  const adapter = JSON.parse(readFileSync(join(out, 'stages', '1', 'adapter', 'adapter_config.json'), 'utf8')) as { base_model_name_or_path: string; revision: string | null };
+  expect(adapter).toMatchObject({ base_model_name_or_path: join(home, 'm'), revision: null });
 });
