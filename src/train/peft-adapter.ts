@@ -14,6 +14,7 @@ import { parseRepoArgument, type ResolvedModel } from '../io/resolve-model.js';
 export const ADAPTER_DIR = 'adapter';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+export const ADAPTER_CARD_FILE = 'README.md';
 
 /** PEFT's tensor name of a factor of the projection whose weight is `weightName` (`model.layers.0.self_attn.q_proj.weight`). */
 export function peftTensorName(weightName: string, factor: 'A' | 'B'): string {
@@ -67,4 +68,27 @@ export function adapterBase(stage: number, model: string, inputDir: string, sour
   if (existsSync(model)) return { folder: resolve(inputDir) };
   const { repo, revision } = parseRepoArgument(model);
   return { repo, revision };
+}
+
+/**
+ * The adapter's model card (README.md), as PEFT's save_pretrained writes one: front matter with
+ * `library_name: peft` and, for a Hub base, `base_model` (what the Hub reads to show the folder
+ * as an adapter of that model), then the base, rank, alpha and how to load it.
+ */
+export function renderAdapterCard(a: PeftAdapter, stage: number): string {
+  const hub = 'repo' in a.base ? a.base : undefined;
+  const base = hub ? hub.repo : (a.base as { folder: string }).folder;
+  const lines = ['---'];
+  if (hub) lines.push(`base_model: ${JSON.stringify(hub.repo)}`);
+  lines.push('library_name: peft', 'tags:', '- lora', '- apex', '---', '');
+  lines.push(`# LoRA adapter of apex stage ${stage}`, '');
+  lines.push('The factors this LoRA stage trained (apex finetune --method lora), in PEFT\'s layout. The stage also merged them into the weights (`../trained.safetensors`, fused into `../model/`); the adapter keeps them apart, for serving several adapters on one base or merging elsewhere.', '');
+  lines.push('| | |', '|---|---|');
+  lines.push(`| base model | \`${base}\`${hub && hub.revision !== null ? ` at \`${hub.revision}\`` : ''} |`);
+  lines.push(`| rank r | ${a.rank} |`, `| lora_alpha | ${a.alpha} |`, `| scale (alpha / r) | ${a.alpha / a.rank} |`, `| target modules | ${a.targetModules.join(', ')} |`, '');
+  lines.push('```python', 'from transformers import AutoModelForCausalLM', 'from peft import PeftModel', '');
+  lines.push(`base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(base)}${hub && hub.revision !== null ? `, revision=${JSON.stringify(hub.revision)}` : ''})`);
+  lines.push('model = PeftModel.from_pretrained(base, "path/to/this/adapter")', '```', '');
+  if (stage > 1) lines.push(`Stage ${stage} trained on the merged weights of stage ${stage - 1}: that fused model is the base, not the run's original model.`, '');
+  return `${lines.join('\n')}`;
 }

@@ -32,7 +32,7 @@ import { countingKMetadata, scoreRecordsFromRecorder, writeScoreFile } from '../
 import { OPERATORS_FILE, TRAINED_FILE } from '../pipeline/expand-paths.js';
 import { renderLineChartSvg } from '../report/svg-line-chart.js';
 import { PROJECTION_KEYS } from './lora.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, peftAdapterConfig, peftTensorName, type PeftAdapter } from './peft-adapter.js';
+import { ADAPTER_CARD_FILE, ADAPTER_CONFIG_FILE, ADAPTER_DIR, ADAPTER_WEIGHTS_FILE, peftAdapterConfig, peftTensorName, renderAdapterCard, type PeftAdapter } from './peft-adapter.js';
 import { formatHeldoutJson, type HeldoutDocuments } from './data-split.js';
 import type { MetricsLine } from './metrics-log.js';
 import type { TrainingScoreRecorder } from './score-recorder.js';
@@ -145,7 +145,9 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
     await writeSafetensors(join(o.dir, weights), [...adapter.tensors].map(([name, t]) => f32Tensor(name, t.shape, t.values)), { format: 'pt' });
     const config = join(ADAPTER_DIR, ADAPTER_CONFIG_FILE);
     await writeTextAtomic(join(o.dir, config), `${JSON.stringify(peftAdapterConfig(adapter), null, 2)}\n`);
-    written.push(weights, config);
+    const card = join(ADAPTER_DIR, ADAPTER_CARD_FILE);
+    await writeTextAtomic(join(o.dir, card), renderAdapterCard(adapter, o.stage));
+    written.push(weights, config, card);
   }
   if (o.recorder) {
     const counts = o.recorder.counts;

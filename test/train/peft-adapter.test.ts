@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { adapterBase, peftAdapterConfig, peftTensorName } from '../../src/train/peft-adapter.js';
+import { adapterBase, peftAdapterConfig, peftTensorName, renderAdapterCard } from '../../src/train/peft-adapter.js';
 import { runStage } from '../../src/train/stage.js';
 import { readAllF32, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
@@ -21,6 +21,11 @@ it('a LoRA stage writes adapter/ in PEFT layout whose factors rebuild its merged
   const config = JSON.parse(readFileSync(join(stage, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   expect(config).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 3, lora_alpha: 5, lora_dropout: 0, bias: 'none', base_model_name_or_path: resolve(STORIES), revision: null });
   expect(config.target_modules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+  // The model card PEFT's save_pretrained also writes: library_name peft; no Hub base_model for a local folder.
+  const card = readFileSync(join(stage, 'adapter', 'README.md'), 'utf8');
+  expect(card).toMatch(/^---\nlibrary_name: peft\n/);
+  expect(card).toContain(`| base model | \`${resolve(STORIES)}\` |`);
+  expect(card).toContain('| scale (alpha / r) | 1.6666666666666667 |');
 
   const factors = await readAllF32(join(stage, 'adapter', 'adapter_model.safetensors'));
   const base = await readAllF32(join(STORIES, 'model.safetensors'));
@@ -62,6 +67,10 @@ it('names the base a Hub repo and revision for a Hub model, and the previous fus
   // A local folder named as the resolver read it (`~/m` does not exist as written): the folder.
   expect(adapterBase(1, '~/m', '/home/u/m', { source: 'local' })).toEqual({ folder: '/home/u/m' });
   expect(peftAdapterConfig({ rank: 8, alpha: 16, targetModules: ['q_proj'], base: { repo: 'org/model', revision: null }, tensors: new Map() })).toMatchObject({ base_model_name_or_path: 'org/model', revision: null });
+  // A Hub base's card carries base_model (the Hub links the adapter to it) and loads at the commit.
+  const hubCard = renderAdapterCard({ rank: 8, alpha: 16, targetModules: ['q_proj'], base: { repo: 'org/model', revision: commit }, tensors: new Map() }, 1);
+  expect(hubCard).toMatch(/^---\nbase_model: "org\/model"\nlibrary_name: peft\n/);
+  expect(hubCard).toContain(`from_pretrained("org/model", revision="${commit}")`);
   // Without it (a library caller), the model argument is read as before.
   expect(adapterBase(1, 'org/model@v2', '/cache/snapshots/abc')).toEqual({ repo: 'org/model', revision: 'v2' });
   expect(adapterBase(1, 'org/model', '/cache/snapshots/abc')).toEqual({ repo: 'org/model', revision: 'main' });
