@@ -49,6 +49,11 @@ export default class Finetune extends ApexCommand<StageResult> {
       this.sayPlan(result, result.plan);
       return result;
     }
+    if (flags['dry-run']) {
+      // --resume on a complete stage: the real command would reuse it (fusing it if its model is missing).
+      this.say(`dry run: stage ${result.stage} (${result.dir}) is already complete; --resume would reuse it${settings.expand !== false ? `, fusing it into ${result.dir}/model/ if that is missing` : ''}. Nothing was written`);
+      return result;
+    }
     const t = result.trainable;
     this.say(`stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}` : ''}): ${result.status === 'complete' ? 'already complete' : `${result.steps - result.startStep} steps trained${result.startStep > 0 ? ` (resumed at step ${result.startStep})` : ''}`}`);
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
@@ -62,7 +67,7 @@ export default class Finetune extends ApexCommand<StageResult> {
     const m = plan.memory;
     this.say(`dry run of stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}, alpha ${result.lora.alpha}` : ''}): nothing was trained or written`);
     if (plan.analysisSequences !== null) this.say(`analysis first, on ${plan.analysisSequences} of the training sequences (--calibration-samples)`);
-    this.say(`steps: ${result.steps}${result.startStep > 0 ? ` (resuming at step ${result.startStep})` : ''} of ${plan.tokensPerStep.toLocaleString('en-US')} tokens (batch ${plan.batchSize} × accumulation ${plan.gradAccum} × ${plan.seqLen}), ${result.tokens.toLocaleString('en-US')} tokens in all; ${plan.trainSequences.toLocaleString('en-US')} training sequences; peak learning rate ${plan.peakLr}`);
+    this.say(`steps: ${result.steps}${result.startStep > 0 ? ` (resuming at step ${result.startStep})` : ''}, each of ${plan.tokensPerStep.toLocaleString('en-US')} tokens (batch ${plan.batchSize} × accumulation ${plan.gradAccum} × ${plan.seqLen}), ${result.tokens.toLocaleString('en-US')} tokens in all; ${plan.trainSequences.toLocaleString('en-US')} training sequences; peak learning rate ${plan.peakLr}`);
     this.say(plan.eval ? `held-out evaluation: ${plan.eval.sequences.toLocaleString('en-US')} sequences of ${plan.eval.seqLen} tokens in batches of ${plan.eval.batchSize}` : 'held-out evaluation: none');
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
     const slack = m.tfHeapBytes - m.weightBytes - m.optimizerBytes - m.activationBytes - m.logitBytes;

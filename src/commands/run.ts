@@ -45,7 +45,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
   static override flags = {
     output: Flags.string({ char: 'o', description: 'Run folder (same as output=DIR; default ./apex-run).' }),
     'print-config': Flags.boolean({ description: 'Print the resolved config as YAML and exit without doing any work.', default: false }),
-    'dry-run': Flags.boolean({ description: 'Check the config, model, data, backend and run folder, tokenize the data and plan stage 1 of the run and of the baseline (steps, tokens, trainable parameters, the training memory estimate); write nothing. Exit 5 when a stage cannot fit max_memory or the wasm heap.', default: false, exclusive: ['print-config'] }),
+    'dry-run': Flags.boolean({ description: 'Check what a run checks before it trains (config, model, data, backend, the run folder and, resuming, its recorded inputs and checkpoints), tokenize the data, and plan the next stage of the run and of the baseline (steps, tokens, trainable parameters, the training memory estimate); write nothing in the run folder. Exits with the code the run would (5 where a stage cannot fit max_memory or the wasm heap).', default: false, exclusive: ['print-config'] }),
     force: Flags.boolean({ description: 'Discard an existing run folder (another config\'s run, or anything else) and start over.', default: false }),
     backend: Flags.string({ description: 'TensorFlow.js backend (same as backend=NAME).', options: [...BACKENDS] }),
   };
@@ -87,18 +87,21 @@ export default class Run extends ApexCommand<RunCommandResult> {
   }
 
   private sayPlan(plan: RunPlan): void {
-    const folder = plan.start === 'new' ? 'a new run' : plan.start === 'resumed' ? `this config's run, resumed (${plan.completedSteps} steps recorded complete)` : 'discarded and started over (--force)';
-    this.say(`dry run: nothing was trained or written`);
+    const folder = plan.start === 'new' ? 'a new run' : plan.start === 'resumed' ? "this config's run, which would resume" : 'discarded and started over (--force)';
+    const n = (count: number, word: string) => `${count.toLocaleString('en-US')} ${word}${count === 1 ? '' : 's'}`;
+    this.say('dry run: nothing was trained or written');
     this.say(`run folder: ${plan.run}: ${folder}`);
-    this.say(`model: ${plan.model.dir} (${plan.model.layers} layers, ${plan.model.parameters.toLocaleString('en-US')} parameters); backend ${plan.backend}`);
-    this.say(`data: ${plan.data.train.toLocaleString('en-US')} training sequences of ${plan.data.seqLen} tokens, ${plan.data.eval.toLocaleString('en-US')} held-out${plan.data.calibration !== null ? `, ${plan.data.calibration.toLocaleString('en-US')} for the analysis` : ''}`);
+    this.say(`model: ${plan.model.dir} (${n(plan.model.layers, 'layer')}, ${plan.model.parameters.toLocaleString('en-US')} parameters); backend ${plan.backend}`);
+    this.say(`data: ${n(plan.data.train, 'training sequence')} of ${plan.data.seqLen} tokens, ${plan.data.eval.toLocaleString('en-US')} held-out${plan.data.calibration !== null ? `, ${plan.data.calibration.toLocaleString('en-US')} for the analysis` : ''}`);
     for (const line of plan.lines) {
-      const s = line.stage1;
+      const s = line.stage;
       const p = s.plan!;
       const m = p.memory;
       const t = s.trainable;
-      this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}: ${line.stages} stage${line.stages === 1 ? '' : 's'} of ${s.steps} steps × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all`);
-      this.say(`  trainable parameters (stage 1): ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
+      const done = line.complete.length === line.stages ? ', all complete' : line.complete.length > 0 ? `, ${line.complete.length} complete` : '';
+      this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}: ${n(line.stages, 'stage')} of ${n(s.steps, 'step')} × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all${done}; ${line.toTrain.toLocaleString('en-US')} tokens to train`);
+      if (line.toTrain > 0) this.say(`  next: stage ${s.stage}${s.startStep > 0 ? `, resuming at step ${s.startStep}` : ''}`);
+      this.say(`  trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
       this.say(`  memory estimate per stage: ${formatBytes(m.totalBytes)} (weights ${formatBytes(m.weightBytes)}, gradients and optimizer state ${formatBytes(m.optimizerBytes)}, ${m.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(m.activationBytes)}, logits ${formatBytes(m.logitBytes)}, copies while saving ${formatBytes(m.savedStateBytes)})`);
     }
   }

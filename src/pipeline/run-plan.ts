@@ -1,17 +1,23 @@
 /**
- * `apex run --dry-run`: what a run of this config would do, found by everything a run checks
- * before its first training step, with nothing written (no run folder, lock or record): the
- * checks made before the run folder exists (run.ts checkBeforeWriting), what the run folder
- * holds (a new run, this config's run to resume, or a refusal), the data read and tokenized, and
- * for the run's line and the vanilla baseline the first stage planned by the stage trainer itself
- * (train/stage.ts, dry run: steps, tokens, trainable parameters, the memory estimate, which
- * refuses a budget it exceeds). Later stages train the same shapes for the same budget; only
- * with `stages.decay_k` do they select fewer units.
+ * `apex run --dry-run`: what a run of this config would do, found by what a run checks before
+ * it trains, with nothing written (no run folder, lock or record; a Hub model not yet cached is
+ * downloaded, and the token cache filled, as a run would): the checks made before the run folder
+ * exists (run.ts checkBeforeWriting), what the run folder holds (a new run; this config's run to
+ * resume, its recorded base model and data compared with today's; with --force, the inputs it
+ * must not delete; or the refusal a run would meet), the data read and tokenized, and for the
+ * run's line and the vanilla baseline which stages are complete and the first stage planned by
+ * the stage trainer itself (train/stage.ts, dry run: steps, tokens, trainable parameters, the
+ * memory estimate, which refuses a budget it exceeds). Later stages train the same shapes for
+ * the same budget; only with `stages.decay_k` do they select fewer units.
  */
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { stageDir } from './expand-paths.js';
 import type { ResolvedRunConfig } from '../run/config.js';
 import { RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
-import { checkBeforeWriting } from './run.js';
+import { checkBeforeWriting, checkRecordedInputs, dataRecords, refuseChangedData, refuseInputsInsideRun, type DataRecords } from './run.js';
+import { stageComplete } from './run-line.js';
+import type { BaseModelRecord } from './run-summary.js';
 import { loadRunData } from './run-data.js';
 import { BASELINE_FOLDER, stageSettings, type TrainingLine } from './run-stage-settings.js';
 import { RunState, type RunStart } from './run-state.js';
@@ -21,10 +27,17 @@ export interface RunLinePlan {
   readonly method: string;
   readonly setting: string | null;
   readonly stages: number;
-  /** Stage 1 as the stage trainer plans it (status `planned`). */
-  readonly stage1: StageResult;
-  /** Tokens trained over all stages of the line. */
+  /** Stages of the line already complete in the run folder (a resumed run skips them). */
+  readonly complete: number[];
+  /**
+   * The next stage to train as the stage trainer plans it (status `planned`; `startStep` > 0 when
+   * it resumes from a checkpoint); stage 1, planned as new, when every stage is complete.
+   */
+  readonly stage: StageResult;
+  /** Tokens all stages of the line train. */
   readonly tokens: number;
+  /** Of them, what is left to train. */
+  readonly toTrain: number;
 }
 
 export interface RunPlan {
@@ -32,7 +45,6 @@ export interface RunPlan {
   readonly run: string;
   /** What the run folder holds: a new run, this config's run (resumed: its completed steps skipped), or discarded (--force). */
   readonly start: RunStart;
-  readonly completedSteps: number;
   readonly model: { readonly dir: string; readonly parameters: number; readonly layers: number };
   readonly backend: string;
   /** Sequences of each set; calibration: what the analysis reads (method apex), else null. */
@@ -54,20 +66,33 @@ export async function planRun(options: {
   const run = resolve(config.output);
   const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status);
   const folder = await RunState.peek(run, config, { force: options.force ?? false });
+  if (folder.start === 'restarted') refuseInputsInsideRun(run, base.dir, config);
+  for (const c of folder.neutralChanges) onWarning(`${c.key} is ${JSON.stringify(c.now)} now, ${JSON.stringify(c.then)} when ${run} last ran: ${c.why}; the run would continue with the new value`);
+  const known = { model: folder.steps.model?.result as BaseModelRecord | undefined, data: folder.steps.data?.result as DataRecords | undefined };
+  await checkRecordedInputs(run, config, base, known, signal, status);
   status('loading data');
   const data = await loadRunData(config, tokenizer, onWarning, signal, status);
+  refuseChangedData(run, known.data, dataRecords(data));
   const lines: TrainingLine[] = [
     { key: 'run', name: config.method === 'apex' ? 'APEX' : config.method, method: config.method, folder: run },
     ...(config.baseline.vanilla ? [{ key: BASELINE_FOLDER, name: 'vanilla', method: 'vanilla' as const, folder: join(run, BASELINE_FOLDER) }] : []),
   ];
   const planned: RunLinePlan[] = [];
   for (const line of lines) {
-    const stage1 = await runStage({
-      ...stageSettings(config, line, 1, config.model),
+    // As trainLine decides it: a stage is complete when its record and its fused model are.
+    const complete: number[] = [];
+    if (folder.start === 'resumed') {
+      for (let n = 1; n <= config.stages.count && (await stageComplete(line.folder, n)); n++) complete.push(n);
+    }
+    // The next stage to train, called as trainLine would call it (an interrupted one resumes from
+    // its checkpoint, whose settings are checked); with every stage complete, stage 1 as if new,
+    // for the figures.
+    const next = complete.length < config.stages.count ? complete.length + 1 : 1;
+    const fresh = folder.start !== 'resumed' || complete.length === config.stages.count;
+    const planned1 = await runStage({
+      ...stageSettings(config, line, next, config.model),
       dryRun: true,
-      // As a fresh stage: what the folder holds is the run's business (RunState.peek above).
-      resume: false,
-      force: true,
+      ...(fresh ? { resume: false, force: true, planAsEmpty: true } : { resume: existsSync(stageDir(line.folder, next)) }),
       names: RUN_CONFIG_NAMES,
       modelDir: base.dir,
       modelSource: base.resolved,
@@ -77,15 +102,24 @@ export async function planRun(options: {
       progress: (m) => status(`${line.name}: ${m}`),
       onWarning,
     });
-    // The run analyses once, before its stages (data.calibration), not inside stage 1.
-    const plan = { ...stage1, plan: { ...stage1.plan!, analysisSequences: null } };
-    planned.push({ name: line.name, method: line.method, setting: stage1.setting ?? null, stages: config.stages.count, stage1: plan, tokens: config.stages.count * stage1.tokens });
+    // The run analyses once, before its stages (data.calibration), not inside a stage.
+    const stage = { ...planned1, plan: { ...planned1.plan!, analysisSequences: null } };
+    const remaining = config.stages.count - complete.length;
+    planned.push({
+      name: line.name,
+      method: line.method,
+      setting: stage.setting ?? null,
+      stages: config.stages.count,
+      complete,
+      stage,
+      tokens: config.stages.count * stage.tokens,
+      toTrain: remaining === 0 ? 0 : remaining * stage.tokens - stage.startStep * stage.plan.tokensPerStep,
+    });
   }
   return {
     dryRun: true,
     run,
     start: folder.start,
-    completedSteps: folder.completedSteps,
     model: { dir: base.dir, parameters: base.parameters, layers: base.spec.numLayers },
     backend: `${backend.name} (${backend.detail})`,
     data: { train: data.train.sequences.length, eval: data.eval.sequences.length, calibration: data.calibration?.sequences.length ?? null, seqLen: data.train.seqLen },

@@ -142,15 +142,17 @@ export class RunState {
 
   /**
    * What `open` would do with the folder, without writing anything (a dry run): start a new run,
-   * resume this config's run (its completed steps would be skipped), or throw the error `open`
-   * would (with `force` the folder would be discarded instead).
+   * resume this config's run (with its record of completed steps and the results-neutral keys
+   * changed since), or throw the error `open` would (with `force` the folder would be discarded).
    */
-  static async peek(dir: string, config: ResolvedConfig, options: { force: boolean }): Promise<{ start: RunStart; completedSteps: number }> {
+  static async peek(dir: string, config: ResolvedConfig, options: { force: boolean }): Promise<{ start: RunStart; steps: Readonly<Record<string, CompletedStep<unknown>>>; neutralChanges: readonly NeutralChange[] }> {
     const out = resolve(dir);
     const existing = await readExisting(out);
-    if (existing.kind === 'absent') return { start: 'new', completedSteps: 0 };
-    if (options.force) return { start: 'restarted', completedSteps: 0 };
-    if (existing.kind === 'run' && recordedHash(existing.state) === configHash(config)) return { start: 'resumed', completedSteps: Object.keys(existing.state.steps).length };
+    if (existing.kind === 'absent') return { start: 'new', steps: {}, neutralChanges: [] };
+    if (options.force) return { start: 'restarted', steps: {}, neutralChanges: [] };
+    if (existing.kind === 'run' && recordedHash(existing.state) === configHash(config)) {
+      return { start: 'resumed', steps: existing.state.steps, neutralChanges: neutralChanges(existing.state.config, config) };
+    }
     throw refusal(out, existing, config);
   }
 

@@ -67,7 +67,7 @@ export interface RunPipelineOptions {
   readonly onWarning?: (message: string) => void;
 }
 
-interface DataRecords {
+export interface DataRecords {
   readonly train: DataSpecRecord;
   readonly eval: DataSpecRecord;
   readonly calibration: DataSpecRecord | null;
@@ -165,20 +165,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   const lock = new RunLock(run, onWarning);
   await lock.take();
   try {
-    if (options.force) {
-      const sources = (key: string, list: readonly string[] | null) => (list ?? []).filter((p) => !p.startsWith(BUILTIN_PREFIX)).map((p) => ({ label: `data.${key}`, path: p }));
-      refuseInputsInsideOutput(run, [
-        { label: 'the model', path: base.dir },
-        ...sources('train', config.data.train),
-        ...sources('eval', config.data.eval),
-        ...sources('calibration', config.data.calibration),
-        ...(['train', 'eval', 'calibration'] as const).flatMap((set) => {
-          const ids = config.data[`${set}_input_ids`];
-          return ids !== null ? [{ label: `data.${set}_input_ids`, path: ids }] : [];
-        }),
-        ...(config.lora?.match_params ? [{ label: 'lora.match_params', path: config.lora.match_params }] : []),
-      ]);
-    }
+    if (options.force) refuseInputsInsideRun(run, base.dir, config);
     const state = await RunState.open(run, config, { force: options.force ?? false, apexVersion: apexVersion() });
     log(`${state.start === 'resumed' ? 'resuming' : state.start === 'restarted' ? 'starting over (--force)' : 'starting'} run ${run} (config ${state.configHash.slice(0, 16)})`);
 
@@ -189,9 +176,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
     if (state.start === 'resumed' && state.apexVersion !== apexVersion()) {
       onWarning(`${run} was begun by apex ${state.apexVersion}; apex ${apexVersion()} continues it, so its steps so far and from here on come from two versions (summary.json: apexVersion and begunByApexVersion)`);
     }
-    const knownModel = state.completed<BaseModelRecord>('model')?.result;
-    const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
-    if (knownModel !== undefined) refuseChangedInputs(run, 'the base model', modelFileChanges(knownModel.files, modelRecord.files));
+    const modelRecord = await checkRecordedInputs(run, config, base, { model: state.completed<BaseModelRecord>('model')?.result, data: state.completed<DataRecords>('data')?.result }, signal, status);
     await state.complete('model', 0, modelRecord);
     // The base model must stay as hashed while the run uses it (the baseline and every stage 1
     // read it; a file rewritten in place would give results of two models under one record).
@@ -207,8 +192,6 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
         );
       }
     };
-    const knownDataFiles = state.completed<DataRecords>('data')?.result;
-    if (knownDataFiles !== undefined) refuseChangedInputs(run, 'the data', await dataFileChanges(config, knownDataFiles));
     log(`model: ${base.dir} (${base.spec.numLayers} layers, ${base.parameters.toLocaleString('en-US')} parameters)`);
 
     let loaded: Promise<RunData> | undefined;
@@ -221,12 +204,8 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
       const same = sets.every(([, set]) => set.seqLen === d.train.seqLen);
       const lengths = same ? `${d.train.seqLen} tokens each` : `${sets.map(([name, set]) => `${name} ${set.seqLen}`).join(', ')} tokens each`;
       log(`data: ${d.train.sequences.length} training sequences, ${d.eval.sequences.length} held-out${calibration} (${lengths})`);
-      const records: DataRecords = { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };
-      const knownData = state.completed<DataRecords>('data')?.result;
-      if (knownData !== undefined) {
-        const changes = (['train', 'eval', 'calibration'] as const).flatMap((k) => dataChanges(k, knownData[k], records[k]));
-        refuseChangedInputs(run, 'the data', changes);
-      }
+      const records = dataRecords(d);
+      refuseChangedData(run, state.completed<DataRecords>('data')?.result, records);
       await state.complete('data', 0, records);
       return d;
     })());
@@ -301,6 +280,50 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   } finally {
     await lock.release();
   }
+}
+
+/** The model and every data path of the config: what `--force` must not delete with the run folder. */
+export function refuseInputsInsideRun(run: string, modelDir: string, config: ResolvedRunConfig['config']): void {
+  const sources = (key: string, list: readonly string[] | null) => (list ?? []).filter((p) => !p.startsWith(BUILTIN_PREFIX)).map((p) => ({ label: `data.${key}`, path: p }));
+  refuseInputsInsideOutput(run, [
+    { label: 'the model', path: modelDir },
+    ...sources('train', config.data.train),
+    ...sources('eval', config.data.eval),
+    ...sources('calibration', config.data.calibration),
+    ...(['train', 'eval', 'calibration'] as const).flatMap((set) => {
+      const ids = config.data[`${set}_input_ids`];
+      return ids !== null ? [{ label: `data.${set}_input_ids`, path: ids }] : [];
+    }),
+    ...(config.lora?.match_params ? [{ label: 'lora.match_params', path: config.lora.match_params }] : []),
+  ]);
+}
+
+/**
+ * A resumed run's inputs against its record: the base model hashed again (its record returned)
+ * and the data files' hashes, refused (RUN_INPUT_CHANGED) where they changed since the run began.
+ */
+export async function checkRecordedInputs(
+  run: string,
+  config: ResolvedRunConfig['config'],
+  base: Awaited<ReturnType<typeof resolveBaseModel>>,
+  known: { readonly model: BaseModelRecord | undefined; readonly data: DataRecords | undefined },
+  signal: AbortSignal | undefined,
+  status: (message: string) => void,
+): Promise<BaseModelRecord> {
+  const modelRecord = await baseModelRecord(base, { ...(signal ? { signal } : {}), progress: status });
+  if (known.model !== undefined) refuseChangedInputs(run, 'the base model', modelFileChanges(known.model.files, modelRecord.files));
+  if (known.data !== undefined) refuseChangedInputs(run, 'the data', await dataFileChanges(config, known.data));
+  return modelRecord;
+}
+
+export function dataRecords(d: RunData): DataRecords {
+  return { train: d.train.source, eval: d.eval.source, calibration: d.calibration?.source ?? null };
+}
+
+/** The loaded data's records against the run's (tokens and documents too, not only the files). */
+export function refuseChangedData(run: string, known: DataRecords | undefined, records: DataRecords): void {
+  if (known === undefined) return;
+  refuseChangedInputs(run, 'the data', (['train', 'eval', 'calibration'] as const).flatMap((k) => dataChanges(k, known[k], records[k])));
 }
 
 /**

@@ -82,7 +82,7 @@ export function renderAdapterCard(a: PeftAdapter, stage: number): string {
   if (hub) lines.push(`base_model: ${JSON.stringify(hub.repo)}`);
   lines.push('library_name: peft', 'tags:', '- lora', '- apex', '---', '');
   lines.push(`# LoRA adapter of apex stage ${stage}`, '');
-  lines.push('The factors this LoRA stage trained (apex finetune --method lora), in PEFT\'s layout. The stage also merged them into the weights (`../trained.safetensors`, fused into `../model/`); the adapter keeps them apart, for serving several adapters on one base or merging elsewhere.', '');
+  lines.push('The factors this apex LoRA stage trained, in PEFT\'s layout. The stage also merged them into the weights (`../trained.safetensors`, which the stage fuses into `../model/` unless run with --no-expand); the adapter keeps them apart, for serving several adapters on one base or merging elsewhere.', '');
   lines.push('| | |', '|---|---|');
   lines.push(`| base model | \`${base}\`${hub && hub.revision !== null ? ` at \`${hub.revision}\`` : ''} |`);
   lines.push(`| rank r | ${a.rank} |`, `| lora_alpha | ${a.alpha} |`, `| scale (alpha / r) | ${a.alpha / a.rank} |`, `| target modules | ${a.targetModules.join(', ')} |`, '');

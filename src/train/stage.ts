@@ -103,6 +103,11 @@ export interface StageOptions extends StageSettings {
    * take it itself, so the folder is never unlocked between the caller's work and the stage's.
    */
   readonly runLockHeld?: boolean;
+  /**
+   * With dryRun: plan the stage as in an empty run folder (apex run --dry-run --force, whose run
+   * would discard the folder before training); what the folder holds now is not looked at.
+   */
+  readonly planAsEmpty?: boolean;
 }
 
 export interface StageResult {
@@ -150,6 +155,11 @@ export interface StagePlan {
   readonly backend: string;
 }
 
+/** A dry run of a stage whose run folder would be discarded first: what the folder holds now is not looked at. */
+function planAsEmpty(options: StageOptions): boolean {
+  return options.dryRun === true && options.planAsEmpty === true;
+}
+
 function trainingSetting(s: ResolvedStageSettings): TrainingSetting {
   return s.method === 'apex' ? s.setting! : s.method;
 }
@@ -181,7 +191,7 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const settings = resolveStageSettings(options);
   const run = resolve(settings.run);
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
-  refuseForeignFolder(run);
+  if (!planAsEmpty(options)) refuseForeignFolder(run);
   // A dry run writes nothing, not even the run folder or its lock.
   if (options.runLockHeld || settings.dryRun) return trainStageLocked(options, settings);
   await makeOutputFolder(dirname(run));
@@ -225,11 +235,11 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       }
     }
   }
-  if (existsSync(join(dir, PROVENANCE_FILE))) {
+  if (!planAsEmpty(options) && existsSync(join(dir, PROVENANCE_FILE))) {
     if (settings.resume) return completedStage(settings.dryRun ? { ...settings, expand: false } : settings, options, dir, say);
     if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
   }
-  const latest = await latestCheckpoint(checkpointsDir);
+  const latest = planAsEmpty(options) ? undefined : await latestCheckpoint(checkpointsDir);
   if (latest !== undefined && !settings.resume && !settings.force) {
     throw new UsageError(`${dir} holds checkpoints of an interrupted run (${latest}); pass --resume to continue it or --force to start the stage over`, 'CHECKPOINTS_EXIST');
   }
@@ -316,55 +326,15 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       }
     }
 
-    if (settings.dryRun) {
-      const scores = stageScoresPath(run, stage);
-      if (settings.method === 'apex' && stage > 1 && !existsSync(scores)) {
-        throw new InputError(`${scores} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
-      }
-      const startStep = settings.resume && latest !== undefined ? (await listCheckpoints(checkpointsDir)).at(-1)!.step : 0;
-      const backend = await selectBackend(settings.backend as BackendRequest);
-      const analysisSequences = settings.method === 'apex' && stage === 1 && (settings.force || !existsSync(scores)) ? Math.min(settings.calibrationSamples, options.train.sequences.length) : null;
-      return {
-        stage,
-        dir,
-        method: settings.method,
-        setting: settings.setting ?? null,
-        status: 'planned',
-        steps,
-        startStep,
-        tokens: steps * tokensPerStep,
-        trainable: sized,
-        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
-        finalLoss: null,
-        eval: null,
-        tokensPerSecond: 0,
-        files: [],
-        modelDir: null,
-        memoryEstimateBytes: memory.totalBytes,
-        peakRssBytes: 0,
-        plan: {
-          batchSize,
-          gradAccum,
-          seqLen,
-          tokensPerStep,
-          eval: options.eval ? { batchSize: settings.evalBatchSize, seqLen: options.eval.seqLen, sequences: options.eval.sequences.length } : null,
-          trainSequences: options.train.sequences.length,
-          peakLr: lrPlan.peakLr,
-          analysisSequences,
-          memory,
-          backend: `${backend.name} (${backend.detail})`,
-        },
-      };
-    }
-
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;
+    let analysisSequences: number | null = null;
     // The input model's fingerprint, hashed once: checked against an existing analysis, recorded in provenance.
     let inputRecord: Promise<ModelRecord> | undefined;
     const inputModel = () => (inputRecord ??= modelRecord(checkpoint, spec, options.signal));
     if (settings.method === 'apex') {
       scoresPath = stageScoresPath(run, stage);
-      let analyse = !existsSync(scoresPath);
+      let analyse = planAsEmpty(options) || !existsSync(scoresPath);
       if (analyse) {
         if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
         say(`no ${scoresPath}: running the analysis first, on ${Math.min(settings.calibrationSamples, options.train.sequences.length)} of the ${options.train.sequences.length} training sequences (--calibration-samples)`);
@@ -378,7 +348,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           analyse = true;
         }
       }
-      if (analyse) {
+      if (analyse && !settings.dryRun) {
         await prov.time('analysis', () =>
           runAnalysis({
             model: inputDir,
@@ -396,7 +366,10 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           }),
         );
       }
-      selections = await selectStageUnits(settings, spec, scoresPath);
+      // A dry run that would analyse first has no scores to select by: the sizing selections have
+      // the selection's counts, which is all its plan (trainable parameters, memory) depends on.
+      selections = analyse && settings.dryRun ? (sizing.selections as LayerSelection[] | undefined) : await selectStageUnits(settings, spec, scoresPath);
+      analysisSequences = analyse ? Math.min(settings.calibrationSamples, options.train.sequences.length) : null;
     }
 
     const plan = planWith(selections);
@@ -411,8 +384,6 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
-    if (settings.force) await rm(dir, { recursive: true, force: true });
-    await makeOutputFolder(dir);
     const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
     const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
     const resumeKey = stageResumeKey({
@@ -452,6 +423,42 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     } else if (settings.resume) {
       say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
     }
+    if (settings.dryRun) {
+      // Everything the stage checks has been checked (a checkpoint to resume from too); it would train now.
+      return {
+        stage,
+        dir,
+        method: settings.method,
+        setting: settings.setting ?? null,
+        status: 'planned',
+        steps,
+        startStep: resumeFrom?.scalars.step ?? 0,
+        tokens: steps * tokensPerStep,
+        trainable: summary,
+        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
+        finalLoss: null,
+        eval: null,
+        tokensPerSecond: 0,
+        files: [],
+        modelDir: null,
+        memoryEstimateBytes: memory.totalBytes,
+        peakRssBytes: 0,
+        plan: {
+          batchSize,
+          gradAccum,
+          seqLen,
+          tokensPerStep,
+          eval: options.eval ? { batchSize: settings.evalBatchSize, seqLen: options.eval.seqLen, sequences: options.eval.sequences.length } : null,
+          trainSequences: options.train.sequences.length,
+          peakLr: lrPlan.peakLr,
+          analysisSequences,
+          memory,
+          backend: `${backend.name} (${backend.detail})`,
+        },
+      };
+    }
+    if (settings.force) await rm(dir, { recursive: true, force: true });
+    await makeOutputFolder(dir);
     const trainables = await prov.time('load', () => buildStageTrainables(checkpoint, spec, plan));
     const recorder = recorderShape ? new TrainingScoreRecorder(resumeFrom?.scalars.recorder ?? recorderShape) : undefined;
     try {

@@ -1,13 +1,14 @@
 // `apex finetune --dry-run`: everything up to the first training step is checked and the plan
 // returned, and nothing is written. The plan's numbers are checked against the stage that then
 // really trains with the same options (its own record is the independent truth).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ResourceLimitError, UsageError } from '../../src/errors.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { fingerprint } from '../pipeline/run-fixtures.js';
 
 const cleanups: (() => void)[] = [];
 afterAll(() => cleanups.forEach((c) => c()));
@@ -60,5 +61,23 @@ describe('a dry run of a stage', () => {
     expect(err).toBeInstanceOf(ResourceLimitError);
     expect((err as ResourceLimitError).exit).toBe(5);
     expect(existsSync(run)).toBe(false);
+  });
+
+  it('refuses what the stage would refuse after sizing it: an analysis of another ratio, a checkpoint of other settings; plans a resume from the checkpoint', async () => {
+    const run = newRun();
+    const code = (p: Promise<unknown>) => p.then(() => 'planned', (e: UsageError) => e.code);
+    // Stage 1 trained (with its analysis), then its stage folder removed: the analysis stays.
+    await runStage(options(run));
+    rmSync(join(run, 'stages', '1'), { recursive: true });
+    expect(await code(runStage(options(run, { dryRun: true, ratio: 0.25 })))).toBe('ANALYSIS_MISMATCH');
+    expect((await runStage(options(run, { dryRun: true }))).plan!.analysisSequences).toBeNull(); // the analysis is reused
+    // Interrupted after step 2 with a checkpoint at every step.
+    const abort = new AbortController();
+    await runStage(options(run, { steps: 4, saveEvery: 1, signal: abort.signal, onStep: (r) => { if (r.step === 2) abort.abort(); } })).catch(() => undefined);
+    const before = fingerprint(run);
+    expect(await code(runStage(options(run, { steps: 4, saveEvery: 1, dryRun: true, resume: true, lr: 5e-3 })))).toBe('CHECKPOINT_MISMATCH');
+    const resumed = await runStage(options(run, { steps: 4, saveEvery: 1, dryRun: true, resume: true }));
+    expect([resumed.status, resumed.startStep]).toEqual(['planned', 2]);
+    expect(fingerprint(run)).toEqual(before);
   });
 });

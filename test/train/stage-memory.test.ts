@@ -75,7 +75,7 @@ describe('estimateTrainingMemory', () => {
     const e = estimateTrainingMemory(spec, { ...base, evalBatch: 1, evalSeqLen: 8 });
     expect(e.sizedBy).toBe('evaluation');
     expect([e.activationBytes, e.logitBytes]).toEqual([8768, 0]);
-    // Without evalSeqLen the evaluation is sized at the training length.
+    // At the training length (what it is sized at without evalSeqLen) training sets the peak again.
     expect(estimateTrainingMemory(spec, { ...base, evalBatch: 1, evalSeqLen: 2 })).toEqual(estimateTrainingMemory(spec, base));
   });
 

@@ -1,0 +1,52 @@
+// `apex run --dry-run` (planRun) says what the run would say before it trains: a changed input
+// of a run to resume is refused, --force refuses a folder that holds the run's own data and
+// accepts one that holds anything else (the run would discard it), and the next stage of a
+// half-done run is the one planned. Nothing is written in any case.
+import { appendFileSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { expect, it } from 'vitest';
+import type { UsageError } from '../../src/errors.js';
+import { planRun } from '../../src/pipeline/run-plan.js';
+import { runPipeline } from '../../src/pipeline/run.js';
+import { resolveConfig } from '../../src/run/config.js';
+import { configFolder, fingerprint, MODEL } from './run-fixtures.js';
+
+const TEXT = 'fixtures/corpus/out-of-domain/moby-dick/002-chapter-1.txt';
+const MORE = 'fixtures/corpus/out-of-domain/moby-dick/003-chapter-2.txt';
+const config = (data: string, extra = '') =>
+  [`model: ${MODEL}`, 'backend: wasm', 'method: vanilla', 'data:', `  train: [${data}]`, '  seq_len: 32', '  eval_samples: 4', 'stages: { count: 2, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 2 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
+const resolved = (file: string) => resolveConfig({ file, overrides: [], cwd: path.dirname(file) });
+const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: UsageError) => e.code);
+
+it('a run to resume: the next stage is planned; a data file changed since the run began is refused as the run refuses it', async () => {
+  const { dir, file } = configFolder('');
+  copyFileSync(TEXT, path.join(dir, 'd.txt'));
+  writeFileSync(file, config(`d.txt, ${path.resolve(MORE)}`));
+  await runPipeline({ resolved: await resolved(file) });
+  // Stage 2 undone: the plan resumes at it.
+  rmSync(path.join(dir, 'out', 'stages', '2'), { recursive: true });
+  const out = path.join(dir, 'out');
+  const before = fingerprint(out);
+  const plan = await planRun({ resolved: await resolved(file) });
+  expect(plan.start).toBe('resumed');
+  expect(plan.lines.map((l) => [l.complete, l.stage.stage, l.toTrain])).toEqual([[[1], 2, 64]]);
+  appendFileSync(path.join(dir, 'd.txt'), '\n\nA paragraph appended after the run began.\n');
+  expect(await code(planRun({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');
+  expect(await code(runPipeline({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');
+  expect(fingerprint(out)).toEqual(before);
+});
+
+it('--force: a folder holding the run\'s own data is refused, one holding anything else would be discarded (and is not)', async () => {
+  const { dir, file } = configFolder('');
+  const out = path.join(dir, 'out');
+  mkdirSync(out);
+  copyFileSync(TEXT, path.join(out, 'd.txt'));
+  writeFileSync(file, config(`out/d.txt, ${path.resolve(MORE)}`));
+  expect(await code(planRun({ resolved: await resolved(file), force: true }))).toBe('OUTPUT_HOLDS_INPUT');
+  copyFileSync(TEXT, path.join(dir, 'd.txt'));
+  writeFileSync(file, config(`d.txt, ${path.resolve(MORE)}`));
+  expect(await code(planRun({ resolved: await resolved(file) }))).toBe('OUTPUT_EXISTS');
+  const before = fingerprint(out);
+  expect((await planRun({ resolved: await resolved(file), force: true })).start).toBe('restarted');
+  expect(fingerprint(out)).toEqual(before);
+});
