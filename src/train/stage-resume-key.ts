@@ -68,6 +68,7 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
 const CAUSES: Readonly<Record<string, string>> = {
   'held-out data': 'the held-out sequences differ: was --seed (which draws the held-out split and samples), --eval-samples, --eval-data or the data changed?',
   'input model': 'another model, or its files changed?',
+  'selected units (P, N, E of every layer, from the selection settings and the scores)': 'or the same options under an apex that selects differently, as random selection does since 2026-11-27 with a new permutation per stage: then --force trains the stage again',
 };
 
 /**

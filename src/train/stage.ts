@@ -398,6 +398,14 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
       trainLengths: options.train.lengths,
     });
+    if (resumeFrom && resumeFrom.scalars.settings === undefined) {
+      // Written before checkpoints recorded what they were trained with (2026-11-27): nothing can
+      // be compared, and the rules of that apex (learning-rate warm-up, unit selection) differ.
+      throw new UsageError(
+        `${resumeFrom.path} was made by an earlier apex that did not record the settings it trained with, and how a stage trains has changed since (learning-rate warm-up, unit selection): resuming would finish the stage as a mix of two versions. Pass --force to train stage ${stage} again (or finish it with the apex that began it)`,
+        'CHECKPOINT_MISMATCH',
+      );
+    }
     if (resumeFrom) {
       const madeWith = JSON.stringify(resumeFrom.scalars.lrPlan);
       if (madeWith !== JSON.stringify(lrPlan) && lr.rebuilt !== undefined && madeWith === JSON.stringify(lr.rebuilt)) {
@@ -660,7 +668,7 @@ async function fuse(run: string, stage: number, say: (m: string) => void, signal
 /** A resumed stage that had already finished: its record, and the fused model if it is missing. */
 async function completedStage(settings: ResolvedStageSettings, options: StageOptions, dir: string, say: (m: string) => void): Promise<StageResult> {
   const signal = options.signal;
-  const record = (await readJson(join(dir, PROVENANCE_FILE))) as { details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
+  const record = (await readJson(join(dir, PROVENANCE_FILE))) as { seed?: number | null; details?: StageDetails; outputs?: { stage?: FileSetRecord }; peak_rss_bytes?: number };
   const d = record.details;
   if (d === undefined) throw new InputError(`${join(dir, PROVENANCE_FILE)}: no trainer details; not a stage record`, 'BAD_RECORD');
   const { lr: _peak, ...optimizer } = settings.optimizer;
@@ -676,6 +684,8 @@ async function completedStage(settings: ResolvedStageSettings, options: StageOpt
     totalStages: settings.totalStages,
     train: { sha256: source.sha256, seqLen: source.seqLen, sequences: source.sequences },
   });
+  // The seed draws the data order, the operators' or adapters' start and the held-out split.
+  if (typeof record.seed === 'number' && record.seed !== settings.seed) changes.push(`seed ${record.seed} then, ${settings.seed} now`);
   if (changes.length > 0) {
     throw new UsageError(
       `stage ${settings.stage} of ${resolve(settings.run)} is complete, trained with other settings: ${changes.join('; ')} (${join(dir, PROVENANCE_FILE)}). ` +

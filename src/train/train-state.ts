@@ -28,7 +28,13 @@ import type { LrPlan } from './lr-schedule.js';
 import type { ResumeKey } from './stage-resume-key.js';
 import { usableFreeBytes } from '../io/free-space.js';
 
-export const TRAIN_STATE_VERSION = 1;
+/**
+ * 2 since 2026-11-28, with nothing changed in the layout: an apex from before refuses these
+ * checkpoints (it knows only 1), instead of resuming them under its older rules. Version 1 is
+ * still read; the stage refuses one that does not record its settings (stage.ts).
+ */
+export const TRAIN_STATE_VERSION = 2;
+const READABLE_VERSIONS: readonly number[] = [1, 2];
 const TENSORS_FILE = 'tensors.safetensors';
 const TENSORS_METADATA = { format: 'apex-train-state' };
 const STATE_FILE = 'state.json';
@@ -236,8 +242,8 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   } catch (e) {
     throw new InputError(`${path}: unreadable trainer checkpoint (${(e as Error).message})`, 'CHECKPOINT_UNREADABLE', { cause: e });
   }
-  if (file.version !== TRAIN_STATE_VERSION) {
-    throw new InputError(`${path}: trainer checkpoint version ${file.version} is not supported (expected ${TRAIN_STATE_VERSION})`, 'CHECKPOINT_VERSION');
+  if (!READABLE_VERSIONS.includes(file.version)) {
+    throw new InputError(`${path}: trainer checkpoint version ${file.version} is not supported (this apex reads ${READABLE_VERSIONS.join(' and ')}: a newer apex wrote it?)`, 'CHECKPOINT_VERSION');
   }
   if (file.scalarsSha256 !== undefined && sha256Hex(JSON.stringify(file.scalars)) !== file.scalarsSha256) {
     throw new InputError(`${join(path, STATE_FILE)}: the scalars (step, data position, RNG state, …) do not match their recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');

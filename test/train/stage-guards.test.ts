@@ -5,6 +5,7 @@
 // how --match-params sizes LoRA.
 import { spawn } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -172,6 +173,27 @@ it('--resume on a complete stage reuses it with the same options and refuses oth
   expect(message).toMatch(/pass --force to train it again$/);
   const chunks = await storyChunks(16);
   expect(((await runStage(await options(run, { steps: 2, train: chunks, resume: true })).catch((e: unknown) => e)) as Error).message).toContain('sequence length 32 then, 16 now');
+  // The seed draws the data order and the held-out split: another one is another stage.
+  expect(((await runStage(await options(run, { steps: 2, seed: 3, resume: true })).catch((e: unknown) => e)) as Error).message).toContain('seed 0 then, 3 now');
+});
+
+it('a checkpoint of an apex that did not record its settings is refused on --resume; one of version 1 that did is resumed', async () => {
+  const run = newRun();
+  // A crash in step 3: the checkpoint of step 2 is the last.
+  await expect(runStage(await options(run, { steps: 4, saveEvery: 1, onStep: (r) => { if (r.step === 3) throw new Error('simulated crash'); } }))).rejects.toThrow('simulated crash');
+  const stateFile = join(run, 'stages/1/checkpoints/step-00000002/state.json');
+  const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { version: number; scalars: Record<string, unknown>; scalarsSha256: string };
+  expect(state.version).toBe(2);
+  const write = (version: number, scalars: Record<string, unknown>) =>
+    writeFileSync(stateFile, JSON.stringify({ ...state, version, scalars, scalarsSha256: createHash('sha256').update(JSON.stringify(scalars)).digest('hex') }));
+  // As apex wrote it before 2026-11-27 16:04: version 1, no settings.
+  const { settings: _settings, ...older } = state.scalars;
+  write(1, older);
+  const refused = await runStage(await options(run, { steps: 4, saveEvery: 1, resume: true })).catch((e: unknown) => e);
+  expect(refused).toMatchObject({ code: 'CHECKPOINT_MISMATCH', exit: 2 });
+  expect((refused as Error).message).toMatch(/made by an earlier apex that did not record the settings it trained with.*--force to train stage 1 again/);
+  write(1, state.scalars);
+  expect((await runStage(await options(run, { steps: 4, saveEvery: 1, resume: true }))).startStep).toBe(2);
 });
 
 it('a base model rewritten after training is not fused into: expand --run and --resume refuse it (exit 2), naming the file', async () => {
