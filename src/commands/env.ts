@@ -16,7 +16,7 @@ export default class Env extends ApexCommand<EnvInfo> {
     await this.parse(Env); // rejects unknown flags (exit 2) before any output
     const info = await collectEnvInfo();
     const hf = info.huggingFace;
-    this.say(`apex ${info.apex.version}, node ${info.node.version}, ${info.node.platform}/${info.node.arch} (${info.node.osRelease})`);
+    this.say(`apex ${info.apex.version} (build ${info.apex.build}), node ${info.node.version}, ${info.node.platform}/${info.node.arch} (${info.node.osRelease})`);
     this.say(`CPU: ${info.cpu.model} x ${info.cpu.count}; memory: ${(info.memory.totalBytes / GiB).toFixed(1)} GiB total, ${(info.memory.freeBytes / GiB).toFixed(1)} GiB free`);
     this.say(`packages: ${Object.entries(info.packages).map(([p, v]) => `${p} ${v ?? '(not installed)'}`).join(', ')}`);
     this.say('backends (in preference order):');

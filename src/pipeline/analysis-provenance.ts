@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { INDEX_FILE, type Checkpoint } from '../io/checkpoint.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { packageRoot } from '../train/data-corpus.js';
+import { apexBuild } from '../util/apex-build.js';
 
 export interface FileFingerprint {
   readonly file: string;
@@ -75,7 +76,11 @@ export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signa
   };
 }
 
-/** apex's version from its package.json. */
+/**
+ * apex's version from its package.json, with the build as semver build metadata
+ * (`0.1.0+3f2a9c1b7d4e`, util/apex-build.ts): records then tell two builds of one version apart.
+ */
 export function apexVersion(): string {
-  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return `${version}+${apexBuild()}`;
 }

@@ -287,6 +287,13 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       warn(`${names.batchSize} ${batchSize} is more than the ${options.train.sequences.length} training sequences: every step repeats some of them`);
     }
     const lr = await runLrPlan(run, stage, settings.totalStages, steps, options.lr, settings.optimizer.lr);
+    if (stage > 1) {
+      // Each stage starts from the one before: say when another apex build trained that one.
+      const before = (await readJson(join(stageDir(run, stage - 1), PROVENANCE_FILE)).catch(() => undefined)) as { apex_version?: string } | undefined;
+      if (typeof before?.apex_version === 'string' && before.apex_version !== apexVersion()) {
+        warn(`stage ${stage - 1} of ${run} was trained by apex ${before.apex_version}, and apex ${apexVersion()} trains stage ${stage}: the run's stages come from two builds (each stage's apex_run.json records its own)`);
+      }
+    }
     // Batch, accumulation and length default per command, not per run: say when they changed.
     const before = lr.previous?.tokens_per_step;
     if (typeof before === 'number' && before !== tokensPerStep) {

@@ -15,9 +15,11 @@ import { findToken, type TokenSource } from '../io/hf-token.js';
 import { hubUrlFromEnv, offlineFromEnv } from '../io/resolve-model.js';
 import { probeBackends, type BackendProbe } from '../model/backend.js';
 import { tokenCacheDir } from '../train/token-cache.js';
+import { apexBuild } from './apex-build.js';
 
 export interface EnvInfo {
-  apex: { version: string };
+  /** The package version, and the build (util/apex-build.ts) that records carry as `version+build`. */
+  apex: { version: string; build: string };
   node: { version: string; platform: string; arch: string; osRelease: string };
   cpu: { model: string; count: number };
   memory: { totalBytes: number; freeBytes: number };
@@ -57,7 +59,7 @@ export async function collectEnvInfo(env: NodeJS.ProcessEnv = process.env): Prom
   const webgpu = backends.find((b) => b.name === 'webgpu');
   const token = findToken(undefined, env);
   return {
-    apex: { version: apexVersion() },
+    apex: { version: apexVersion(), build: apexBuild() },
     node: { version: process.versions.node, platform: platform(), arch: arch(), osRelease: release() },
     cpu: { model: cores[0]?.model.trim() ?? 'unknown', count: cores.length },
     memory: { totalBytes: totalmem(), freeBytes: freemem() },

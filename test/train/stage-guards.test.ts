@@ -310,3 +310,17 @@ it('--match-params picks the LoRA rank whose count is closest to the APEX run\'s
   const capped = await runStage(await options(newRun(), { method: 'lora', matchParams: record(10 * apex.trainable.modelParams, apex.trainable.modelParams), steps: 1, onWarning: (m) => warnings.push(m) }));
   expect(warnings).toContainEqual(expect.stringMatching(new RegExp(`^LoRA rank ${capped.lora!.rank} \\(the largest this model allows\\) trains [\\d,]+ parameters, -\\d+\\.\\d% from the`)));
 });
+
+it('a stage trained on a stage of another apex build says so', async () => {
+  const run = newRun();
+  await runStage({ ...(await options(run, { steps: 1, totalStages: 2 })), expand: true });
+  const recordFile = join(run, 'stages/1/apex_run.json');
+  const record = JSON.parse(readFileSync(recordFile, 'utf8')) as { apex_version: string };
+  expect(record.apex_version).toMatch(/^0\.1\.0\+[0-9a-f]{12}$/);
+  const warnings: string[] = [];
+  await runStage(await options(run, { stage: 2, steps: 1, onWarning: (m) => warnings.push(m) }));
+  expect(warnings.filter((w) => w.includes('two builds'))).toEqual([]);
+  writeFileSync(recordFile, JSON.stringify({ ...record, apex_version: '0.1.0+000000000000' }));
+  await runStage(await options(run, { stage: 2, steps: 1, force: true, onWarning: (m) => warnings.push(m) }));
+  expect(warnings.some((w) => /stage 1 of .* was trained by apex 0\.1\.0\+000000000000, and apex 0\.1\.0\+[0-9a-f]{12} trains stage 2: the run's stages come from two builds/.test(w))).toBe(true);
+});
