@@ -29,9 +29,12 @@ export interface RunLinePlan {
   readonly stages: number;
   /** Stages of the line already complete in the run folder (a resumed run skips them). */
   readonly complete: number[];
+  /** A stage trained but not (completely) fused: the run fuses it first. */
+  readonly fuse: number | null;
   /**
    * The next stage to train as the stage trainer plans it (status `planned`; `startStep` > 0 when
-   * it resumes from a checkpoint); stage 1, planned as new, when every stage is complete.
+   * it resumes from a checkpoint); stage 1, planned as new, when every stage is complete or the
+   * next one is to be fused first.
    */
   readonly stage: StageResult;
   /** Tokens all stages of the line train. */
@@ -69,7 +72,8 @@ export async function planRun(options: {
   if (folder.start === 'restarted') refuseInputsInsideRun(run, base.dir, config);
   for (const c of folder.neutralChanges) onWarning(`${c.key} is ${JSON.stringify(c.now)} now, ${JSON.stringify(c.then)} when ${run} last ran: ${c.why}; the run would continue with the new value`);
   const known = { model: folder.steps.model?.result as BaseModelRecord | undefined, data: folder.steps.data?.result as DataRecords | undefined };
-  await checkRecordedInputs(run, config, base, known, signal, status);
+  // Hashing the base model is what comparing it costs: only a run to resume has a record to compare.
+  if (known.model !== undefined || known.data !== undefined) await checkRecordedInputs(run, config, base, known, signal, status);
   status('loading data');
   const data = await loadRunData(config, tokenizer, onWarning, signal, status);
   refuseChangedData(run, known.data, dataRecords(data));
@@ -86,34 +90,42 @@ export async function planRun(options: {
     }
     // The next stage to train, called as trainLine would call it (an interrupted one resumes from
     // its checkpoint, whose settings are checked); with every stage complete, stage 1 as if new,
-    // for the figures.
+    // for the figures. A stage trained but not (completely) fused is fused first: the stage after
+    // it starts from that model, which is not there yet, so the figures come from stage 1 as new.
     const next = complete.length < config.stages.count ? complete.length + 1 : 1;
-    const fresh = folder.start !== 'resumed' || complete.length === config.stages.count;
-    const planned1 = await runStage({
-      ...stageSettings(config, line, next, config.model),
-      dryRun: true,
-      ...(fresh ? { resume: false, force: true, planAsEmpty: true } : { resume: existsSync(stageDir(line.folder, next)) }),
-      names: RUN_CONFIG_NAMES,
-      modelDir: base.dir,
-      modelSource: base.resolved,
-      train: data.train,
-      ...(config.eval.every !== null ? { eval: data.eval } : {}),
-      ...(signal ? { signal } : {}),
-      progress: (m) => status(`${line.name}: ${m}`),
-      onWarning,
-    });
+    const planStage = (n: number, fresh: boolean) =>
+      runStage({
+        ...stageSettings(config, line, n, config.model),
+        dryRun: true,
+        ...(fresh ? { resume: false, force: true, planAsEmpty: true } : { resume: existsSync(stageDir(line.folder, n)) }),
+        names: RUN_CONFIG_NAMES,
+        modelDir: base.dir,
+        modelSource: base.resolved,
+        train: data.train,
+        ...(config.eval.every !== null ? { eval: data.eval } : {}),
+        ...(signal ? { signal } : {}),
+        progress: (m) => status(`${line.name}: ${m}`),
+        onWarning,
+      });
+    let fuse: number | null = null;
+    let planned1 = await planStage(next, folder.start !== 'resumed' || complete.length === config.stages.count);
+    if (planned1.status === 'complete') {
+      fuse = next;
+      planned1 = await planStage(1, true);
+    }
     // The run analyses once, before its stages (data.calibration), not inside a stage.
     const stage = { ...planned1, plan: { ...planned1.plan!, analysisSequences: null } };
-    const remaining = config.stages.count - complete.length;
+    const remaining = config.stages.count - complete.length - (fuse !== null ? 1 : 0);
     planned.push({
       name: line.name,
       method: line.method,
       setting: stage.setting ?? null,
       stages: config.stages.count,
       complete,
+      fuse,
       stage,
       tokens: config.stages.count * stage.tokens,
-      toTrain: remaining === 0 ? 0 : remaining * stage.tokens - stage.startStep * stage.plan.tokensPerStep,
+      toTrain: remaining === 0 ? 0 : remaining * stage.tokens - (fuse === null ? stage.startStep * stage.plan.tokensPerStep : 0),
     });
   }
   return {

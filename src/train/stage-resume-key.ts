@@ -3,7 +3,8 @@
  * trainer checks itself): recorded in every checkpoint, so that `--resume` with other settings
  * is refused instead of finishing the stage as a mix of two runs recorded as one.
  *
- * Checkpoints of older versions have no key; they resume as before, unchecked.
+ * Checkpoints of versions before 2026-11-27 16:04 have no key: the stage refuses to resume them
+ * (stage.ts), since how a stage trains has changed since.
  */
 import { createHash } from 'node:crypto';
 import type { LayerSelection } from '../ops/selection.js';
@@ -68,7 +69,7 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
 const CAUSES: Readonly<Record<string, string>> = {
   'held-out data': 'the held-out sequences differ: was --seed (which draws the held-out split and samples), --eval-samples, --eval-data or the data changed?',
   'input model': 'another model, or its files changed?',
-  'selected units (P, N, E of every layer, from the selection settings and the scores)': 'or the same options under an apex that selects differently, as random selection does since 2026-11-27 with a new permutation per stage: then --force trains the stage again',
+  'selected units (P, N, E of every layer, from the selection settings and the scores)': 'unchanged options give other units under an apex that selects differently, as random selection does since 2026-11-27 with a new permutation per stage: then --force trains the stage again',
 };
 
 /**

@@ -48,7 +48,7 @@ import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape,
 import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
-import { latestCheckpoint, listCheckpoints, loadTrainState } from './train-state.js';
+import { latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
@@ -391,9 +391,12 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
-    const resumeFrom = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
+    // A dry run reads only the checkpoint's scalars (what it compares), not its tensors.
+    const resumeFrom = settings.resume && latest !== undefined && !settings.dryRun ? await loadTrainState(latest) : undefined;
+    const resumeState = settings.resume && latest !== undefined && settings.dryRun ? await readTrainStateScalars(latest) : resumeFrom;
     const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
-    const resumeKey = stageResumeKey({
+    // The resume key hashes the input model: a dry run makes it only to compare with a checkpoint.
+    const resumeKey = settings.dryRun && !resumeState ? undefined : stageResumeKey({
       method: settings.method,
       setting: settings.setting ?? null,
       selections,
@@ -405,36 +408,43 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       heldOut: options.eval ? sequenceSetDigest(options.eval) : null,
       trainLengths: options.train.lengths,
     });
-    if (resumeFrom && resumeFrom.scalars.settings === undefined) {
+    if (resumeState && resumeState.scalars.settings === undefined) {
       // Written before checkpoints recorded what they were trained with (2026-11-27): nothing can
       // be compared, and the rules of that apex (learning-rate warm-up, unit selection) differ.
       throw new UsageError(
-        `${resumeFrom.path} was made by an earlier apex that did not record the settings it trained with, and how a stage trains has changed since (learning-rate warm-up, unit selection): resuming would finish the stage as a mix of two versions. Pass --force to train stage ${stage} again (or finish it with the apex that began it)`,
+        `${resumeState.path} was made by an earlier apex that did not record the settings it trained with, and how a stage trains has changed since (learning-rate warm-up, unit selection): resuming would finish the stage as a mix of two versions. ` +
+          (names.batchSize === RUN_CONFIG_NAMES.batchSize
+            ? `Delete ${dir} and run the same apex run command again to train stage ${stage} from its start (the run's other stages are kept), or finish the run with the apex that began it`
+            : `Pass --force to train stage ${stage} again (or finish it with the apex that began it)`),
         'CHECKPOINT_MISMATCH',
       );
     }
-    if (resumeFrom) {
-      const madeWith = JSON.stringify(resumeFrom.scalars.lrPlan);
+    if (resumeState) {
+      const madeWith = JSON.stringify(resumeState.scalars.lrPlan);
       if (madeWith !== JSON.stringify(lrPlan) && lr.rebuilt !== undefined && madeWith === JSON.stringify(lr.rebuilt)) {
         // Begun by an apex that rebuilt the plan from this stage's own steps: it ends on that plan.
-        warn(`${resumeFrom.path} was made by an earlier apex, whose learning-rate plan for a stage of other length than planned started over from this stage's steps; the stage ends on that plan`);
+        warn(`${resumeState.path} was made by an earlier apex, whose learning-rate plan for a stage of other length than planned started over from this stage's steps; the stage ends on that plan`);
         lrPlan = lr.rebuilt;
       }
       if (madeWith !== JSON.stringify(lrPlan)) {
-        throw new UsageError(`${resumeFrom.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
+        throw new UsageError(`${resumeState.path} was made with another learning-rate plan (different --lr, --steps/--tokens, batch or --total-stages); resume with the options of the interrupted run`, 'CHECKPOINT_MISMATCH');
       }
-      const changes = resumeKeyChanges(resumeFrom.scalars.settings, resumeKey);
+      // A dry run that would analyse first sized the stage with stand-in units: the checkpoint's
+      // units are compared by the stage itself, after its analysis.
+      const standIn = settings.dryRun && analysisSequences !== null;
+      const changes = resumeKeyChanges(resumeState.scalars.settings, resumeKey!).filter((c) => !(standIn && c.startsWith('selected units')));
+      if (standIn) say('the checkpoint\'s selected units are compared after the analysis, which the dry run does not run');
       if (changes.length > 0) {
         throw new UsageError(
-          `${resumeFrom.path} was made with other settings: ${changes.join('; ')}. Resuming would finish the stage as a mix of two runs; resume with the options of the interrupted run, or pass --force to start the stage over`,
+          `${resumeState.path} was made with other settings: ${changes.join('; ')}. Resuming would finish the stage as a mix of two runs; resume with the options of the interrupted run, or pass --force to start the stage over`,
           'CHECKPOINT_MISMATCH',
         );
       }
-      const madeOn = resumeFrom.scalars.backend;
+      const madeOn = resumeState.scalars.backend;
       if (madeOn !== undefined && madeOn !== backend.name) {
-        warn(`${resumeFrom.path} was made on the ${madeOn} backend and training continues on ${backend.name}: the result differs from an uninterrupted run by float rounding`);
+        warn(`${resumeState.path} was made on the ${madeOn} backend and training continues on ${backend.name}: the result differs from an uninterrupted run by float rounding`);
       }
-      say(`resuming stage ${stage} from step ${resumeFrom.scalars.step} (${resumeFrom.path})`);
+      say(`resuming stage ${stage} from step ${resumeState.scalars.step} (${resumeState.path})`);
     } else if (settings.resume) {
       say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
     }
@@ -447,7 +457,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         setting: settings.setting ?? null,
         status: 'planned',
         steps,
-        startStep: resumeFrom?.scalars.step ?? 0,
+        startStep: resumeState?.scalars.step ?? 0,
         tokens: steps * tokensPerStep,
         trainable: summary,
         lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
@@ -501,7 +511,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           metricsPath: join(dir, METRICS_FILE),
           dataSeed: seeds.data,
           ...(resumeFrom ? { resumeFrom } : {}),
-          resumeKey,
+          resumeKey: resumeKey!,
           backend: backend.name,
           ...(options.signal ? { signal: options.signal } : {}),
           progress: say,

@@ -234,8 +234,8 @@ export async function latestCheckpoint(checkpointsDir: string): Promise<string |
   return (await listCheckpoints(checkpointsDir)).at(-1)?.path;
 }
 
-/** Reads a checkpoint written by `saveTrainState`. */
-export async function loadTrainState(path: string): Promise<LoadedTrainState> {
+/** A checkpoint's state.json, its version and scalars checked. */
+async function readStateFile(path: string): Promise<StateFile> {
   let file: StateFile;
   try {
     file = JSON.parse(await readFile(join(path, STATE_FILE), 'utf8')) as StateFile;
@@ -248,6 +248,17 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   if (file.scalarsSha256 !== undefined && sha256Hex(JSON.stringify(file.scalars)) !== file.scalarsSha256) {
     throw new InputError(`${join(path, STATE_FILE)}: the scalars (step, data position, RNG state, …) do not match their recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
   }
+  return file;
+}
+
+/** A checkpoint's scalars only (step, plan, settings), without reading its tensors: what a dry run compares. */
+export async function readTrainStateScalars(path: string): Promise<{ readonly path: string; readonly scalars: TrainStateScalars }> {
+  return { path, scalars: (await readStateFile(path)).scalars };
+}
+
+/** Reads a checkpoint written by `saveTrainState`. */
+export async function loadTrainState(path: string): Promise<LoadedTrainState> {
+  const file = await readStateFile(path);
   const tensors = await SafetensorsFile.open(join(path, TENSORS_FILE));
   const read = async (name: string): Promise<Float32Array> => {
     const values = await tensors.readFloat32(name);

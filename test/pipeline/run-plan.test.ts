@@ -23,13 +23,17 @@ it('a run to resume: the next stage is planned; a data file changed since the ru
   copyFileSync(TEXT, path.join(dir, 'd.txt'));
   writeFileSync(file, config(`d.txt, ${path.resolve(MORE)}`));
   await runPipeline({ resolved: await resolved(file) });
-  // Stage 2 undone: the plan resumes at it.
-  rmSync(path.join(dir, 'out', 'stages', '2'), { recursive: true });
   const out = path.join(dir, 'out');
+  // Stage 2 trained but its fused model gone (Ctrl-C while fusing): the run would fuse it, nothing to train.
+  rmSync(path.join(out, 'stages', '2', 'model'), { recursive: true });
+  const fusing = await planRun({ resolved: await resolved(file) });
+  expect(fusing.lines.map((l) => [l.complete, l.fuse, l.toTrain])).toEqual([[[1], 2, 0]]);
+  // Stage 2 undone: the plan resumes at it.
+  rmSync(path.join(out, 'stages', '2'), { recursive: true });
   const before = fingerprint(out);
   const plan = await planRun({ resolved: await resolved(file) });
   expect(plan.start).toBe('resumed');
-  expect(plan.lines.map((l) => [l.complete, l.stage.stage, l.toTrain])).toEqual([[[1], 2, 64]]);
+  expect(plan.lines.map((l) => [l.complete, l.fuse, l.stage.stage, l.toTrain])).toEqual([[[1], null, 2, 64]]);
   appendFileSync(path.join(dir, 'd.txt'), '\n\nA paragraph appended after the run began.\n');
   expect(await code(planRun({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');
   expect(await code(runPipeline({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { ExitCode, InputError, InterruptedError, ResourceLimitError, VerificationError } from '../../src/errors.js';
-import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { RUN_CONFIG_NAMES, runStage, type StageOptions } from '../../src/train/stage.js';
 import { runExpand } from '../../src/pipeline/expand.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
 import { loadSequences } from '../../src/train/data.js';
@@ -192,6 +192,9 @@ it('a checkpoint of an apex that did not record its settings is refused on --res
   const refused = await runStage(await options(run, { steps: 4, saveEvery: 1, resume: true })).catch((e: unknown) => e);
   expect(refused).toMatchObject({ code: 'CHECKPOINT_MISMATCH', exit: 2 });
   expect((refused as Error).message).toMatch(/made by an earlier apex that did not record the settings it trained with.*--force to train stage 1 again/);
+  // Within apex run, --force would discard the whole run: the message says what to delete instead.
+  const inRun = await runStage(await options(run, { steps: 4, saveEvery: 1, resume: true, names: RUN_CONFIG_NAMES })).catch((e: unknown) => e);
+  expect((inRun as Error).message).toMatch(/Delete .*stages\/1 and run the same apex run command again to train stage 1 from its start/);
   write(1, state.scalars);
   expect((await runStage(await options(run, { steps: 4, saveEvery: 1, resume: true }))).startStep).toBe(2);
 });

@@ -103,7 +103,7 @@ for (const sc of scenarios) {
         await expect(runStage(options(run, {}))).rejects.toThrow(/--resume/);
         // Other units (reversed selection) or another counting k (decaying K): refused by name.
         for (const [extra, message] of [
-          [{ reverse: true }, /other settings: selected units \(P, N, E of every layer, from the selection settings and the scores\) "sha256:\w+" then, "sha256:\w+" now \(or the same options under an apex that selects differently[^)]*: then --force trains the stage again\)\./],
+          [{ reverse: true }, /other settings: selected units \(P, N, E of every layer, from the selection settings and the scores\) "sha256:\w+" then, "sha256:\w+" now \(unchanged options give other units under an apex that selects differently[^)]*: then --force trains the stage again\)\./],
           [{ decayK: true }, /other settings: score recorder k "sha256:\w+" then, "sha256:\w+" now\./],
         ] as const) {
           const refused = await runStage(options(run, { resume: true, ...extra })).catch((e: unknown) => e);
