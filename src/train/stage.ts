@@ -48,7 +48,7 @@ import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape,
 import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
-import { latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
+import { checkTrainStateSpace, latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
@@ -449,7 +449,11 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
     }
     if (settings.dryRun) {
-      // Everything the stage checks has been checked (a checkpoint to resume from too); it would train now.
+      // Everything the stage checks has been checked (a checkpoint to resume from too); it would
+      // train now, after the trainer's own check of room for one checkpoint. Its tensors
+      // (parameters and both AdamW moments, F32) are asked for; the headers, digests and score
+      // counts besides (a few % more) are not: what the dry run refuses, the stage refuses too.
+      if ((resumeState?.scalars.step ?? 0) < steps) await checkTrainStateSpace(checkpointsDir, 12 * summary.trainable);
       return {
         stage,
         dir,

@@ -89,7 +89,13 @@ describe.skipIf(skipReason !== undefined)(`a full filesystem${skipReason ? ` (sk
 
   it('finetune with room for the analysis but not for one checkpoint: exit 5 before the first step, --resume finishes once space is freed', async () => {
     // Room for the analysis (~150 kB) but not for the first trainer checkpoint (~16 MB): the
-    // trainer's up-front check refuses before training.
+    // trainer's up-front check refuses before training. A dry run says so first, writing nothing.
+    for (const p of listTree(mnt).reverse()) rmSync(join(mnt, p), { recursive: true, force: true });
+    fill(mnt, 400_000);
+    const dry = await apex(['finetune', LLAMA, '-o', join(mnt, 'run'), ...TRAIN, '--steps', '2', '--save-every', '1', '--json', '--dry-run'], { home: join(ws, 'home') });
+    expect(dry.status, dry.stderr).toBe(5);
+    expect(dry.json?.error).toMatchObject({ code: 'DISK_FULL', exit: 5 });
+    expect(listTree(mnt)).toEqual(['filler']);
     const { failed, audit } = await fullDiskThenResume(400_000);
     expect(failed.json!.error!.message).toContain('checkpoints');
     expect(audit.complete).toContain('analysis:run/analysis'); // the step before training stays, complete

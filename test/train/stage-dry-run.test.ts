@@ -1,7 +1,7 @@
 // `apex finetune --dry-run`: everything up to the first training step is checked and the plan
 // returned, and nothing is written. The plan's numbers are checked against the stage that then
 // really trains with the same options (its own record is the independent truth).
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ResourceLimitError, UsageError } from '../../src/errors.js';
@@ -78,6 +78,13 @@ describe('a dry run of a stage', () => {
     expect(await code(runStage(options(run, { steps: 4, saveEvery: 1, dryRun: true, resume: true, lr: 5e-3 })))).toBe('CHECKPOINT_MISMATCH');
     const resumed = await runStage(options(run, { steps: 4, saveEvery: 1, dryRun: true, resume: true }));
     expect([resumed.status, resumed.startStep]).toEqual(['planned', 2]);
+    // The room it asks for one checkpoint (its tensors: 12 bytes per trainable entry) is what a
+    // real checkpoint of this stage holds, less its headers, digests and score counts (< 5%).
+    const checkpoint = join(run, 'stages', '1', 'checkpoints', 'step-00000002');
+    const bytes = readdirSync(checkpoint).reduce((n, f) => n + statSync(join(checkpoint, f)).size, 0);
+    const asked = 12 * resumed.trainable.trainable;
+    expect(asked).toBeLessThanOrEqual(bytes);
+    expect(bytes - asked).toBeLessThan(0.05 * bytes);
     expect(fingerprint(run)).toEqual(before);
   });
 });
