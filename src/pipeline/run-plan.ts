@@ -17,6 +17,7 @@ import type { ResolvedRunConfig } from '../run/config.js';
 import { RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
 import { checkBeforeWriting, checkRecordedInputs, dataRecords, refuseChangedData, refuseInputsInsideRun, type DataRecords } from './run.js';
 import { stageComplete } from './run-line.js';
+import { PROVENANCE_FILE } from './provenance.js';
 import type { BaseModelRecord } from './run-summary.js';
 import { loadRunData } from './run-data.js';
 import { BASELINE_FOLDER, stageSettings, type TrainingLine } from './run-stage-settings.js';
@@ -29,12 +30,13 @@ export interface RunLinePlan {
   readonly stages: number;
   /** Stages of the line already complete in the run folder (a resumed run skips them). */
   readonly complete: number[];
-  /** A stage trained but not (completely) fused: the run fuses it first. */
-  readonly fuse: number | null;
+  /** Stages trained but not (completely) fused: the run fuses them, training nothing. */
+  readonly fuse: number[];
+  /** The first stage the run would train; null when none is left. */
+  readonly next: number | null;
   /**
    * The next stage to train as the stage trainer plans it (status `planned`; `startStep` > 0 when
-   * it resumes from a checkpoint); stage 1, planned as new, when every stage is complete or the
-   * next one is to be fused first.
+   * it resumes from a checkpoint); else stage 1 planned as new, for the figures.
    */
   readonly stage: StageResult;
   /** Tokens all stages of the line train. */
@@ -83,21 +85,18 @@ export async function planRun(options: {
   ];
   const planned: RunLinePlan[] = [];
   for (const line of lines) {
-    // As trainLine decides it: a stage is complete when its record and its fused model are.
-    const complete: number[] = [];
-    if (folder.start === 'resumed') {
-      for (let n = 1; n <= config.stages.count && (await stageComplete(line.folder, n)); n++) complete.push(n);
-    }
-    // The next stage to train, called as trainLine would call it (an interrupted one resumes from
-    // its checkpoint, whose settings are checked); with every stage complete, stage 1 as if new,
-    // for the figures. A stage trained but not (completely) fused is fused first: the stage after
-    // it starts from that model, which is not there yet, so the figures come from stage 1 as new.
-    const next = complete.length < config.stages.count ? complete.length + 1 : 1;
-    const planStage = (n: number, fresh: boolean) =>
+    // As trainLine walks the stages: a stage is complete when its record and its fused model are
+    // (skipped); one trained but not (completely) fused is fused and the walk goes on; the first
+    // other one trains (an interrupted one resumes from its checkpoint, whose settings are
+    // checked). That stage is planned as trainLine would call it; when none can be (every stage
+    // complete, or the stage after one to be fused, whose input model is not there yet), stage 1
+    // is planned as new, for the figures only.
+    const planStage = (n: number, fresh: boolean, figuresOnly: boolean) =>
       runStage({
         ...stageSettings(config, line, n, config.model),
         dryRun: true,
         ...(fresh ? { resume: false, force: true, planAsEmpty: true } : { resume: existsSync(stageDir(line.folder, n)) }),
+        ...(figuresOnly ? { planFiguresOnly: true } : {}),
         names: RUN_CONFIG_NAMES,
         modelDir: base.dir,
         modelSource: base.resolved,
@@ -107,15 +106,36 @@ export async function planRun(options: {
         progress: (m) => status(`${line.name}: ${m}`),
         onWarning,
       });
-    let fuse: number | null = null;
-    let planned1 = await planStage(next, folder.start !== 'resumed' || complete.length === config.stages.count);
-    if (planned1.status === 'complete') {
-      fuse = next;
-      planned1 = await planStage(1, true);
+    const complete: number[] = [];
+    const fuse: number[] = [];
+    let next: number | null = null;
+    let nextPlan: StageResult | undefined;
+    if (folder.start !== 'resumed') {
+      next = 1;
+      nextPlan = await planStage(1, true, false);
+    } else {
+      for (let n = 1; n <= config.stages.count; n++) {
+        if (await stageComplete(line.folder, n)) {
+          complete.push(n);
+          continue;
+        }
+        if (existsSync(join(stageDir(line.folder, n), PROVENANCE_FILE))) {
+          // Trained (its record is there), its fused model missing or stale: the stage's --resume
+          // checks the record against the settings and fuses it again; nothing trains. Checked
+          // here when its input model is there (not after another stage still to be fused).
+          if (fuse.length === 0) await planStage(n, false, false);
+          fuse.push(n);
+          continue;
+        }
+        if (fuse.length === 0) nextPlan = await planStage(n, false, false);
+        next = n;
+        break;
+      }
     }
+    const figures = nextPlan ?? (await planStage(1, true, true));
     // The run analyses once, before its stages (data.calibration), not inside a stage.
-    const stage = { ...planned1, plan: { ...planned1.plan!, analysisSequences: null } };
-    const remaining = config.stages.count - complete.length - (fuse !== null ? 1 : 0);
+    const stage = { ...figures, plan: { ...figures.plan!, analysisSequences: null } };
+    const remaining = config.stages.count - complete.length - fuse.length;
     planned.push({
       name: line.name,
       method: line.method,
@@ -123,9 +143,10 @@ export async function planRun(options: {
       stages: config.stages.count,
       complete,
       fuse,
+      next,
       stage,
       tokens: config.stages.count * stage.tokens,
-      toTrain: remaining === 0 ? 0 : remaining * stage.tokens - (fuse === null ? stage.startStep * stage.plan.tokensPerStep : 0),
+      toTrain: remaining * stage.tokens - (nextPlan ? nextPlan.startStep * stage.plan.tokensPerStep : 0),
     });
   }
   return {

@@ -49,6 +49,7 @@ import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { checkTrainStateSpace, latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
+import { folderBytes } from '../io/folder-bytes.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
@@ -108,6 +109,12 @@ export interface StageOptions extends StageSettings {
    * would discard the folder before training); what the folder holds now is not looked at.
    */
   readonly planAsEmpty?: boolean;
+  /**
+   * With dryRun: the plan is wanted for its figures only (apex run --dry-run where this stage is
+   * not the one that trains next): checks that concern a stage about to train, such as the disk
+   * space for a checkpoint, are left out.
+   */
+  readonly planFiguresOnly?: boolean;
 }
 
 export interface StageResult {
@@ -391,7 +398,8 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
-    // A dry run reads only the checkpoint's scalars (what it compares), not its tensors.
+    // A dry run reads only the checkpoint's scalars (what it compares), not its tensors: a
+    // checkpoint with corrupt tensors passes it, and the stage then refuses it (CHECKPOINT_CORRUPT).
     const resumeFrom = settings.resume && latest !== undefined && !settings.dryRun ? await loadTrainState(latest) : undefined;
     const resumeState = settings.resume && latest !== undefined && settings.dryRun ? await readTrainStateScalars(latest) : resumeFrom;
     const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
@@ -453,7 +461,12 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       // train now, after the trainer's own check of room for one checkpoint. Its tensors
       // (parameters and both AdamW moments, F32) are asked for; the headers, digests and score
       // counts besides (a few % more) are not: what the dry run refuses, the stage refuses too.
-      if ((resumeState?.scalars.step ?? 0) < steps) await checkTrainStateSpace(checkpointsDir, 12 * summary.trainable);
+      // Less what the stage frees first (--force deletes the stage folder, apex run --force the
+      // whole run folder, before the trainer looks); none for a plan wanted for its figures only.
+      if (!options.planFiguresOnly && (resumeState?.scalars.step ?? 0) < steps) {
+        const freed = planAsEmpty(options) ? await folderBytes(run) : settings.force ? await folderBytes(dir) : 0;
+        await checkTrainStateSpace(checkpointsDir, Math.max(0, 12 * summary.trainable - freed));
+      }
       return {
         stage,
         dir,

@@ -2,7 +2,7 @@
 // of a run to resume is refused, --force refuses a folder that holds the run's own data and
 // accepts one that holds anything else (the run would discard it), and the next stage of a
 // half-done run is the one planned. Nothing is written in any case.
-import { appendFileSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import type { UsageError } from '../../src/errors.js';
@@ -14,7 +14,7 @@ import { configFolder, fingerprint, MODEL } from './run-fixtures.js';
 const TEXT = 'fixtures/corpus/out-of-domain/moby-dick/002-chapter-1.txt';
 const MORE = 'fixtures/corpus/out-of-domain/moby-dick/003-chapter-2.txt';
 const config = (data: string, extra = '') =>
-  [`model: ${MODEL}`, 'backend: wasm', 'method: vanilla', 'data:', `  train: [${data}]`, '  seq_len: 32', '  eval_samples: 4', 'stages: { count: 2, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 2 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
+  [`model: ${MODEL}`, 'backend: wasm', 'method: vanilla', 'data:', `  train: [${data}]`, '  seq_len: 32', '  eval_samples: 4', 'stages: { count: 3, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 2 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
 const resolved = (file: string) => resolveConfig({ file, overrides: [], cwd: path.dirname(file) });
 const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: UsageError) => e.code);
 
@@ -24,16 +24,24 @@ it('a run to resume: the next stage is planned; a data file changed since the ru
   writeFileSync(file, config(`d.txt, ${path.resolve(MORE)}`));
   await runPipeline({ resolved: await resolved(file) });
   const out = path.join(dir, 'out');
-  // Stage 2 trained but its fused model gone (Ctrl-C while fusing): the run would fuse it, nothing to train.
+  // Stage 2 trained but its fused model gone (Ctrl-C while fusing): the run would fuse it again,
+  // and stage 3, fused from that model, too: nothing to train.
   rmSync(path.join(out, 'stages', '2', 'model'), { recursive: true });
   const fusing = await planRun({ resolved: await resolved(file) });
-  expect(fusing.lines.map((l) => [l.complete, l.fuse, l.toTrain])).toEqual([[[1], 2, 0]]);
-  // Stage 2 undone: the plan resumes at it.
+  expect(fusing.lines.map((l) => [l.complete, l.fuse, l.next, l.toTrain])).toEqual([[[1], [2, 3], null, 0]]);
+  // The run itself: both fused again, neither trained (training is deterministic, so the same
+  // bytes would not show it: their records and trained tensors are the same files, untouched).
+  const files = (n: number) => ['apex_run.json', 'trained.safetensors'].map((f) => { const st = statSync(path.join(out, 'stages', String(n), f)); return `${st.ino}:${st.mtimeMs}`; });
+  const [two, three] = [files(2), files(3)];
+  await runPipeline({ resolved: await resolved(file) });
+  expect([files(2), files(3)]).toEqual([two, three]);
+  expect(existsSync(path.join(out, 'stages', '3', 'model', 'model.safetensors'))).toBe(true);
+  // Stage 2 undone: the plan resumes at it, and stage 3 trains again after it.
   rmSync(path.join(out, 'stages', '2'), { recursive: true });
   const before = fingerprint(out);
   const plan = await planRun({ resolved: await resolved(file) });
   expect(plan.start).toBe('resumed');
-  expect(plan.lines.map((l) => [l.complete, l.fuse, l.stage.stage, l.toTrain])).toEqual([[[1], null, 2, 64]]);
+  expect(plan.lines.map((l) => [l.complete, l.fuse, l.next, l.stage.stage, l.toTrain])).toEqual([[[1], [], 2, 2, 128]]);
   appendFileSync(path.join(dir, 'd.txt'), '\n\nA paragraph appended after the run began.\n');
   expect(await code(planRun({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');
   expect(await code(runPipeline({ resolved: await resolved(file) }))).toBe('RUN_INPUT_CHANGED');

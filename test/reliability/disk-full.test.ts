@@ -99,6 +99,16 @@ describe.skipIf(skipReason !== undefined)(`a full filesystem${skipReason ? ` (sk
     const { failed, audit } = await fullDiskThenResume(400_000);
     expect(failed.json!.error!.message).toContain('checkpoints');
     expect(audit.complete).toContain('analysis:run/analysis'); // the step before training stays, complete
+    // With the stage complete and the disk full again, --force frees the stage folder before the
+    // trainer looks: its dry run counts that room and agrees with the real command.
+    fill(mnt, 400_000);
+    const force = ['finetune', LLAMA, '-o', join(mnt, 'run'), ...TRAIN, '--steps', '2', '--save-every', '1', '--json', '--force'];
+    const before = listTree(mnt);
+    const dryForce = await apex([...force, '--dry-run'], { home: join(ws, 'home') });
+    expect(listTree(mnt)).toEqual(before);
+    const realForce = await apex(force, { home: join(ws, 'home') });
+    expect(dryForce.status, dryForce.stderr).toBe(realForce.status);
+    expect(realForce.status, realForce.stderr).toBe(0);
   }, 300_000);
 
   it('finetune running out of space mid-training (room for one checkpoint, not two): exit 5, the first checkpoint kept, --resume continues from it', async () => {
