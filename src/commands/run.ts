@@ -101,7 +101,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
       const done = line.complete.length === line.stages ? ', all complete' : line.complete.length > 0 ? `, ${line.complete.length} complete` : '';
       this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}: ${n(line.stages, 'stage')} of ${n(s.steps, 'step')} × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all${done}; ${line.toTrain.toLocaleString('en-US')} tokens to train`);
       if (line.fuse.length > 0) this.say(`  stage${line.fuse.length === 1 ? '' : 's'} ${line.fuse.join(', ')}: trained, to be fused again`);
-      if (line.next !== null) this.say(`  next: stage ${line.next}${s.stage === line.next && s.startStep > 0 ? `, resuming at step ${s.startStep}` : ''}`);
+      if (line.next !== null) this.say(`  next: stage ${line.next}${line.resumeStep > 0 ? `, resuming at step ${line.resumeStep}` : ''}`);
       this.say(`  trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
       this.say(`  memory estimate per stage: ${formatBytes(m.totalBytes)} (weights ${formatBytes(m.weightBytes)}, gradients and optimizer state ${formatBytes(m.optimizerBytes)}, ${m.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(m.activationBytes)}, logits ${formatBytes(m.logitBytes)}, copies while saving ${formatBytes(m.savedStateBytes)})`);
     }

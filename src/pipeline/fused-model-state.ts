@@ -33,7 +33,13 @@ interface ProvenanceView {
   readonly outputs?: Readonly<Record<string, { readonly files?: readonly FileRecord[] } | undefined>>;
 }
 
-export async function fusedModelState(run: string, stage: number): Promise<FusedModelState> {
+/**
+ * `previousFusedAgain`: stage − 1's fused model is about to be fused again (a dry run of apex run
+ * looks ahead): fusion is deterministic, so it will be the model this stage trained from, which
+ * the check against the stage's own record covers; the check against stage − 1's model as it is
+ * now (missing or stale) is left out.
+ */
+export async function fusedModelState(run: string, stage: number, options: { previousFusedAgain?: boolean } = {}): Promise<FusedModelState> {
   const dir = join(stageDir(run, stage), 'model');
   const present = await stat(dir).then((s) => s.isDirectory(), () => false);
   if (!present) return { kind: 'absent' };
@@ -63,7 +69,7 @@ export async function fusedModelState(run: string, stage: number): Promise<Fused
     return stale('it was not fused into the weights this stage was trained from');
   }
 
-  if (stage > 1) {
+  if (stage > 1 && options.previousFusedAgain !== true) {
     const previous = await readRecord(join(stageDir(run, stage - 1), 'model', PROVENANCE_FILE));
     const want = previous !== undefined && previous !== 'unreadable' ? previous.outputs?.model?.files : undefined;
     if (!sameFiles(want, record.inputs?.model?.files)) return stale(`it was not fused from the current model of stage ${stage - 1}`);

@@ -48,10 +48,10 @@ interface EvalRecord extends HeldOutEval {
  * verified against the records (fused-model-state.ts); otherwise runStage continues it, which
  * for a trained stage only fuses again.
  */
-export async function stageComplete(lineFolder: string, n: number): Promise<boolean> {
+export async function stageComplete(lineFolder: string, n: number, options: { previousFusedAgain?: boolean } = {}): Promise<boolean> {
   if (!existsSync(join(stageDir(lineFolder, n), PROVENANCE_FILE))) return false;
   await checkStageOutputs(lineFolder, n, 'rerun with --force to train the run again');
-  return (await fusedModelState(lineFolder, n)).kind === 'complete';
+  return (await fusedModelState(lineFolder, n, options)).kind === 'complete';
 }
 
 async function readStageRecord(dir: string): Promise<StageRecord> {

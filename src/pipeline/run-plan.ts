@@ -14,7 +14,8 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stageDir } from './expand-paths.js';
 import type { ResolvedRunConfig } from '../run/config.js';
-import { RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
+import { CHECKPOINTS_DIR, RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
+import { listCheckpoints } from '../train/train-state.js';
 import { checkBeforeWriting, checkRecordedInputs, dataRecords, refuseChangedData, refuseInputsInsideRun, type DataRecords } from './run.js';
 import { stageComplete } from './run-line.js';
 import { PROVENANCE_FILE } from './provenance.js';
@@ -34,6 +35,8 @@ export interface RunLinePlan {
   readonly fuse: number[];
   /** The first stage the run would train; null when none is left. */
   readonly next: number | null;
+  /** The checkpoint step that stage resumes from (0: from its start). */
+  readonly resumeStep: number;
   /**
    * The next stage to train as the stage trainer plans it (status `planned`; `startStep` > 0 when
    * it resumes from a checkpoint); else stage 1 planned as new, for the figures.
@@ -110,12 +113,17 @@ export async function planRun(options: {
     const fuse: number[] = [];
     let next: number | null = null;
     let nextPlan: StageResult | undefined;
+    // The checkpoint step a stage after one to be fused again resumes from (it cannot be planned
+    // before that fusion: its input model is not there yet).
+    let resumeStep = 0;
     if (folder.start !== 'resumed') {
       next = 1;
       nextPlan = await planStage(1, true, false);
     } else {
       for (let n = 1; n <= config.stages.count; n++) {
-        if (await stageComplete(line.folder, n)) {
+        // After a stage to be fused again, the next is judged as it will be then (fusion is
+        // deterministic: the same model as the one it trained from).
+        if (await stageComplete(line.folder, n, { previousFusedAgain: fuse.at(-1) === n - 1 })) {
           complete.push(n);
           continue;
         }
@@ -128,6 +136,7 @@ export async function planRun(options: {
           continue;
         }
         if (fuse.length === 0) nextPlan = await planStage(n, false, false);
+        else resumeStep = (await listCheckpoints(join(stageDir(line.folder, n), CHECKPOINTS_DIR))).at(-1)?.step ?? 0;
         next = n;
         break;
       }
@@ -144,9 +153,10 @@ export async function planRun(options: {
       complete,
       fuse,
       next,
+      resumeStep: nextPlan ? nextPlan.startStep : resumeStep,
       stage,
       tokens: config.stages.count * stage.tokens,
-      toTrain: remaining * stage.tokens - (nextPlan ? nextPlan.startStep * stage.plan.tokensPerStep : 0),
+      toTrain: remaining * stage.tokens - (nextPlan ? nextPlan.startStep : resumeStep) * stage.plan.tokensPerStep,
     });
   }
   return {
