@@ -64,3 +64,20 @@ it('--force: a folder holding the run\'s own data is refused, one holding anythi
   expect((await planRun({ resolved: await resolved(file), force: true })).start).toBe('restarted');
   expect(fingerprint(out)).toEqual(before);
 });
+
+it('a stage interrupted after one whose fused model is gone: fused again first, then the stage resumes at its checkpoint', async () => {
+  const { dir, file } = configFolder('');
+  copyFileSync(TEXT, path.join(dir, 'd.txt'));
+  writeFileSync(file, config(`d.txt, ${path.resolve(MORE)}`).replace('steps: 1 }', 'steps: 2 }') + '\ncheckpoint: { every: 1 }');
+  // Stage 3 stopped after its first step (checkpoint at step 1), then stage 2's fused model removed.
+  const abort = new AbortController();
+  const interrupted = await runPipeline({ resolved: await resolved(file), signal: abort.signal, status: (m) => { if (/^vanilla stage 3: step 1\//.test(m)) abort.abort(); } }).catch((e: unknown) => e);
+  expect((interrupted as UsageError).code).toBe('INTERRUPTED');
+  rmSync(path.join(dir, 'out', 'stages', '2', 'model'), { recursive: true });
+  const plan = await planRun({ resolved: await resolved(file) });
+  // 2 steps of 2 × 32 tokens per stage; stage 3 has one step left.
+  expect(plan.lines.map((l) => [l.complete, l.fuse, l.next, l.resumeStep, l.toTrain])).toEqual([[[1], [2], 3, 1, 64]]);
+  const log: string[] = [];
+  await runPipeline({ resolved: await resolved(file), log: (m) => log.push(m), status: (m) => log.push(m) });
+  expect(log.some((m) => /resuming stage 3 from step 1/.test(m))).toBe(true);
+});
