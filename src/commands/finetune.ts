@@ -11,6 +11,7 @@ import { resolveStageSettings } from '../train/stage-options.js';
 import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/stage-flags.js';
 import { runStage, type StagePlan, type StageResult } from '../train/stage.js';
 import { formatBytes } from '../io/byte-size.js';
+import { memoryParts } from '../train/stage-memory.js';
 
 export default class Finetune extends ApexCommand<StageResult> {
   static override description = 'Train one APEX stage (or a vanilla / LoRA baseline) on a model and fuse it into <run>/stages/<n>/model/. The budget is --steps or --tokens (one is required). For a run of several stages pass --total-stages N from stage 1 on: the learning-rate plan spans all N stages (stage 2 … N then train with --stage n into the same -o folder). A LoRA stage also writes its factors as a PEFT adapter, <run>/stages/<n>/adapter/ (PeftModel.from_pretrained on the stage\'s input model).';
@@ -70,11 +71,7 @@ export default class Finetune extends ApexCommand<StageResult> {
     this.say(`steps: ${result.steps}${result.startStep > 0 ? ` (resuming at step ${result.startStep})` : ''}, each of ${plan.tokensPerStep.toLocaleString('en-US')} tokens (batch ${plan.batchSize} × accumulation ${plan.gradAccum} × ${plan.seqLen}), ${result.tokens.toLocaleString('en-US')} tokens in all; ${plan.trainSequences.toLocaleString('en-US')} training sequences; peak learning rate ${plan.peakLr}`);
     this.say(plan.eval ? `held-out evaluation: ${plan.eval.sequences.toLocaleString('en-US')} sequences of ${plan.eval.seqLen} tokens in batches of ${plan.eval.batchSize}` : 'held-out evaluation: none');
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
-    const slack = m.tfHeapBytes - m.weightBytes - m.optimizerBytes - m.activationBytes - m.logitBytes;
-    this.say(
-      `memory estimate: ${formatBytes(m.totalBytes)} (weights ${formatBytes(m.weightBytes)}, gradients and optimizer state ${formatBytes(m.optimizerBytes)}, ` +
-        `${m.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(m.activationBytes)}, logits ${formatBytes(m.logitBytes)}, allocation slack ${formatBytes(slack)}, copies while saving ${formatBytes(m.savedStateBytes)})`,
-    );
+    this.say(`memory estimate: ${formatBytes(m.totalBytes)} (${memoryParts(m)})`);
     this.say(`backend: ${plan.backend}`);
   }
 }

@@ -12,6 +12,7 @@ import { UsageError } from '../errors.js';
 import { runPipeline } from '../pipeline/run.js';
 import { planRun, type RunPlan } from '../pipeline/run-plan.js';
 import { formatBytes } from '../io/byte-size.js';
+import { memoryParts } from '../train/stage-memory.js';
 import type { RunSummary } from '../pipeline/run-summary.js';
 import { renderPerplexityTable } from '../pipeline/run-table.js';
 import { configHash, formatResolvedConfig } from '../run/config-format.js';
@@ -103,7 +104,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
       if (line.fuse.length > 0) this.say(`  stage${line.fuse.length === 1 ? '' : 's'} ${line.fuse.join(', ')}: trained, to be fused again`);
       if (line.next !== null) this.say(`  next: stage ${line.next}${line.resumeStep > 0 ? `, resuming at step ${line.resumeStep}` : ''}`);
       this.say(`  trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
-      this.say(`  memory estimate per stage: ${formatBytes(m.totalBytes)} (weights ${formatBytes(m.weightBytes)}, gradients and optimizer state ${formatBytes(m.optimizerBytes)}, ${m.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(m.activationBytes)}, logits ${formatBytes(m.logitBytes)}, copies while saving ${formatBytes(m.savedStateBytes)})`);
+      this.say(`  memory estimate per stage: ${formatBytes(m.totalBytes)} (${memoryParts(m)})`);
     }
   }
 }

@@ -170,11 +170,15 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
       : estimate.sizedBy === 'evaluation'
         ? `the held-out evaluation (its batch or its sequences larger than training's) sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
         : advice;
-  throw new ResourceLimitError(
-    `${what} needs about ${formatBytes(estimate.totalBytes)} (weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
-      `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
-      `allocation slack ${formatBytes(estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes)}, ` +
-      `copies while saving ${formatBytes(estimate.savedStateBytes)}), more than the ${formatBytes(budgetBytes)} allowed; ${remedy}`,
-    'MEMORY_BUDGET',
+  throw new ResourceLimitError(`${what} needs about ${formatBytes(estimate.totalBytes)} (${memoryParts(estimate)}), more than the ${formatBytes(budgetBytes)} allowed; ${remedy}`, 'MEMORY_BUDGET');
+}
+
+/** The estimate's parts in words, as refusals and dry runs print them. */
+export function memoryParts(estimate: TrainingMemoryEstimate): string {
+  const slack = estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes;
+  return (
+    `weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
+    `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
+    `allocation slack ${formatBytes(slack)}, copies while saving ${formatBytes(estimate.savedStateBytes)}`
   );
 }
