@@ -12,6 +12,7 @@ import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/s
 import { runStage, type StagePlan, type StageResult } from '../train/stage.js';
 import { formatBytes } from '../io/byte-size.js';
 import { memoryParts } from '../train/stage-memory.js';
+import { describeMemoryEstimate } from '../pipeline/analysis-memory.js';
 
 export default class Finetune extends ApexCommand<StageResult> {
   static override description = 'Train one APEX stage (or a vanilla / LoRA baseline) on a model and fuse it into <run>/stages/<n>/model/. The budget is --steps or --tokens (one is required). For a run of several stages pass --total-stages N from stage 1 on: the learning-rate plan spans all N stages (stage 2 … N then train with --stage n into the same -o folder). A LoRA stage also writes its factors as a PEFT adapter, <run>/stages/<n>/adapter/ (PeftModel.from_pretrained on the stage\'s input model).';
@@ -67,7 +68,7 @@ export default class Finetune extends ApexCommand<StageResult> {
     const t = result.trainable;
     const m = plan.memory;
     this.say(`dry run of stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}, alpha ${result.lora.alpha}` : ''}): nothing was trained or written`);
-    if (plan.analysisSequences !== null) this.say(`analysis first, on ${plan.analysisSequences} of the training sequences (--calibration-samples)`);
+    if (plan.analysisSequences !== null) this.say(`analysis first, on ${plan.analysisSequences} of the training sequences (--calibration-samples)${plan.analysisMemory ? `; its ${describeMemoryEstimate(plan.analysisMemory)}` : ''}`);
     this.say(`steps: ${result.steps}${result.startStep > 0 ? ` (resuming at step ${result.startStep})` : ''}, each of ${plan.tokensPerStep.toLocaleString('en-US')} tokens (batch ${plan.batchSize} × accumulation ${plan.gradAccum} × ${plan.seqLen}), ${result.tokens.toLocaleString('en-US')} tokens in all; ${plan.trainSequences.toLocaleString('en-US')} training sequences; peak learning rate ${plan.peakLr}`);
     this.say(plan.eval ? `held-out evaluation: ${plan.eval.sequences.toLocaleString('en-US')} sequences of ${plan.eval.seqLen} tokens in batches of ${plan.eval.batchSize}` : 'held-out evaluation: none');
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);

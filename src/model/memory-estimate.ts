@@ -115,7 +115,7 @@ export interface ForwardPlan {
  * (webgpu's largest storage binding; webgpu-binding-limit.ts); a ResourceLimitError saying what
  * is needed when not even one sequence with a small vocabulary block fits.
  */
-export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences, tfHeapLimit = Infinity, maxTensorBytes = Infinity): ForwardPlan {
+export function planForward(spec: ModelSpec, totalSequences: number, seqLen: number, budget: number, maxChunk = totalSequences, tfHeapLimit = Infinity, maxTensorBytes = Infinity, budgetName = '--max-memory'): ForwardPlan {
   if (Number.isFinite(maxTensorBytes)) checkWebgpuForwardBinding(spec, seqLen, maxTensorBytes);
   // An lm_head block's logits [tokens, rows] must also fit one binding on webgpu.
   const minRows = Math.max(1, Math.min(spec.vocabSize, 1024, Math.floor(maxTensorBytes / (F32 * seqLen))));
@@ -133,7 +133,7 @@ export function planForward(spec: ModelSpec, totalSequences: number, seqLen: num
     throw new ResourceLimitError(
       `a forward pass of one ${seqLen}-token sequence needs about ${formatBytes(smallest.totalBytes)} (one layer ${formatBytes(smallest.layerBytes)}, ` +
       `activations ${formatBytes(smallest.activationBytes)}, hidden states ${formatBytes(smallest.hiddenStateBytes)}, embedding rows ${formatBytes(smallest.embeddingBytes)}, ` +
-      `an lm_head block with its logits ${formatBytes(smallest.lmHeadBytes)}, the command itself ${formatBytes(smallest.commandBytes)}), more than the ${formatBytes(budget)} allowed; raise --max-memory or use shorter/fewer sequences`,
+      `an lm_head block with its logits ${formatBytes(smallest.lmHeadBytes)}, the command itself ${formatBytes(smallest.commandBytes)}), more than the ${formatBytes(budget)} allowed; raise ${budgetName} or use shorter/fewer sequences`,
       'MEMORY_BUDGET',
     );
   }

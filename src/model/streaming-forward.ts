@@ -48,6 +48,8 @@ export interface StreamingOptions {
   batchSize?: number;
   /** Memory budget in bytes (default 4 GiB); on wasm the tf-heap part is also kept within its heap. */
   maxMemoryBytes?: number;
+  /** How a refusal names that budget (default `--max-memory`; apex run says `max_memory`). */
+  budgetName?: string;
   /** Operator or LoRA hooks per layer. */
   hooks?: (layer: number) => LayerHooks | undefined;
   /**
@@ -171,7 +173,7 @@ function planFor(spec: ModelSpec, sequences: readonly ArrayLike<number>[], optio
   const seqLen = Math.max(...sequences.map((s) => s.length));
   const budget = options.maxMemoryBytes ?? DEFAULT_MAX_MEMORY_BYTES;
   const maxChunk = Math.min(options.batchSize ?? sequences.length, sequences.length);
-  return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()), maxStorageBindingBytes());
+  return planForward(spec, sequences.length, seqLen, budget, maxChunk, tfHeapAllowance(tf.getBackend()), maxStorageBindingBytes(), options.budgetName);
 }
 
 /**

@@ -9,6 +9,9 @@ import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
 import { planForward, type ForwardPlan } from '../model/memory-estimate.js';
 import type { ModelSpec } from '../model/model-spec.js';
+import { DEFAULT_MAX_MEMORY_BYTES } from '../model/streaming-forward.js';
+import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
+import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
 import { microBatchCount } from './activation-stats.js';
 import { erankMemoryBytes } from './analysis-erank.js';
 
@@ -19,6 +22,8 @@ export interface AnalysisMemoryInput {
   readonly batchSize: number;
   /** Budget the forward plan must fit (its chunk size follows from it). */
   readonly budgetBytes: number;
+  /** How a refusal names that budget (default `--max-memory`). */
+  readonly budgetName?: string;
   /** Tensor memory the backend allows (wasm-heap-limit.ts tfHeapAllowance); default unlimited. */
   readonly tfHeapLimitBytes?: number;
   /** The largest tensor the backend can bind (webgpu's maxStorageBufferBindingSize; unbounded elsewhere). */
@@ -38,7 +43,7 @@ export interface AnalysisMemoryEstimate {
 }
 
 export function estimateAnalysisMemory(spec: ModelSpec, input: AnalysisMemoryInput): AnalysisMemoryEstimate {
-  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences), input.tfHeapLimitBytes, input.maxTensorBytes);
+  const forward = planForward(spec, input.sequences, input.seqLen, input.budgetBytes, Math.min(input.batchSize, input.sequences), input.tfHeapLimitBytes, input.maxTensorBytes, input.budgetName);
   const { numLayers: L, numHeads: H, numKvHeads: G, intermediateSize: I } = spec;
   const micro = microBatchCount(input.sequences, input.batchSize);
   // Float64 micro-batch sums; recorder counts (int32) and norm sums (float64); float32 records.
@@ -58,15 +63,57 @@ export function describeMemoryEstimate(e: AnalysisMemoryEstimate): string {
     `embeddings ${formatBytes(f.embeddingBytes)}`,
     `lm_head block ${formatBytes(f.lmHeadBytes)}`,
     `statistics ${formatBytes(e.statisticsBytes)}`,
+    `the command itself ${formatBytes(f.commandBytes)}`,
     ...(e.dumpBytes > 0 ? [`--dump-stats ${formatBytes(e.dumpBytes)}`] : []),
     ...(e.erankBytes > 0 ? [`--erank ${formatBytes(e.erankBytes)}`] : []),
   ];
   return `memory estimate ${formatBytes(e.totalBytes)}: ${parts.join(', ')}`;
 }
 
+/** How the refusal names the settings: apex analyze's flags, or those of the stage or run config that analyses first. */
+export interface AnalysisMemoryNames {
+  readonly maxMemory: string;
+  readonly samples: string;
+  readonly batchSize: string;
+}
+
+export const ANALYZE_MEMORY_NAMES: AnalysisMemoryNames = { maxMemory: '--max-memory', samples: '--samples', batchSize: '--batch-size' };
+
 /** Refuses to start when the estimate exceeds `--max-memory` (exit 5). */
-export function checkMemoryLimit(e: AnalysisMemoryEstimate, maxBytes: number | undefined): void {
+export function checkMemoryLimit(e: AnalysisMemoryEstimate, maxBytes: number | undefined, names: AnalysisMemoryNames = ANALYZE_MEMORY_NAMES): void {
   if (maxBytes !== undefined && e.totalBytes > maxBytes) {
-    throw new ResourceLimitError(`${describeMemoryEstimate(e)}; that is more than --max-memory ${formatBytes(maxBytes)}. Raise --max-memory, or use fewer/shorter sequences or a smaller --batch-size`, 'MEMORY_BUDGET');
+    throw new ResourceLimitError(`${describeMemoryEstimate(e)}; that is more than ${names.maxMemory} ${formatBytes(maxBytes)}. Raise ${names.maxMemory}, or use fewer (${names.samples}) or shorter sequences or a smaller ${names.batchSize}`, 'MEMORY_BUDGET');
   }
+}
+
+export interface AnalysisMemoryPlanInput {
+  readonly batchSize: number;
+  /** Bytes allowed (the forward's chunks follow from it); unset: the streaming forward's default budget. */
+  readonly maxMemory?: number;
+  /** The backend the analysis runs on (on wasm its chunks must also fit the heap). */
+  readonly backend: string;
+  readonly dumpStats?: boolean;
+  readonly erank?: boolean;
+  readonly base?: boolean;
+  /** How a refusal names the settings (default: apex analyze's flags). */
+  readonly names?: AnalysisMemoryNames;
+}
+
+/**
+ * The estimate an analysis of these (unpadded) sequences makes before it starts: apex analyze,
+ * and the dry runs of a stage or run that would analyse first, which must refuse what it refuses.
+ */
+export function planAnalysisMemory(spec: ModelSpec, sequences: readonly Int32Array[], o: AnalysisMemoryPlanInput): AnalysisMemoryEstimate {
+  return estimateAnalysisMemory(spec, {
+    sequences: sequences.length,
+    seqLen: Math.max(...sequences.map((s) => s.length)),
+    batchSize: o.batchSize,
+    budgetBytes: o.maxMemory ?? DEFAULT_MAX_MEMORY_BYTES,
+    tfHeapLimitBytes: tfHeapAllowance(o.backend),
+    maxTensorBytes: maxStorageBindingBytes(),
+    budgetName: (o.names ?? ANALYZE_MEMORY_NAMES).maxMemory,
+    dumpStats: o.dumpStats ?? false,
+    erank: o.erank ?? false,
+    base: o.base ?? false,
+  });
 }

@@ -24,8 +24,6 @@ import { ioError } from '../io/io-error.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { checkTokens, contextWarning, DEFAULT_MAX_MEMORY_BYTES, evaluateNll } from '../model/streaming-forward.js';
-import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
-import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../model/weight-source.js';
 import { countingKMetadata, readScoreFile, writeScoreFile, type LayerScoreRecord } from '../ops/score-file.js';
 import type { LayerSelection, ScoreMode } from '../ops/selection.js';
@@ -34,7 +32,7 @@ import { dataSourceName, realTokens, type DataSpecRecord, type SequenceSet } fro
 import { chunkSumsq, LayerStatsCollector, type SequenceStatsDump } from './activation-stats.js';
 import { checkBaseCompatible, effectiveRanks, erankWorkFraction, type ErankResult } from './analysis-erank.js';
 import { ANALYSIS_FILES, ANALYSIS_SCHEMA, analysisFiles, layerAnalyses, type AnalysisJson } from './analysis-json.js';
-import { checkMemoryLimit, describeMemoryEstimate, estimateAnalysisMemory, type AnalysisMemoryEstimate } from './analysis-memory.js';
+import { checkMemoryLimit, describeMemoryEstimate, planAnalysisMemory, type AnalysisMemoryEstimate, type AnalysisMemoryNames } from './analysis-memory.js';
 import { apexVersion, modelRecord } from './analysis-provenance.js';
 import { renderAnalysisReport, renderAnalysisSummary } from './analysis-report.js';
 import { analysisRecorder, checkSelectionSettings, DEFAULT_SELECTION, selectFromRecorder, type SelectionSettings } from './analysis-selection.js';
@@ -70,6 +68,8 @@ export interface AnalysisOptions {
   dumpStats?: string;
   /** Refuse to start when the memory estimate exceeds this many bytes. */
   maxMemory?: number;
+  /** How that refusal names the settings (default: apex analyze's flags). */
+  memoryNames?: AnalysisMemoryNames;
   /** Replace an existing analysis folder. */
   force?: boolean;
 }
@@ -113,12 +113,13 @@ export async function runAnalysis(options: AnalysisOptions): Promise<AnalysisRes
     const budgetBytes = options.maxMemory ?? DEFAULT_MAX_MEMORY_BYTES;
     // The backend first: on wasm the forward's chunks must also fit its heap.
     const backend = await selectBackend((options.backend ?? 'auto') as BackendRequest);
-    const memory = estimateAnalysisMemory(spec, {
-      sequences: sequences.length, seqLen, batchSize: options.batchSize, budgetBytes, tfHeapLimitBytes: tfHeapAllowance(backend.name), maxTensorBytes: maxStorageBindingBytes(),
+    const memory = planAnalysisMemory(spec, sequences, {
+      batchSize: options.batchSize, ...(options.maxMemory !== undefined ? { maxMemory: options.maxMemory } : {}), backend: backend.name,
       dumpStats: options.dumpStats !== undefined, erank: options.erank ?? false, base: options.base !== undefined,
+      ...(options.memoryNames ? { names: options.memoryNames } : {}),
     });
     log(describeMemoryEstimate(memory));
-    checkMemoryLimit(memory, options.maxMemory);
+    checkMemoryLimit(memory, options.maxMemory, options.memoryNames);
     let base: { checkpoint: Checkpoint; spec: ModelSpec } | undefined;
     if (options.base !== undefined) {
       baseCheckpoint = await Checkpoint.open(resolve(options.base));

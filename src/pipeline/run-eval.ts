@@ -38,6 +38,7 @@ export async function evaluateCheckpoint(dir: string, data: SequenceSet, options
       batchSize: options.batchSize,
       ...(data.lossMasks ? { lossMasks: data.lossMasks } : {}),
       ...(options.maxMemoryBytes !== undefined ? { maxMemoryBytes: options.maxMemoryBytes } : {}),
+      budgetName: 'max_memory', // only apex run evaluates through here
       ...(options.signal ? { signal: options.signal } : {}),
       onProgress: (e) => options.onProgress?.(e.stage === 'layer' ? `layer ${e.done}/${e.total}` : `lm_head block ${e.done}/${e.total}`),
     });

@@ -13,6 +13,14 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stageDir } from './expand-paths.js';
+import { ANALYSIS_FILES } from './analysis-json.js';
+import { checkMemoryLimit, describeMemoryEstimate, planAnalysisMemory, type AnalysisMemoryEstimate } from './analysis-memory.js';
+import { unpadded } from './analyze.js';
+import { planForward } from '../model/memory-estimate.js';
+import { DEFAULT_MAX_MEMORY_BYTES } from '../model/streaming-forward.js';
+import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
+import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
+import { ANALYSIS_FOLDER, RUN_ANALYSIS_MEMORY_NAMES } from './run-steps.js';
 import type { ResolvedRunConfig } from '../run/config.js';
 import { CHECKPOINTS_DIR, RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
 import { listCheckpoints } from '../train/train-state.js';
@@ -57,6 +65,8 @@ export interface RunPlan {
   readonly backend: string;
   /** Sequences of each set; calibration: what the analysis reads (method apex), else null. */
   readonly data: { readonly train: number; readonly eval: number; readonly calibration: number | null; readonly seqLen: number };
+  /** The analysis the run would make before its stages (method apex, when the folder holds none). */
+  readonly analysis: { readonly sequences: number; readonly memory: AnalysisMemoryEstimate } | null;
   readonly lines: RunLinePlan[];
 }
 
@@ -82,6 +92,28 @@ export async function planRun(options: {
   status('loading data');
   const data = await loadRunData(config, tokenizer, onWarning, signal, status);
   refuseChangedData(run, known.data, dataRecords(data));
+  // The run measures the base model's held-out perplexity first (unless it has): a streaming
+  // forward within max_memory, which refuses when one sequence cannot fit (exit 5).
+  if (folder.steps['eval/before'] === undefined) {
+    const seqLen = Math.max(...data.eval.sequences.map((s) => s.length));
+    const budget = config.max_memory ?? DEFAULT_MAX_MEMORY_BYTES;
+    planForward(base.spec, data.eval.sequences.length, seqLen, budget, Math.min(config.eval.batch_size, data.eval.sequences.length), tfHeapAllowance(backend.name), maxStorageBindingBytes(), RUN_ANALYSIS_MEMORY_NAMES.maxMemory);
+  }
+  // The run analyses the calibration data before its stages (method apex; a resumed run whose
+  // folder holds the analysis skips it): estimated, and refused over max_memory, as it would be.
+  let analysis: RunPlan['analysis'] = null;
+  if (config.method === 'apex' && (folder.start !== 'resumed' || !existsSync(join(run, ANALYSIS_FOLDER, ANALYSIS_FILES.json)))) {
+    const sequences = unpadded(data.calibration!);
+    const memory = planAnalysisMemory(base.spec, sequences, {
+      batchSize: config.optimizer.batch_size,
+      ...(config.max_memory !== null ? { maxMemory: config.max_memory } : {}),
+      backend: backend.name,
+      names: RUN_ANALYSIS_MEMORY_NAMES,
+    });
+    status(`analysis: ${describeMemoryEstimate(memory)}`);
+    checkMemoryLimit(memory, config.max_memory ?? undefined, RUN_ANALYSIS_MEMORY_NAMES);
+    analysis = { sequences: sequences.length, memory };
+  }
   const lines: TrainingLine[] = [
     { key: 'run', name: config.method === 'apex' ? 'APEX' : config.method, method: config.method, folder: run },
     ...(config.baseline.vanilla ? [{ key: BASELINE_FOLDER, name: 'vanilla', method: 'vanilla' as const, folder: join(run, BASELINE_FOLDER) }] : []),
@@ -100,6 +132,7 @@ export async function planRun(options: {
         dryRun: true,
         ...(fresh ? { resume: false, force: true, planAsEmpty: true } : { resume: existsSync(stageDir(line.folder, n)) }),
         ...(figuresOnly ? { planFiguresOnly: true } : {}),
+        analysedByCaller: true,
         names: RUN_CONFIG_NAMES,
         modelDir: base.dir,
         modelSource: base.resolved,
@@ -142,7 +175,7 @@ export async function planRun(options: {
       }
     }
     const figures = nextPlan ?? (await planStage(1, true, true));
-    // The run analyses once, before its stages (data.calibration), not inside a stage.
+    // The run analyses once, before its stages (data.calibration: `analysis` above), not inside a stage.
     const stage = { ...figures, plan: { ...figures.plan!, analysisSequences: null } };
     const remaining = config.stages.count - complete.length - fuse.length;
     planned.push({
@@ -165,6 +198,7 @@ export async function planRun(options: {
     start: folder.start,
     model: { dir: base.dir, parameters: base.parameters, layers: base.spec.numLayers },
     backend: `${backend.name} (${backend.detail})`,
+    analysis,
     data: { train: data.train.sequences.length, eval: data.eval.sequences.length, calibration: data.calibration?.sequences.length ?? null, seqLen: data.train.seqLen },
     lines: planned,
   };

@@ -6,12 +6,16 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANALYSIS_FILES, type AnalysisJson } from './analysis-json.js';
+import type { AnalysisMemoryNames } from './analysis-memory.js';
 import { runAnalysis } from './analyze.js';
 import { readJson } from './expand-paths.js';
 import { evalSettings, type RunContext } from './run-context.js';
 import { evaluateCheckpoint, type HeldOutEval } from './run-eval.js';
 
 export const ANALYSIS_FOLDER = 'analysis';
+
+/** How the run's analysis names its settings in a refusal: the config keys. */
+export const RUN_ANALYSIS_MEMORY_NAMES: AnalysisMemoryNames = { maxMemory: 'max_memory', samples: 'data.calibration_samples', batchSize: 'optimizer.batch_size' };
 
 export interface StepOutcome<T> {
   readonly value: T;
@@ -61,6 +65,7 @@ export async function assessAdvantage(ctx: RunContext): Promise<StepOutcome<null
     randomSelection: config.stages.random_selection,
     reverse: config.stages.reverse,
     ...(config.max_memory !== null ? { maxMemory: config.max_memory } : {}),
+    memoryNames: RUN_ANALYSIS_MEMORY_NAMES,
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     progress: ctx.status,
     onWarning: ctx.onWarning,

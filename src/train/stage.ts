@@ -27,7 +27,8 @@ import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { describeCheckpoint } from '../model/weight-source.js';
 import type { LayerSelection } from '../ops/selection.js';
 import { apexVersion, modelRecord, sha256OfFile, type ModelRecord } from '../pipeline/analysis-provenance.js';
-import { modelFingerprint, runAnalysis } from '../pipeline/analyze.js';
+import { modelFingerprint, runAnalysis, unpadded } from '../pipeline/analyze.js';
+import { checkMemoryLimit, describeMemoryEstimate, planAnalysisMemory, type AnalysisMemoryEstimate } from '../pipeline/analysis-memory.js';
 import { readJson, runBaseModel, stageDir } from '../pipeline/expand-paths.js';
 import { runExpand } from '../pipeline/expand.js';
 import { removeUnresumableRunFolderLocked } from '../pipeline/failed-run-folder.js';
@@ -65,12 +66,14 @@ export interface StageNames {
   readonly evalBatchSize: string;
   readonly loraRank: string;
   readonly matchParams: string;
+  readonly maxMemory: string;
+  readonly calibrationSamples: string;
 }
 
-const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params' };
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params', maxMemory: '--max-memory', calibrationSamples: '--calibration-samples' };
 
 /** How `apex run` names them: its config keys. */
-export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params' };
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params', maxMemory: 'max_memory', calibrationSamples: 'data.calibration_samples' };
 
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
@@ -97,6 +100,11 @@ export interface StageOptions extends StageSettings {
   readonly prepareTransforms?: boolean;
   /** How the caller continues an interrupted stage (see TrainerOptions.resumeHint). */
   readonly resumeHint?: string;
+  /**
+   * The caller analyses before the stage when stage 1 has no scores (apex run, from its
+   * calibration data): a dry run then neither sizes nor reports an analysis of its own.
+   */
+  readonly analysedByCaller?: boolean;
   /** How messages name the sequence length and the LoRA flags (defaults: finetune's flags; apex run passes its config keys). */
   readonly names?: Partial<StageNames>;
   /**
@@ -158,6 +166,8 @@ export interface StagePlan {
   readonly peakLr: number;
   /** Stage 1 of an APEX run without analysis/stats.safetensors analyses first, on this many sequences. */
   readonly analysisSequences: number | null;
+  /** That analysis's memory estimate (a dry run refuses what it would refuse). */
+  readonly analysisMemory: AnalysisMemoryEstimate | null;
   readonly memory: TrainingMemoryEstimate;
   readonly backend: string;
 }
@@ -343,6 +353,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let selections: LayerSelection[] | undefined;
     let scoresPath: string | undefined;
     let analysisSequences: number | null = null;
+    let analysisMemory: AnalysisMemoryEstimate | null = null;
     // The input model's fingerprint, hashed once: checked against an existing analysis, recorded in provenance.
     let inputRecord: Promise<ModelRecord> | undefined;
     const inputModel = () => (inputRecord ??= modelRecord(checkpoint, spec, options.signal));
@@ -362,7 +373,21 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           analyse = true;
         }
       }
-      if (analyse && !settings.dryRun) {
+      const analysisMemoryNames = { maxMemory: names.maxMemory, samples: names.calibrationSamples, batchSize: names.batchSize };
+      if (analyse && settings.dryRun) {
+        // What the analysis estimates and refuses before it starts, so the dry run refuses it too
+        // (apex run plans its own, on the run's calibration data: run-plan.ts).
+        if (options.analysedByCaller !== true) {
+          analysisMemory = planAnalysisMemory(spec, unpadded(sampleSequences(options.train, settings.calibrationSamples, settings.seed)), {
+            batchSize: settings.analysisBatchSize ?? settings.optimizer.batchSize,
+            ...(settings.maxMemoryBytes !== undefined ? { maxMemory: settings.maxMemoryBytes } : {}),
+            backend: (await selectBackend(settings.backend as BackendRequest)).name,
+            names: analysisMemoryNames,
+          });
+          say(`analysis: ${describeMemoryEstimate(analysisMemory)}`);
+          checkMemoryLimit(analysisMemory, settings.maxMemoryBytes, analysisMemoryNames);
+        }
+      } else if (analyse) {
         await prov.time('analysis', () =>
           runAnalysis({
             model: inputDir,
@@ -371,6 +396,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
             data: sampleSequences(options.train, settings.calibrationSamples, settings.seed),
             batchSize: settings.analysisBatchSize ?? settings.optimizer.batchSize,
             ...(settings.maxMemoryBytes !== undefined ? { maxMemory: settings.maxMemoryBytes } : {}),
+            memoryNames: analysisMemoryNames,
             ratio: settings.selection.ratio,
             seed: settings.seed,
             backend: settings.backend,
@@ -494,6 +520,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           trainSequences: options.train.sequences.length,
           peakLr: lrPlan.peakLr,
           analysisSequences,
+          analysisMemory,
           memory,
           backend: `${backend.name} (${backend.detail})`,
         },

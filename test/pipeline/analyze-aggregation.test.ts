@@ -14,7 +14,8 @@ import { describe, expect, it } from 'vitest';
 import { UsageError, VerificationError } from '../../src/errors.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
 import { LayerStatsCollector, microBatchCount } from '../../src/pipeline/activation-stats.js';
-import { checkMemoryLimit, estimateAnalysisMemory } from '../../src/pipeline/analysis-memory.js';
+import { checkMemoryLimit, describeMemoryEstimate, estimateAnalysisMemory } from '../../src/pipeline/analysis-memory.js';
+import { formatBytes } from '../../src/io/byte-size.js';
 import { analysisRecorder, checkSelectionSettings, countingK, DEFAULT_SELECTION, selectFromRecorder, type SelectionSettings } from '../../src/pipeline/analysis-selection.js';
 import { formatAnalysisJson, unpadded } from '../../src/pipeline/analyze.js';
 import { Rng } from '../../src/util/rng.js';
@@ -206,5 +207,15 @@ describe('helpers', () => {
     expect(e.totalBytes).toBe(e.forward.estimate.totalBytes + e.statisticsBytes + e.dumpBytes);
     expect(() => checkMemoryLimit(e, e.totalBytes - 1)).toThrow(/--max-memory/);
     expect(() => checkMemoryLimit(e, e.totalBytes)).not.toThrow();
+  });
+
+  it('words the estimate as parts that add up to its total (the command\'s own runtime included)', () => {
+    const e = estimateAnalysisMemory(spec, { sequences: 5, seqLen: 8, batchSize: 2, budgetBytes: 2 ** 30, dumpStats: true, erank: false, base: false });
+    const line = describeMemoryEstimate(e);
+    const f = e.forward.estimate;
+    const parts = [f.layerBytes, f.activationBytes, f.hiddenStateBytes, f.embeddingBytes, f.lmHeadBytes, e.statisticsBytes, f.commandBytes, e.dumpBytes];
+    expect(parts.reduce((a, b) => a + b, 0)).toBe(e.totalBytes);
+    for (const bytes of parts) expect(line).toContain(formatBytes(bytes));
+    expect(line).toMatch(/the command itself /);
   });
 });

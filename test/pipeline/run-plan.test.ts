@@ -6,6 +6,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, rmSync, statSync, 
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import type { UsageError } from '../../src/errors.js';
+import { i32Tensor, writeSafetensors } from '../../src/io/safetensors-writer.js';
 import { planRun } from '../../src/pipeline/run-plan.js';
 import { runPipeline } from '../../src/pipeline/run.js';
 import { resolveConfig } from '../../src/run/config.js';
@@ -80,4 +81,30 @@ it('a stage interrupted after one whose fused model is gone: fused again first, 
   const log: string[] = [];
   await runPipeline({ resolved: await resolved(file), log: (m) => log.push(m), status: (m) => log.push(m) });
   expect(log.some((m) => /resuming stage 3 from step 1/.test(m))).toBe(true);
+});
+
+it('sizes the run\'s analysis: a max_memory the training stage and the evaluations fit but the analysis does not is refused as the run refuses it, naming the config keys', async () => {
+  // stories260K (no tokenizer: ids) with operators, batch 1: training needs less than the
+  // analysis (whose estimate carries the command's fixed runtime), which reads one sequence at a
+  // time and keeps the hidden states of its 16 (the evaluation those of its 4) and statistics.
+  const { dir, file } = configFolder('');
+  const ids = path.join(dir, 'ids.safetensors');
+  await writeSafetensors(ids, [i32Tensor('input_ids', [40, 32], Int32Array.from({ length: 40 * 32 }, (_, i) => (7 * Math.floor(i / 32) + 3 * (i % 32)) % 500 + 1))]);
+  const apex = (extra: string) => [`model: ${path.resolve('fixtures/stories260K')}`, 'backend: wasm', 'method: apex', 'setting: operators', 'data:', '  train_input_ids: ids.safetensors', '  seq_len: 32', '  eval_samples: 4', '  calibration_samples: 16', 'stages: { count: 1, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 1 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
+  writeFileSync(file, apex(''));
+  const plan = await planRun({ resolved: await resolved(file) });
+  const analysis = plan.analysis!.memory;
+  expect(plan.analysis!.sequences).toBe(16);
+  expect(analysis.forward.chunkSequences).toBe(1);
+  expect(plan.lines[0]!.stage.plan!.memory.totalBytes).toBeLessThan(analysis.totalBytes);
+  writeFileSync(file, apex(`max_memory: ${analysis.totalBytes - 1}`));
+  const dry = await planRun({ resolved: await resolved(file) }).catch((e: unknown) => e);
+  expect((dry as UsageError).code).toBe('MEMORY_BUDGET');
+  expect((dry as Error).message).toMatch(/^memory estimate .*; that is more than max_memory .* Raise max_memory, or use fewer \(data.calibration_samples\) or shorter sequences or a smaller optimizer.batch_size$/);
+  expect(existsSync(path.join(dir, 'out'))).toBe(false);
+  // The run evaluates the base model first (within that budget), then refuses the analysis.
+  const log: string[] = [];
+  const real = await runPipeline({ resolved: await resolved(file), log: (m) => log.push(m) }).catch((e: unknown) => e);
+  expect(log.some((m) => m.startsWith('before training: held-out perplexity'))).toBe(true);
+  expect((real as Error).message).toBe((dry as Error).message);
 });

@@ -45,6 +45,9 @@ describe('a dry run of a stage', () => {
     expect(dry.trainable).toEqual(record.details.trainable);
     expect(dry.plan!.memory).toEqual(record.details.memory_estimate);
     expect(dry.memoryEstimateBytes).toBe(real.memoryEstimateBytes);
+    // The analysis it ran first estimated what the dry run reported for it.
+    const analysis = JSON.parse(readFileSync(join(run, 'analysis', 'analysis.json'), 'utf8')) as { memory: { estimateBytes: number } };
+    expect(dry.plan!.analysisMemory!.totalBytes).toBe(analysis.memory.estimateBytes);
     expect([real.steps, real.tokens]).toEqual([dry.steps, dry.tokens]);
 
     // On the complete stage: refused without --resume, as the real command is; with it, reported
@@ -61,6 +64,23 @@ describe('a dry run of a stage', () => {
     expect(err).toBeInstanceOf(ResourceLimitError);
     expect((err as ResourceLimitError).exit).toBe(5);
     expect(existsSync(run)).toBe(false);
+  });
+
+  it('refuses an analysis over --max-memory as the stage then does, when training alone would fit', async () => {
+    // operators trains little: its estimate (≈ 12 MB here) is under the analysis's (≈ 23 MB).
+    const run = newRun();
+    const dry = await runStage(options(run, { setting: 'operators', dryRun: true }));
+    const budget = Math.round((dry.plan!.memory.totalBytes + dry.plan!.analysisMemory!.totalBytes) / 2);
+    expect(dry.plan!.memory.totalBytes).toBeLessThan(budget);
+    const refused = await runStage(options(run, { setting: 'operators', dryRun: true, maxMemoryBytes: budget })).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ResourceLimitError);
+    expect((refused as ResourceLimitError).exit).toBe(5);
+    expect((refused as ResourceLimitError).code).toBe('MEMORY_BUDGET');
+    expect((refused as Error).message).toMatch(/a forward pass of one 16-token sequence needs .* more than the .* allowed; raise --max-memory/);
+    expect(existsSync(run)).toBe(false);
+    const real = await runStage(options(run, { setting: 'operators', maxMemoryBytes: budget })).catch((e: unknown) => e);
+    expect((real as Error).message).toBe((refused as Error).message);
+    expect(existsSync(join(run, 'analysis'))).toBe(false);
   });
 
   it('refuses what the stage would refuse after sizing it: an analysis of another ratio, a checkpoint of other settings; plans a resume from the checkpoint', async () => {
