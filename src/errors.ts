@@ -92,6 +92,16 @@ export class InterruptedError extends ApexError {
   }
 }
 
+/**
+ * A bug in apex itself (exit 1), e.g. code asking a header-only checkpoint (a dry run's Hub model
+ * whose weights were not downloaded) for tensor data. Never a user's input problem.
+ */
+export class InternalError extends ApexError {
+  constructor(message: string, code = 'INTERNAL') {
+    super(code, ExitCode.internal, message);
+  }
+}
+
 /** Maps any thrown value to an ApexError (unknown errors become internal, exit 1). */
 export function toApexError(err: unknown): ApexError {
   if (err instanceof ApexError) return err;

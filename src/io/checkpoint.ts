@@ -9,6 +9,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { scanJsonText } from './json-keys.js';
+import type { RemoteWeightFile, RemoteWeights } from './hub-headers.js';
 import { MAX_HEADER_BYTES, SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
 
 export const SINGLE_FILE = 'model.safetensors';
@@ -38,6 +39,8 @@ export class Checkpoint {
      * transformers does (e.g. Mistral's `consolidated.safetensors` next to its shards).
      */
     readonly unlistedFiles: readonly string[] = [],
+    /** Weight files not in `dir`, known by the headers read from the Hub (a dry run's); empty otherwise. */
+    readonly remoteFiles: ReadonlyMap<string, RemoteWeightFile> = new Map(),
   ) {}
 
   /**
@@ -45,7 +48,7 @@ export class Checkpoint {
    * shards or mapped elsewhere), record the problem there and go on with what can be read
    * (`apex inspect` reports them) instead of throwing INDEX_MISMATCH.
    */
-  static async open(dir: string, options: { requireConfig?: boolean; indexProblems?: string[] } = {}): Promise<Checkpoint> {
+  static async open(dir: string, options: { requireConfig?: boolean; indexProblems?: string[]; remoteWeights?: RemoteWeights } = {}): Promise<Checkpoint> {
     const mismatch = (message: string): void => {
       if (options.indexProblems === undefined) throw new InputError(message, 'INDEX_MISMATCH');
       options.indexProblems.push(message);
@@ -57,6 +60,8 @@ export class Checkpoint {
     } catch (e) {
       throw new InputError(`${dir}: cannot read checkpoint folder (${(e as NodeJS.ErrnoException).code})`, 'NOT_FOUND');
     }
+    const remote = new Map((options.remoteWeights?.files ?? []).filter((f) => !entries.includes(f.file)).map((f) => [f.file, f]));
+    entries = [...entries, ...remote.keys()];
     const opened = new Map<string, SafetensorsFile>();
     const closeAll = async () => { for (const f of opened.values()) await f.close().catch(() => {}); };
     try {
@@ -81,7 +86,8 @@ export class Checkpoint {
       }
       const tensors = new Map<string, CheckpointTensor>();
       for (const f of shardFiles) {
-        const st = await SafetensorsFile.open(join(dir, f));
+        const r = remote.get(f);
+        const st = r ? SafetensorsFile.headerOnly(r.name, r.header, r.bytes) : await SafetensorsFile.open(join(dir, f));
         opened.set(f, st);
         for (const t of st.tensors) {
           const prev = tensors.get(t.name);
@@ -102,11 +108,16 @@ export class Checkpoint {
           if (!tensors.has(name) && shardFiles.includes(f)) mismatch(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`);
         }
       }
-      return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted);
+      return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted, new Map([...remote].filter(([f]) => shardFiles.includes(f))));
     } catch (e) {
       await closeAll();
       throw e;
     }
+  }
+
+  /** False when some weight file is known by its header alone (a dry run's Hub model): no tensor data can be read. */
+  get hasData(): boolean {
+    return this.remoteFiles.size === 0;
   }
 
   tensorNames(): string[] {

@@ -68,6 +68,11 @@ export interface RemoteFile {
   etag: string;
 }
 
+/** True when `etag` is an LFS sha256 (the sha256 of the file's bytes), not a git blob sha1. */
+export function isSha256Etag(etag: string): boolean {
+  return SHA256.test(etag);
+}
+
 export interface RevisionInfo {
   commit: string;
   /** Every file name in the repo at that commit. */
@@ -240,6 +245,59 @@ export class HubClient {
       else await rm(mine, { force: true });
       throw e;
     }
+  }
+
+  /**
+   * Bytes [start, start + length) of `file` at `commit`, with a Range request (a dry run reads
+   * safetensors headers this way instead of downloading the weights). The answer's
+   * Content-Range must start at `start` and give the size the Hub listed; a server that ignores
+   * Range (200) is read only up to the end of the range, and the connection then dropped.
+   */
+  async readRange(ctx: HubContext, commit: string, file: RemoteFile, start: number, length: number): Promise<Uint8Array> {
+    if (length <= 0) return new Uint8Array(0);
+    const end = start + length - 1;
+    const url = this.resolveUrl(ctx.repo, commit, file.path);
+    return this.withRetry(`${ctx.repo}/${file.path} (bytes ${start}-${end})`, async (attempt) => {
+      const res = await attempt.fetch(url, { headers: { 'Accept-Encoding': 'identity', Range: `bytes=${start}-${end}` } });
+      if (res.status === 416) {
+        await res.body?.cancel();
+        throw new TransientFailure(`the server refused bytes ${start}-${end} of a file the Hub lists as ${file.size} bytes`, 'integrity');
+      }
+      await this.check(res, ctx, file.path);
+      let skip = 0;
+      if (res.status === 206) {
+        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+        if (!m || Number(m[1]) !== start) {
+          await res.body?.cancel();
+          throw new TransientFailure(`asked for bytes ${start}-${end}, the server answered ${JSON.stringify(res.headers.get('content-range'))}`, 'integrity');
+        }
+        if (m[3] !== '*' && Number(m[3]) !== file.size) {
+          await res.body?.cancel();
+          throw new TransientFailure(`the file is ${m[3]} bytes on the server, the Hub lists ${file.size}`, 'integrity');
+        }
+      } else {
+        skip = start; // the whole file from byte 0
+      }
+      const out = new Uint8Array(length);
+      let at = -skip;
+      if (res.body) {
+        const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+        try {
+          while (at < length) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            attempt.kick();
+            const from = Math.max(0, -at);
+            if (from < value.length) out.set(value.subarray(from, Math.min(value.length, from + length - Math.max(0, at))), Math.max(0, at));
+            at += value.length;
+          }
+        } finally {
+          await reader.cancel().catch(() => {});
+        }
+      }
+      if (at < length) throw new TransientFailure(`connection ended after ${Math.max(0, at)} of the ${length} bytes asked for`, 'network');
+      return out;
+    });
   }
 
   /** Streams a response body into this download's file (appending after `have` bytes). */

@@ -4,6 +4,11 @@
  * no network at all), and only when it is missing or incomplete — and not offline — are the
  * needed files (see hub-files.ts) downloaded from the Hub into that same cache.
  *
+ * A dry run asks for `weights: 'headers'`: the small files are downloaded as always, but of each
+ * weight file not already in the cache only its safetensors header is read, over HTTP
+ * (hub-headers.ts); the result's `remoteWeights` lists them, and Checkpoint.open builds a
+ * header-only checkpoint from it. A complete snapshot in the cache is used as it is.
+ *
  * Settings follow the Python client's environment variables: HF_TOKEN / HF_TOKEN_PATH
  * (hf-token.ts), HF_HUB_CACHE / HF_HOME (hf-cache.ts), HF_ENDPOINT and HF_HUB_OFFLINE (here).
  */
@@ -14,7 +19,8 @@ import { didYouMean } from '../util/did-you-mean.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
 import { expandHome, fileSize, hubCacheDir, RepoCache } from './hf-cache.js';
 import { findToken } from './hf-token.js';
-import { ensureFreeSpace, formatBytes, HubClient, type HubContext, type RemoteFile, type RetryOptions, type RevisionInfo } from './hub-download.js';
+import { ensureFreeSpace, formatBytes, HubClient, isSha256Etag, type HubContext, type RemoteFile, type RetryOptions, type RevisionInfo } from './hub-download.js';
+import { readRemoteHeader, type RemoteWeightFile, type RemoteWeights } from './hub-headers.js';
 import { metadataFilesIn, shardFilesOfIndex, weightsLayout } from './hub-files.js';
 
 export interface ResolveOptions {
@@ -33,6 +39,11 @@ export interface ResolveOptions {
   signal?: AbortSignal;
   /** Retry and timeout policy of Hub requests (tests shrink the delays). */
   retry?: RetryOptions;
+  /**
+   * `download` (default): every file the checkpoint needs. `headers` (dry runs): the small files,
+   * and of weight files not in the cache only their headers (ResolvedModel.remoteWeights).
+   */
+  weights?: 'download' | 'headers';
 }
 
 export interface ResolvedModel {
@@ -41,6 +52,11 @@ export interface ResolvedModel {
   repo?: string;
   revision?: string;
   commit?: string;
+  /**
+   * With `weights: 'headers'`: the weight files not downloaded (their headers read from the
+   * Hub); `dir` then holds every other file. Absent when every weight file is in `dir`.
+   */
+  remoteWeights?: RemoteWeights;
 }
 
 export const DEFAULT_HUB_URL = 'https://huggingface.co';
@@ -68,8 +84,8 @@ export async function resolveModel(arg: string, options: ResolveOptions = {}): P
     );
   }
   try {
-    const commit = await downloadSnapshot(cache, { repo, revision }, options);
-    return { dir: cache.snapshotDir(commit), source: 'hub', repo, revision, commit };
+    const { commit, remoteWeights } = await downloadSnapshot(cache, { repo, revision }, options);
+    return { dir: cache.snapshotDir(commit), source: 'hub', repo, revision, commit, ...(remoteWeights ? { remoteWeights } : {}) };
   } catch (e) {
     if (e instanceof OfflineCacheMissError) {
       throw new OfflineCacheMissError(`${e.message}; ${repo}@${revision} is not (completely) in the Hugging Face cache at ${cache.root}`);
@@ -139,8 +155,13 @@ export function parseRepoArgument(arg: string): HubContext {
   return { repo, revision };
 }
 
-/** Downloads what a checkpoint needs into the cache; returns the commit of the snapshot. */
-async function downloadSnapshot(cache: RepoCache, ctx: HubContext, options: ResolveOptions): Promise<string> {
+/**
+ * Downloads what a checkpoint needs into the cache; returns the commit of the snapshot. With
+ * `weights: 'headers'`, weight files not in the cache are not downloaded but their headers read
+ * (remoteWeights), except a weight file stored in git rather than LFS (small by the Hub's rules,
+ * and without a sha256 from the Hub to fingerprint it by), which is downloaded.
+ */
+async function downloadSnapshot(cache: RepoCache, ctx: HubContext, options: ResolveOptions): Promise<{ commit: string; remoteWeights?: RemoteWeights }> {
   const hubUrl = (options.hubUrl ?? hubUrlFromEnv()).replace(/\/+$/, '');
   const token = findToken(options.token);
   const client = new HubClient({
@@ -159,6 +180,8 @@ async function downloadSnapshot(cache: RepoCache, ctx: HubContext, options: Reso
     const known = info.described.get(path);
     return known ? Promise.resolve(known) : client.describe(ctx, info.commit, path);
   };
+  const cached = async (file: RemoteFile): Promise<boolean> =>
+    (await cache.snapshotFileSize(info.commit, file.path)) === file.size || (await fileSize(cache.blobPath(file.etag))) === file.size;
   const place = async (file: RemoteFile): Promise<void> => {
     if ((await cache.snapshotFileSize(info.commit, file.path)) === file.size) return;
     if ((await fileSize(cache.blobPath(file.etag))) !== file.size) {
@@ -174,16 +197,45 @@ async function downloadSnapshot(cache: RepoCache, ctx: HubContext, options: Reso
   const weights: RemoteFile[] = [];
   for (const path of weightNames) weights.push(await describe(path));
   let missing = 0;
+  const absent: RemoteFile[] = [];
   for (const w of weights) {
-    if ((await cache.snapshotFileSize(info.commit, w.path)) !== w.size && (await fileSize(cache.blobPath(w.etag))) !== w.size) missing += w.size;
+    if (!(await cached(w))) {
+      missing += w.size;
+      absent.push(w);
+    }
   }
+  // A dry run is refused for want of room as the run would be.
   await ensureFreeSpace(join(cache.root, 'blobs'), missing);
-  options.progress?.(`${ctx.repo}@${ctx.revision} (commit ${info.commit.slice(0, 8)}): ${weights.length} weight file(s), ${formatBytes(missing)} to download`);
-  for (const w of weights) await place(w);
+  const headersOnly = options.weights === 'headers' ? absent.filter((w) => isSha256Etag(w.etag)) : [];
+  const remote: RemoteWeightFile[] = [];
+  let headerBytes = 0;
+  if (headersOnly.length > 0) {
+    const bytes = headersOnly.reduce((n, w) => n + w.size, 0);
+    options.progress?.(`${ctx.repo}@${ctx.revision} (commit ${info.commit.slice(0, 8)}): reading the headers of ${headersOnly.length} weight file(s) from the Hub; ${formatBytes(bytes)} not downloaded (dry run)`);
+    for (const w of headersOnly) {
+      const { weight, received } = await readRemoteHeader(client, ctx, info.commit, w);
+      remote.push(weight);
+      headerBytes += received;
+    }
+  }
+  const toDownload = weights.filter((w) => !headersOnly.includes(w));
+  const downloading = toDownload.filter((w) => absent.includes(w)).reduce((n, w) => n + w.size, 0);
+  if (headersOnly.length === 0 || downloading > 0) {
+    options.progress?.(`${ctx.repo}@${ctx.revision} (commit ${info.commit.slice(0, 8)}): ${toDownload.length} weight file(s), ${formatBytes(downloading)} to download`);
+  }
+  for (const w of toDownload) await place(w);
 
-  await cache.writeRef(ctx.revision, info.commit);
-  options.progress?.(`${ctx.repo}@${ctx.revision} cached in ${cache.snapshotDir(info.commit)}`);
-  return info.commit;
+  if (remote.length === 0) {
+    await cache.writeRef(ctx.revision, info.commit);
+    options.progress?.(`${ctx.repo}@${ctx.revision} cached in ${cache.snapshotDir(info.commit)}`);
+    return { commit: info.commit };
+  }
+  // The ref is written once every needed file is there (never to a snapshot with weights missing).
+  options.progress?.(`${ctx.repo}@${ctx.revision}: config and tokenizer files cached in ${cache.snapshotDir(info.commit)}, ${remote.length} weight file(s) left on the Hub`);
+  return {
+    commit: info.commit,
+    remoteWeights: { repo: ctx.repo, revision: ctx.revision, commit: info.commit, hubUrl, files: remote, bytes: remote.reduce((n, f) => n + f.bytes, 0), headerBytes },
+  };
 }
 
 /** The shard files the (already cached) index lists, each checked against the repo's files. */

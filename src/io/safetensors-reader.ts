@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { SafetensorsFormatError, InputError } from '../errors.js';
+import { InputError, InternalError, SafetensorsFormatError } from '../errors.js';
 import { type DType, isDType, tensorByteLength, tensorSizeProblem } from './dtype.js';
 import { scanJsonText } from './json-keys.js';
 import { decodeToFloat32 } from './float-codec.js';
@@ -188,15 +188,38 @@ export function parseSafetensorsBytes(file: string, bytes: Uint8Array): Safetens
   return parseHeader(file, bytes.subarray(8, 8 + headerLength), bytes.length);
 }
 
-/** An open safetensors file. Close it when done. */
+/**
+ * An open safetensors file. Close it when done. A header-only one (`headerOnly`: a dry run's
+ * Hub weight file whose header was read over HTTP, the file not downloaded) answers every
+ * question about names, dtypes, shapes and offsets, and refuses any read of tensor data with an
+ * InternalError: a caller that needs data has no business with it, and must never see zeros.
+ */
 export class SafetensorsFile {
   private constructor(
     readonly path: string,
     readonly header: SafetensorsHeader,
     readonly fileSize: number,
-    private readonly handle: FileHandle,
+    private readonly handle: FileHandle | undefined,
     private readonly byName: ReadonlyMap<string, TensorInfo>,
   ) {}
+
+  /** A file known by its (validated) header alone; `path` names it in messages (e.g. repo/file on the Hub). */
+  static headerOnly(path: string, header: SafetensorsHeader, fileSize: number): SafetensorsFile {
+    return new SafetensorsFile(path, header, fileSize, undefined, new Map(header.tensors.map((t) => [t.name, t])));
+  }
+
+  /** False for a header-only file: its tensor data is not here. */
+  get hasData(): boolean {
+    return this.handle !== undefined;
+  }
+
+  /** The file handle for a data read; an InternalError for a header-only file. */
+  private data(what: string): FileHandle {
+    if (this.handle === undefined) {
+      throw new InternalError(`${this.path}: ${what} asked for tensor data, but only the file's header was read (a dry run does not download the weights); this is a bug in apex`, 'HEADER_ONLY_CHECKPOINT');
+    }
+    return this.handle;
+  }
 
   static async open(path: string): Promise<SafetensorsFile> {
     if (endianness() !== 'LE') throw new InputError('apex needs a little-endian machine to read safetensors', 'UNSUPPORTED_PLATFORM');
@@ -227,8 +250,9 @@ export class SafetensorsFile {
 
   /** The file's first 8 + headerLength bytes, as stored (length prefix and header JSON). */
   async rawHeader(): Promise<Uint8Array> {
+    const handle = this.data('the raw header');
     const out = new Uint8Array(this.header.dataOffset);
-    await readExactly(this.handle, out, 0, this.path);
+    await readExactly(handle, out, 0, this.path);
     return out;
   }
 
@@ -252,6 +276,7 @@ export class SafetensorsFile {
 
   /** Raw bytes of a tensor (or a byte range inside it), in a fresh, 8-byte-aligned buffer. */
   async readBytes(name: string, range?: { start: number; end: number }): Promise<Uint8Array> {
+    const handle = this.data(`tensor '${name}'`);
     const t = this.info(name);
     const start = t.begin + (range?.start ?? 0);
     const end = range ? t.begin + range.end : t.end;
@@ -259,7 +284,7 @@ export class SafetensorsFile {
       throw new InputError(`${this.path}: byte range ${range?.start}..${range?.end} outside tensor '${name}'`, 'RANGE');
     }
     const out = new Uint8Array(end - start);
-    await readExactly(this.handle, out, this.header.dataOffset + start, this.path);
+    await readExactly(handle, out, this.header.dataOffset + start, this.path);
     return out;
   }
 
@@ -270,24 +295,26 @@ export class SafetensorsFile {
    * the next one is requested, which saves allocating and zero-filling per chunk.
    */
   async *readChunks(name: string, chunkBytes = 16 << 20, into?: Uint8Array): AsyncIterable<Uint8Array> {
+    const handle = this.data(`tensor '${name}'`);
     const t = this.info(name);
     const step = into ? into.length : chunkBytes;
     if (step <= 0) throw new InputError(`${this.path}: chunk size must be positive`, 'RANGE');
     for (let start = t.begin; start < t.end; start += step) {
       const n = Math.min(step, t.end - start);
       const out = into ? into.subarray(0, n) : new Uint8Array(n);
-      await readExactly(this.handle, out, this.header.dataOffset + start, this.path);
+      await readExactly(handle, out, this.header.dataOffset + start, this.path);
       yield out;
     }
   }
 
   /** Fills `out` with the tensor's bytes starting `offset` bytes into the tensor. */
   async readInto(name: string, offset: number, out: Uint8Array): Promise<void> {
+    const handle = this.data(`tensor '${name}'`);
     const t = this.info(name);
     if (offset < 0 || offset + out.length > t.end - t.begin) {
       throw new InputError(`${this.path}: byte range ${offset}..${offset + out.length} outside tensor '${name}'`, 'RANGE');
     }
-    await readExactly(this.handle, out, this.header.dataOffset + t.begin + offset, this.path);
+    await readExactly(handle, out, this.header.dataOffset + t.begin + offset, this.path);
   }
 
   /** Decodes a float tensor (F32, F16, BF16, F64) to float32. */
@@ -312,7 +339,7 @@ export class SafetensorsFile {
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    await this.handle?.close();
   }
 }
 

@@ -3,7 +3,9 @@
  * a score file belongs to a checkpoint: the model's shape and sha256 fingerprints of its files
  * (config.json, plus the shard index of a sharded checkpoint, or the single weights file of an
  * unsharded one; an index names every shard's tensors and sizes, so hashing it avoids reading
- * tens of gigabytes), and apex's version.
+ * tens of gigabytes), and apex's version. A weight file a dry run did not download
+ * (Checkpoint.remoteFiles) is fingerprinted by the sha256 the Hub gives for it (its LFS oid),
+ * which is the sha256 of its bytes, as sha256OfFile would compute it.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
@@ -51,7 +53,9 @@ export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signa
   const names = ['config.json', ...(checkpoint.index !== undefined ? [INDEX_FILE] : []), ...checkpoint.shardFiles];
   const files: FileFingerprint[] = [];
   for (const name of names) {
-    const fp = await sha256OfFile(join(checkpoint.dir, name), signal);
+    // A weight file a dry run left on the Hub: its LFS sha256, the sha256 of its bytes.
+    const remote = checkpoint.remoteFiles.get(name);
+    const fp = remote ? { bytes: remote.bytes, sha256: remote.sha256 } : await sha256OfFile(join(checkpoint.dir, name), signal);
     files.push({ ...fp, file: name });
   }
   const dtypes = [...new Set(checkpoint.tensors().map((t) => t.dtype))].sort();

@@ -4,7 +4,7 @@
  *   GET  /api/models/<org>/<name>/revision/<rev>[?blobs=true]  commit sha + siblings
  *   GET|HEAD /<org>/<name>/resolve/<rev>/<path>   regular files directly (ETag = git sha1);
  *        LFS files as a 302 to <cdn>/cdn/<sha256>/<path> with X-Linked-Etag / X-Linked-Size
- *   GET  <cdn>/cdn/<sha256>/<path>                LFS contents, with Range support
+ *   GET  <cdn>/cdn/<sha256>/<path>                LFS contents, with Range support (bytes=a- and bytes=a-b)
  * where <cdn> is a second port, i.e. another origin, as the real Hub's CDN is.
  * plus private and gated repos (401/403 with X-Error-Code like the Hub) and injectable faults.
  */
@@ -33,7 +33,9 @@ export type FaultKind =
   | 'short-chunked' // no length announced, send half, end cleanly
   | 'corrupt' // right length, one byte flipped
   | 'wrong-length' // announce and send 10 bytes more than the file has
-  | 'path-etag'; // a resolve answer whose ETag / X-Linked-Etag is a relative path, not a hash
+  | 'path-etag' // a resolve answer whose ETag / X-Linked-Etag is a relative path, not a hash
+  | 'no-range' // ignore a Range header: the whole file, 200
+  | 'wrong-range-total'; // a 206 whose Content-Range gives another total size
 
 export interface Fault {
   kind: FaultKind;
@@ -211,13 +213,14 @@ export class FakeHub {
   private send(req: IncomingMessage, res: ServerResponse, bytes: Buffer, headers: Record<string, string>, fault: Fault | undefined): void {
     let body = bytes;
     let status = 200;
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const range = fault?.kind === 'no-range' ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (range) {
       const start = Number(range[1]);
       if (start >= bytes.length) return this.error(res, 416, '', 'range not satisfiable');
-      body = bytes.subarray(start);
+      const end = range[2] === '' ? bytes.length - 1 : Math.min(Number(range[2]), bytes.length - 1);
+      body = bytes.subarray(start, end + 1);
       status = 206;
-      headers['Content-Range'] = `bytes ${start}-${bytes.length - 1}/${bytes.length}`;
+      headers['Content-Range'] = `bytes ${start}-${end}/${bytes.length + (fault?.kind === 'wrong-range-total' ? 1 : 0)}`;
     }
     const half = body.subarray(0, Math.floor(body.length / 2));
     switch (fault?.kind) {
