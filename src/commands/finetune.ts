@@ -6,6 +6,7 @@
 import { Args } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { resolveModel } from '../io/resolve-model.js';
+import { describeWeightsToDownload, weightsToDownload } from '../io/hub-headers.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { resolveStageSettings } from '../train/stage-options.js';
 import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/stage-flags.js';
@@ -29,7 +30,8 @@ export default class Finetune extends ApexCommand<StageResult> {
     const { args, flags } = await this.parse(Finetune);
     const settings = stageSettingsFromFlags(args.model, flags, this.argv);
     resolveStageSettings(settings);
-    const resolved = await resolveModel(args.model, { signal: this.abort.signal, progress: (m) => this.progress.update(m) });
+    // A dry run reads the headers of Hub weight files not in the cache instead of downloading them.
+    const resolved = await resolveModel(args.model, { signal: this.abort.signal, progress: (m) => this.progress.update(m), weights: flags['dry-run'] ? 'headers' : 'download' });
     const tokenizer = flags['input-ids'] ? undefined : await loadTokenizer(resolved.dir);
     this.progress.update('loading data');
     const { train, eval: held } = await loadStageData(flags, tokenizer, (m) => this.note(m), this.abort.signal, (m) => this.progress.update(m));
@@ -48,8 +50,9 @@ export default class Finetune extends ApexCommand<StageResult> {
     });
     this.progress.stop();
     if (result.plan) {
-      this.sayPlan(result, result.plan);
-      return result;
+      const planned = { ...result, plan: { ...result.plan, download: weightsToDownload(resolved.remoteWeights) } };
+      this.sayPlan(planned, planned.plan);
+      return planned;
     }
     if (flags['dry-run']) {
       // --resume on a complete stage: the real command would reuse it (fusing it if its model is missing).
@@ -74,5 +77,6 @@ export default class Finetune extends ApexCommand<StageResult> {
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
     this.say(`memory estimate: ${formatBytes(m.totalBytes)} (${memoryParts(m)})`);
     this.say(`backend: ${plan.backend}`);
+    if (plan.download) this.say(describeWeightsToDownload(plan.download));
   }
 }

@@ -12,6 +12,7 @@ import { UsageError } from '../errors.js';
 import { runPipeline } from '../pipeline/run.js';
 import { planRun, type RunPlan } from '../pipeline/run-plan.js';
 import { formatBytes } from '../io/byte-size.js';
+import { describeWeightsToDownload } from '../io/hub-headers.js';
 import { memoryParts } from '../train/stage-memory.js';
 import { describeMemoryEstimate } from '../pipeline/analysis-memory.js';
 import type { RunSummary } from '../pipeline/run-summary.js';
@@ -47,7 +48,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
   static override flags = {
     output: Flags.string({ char: 'o', description: 'Run folder (same as output=DIR; default ./apex-run).' }),
     'print-config': Flags.boolean({ description: 'Print the resolved config as YAML and exit without doing any work.', default: false }),
-    'dry-run': Flags.boolean({ description: 'Check what a run checks before it trains (config, model, data, backend, the run folder and, resuming, its recorded inputs and checkpoints), tokenize the data, size the evaluation of the base model and the analysis within max_memory, and plan the next stage of the run and of the baseline (steps, tokens, trainable parameters, the training memory estimate); write nothing in the run folder. Exits with the code the run would (5 where a stage cannot fit max_memory or the wasm heap).', default: false, exclusive: ['print-config'] }),
+    'dry-run': Flags.boolean({ description: 'Check what a run checks before it trains (config, model, data, backend, the run folder and, resuming, its recorded inputs and checkpoints), tokenize the data, size the evaluation of the base model and the analysis within max_memory, and plan the next stage of the run and of the baseline (steps, tokens, trainable parameters, the training memory estimate); write nothing in the run folder. Exits with the code the run would (5 where a stage cannot fit max_memory or the wasm heap). Of a Hub model not in the cache only the config and tokenizer files are downloaded; its weight files are not: their safetensors headers are read over HTTP, and the plan says how much the run would download.', default: false, exclusive: ['print-config'] }),
     force: Flags.boolean({ description: 'Discard an existing run folder (another config\'s run, or anything else) and start over.', default: false }),
     backend: Flags.string({ description: 'TensorFlow.js backend (same as backend=NAME).', options: [...BACKENDS] }),
   };
@@ -94,6 +95,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
     this.say('dry run: nothing was trained or written');
     this.say(`run folder: ${plan.run}: ${folder}`);
     this.say(`model: ${plan.model.dir} (${n(plan.model.layers, 'layer')}, ${plan.model.parameters.toLocaleString('en-US')} parameters); backend ${plan.backend}`);
+    if (plan.model.download) this.say(describeWeightsToDownload(plan.model.download));
     this.say(`data: ${n(plan.data.train, 'training sequence')} of ${plan.data.seqLen} tokens, ${plan.data.eval.toLocaleString('en-US')} held-out${plan.data.calibration !== null ? `, ${plan.data.calibration.toLocaleString('en-US')} for the analysis` : ''}`);
     if (plan.analysis) this.say(`analysis of ${n(plan.analysis.sequences, 'calibration sequence')} first: ${describeMemoryEstimate(plan.analysis.memory)}`);
     for (const line of plan.lines) {

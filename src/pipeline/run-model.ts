@@ -4,6 +4,8 @@
  * train, and fingerprinted with the sha256 of its config, tokenizer and generation files and of
  * every weight file, so summary.json says exactly what was trained, and a resumed run notices any
  * of them changed (the tokenizer decides the data's tokens; the fused checkpoints copy them).
+ * A dry run resolves a Hub model with `weights: 'headers'` (resolve-model.ts): weight files not
+ * in the cache are then described by their headers and fingerprinted by the Hub's sha256.
  */
 import { join } from 'node:path';
 import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
@@ -24,12 +26,16 @@ export interface ResolvedBaseModel {
 }
 
 /** Resolves the model and reads its spec (refusing what the runtime does not support). */
-export async function resolveBaseModel(argument: string, options: { signal?: AbortSignal; progress?: (m: string) => void }): Promise<ResolvedBaseModel> {
+export async function resolveBaseModel(
+  argument: string,
+  options: { signal?: AbortSignal; progress?: (m: string) => void; weights?: 'download' | 'headers' },
+): Promise<ResolvedBaseModel> {
   const resolved = await resolveModel(argument, {
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.progress ? { progress: options.progress } : {}),
+    ...(options.weights ? { weights: options.weights } : {}),
   });
-  const checkpoint = await Checkpoint.open(resolved.dir);
+  const checkpoint = await Checkpoint.open(resolved.dir, resolved.remoteWeights ? { remoteWeights: resolved.remoteWeights } : {});
   try {
     const { spec } = describeCheckpoint(checkpoint);
     const parameters = checkpoint.tensors().reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0);
@@ -48,7 +54,14 @@ export async function resolveBaseModel(argument: string, options: { signal?: Abo
 export async function baseModelRecord(base: ResolvedBaseModel, options: { signal?: AbortSignal; progress?: (m: string) => void }): Promise<BaseModelRecord> {
   const hashedAt = new Date();
   const files = [];
+  const remote = new Map((base.resolved.remoteWeights?.files ?? []).map((f) => [f.file, f]));
   for (const name of base.files) {
+    // A weight file a dry run left on the Hub: the sha256 the Hub gives, that of its bytes.
+    const r = remote.get(name);
+    if (r) {
+      files.push({ file: name, bytes: r.bytes, sha256: r.sha256 });
+      continue;
+    }
     options.progress?.(`hashing ${name}`);
     const fp = await sha256OfFile(join(base.dir, name), options.signal);
     files.push({ file: name, bytes: fp.bytes, sha256: fp.sha256 });

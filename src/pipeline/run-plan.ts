@@ -1,7 +1,8 @@
 /**
  * `apex run --dry-run`: what a run of this config would do, found by what a run checks before
- * it trains, with nothing written (no run folder, lock or record; a Hub model not yet cached is
- * downloaded, and the token cache filled, as a run would): the checks made before the run folder
+ * it trains, with nothing written (no run folder, lock or record; of a Hub model not yet cached
+ * the config and tokenizer files are downloaded, as a run would, but of its weight files only the
+ * safetensors headers are read from the Hub; the token cache is filled as a run would): the checks made before the run folder
  * exists (run.ts checkBeforeWriting), what the run folder holds (a new run; this config's run to
  * resume, its recorded base model and data compared with today's; with --force, the inputs it
  * must not delete; or the refusal a run would meet), the data read and tokenized, and for the
@@ -21,6 +22,7 @@ import { DEFAULT_MAX_MEMORY_BYTES } from '../model/streaming-forward.js';
 import { tfHeapAllowance } from '../model/wasm-heap-limit.js';
 import { maxStorageBindingBytes } from '../ops/webgpu-programs.js';
 import { ANALYSIS_FOLDER, RUN_ANALYSIS_MEMORY_NAMES } from './run-steps.js';
+import { weightsToDownload, type WeightsToDownload } from '../io/hub-headers.js';
 import type { ResolvedRunConfig } from '../run/config.js';
 import { CHECKPOINTS_DIR, RUN_CONFIG_NAMES, runStage, type StageResult } from '../train/stage.js';
 import { listCheckpoints } from '../train/train-state.js';
@@ -61,7 +63,8 @@ export interface RunPlan {
   readonly run: string;
   /** What the run folder holds: a new run, this config's run (resumed: its completed steps skipped), or discarded (--force). */
   readonly start: RunStart;
-  readonly model: { readonly dir: string; readonly parameters: number; readonly layers: number };
+  /** download: what the run would download of a Hub model's weights (the dry run read their headers); null when local or cached. */
+  readonly model: { readonly dir: string; readonly parameters: number; readonly layers: number; readonly download: WeightsToDownload | null };
   readonly backend: string;
   /** Sequences of each set; calibration: what the analysis reads (method apex), else null. */
   readonly data: { readonly train: number; readonly eval: number; readonly calibration: number | null; readonly seqLen: number };
@@ -82,7 +85,7 @@ export async function planRun(options: {
   const onWarning = options.onWarning ?? (() => {});
   const signal = options.signal;
   const run = resolve(config.output);
-  const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status);
+  const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status, 'headers');
   const folder = await RunState.peek(run, config, { force: options.force ?? false });
   if (folder.start === 'restarted') refuseInputsInsideRun(run, base.dir, config);
   for (const c of folder.neutralChanges) onWarning(`${c.key} is ${JSON.stringify(c.now)} now, ${JSON.stringify(c.then)} when ${run} last ran: ${c.why}; the run would continue with the new value`);
@@ -196,7 +199,7 @@ export async function planRun(options: {
     dryRun: true,
     run,
     start: folder.start,
-    model: { dir: base.dir, parameters: base.parameters, layers: base.spec.numLayers },
+    model: { dir: base.dir, parameters: base.parameters, layers: base.spec.numLayers, download: weightsToDownload(base.resolved.remoteWeights) },
     backend: `${backend.name} (${backend.detail})`,
     analysis,
     data: { train: data.train.sequences.length, eval: data.eval.sequences.length, calibration: data.calibration?.sequences.length ?? null, seqLen: data.train.seqLen },

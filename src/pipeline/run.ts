@@ -329,15 +329,18 @@ export function refuseChangedData(run: string, known: DataRecords | undefined, r
 /**
  * The checks that need no writing, made before the run folder exists (and all a dry run makes
  * besides planning): the data paths, the base model and its tokenizer, the LoRA options against
- * the model, the backend, and a memory budget no stage can meet.
+ * the model, the backend, and a memory budget no stage can meet. A dry run passes `weights:
+ * 'headers'`: a Hub model's weight files not in the cache are described by their headers, not
+ * downloaded.
  */
 export async function checkBeforeWriting(
   config: ResolvedRunConfig['config'],
   signal: AbortSignal | undefined,
   status: (message: string) => void,
+  weights: 'download' | 'headers' = 'download',
 ): Promise<{ base: Awaited<ReturnType<typeof resolveBaseModel>>; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; backend: Awaited<ReturnType<typeof selectBackend>> }> {
   await checkDataPaths(config);
-  const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status });
+  const base = await resolveBaseModel(config.model, { ...(signal ? { signal } : {}), progress: status, weights });
   const tokenizer = await loadTokenizer(base.dir);
   checkRunTokenizer(tokenizer, base.dir, config);
   // lora.match_params is read when the baseline trains, after the base evaluation: checked now.

@@ -75,7 +75,7 @@ export const finetuneFlags = {
   'max-memory': Flags.string({ description: 'Refuse to start when the training memory estimate exceeds this (e.g. 8GiB); also bounds the stage-1 analysis.' }),
   'calibration-samples': Flags.integer({ description: 'Stage 1 without scores: training sequences (a seeded sample) the analysis reads first (default 64, as apex analyze --samples).', min: 1 }),
   expand: Flags.boolean({ description: 'Fuse the stage into stages/<n>/model/ at the end (--no-expand to skip).', allowNo: true, default: true }),
-  'dry-run': Flags.boolean({ description: 'Check everything up to the first training step (model, data, options, what -o holds) and print the plan: steps and tokens, trainable parameters, the memory estimate by part (and that of the analysis stage 1 runs first when it has no scores); write nothing. Exit 5 when either cannot fit --max-memory or the wasm heap.', default: false }),
+  'dry-run': Flags.boolean({ description: 'Check everything up to the first training step (model, data, options, what -o holds) and print the plan: steps and tokens, trainable parameters, the memory estimate by part (and that of the analysis stage 1 runs first when it has no scores); write nothing. Exit 5 when either cannot fit --max-memory or the wasm heap. Of a Hub model not in the cache only the config and tokenizer files are downloaded; its weight files are not: their safetensors headers are read over HTTP, and the plan says how much the run would download.', default: false }),
 };
 
 function betas(text: string | undefined): { beta1?: number; beta2?: number } {

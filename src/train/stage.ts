@@ -18,7 +18,7 @@
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError, UsageError } from '../errors.js';
+import { InputError, InternalError, UsageError } from '../errors.js';
 import { loraParamCount, maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { acquireOutputLock } from '../io/output-lock.js';
@@ -48,6 +48,7 @@ import { checkStageOutputs, completedStageChanges, matchedLoraRank, runLrPlan, s
 import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape, stageScoresPath } from './stage-selection.js';
 import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
+import type { WeightsToDownload } from '../io/hub-headers.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { checkTrainStateSpace, latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
 import { folderBytes } from '../io/folder-bytes.js';
@@ -86,8 +87,10 @@ export interface StageOptions extends StageSettings {
   /**
    * How `model` was resolved (a local folder, or a Hub repo at a commit): a LoRA stage's adapter
    * names that base. Without it, `model` is read as a folder when one is there, else as a Hub id.
+   * Its `remoteWeights` (a dry run's Hub model whose weights were not downloaded) make stage 1
+   * open a header-only checkpoint.
    */
-  readonly modelSource?: Pick<ResolvedModel, 'source' | 'repo' | 'revision' | 'commit'>;
+  readonly modelSource?: Pick<ResolvedModel, 'source' | 'repo' | 'revision' | 'commit' | 'remoteWeights'>;
   readonly train: SequenceSet;
   /** Held-out data for the periodic evaluation. */
   readonly eval?: SequenceSet;
@@ -170,6 +173,11 @@ export interface StagePlan {
   readonly analysisMemory: AnalysisMemoryEstimate | null;
   readonly memory: TrainingMemoryEstimate;
   readonly backend: string;
+  /**
+   * A Hub model whose weight files the dry run did not download (it read their headers): what
+   * the run would download; null when the weights are local or cached. Set by `apex finetune`.
+   */
+  readonly download?: WeightsToDownload | null;
 }
 
 /** A dry run of a stage whose run folder would be discarded first: what the folder holds now is not looked at. */
@@ -261,7 +269,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     throw new UsageError(`${dir} holds checkpoints of an interrupted run (${latest}); pass --resume to continue it or --force to start the stage over`, 'CHECKPOINTS_EXIST');
   }
 
-  const checkpoint = await prov.time('open', () => Checkpoint.open(inputDir));
+  const remoteWeights = stage === 1 ? options.modelSource?.remoteWeights : undefined;
+  if (remoteWeights && !settings.dryRun) throw new InternalError(`stage ${stage} would train from ${remoteWeights.repo}, whose weights were not downloaded (resolved for a dry run)`);
+  const checkpoint = await prov.time('open', () => Checkpoint.open(inputDir, remoteWeights ? { remoteWeights } : {}));
   try {
     const described = describeCheckpoint(checkpoint);
     described.warnings.forEach(warn);
