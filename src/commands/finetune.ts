@@ -57,6 +57,9 @@ export default class Finetune extends ApexCommand<StageResult> {
     if (flags['dry-run']) {
       // --resume on a complete stage: the real command would reuse it (fusing it if its model is missing).
       this.say(`dry run: stage ${result.stage} (${result.dir}) is already complete; --resume would reuse it${settings.expand !== false ? `, fusing it into ${result.dir}/model/ if that is missing` : ''}. Nothing was written`);
+      // The command resolves (downloads) the model before it finds the stage complete.
+      const download = weightsToDownload(resolved.remoteWeights);
+      if (download) this.say(describeWeightsToDownload(download));
       return result;
     }
     const t = result.trainable;

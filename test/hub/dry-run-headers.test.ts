@@ -101,6 +101,15 @@ describe('a dry run of an uncached Hub model', () => {
     expect(w.hub.requests.length).toBe(before);
   });
 
+  it('a Hub whose revision API gives no sizes or hashes: HEAD gives them (X-Linked-Etag: the sha256), then the headers are read', async () => {
+    w.hub.blobsMetadata = false;
+    const r = await resolveModel(SINGLE, w.options({ weights: 'headers' }));
+    expect(r.remoteWeights?.files.map((f) => [f.file, f.sha256])).toEqual([['model.safetensors', sha256(singleFileRepo()['model.safetensors']!)]]);
+    // One HEAD; each GET (to the Hub, then its redirect to the CDN) ranged.
+    expect(weightRequests(w.hub).filter((q) => q.method === 'HEAD')).toHaveLength(1);
+    for (const q of weightRequests(w.hub).filter((x) => x.method === 'GET')) expect(q.range).toMatch(/^bytes=\d+-\d+$/);
+  });
+
   it('offline (HF_HUB_OFFLINE) with the model uncached still fails with exit 4, without a request', async () => {
     const err = await resolveModel(SHARDED, w.options({ weights: 'headers', offline: true })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OfflineCacheMissError);
