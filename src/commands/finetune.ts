@@ -63,7 +63,7 @@ export default class Finetune extends ApexCommand<StageResult> {
       return result;
     }
     const t = result.trainable;
-    this.say(`stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}` : ''}): ${result.status === 'complete' ? 'already complete' : `${result.steps - result.startStep} steps trained${result.startStep > 0 ? ` (resumed at step ${result.startStep})` : ''}`}`);
+    this.say(`stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}` : ''}): ${result.status === 'complete' ? 'already complete' : `${result.steps - result.startStep} step${result.steps - result.startStep === 1 ? '' : 's'} trained${result.startStep > 0 ? ` (resumed at step ${result.startStep})` : ''}`}`);
     this.say(`trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);
     if (result.finalLoss !== null) this.say(`final training loss ${result.finalLoss.toFixed(4)}${result.eval ? `, held-out loss ${result.eval.loss.toFixed(4)} (perplexity ${result.eval.ppl.toFixed(3)})` : ''}`);
     this.say(`written to ${result.dir}${result.modelDir ? `; fused model in ${result.modelDir}` : ''}`);

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { acquireOutputLock } from './output-lock.js';
 import { fsyncDir } from './safetensors-writer.js';
-import { ioError } from './io-error.js';
+import { ioError, nameTooLong } from './io-error.js';
 
 export type OutputState = 'absent' | 'empty' | 'present';
 
@@ -58,6 +58,7 @@ export async function outputState(outDir: string, fs: OutputStatFs = realStatFs)
     if (code === 'ENOTDIR') {
       throw new UsageError(`${outDir}: cannot write the output there, a part of the path is a file, not a folder (ENOTDIR)`, 'OUTPUT_NOT_WRITABLE', { cause: e });
     }
+    if (code === 'ENAMETOOLONG') throw nameTooLong(outDir, e);
     throw e;
   }
   if (!st.isDirectory()) throw new UsageError(`output ${outDir} exists and is not a folder`, 'OUTPUT_EXISTS');

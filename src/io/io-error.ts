@@ -8,6 +8,8 @@
  *   filesystems → exit 2, OUTPUT_NOT_WRITABLE;
  * - ENOENT / ENOTDIR on create: the folder is missing or a part of the path is a file → exit 2,
  *   OUTPUT_NOT_WRITABLE.
+ * - ENAMETOOLONG: a name in the path (or the whole path) is longer than the filesystem allows →
+ *   exit 2, OUTPUT_NOT_WRITABLE.
  * Anything else is returned unchanged (toApexError decides).
  */
 import { dirname } from 'node:path';
@@ -26,11 +28,22 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   if (code === 'EBUSY' || code === 'EXDEV') {
     return new UsageError(`${path}: cannot ${op}, it is a mount point or on another filesystem than its parent folder (${code}); give a subfolder of it instead`, 'OUTPUT_NOT_WRITABLE', { cause: e });
   }
+  if (code === 'ENAMETOOLONG') return nameTooLong(path, e);
   if (op === 'create' && (code === 'ENOENT' || code === 'ENOTDIR')) {
     // Named by its folder: the file itself may be a temporary name the user never chose.
     return new UsageError(`${dirname(path)}: cannot write there, ${code === 'ENOENT' ? 'the folder does not exist' : 'a part of the path is a file, not a folder'} (${code})`, 'OUTPUT_NOT_WRITABLE', { cause: e });
   }
   return e;
+}
+
+/** ENAMETOOLONG: the filesystem's limits are 255 bytes per name and 4096 per path (Linux). */
+export function nameTooLong(path: string, cause: unknown): UsageError {
+  const longest = Math.max(...path.split(/[\\/]/).map((n) => Buffer.byteLength(n)));
+  return new UsageError(
+    `${path.length > 120 ? `${path.slice(0, 60)}…${path.slice(-40)}` : path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; its longest part is ${longest} bytes, most filesystems allow 255); choose a shorter output path`,
+    'OUTPUT_NOT_WRITABLE',
+    { cause },
+  );
 }
 
 /** EFBIG: a write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). */

@@ -80,7 +80,7 @@ export async function resolveModel(arg: string, options: ResolveOptions = {}): P
   if (options.offline ?? offlineFromEnv()) {
     throw new OfflineCacheMissError(
       `${repo}@${revision} is not (completely) in the Hugging Face cache at ${cache.root}, and offline mode ` +
-        `(HF_HUB_OFFLINE=1) forbids downloading it. Download it once with network access, or pass a local folder.`,
+        `(HF_HUB_OFFLINE=1) forbids downloading it. Download it once with network access, or pass a local folder${await lookalikeFolder(arg)}.`,
     );
   }
   try {
@@ -88,10 +88,33 @@ export async function resolveModel(arg: string, options: ResolveOptions = {}): P
     return { dir: cache.snapshotDir(commit), source: 'hub', repo, revision, commit, ...(remoteWeights ? { remoteWeights } : {}) };
   } catch (e) {
     if (e instanceof OfflineCacheMissError) {
-      throw new OfflineCacheMissError(`${e.message}; ${repo}@${revision} is not (completely) in the Hugging Face cache at ${cache.root}`);
+      throw new OfflineCacheMissError(`${e.message}; ${repo}@${revision} is not (completely) in the Hugging Face cache at ${cache.root}${await lookalikeFolder(arg)}`);
     }
+    if (e instanceof InputError && e.code === 'HUB_NOT_FOUND') throw new InputError(`${e.message}${await lookalikeFolder(arg)}`, e.code, { cause: e });
     throw e;
   }
+}
+
+/**
+ * A mistyped local path whose first folder is mistyped too (`fixturez/llama-mha-f32`) has the
+ * shape of a Hub id and is only known to be neither once the Hub has failed: " (nor a folder
+ * here; did you mean fixtures/llama-mha-f32?)" when a folder here is that close, else ''.
+ */
+async function lookalikeFolder(arg: string): Promise<string> {
+  const [org, name] = arg.split('@')[0]!.split('/');
+  if (org === undefined || name === undefined) return '';
+  const folders = async (dir: string) => {
+    try {
+      return (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+    } catch {
+      return [];
+    }
+  };
+  const nearOrg = didYouMean(org, await folders(resolve('.')));
+  if (nearOrg === undefined) return '';
+  const inside = await folders(resolve(nearOrg));
+  const nearName = inside.includes(name) ? name : didYouMean(name, inside);
+  return nearName === undefined ? '' : ` (nor a folder here; did you mean ${join(nearOrg, nearName)}?)`;
 }
 
 /** The folder an argument names, or undefined when it names none and does not look like a path. */

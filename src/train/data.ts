@@ -572,12 +572,12 @@ async function chatSet(selection: Selection, tokenizer: ApexTokenizer, options: 
   requireSequences(built.sequences.length, describeSplit(record), `every conversation lost its assistant tokens when truncated to ${options.seqLen} tokens`);
   const raise = options.seqLenName ?? '--seq-len';
   if (built.dropped > 0) {
-    options.onWarning?.(`${describeSplit(record)}: ${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token to learn from (raise ${raise} to keep them)`);
+    options.onWarning?.(`${describeSplit(record)}: ${built.dropped} of ${examples.length} conversations dropped: truncated to ${options.seqLen} tokens they kept no assistant token, the only ones the loss counts (raise ${raise} to keep them)`);
   }
   if (built.truncated > 0) {
     options.onWarning?.(
       `${describeSplit(record)}: ${built.truncated} of ${examples.length} conversations lost assistant tokens to truncation at ${options.seqLen} tokens; ` +
-        `${built.targetsLost} of ${built.targets} assistant tokens are not trained (raise ${raise} to keep them)`,
+        `${built.targetsLost} of ${built.targets} assistant tokens are cut off and count in no loss (raise ${raise} to keep them)`,
     );
   }
   warnFewer(options, built.sequences.length, describeSplit(record));

@@ -122,7 +122,7 @@ describe('loadSequences', () => {
     expect(set.source.dropped).toBe(1);
     expect(warnings).toEqual([
       `${tok.source}: the model has no chat template; conversations are rendered in the Tulu format (<|user|>, <|assistant|>, EOS after each answer). Add a chat_template to tokenizer_config.json to train in the model's own format`,
-      `the data (${chat}: 2 documents): 1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token to learn from (raise --seq-len to keep them)`,
+      `the data (${chat}: 2 documents): 1 of 2 conversations dropped: truncated to 48 tokens they kept no assistant token, the only ones the loss counts (raise --seq-len to keep them)`,
     ]);
     expect(set.source.chatTemplate?.source).toBe('tulu');
   });
@@ -163,7 +163,7 @@ describe('loadSequences', () => {
     expect(lostKept).toBeLessThan(lost);
     expect(set.source).toMatchObject({ dropped: 1, truncated: 1, targetsLost: lostKept, wholeSplit: { sequences: 2, truncated: 1, targetsLost: lost, targets: all } });
     expect(warnings.at(-1)).toBe(
-      `the data (${chat}: 3 documents): 1 of 3 conversations lost assistant tokens to truncation at 48 tokens; ${lost} of ${all} assistant tokens are not trained (raise --seq-len to keep them)`,
+      `the data (${chat}: 3 documents): 1 of 3 conversations lost assistant tokens to truncation at 48 tokens; ${lost} of ${all} assistant tokens are cut off and count in no loss (raise --seq-len to keep them)`,
     );
   });
 

@@ -58,6 +58,24 @@ describe('local folders', () => {
     }
   });
 
+  it('an id-shaped argument whose first part is mistyped too: known to be no repo only once the Hub fails, which then names the closest folder here', async () => {
+    const cwd = process.cwd();
+    await mkdir(join(w.tmp, 'models', 'llama-mha-f32'), { recursive: true });
+    process.chdir(w.tmp);
+    try {
+      const hint = '(nor a folder here; did you mean models/llama-mha-f32?)';
+      // Offline, unreachable Hub, and a Hub that has no such repo.
+      await expect(resolveModel('modelz/llama-mha-f32', w.options({ fetch: noNetwork(), offline: true }))).rejects.toMatchObject({ exit: 4, message: expect.stringContaining(hint) });
+      await expect(resolveModel('modelz/llama-mha-f32', w.options({ fetch: noNetwork() }))).rejects.toMatchObject({ exit: 4, message: expect.stringContaining(hint) });
+      const notFound = vi.fn<typeof globalThis.fetch>(() => Promise.resolve(new Response('{"error":"Repository not found"}', { status: 404 })));
+      await expect(resolveModel('modelz/llama-mha-f33', w.options({ fetch: notFound }))).rejects.toMatchObject({ code: 'HUB_NOT_FOUND', message: expect.stringContaining(hint) });
+      // Nothing close: the messages are as before.
+      await expect(resolveModel('other-org/some-model', w.options({ fetch: noNetwork(), offline: true }))).rejects.toMatchObject({ message: expect.not.stringContaining('did you mean') });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   it('a file instead of a folder → exit 3', async () => {
     await expect(resolveModel(join(FIXTURES, 'stories260K', 'config.json'))).rejects.toMatchObject({ exit: 3, code: 'NOT_A_FOLDER' });
   });

@@ -2,6 +2,9 @@
 // failures that reach the CLI unwrapped (toApexError). Each errno is injected: no mount, no root.
 import { describe, expect, it } from 'vitest';
 import { ApexError, ResourceLimitError, toApexError } from '../../src/errors.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { outputState } from '../../src/io/atomic-output.js';
 import { ioError } from '../../src/io/io-error.js';
 
 function errno(code: string, message = `${code}: simulated`): NodeJS.ErrnoException {
@@ -26,6 +29,13 @@ describe('ioError', () => {
       expect(e).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2 });
       expect(e.message).toContain('/out/f');
     }
+  });
+
+  it('ENAMETOOLONG is an output apex cannot write (exit 2), with the longest part measured; a real over-long -o folder too', async () => {
+    const long = 'x'.repeat(300);
+    expect(ioError(`/out/${long}/f`, 'create', errno('ENAMETOOLONG'))).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringContaining('its longest part is 300 bytes') });
+    const real = await outputState(join(tmpdir(), long)).catch((e: unknown) => e);
+    expect(real).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringContaining('ENAMETOOLONG') });
   });
 });
 
