@@ -30,6 +30,7 @@ import { apexVersion, modelRecord, sha256OfFile, type ModelRecord } from '../pip
 import { modelFingerprint, runAnalysis, unpadded } from '../pipeline/analyze.js';
 import { checkMemoryLimit, describeMemoryEstimate, planAnalysisMemory, type AnalysisMemoryEstimate } from '../pipeline/analysis-memory.js';
 import { readJson, runBaseModel, stageDir } from '../pipeline/expand-paths.js';
+import { ANALYSIS_FILES, type AnalysisJson } from '../pipeline/analysis-json.js';
 import { runExpand } from '../pipeline/expand.js';
 import { removeUnresumableRunFolderLocked } from '../pipeline/failed-run-folder.js';
 import { fusedModelState } from '../pipeline/fused-model-state.js';
@@ -381,6 +382,13 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           }
           warn(`${scoresPath} ${mismatch}: analysing again (--force)`);
           analyse = true;
+        } else {
+          // Made by apex analyze or an earlier stage 1, perhaps on other data than this training
+          // set (which is legitimate: calibration data): say which, as it decides the units.
+          const made = (await readJson(join(dirname(scoresPath), ANALYSIS_FILES.json)).catch(() => undefined)) as Partial<AnalysisJson> | undefined;
+          const source = made?.data ? dataSourceName(made.data) : '';
+          const on = made?.data ? `, calibrated on ${made.data.sequences} sequences${source ? ` of ${source}` : ''}` : '';
+          say(`selecting stage 1's units by the existing analysis ${dirname(scoresPath)}${on}`);
         }
       }
       const analysisMemoryNames = { maxMemory: names.maxMemory, samples: names.calibrationSamples, batchSize: names.batchSize };

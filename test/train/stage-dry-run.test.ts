@@ -90,7 +90,9 @@ describe('a dry run of a stage', () => {
     await runStage(options(run));
     rmSync(join(run, 'stages', '1'), { recursive: true });
     expect(await code(runStage(options(run, { dryRun: true, ratio: 0.25 })))).toBe('ANALYSIS_MISMATCH');
-    expect((await runStage(options(run, { dryRun: true }))).plan!.analysisSequences).toBeNull(); // the analysis is reused
+    const said: string[] = [];
+    expect((await runStage(options(run, { dryRun: true, progress: (m) => said.push(m) }))).plan!.analysisSequences).toBeNull(); // the analysis is reused
+    expect(said).toContain(`selecting stage 1's units by the existing analysis ${join(run, 'analysis')}, calibrated on 6 sequences`);
     // Interrupted after step 2 with a checkpoint at every step.
     const abort = new AbortController();
     await runStage(options(run, { steps: 4, saveEvery: 1, signal: abort.signal, onStep: (r) => { if (r.step === 2) abort.abort(); } })).catch(() => undefined);
