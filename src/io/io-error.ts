@@ -40,7 +40,7 @@ export function ioError(path: string, op: string, e: unknown): unknown {
 export function nameTooLong(path: string, cause: unknown): UsageError {
   const longest = Math.max(...path.split(/[\\/]/).map((n) => Buffer.byteLength(n)));
   return new UsageError(
-    `${path.length > 120 ? `${path.slice(0, 60)}…${path.slice(-40)}` : path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; its longest part is ${longest} bytes, most filesystems allow 255); choose a shorter output path`,
+    `${path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; its longest part is ${longest} bytes, most filesystems allow 255); choose a shorter output path`,
     'OUTPUT_NOT_WRITABLE',
     { cause },
   );
