@@ -432,6 +432,16 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
 
     const plan = planWith(selections);
     const summary = summarizePlan(spec, plan);
+    // What the stage's result says of it whether planned (dry run) or trained.
+    const identity = {
+      stage,
+      dir,
+      method: settings.method,
+      setting: settings.setting ?? null,
+      trainable: summary,
+      lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
+      memoryEstimateBytes: memory.totalBytes,
+    } satisfies Partial<StageResult>;
     say(`trainable parameters: ${summary.trainable.toLocaleString('en-US')} of ${summary.modelParams.toLocaleString('en-US')} (${(100 * summary.fraction).toFixed(2)}%), setting ${setting}`);
     const backend = await selectBackend(settings.backend as BackendRequest);
     say(`backend: ${backend.name} (${backend.detail}); memory estimate ${(memory.totalBytes / 2 ** 20).toFixed(0)} MiB`);
@@ -512,22 +522,16 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         await checkTrainStateSpace(checkpointsDir, Math.max(0, 12 * summary.trainable - freed));
       }
       return {
-        stage,
-        dir,
-        method: settings.method,
-        setting: settings.setting ?? null,
+        ...identity,
         status: 'planned',
         steps,
         startStep: resumeState?.scalars.step ?? 0,
         tokens: steps * tokensPerStep,
-        trainable: summary,
-        lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
         finalLoss: null,
         eval: null,
         tokensPerSecond: 0,
         files: [],
         modelDir: null,
-        memoryEstimateBytes: memory.totalBytes,
         peakRssBytes: 0,
         plan: {
           batchSize,
@@ -646,22 +650,16 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     say(`stage ${stage} written to ${dir}`);
     const modelDir = settings.expand ? await fuse(run, stage, say, options.signal) : null;
     return {
-      stage,
-      dir,
-      method: settings.method,
-      setting: settings.setting ?? null,
+      ...identity,
       status: 'trained',
       steps: result.steps,
       startStep: result.startStep,
       tokens: result.tokens,
-      trainable: summary,
-      lora: lora ? { rank: lora.rank, alpha: lora.alpha ?? 2 * lora.rank } : null,
       finalLoss: lastTrainingLoss(metrics),
       eval: lastEvaluation(metrics),
       tokensPerSecond: result.tokensPerSecond,
       files,
       modelDir,
-      memoryEstimateBytes: memory.totalBytes,
       peakRssBytes: peakRssBytes(),
     };
   } finally {
