@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""An independent PyTorch implementation of one apex training stage, from the spec
+(docs: /work/shared/APEX-METHOD.md §2-§5; README's loss rules), to check apex's trainer.
+
+It reads what only apex's seeded Rng can say (written by scripts/pytorch/export-apex-run.ts):
+the training sequences and loss masks, the sequence indices of every micro-batch, the selected
+units P/N/E per layer, the operators' initial B1 and LoRA's initial A. Everything else is
+computed here, without apex's code: the LLaMA forward pass (RMSNorm, rotary embeddings, GQA
+attention, SwiGLU, tied or untied lm_head), the causal-LM loss (position t predicts token t+1,
+counted where the loss mask is 1 at t+1; a step's loss is the sum of its micro-batches' token
+losses over all their targets), the operator-augmented forward of §3 (the output side on the
+activations of v/gate/up: y_N <- a*y_N + M*y_P, y_P <- b*y_P; the input side on the o/down
+weights: W[:, N] <- W[:, N]*diag(a) + W[:, P]*M^T, o_proj per GQA slot), the Monarch product
+of §3 step by step, LoRA (W + alpha/r * B*A), autograd gradients, structured's masks (the
+rows/columns of N u P u E, embeddings whole; nothing else changes: gradients and decay
+masked), global-norm clipping (torch.nn.utils.clip_grad_norm_), torch.optim.AdamW
+(β from the options, ε 1e-8; decay on matrices, not on vectors: norms, a, b), and the
+learning-rate plan of §5 (one plan over all stages: ⌊3%⌋ linear warm-up, then cosine to 0).
+
+    OMP_NUM_THREADS=1 /usr/bin/python3 scripts/pytorch/train_reference.py IN.json OUT.json [--dtype float32|float64]
+
+Tested with torch 1.13 (CPU), numpy, no transformers.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+# --- checkpoint -------------------------------------------------------------------------------
+
+def read_safetensors(path):
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        if info['dtype'] != 'F32':
+            raise ValueError(f'{name}: only F32 checkpoints are supported here, got {info["dtype"]}')
+        a, b = info['data_offsets']
+        out[name] = np.frombuffer(data[a:b], dtype='<f4').reshape(info['shape']).copy()
+    return out
+
+
+class Config:
+    def __init__(self, d):
+        self.hidden = d['hidden_size']
+        self.layers = d['num_hidden_layers']
+        self.heads = d['num_attention_heads']
+        self.kv_heads = d.get('num_key_value_heads', self.heads)
+        self.head_dim = d.get('head_dim', self.hidden // self.heads)
+        self.eps = d['rms_norm_eps']
+        rope = d.get('rope_parameters') or {}
+        self.theta = rope.get('rope_theta', d.get('rope_theta', 10000.0))
+        self.tied = d.get('tie_word_embeddings', False)
+        self.vocab = d['vocab_size']
+
+
+PROJ = {
+    'q_proj': 'self_attn.q_proj', 'k_proj': 'self_attn.k_proj', 'v_proj': 'self_attn.v_proj', 'o_proj': 'self_attn.o_proj',
+    'gate_proj': 'mlp.gate_proj', 'up_proj': 'mlp.up_proj', 'down_proj': 'mlp.down_proj',
+}
+
+
+def wname(layer, key):
+    return f'model.layers.{layer}.{PROJ[key]}.weight'
+
+
+# --- Monarch (§3) -----------------------------------------------------------------------------
+
+def monarch_dense(B1, B2):
+    """M (n x n) with M @ x computed exactly as §3's four steps, applied to the identity's columns."""
+    nb, bs, _ = B1.shape
+    n = nb * bs
+    X = torch.eye(n, dtype=B1.dtype)
+    xb = X.reshape(nb, bs, n)                               # step 1: x viewed as [nb, bs]
+    u = torch.einsum('jab,jbc->jac', B1, xb)                # u_j = B1[j] x_j
+    v = u.reshape(bs, nb, n).transpose(0, 1)                # step 2: u as [bs, nb], transposed
+    w = torch.einsum('jab,jbc->jac', B2, v)                 # step 3: w_j = B2[j] v_j
+    return w.transpose(0, 1).reshape(n, n)                  # step 4: w as [nb, bs] -> [bs, nb], flattened
+
+
+def head_cols(units, head_dim):
+    """Indices of the d_h features of each unit (head-major)."""
+    return [u * head_dim + i for u in units for i in range(head_dim)]
+
+
+# --- model ------------------------------------------------------------------------------------
+
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+class Model:
+    def __init__(self, cfg, params, operators=None, lora=None, lora_scale=None):
+        self.cfg = cfg
+        self.p = params                  # name -> tensor (model tensors)
+        self.ops = operators or {}       # layer -> {'attn': {...}, 'mlp': {...}}
+        self.lora = lora or {}           # (layer, key) -> (A, B)
+        self.lora_scale = lora_scale
+
+    def weight(self, layer, key):
+        W = self.p[wname(layer, key)]
+        ab = self.lora.get((layer, key))
+        if ab is not None:
+            A, B = ab
+            W = W + self.lora_scale * (B @ A)
+        return W
+
+    def forward(self, ids):
+        cfg = self.cfg
+        B, T = ids.shape
+        emb = self.p['model.embed_tokens.weight']
+        x = emb[ids]
+        dt = x.dtype
+        inv = 1.0 / (cfg.theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
+        freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+        ang = torch.cat([freqs, freqs], dim=-1)
+        cos, sin = ang.cos().to(dt), ang.sin().to(dt)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        rep = cfg.heads // cfg.kv_heads
+        hd = cfg.head_dim
+        for i in range(cfg.layers):
+            ops = self.ops.get(i, {})
+            h = rms_norm(x, self.p[f'model.layers.{i}.input_layernorm.weight'], cfg.eps)
+            q = h @ self.weight(i, 'q_proj').T
+            k = h @ self.weight(i, 'k_proj').T
+            v = h @ self.weight(i, 'v_proj').T
+            Wo = self.weight(i, 'o_proj')
+            attn = ops.get('attn')
+            if attn is not None:
+                M = monarch_dense(attn['B1'], attn['B2'])
+                P, N = head_cols(attn['P'], hd), head_cols(attn['N'], hd)
+                vP, vN = v[..., P], v[..., N]
+                v = v.clone()
+                v[..., N] = attn['a'] * vN + vP @ M.T       # y_N <- a*y_N + M y_P (unscaled y_P)
+                v[..., P] = attn['b_v'] * vP                # y_P <- b*y_P
+                # o_proj columns: per GQA slot j, the query heads g*rep + j of the P / N groups.
+                Wo = Wo.clone()
+                for j in range(rep):
+                    Pj = head_cols([g * rep + j for g in attn['P']], hd)
+                    Nj = head_cols([g * rep + j for g in attn['N']], hd)
+                    Wo[:, Nj] = Wo[:, Nj] * attn['a'] + Wo[:, Pj] @ M.T
+            q = q.view(B, T, cfg.heads, hd).transpose(1, 2)
+            k = k.view(B, T, cfg.kv_heads, hd).transpose(1, 2)
+            v = v.view(B, T, cfg.kv_heads, hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            k = k.repeat_interleave(rep, dim=1)             # HF repeat_kv: head h reads KV head h // rep
+            v = v.repeat_interleave(rep, dim=1)
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+            s = s.masked_fill(causal, float('-inf'))
+            o = torch.softmax(s, dim=-1) @ v
+            o = o.transpose(1, 2).reshape(B, T, cfg.heads * hd)
+            x = x + o @ Wo.T
+            h = rms_norm(x, self.p[f'model.layers.{i}.post_attention_layernorm.weight'], cfg.eps)
+            g = h @ self.weight(i, 'gate_proj').T
+            u = h @ self.weight(i, 'up_proj').T
+            Wd = self.weight(i, 'down_proj')
+            mlp = ops.get('mlp')
+            if mlp is not None:
+                M = monarch_dense(mlp['B1'], mlp['B2'])
+                P, N = mlp['P'], mlp['N']
+                gP, gN, uP, uN = g[..., P], g[..., N], u[..., P], u[..., N]
+                g, u = g.clone(), u.clone()
+                g[..., N] = mlp['a'] * gN + gP @ M.T
+                g[..., P] = mlp['b_gate'] * gP
+                u[..., N] = mlp['a'] * uN + uP @ M.T
+                u[..., P] = mlp['b_up'] * uP
+                Wd = Wd.clone()
+                Wd[:, N] = Wd[:, N] * mlp['a'] + Wd[:, P] @ M.T
+            x = x + (torch.nn.functional.silu(g) * u) @ Wd.T
+        x = rms_norm(x, self.p['model.norm.weight'], cfg.eps)
+        head = emb if cfg.tied else self.p['lm_head.weight']
+        return x @ head.T
+
+
+def token_nll_sum(logits, ids, mask):
+    """Σ over targets of −log p(token t+1 | ≤ t), targets where mask[t+1] = 1; and their count."""
+    lp = torch.log_softmax(logits[:, :-1], dim=-1)
+    nll = -lp.gather(-1, ids[:, 1:, None])[..., 0]
+    w = mask[:, 1:]
+    return (nll * w).sum(), w.sum()
+
+
+# --- learning-rate plan (§5) -------------------------------------------------------------------
+
+def lr_at(step, peak, total):
+    """Stage 1 of a run of `total` steps: ⌊3%⌋ warm-up from 0, then cosine to 0 (the reference's int())."""
+    w = int(total * 0.03)
+    if step < w:
+        return peak * step / w
+    progress = min(1.0, (step - w) / max(1, total - w))
+    return max(0.0, peak * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --- stage ------------------------------------------------------------------------------------
+
+def run(inp, dtype):
+    o = inp['options']
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    model_dir = os.path.join(root, inp['model'])
+    cfg = Config(json.load(open(os.path.join(model_dir, 'config.json'))))
+    base = {k: torch.tensor(v, dtype=dtype) for k, v in read_safetensors(os.path.join(model_dir, 'model.safetensors')).items()}
+    method, setting = o['method'], o['setting']
+
+    params = {k: v.clone() for k, v in base.items()}
+    trainable = {}      # name -> tensor (leaf, requires grad)
+    masks = {}          # name -> bool tensor of the entries that may change (absent: all)
+
+    if method == 'vanilla' or setting == 'full':
+        for k in params:
+            trainable[k] = params[k]
+    elif setting == 'structured':
+        rep = cfg.heads // cfg.kv_heads
+        if o['train_embeddings']:
+            trainable['model.embed_tokens.weight'] = params['model.embed_tokens.weight']
+            if not cfg.tied:
+                trainable['lm_head.weight'] = params['lm_head.weight']
+        for s in inp['selection']:
+            i = s['layer']
+            groups = sorted(set(s['heads']['P']) | set(s['heads']['N']) | set(s['heads']['E']))
+            chans = sorted(set(s['channels']['P']) | set(s['channels']['N']) | set(s['channels']['E']))
+            qheads = [g * rep + j for g in groups for j in range(rep)]
+            sets = {
+                'q_proj': ('rows', head_cols(qheads, cfg.head_dim)), 'k_proj': ('rows', head_cols(groups, cfg.head_dim)),
+                'v_proj': ('rows', head_cols(groups, cfg.head_dim)), 'o_proj': ('cols', head_cols(qheads, cfg.head_dim)),
+                'gate_proj': ('rows', chans), 'up_proj': ('rows', chans), 'down_proj': ('cols', chans),
+            }
+            for key, (axis, idx) in sets.items():
+                if not idx:
+                    continue
+                name = wname(i, key)
+                m = torch.zeros(params[name].shape, dtype=torch.bool)
+                if axis == 'rows':
+                    m[idx, :] = True
+                else:
+                    m[:, idx] = True
+                trainable[name] = params[name]
+                masks[name] = m
+
+    operators = {}
+    if method == 'apex':
+        for s in inp['selection']:
+            i = s['layer']
+            t = lambda f, kind: torch.tensor(inp['initial'][f'model.layers.{i}.{kind}.apex.{f}']['values'], dtype=dtype).reshape(inp['initial'][f'model.layers.{i}.{kind}.apex.{f}']['shape'])
+            ops = {}
+            if s['heads']['P']:
+                ops['attn'] = {'P': s['heads']['P'], 'N': s['heads']['N'], **{f: t(f, 'self_attn') for f in ('B1', 'B2', 'a', 'b_v')}}
+                for f in ('B1', 'B2', 'a', 'b_v'):
+                    trainable[f'model.layers.{i}.self_attn.apex.{f}'] = ops['attn'][f]
+            if s['channels']['P']:
+                ops['mlp'] = {'P': s['channels']['P'], 'N': s['channels']['N'], **{f: t(f, 'mlp') for f in ('B1', 'B2', 'a', 'b_gate', 'b_up')}}
+                for f in ('B1', 'B2', 'a', 'b_gate', 'b_up'):
+                    trainable[f'model.layers.{i}.mlp.apex.{f}'] = ops['mlp'][f]
+            operators[i] = ops
+
+    lora, scale = {}, None
+    if method == 'lora':
+        r = o['lora_rank']
+        alpha = o['lora_alpha'] if o['lora_alpha'] is not None else 2 * r
+        scale = alpha / r
+        for i in range(cfg.layers):
+            for key in PROJ:
+                stem = wname(i, key)[:-len('.weight')]
+                A = inp['initial'][f'{stem}.lora_A.weight']
+                A = torch.tensor(A['values'], dtype=dtype).reshape(A['shape'])
+                B = torch.zeros(params[wname(i, key)].shape[0], r, dtype=dtype)
+                lora[(i, key)] = (A, B)
+                trainable[f'{stem}.lora_A.weight'] = A
+                trainable[f'{stem}.lora_B.weight'] = B
+
+    for t in trainable.values():
+        t.requires_grad_(True)
+    model = Model(cfg, params, operators, lora, scale)
+
+    # AdamW: matrices decay, vectors (norms, a, b) do not; a masked matrix decays on its entries only (by hand).
+    wd = o['weight_decay']
+    groups = {'decay': [], 'plain': []}
+    masked_decay = []
+    for name, t in trainable.items():
+        if t.dim() > 1 and name in masks:
+            masked_decay.append(name)
+            groups['plain'].append(t)
+        elif t.dim() > 1:
+            groups['decay'].append(t)
+        else:
+            groups['plain'].append(t)
+    opt = torch.optim.AdamW([{'params': groups['decay'], 'weight_decay': wd}, {'params': groups['plain'], 'weight_decay': 0.0}],
+                            lr=o['lr'], betas=(o['beta1'], o['beta2']), eps=1e-8)
+
+    seqs = torch.tensor(inp['sequences'], dtype=torch.long)
+    lmask = torch.tensor(inp['loss_masks'], dtype=dtype) if inp['loss_masks'] is not None else torch.ones(seqs.shape, dtype=dtype)
+    total = o['steps'] * o['total_stages']
+    losses, lrs, norms = [], [], []
+    tparams = list(trainable.values())
+    for step in range(o['steps']):
+        micro = inp['batches'][step * o['grad_accum']:(step + 1) * o['grad_accum']]
+        targets = sum(float(lmask[b][:, 1:].sum()) for b in micro)
+        for t in tparams:
+            t.grad = None
+        loss_total = 0.0
+        for b in micro:
+            ids = seqs[b]
+            nll, _ = token_nll_sum(model.forward(ids), ids, lmask[b])
+            (nll / targets).backward()
+            loss_total += float(nll.detach())
+        for name, m in masks.items():
+            trainable[name].grad.mul_(m)
+        norm = float(torch.nn.utils.clip_grad_norm_(tparams, o['grad_clip'])) if o['grad_clip'] > 0 else float(torch.sqrt(sum((t.grad ** 2).sum() for t in tparams)))
+        lr = lr_at(step, o['lr'], total)
+        with torch.no_grad():
+            for name in masked_decay:
+                t = trainable[name]
+                t.copy_(torch.where(masks[name], t * (1 - lr * wd), t))
+        for g in opt.param_groups:
+            g['lr'] = lr
+        opt.step()
+        losses.append(loss_total / targets)
+        lrs.append(lr)
+        norms.append(norm)
+    final = {k: {'shape': list(t.shape), 'values': t.detach().to(torch.float64).reshape(-1).tolist()} for k, t in trainable.items()}
+    return {'case': inp['case'], 'dtype': str(dtype), 'torch': torch.__version__, 'losses': losses, 'lrs': lrs, 'grad_norms': norms, 'final': final}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('input')
+    ap.add_argument('output')
+    ap.add_argument('--dtype', choices=['float32', 'float64'], default='float32')
+    a = ap.parse_args()
+    inp = json.load(open(a.input))
+    out = run(inp, getattr(torch, a.dtype))
+    json.dump(out, open(a.output, 'w'))
+    print(a.output, ' '.join(f'{l:.4f}' for l in out['losses']))
+
+
+if __name__ == '__main__':
+    main()
