@@ -37,11 +37,14 @@ def deviation(x, ref):
 
 
 def tensor_deviation(d, d64):
-    worst = 0.0
+    """Over all tensors: the largest |ΔW − ΔW_ref| relative to max |ΔW_ref| (any entry), and of ‖ΔW‖ relative."""
+    entry, norm = 0.0, 0.0
     for name, ref in d64.items():
         scale = np.abs(ref).max()
-        worst = max(worst, float(np.abs(d[name] - ref).max() / scale) if scale > 0 else 0.0)
-    return worst
+        entry = max(entry, float(np.abs(d[name] - ref).max() / scale) if scale > 0 else 0.0)
+        r = np.linalg.norm(ref)
+        norm = max(norm, float(abs(np.linalg.norm(d[name]) - r) / r) if r > 0 else 0.0)
+    return entry, norm
 
 
 def main():
@@ -77,8 +80,8 @@ def main():
             'losses': r64['losses'],
             'grad_norms': r64['grad_norms'],
             'lrs': r64['lrs'],
-            'float32_deviation': {'losses': deviation(r32['losses'], r64['losses']), 'grad_norms': deviation(r32['grad_norms'], r64['grad_norms']), 'weights': tensor_deviation(d32, d64)},
-            'apex_deviation': {'losses': deviation(export['apex']['losses'], r64['losses']), 'grad_norms': deviation(export['apex']['grad_norms'], r64['grad_norms']), 'weights': tensor_deviation(dapex, d64)},
+            'float32_deviation': {'losses': deviation(r32['losses'], r64['losses']), 'grad_norms': deviation(r32['grad_norms'], r64['grad_norms']), **dict(zip(('delta_entries', 'delta_norms'), tensor_deviation(d32, d64)))},
+            'apex_deviation': {'losses': deviation(export['apex']['losses'], r64['losses']), 'grad_norms': deviation(export['apex']['grad_norms'], r64['grad_norms']), **dict(zip(('delta_entries', 'delta_norms'), tensor_deviation(dapex, d64)))},
             'tensors': tensors,
         }
         print(case, 'float32', fixture['cases'][case]['float32_deviation'], 'apex', fixture['cases'][case]['apex_deviation'])

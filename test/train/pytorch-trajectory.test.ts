@@ -6,19 +6,22 @@
 // PyTorch's in float64 (fixtures/refs/train/trajectories.json; its README says how it was made):
 // no Python is needed here.
 //
-// Tolerances, against float64 (measured when the fixture was made, `float32_deviation`: PyTorch
-// itself run in float32 lies this far from its float64 run; apex lies as far or nearer,
-// `apex_deviation`):
+// Tolerances, against float64, about ten times the spread of a float32 implementation: PyTorch
+// itself run in float32 lies this far from its float64 run (the fixture's `float32_deviation`,
+// largest over the cases); apex lies as far or nearer (`apex_deviation`).
 // - learning rates: 1e-12 relative; the same formula in both.
-// - losses: 2e-5 relative (float32 runs: ≤ 1.5e-6).
-// - gradient norms before clipping: 1e-4 relative (float32 runs: ≤ 8.5e-6).
-// - weights, as the update ΔW = W_final − W_initial: each sampled entry within 1e-2 of the
-//   tensor's largest |ΔW| (float32 runs: ≤ 2.8e-3; Adam divides each entry by its own √v, so an
+// - losses: 5e-6 relative (float32: ≤ 5.6e-7).
+// - gradient norms before clipping: 3e-5 relative (float32: ≤ 3.6e-6).
+// - weights, as the update ΔW = W_final − W_initial of every trainable tensor: ‖ΔW‖ within 1e-4
+//   relative (float32: ≤ 1.0e-5), and each of 16 sampled entries within 1e-2 of the tensor's
+//   largest |ΔW| (float32, any entry: ≤ 2.4e-3; Adam divides each entry by its own √v, so an
 //   entry with small, sign-changing gradients carries the rounding of its moments into its
-//   update), and ‖ΔW‖ within 1e-3 relative.
+//   update).
 // - what may not change does not: every trainable tensor is one the reference trains (so
 //   `operators` trains no model tensor), and rows/columns the reference leaves unchanged
 //   (`structured`'s unselected units) keep their bits.
+// The test fails for a change as small as AdamW's β2 0.95 → 0.96 or ε 1e-8 → 1e-6, a warm-up of
+// 3 steps instead of 2, or M in place of Mᵀ (fixtures/refs/train/README.md).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,7 +47,7 @@ interface RefCase {
 
 const fixture = JSON.parse(readFileSync('fixtures/refs/train/trajectories.json', 'utf8')) as { cases: Record<string, RefCase> };
 
-const TOLERANCE = { lr: 1e-12, loss: 2e-5, gradNorm: 1e-4, deltaEntry: 1e-2, deltaNorm: 1e-3 } as const;
+const TOLERANCE = { lr: 1e-12, loss: 5e-6, gradNorm: 3e-5, deltaEntry: 1e-2, deltaNorm: 1e-4 } as const;
 
 function relative(a: number, b: number): number {
   return Math.abs(a - b) / Math.abs(b);
