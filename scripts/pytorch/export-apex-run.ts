@@ -1,7 +1,8 @@
 // Runs one case of test/train/trajectory-driver.ts on the cpu backend and writes, as JSON, what
 // scripts/pytorch/train_reference.py needs (the data, the micro-batches, the selected units, the
-// operators' and adapters' initial tensors, the options) and what apex computed (per-step loss,
-// learning rate and gradient norm; every trainable tensor after the last step).
+// operators' and adapters' initial tensors, the options; per stage) and what apex computed (per
+// stage: each step's loss, learning rate and gradient norm; every trainable tensor after the last
+// step; the fused model a later stage starts from).
 //
 //   npx tsx scripts/pytorch/export-apex-run.ts <case|all> <out-folder>
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -28,13 +29,17 @@ for (const c of TRAJECTORY_CASES.filter((x) => which === 'all' || x.name === whi
       },
       sequences: r.data.sequences.map((s) => Array.from(s)),
       loss_masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null,
-      batches: r.batches,
-      selection: r.selection,
-      initial: tensors(r.initial),
-      apex: { losses: r.losses, lrs: r.lrs, grad_norms: r.gradNorms, lr_plan: r.lrPlan, final: tensors(r.final) },
+      stages: r.stages.map((st) => ({
+        stage: st.stage,
+        batches: st.batches,
+        selection: st.selection,
+        initial: tensors(st.initial),
+        apex: { losses: st.losses, lrs: st.lrs, grad_norms: st.gradNorms, lr_plan: st.lrPlan, final: tensors(st.final), ...(st.fused ? { fused: tensors(st.fused) } : {}) },
+      })),
     };
     writeFileSync(join(out, `${c.name}.json`), JSON.stringify(json));
-    console.log(`${c.name}: ${r.losses.length} steps in ${((performance.now() - started) / 1000).toFixed(1)} s; losses ${r.losses.map((l) => l.toFixed(4)).join(' ')}; grad norms ${r.gradNorms.map((l) => l.toFixed(3)).join(' ')}`);
+    for (const st of r.stages) console.log(`${c.name} stage ${st.stage}: losses ${st.losses.map((l) => l.toFixed(4)).join(' ')}; lrs ${st.lrs.map((l) => l.toExponential(3)).join(' ')}; grad norms ${st.gradNorms.map((l) => l.toFixed(3)).join(' ')}`);
+    console.log(`${c.name}: ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     r.cleanup();
   }

@@ -19,16 +19,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_reference import read_safetensors, run  # noqa: E402
 
 SAMPLES = 16
-CASES = ['vanilla', 'lora', 'apex-operators', 'apex-structured', 'apex-full']
+CASES = ['vanilla', 'lora', 'apex-operators', 'apex-full', 'apex-structured-2-stages']
 
 
-def deltas(export, final, base):
-    out = {}
-    for name, t in final.items():
-        w = np.array(t['values'], dtype=np.float64)
-        w0 = np.array(export['initial'][name]['values'], dtype=np.float64) if name in export['initial'] else base[name].reshape(-1).astype(np.float64)
-        out[name] = w - w0
-    return out
+def deltas(final, start):
+    """ΔW = final − start(name) per tensor, float64."""
+    return {name: np.array(t['values'], dtype=np.float64) - start(name) for name, t in final.items()}
+
+
+def digest(d64, shapes):
+    """What the fixture keeps of a set of updates: per tensor its norm, largest |entry|, 16 sampled entries, changed rows/columns."""
+    tensors = {}
+    for name, d in sorted(d64.items()):
+        shape = shapes[name]
+        changed = np.flatnonzero(d != 0)
+        pick = changed[np.linspace(0, len(changed) - 1, min(SAMPLES, len(changed))).round().astype(int)] if len(changed) else changed
+        entry = {'shape': shape, 'max_abs_delta': float(np.abs(d).max()), 'delta_norm': float(np.linalg.norm(d)), 'samples': [[int(i), float(d[i])] for i in pick]}
+        if len(shape) == 2:
+            m = (d.reshape(shape) != 0)
+            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            if len(rows) < shape[0]:
+                entry['changed_rows'] = rows.tolist()
+            if len(cols) < shape[1]:
+                entry['changed_cols'] = cols.tolist()
+        tensors[name] = entry
+    return tensors
 
 
 def deviation(x, ref):
@@ -52,39 +67,44 @@ def main():
     fixture = {'generated_by': 'scripts/pytorch/make_fixture.py', 'torch': torch.__version__, 'reference_dtype': 'float64', 'cases': {}}
     for case in CASES:
         export = json.load(open(os.path.join(src, f'{case}.json')))
-        base = read_safetensors(os.path.join(export['model'], 'model.safetensors'))
-        r64 = run(export, torch.float64)
-        r32 = run(export, torch.float32)
-        d64 = deltas(export, r64['final'], base)
-        d32 = deltas(export, r32['final'], base)
-        dapex = deltas(export, export['apex']['final'], base)
-        if set(dapex) != set(d64):
-            raise SystemExit(f'{case}: trainable tensors differ: apex only {sorted(set(dapex) - set(d64))[:4]}, reference only {sorted(set(d64) - set(dapex))[:4]}')
-        tensors = {}
-        for name, d in sorted(d64.items()):
-            shape = r64['final'][name]['shape']
-            changed = np.flatnonzero(d != 0)
-            pick = changed[np.linspace(0, len(changed) - 1, min(SAMPLES, len(changed))).round().astype(int)] if len(changed) else changed
-            entry = {'shape': shape, 'max_abs_delta': float(np.abs(d).max()), 'delta_norm': float(np.linalg.norm(d)), 'samples': [[int(i), float(d[i])] for i in pick]}
-            if len(shape) == 2:
-                m = (d.reshape(shape) != 0)
-                rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-                if len(rows) < shape[0]:
-                    entry['changed_rows'] = rows.tolist()
-                if len(cols) < shape[1]:
-                    entry['changed_cols'] = cols.tolist()
-            tensors[name] = entry
-        fixture['cases'][case] = {
-            'inputs_sha256': export['inputs_sha256'],
-            'options': export['options'],
-            'losses': r64['losses'],
-            'grad_norms': r64['grad_norms'],
-            'lrs': r64['lrs'],
-            'float32_deviation': {'losses': deviation(r32['losses'], r64['losses']), 'grad_norms': deviation(r32['grad_norms'], r64['grad_norms']), **dict(zip(('delta_entries', 'delta_norms'), tensor_deviation(d32, d64)))},
-            'apex_deviation': {'losses': deviation(export['apex']['losses'], r64['losses']), 'grad_norms': deviation(export['apex']['grad_norms'], r64['grad_norms']), **dict(zip(('delta_entries', 'delta_norms'), tensor_deviation(dapex, d64)))},
-            'tensors': tensors,
-        }
-        print(case, 'float32', fixture['cases'][case]['float32_deviation'], 'apex', fixture['cases'][case]['apex_deviation'])
+        base = {k: v.reshape(-1).astype(np.float64) for k, v in read_safetensors(os.path.join(export['model'], 'model.safetensors')).items()}
+        r64, r32 = run(export, torch.float64), run(export, torch.float32)
+        stages = []
+        dev32 = {'losses': 0.0, 'grad_norms': 0.0, 'delta_entries': 0.0, 'delta_norms': 0.0}
+        devapex = dict(dev32)
+
+        def worse(acc, key, value):
+            acc[key] = max(acc[key], value)
+
+        start64 = start32 = startapex = lambda n: base[n]
+        for st, s64, s32 in zip(export['stages'], r64['stages'], r32['stages']):
+            a = st['apex']
+            init = lambda s: (lambda n: np.array(st['initial'][n]['values'], dtype=np.float64) if n in st['initial'] else s(n))
+            d64, d32, dapex = deltas(s64['final'], init(start64)), deltas(s32['final'], init(start32)), deltas(a['final'], init(startapex))
+            if set(dapex) != set(d64):
+                raise SystemExit(f'{case} stage {st["stage"]}: trainable tensors differ: apex only {sorted(set(dapex) - set(d64))[:4]}, reference only {sorted(set(d64) - set(dapex))[:4]}')
+            pairs = [(d32, dev32, s32), (dapex, devapex, a)]
+            entry = {'stage': st['stage'], 'losses': s64['losses'], 'grad_norms': s64['grad_norms'], 'lrs': s64['lrs'], 'tensors': digest(d64, {n: t['shape'] for n, t in s64['final'].items()})}
+            if 'fused' in s64:
+                f64, f32, fapex = deltas(s64['fused'], start64), deltas(s32['fused'], start32), deltas(a['fused'], startapex)
+                entry['fused'] = digest(f64, {n: t['shape'] for n, t in s64['fused'].items()})
+                for d, acc, _ in ((f32, dev32, None), (fapex, devapex, None)):
+                    e, nrm = tensor_deviation(d, f64)
+                    worse(acc, 'delta_entries', e)
+                    worse(acc, 'delta_norms', nrm)
+            for d, acc, res in pairs:
+                worse(acc, 'losses', deviation(res['losses'], s64['losses']))
+                worse(acc, 'grad_norms', deviation(res['grad_norms'], s64['grad_norms']))
+                e, nrm = tensor_deviation(d, d64)
+                worse(acc, 'delta_entries', e)
+                worse(acc, 'delta_norms', nrm)
+            stages.append(entry)
+            if 'fused' in s64:
+                start64 = lambda n, f=s64['fused']: np.array(f[n]['values'], dtype=np.float64)
+                start32 = lambda n, f=s32['fused']: np.array(f[n]['values'], dtype=np.float64)
+                startapex = lambda n, f=a['fused']: np.array(f[n]['values'], dtype=np.float64)
+        fixture['cases'][case] = {'inputs_sha256': export['inputs_sha256'], 'options': export['options'], 'float32_deviation': dev32, 'apex_deviation': devapex, 'stages': stages}
+        print(case, 'float32', {k: f'{v:.1e}' for k, v in dev32.items()}, 'apex', {k: f'{v:.1e}' for k, v in devapex.items()})
     with open(out, 'w') as f:
         json.dump(fixture, f, separators=(',', ':'))
         f.write('\n')

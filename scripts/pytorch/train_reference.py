@@ -19,6 +19,10 @@ learning-rate plan of §5 (one plan over all stages: ⌊3%⌋ linear warm-up, th
 
     OMP_NUM_THREADS=1 /usr/bin/python3 scripts/pytorch/train_reference.py IN.json OUT.json [--dtype float32|float64]
 
+IN.json is an export of scripts/pytorch/export-apex-run.ts (one case, one or more stages; each
+stage after the first starts from the fusion (§3) of the one before, with the learning rate of
+§5 continuing across the boundary and fresh AdamW moments).
+
 Tested with torch 1.13 (CPU), numpy, no transformers.
 """
 import argparse
@@ -201,23 +205,83 @@ def token_nll_sum(logits, ids, mask):
 
 # --- learning-rate plan (§5) -------------------------------------------------------------------
 
-def lr_at(step, peak, total):
-    """Stage 1 of a run of `total` steps: ⌊3%⌋ warm-up from 0, then cosine to 0 (the reference's int())."""
-    w = int(total * 0.03)
-    if step < w:
-        return peak * step / w
-    progress = min(1.0, (step - w) / max(1, total - w))
-    return max(0.0, peak * 0.5 * (1 + math.cos(math.pi * progress)))
+def cosine_with_warmup(j, base, n, w):
+    """One segment of the plan (the reference's transformers cosine schedule): warm-up from 0 over w steps, cosine to 0 at n."""
+    if j < w:
+        return base * j / w
+    progress = min(1.0, (j - w) / max(1, n - w))
+    return max(0.0, base * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def lr_at(step, peak, total, starts):
+    """§5: one plan over all `total` steps: ⌊3%⌋ warm-up, cosine to 0. At each later stage start b the
+    schedule continues from the rate it gives at b: ⌊0.5%⌋ of the remaining steps of warm-up back to
+    it, then cosine from it to 0 over the remaining steps (the reference's int() for both counts)."""
+    base, start, n, w = peak, 0, total, int(total * 0.03)
+    for b in starts:
+        if b == 0 or b > step:
+            continue
+        base = cosine_with_warmup(b - start, base, n, w)
+        start, n = b, total - b
+        w = int(n * 0.005)
+    return cosine_with_warmup(step - start, base, n, w)
+
+
+def fuse(cfg, params, operators):
+    """§3 fusion of a stage: the trained weights, then W[N] <- diag(a) W[N] + M W[P] (unscaled W[P]),
+    W[P] <- diag(b) W[P] on the rows of v (KV heads) and gate/up; W[:, N] <- W[:, N] diag(a) + W[:, P] M^T
+    on the columns of o (per GQA slot) and down."""
+    out = {k: v.detach().clone() for k, v in params.items()}
+    rep = cfg.heads // cfg.kv_heads
+    hd = cfg.head_dim
+    with torch.no_grad():
+        for i, ops in operators.items():
+            attn, mlp = ops.get('attn'), ops.get('mlp')
+            if attn is not None:
+                M = monarch_dense(attn['B1'], attn['B2'])
+                P, N = head_cols(attn['P'], hd), head_cols(attn['N'], hd)
+                W = out[wname(i, 'v_proj')]
+                WP = W[P].clone()
+                W[N] = attn['a'][:, None] * W[N] + M @ WP
+                W[P] = attn['b_v'][:, None] * WP
+                O = out[wname(i, 'o_proj')]
+                for j in range(rep):
+                    Pj = head_cols([g * rep + j for g in attn['P']], hd)
+                    Nj = head_cols([g * rep + j for g in attn['N']], hd)
+                    O[:, Nj] = O[:, Nj] * attn['a'] + O[:, Pj] @ M.T
+            if mlp is not None:
+                M = monarch_dense(mlp['B1'], mlp['B2'])
+                P, N = mlp['P'], mlp['N']
+                for key, b in (('gate_proj', 'b_gate'), ('up_proj', 'b_up')):
+                    W = out[wname(i, key)]
+                    WP = W[P].clone()
+                    W[N] = mlp['a'][:, None] * W[N] + M @ WP
+                    W[P] = mlp[b][:, None] * WP
+                D = out[wname(i, 'down_proj')]
+                D[:, N] = D[:, N] * mlp['a'] + D[:, P] @ M.T
+    return out
 
 
 # --- stage ------------------------------------------------------------------------------------
 
 def run(inp, dtype):
-    o = inp['options']
+    """Every stage of the case, each from the fused model of the one before."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
     model_dir = os.path.join(root, inp['model'])
     cfg = Config(json.load(open(os.path.join(model_dir, 'config.json'))))
     base = {k: torch.tensor(v, dtype=dtype) for k, v in read_safetensors(os.path.join(model_dir, 'model.safetensors')).items()}
+    stages = []
+    for k, st in enumerate(inp['stages']):
+        result, params, operators = run_stage(inp, st, cfg, base, dtype)
+        if k + 1 < len(inp['stages']):
+            base = fuse(cfg, params, operators)
+            result['fused'] = {name: {'shape': list(t.shape), 'values': t.to(torch.float64).reshape(-1).tolist()} for name, t in base.items()}
+        stages.append(result)
+    return {'case': inp['case'], 'dtype': str(dtype), 'torch': torch.__version__, 'stages': stages}
+
+
+def run_stage(inp, st, cfg, base, dtype):
+    o = inp['options']
     method, setting = o['method'], o['setting']
 
     params = {k: v.clone() for k, v in base.items()}
@@ -233,7 +297,7 @@ def run(inp, dtype):
             trainable['model.embed_tokens.weight'] = params['model.embed_tokens.weight']
             if not cfg.tied:
                 trainable['lm_head.weight'] = params['lm_head.weight']
-        for s in inp['selection']:
+        for s in st['selection']:
             i = s['layer']
             groups = sorted(set(s['heads']['P']) | set(s['heads']['N']) | set(s['heads']['E']))
             chans = sorted(set(s['channels']['P']) | set(s['channels']['N']) | set(s['channels']['E']))
@@ -257,9 +321,9 @@ def run(inp, dtype):
 
     operators = {}
     if method == 'apex':
-        for s in inp['selection']:
+        for s in st['selection']:
             i = s['layer']
-            t = lambda f, kind: torch.tensor(inp['initial'][f'model.layers.{i}.{kind}.apex.{f}']['values'], dtype=dtype).reshape(inp['initial'][f'model.layers.{i}.{kind}.apex.{f}']['shape'])
+            t = lambda f, kind: torch.tensor(st['initial'][f'model.layers.{i}.{kind}.apex.{f}']['values'], dtype=dtype).reshape(st['initial'][f'model.layers.{i}.{kind}.apex.{f}']['shape'])
             ops = {}
             if s['heads']['P']:
                 ops['attn'] = {'P': s['heads']['P'], 'N': s['heads']['N'], **{f: t(f, 'self_attn') for f in ('B1', 'B2', 'a', 'b_v')}}
@@ -279,7 +343,7 @@ def run(inp, dtype):
         for i in range(cfg.layers):
             for key in PROJ:
                 stem = wname(i, key)[:-len('.weight')]
-                A = inp['initial'][f'{stem}.lora_A.weight']
+                A = st['initial'][f'{stem}.lora_A.weight']
                 A = torch.tensor(A['values'], dtype=dtype).reshape(A['shape'])
                 B = torch.zeros(params[wname(i, key)].shape[0], r, dtype=dtype)
                 lora[(i, key)] = (A, B)
@@ -308,10 +372,12 @@ def run(inp, dtype):
     seqs = torch.tensor(inp['sequences'], dtype=torch.long)
     lmask = torch.tensor(inp['loss_masks'], dtype=dtype) if inp['loss_masks'] is not None else torch.ones(seqs.shape, dtype=dtype)
     total = o['steps'] * o['total_stages']
+    starts = [i * o['steps'] for i in range(o['total_stages'])]
+    offset = (st['stage'] - 1) * o['steps']
     losses, lrs, norms = [], [], []
     tparams = list(trainable.values())
     for step in range(o['steps']):
-        micro = inp['batches'][step * o['grad_accum']:(step + 1) * o['grad_accum']]
+        micro = st['batches'][step * o['grad_accum']:(step + 1) * o['grad_accum']]
         targets = sum(float(lmask[b][:, 1:].sum()) for b in micro)
         for t in tparams:
             t.grad = None
@@ -324,7 +390,7 @@ def run(inp, dtype):
         for name, m in masks.items():
             trainable[name].grad.mul_(m)
         norm = float(torch.nn.utils.clip_grad_norm_(tparams, o['grad_clip'])) if o['grad_clip'] > 0 else float(torch.sqrt(sum((t.grad ** 2).sum() for t in tparams)))
-        lr = lr_at(step, o['lr'], total)
+        lr = lr_at(offset + step, o['lr'], total, starts)
         with torch.no_grad():
             for name in masked_decay:
                 t = trainable[name]
@@ -336,7 +402,7 @@ def run(inp, dtype):
         lrs.append(lr)
         norms.append(norm)
     final = {k: {'shape': list(t.shape), 'values': t.detach().to(torch.float64).reshape(-1).tolist()} for k, t in trainable.items()}
-    return {'case': inp['case'], 'dtype': str(dtype), 'torch': torch.__version__, 'losses': losses, 'lrs': lrs, 'grad_norms': norms, 'final': final}
+    return {'stage': st['stage'], 'losses': losses, 'lrs': lrs, 'grad_norms': norms, 'final': final}, params, operators
 
 
 def main():
@@ -348,7 +414,8 @@ def main():
     inp = json.load(open(a.input))
     out = run(inp, getattr(torch, a.dtype))
     json.dump(out, open(a.output, 'w'))
-    print(a.output, ' '.join(f'{l:.4f}' for l in out['losses']))
+    for st in out['stages']:
+        print(a.output, 'stage', st['stage'], ' '.join(f'{l:.4f}' for l in st['losses']))
 
 
 if __name__ == '__main__':

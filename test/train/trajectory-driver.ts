@@ -18,7 +18,7 @@ import { stageSeeds } from '../../src/train/stage-records.js';
 import { CHECKPOINTS_DIR, runStage, type StageOptions } from '../../src/train/stage.js';
 import { latestCheckpoint, loadTrainState } from '../../src/train/train-state.js';
 import { Rng } from '../../src/util/rng.js';
-import { stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 export interface TrajectoryCase {
   readonly name: string;
@@ -26,13 +26,16 @@ export interface TrajectoryCase {
   readonly options: Partial<StageOptions> & { steps: number; batchSize: number; gradAccum: number };
   /** Give the sequences loss masks of unequal target counts (token-weighted accumulation). */
   readonly lossMasks?: boolean;
+  /** Stages to train, each from the fused model of the one before (default 1). */
+  readonly stages?: number;
 }
 
 /**
  * Every case: stories260K (GQA: 8 query heads, 4 KV heads; tied embeddings), 16 sequences of 16
  * tokens, batch 2 × accumulation 2, clipping at 0.5 (active: every step's gradient norm is
- * above it), weight decay 0.1, 5 steps of a run planned as 14 stages of 5 steps (70 steps: a
- * 2-step warm-up, ⌊0.03·70⌋, then the cosine). APEX selects from an analysis of 4 sequences. `lora` and `apex-full` have loss masks with
+ * above it), weight decay 0.1; but for the two-stage case, 5 steps of a run planned as 14 stages
+ * of 5 steps (70 steps: a 2-step warm-up, ⌊0.03·70⌋, then the cosine). APEX selects from an
+ * analysis of 4 sequences. `lora` and `apex-full` have loss masks with
  * unequal target counts (token-weighted accumulation).
  */
 const COMMON = { steps: 5, totalStages: 14, batchSize: 2, gradAccum: 2, gradClip: 0.5, seed: 7 } as const;
@@ -43,8 +46,12 @@ export const TRAJECTORY_CASES: readonly TrajectoryCase[] = [
   { name: 'vanilla', options: { ...COMMON, method: 'vanilla', lr: 2e-3, weightDecay: 0.1 } },
   { name: 'lora', options: { ...COMMON, method: 'lora', loraRank: 4, lr: 1e-2, weightDecay: 0.1 }, lossMasks: true },
   { name: 'apex-operators', options: { ...COMMON, ...APEX, setting: 'operators', lr: 3e-2, weightDecay: 0.1 } },
-  { name: 'apex-structured', options: { ...COMMON, ...APEX, setting: 'structured', lr: 3e-3, weightDecay: 0.1 } },
   { name: 'apex-full', options: { ...COMMON, ...APEX, setting: 'full', lr: 2e-3, weightDecay: 0.1 }, lossMasks: true },
+  // `structured` in two stages of 4 steps in a 204-step plan: stage 1 within the first warm-up
+  // (⌊0.03·204⌋ = 6 steps), stage 2 from the fused model of stage 1 with the units its recorder
+  // counted, fresh moments and operators, a warm-up of ⌊0.005·200⌋ = 1 step back to the rate at
+  // step 4, then the cosine over the 200 steps left.
+  { name: 'apex-structured-2-stages', options: { ...COMMON, ...APEX, steps: 4, totalStages: 51, setting: 'structured', lr: 3e-3, weightDecay: 0.1 }, stages: 2 },
 ];
 
 export const TRAJECTORY_MODEL = STORIES;
@@ -55,14 +62,14 @@ export interface Tensor {
   readonly values: Float32Array;
 }
 
-export interface TrajectoryRun {
-  readonly case: TrajectoryCase;
-  readonly data: SequenceSet;
+/** What one stage of a case drew, computed and wrote. */
+export interface TrajectoryStage {
+  readonly stage: number;
   /** Sequence indices of every micro-batch, in the order the trainer reads them. */
   readonly batches: number[][];
   /** Per layer: P, N, E of heads (KV groups) and channels (APEX only). */
   readonly selection: { layer: number; heads: { P: number[]; N: number[]; E: number[] }; channels: { P: number[]; N: number[]; E: number[] } }[] | null;
-  /** Operator and adapter tensors at the start (direct trainables start at the base model's). */
+  /** Operator and adapter tensors at the start (direct trainables start at the stage's input model). */
   readonly initial: Map<string, Tensor>;
   /** Every trainable tensor after the last step (the final checkpoint's). */
   readonly final: Map<string, Tensor>;
@@ -70,6 +77,14 @@ export interface TrajectoryRun {
   readonly lrs: number[];
   readonly gradNorms: number[];
   readonly lrPlan: unknown;
+  /** The fused model written after the stage (`stages/<n>/model/`), when a later stage follows. */
+  readonly fused?: Map<string, Tensor>;
+}
+
+export interface TrajectoryRun {
+  readonly case: TrajectoryCase;
+  readonly data: SequenceSet;
+  readonly stages: TrajectoryStage[];
   readonly run: string;
   cleanup(): void;
 }
@@ -89,39 +104,58 @@ export async function trajectoryData(c: TrajectoryCase): Promise<SequenceSet> {
   return c.lossMasks ? withLossMasks(data) : data;
 }
 
-/** Runs the case's stage (cpu) and gathers what the comparison needs. `saveEvery` 1 keeps a checkpoint per step (for debugging). */
+/**
+ * Runs the case's stages (cpu; each but the last fused into `stages/<n>/model/`, the next
+ * stage's input) and gathers what the comparison needs. `saveEvery` 1 keeps a checkpoint per
+ * step (for debugging).
+ */
 export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: number } = {}): Promise<TrajectoryRun> {
   const { dir: run, cleanup } = tempRun(`torchref-${c.name}`);
-  const data = await trajectoryData(c);
-  await runStage({
-    model: TRAJECTORY_MODEL,
-    modelDir: TRAJECTORY_MODEL,
-    run,
-    stage: 1,
-    train: data,
-    backend: 'cpu',
-    expand: false,
-    ...(options.saveEvery ? { saveEvery: options.saveEvery, keepCheckpoints: 1000 } : {}),
-    ...c.options,
-  } as StageOptions);
-  const record = JSON.parse(await readFile(join(run, 'stages/1/apex_run.json'), 'utf8')) as {
-    details: { selection: TrajectoryRun['selection']; lr_plan: unknown; lora: { rank: number; alpha: number } | null; seeds: { operators: number; data: number; lora: number } };
+  try {
+    const data = await trajectoryData(c);
+    const checkpoint = await Checkpoint.open(TRAJECTORY_MODEL);
+    const spec = describeCheckpoint(checkpoint).spec;
+    await checkpoint.close();
+    const stages: TrajectoryStage[] = [];
+    const count = c.stages ?? 1;
+    for (let stage = 1; stage <= count; stage++) {
+      await runStage({
+        model: TRAJECTORY_MODEL,
+        modelDir: TRAJECTORY_MODEL,
+        run,
+        stage,
+        train: data,
+        backend: 'cpu',
+        expand: stage < count,
+        ...(options.saveEvery ? { saveEvery: options.saveEvery, keepCheckpoints: 1000 } : {}),
+        ...c.options,
+      } as StageOptions);
+      stages.push(await gatherStage(c, run, stage, data, spec.headDim, spec, stage < count));
+    }
+    return { case: c, data, stages, run, cleanup };
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+}
+
+async function gatherStage(c: TrajectoryCase, run: string, stage: number, data: SequenceSet, headDim: number, spec: Parameters<typeof LoraAdapters.create>[0], fused: boolean): Promise<TrajectoryStage> {
+  const dir = join(run, 'stages', String(stage));
+  const record = JSON.parse(await readFile(join(dir, 'apex_run.json'), 'utf8')) as {
+    details: { selection: TrajectoryStage['selection']; lr_plan: unknown; lora: { rank: number; alpha: number } | null; seeds: { operators: number; data: number; lora: number } };
   };
   const d = record.details;
-  const seeds = stageSeeds(c.options.seed ?? 0, 1);
+  const seeds = stageSeeds(c.options.seed ?? 0, stage);
   if (JSON.stringify(seeds) !== JSON.stringify(d.seeds)) throw new Error(`seeds ${JSON.stringify(d.seeds)} recorded, ${JSON.stringify(seeds)} derived`);
   const stream = new BatchStream(data.sequences.length, new Rng(seeds.data));
   const batches = Array.from({ length: c.options.steps * c.options.gradAccum }, () => stream.next(c.options.batchSize));
 
-  const checkpoint = await Checkpoint.open(TRAJECTORY_MODEL);
-  const spec = describeCheckpoint(checkpoint).spec;
-  await checkpoint.close();
   const initial = new Map<string, Tensor>();
   if (d.selection) {
     const rng = new Rng(seeds.operators);
     for (const s of d.selection) {
       const sel = (u: { P: number[]; N: number[]; E: number[] }) => ({ P: Int32Array.from(u.P), N: Int32Array.from(u.N), E: Int32Array.from(u.E) });
-      const ops = initLayerOperators(s.layer, { heads: sel(s.heads), channels: sel(s.channels) }, spec.headDim, rng);
+      const ops = initLayerOperators(s.layer, { heads: sel(s.heads), channels: sel(s.channels) }, headDim, rng);
       const put = (kind: 'self_attn' | 'mlp', field: string, shape: number[], values: Float32Array) => initial.set(operatorTensorName(s.layer, kind, field), { shape, values });
       if (ops.attn) {
         const { nb, bs } = ops.attn;
@@ -149,15 +183,14 @@ export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: nu
     }
   }
 
-  const last = (await latestCheckpoint(join(run, 'stages/1', CHECKPOINTS_DIR)))!;
+  const last = (await latestCheckpoint(join(dir, CHECKPOINTS_DIR)))!;
   const state = await loadTrainState(last);
   if (state.scalars.step !== c.options.steps) throw new Error(`the last checkpoint ${last} is at step ${state.scalars.step}, not ${c.options.steps}`);
   const final = new Map<string, Tensor>([...state.trainable].map(([name, t]) => [name, { shape: t.shape, values: t.values }]));
 
-  const lines = (await stageMetrics(run)).filter((l) => l.loss !== undefined);
+  const lines = (await stageMetrics(run, stage)).filter((l) => l.loss !== undefined);
   return {
-    case: c,
-    data,
+    stage,
     batches,
     selection: d.selection,
     initial,
@@ -166,8 +199,7 @@ export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: nu
     lrs: lines.map((l) => l.lr!),
     gradNorms: lines.map((l) => l.grad_norm!),
     lrPlan: d.lr_plan,
-    run,
-    cleanup,
+    ...(fused ? { fused: new Map([...(await readAllF32(join(dir, 'model', 'model.safetensors')))]) } : {}),
   };
 }
 
@@ -176,13 +208,16 @@ export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: nu
  * and adapter tensors): the fixture was made from these; when apex draws them differently the
  * fixture no longer applies and has to be made again (fixtures/refs/train/README.md).
  */
-export function inputsDigest(r: Pick<TrajectoryRun, 'data' | 'batches' | 'selection' | 'initial'>): string {
+export function inputsDigest(r: Pick<TrajectoryRun, 'data' | 'stages'>): string {
   const hash = createHash('sha256');
-  hash.update(JSON.stringify({ sequences: r.data.sequences.map((s) => Array.from(s)), masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null, batches: r.batches, selection: r.selection }));
-  for (const [name, t] of [...r.initial].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    hash.update(name);
-    hash.update(JSON.stringify(t.shape));
-    hash.update(new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength));
+  hash.update(JSON.stringify({ sequences: r.data.sequences.map((s) => Array.from(s)), masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null }));
+  for (const st of r.stages) {
+    hash.update(JSON.stringify({ stage: st.stage, batches: st.batches, selection: st.selection }));
+    for (const [name, t] of [...st.initial].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      hash.update(name);
+      hash.update(JSON.stringify(t.shape));
+      hash.update(new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength));
+    }
   }
   return hash.digest('hex');
 }
