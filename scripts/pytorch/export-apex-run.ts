@@ -25,10 +25,11 @@ for (const c of TRAJECTORY_CASES.filter((x) => which === 'all' || x.name === whi
       options: {
         method: o.method, setting: o.setting ?? null, lr: o.lr, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, weight_decay: o.weightDecay ?? 0, grad_clip: o.gradClip ?? 1,
         batch_size: o.batchSize, grad_accum: o.gradAccum, steps: o.steps, total_stages: o.totalStages ?? 1, lora_rank: o.loraRank ?? null, lora_alpha: o.loraAlpha ?? null,
-        train_embeddings: o.trainEmbeddings ?? (o.setting === 'structured'), tuned_attn_ratio: o.tunedAttnRatio ?? 0.5625, tuned_ffn_ratio: o.tunedFfnRatio ?? 0.465,
+        train_embeddings: o.trainEmbeddings ?? (o.setting === 'structured'), ratio: o.ratio ?? 0.375, tuned_attn_ratio: o.tunedAttnRatio ?? 0.5625, tuned_ffn_ratio: o.tunedFfnRatio ?? 0.465,
       },
       sequences: r.data.sequences.map((s) => Array.from(s)),
       loss_masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null,
+      calibration: r.calibration,
       stages: r.stages.map((st) => ({
         stage: st.stage,
         batches: st.batches,

@@ -79,12 +79,14 @@ def main():
         start64 = start32 = startapex = lambda n: base[n]
         for st, s64, s32 in zip(export['stages'], r64['stages'], r32['stages']):
             a = st['apex']
+            if s64['selection_matches_apex'] is False or s32['selection_matches_apex'] is False:
+                raise SystemExit(f'{case} stage {st["stage"]}: the reference selects other units than apex')
             init = lambda s: (lambda n: np.array(st['initial'][n]['values'], dtype=np.float64) if n in st['initial'] else s(n))
             d64, d32, dapex = deltas(s64['final'], init(start64)), deltas(s32['final'], init(start32)), deltas(a['final'], init(startapex))
             if set(dapex) != set(d64):
                 raise SystemExit(f'{case} stage {st["stage"]}: trainable tensors differ: apex only {sorted(set(dapex) - set(d64))[:4]}, reference only {sorted(set(d64) - set(dapex))[:4]}')
             pairs = [(d32, dev32, s32), (dapex, devapex, a)]
-            entry = {'stage': st['stage'], 'losses': s64['losses'], 'grad_norms': s64['grad_norms'], 'lrs': s64['lrs'], 'tensors': digest(d64, {n: t['shape'] for n, t in s64['final'].items()})}
+            entry = {'stage': st['stage'], 'selection': s64['selection'], 'losses': s64['losses'], 'grad_norms': s64['grad_norms'], 'lrs': s64['lrs'], 'tensors': digest(d64, {n: t['shape'] for n, t in s64['final'].items()})}
             if 'fused' in s64:
                 f64, f32, fapex = deltas(s64['fused'], start64), deltas(s32['fused'], start32), deltas(a['fused'], startapex)
                 entry['fused'] = digest(f64, {n: t['shape'] for n, t in s64['fused'].items()})

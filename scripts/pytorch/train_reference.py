@@ -3,9 +3,12 @@
 (docs: /work/shared/APEX-METHOD.md §2-§5; README's loss rules), to check apex's trainer.
 
 It reads what only apex's seeded Rng can say (written by scripts/pytorch/export-apex-run.ts):
-the training sequences and loss masks, the sequence indices of every micro-batch, the selected
-units P/N/E per layer, the operators' initial B1 and LoRA's initial A. Everything else is
-computed here, without apex's code: the LLaMA forward pass (RMSNorm, rotary embeddings, GQA
+the training sequences and loss masks, the sequence indices of every micro-batch, the analysis's
+calibration sample, the operators' initial B1 and LoRA's initial A. Everything else is computed
+here, without apex's code: the selected units P/N/E per layer (§2: rank counts of the head and
+channel activation norms per micro-batch, over the calibration sample for stage 1 and over the
+previous stage's training micro-batches, operators applied, for a later stage; reported when they
+differ from apex's), the LLaMA forward pass (RMSNorm, rotary embeddings, GQA
 attention, SwiGLU, tied or untied lm_head), the causal-LM loss (position t predicts token t+1,
 counted where the loss mask is 1 at t+1; a step's loss is the sum of its micro-batches' token
 losses over all their targets), the operator-augmented forward of §3 (the output side on the
@@ -30,6 +33,7 @@ import json
 import math
 import os
 import struct
+import sys
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
@@ -113,6 +117,7 @@ def rotate_half(x):
 
 class Model:
     def __init__(self, cfg, params, operators=None, lora=None, lora_scale=None):
+        self.record = None               # a list: forward appends (layer, head-unit norms, channel norms)
         self.cfg = cfg
         self.p = params                  # name -> tensor (model tensors)
         self.ops = operators or {}       # layer -> {'attn': {...}, 'mlp': {...}}
@@ -172,6 +177,11 @@ class Model:
             s = s.masked_fill(causal, float('-inf'))
             o = torch.softmax(s, dim=-1) @ v
             o = o.transpose(1, 2).reshape(B, T, cfg.heads * hd)
+            if self.record is not None:
+                # §2: A_h = ‖o[:, h·d_h:(h+1)·d_h]‖_F over the micro-batch's tokens (all real here),
+                # the unit is the KV group: A_g = sqrt(Σ_{h in g} A_h²); with operators, as the augmented model computes it.
+                heads = o.detach().reshape(B * T, cfg.heads, hd).pow(2).sum(dim=(0, 2))
+                groups = heads.reshape(cfg.kv_heads, rep).sum(1).sqrt()
             x = x + o @ Wo.T
             h = rms_norm(x, self.p[f'model.layers.{i}.post_attention_layernorm.weight'], cfg.eps)
             g = h @ self.weight(i, 'gate_proj').T
@@ -189,6 +199,9 @@ class Model:
                 u[..., P] = mlp['b_up'] * uP
                 Wd = Wd.clone()
                 Wd[:, N] = Wd[:, N] * mlp['a'] + Wd[:, P] @ M.T
+            if self.record is not None:
+                # §2: A_c = ‖silu(x·W_gateᵀ)[:, c]‖₂, the gate branch after its activation (and after the gate transform).
+                self.record.append((i, groups, torch.nn.functional.silu(g.detach()).reshape(B * T, -1).pow(2).sum(0).sqrt()))
             x = x + (torch.nn.functional.silu(g) * u) @ Wd.T
         x = rms_norm(x, self.p['model.norm.weight'], cfg.eps)
         head = emb if cfg.tied else self.p['lm_head.weight']
@@ -264,6 +277,66 @@ def fuse(cfg, params, operators):
 
 # --- stage ------------------------------------------------------------------------------------
 
+def selection_size(n, ratio, s=1):
+    """§2: k = ⌊n·ratio/2^s⌋, 1 when that is 0 and n ≥ 2, never more than ⌊n/2⌋."""
+    k = math.floor(n * ratio / 2 ** s + 1e-9)
+    if k == 0 and n >= 2:
+        k = 1
+    return min(k, n // 2)
+
+
+def rank_count(norms, k):
+    """§2: +1 for the micro-batch's Top-k by A, −1 for its Min-k; ties by unit index, lower first."""
+    a = norms.tolist()
+    out = [0] * len(a)
+    for u in sorted(range(len(a)), key=lambda u: (-a[u], u))[:k]:
+        out[u] += 1
+    for u in sorted(range(len(a)), key=lambda u: (a[u], u))[:k]:
+        out[u] -= 1
+    return out
+
+
+def select(scores, k, tuned_ratio):
+    """§2/§4: P = the k highest scores (score desc, index asc); N = the k lowest of the rest (score asc,
+    index asc); E = the next lowest after N up to max(2k, ⌊n·tuned ratio⌋) directly-tuned units."""
+    n = len(scores)
+    P = sorted(range(n), key=lambda u: (-scores[u], u))[:k]
+    rest = sorted((u for u in range(n) if u not in P), key=lambda u: (scores[u], u))
+    tuned = min(n, max(2 * k, math.floor(n * tuned_ratio + 1e-9)))
+    return {'P': P, 'N': rest[:k], 'E': rest[k:tuned - k]}
+
+
+def select_model(counts, o):
+    """The units of every layer from its (head-unit, channel) scores; E only for structured."""
+    ratio = o.get('ratio', 0.375)
+    tuned = o['setting'] == 'structured'
+    out = []
+    for i, (h, c) in enumerate(counts):
+        kh, kc = selection_size(len(h), ratio), selection_size(len(c), ratio)
+        out.append({'layer': i, 'heads': select(h, kh, o['tuned_attn_ratio'] if tuned else 0), 'channels': select(c, kc, o['tuned_ffn_ratio'] if tuned else 0)})
+    return out
+
+
+def analyse(inp, cfg, base, dtype):
+    """§2's initial assessment: the base model's forward over the calibration sample (apex's seeded
+    choice, in its order) in micro-batches of the batch size, rank counts summed; the selection."""
+    model = Model(cfg, base)
+    model.record = []
+    seqs = torch.tensor(inp['sequences'], dtype=torch.long)
+    cal = inp['calibration']
+    bs = inp['options']['batch_size']
+    counts = [[[0] * cfg.kv_heads, None] for _ in range(cfg.layers)]
+    ratio = inp['options'].get('ratio', 0.375)
+    with torch.no_grad():
+        for start in range(0, len(cal), bs):
+            model.forward(seqs[cal[start:start + bs]])
+            for i, heads, chans in model.record:
+                counts[i][0] = [x + y for x, y in zip(counts[i][0], rank_count(heads, selection_size(cfg.kv_heads, ratio)))]
+                counts[i][1] = [x + y for x, y in zip(counts[i][1] or [0] * len(chans), rank_count(chans, selection_size(len(chans), ratio)))]
+            model.record.clear()
+    return select_model(counts, inp['options'])
+
+
 def run(inp, dtype):
     """Every stage of the case, each from the fused model of the one before."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
@@ -271,8 +344,24 @@ def run(inp, dtype):
     cfg = Config(json.load(open(os.path.join(model_dir, 'config.json'))))
     base = {k: torch.tensor(v, dtype=dtype) for k, v in read_safetensors(os.path.join(model_dir, 'model.safetensors')).items()}
     stages = []
+    selection = analyse(inp, cfg, base, dtype) if inp['options']['method'] == 'apex' else None
     for k, st in enumerate(inp['stages']):
-        result, params, operators = run_stage(inp, st, cfg, base, dtype)
+        matches = None
+        if selection is not None:
+            # Stage 1 selects by the analysis of the base model, a later stage by the counts its predecessor
+            # recorded while training (§2, §5): the reference's own, which should be apex's.
+            key = lambda sel: [{k: x[k] for k in ('layer', 'heads', 'channels')} for x in sel]
+            matches = key(selection) == key(st['selection'])
+            if not matches:
+                print(f"{inp['case']} stage {st['stage']}: the reference selects other units than apex", file=sys.stderr)
+            st = dict(st, selection=selection)
+        result, params, operators, counts = run_stage(inp, st, cfg, base, dtype)
+        result['selection'] = st['selection']
+        result['selection_matches_apex'] = matches
+        if counts is not None:
+            o = inp['options']
+            selection = select_model(counts, inp['options'])
+            result['selection_next'] = selection
         if k + 1 < len(inp['stages']):
             base = fuse(cfg, params, operators)
             result['fused'] = {name: {'shape': list(t.shape), 'values': t.to(torch.float64).reshape(-1).tolist()} for name, t in base.items()}
@@ -353,6 +442,11 @@ def run_stage(inp, st, cfg, base, dtype):
     for t in trainable.values():
         t.requires_grad_(True)
     model = Model(cfg, params, operators, lora, scale)
+    counts = None
+    if method == 'apex':
+        # The score recorder (§2): rank counts over the stage's training micro-batches, the next stage's scores.
+        model.record = []
+        counts = [[[0] * cfg.kv_heads, None] for _ in range(cfg.layers)]
 
     # AdamW: matrices decay, vectors (norms, a, b) do not; a masked matrix decays on its entries only (by hand).
     wd = o['weight_decay']
@@ -385,6 +479,12 @@ def run_stage(inp, st, cfg, base, dtype):
         for b in micro:
             ids = seqs[b]
             nll, _ = token_nll_sum(model.forward(ids), ids, lmask[b])
+            if model.record is not None:
+                for i, heads, chans in model.record:
+                    kh, kc = selection_size(cfg.kv_heads, o.get('ratio', 0.375)), selection_size(len(chans), o.get('ratio', 0.375))
+                    counts[i][0] = [x + y for x, y in zip(counts[i][0], rank_count(heads, kh))]
+                    counts[i][1] = [x + y for x, y in zip(counts[i][1] or [0] * len(chans), rank_count(chans, kc))]
+                model.record.clear()
             (nll / targets).backward()
             loss_total += float(nll.detach())
         for name, m in masks.items():
@@ -402,7 +502,7 @@ def run_stage(inp, st, cfg, base, dtype):
         lrs.append(lr)
         norms.append(norm)
     final = {k: {'shape': list(t.shape), 'values': t.detach().to(torch.float64).reshape(-1).tolist()} for k, t in trainable.items()}
-    return {'stage': st['stage'], 'losses': losses, 'lrs': lrs, 'grad_norms': norms, 'final': final}, params, operators
+    return {'stage': st['stage'], 'losses': losses, 'lrs': lrs, 'grad_norms': norms, 'final': final}, params, operators, counts
 
 
 def main():

@@ -20,6 +20,8 @@
 //   largest |ΔW| (float32, any entry: ≤ 2.4e-3; Adam divides each entry by its own √v, so an
 //   entry with small, sign-changing gradients carries the rounding of its moments into its
 //   update).
+// - the selected units (P, N, E per layer) are the reference's: its own analysis of the base
+//   model for stage 1, its own rank counts over stage 1's training micro-batches for stage 2.
 // - what may not change does not: every trainable tensor is one the reference trains (so
 //   `operators` trains no model tensor), and rows/columns the reference leaves unchanged
 //   (`structured`'s unselected units) keep their bits.
@@ -29,7 +31,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inputsDigest, runTrajectory, TRAJECTORY_CASES, TRAJECTORY_MODEL, type Tensor } from './trajectory-driver.js';
+import { inputsDigest, runTrajectory, TRAJECTORY_CASES, TRAJECTORY_MODEL, type Tensor, type TrajectoryStage } from './trajectory-driver.js';
 import { readAllF32 } from './stage-fixtures.js';
 
 interface RefTensor {
@@ -43,6 +45,8 @@ interface RefTensor {
 
 interface RefStage {
   stage: number;
+  /** The units the reference selects (APEX): from its own analysis (stage 1) or its own training counts. */
+  selection: TrajectoryStage['selection'];
   losses: number[];
   grad_norms: number[];
   lrs: number[];
@@ -113,6 +117,7 @@ describe('whole stages compute what the PyTorch reference computes (stories260K,
       r.stages.forEach((st, k) => {
         const want = ref.stages[k]!;
         const at = `stage ${st.stage}`;
+        expect(st.selection?.map(({ layer, heads, channels }) => ({ layer, heads, channels })) ?? null, `${at}: apex selects other units than the reference (§2: analysis, rank counts during training, P/N/E)`).toEqual(want.selection);
         expect(st.lrs.length, at).toBe(want.lrs.length);
         st.lrs.forEach((lr, i) => expect(Math.abs(lr - want.lrs[i]!), `${at}: lr of step ${i + 1}`).toBeLessThanOrEqual(TOLERANCE.lr * Math.max(...want.lrs)));
         st.losses.forEach((loss, i) => expect(relative(loss, want.losses[i]!), `${at}: loss of step ${i + 1}: apex ${loss}, reference ${want.losses[i]}`).toBeLessThanOrEqual(TOLERANCE.loss));

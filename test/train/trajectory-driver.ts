@@ -1,9 +1,9 @@
 // The apex side of the PyTorch trajectory comparison (scripts/pytorch/train_reference.py,
-// fixtures/refs/train/, test/train/pytorch-trajectory.test.ts): the cases, and one stage of each
+// fixtures/refs/train/, test/train/pytorch-trajectory.test.ts): the cases, and the stages of each
 // run on the cpu backend with everything the reference needs that comes from apex's seeded
-// Rng (the micro-batches' sequence indices, the selected units, the operators' initial B1,
-// LoRA's initial A) read back or re-derived from apex, plus the step metrics and every
-// trainable tensor after the last step.
+// Rng (the micro-batches' sequence indices, the analysis's calibration sample, the operators'
+// initial B1, LoRA's initial A) re-derived from apex's seeds, plus what apex did: the selected
+// units, the step metrics, every trainable tensor after the last step, the fused model.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { describeCheckpoint } from '../../src/model/weight-source.js';
 import { operatorTensorName } from '../../src/ops/operator-file.js';
 import { initLayerOperators } from '../../src/ops/operator-init.js';
 import { BatchStream } from '../../src/train/batch-stream.js';
+import { sampleIndices } from '../../src/train/data-split.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { LoraAdapters } from '../../src/train/lora.js';
 import { stageSeeds } from '../../src/train/stage-records.js';
@@ -84,6 +85,8 @@ export interface TrajectoryStage {
 export interface TrajectoryRun {
   readonly case: TrajectoryCase;
   readonly data: SequenceSet;
+  /** The sequences stage 1's analysis read, in its order (APEX): apex's seeded sample. */
+  readonly calibration: number[] | null;
   readonly stages: TrajectoryStage[];
   readonly run: string;
   cleanup(): void;
@@ -132,7 +135,9 @@ export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: nu
       } as StageOptions);
       stages.push(await gatherStage(c, run, stage, data, spec.headDim, spec, stage < count));
     }
-    return { case: c, data, stages, run, cleanup };
+    const o = c.options;
+    const calibration = o.method === 'apex' ? sampleIndices(data.sequences.length, o.calibrationSamples ?? 64, o.seed ?? 0) : null;
+    return { case: c, data, calibration, stages, run, cleanup };
   } catch (e) {
     cleanup();
     throw e;
@@ -204,15 +209,15 @@ async function gatherStage(c: TrajectoryCase, run: string, stage: number, data: 
 }
 
 /**
- * sha256 of what the reference takes from apex (data, micro-batches, selection, initial operator
- * and adapter tensors): the fixture was made from these; when apex draws them differently the
+ * sha256 of what the reference takes from apex (data, calibration sample, micro-batches, initial
+ * operator and adapter tensors; not the selected units, which the reference computes itself): the fixture was made from these; when apex draws them differently the
  * fixture no longer applies and has to be made again (fixtures/refs/train/README.md).
  */
-export function inputsDigest(r: Pick<TrajectoryRun, 'data' | 'stages'>): string {
+export function inputsDigest(r: Pick<TrajectoryRun, 'data' | 'calibration' | 'stages'>): string {
   const hash = createHash('sha256');
-  hash.update(JSON.stringify({ sequences: r.data.sequences.map((s) => Array.from(s)), masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null }));
+  hash.update(JSON.stringify({ sequences: r.data.sequences.map((s) => Array.from(s)), masks: r.data.lossMasks?.map((m) => Array.from(m)) ?? null, calibration: r.calibration }));
   for (const st of r.stages) {
-    hash.update(JSON.stringify({ stage: st.stage, batches: st.batches, selection: st.selection }));
+    hash.update(JSON.stringify({ stage: st.stage, batches: st.batches }));
     for (const [name, t] of [...st.initial].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       hash.update(name);
       hash.update(JSON.stringify(t.shape));
