@@ -4,23 +4,23 @@
 // stage: each step's loss, learning rate and gradient norm; every trainable tensor after the last
 // step; the fused model a later stage starts from).
 //
-//   npx tsx scripts/pytorch/export-apex-run.ts <case|all> <out-folder>
+//   npx tsx scripts/pytorch/export-apex-run.ts <case|all> <out-folder>   (all: the test's cases; INVESTIGATION_CASES by name)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { inputsDigest, runTrajectory, TRAJECTORY_CASES, TRAJECTORY_MODEL, type Tensor } from '../../test/train/trajectory-driver.js';
+import { INVESTIGATION_CASES, inputsDigest, runTrajectory, TRAJECTORY_CASES, TRAJECTORY_MODEL, type Tensor } from '../../test/train/trajectory-driver.js';
 
 const [which, out] = process.argv.slice(2);
 if (!which || !out) throw new Error('usage: export-apex-run.ts <case|all> <out-folder>');
 mkdirSync(out, { recursive: true });
 const tensors = (m: Map<string, Tensor>) => Object.fromEntries([...m].map(([k, t]) => [k, { shape: t.shape, values: Array.from(t.values) }]));
-for (const c of TRAJECTORY_CASES.filter((x) => which === 'all' || x.name === which)) {
+for (const c of [...TRAJECTORY_CASES, ...INVESTIGATION_CASES].filter((x) => (which === 'all' && TRAJECTORY_CASES.includes(x)) || x.name === which)) {
   const started = performance.now();
   const r = await runTrajectory(c);
   try {
     const o = c.options as Record<string, unknown>;
     const json = {
       case: c.name,
-      model: TRAJECTORY_MODEL,
+      model: c.model ?? TRAJECTORY_MODEL,
       inputs_sha256: inputsDigest(r),
       options: {
         method: o.method, setting: o.setting ?? null, lr: o.lr, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, weight_decay: o.weightDecay ?? 0, grad_clip: o.gradClip ?? 1,

@@ -19,7 +19,7 @@ import { stageSeeds } from '../../src/train/stage-records.js';
 import { CHECKPOINTS_DIR, runStage, type StageOptions } from '../../src/train/stage.js';
 import { latestCheckpoint, loadTrainState } from '../../src/train/train-state.js';
 import { Rng } from '../../src/util/rng.js';
-import { readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { LLAMA, readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 export interface TrajectoryCase {
   readonly name: string;
@@ -29,6 +29,9 @@ export interface TrajectoryCase {
   readonly lossMasks?: boolean;
   /** Stages to train, each from the fused model of the one before (default 1). */
   readonly stages?: number;
+  /** Default TRAJECTORY_MODEL, TRAJECTORY_SEQ_LEN. */
+  readonly model?: string;
+  readonly seqLen?: number;
 }
 
 /**
@@ -53,6 +56,18 @@ export const TRAJECTORY_CASES: readonly TrajectoryCase[] = [
   // counted, fresh moments and operators, a warm-up of ⌊0.005·200⌋ = 1 step back to the rate at
   // step 4, then the cosine over the 200 steps left.
   { name: 'apex-structured-2-stages', options: { ...COMMON, ...APEX, steps: 4, totalStages: 51, setting: 'structured', lr: 3e-3, weightDecay: 0.1 }, stages: 2 },
+];
+
+/**
+ * Longer or other runs compared by hand (scripts/pytorch/export-apex-run.ts, compare.py), not by
+ * the test (its time): llama-mha-f32 (MHA, untied lm_head, head_dim 32) and 10-step runs of 32
+ * tokens.
+ */
+export const INVESTIGATION_CASES: readonly TrajectoryCase[] = [
+  { name: 'llama-structured-2-stages', model: LLAMA, seqLen: 32, options: { ...COMMON, ...APEX, steps: 6, totalStages: 34, setting: 'structured', lr: 3e-3, weightDecay: 0.1 }, stages: 2 },
+  { name: 'llama-lora', model: LLAMA, seqLen: 32, options: { ...COMMON, method: 'lora', steps: 8, loraRank: 8, lr: 1e-2, weightDecay: 0.1 }, lossMasks: true },
+  { name: 'stories-operators-10', seqLen: 32, options: { ...COMMON, ...APEX, steps: 10, totalStages: 7, setting: 'operators', lr: 3e-2, weightDecay: 0.1 } },
+  { name: 'stories-full-10', seqLen: 32, options: { ...COMMON, ...APEX, steps: 10, totalStages: 7, setting: 'full', lr: 2e-3, weightDecay: 0 }, lossMasks: true },
 ];
 
 export const TRAJECTORY_MODEL = STORIES;
@@ -103,7 +118,7 @@ function withLossMasks(set: SequenceSet): SequenceSet {
 }
 
 export async function trajectoryData(c: TrajectoryCase): Promise<SequenceSet> {
-  const data = await storyChunks(TRAJECTORY_SEQ_LEN);
+  const data = await storyChunks(c.seqLen ?? TRAJECTORY_SEQ_LEN);
   return c.lossMasks ? withLossMasks(data) : data;
 }
 
@@ -116,15 +131,16 @@ export async function runTrajectory(c: TrajectoryCase, options: { saveEvery?: nu
   const { dir: run, cleanup } = tempRun(`torchref-${c.name}`);
   try {
     const data = await trajectoryData(c);
-    const checkpoint = await Checkpoint.open(TRAJECTORY_MODEL);
+    const model = c.model ?? TRAJECTORY_MODEL;
+    const checkpoint = await Checkpoint.open(model);
     const spec = describeCheckpoint(checkpoint).spec;
     await checkpoint.close();
     const stages: TrajectoryStage[] = [];
     const count = c.stages ?? 1;
     for (let stage = 1; stage <= count; stage++) {
       await runStage({
-        model: TRAJECTORY_MODEL,
-        modelDir: TRAJECTORY_MODEL,
+        model,
+        modelDir: model,
         run,
         stage,
         train: data,
