@@ -60,8 +60,11 @@ export class Checkpoint {
     } catch (e) {
       throw new InputError(`${dir}: cannot read checkpoint folder (${(e as NodeJS.ErrnoException).code})`, 'NOT_FOUND');
     }
-    const remote = new Map((options.remoteWeights?.files ?? []).filter((f) => !entries.includes(f.file)).map((f) => [f.file, f]));
-    entries = [...entries, ...remote.keys()];
+    // A file resolve-model left on the Hub is read from its header even when the folder has an
+    // entry of that name: such an entry is a link to a missing or wrong-sized blob, which the run
+    // would download again (resolve-model.ts place), not a file to read.
+    const remote = new Map((options.remoteWeights?.files ?? []).map((f) => [f.file, f]));
+    entries = [...new Set([...entries, ...remote.keys()])];
     const opened = new Map<string, SafetensorsFile>();
     const closeAll = async () => { for (const f of opened.values()) await f.close().catch(() => {}); };
     try {

@@ -6,6 +6,7 @@
  * Hub's LFS sha256 is the sha256 of the bytes), and refuses any read of tensor data.
  */
 import { existsSync } from 'node:fs';
+import { readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InternalError, OfflineCacheMissError, SafetensorsFormatError } from '../../src/errors.js';
@@ -108,6 +109,23 @@ describe('a dry run of an uncached Hub model', () => {
     // One HEAD; each GET (to the Hub, then its redirect to the CDN) ranged.
     expect(weightRequests(w.hub).filter((q) => q.method === 'HEAD')).toHaveLength(1);
     for (const q of weightRequests(w.hub).filter((x) => x.method === 'GET')) expect(q.range).toMatch(/^bytes=\d+-\d+$/);
+  });
+
+  it('a snapshot entry whose blob is gone (a dangling link the run would download again) is read from the Hub\'s header, not opened', async () => {
+    const full = await resolveModel(SINGLE, w.options());
+    const link = join(full.dir, 'model.safetensors');
+    await rm(join(full.dir, await readlink(link)));
+    const dry = await resolveModel(SINGLE, w.options({ weights: 'headers' }));
+    expect(dry.remoteWeights?.files.map((f) => f.file)).toEqual(['model.safetensors']);
+    const ck = await Checkpoint.open(dry.dir, { remoteWeights: dry.remoteWeights! });
+    expect(ck.hasData).toBe(false);
+    expect(ck.tensorNames().length).toBeGreaterThan(0);
+    await ck.close();
+    // The run downloads it again and reads it.
+    const real = await resolveModel(SINGLE, w.options());
+    const downloaded = await Checkpoint.open(real.dir);
+    expect(downloaded.hasData).toBe(true);
+    await downloaded.close();
   });
 
   it('offline (HF_HUB_OFFLINE) with the model uncached still fails with exit 4, without a request', async () => {
