@@ -90,7 +90,8 @@ export async function resolveModel(arg: string, options: ResolveOptions = {}): P
     if (e instanceof OfflineCacheMissError) {
       throw new OfflineCacheMissError(`${e.message}; ${repo}@${revision} is not (completely) in the Hugging Face cache at ${cache.root}${await lookalikeFolder(arg)}`);
     }
-    if (e instanceof InputError && e.code === 'HUB_NOT_FOUND') throw new InputError(`${e.message}${await lookalikeFolder(arg)}`, e.code, { cause: e });
+    // The Hub answers an anonymous request for a repo that does not exist with 401 (RepoNotFound), not 404.
+    if (e instanceof InputError && (e.code === 'HUB_NOT_FOUND' || e.code === 'HUB_UNAUTHORIZED')) throw new InputError(`${e.message}${await lookalikeFolder(arg)}`, e.code, { cause: e });
     throw e;
   }
 }

@@ -69,6 +69,8 @@ describe('local folders', () => {
       await expect(resolveModel('modelz/llama-mha-f32', w.options({ fetch: noNetwork() }))).rejects.toMatchObject({ exit: 4, message: expect.stringContaining(hint) });
       const notFound = vi.fn<typeof globalThis.fetch>(() => Promise.resolve(new Response('{"error":"Repository not found"}', { status: 404 })));
       await expect(resolveModel('modelz/llama-mha-f33', w.options({ fetch: notFound }))).rejects.toMatchObject({ code: 'HUB_NOT_FOUND', message: expect.stringContaining(hint) });
+      // The Hub answers an anonymous request for a repo that does not exist with 401 RepoNotFound (the fake Hub as the real one).
+      await expect(resolveModel('modelz/llama-mha-f32', w.options({ token: undefined }))).rejects.toMatchObject({ code: 'HUB_UNAUTHORIZED', message: expect.stringContaining(hint) });
       // Nothing close: the messages are as before.
       await expect(resolveModel('other-org/some-model', w.options({ fetch: noNetwork(), offline: true }))).rejects.toMatchObject({ message: expect.not.stringContaining('did you mean') });
     } finally {
