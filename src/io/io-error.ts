@@ -12,7 +12,7 @@
  *   exit 2, OUTPUT_NOT_WRITABLE.
  * Anything else is returned unchanged (toApexError decides).
  */
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { ApexError, ResourceLimitError, UsageError } from '../errors.js';
 
 export function ioError(path: string, op: string, e: unknown): unknown {
@@ -41,6 +41,23 @@ export function nameTooLong(path: string, cause: unknown): UsageError {
   const longest = Math.max(...path.split(/[\\/]/).map((n) => Buffer.byteLength(n)));
   return new UsageError(
     `${path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; its longest part is ${longest} bytes, most filesystems allow 255); choose a shorter output path`,
+    'OUTPUT_NOT_WRITABLE',
+    { cause },
+  );
+}
+
+/**
+ * ENAMETOOLONG for the lock file beside an output (`<out>.lock`, first written as
+ * `<out>.lock.<pid>-<hex>`, some 20 bytes longer than the output's own name): the output's name
+ * may be within the filesystem's limit and its lock's not, so the message says so and names the
+ * output, not a temporary name the user never chose.
+ */
+export function lockNameTooLong(outDir: string, lockFile: string, cause: unknown): UsageError {
+  const name = Buffer.byteLength(basename(outDir));
+  const lock = Buffer.byteLength(basename(lockFile));
+  return new UsageError(
+    `${outDir}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG): apex writes its lock file beside it, named as the output ` +
+      `plus .lock.<pid>-<random>, ${lock} bytes for the output's ${name}, and most filesystems allow 255 per name; choose a shorter output path`,
     'OUTPUT_NOT_WRITABLE',
     { cause },
   );

@@ -10,10 +10,10 @@
 import { hostname } from 'node:os';
 import { readFileSync, realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { link, open, readFile, rename, rm } from 'node:fs/promises';
+import { link, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
-import { ioError } from './io-error.js';
+import { ioError, lockNameTooLong } from './io-error.js';
 import { processAlive, removeStaleTemporaries } from './stale-temps.js';
 
 export interface LockOwner {
@@ -31,6 +31,23 @@ export interface OutputLock {
 
 export function lockPathFor(outDir: string): string {
   return `${outDir.replace(/[/\\]+$/, '')}.lock`;
+}
+
+/**
+ * Refuses (exit 2, OUTPUT_NOT_WRITABLE) an output whose lock file's name would be too long for
+ * the filesystem, as acquireOutputLock would: for dry runs, which take no lock. Writes nothing:
+ * the lookup of that name fails with ENAMETOOLONG where the filesystem cannot hold it.
+ */
+export async function refuseLockNameTooLong(outDir: string): Promise<void> {
+  const probe = `${lockPathFor(namedOutputPath(outDir))}.${process.pid}-00000000`;
+  try {
+    await stat(probe);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // With the folder not there yet (the command makes it), the lookup stops before the name: 255 bytes, as on Linux's filesystems.
+    const parentMissing = code === 'ENOENT' && (await stat(dirname(probe)).then(() => false, () => true));
+    if (code === 'ENAMETOOLONG' || (parentMissing && Buffer.byteLength(basename(probe)) > 255)) throw lockNameTooLong(resolve(outDir), probe, e);
+  }
 }
 
 /**
@@ -194,7 +211,9 @@ async function createExclusive(path: string, text: string): Promise<boolean> {
   // Write the full content to a private file first, then link it into place: the lock never
   // exists half-written, and link() fails with EEXIST when someone holds it.
   const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`;
-  const h = await open(tmp, 'wx').catch((e: unknown) => { throw ioError(tmp, 'create the lock file', e); });
+  const h = await open(tmp, 'wx').catch((e: unknown) => {
+    throw (e as NodeJS.ErrnoException)?.code === 'ENAMETOOLONG' ? lockNameTooLong(path.replace(/\.lock$/, ''), tmp, e) : ioError(tmp, 'create the lock file', e);
+  });
   try {
     await h.writeFile(text);
     await h.sync();

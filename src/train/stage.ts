@@ -21,7 +21,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, InternalError, UsageError } from '../errors.js';
 import { loraParamCount, maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
-import { acquireOutputLock } from '../io/output-lock.js';
+import { acquireOutputLock, refuseLockNameTooLong } from '../io/output-lock.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { describeCheckpoint } from '../model/weight-source.js';
@@ -219,7 +219,12 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
   if (!planAsEmpty(options)) refuseForeignFolder(run);
   // A dry run writes nothing, not even the run folder or its lock.
-  if (options.runLockHeld || settings.dryRun) return trainStageLocked(options, settings);
+  if (options.runLockHeld) return trainStageLocked(options, settings);
+  if (settings.dryRun) {
+    // No lock is taken, but a name the lock file cannot have is refused as the stage refuses it.
+    await refuseLockNameTooLong(run);
+    return trainStageLocked(options, settings);
+  }
   await makeOutputFolder(dirname(run));
   const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
   try {

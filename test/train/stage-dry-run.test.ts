@@ -66,6 +66,19 @@ describe('a dry run of a stage', () => {
     expect(existsSync(run)).toBe(false);
   });
 
+  it('refuses an -o whose lock file name is too long for the filesystem as the stage does (exit 2), also when the folder name itself would fit', async () => {
+    for (const length of [300, 245]) {
+      const run = join(newRun(), '..', 'r'.repeat(length));
+      const dry = await runStage(options(run, { dryRun: true, method: 'vanilla', setting: undefined, calibrationSamples: undefined })).catch((e: unknown) => e);
+      expect(dry, `${length}`).toMatchObject({ exit: 2, code: 'OUTPUT_NOT_WRITABLE', message: expect.stringContaining('ENAMETOOLONG') });
+      const real = await runStage(options(run, { method: 'vanilla', setting: undefined, calibrationSamples: undefined })).catch((e: unknown) => e);
+      expect(real, `${length}`).toMatchObject({ exit: 2, code: 'OUTPUT_NOT_WRITABLE' });
+      // The same words, but for the random part of the lock file's name.
+      expect((real as Error).message).toBe((dry as Error).message);
+      expect((real as Error).message.startsWith(`${run}: `)).toBe(true);
+    }
+  });
+
   it('refuses an analysis over --max-memory as the stage then does, when training alone would fit', async () => {
     // operators trains little: its estimate (≈ 12 MB here) is under the analysis's (≈ 23 MB).
     const run = newRun();
