@@ -36,11 +36,21 @@ export function ioError(path: string, op: string, e: unknown): unknown {
   return e;
 }
 
+/** Names longer than this many bytes are refused by Linux's filesystems (NAME_MAX). */
+const NAME_MAX = 255;
+
+/** Why a path was too long: a part over NAME_MAX, else the whole path (PATH_MAX, 4096 on Linux). */
+function whyTooLong(path: string): string {
+  const longest = Math.max(...path.split(/[\\/]/).map((n) => Buffer.byteLength(n)));
+  return longest > NAME_MAX
+    ? `its longest part is ${longest} bytes, most filesystems allow ${NAME_MAX}`
+    : `the whole path is ${Buffer.byteLength(path)} bytes, Linux allows 4096`;
+}
+
 /** ENAMETOOLONG: the filesystem's limits are 255 bytes per name and 4096 per path (Linux). */
 export function nameTooLong(path: string, cause: unknown): UsageError {
-  const longest = Math.max(...path.split(/[\\/]/).map((n) => Buffer.byteLength(n)));
   return new UsageError(
-    `${path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; its longest part is ${longest} bytes, most filesystems allow 255); choose a shorter output path`,
+    `${path}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG; ${whyTooLong(path)}); choose a shorter output path`,
     'OUTPUT_NOT_WRITABLE',
     { cause },
   );
@@ -55,12 +65,10 @@ export function nameTooLong(path: string, cause: unknown): UsageError {
 export function lockNameTooLong(outDir: string, lockFile: string, cause: unknown): UsageError {
   const name = Buffer.byteLength(basename(outDir));
   const lock = Buffer.byteLength(basename(lockFile));
-  return new UsageError(
-    `${outDir}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG): apex writes its lock file beside it, named as the output ` +
-      `plus .lock.<pid>-<random>, ${lock} bytes for the output's ${name}, and most filesystems allow 255 per name; choose a shorter output path`,
-    'OUTPUT_NOT_WRITABLE',
-    { cause },
-  );
+  const why = lock > NAME_MAX
+    ? `apex writes its lock file beside it, named as the output plus .lock.<pid>-<random>: ${lock} bytes for the output's ${name}, and most filesystems allow ${NAME_MAX} per name`
+    : whyTooLong(lockFile).replace('the whole path', "the path of its lock file (the output's plus .lock.<pid>-<random>)");
+  return new UsageError(`${outDir}: cannot write the output there, the name is too long for the filesystem (ENAMETOOLONG): ${why}; choose a shorter output path`, 'OUTPUT_NOT_WRITABLE', { cause });
 }
 
 /** EFBIG: a write past the process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). */

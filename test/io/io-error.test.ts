@@ -34,6 +34,9 @@ describe('ioError', () => {
   it('ENAMETOOLONG is an output apex cannot write (exit 2), with the longest part measured; a real over-long -o folder too', async () => {
     const long = 'x'.repeat(300);
     expect(ioError(`/out/${long}/f`, 'create', errno('ENAMETOOLONG'))).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringContaining('its longest part is 300 bytes') });
+    // A path over 4096 bytes whose every part is short: the path is measured, not its parts.
+    const deep = `/out${`/${'y'.repeat(200)}`.repeat(21)}`;
+    expect(ioError(deep, 'create', errno('ENAMETOOLONG'))).toMatchObject({ exit: 2, message: expect.stringContaining(`the whole path is ${deep.length} bytes, Linux allows 4096`) });
     const real = await outputState(join(tmpdir(), long)).catch((e: unknown) => e);
     expect(real).toMatchObject({ code: 'OUTPUT_NOT_WRITABLE', exit: 2, message: expect.stringContaining('ENAMETOOLONG') });
   });
