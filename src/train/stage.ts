@@ -70,12 +70,13 @@ export interface StageNames {
   readonly matchParams: string;
   readonly maxMemory: string;
   readonly calibrationSamples: string;
+  readonly gradAccum: string;
 }
 
-const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params', maxMemory: '--max-memory', calibrationSamples: '--calibration-samples' };
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params', maxMemory: '--max-memory', calibrationSamples: '--calibration-samples', gradAccum: '--grad-accum' };
 
 /** How `apex run` names them: its config keys. */
-export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params', maxMemory: 'max_memory', calibrationSamples: 'data.calibration_samples' };
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params', maxMemory: 'max_memory', calibrationSamples: 'data.calibration_samples', gradAccum: 'optimizer.grad_accum' };
 
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
@@ -360,7 +361,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, what, options.names?.batchSize === RUN_CONFIG_NAMES.batchSize ? CONFIG_MEMORY_ADVICE : undefined, training);
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training);
     if (onWebgpu()) {
-      checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`);
+      checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`, `lower ${names.batchSize} or ${names.seqLen} (use ${names.gradAccum} to keep the batch)`);
       if (options.eval && settings.evalBatchSize > batchSize) {
         checkWebgpuBinding(spec, settings.evalBatchSize, options.eval.seqLen, maxStorageBindingBytes(), `the held-out evaluation of stage ${stage} (batch ${settings.evalBatchSize} × ${options.eval.seqLen} tokens)`, `lower ${names.evalBatchSize}`);
       }
@@ -378,7 +379,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       let analyse = planAsEmpty(options) || !existsSync(scoresPath);
       if (analyse) {
         if (stage > 1) throw new InputError(`${scoresPath} does not exist: stage ${stage - 1} recorded no scores (was it an APEX stage, and did it finish?)`, 'NOT_FOUND');
-        say(`no ${scoresPath}: running the analysis first, on ${Math.min(settings.calibrationSamples, options.train.sequences.length)} of the ${options.train.sequences.length} training sequences (--calibration-samples)`);
+        if (options.analysedByCaller !== true) say(`no ${scoresPath}: running the analysis first, on ${Math.min(settings.calibrationSamples, options.train.sequences.length)} of the ${options.train.sequences.length} training sequences (${names.calibrationSamples})`);
       } else if (stage === 1) {
         const mismatch = await analysisMismatch(scoresPath, { modelFingerprint: modelFingerprint(await inputModel()), ratio: settings.selection.ratio, countingK: stageCountingK(settings, spec) });
         if (mismatch !== undefined) {
