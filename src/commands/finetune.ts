@@ -6,7 +6,7 @@
 import { Args } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { resolveModel } from '../io/resolve-model.js';
-import { describeWeightsToDownload, weightsToDownload } from '../io/hub-headers.js';
+import { describeWeightsToDownload, weightsToDownload, type WeightsToDownload } from '../io/hub-headers.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { resolveStageSettings } from '../train/stage-options.js';
 import { finetuneFlags, loadStageData, stageSettingsFromFlags } from '../train/stage-flags.js';
@@ -26,7 +26,7 @@ export default class Finetune extends ApexCommand<StageResult> {
   static override args = { model: Args.string({ description: 'Base model folder or Hugging Face repo id (org/name[@revision]).', required: true }) };
   static override flags = finetuneFlags;
 
-  protected async execute(): Promise<StageResult> {
+  protected async execute(): Promise<StageResult & { readonly download?: WeightsToDownload | null }> {
     const { args, flags } = await this.parse(Finetune);
     const settings = stageSettingsFromFlags(args.model, flags, this.argv);
     resolveStageSettings(settings);
@@ -60,7 +60,7 @@ export default class Finetune extends ApexCommand<StageResult> {
       // The command resolves (downloads) the model before it finds the stage complete.
       const download = weightsToDownload(resolved.remoteWeights);
       if (download) this.say(describeWeightsToDownload(download));
-      return result;
+      return { ...result, download };
     }
     const t = result.trainable;
     this.say(`stage ${result.stage} (${result.method}${result.setting ? ` ${result.setting}` : ''}${result.lora ? ` rank ${result.lora.rank}` : ''}): ${result.status === 'complete' ? 'already complete' : `${result.steps - result.startStep} step${result.steps - result.startStep === 1 ? '' : 's'} trained${result.startStep > 0 ? ` (resumed at step ${result.startStep})` : ''}`}`);

@@ -52,6 +52,7 @@ import { RunState } from './run-state.js';
 import { ANALYSIS_FOLDER, assessAdvantage, measureBaseModel } from './run-steps.js';
 import { assembleRunSummary, RUN_REPORT_FILE, writeRunSummary, type BaseModelRecord, type RunSummary, type RunSummaryParts } from './run-summary.js';
 import { makeOutputFolder } from '../io/atomic-output.js';
+import { refuseLockNameTooLong } from '../io/output-lock.js';
 
 export interface RunPipelineOptions {
   readonly resolved: ResolvedRunConfig;
@@ -160,6 +161,7 @@ export async function runPipeline(options: RunPipelineOptions): Promise<RunSumma
   // Everything that can be checked without writing is checked before the run folder exists.
   const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status);
   const existed = existsSync(run);
+  await refuseLockNameTooLong(run); // before the parent folders are made
   await makeOutputFolder(dirname(run));
 
   const lock = new RunLock(run, onWarning);

@@ -221,11 +221,10 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   if (!planAsEmpty(options)) refuseForeignFolder(run);
   // A dry run writes nothing, not even the run folder or its lock.
   if (options.runLockHeld) return trainStageLocked(options, settings);
-  if (settings.dryRun) {
-    // No lock is taken, but a name the lock file cannot have is refused as the stage refuses it.
-    await refuseLockNameTooLong(run);
-    return trainStageLocked(options, settings);
-  }
+  // A name the lock file cannot have is refused before any folder is made (a dry run takes no
+  // lock, and refuses it as the stage does).
+  await refuseLockNameTooLong(run);
+  if (settings.dryRun) return trainStageLocked(options, settings);
   await makeOutputFolder(dirname(run));
   const lock = await acquireOutputLock(run, { command: 'apex finetune', onWarning: (m) => (options.onWarning ?? options.progress)?.(m) });
   try {

@@ -77,6 +77,11 @@ describe('a dry run of a stage', () => {
       expect((real as Error).message).toBe((dry as Error).message);
       expect((real as Error).message.startsWith(`${run}: `)).toBe(true);
     }
+    // Refused before the folders above it are made: nothing is left behind.
+    const parent = join(newRun(), 'new-parent');
+    const real = await runStage(options(join(parent, 'r'.repeat(245)), { method: 'vanilla', setting: undefined, calibrationSamples: undefined })).catch((e: unknown) => e);
+    expect(real).toMatchObject({ exit: 2, code: 'OUTPUT_NOT_WRITABLE' });
+    expect(existsSync(parent)).toBe(false);
   });
 
   it('refuses an analysis over --max-memory as the stage then does, when training alone would fit', async () => {
