@@ -11,6 +11,7 @@ import { readFiniteFloat32 } from './finite-check.js';
 import type { LayerHooks, LayerObserver } from './layer-hooks.js';
 import { linear, rmsNorm } from './layer-math.js';
 import type { ModelSpec } from './model-spec.js';
+import { recomputedDecoderLayer } from './recomputed-layer.js';
 import { ropeInverseFrequencies, ropeTensors } from './rope.js';
 import { readFloat32 } from './tensor-read.js';
 import { assembleLayerWeights, describeCheckpoint, type Lease, type WeightSource } from './weight-source.js';
@@ -85,6 +86,12 @@ export function layerWeightsOf(model: ModelWeights, layer: number): LayerWeights
 export interface ForwardLogitsOptions {
   hooks?: (layer: number) => LayerHooks | undefined;
   observe?: LayerObserver;
+  /**
+   * Recompute each decoder layer's activations in the backward pass instead of keeping them on
+   * the tape (recomputed-layer.ts): less memory, one more forward of the layers per backward.
+   * Training only; the value and the gradients are the same.
+   */
+  recompute?: boolean;
 }
 
 /**
@@ -107,7 +114,8 @@ export function forwardHidden(model: ModelWeights, ids: tf.Tensor2D, options: Fo
     let x = tf.gather(get(model, globalTensorName(spec, 'embed_tokens')), ids) as tf.Tensor3D;
     for (let layer = 0; layer < spec.numLayers; layer++) {
       const hooks = options.hooks?.(layer);
-      x = decoderLayer(x, layerWeightsOf(model, layer), spec, { layer, rope, ...(hooks ? { hooks } : {}), ...(options.observe ? { observe: options.observe } : {}) });
+      const layerOptions = { layer, rope, ...(hooks ? { hooks } : {}), ...(options.observe ? { observe: options.observe } : {}) };
+      x = (options.recompute ? recomputedDecoderLayer : decoderLayer)(x, layerWeightsOf(model, layer), spec, layerOptions);
     }
     return rmsNorm(x, get(model, globalTensorName(spec, 'final_norm')) as tf.Tensor1D, spec.rmsNormEps);
   });

@@ -88,6 +88,12 @@ export interface TrainerOptions {
    * (the reference for tests).
    */
   readonly prepareTransforms?: boolean;
+  /**
+   * Recompute each decoder layer's activations in the backward pass instead of keeping them
+   * (activation checkpointing, recomputed-layer.ts): less memory, about one more forward of the
+   * layers per micro-batch; the same losses, gradients and scores. Default off.
+   */
+  readonly recomputeActivations?: boolean;
   /** Global-norm clipping threshold; 0 = no clipping. */
   readonly gradClip: number;
   readonly adamw: AdamWOptions;
@@ -410,7 +416,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
             const hooks = prepared?.hooks ?? o.hooks;
             const xs: tf.Tensor[] = prepared ? [...variables, ...prepared.tensors] : variables;
             const { value, grads } = tf.engine().gradients(
-              () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}), ...(tokenWeighted ? { reduction: 'sum' as const } : {}) }),
+              () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}), ...(tokenWeighted ? { reduction: 'sum' as const } : {}), ...(o.recomputeActivations ? { recompute: true } : {}) }),
               xs,
               undefined,
               true,
