@@ -26,6 +26,12 @@
  *                fewer of these copies at their peak, and the terms above still cover it: at
  *                4 micro-batches of 2 × 128 on the 10M benchmark model, peak RSS fell from 1104
  *                to 1050 MiB (APEX full) and from 809 to 728 MiB (LoRA) against one micro-batch
+ *                With activation recomputation (--recompute-activations, recomputed-layer.ts) the
+ *                tape keeps of each layer only its input, and the gradient of each layer's output
+ *                stays until the backward pass ends (2·D per layer and token); one layer's
+ *                intermediates and their gradients are alive at a time, while it is recomputed
+ *                and differentiated (the per-layer term above, once). Measured with tfjs's tensor
+ *                byte count on cpu (test/train/recompute-memory.test.ts)
  *   logits       6 · B·T·V floats (logits, the loss's flat copy, one-hot, softmax, gradient)
  *   evaluation   the held-out evaluations run between steps (and before the first) at their own
  *                batch (--eval-batch-size) and sequence length (a held-out set given apart can be
@@ -39,7 +45,9 @@
  *                before the logits and the loss, 5·V + D per token, so the larger of the two phases
  *                is the peak. Measured by wrapping the wasm backend's _malloc/_free around one
  *                evaluation: within 1% on stories260K, llama-mha-f32 and the 10M model, and
- *                5.0·V on a 1-layer 32K-vocabulary shape. The stage's peak is the larger of the
+ *                5.0·V on a 1-layer 32K-vocabulary shape. With activation recomputation each layer
+ *                runs as a custom op whose intermediates are freed as it ends: L · D + one layer's
+ *                term + 2·D per token. The stage's peak is the larger of the
  *                training and evaluation peaks (`sizedBy` names which); an evaluation batch up to
  *                the training batch never sets it
  *   heap         the wasm heap's high-water mark is 1.13–1.20 × the live bytes above (memory
@@ -81,6 +89,8 @@ export interface TrainingMemoryInput {
   readonly operators: boolean;
   /** Whether LoRA adapters are merged into the projections in the forward. */
   readonly lora: boolean;
+  /** Whether each decoder layer's activations are recomputed in the backward pass (default false). */
+  readonly recompute?: boolean;
 }
 
 export interface TrainingMemoryEstimate {
@@ -104,6 +114,10 @@ export interface TrainingMemoryEstimate {
   readonly totalBytes: number;
   /** What the activations and logits are sized by: the training micro-batch, or a larger held-out evaluation batch (more sequences, or longer ones). */
   readonly sizedBy: 'training' | 'evaluation';
+  /** Whether the training activations are those of activation recomputation. */
+  readonly recompute: boolean;
+  /** totalBytes with activation recomputation (equal to totalBytes when it is on). */
+  readonly totalBytesWithRecompute: number;
 }
 
 /** The wasm heap's high-water mark over the live bytes, measured 1.13–1.20. */
@@ -124,24 +138,39 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   const optimizerBytes = F32 * (6 * input.trainableEntries + 2 * input.largestTrainable);
   const hookBytes = F32 * ((input.operators ? 5.25 * mixedSites : 0) + (input.lora ? 5 * projections : 0));
   const trainTokens = input.batch * T;
-  const training = {
-    activationBytes: F32 * trainTokens * (L * perLayerToken + 12 * D) + hookBytes,
+  // Recomputed: every layer's input and the gradient of its output, and one layer's intermediates.
+  const layerActivations = (recompute: boolean) => (recompute ? 2 * L * D + perLayerToken : L * perLayerToken);
+  const trainingWith = (recompute: boolean) => ({
+    activationBytes: F32 * trainTokens * (layerActivations(recompute) + 12 * D) + hookBytes,
     logitBytes: F32 * 6 * trainTokens * V,
-  };
+  });
+  const recompute = input.recompute ?? false;
   // The evaluation's peak is the end of its layers or its logits phase, whichever is larger; each
   // phase's tensors are freed before the other's are made, so only one is counted.
   const evalT = input.evalSeqLen ?? T;
   const evalTokens = (input.evalBatch ?? input.batch) * evalT;
-  const layersPerToken = L * (18 * D + 11 * q + 11 * kv + 8 * I + 4 * spec.numHeads * evalT) + 2 * D;
+  const evalLayer = 18 * D + 11 * q + 11 * kv + 8 * I + 4 * spec.numHeads * evalT;
+  // Recomputing, the evaluation runs each layer as a custom op too, whose intermediates are freed as it ends.
+  const layersPerTokenWith = (recompute: boolean) => (recompute ? L * D + evalLayer : L * evalLayer) + 2 * D;
   const logitsPerToken = 5 * V + D;
-  const evaluation = layersPerToken >= logitsPerToken
-    ? { activationBytes: F32 * evalTokens * layersPerToken + hookBytes, logitBytes: 0 }
-    : { activationBytes: F32 * evalTokens * D + hookBytes, logitBytes: F32 * evalTokens * 5 * V };
-  const sizedBy = evaluation.activationBytes + evaluation.logitBytes > training.activationBytes + training.logitBytes ? 'evaluation' : 'training';
-  const { activationBytes, logitBytes } = sizedBy === 'evaluation' ? evaluation : training;
-  const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
+  const evaluationWith = (recompute: boolean) => {
+    const layersPerToken = layersPerTokenWith(recompute);
+    return layersPerToken >= logitsPerToken
+      ? { activationBytes: F32 * evalTokens * layersPerToken + hookBytes, logitBytes: 0 }
+      : { activationBytes: F32 * evalTokens * D + hookBytes, logitBytes: F32 * evalTokens * 5 * V };
+  };
   const savedStateBytes = F32 * (4 * input.trainableEntries + (input.lora ? 2 * projections : 0));
-  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy };
+  const peak = (recompute: boolean) => {
+    const training = trainingWith(recompute);
+    const evaluation = evaluationWith(recompute);
+    const sizedBy: 'training' | 'evaluation' = evaluation.activationBytes + evaluation.logitBytes > training.activationBytes + training.logitBytes ? 'evaluation' : 'training';
+    const { activationBytes, logitBytes } = sizedBy === 'evaluation' ? evaluation : training;
+    const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
+    return { activationBytes, logitBytes, tfHeapBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy };
+  };
+  const { activationBytes, logitBytes, tfHeapBytes, totalBytes, sizedBy } = peak(recompute);
+  const totalBytesWithRecompute = recompute ? totalBytes : peak(true).totalBytes;
+  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes, sizedBy, recompute, totalBytesWithRecompute };
 }
 
 /**
@@ -167,10 +196,18 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
     fixed > budgetBytes
       ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
         `which a smaller batch or sequence length does not change: ${raise}${fewer ? `, or ${fewer}` : ''}`
-      : estimate.sizedBy === 'evaluation'
-        ? `the held-out evaluation (its batch or its sequences larger than training's) sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
-        : advice;
+      : `${!estimate.recompute && estimate.totalBytesWithRecompute <= budgetBytes ? `${recomputeAdvice(form, estimate)}; or ` : ''}${
+          estimate.sizedBy === 'evaluation'
+            ? `the held-out evaluation (its batch or its sequences larger than training's) sets this peak: ${raise}, or lower ${form === 'config' ? 'eval.batch_size' : '--eval-batch-size'} (it changes speed and memory, not the perplexity)`
+            : advice
+        }`;
   throw new ResourceLimitError(`${what} needs about ${formatBytes(estimate.totalBytes)} (${memoryParts(estimate)}), more than the ${formatBytes(budgetBytes)} allowed; ${remedy}`, 'MEMORY_BUDGET');
+}
+
+/** The option that makes an over-budget plan fit, when activation recomputation would. */
+function recomputeAdvice(form: 'cli' | 'config', estimate: TrainingMemoryEstimate): string {
+  const option = form === 'config' ? 'set optimizer.recompute_activations: true' : 'add --recompute-activations';
+  return `${option} (about ${formatBytes(estimate.totalBytesWithRecompute)}: each layer's activations are recomputed in the backward pass, about a third more time per step, the same results)`;
 }
 
 /** The estimate's parts in words, as refusals and dry runs print them. */
@@ -178,7 +215,7 @@ export function memoryParts(estimate: TrainingMemoryEstimate): string {
   const slack = estimate.tfHeapBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes - estimate.logitBytes;
   return (
     `weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
-    `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}, logits ${formatBytes(estimate.logitBytes)}, ` +
+    `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}${estimate.recompute && estimate.sizedBy === 'training' ? ' (recomputed: the layer inputs and one layer\'s)' : ''}, logits ${formatBytes(estimate.logitBytes)}, ` +
     `allocation slack ${formatBytes(slack)}, copies while saving ${formatBytes(estimate.savedStateBytes)}`
   );
 }

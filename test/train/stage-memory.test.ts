@@ -91,6 +91,45 @@ describe('estimateTrainingMemory', () => {
     expect(estimateTrainingMemory(wide, { ...base, evalBatch: 1 }).sizedBy).toBe('training');
   });
 
+  it('with activation recomputation counts every layer\'s input and its gradient, and one layer\'s intermediates', () => {
+    // 4 layers: per token the tape keeps 4 · 434 floats; recomputing, 2·D per layer (its input and
+    // the gradient of its output, 2 · 4 · 4 = 32) and one layer's 434; outside the layers 48 either way.
+    const deep = parseModelConfig({ ...config, num_hidden_layers: 4 }, 'deep');
+    const plain = estimateTrainingMemory(deep, base);
+    const rec = estimateTrainingMemory(deep, { ...base, recompute: true });
+    expect(plain.activationBytes).toBe(4 * 2 * (4 * 434 + 48));
+    expect(rec.activationBytes).toBe(4 * 2 * (32 + 434 + 48));
+    expect([rec.weightBytes, rec.optimizerBytes, rec.logitBytes, rec.savedStateBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.logitBytes, plain.savedStateBytes]);
+    expect([plain.recompute, rec.recompute]).toEqual([false, true]);
+    expect(plain.totalBytesWithRecompute).toBe(rec.totalBytes);
+    expect(rec.totalBytesWithRecompute).toBe(rec.totalBytes);
+    // One layer: nothing to save (its input and gradient come on top of its intermediates).
+    expect(estimateTrainingMemory(spec, { ...base, recompute: true }).activationBytes).toBeGreaterThan(estimateTrainingMemory(spec, base).activationBytes);
+    // The held-out evaluation also runs one layer's intermediates at a time: per token 4 · D (the
+    // layers' outputs) + one layer's 218 + 2·D = 242 floats instead of 4 · 218 + 8 = 880; at 8
+    // sequences it sets the peak either way.
+    expect(estimateTrainingMemory(deep, { ...base, evalBatch: 8 }).activationBytes).toBe(4 * 16 * 880);
+    const evalRec = estimateTrainingMemory(deep, { ...base, evalBatch: 8, recompute: true });
+    expect([evalRec.sizedBy, evalRec.activationBytes]).toEqual(['evaluation', 4 * 16 * 242]);
+    // Said in the parts, and advised where it makes the plan fit (not where it is on already, nor where it would not fit either).
+    const refusal = (e: typeof plain, budget: number, advice?: string) => {
+      try {
+        checkTrainingMemory(e, budget, 'stage', advice);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(refusal(rec, rec.totalBytes - 1)).toContain('activations 4.11 kB (recomputed: the layer inputs and one layer\'s), logits');
+    expect(refusal(plain, rec.totalBytes)).toMatch(/; add --recompute-activations \(about [^)]*: each layer's activations are recomputed in the backward pass, about a third more time per step, the same results\); or raise --max-memory, or lower --batch-size/);
+    expect(refusal(plain, rec.totalBytes, CONFIG_MEMORY_ADVICE)).toMatch(/; set optimizer\.recompute_activations: true \(about .*\); or raise max_memory, or lower optimizer\.batch_size/);
+    expect(refusal(plain, rec.totalBytes - 1)).not.toMatch(/recompute/);
+    expect(refusal(rec, rec.totalBytes - 1)).not.toMatch(/--recompute-activations/);
+    // An evaluation-sized peak that recomputation brings under the budget: both remedies.
+    const evalPlain = estimateTrainingMemory(deep, { ...base, evalBatch: 8 });
+    expect(refusal(evalPlain, evalRec.totalBytes)).toMatch(/add --recompute-activations .*; or the held-out evaluation .* sets this peak: raise --max-memory, or lower --eval-batch-size/);
+  });
+
   it('refuses a budget below the total with what it is made of', () => {
     const e = estimateTrainingMemory(spec, base);
     expect(() => checkTrainingMemory(e, e.totalBytes, 'stage')).not.toThrow();
