@@ -66,6 +66,7 @@ export function stageSettings(config: ResolvedConfig, line: TrainingLine, stage:
     // whose activations per sequence are most of training's, and a config that lowered
     // optimizer.batch_size for memory (examples/instruction-structured.yaml: 1) must not evaluate 8.
     evalBatchSize: Math.min(config.eval.batch_size, config.optimizer.batch_size),
+    recomputeActivations: config.optimizer.recompute_activations,
     saveEvery: config.checkpoint.every ?? 0,
     keepCheckpoints: config.checkpoint.keep,
     seed: config.seed,

@@ -372,6 +372,7 @@ function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: Model
     largestTrainable: Math.max(0, ...sizes),
     operators: false,
     lora: false,
+    recompute: config.optimizer.recompute_activations,
   });
   checkTrainingMemory(floor, budgetBytes, `training (batch ${config.optimizer.batch_size} × ${config.data.seq_len} tokens, before any selection)`, CONFIG_MEMORY_ADVICE, { method: config.method, setting: config.method === 'apex' ? config.setting : null });
 }

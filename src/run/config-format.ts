@@ -21,6 +21,9 @@ export const RESULTS_NEUTRAL_KEYS: Readonly<Record<string, string>> = {
   // The training-time evaluations use min(eval.batch_size, optimizer.batch_size) and do not touch
   // the training state; the stage trainer does not compare it on --resume either (stage.ts).
   'eval.batch_size': 'it changes the speed and memory of the held-out evaluations, not their perplexity (up to float summation order); each evaluation records the batch it ran with (batchSize in run.json and summary.json)',
+  // Recomputed layers give the tape's values and gradients bit for bit (test/model/recomputed-layer.test.ts,
+  // test/train/recompute-training.test.ts); the stage trainer does not compare it on --resume either.
+  'optimizer.recompute_activations': 'it changes the speed and memory of training (each layer\'s activations are recomputed in the backward pass), not what is trained: the losses, gradients and scores are the same bit for bit',
   // A resumed stage continues exactly as an uninterrupted one (test/train/trainer-resume.test.ts).
   'checkpoint.every': 'it changes where an interrupted stage can resume from, not what is trained (a resumed stage continues exactly)',
   'checkpoint.keep': 'it changes how many training checkpoints stay on disk, not what is trained',

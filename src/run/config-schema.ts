@@ -260,6 +260,7 @@ export const CONFIG_SCHEMA = {
         grad_clip: { kind: 'number', minimum: 0, nullable: true, default: 1, description: 'Clip the global gradient norm to this; 0 or null: no clipping.' },
         batch_size: { kind: 'integer', minimum: 1, default: 8, description: 'Sequences per micro-batch.' },
         grad_accum: { kind: 'integer', minimum: 1, default: 1, description: 'Micro-batches per optimizer step, weighted by their loss targets (B × k = one batch of k·B, chat data too); APEX and LoRA weight transforms are computed once per step.' },
+        recompute_activations: { kind: 'boolean', default: false, description: 'Recompute each decoder layer\'s activations in the backward pass instead of keeping them (activation checkpointing, as --recompute-activations): training activations fall to the layer inputs plus one layer\'s, for about one more forward of the layers per micro-batch (about +30% step time); the same results, so it is not in the config hash and may change on an existing run folder.' },
         warmup_fraction: { kind: 'number', fixed: { value: FIRST_WARMUP_FRACTION, why: FIXED_BY_METHOD }, default: FIRST_WARMUP_FRACTION, description: 'Linear warm-up as a fraction of all stages\' steps (floored), then cosine to 0. Fixed by the method (docs/method.md §5): any other value is refused.' },
         boundary_warmup_fraction: { kind: 'number', fixed: { value: STAGE_WARMUP_FRACTION, why: FIXED_BY_METHOD }, default: STAGE_WARMUP_FRACTION, description: 'Re-warm-up at each stage boundary, as a fraction of the remaining steps (floored). Fixed by the method (docs/method.md §5): any other value is refused.' },
       },
@@ -343,6 +344,7 @@ export interface OptimizerConfig {
   grad_clip: number | null;
   batch_size: number;
   grad_accum: number;
+  recompute_activations: boolean;
   warmup_fraction: number;
   boundary_warmup_fraction: number;
 }

@@ -51,17 +51,36 @@ export function targetCount(set: SequenceSet, index: number): number {
 export async function evaluateHeldOut(
   model: ModelWeights,
   set: SequenceSet,
-  options: { batchSize: number; hooks?: (layer: number) => LayerHooks | undefined; prepare?: boolean; signal?: AbortSignal },
+  options: {
+    batchSize: number;
+    hooks?: (layer: number) => LayerHooks | undefined;
+    prepare?: boolean;
+    signal?: AbortSignal;
+    /**
+     * Run each decoder layer as training's activation recomputation does (recomputed-layer.ts):
+     * without a tape, a layer's intermediates are freed as soon as it ends instead of at the end
+     * of the forward, so the evaluation holds every layer's output and one layer's intermediates.
+     * The same values.
+     */
+    recompute?: boolean;
+  },
 ): Promise<HeldOutResult> {
   const prepared = options.hooks && options.prepare !== false && set.sequences.length > options.batchSize ? prepareTransforms(model, options.hooks) : undefined;
   try {
-    return await evaluateBatches(model, set, options.batchSize, prepared?.hooks ?? options.hooks, options.signal);
+    return await evaluateBatches(model, set, options.batchSize, prepared?.hooks ?? options.hooks, options.signal, options.recompute ?? false);
   } finally {
     prepared?.dispose();
   }
 }
 
-async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize: number, hooks: ((layer: number) => LayerHooks | undefined) | undefined, signal: AbortSignal | undefined): Promise<HeldOutResult> {
+async function evaluateBatches(
+  model: ModelWeights,
+  set: SequenceSet,
+  batchSize: number,
+  hooks: ((layer: number) => LayerHooks | undefined) | undefined,
+  signal: AbortSignal | undefined,
+  recompute: boolean,
+): Promise<HeldOutResult> {
   let nll = 0;
   let targets = 0;
   for (let start = 0; start < set.sequences.length; start += batchSize) {
@@ -70,7 +89,7 @@ async function evaluateBatches(model: ModelWeights, set: SequenceSet, batchSize:
     const indices = Array.from({ length: Math.min(batchSize, set.sequences.length - start) }, (_, i) => start + i);
     const { ids, mask } = batchTensors(set, indices);
     try {
-      const sum = tf.tidy(() => modelLoss(model, ids, mask, { ...(hooks ? { hooks } : {}), reduction: 'sum' }));
+      const sum = tf.tidy(() => modelLoss(model, ids, mask, { ...(hooks ? { hooks } : {}), reduction: 'sum', ...(recompute ? { recompute } : {}) }));
       try {
         nll += await readScalar(sum);
       } finally {

@@ -75,6 +75,8 @@ export interface StageSettings {
   readonly gradAccum?: number;
   /** Sequences per batch of the held-out evaluations during training (default: batchSize); not part of what a resume must match. */
   readonly evalBatchSize?: number;
+  /** Recompute each decoder layer's activations in the backward pass (default false): speed and memory, not results; not part of what a resume must match. */
+  readonly recomputeActivations?: boolean;
   // budget: exactly one
   readonly steps?: number;
   readonly tokens?: number;
@@ -134,6 +136,8 @@ export interface ResolvedStageSettings {
   readonly evalEvery: number;
   /** Held-out evaluation batch: speed and memory, not results (outside `optimizer`, so not in the resume key). */
   readonly evalBatchSize: number;
+  /** Activation recomputation: speed and memory, not results (outside `optimizer`, so not in the resume key). */
+  readonly recomputeActivations: boolean;
   readonly saveEvery: number;
   readonly keepCheckpoints: number;
   readonly seed: number;
@@ -283,6 +287,7 @@ export function resolveStageSettings(s: StageSettings): ResolvedStageSettings {
     budget: s.steps !== undefined ? { steps: s.steps } : { tokens: s.tokens as number },
     evalEvery: s.evalEvery ?? TRAINING_DEFAULTS.evalEvery,
     evalBatchSize: s.evalBatchSize ?? s.batchSize ?? TRAINING_DEFAULTS.batchSize,
+    recomputeActivations: s.recomputeActivations ?? false,
     saveEvery: s.saveEvery ?? TRAINING_DEFAULTS.saveEvery,
     keepCheckpoints: s.keepCheckpoints ?? TRAINING_DEFAULTS.keepCheckpoints,
     seed: s.seed ?? TRAINING_DEFAULTS.seed,

@@ -353,6 +353,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',
+      recompute: settings.recomputeActivations,
     });
     const training = { method: settings.method, setting: settings.setting ?? null };
     const evalBatch = options.eval && memory.sizedBy === 'evaluation' ? `, held-out evaluation batch ${settings.evalBatchSize}${options.eval.seqLen !== seqLen ? ` × ${options.eval.seqLen} tokens` : ''}` : '';
@@ -573,6 +574,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
           batchSize,
           gradAccum,
           evalBatchSize: settings.evalBatchSize,
+          ...(settings.recomputeActivations ? { recomputeActivations: true } : {}),
           gradClip: settings.optimizer.gradClip,
           adamw: { beta1: settings.optimizer.beta1, beta2: settings.optimizer.beta2, weightDecay: settings.optimizer.weightDecay },
           evalEvery: settings.evalEvery,
@@ -634,6 +636,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       // How the held-out evaluations ran (provenance; the batch changes speed and memory, not the
       // held-out loss, so it is not compared on --resume).
       ...(options.eval ? { eval: { every: settings.evalEvery, batch_size: settings.evalBatchSize } } : {}),
+      // Provenance only: recomputation changes speed and memory, not the results (bit for bit), so
+      // it is not compared on --resume either.
+      recompute_activations: settings.recomputeActivations,
       memory_estimate: memory,
       results: {
         steps: result.steps,

@@ -91,7 +91,8 @@ export interface TrainerOptions {
   /**
    * Recompute each decoder layer's activations in the backward pass instead of keeping them
    * (activation checkpointing, recomputed-layer.ts): less memory, about one more forward of the
-   * layers per micro-batch; the same losses, gradients and scores. Default off.
+   * layers per micro-batch; the same losses, gradients and scores. The held-out evaluations
+   * between steps then also run one layer's intermediates at a time. Default off.
    */
   readonly recomputeActivations?: boolean;
   /** Global-norm clipping threshold; 0 = no clipping. */
@@ -255,7 +256,7 @@ const STOPPED = Symbol('stopped');
  */
 async function heldOutOrStop(o: TrainerOptions, heldOut: SequenceSet): Promise<HeldOutResult | typeof STOPPED> {
   try {
-    return await evaluateHeldOut(o.model, heldOut, { batchSize: o.evalBatchSize ?? o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false, ...(o.signal ? { signal: o.signal } : {}) });
+    return await evaluateHeldOut(o.model, heldOut, { batchSize: o.evalBatchSize ?? o.batchSize, hooks: o.hooks, prepare: o.prepareTransforms !== false, ...(o.signal ? { signal: o.signal } : {}), ...(o.recomputeActivations ? { recompute: true } : {}) });
   } catch (e) {
     if (o.signal?.aborted) return STOPPED;
     throw e;

@@ -65,17 +65,17 @@ describe('run state (run.json)', () => {
     expect(readFileSync(path.join(dir, RUN_STATE_FILE), 'utf8')).toBe(before);
   });
 
-  it('resumes under other results-neutral values (eval.batch_size, checkpoint.*), naming each change and recording the new values', async () => {
+  it('resumes under other results-neutral values (eval.batch_size, optimizer.recompute_activations, checkpoint.*), naming each change and recording the new values', async () => {
     const dir = runFolder();
     const first = await open(dir, await config());
     await first.complete('eval/before', 1, { perplexity: 7 });
-    const now = await config(['eval.batch_size=2', 'checkpoint.keep=5']);
+    const now = await config(['eval.batch_size=2', 'checkpoint.keep=5', 'optimizer.recompute_activations=true']);
     const again = await open(dir, now);
     expect(again.start).toBe('resumed');
     expect(again.completed<{ perplexity: number }>('eval/before')?.result.perplexity).toBe(7);
-    expect(again.neutralChanges.map(({ key, then, now: value }) => [key, then, value])).toEqual([['eval.batch_size', 8, 2], ['checkpoint.keep', 2, 5]]);
+    expect(again.neutralChanges.map(({ key, then, now: value }) => [key, then, value])).toEqual([['eval.batch_size', 8, 2], ['optimizer.recompute_activations', false, true], ['checkpoint.keep', 2, 5]]);
     const file = JSON.parse(readFileSync(path.join(dir, RUN_STATE_FILE), 'utf8'));
-    expect([file.config.eval.batch_size, file.config.checkpoint.keep]).toEqual([2, 5]);
+    expect([file.config.eval.batch_size, file.config.checkpoint.keep, file.config.optimizer.recompute_activations]).toEqual([2, 5, true]);
     expect(file.configHash).toBe(first.configHash);
     // The same values again: nothing to note.
     expect((await open(dir, now)).neutralChanges).toEqual([]);

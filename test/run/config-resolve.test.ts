@@ -26,7 +26,7 @@ describe('resolveConfig: defaults', () => {
       structured: null,
       lora: null,
       stages: { count: 2, steps: 100, tokens: null, ratio: 0.375, decay_k: false, score: 'rank', random_selection: false, reverse: false },
-      optimizer: { lr: 3e-4, betas: [0.9, 0.95], weight_decay: 0, grad_clip: 1, batch_size: 8, grad_accum: 1, warmup_fraction: 0.03, boundary_warmup_fraction: 0.005 },
+      optimizer: { lr: 3e-4, betas: [0.9, 0.95], weight_decay: 0, grad_clip: 1, batch_size: 8, grad_accum: 1, recompute_activations: false, warmup_fraction: 0.03, boundary_warmup_fraction: 0.005 },
       eval: { every: 50, batch_size: 8 },
       checkpoint: { every: 50, keep: 2 },
       baseline: { vanilla: true },

@@ -1,0 +1,93 @@
+// Training with activation recomputation (--recompute-activations, recomputed-layer.ts) is the
+// same training bit for bit: the same losses, gradient norms and held-out losses step by step,
+// the same trained tensors, operators, adapters and score counts (scores.safetensors), for every
+// method, with gradient accumulation (the prepared per-step transforms) and without; on cpu, and
+// APEX full also on wasm. The stage records the choice in its provenance, and a stage trained
+// without it resumes with it (it is not part of the resume key).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { SequenceSet } from '../../src/train/data.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+
+// Counts the checkpointed layers the training runs, so that a stage that ignored the option
+// (and trained the ordinary way, trivially the same) fails.
+const recomputed = vi.hoisted(() => ({ layers: 0 }));
+vi.mock('../../src/model/recomputed-layer.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/model/recomputed-layer.js')>();
+  return { ...m, recomputedDecoderLayer: (...args: Parameters<typeof m.recomputedDecoderLayer>) => (recomputed.layers++, m.recomputedDecoderLayer(...args)) };
+});
+
+const cleanups: (() => void)[] = [];
+afterAll(() => cleanups.forEach((c) => c()));
+let data: SequenceSet;
+let held: SequenceSet;
+
+beforeAll(async () => {
+  const chunks = (await storyChunks(16)).sequences;
+  data = idSet(chunks.slice(0, 12));
+  held = idSet(chunks.slice(12, 16));
+});
+
+const APEX_FILES = ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'];
+const scenarios = [
+  { name: 'vanilla', options: { method: 'vanilla' }, files: ['trained.safetensors'], gradAccum: 1 },
+  { name: 'vanilla, 3 micro-batches', options: { method: 'vanilla' }, files: ['trained.safetensors'], gradAccum: 3 },
+  { name: 'LoRA', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'], gradAccum: 1 },
+  { name: 'LoRA, 3 micro-batches (prepared transforms)', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'], gradAccum: 3 },
+  { name: 'APEX operators', options: { method: 'apex', setting: 'operators' }, files: ['operators.safetensors', 'scores.safetensors'], gradAccum: 1 },
+  { name: 'APEX structured, 3 micro-batches', options: { method: 'apex', setting: 'structured' }, files: APEX_FILES, gradAccum: 3 },
+  { name: 'APEX full', options: { method: 'apex', setting: 'full' }, files: APEX_FILES, gradAccum: 1 },
+  { name: 'APEX full, 3 micro-batches', options: { method: 'apex', setting: 'full' }, files: APEX_FILES, gradAccum: 3 },
+  { name: 'APEX full on wasm, 3 micro-batches', options: { method: 'apex', setting: 'full', backend: 'wasm' }, files: APEX_FILES, gradAccum: 3 },
+] as const;
+
+async function run(extra: Partial<StageOptions>): Promise<string> {
+  const { dir: made, cleanup } = tempRun('recompute');
+  cleanups.push(cleanup);
+  const dir = extra.run ?? made;
+  await runStage({
+    model: STORIES, modelDir: STORIES, run: dir, stage: 1, train: data, eval: held, steps: 3, batchSize: 2, gradAccum: 1, lr: 1e-3,
+    saveEvery: 0, evalEvery: 1, expand: false, backend: 'cpu', ...extra,
+  } as StageOptions);
+  return dir;
+}
+
+async function provenance(dir: string): Promise<Record<string, unknown>> {
+  return (JSON.parse(await readFile(join(dir, 'stages/1/apex_run.json'), 'utf8')) as { details: Record<string, unknown> }).details;
+}
+
+describe('activation recomputation in training (stories260K, 3 steps of 2 sequences)', () => {
+  for (const sc of scenarios) {
+    it(`${sc.name}: the same training, bit for bit`, async () => {
+      const options = { ...(sc.options as Partial<StageOptions>), gradAccum: sc.gradAccum };
+      recomputed.layers = 0;
+      const plain = await run(options);
+      expect(recomputed.layers, 'checkpointed layers without the option').toBe(0);
+      const withIt = await run({ ...options, recomputeActivations: true });
+      // 5 layers × (3 steps × the micro-batches per step, and the 4 held-out evaluations (before
+      // the first step and after each) of 2 batches, which run a layer at a time too).
+      expect(recomputed.layers, 'checkpointed layers').toBe(5 * (3 * sc.gradAccum + 4 * 2));
+      const a = await stageMetrics(withIt);
+      const b = await stageMetrics(plain);
+      expect(a.filter((l) => l.loss !== undefined).map((l) => l.step)).toEqual([1, 2, 3]);
+      expect(a.length).toBe(b.length);
+      a.forEach((l, i) => {
+        expect(l.loss, `loss at step ${l.step}`).toBe(b[i]!.loss);
+        expect(l.grad_norm, `gradient norm at step ${l.step}`).toBe(b[i]!.grad_norm);
+        expect(l.eval_loss, `held-out loss at step ${l.step}`).toBe(b[i]!.eval_loss);
+      });
+      for (const file of sc.files) expect(await stageFileMaxAbsDiff(withIt, plain, file), file).toBe(0);
+      expect((await provenance(withIt)).recompute_activations).toBe(true);
+      expect((await provenance(plain)).recompute_activations).toBe(false);
+    });
+  }
+
+  it('is not part of the resume key: a stage trained without it is reused with --resume and it on', async () => {
+    const plain = await run({ method: 'apex', setting: 'full', saveEvery: 1 });
+    const before = await readFile(join(plain, 'stages/1/trained.safetensors'));
+    await run({ method: 'apex', setting: 'full', saveEvery: 1, run: plain, resume: true, recomputeActivations: true });
+    expect((await readFile(join(plain, 'stages/1/trained.safetensors'))).equals(before)).toBe(true);
+  });
+});
