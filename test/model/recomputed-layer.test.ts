@@ -7,7 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { selectBackend } from '../../src/model/backend.js';
 import type { LayerActivations, LayerHooks, ProjectionKey } from '../../src/model/layer-hooks.js';
-import { disposeModelWeights, loadModelWeights } from '../../src/model/model-weights.js';
+import { expectedTensors } from '../../src/model/architecture.js';
+import { parseModelConfig } from '../../src/model/config.js';
+import { disposeModelWeights, loadModelWeights, modelWeightsFromArrays, type ModelWeights } from '../../src/model/model-weights.js';
+import { Rng } from '../../src/util/rng.js';
 import { modelLoss } from '../../src/train/model-loss.js';
 import { loadReference } from './helpers.js';
 
@@ -26,11 +29,26 @@ interface Outcome {
  * layers' norms and the LoRA-like factors are), a hook that adds a trainable low-rank term to
  * v_proj and down_proj (and scales any bias), and an observer.
  */
-async function gradientsOn(backend: 'cpu' | 'wasm', name: 'stories260K' | 'llama-mha-f32', recompute: boolean, frozen = false): Promise<Outcome> {
+async function gradientsOn(backend: 'cpu' | 'wasm', name: 'stories260K' | 'llama-mha-f32', recompute: boolean, frozen = false, biases = false): Promise<Outcome> {
   await selectBackend(backend);
   const checkpoint = await Checkpoint.open(`fixtures/${name}`);
-  const prefix = `${backend}-${name}-${recompute}-${frozen}/`;
-  const { model } = await loadModelWeights(checkpoint, { trainable: (n) => !frozen || n.includes('norm'), variablePrefix: prefix });
+  const prefix = `${backend}-${name}-${recompute}-${frozen}-${biases}/`;
+  const options = { trainable: (n: string) => !frozen || n.includes('norm') || n.endsWith('.bias'), variablePrefix: prefix };
+  let model: ModelWeights;
+  if (biases) {
+    // All seven biases (attention_bias + mlp_bias), seeded, next to the fixture's weights.
+    const spec = parseModelConfig({ ...checkpoint.config, attention_bias: true, mlp_bias: true }, 'biased');
+    const arrays = new Map<string, Float32Array>();
+    for (const t of checkpoint.tensors()) arrays.set(t.name, new Float32Array(await checkpoint.readFloat32(t.name)));
+    const rng = new Rng(5);
+    for (const [tensorName, dims] of expectedTensors(spec)) {
+      if (arrays.has(tensorName)) continue;
+      arrays.set(tensorName, Float32Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => 0.02 * (rng.next() - 0.5)));
+    }
+    model = modelWeightsFromArrays(spec, arrays, options);
+  } else {
+    model = (await loadModelWeights(checkpoint, options)).model;
+  }
   await checkpoint.close();
   const ref = await loadReference(name);
   const ids = ref.sequences.slice(0, 2).map((s) => Array.from(s.subarray(0, 16)));
@@ -109,6 +127,20 @@ describe('activation recomputation', () => {
       });
     }
   }
+  it('all seven biases (trainable, and replaced by the hook): the same, bit for bit', async () => {
+    const plain = await gradientsOn('cpu', 'llama-mha-f32', false, false, true);
+    const recomputed = await gradientsOn('cpu', 'llama-mha-f32', true, false, true);
+    expectSame(recomputed, plain);
+    expect([...recomputed.grads.keys()].filter((n) => n.endsWith('.bias')).length).toBeGreaterThanOrEqual(7);
+    expect(recomputed.hookCalls.filter((c) => c.endsWith('.bias')).length).toBeGreaterThanOrEqual(7);
+  });
+
+  it('frozen projections (biases trainable): only the trainable tensors get gradients, the same ones', async () => {
+    const plain = await gradientsOn('cpu', 'llama-mha-f32', false, true, true);
+    const recomputed = await gradientsOn('cpu', 'llama-mha-f32', true, true, true);
+    expectSame(recomputed, plain);
+  });
+
   it('frozen projections: only the trainable tensors get gradients, the same ones', async () => {
     const plain = await gradientsOn('cpu', 'stories260K', false, true);
     const recomputed = await gradientsOn('cpu', 'stories260K', true, true);
