@@ -15,7 +15,7 @@ import { InputError, UsageError } from '../errors.js';
 import { fsyncDir } from '../io/safetensors-writer.js';
 import { ioError } from '../io/io-error.js';
 import { canonicalJson, configHash, RESULTS_NEUTRAL_KEYS } from '../run/config-format.js';
-import type { ResolvedConfig } from '../run/config-schema.js';
+import { CONFIG_SCHEMA, type ResolvedConfig } from '../run/config-schema.js';
 
 export const RUN_STATE_FORMAT = 'apex.run-state/1';
 export const RUN_STATE_FILE = 'run.json';
@@ -194,10 +194,18 @@ function recordedHash(recorded: RunStateFile): string {
   return config !== null && typeof config === 'object' && !Array.isArray(config) ? configHash(recorded.config) : recorded.configHash;
 }
 
+/** The schema's default of a dotted key (undefined for a key it does not know). */
+function schemaDefault(key: string): unknown {
+  let node: unknown = CONFIG_SCHEMA;
+  for (const k of key.split('.')) node = (node as { properties?: Record<string, unknown> } | undefined)?.properties?.[k];
+  return (node as { default?: unknown } | undefined)?.default;
+}
+
 function neutralChanges(recorded: ResolvedConfig, config: ResolvedConfig): NeutralChange[] {
   const at = (c: unknown, key: string): unknown => key.split('.').reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), c);
+  // A key the recorded config lacks (written before the key existed) had its default then.
   return Object.entries(RESULTS_NEUTRAL_KEYS)
-    .map(([key, why]) => ({ key, then: at(recorded, key) ?? null, now: at(config, key) ?? null, why }))
+    .map(([key, why]) => ({ key, then: at(recorded, key) ?? schemaDefault(key) ?? null, now: at(config, key) ?? null, why }))
     .filter((c) => canonicalJson(c.then) !== canonicalJson(c.now));
 }
 

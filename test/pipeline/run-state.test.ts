@@ -114,6 +114,8 @@ describe('run state (run.json)', () => {
     writeFileSync(path.join(dir, RUN_STATE_FILE), JSON.stringify({ format: 'apex.run-state/1', apexVersion: '0.1.0', configHash: 'ee4f0173e24ac08aa259322330f9762305ecfd126fe307068757d83d36aaead8', config: written, steps }));
     const state = await open(dir, await config());
     expect(state.start).toBe('resumed');
+    // Nor is a results-neutral key the old record lacks (optimizer.recompute_activations) a change at its default.
+    expect(state.neutralChanges).toEqual([]);
     // A key set now that the old record lacks is still a change.
     const err = await open(dir, await config(['data.train_samples=4'])).catch((e: unknown) => e);
     expect((err as UsageError).code).toBe('RUN_CONFIG_CHANGED');
