@@ -1,9 +1,15 @@
 // What activation recomputation saves, measured: the high-water mark of tfjs's tensor memory
 // (the engine's byte count of live tensor data) during one training micro-batch (forward and
-// backward, every tensor of the model trainable) of stories260K at 2 × 256 tokens, where the
-// activations are most of the memory (the attention scores grow with the sequence), with and
-// without recomputation, on cpu; against the estimate's activation and logit terms
-// (stage-memory.ts). Also the step time of both (printed; about one more forward per step).
+// backward, every tensor of the model trainable) and one held-out forward of stories260K at
+// 2 × 256 tokens (APEX_RECOMPUTE_B / APEX_RECOMPUTE_T to change), where the activations are most
+// of the memory (the attention scores grow with the sequence), with and without recomputation, on
+// cpu and wasm; against the estimate's activation and logit terms (stage-memory.ts). The step
+// times are printed (cpu: one round, so only indicative; wasm: the median of 3).
+//
+// The engine's count is about 1.6-1.7 times the estimate's activations + logits on this shape,
+// with and without recomputation alike (the estimate was fitted to the wasm heap's live
+// allocations on other shapes, docs/reliability.md); what is checked here is the drop and that
+// the two stay in proportion.
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/io/checkpoint.js';
@@ -91,11 +97,14 @@ async function measure(backend: 'cpu' | 'wasm', rounds: number): Promise<Measure
 }
 
 describe(`activation recomputation: memory and time of a training micro-batch (stories260K, ${B} × ${T})`, () => {
-  for (const [backend, rounds] of [['cpu', 3], ['wasm', 3]] as const) {
+  for (const [backend, rounds] of [['cpu', 1], ['wasm', 3]] as const) {
     it(`${backend}: keeps the layer inputs instead of every intermediate; the peak falls as the estimate says`, async () => {
       const m = await measure(backend, rounds);
       expect(m.train.recomputed).toBeLessThan(0.3 * m.train.plain);
       expect(m.evaluation.recomputed).toBeLessThan(0.3 * m.evaluation.plain);
+      // In proportion: what recomputation keeps of the peak, measured and estimated.
+      expect(m.train.recomputed / m.train.plain / (m.estimate.recomputed / m.estimate.plain)).toBeGreaterThan(0.7);
+      expect(m.train.recomputed / m.train.plain / (m.estimate.recomputed / m.estimate.plain)).toBeLessThan(1.3);
       for (const key of ['plain', 'recomputed'] as const) {
         const ratio = m.train[key] / m.estimate[key];
         expect(ratio, `measured / estimated, ${key}`).toBeGreaterThan(0.5);
