@@ -7,8 +7,14 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ResourceLimitError } from '../../src/errors.js';
+import { stageSettings } from '../../src/pipeline/run-stage-settings.js';
+import { resolveConfig } from '../../src/run/config.js';
 import type { SequenceSet } from '../../src/train/data.js';
+import { stageSettingsFromFlags } from '../../src/train/stage-flags.js';
+import { resolveStageSettings } from '../../src/train/stage-options.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { MINIMAL, tempFolder } from '../run/helpers.js';
 import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 // Counts the checkpointed layers the training runs, so that a stage that ignored the option
@@ -89,5 +95,40 @@ describe('activation recomputation in training (stories260K, 3 steps of 2 sequen
     const before = await readFile(join(plain, 'stages/1/trained.safetensors'));
     await run({ method: 'apex', setting: 'full', saveEvery: 1, run: plain, resume: true, recomputeActivations: true });
     expect((await readFile(join(plain, 'stages/1/trained.safetensors'))).equals(before)).toBe(true);
+  });
+
+  it('the dry run plans with it: smaller activations, and a budget only it fits is refused advising it, then accepted with it', async () => {
+    const { dir, cleanup } = tempRun('recompute-dry');
+    cleanups.push(cleanup);
+    // Vanilla: an APEX stage 1 would first be refused for its analysis at so small a budget.
+    const dry = async (extra: Partial<StageOptions>) => {
+      const result = await runStage({
+        model: STORIES, modelDir: STORIES, run: join(dir, 'x'), stage: 1, train: data, eval: held, steps: 3, batchSize: 2, lr: 1e-3,
+        saveEvery: 0, evalEvery: 1, expand: false, backend: 'cpu', method: 'vanilla', dryRun: true, ...extra,
+      } as StageOptions);
+      return result.plan!.memory;
+    };
+    const plain = await dry({});
+    const rec = await dry({ recomputeActivations: true });
+    expect([plain.recompute, rec.recompute]).toEqual([false, true]);
+    // stories260K at 2 × 16 tokens: 5 layers of 7872 floats per token kept, against 2·D per layer and one layer's.
+    expect(plain.activationBytes - rec.activationBytes).toBe(4 * 2 * 16 * (5 * 7872 - (2 * 5 * 64 + 7872)));
+    expect(plain.totalBytesWithRecompute).toBe(rec.totalBytes);
+    const refused = await dry({ maxMemoryBytes: rec.totalBytes }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ResourceLimitError);
+    expect((refused as Error).message).toMatch(/; add --recompute-activations \(about .*\); or raise --max-memory/);
+    await expect(dry({ maxMemoryBytes: rec.totalBytes, recomputeActivations: true })).resolves.toEqual(rec);
+  });
+
+  it('comes from --recompute-activations and from optimizer.recompute_activations, default off', async () => {
+    expect(resolveStageSettings(stageSettingsFromFlags('m', { output: 'o', stage: 1, 'recompute-activations': true, steps: 1 }, [])).recomputeActivations).toBe(true);
+    expect(resolveStageSettings(stageSettingsFromFlags('m', { output: 'o', stage: 1, steps: 1 }, [])).recomputeActivations).toBe(false);
+    const cwd = tempFolder({ 'run.yaml': MINIMAL });
+    const line = { key: 'run', name: 'run', method: 'apex' as const, folder: cwd };
+    const on = await resolveConfig({ file: 'run.yaml', overrides: ['optimizer.recompute_activations=true'], cwd });
+    const off = await resolveConfig({ file: 'run.yaml', cwd });
+    expect(off.config.optimizer.recompute_activations).toBe(false);
+    expect(stageSettings(on.config, line, 1, 'm').recomputeActivations).toBe(true);
+    expect(stageSettings(off.config, line, 1, 'm').recomputeActivations).toBe(false);
   });
 });
