@@ -43,6 +43,8 @@ export interface WasmHeapNeed {
 const HEAP_GROWTH = 1.15;
 
 const ANOTHER_BACKEND = 'use another backend (--backend webgpu, tensorflow or cpu)';
+/** What a training plan over the heap is told by default (its batch-dependent part can make it fit). */
+export const WASM_HEAP_ADVICE = `lower --batch-size or --seq-len (use --grad-accum to keep the batch), or ${ANOTHER_BACKEND}`;
 
 /**
  * Throws ResourceLimitError (exit 5) when `backend` is wasm and the tf-heap estimate does not
@@ -53,7 +55,7 @@ export function checkWasmHeap(
   backend: string,
   need: number | WasmHeapNeed,
   what: string,
-  advice = `lower --batch-size or --seq-len (use --grad-accum to keep the batch), or ${ANOTHER_BACKEND}`,
+  advice = WASM_HEAP_ADVICE,
   training?: TrainingChoice,
 ): void {
   const tfHeapBytes = typeof need === 'number' ? need : need.tfHeapBytes;
@@ -76,8 +78,8 @@ export function checkWasmHeap(
  * the whole training estimate (not only its tfHeapBytes) for the advice to know whether a
  * smaller batch can help.
  */
-export async function refuseOverWasmHeap(requested: BackendRequest, need: number | WasmHeapNeed, what: string, training?: TrainingChoice): Promise<void> {
-  checkWasmHeap((await selectBackend(requested)).name, need, what, undefined, training);
+export async function refuseOverWasmHeap(requested: BackendRequest, need: number | WasmHeapNeed, what: string, training?: TrainingChoice, advice?: string): Promise<void> {
+  checkWasmHeap((await selectBackend(requested)).name, need, what, advice, training);
 }
 
 /** ", or train fewer tensors (…)" where that can bring the need under the heap, else "". */

@@ -116,8 +116,9 @@ export interface TrainingMemoryEstimate {
   readonly sizedBy: 'training' | 'evaluation';
   /** Whether the training activations are those of activation recomputation. */
   readonly recompute: boolean;
-  /** totalBytes with activation recomputation (equal to totalBytes when it is on). */
+  /** totalBytes and tfHeapBytes with activation recomputation (equal to them when it is on). */
   readonly totalBytesWithRecompute: number;
+  readonly tfHeapBytesWithRecompute: number;
 }
 
 /** The wasm heap's high-water mark over the live bytes, measured 1.13–1.20. */
@@ -169,8 +170,11 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
     return { activationBytes, logitBytes, tfHeapBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy };
   };
   const { activationBytes, logitBytes, tfHeapBytes, totalBytes, sizedBy } = peak(recompute);
-  const totalBytesWithRecompute = recompute ? totalBytes : peak(true).totalBytes;
-  return { weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes, sizedBy, recompute, totalBytesWithRecompute };
+  const withRecompute = recompute ? { totalBytes, tfHeapBytes } : peak(true);
+  return {
+    weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes, sizedBy,
+    recompute, totalBytesWithRecompute: withRecompute.totalBytes, tfHeapBytesWithRecompute: withRecompute.tfHeapBytes,
+  };
 }
 
 /**

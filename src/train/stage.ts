@@ -39,7 +39,7 @@ import { dataSourceName, sampleSequences, type SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, type TrainingMemoryEstimate } from './stage-memory.js';
-import { refuseOverWasmHeap } from '../model/wasm-heap-limit.js';
+import { refuseOverWasmHeap, WASM_HEAP_ADVICE, WASM_HEAP_USABLE_BYTES } from '../model/wasm-heap-limit.js';
 import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
@@ -71,12 +71,14 @@ export interface StageNames {
   readonly maxMemory: string;
   readonly calibrationSamples: string;
   readonly gradAccum: string;
+  /** How to turn activation recomputation on. */
+  readonly recompute: string;
 }
 
-const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params', maxMemory: '--max-memory', calibrationSamples: '--calibration-samples', gradAccum: '--grad-accum' };
+const FINETUNE_NAMES: StageNames = { seqLen: '--seq-len', tokens: '--tokens', batchSize: '--batch-size', evalBatchSize: '--eval-batch-size', loraRank: '--lora-rank', matchParams: '--match-params', maxMemory: '--max-memory', calibrationSamples: '--calibration-samples', gradAccum: '--grad-accum', recompute: 'add --recompute-activations' };
 
 /** How `apex run` names them: its config keys. */
-export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params', maxMemory: 'max_memory', calibrationSamples: 'data.calibration_samples', gradAccum: 'optimizer.grad_accum' };
+export const RUN_CONFIG_NAMES: StageNames = { seqLen: 'data.seq_len', tokens: 'stages.tokens', batchSize: 'optimizer.batch_size', evalBatchSize: 'eval.batch_size', loraRank: 'lora.rank', matchParams: 'lora.match_params', maxMemory: 'max_memory', calibrationSamples: 'data.calibration_samples', gradAccum: 'optimizer.grad_accum', recompute: 'set optimizer.recompute_activations: true' };
 
 /** LoRA rank when neither --lora-rank nor --match-params is given. */
 export const DEFAULT_LORA_RANK = 8;
@@ -359,7 +361,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     const evalBatch = options.eval && memory.sizedBy === 'evaluation' ? `, held-out evaluation batch ${settings.evalBatchSize}${options.eval.seqLen !== seqLen ? ` × ${options.eval.seqLen} tokens` : ''}` : '';
     const what = `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens${evalBatch})`;
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, what, options.names?.batchSize === RUN_CONFIG_NAMES.batchSize ? CONFIG_MEMORY_ADVICE : undefined, training);
-    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training);
+    // Recomputation advised where it brings the tensor memory under the heap.
+    const heapAdvice = !memory.recompute && memory.tfHeapBytesWithRecompute <= WASM_HEAP_USABLE_BYTES ? `${names.recompute} (each layer's activations are recomputed in the backward pass, the same results), or ${WASM_HEAP_ADVICE}` : undefined;
+    await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training, heapAdvice);
     if (onWebgpu()) {
       checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`, `lower ${names.batchSize} or ${names.seqLen} (use ${names.gradAccum} to keep the batch)`);
       if (options.eval && settings.evalBatchSize > batchSize) {

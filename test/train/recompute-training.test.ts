@@ -120,6 +120,20 @@ describe('activation recomputation in training (stories260K, 3 steps of 2 sequen
     await expect(dry({ maxMemoryBytes: rec.totalBytes, recomputeActivations: true })).resolves.toEqual(rec);
   });
 
+  it('on wasm, a plan over the heap that recomputation brings under it is refused advising it, and accepted with it', async () => {
+    const { dir, cleanup } = tempRun('recompute-heap');
+    cleanups.push(cleanup);
+    // 8 × 1024 tokens: about 12 GB of tensors kept for the backward pass, about 2.6 GB recomputing.
+    const long = idSet(Array.from({ length: 8 }, (_s, i) => Int32Array.from({ length: 1024 }, (_t, j) => (i * 31 + j * 7) % 512)));
+    const dry = (extra: Partial<StageOptions>) =>
+      runStage({ model: STORIES, modelDir: STORIES, run: join(dir, 'x'), stage: 1, train: long, steps: 1, batchSize: 8, lr: 1e-3, saveEvery: 0, expand: false, backend: 'wasm', method: 'vanilla', dryRun: true, ...extra } as StageOptions);
+    const refused = await dry({}).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'MEMORY_WASM_HEAP', exit: 5 });
+    expect((refused as Error).message).toMatch(/; add --recompute-activations \(each layer's activations are recomputed in the backward pass, the same results\), or lower --batch-size or --seq-len/);
+    const planned = await dry({ recomputeActivations: true });
+    expect(planned.status).toBe('planned');
+  });
+
   it('comes from --recompute-activations and from optimizer.recompute_activations, default off', async () => {
     expect(resolveStageSettings(stageSettingsFromFlags('m', { output: 'o', stage: 1, 'recompute-activations': true, steps: 1 }, [])).recomputeActivations).toBe(true);
     expect(resolveStageSettings(stageSettingsFromFlags('m', { output: 'o', stage: 1, steps: 1 }, [])).recomputeActivations).toBe(false);
