@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ResourceLimitError } from '../../src/errors.js';
+import { InterruptedError, ResourceLimitError } from '../../src/errors.js';
 import { stageSettings } from '../../src/pipeline/run-stage-settings.js';
 import { resolveConfig } from '../../src/run/config.js';
 import type { SequenceSet } from '../../src/train/data.js';
@@ -89,6 +89,21 @@ describe('activation recomputation in training (stories260K, 3 steps of 2 sequen
       expect((await provenance(plain)).recompute_activations).toBe(false);
     });
   }
+
+  it('is not part of the resume key: a stage interrupted without it resumes with it and ends as the uninterrupted stage, bit for bit', async () => {
+    const apex = { method: 'apex', setting: 'full', saveEvery: 1 } as const;
+    const whole = await run(apex);
+    const { dir, cleanup } = tempRun('recompute-resume');
+    cleanups.push(cleanup);
+    const abort = new AbortController();
+    await expect(run({ ...apex, run: dir, signal: abort.signal, onStep: (r) => { if (r.step === 1) abort.abort(); } })).rejects.toBeInstanceOf(InterruptedError);
+    recomputed.layers = 0;
+    const resumed = await run({ ...apex, run: dir, resume: true, recomputeActivations: true });
+    expect(resumed).toBe(dir);
+    expect(recomputed.layers).toBeGreaterThan(0);
+    for (const file of APEX_FILES) expect(await stageFileMaxAbsDiff(dir, whole, file), file).toBe(0);
+    expect((await stageMetrics(dir)).filter((l) => l.loss !== undefined).map((l) => l.loss)).toEqual((await stageMetrics(whole)).filter((l) => l.loss !== undefined).map((l) => l.loss));
+  });
 
   it('is not part of the resume key: a stage trained without it is reused with --resume and it on', async () => {
     const plain = await run({ method: 'apex', setting: 'full', saveEvery: 1 });
