@@ -205,7 +205,11 @@ function neutralChanges(recorded: ResolvedConfig, config: ResolvedConfig): Neutr
   const at = (c: unknown, key: string): unknown => key.split('.').reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), c);
   // A key the recorded config lacks (written before the key existed) had its default then.
   return Object.entries(RESULTS_NEUTRAL_KEYS)
-    .map(([key, why]) => ({ key, then: at(recorded, key) ?? schemaDefault(key) ?? null, now: at(config, key) ?? null, why }))
+    .map(([key, why]) => {
+      // Only an absent key takes the default: a recorded null (checkpoint.every: null) is a value.
+      const then = at(recorded, key);
+      return { key, then: then === undefined ? (schemaDefault(key) ?? null) : then, now: at(config, key) ?? null, why };
+    })
     .filter((c) => canonicalJson(c.then) !== canonicalJson(c.now));
 }
 

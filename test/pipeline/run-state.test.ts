@@ -81,6 +81,12 @@ describe('run state (run.json)', () => {
     expect((await open(dir, now)).neutralChanges).toEqual([]);
   });
 
+  it('notes no change of a neutral key recorded as null that is still null (not its schema default)', async () => {
+    const dir = runFolder();
+    await open(dir, await config(['checkpoint.every=null']));
+    expect((await open(dir, await config(['checkpoint.every=null']))).neutralChanges).toEqual([]);
+  });
+
   it('still refuses a result-changing key changed next to a neutral one, naming only the former', async () => {
     const dir = runFolder();
     await open(dir, await config());
