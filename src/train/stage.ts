@@ -39,7 +39,7 @@ import { dataSourceName, sampleSequences, type SequenceSet } from './data.js';
 import { readMetrics, type MetricsLine } from './metrics-log.js';
 import { TrainingScoreRecorder } from './score-recorder.js';
 import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, type TrainingMemoryEstimate } from './stage-memory.js';
-import { refuseOverWasmHeap, WASM_HEAP_ADVICE, WASM_HEAP_USABLE_BYTES } from '../model/wasm-heap-limit.js';
+import { refuseOverWasmHeap, WASM_HEAP_USABLE_BYTES } from '../model/wasm-heap-limit.js';
 import { checkWebgpuBinding } from '../model/webgpu-binding-limit.js';
 import { maxStorageBindingBytes, onWebgpu } from '../ops/webgpu-programs.js';
 import { resolveStageSettings, stageSteps, type ResolvedStageSettings, type StageSettings } from './stage-options.js';
@@ -362,7 +362,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     const what = `training stage ${stage} (${setting}, batch ${batchSize} × ${seqLen} tokens${evalBatch})`;
     if (settings.maxMemoryBytes !== undefined) checkTrainingMemory(memory, settings.maxMemoryBytes, what, options.names?.batchSize === RUN_CONFIG_NAMES.batchSize ? CONFIG_MEMORY_ADVICE : undefined, training);
     // Recomputation advised where it brings the tensor memory under the heap.
-    const heapAdvice = !memory.recompute && memory.tfHeapBytesWithRecompute <= WASM_HEAP_USABLE_BYTES ? `${names.recompute} (each layer's activations are recomputed in the backward pass, the same results), or ${WASM_HEAP_ADVICE}` : undefined;
+    // In the caller's names (apex run: its config keys); apex finetune's is WASM_HEAP_ADVICE.
+    const batchAdvice = `lower ${names.batchSize} or ${names.seqLen} (use ${names.gradAccum} to keep the batch), or use another backend (--backend webgpu, tensorflow or cpu)`;
+    const heapAdvice = !memory.recompute && memory.tfHeapBytesWithRecompute <= WASM_HEAP_USABLE_BYTES ? `${names.recompute} (each layer's activations are recomputed in the backward pass, the same results), or ${batchAdvice}` : batchAdvice;
     await refuseOverWasmHeap(settings.backend as BackendRequest, memory, what, training, heapAdvice);
     if (onWebgpu()) {
       checkWebgpuBinding(spec, batchSize, longest, maxStorageBindingBytes(), `training stage ${stage} (${setting}, batch ${batchSize} × ${longest} tokens)`, `lower ${names.batchSize} or ${names.seqLen} (use ${names.gradAccum} to keep the batch)`);

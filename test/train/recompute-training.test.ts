@@ -13,7 +13,7 @@ import { resolveConfig } from '../../src/run/config.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { stageSettingsFromFlags } from '../../src/train/stage-flags.js';
 import { resolveStageSettings } from '../../src/train/stage-options.js';
-import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { RUN_CONFIG_NAMES, runStage, type StageOptions } from '../../src/train/stage.js';
 import { MINIMAL, tempFolder } from '../run/helpers.js';
 import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
@@ -147,6 +147,9 @@ describe('activation recomputation in training (stories260K, 3 steps of 2 sequen
     expect((refused as Error).message).toMatch(/; add --recompute-activations \(each layer's activations are recomputed in the backward pass, the same results\), or lower --batch-size or --seq-len/);
     const planned = await dry({ recomputeActivations: true });
     expect(planned.status).toBe('planned');
+    // apex run's refusal names its config keys throughout, not apex finetune's flags.
+    const inRun = await dry({ names: RUN_CONFIG_NAMES }).catch((e: unknown) => e);
+    expect((inRun as Error).message).toMatch(/; set optimizer\.recompute_activations: true \(each layer's activations are recomputed in the backward pass, the same results\), or lower optimizer\.batch_size or data\.seq_len \(use optimizer\.grad_accum to keep the batch\), or use another backend/);
   });
 
   it('comes from --recompute-activations and from optimizer.recompute_activations, default off', async () => {
