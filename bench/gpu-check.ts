@@ -267,7 +267,7 @@ function summarize(values: Float32Array): TensorSummary {
 }
 
 /** c. One training run on stories260K (the analysis of APEX runs always on cpu, so that the selection is the reference's). */
-async function partTrain(args: { backend: string; key: string; steps?: number }): Promise<TrainRecord> {
+async function partTrain(args: { backend: string; key: string; steps?: number; recompute?: boolean }): Promise<TrainRecord> {
   const spec = TRAIN_RUNS.find((r) => r.key === args.key);
   if (!spec) throw new Error(`unknown training run '${args.key}'`);
   const steps = args.steps ?? TRAIN.steps;
@@ -285,6 +285,7 @@ async function partTrain(args: { backend: string; key: string; steps?: number })
     await runStage({
       model: STORIES, modelDir: STORIES, run, stage: 1, method: spec.method, ...('setting' in spec ? { setting: spec.setting } : {}),
       train: data, steps, batchSize: TRAIN.batchSize, lr: TRAIN.lr, seed: TRAIN.seed, saveEvery: 0, backend: args.backend, expand: false,
+      ...(args.recompute ? { recomputeActivations: true } : {}),
       onStep: (r) => {
         losses.push(r.loss);
         gradNorms.push(r.gradNorm);
@@ -303,6 +304,30 @@ async function partTrain(args: { backend: string; key: string; steps?: number })
   } finally {
     rmSync(run, { recursive: true, force: true });
   }
+}
+
+/** Steps of each run of the recomputation check (a short pair: the same bits are expected at every step). */
+const RECOMPUTE_STEPS = Number(process.env.GPU_CHECK_RECOMPUTE_STEPS ?? 20);
+
+/**
+ * Activation recomputation on webgpu: APEX `full` trained twice for the same steps, without and
+ * with `recomputeActivations`; the losses and weights are expected bit for bit the same (they
+ * are on cpu, wasm and webgpu over lavapipe: test/train/recompute-training.test.ts,
+ * docs/reliability.md), and the step time says what recomputing costs on this GPU.
+ */
+async function recomputeCheck(limit: (seconds: number) => number): Promise<Record<string, unknown>> {
+  const plain = await runPart('train', { backend: 'webgpu', key: 'apex-full', steps: RECOMPUTE_STEPS }, limit(60));
+  const recomputed = await runPart('train', { backend: 'webgpu', key: 'apex-full', steps: RECOMPUTE_STEPS, recompute: true }, limit(60));
+  const a = plain.result as TrainRecord | undefined;
+  const b = recomputed.result as TrainRecord | undefined;
+  if (!a || !b) return { ok: false, plain: a ? { ok: true } : plain, recomputed: b ? { ok: true } : recomputed };
+  return {
+    ok: true,
+    steps: RECOMPUTE_STEPS,
+    identical: JSON.stringify(a.losses) === JSON.stringify(b.losses) && JSON.stringify(a.gradNorms) === JSON.stringify(b.gradNorms) && JSON.stringify(a.weights) === JSON.stringify(b.weights),
+    lossMaxAbsDiff: Math.max(...a.losses.map((l, i) => Math.abs(l - b.losses[i]!))),
+    medianStepMs: { plain: a.medianStepMs, recomputed: b.medianStepMs },
+  };
 }
 
 /**
@@ -691,6 +716,9 @@ async function all(outDir: string, budget: number, cpuRerun: boolean): Promise<v
       speed[`eval-${batch}x${seqLen}`] = gpu && setup.ok ? await runPart('eval', { backend: 'webgpu', batch, seqLen, repeats: 3 }, left(30)) : skipGpu;
       save();
     }
+    // Last (the least important part): activation recomputation, the same bits on the GPU.
+    results.recompute = gpu && !SKIP.has('recompute') ? await recomputeCheck(left) : skipGpu;
+    save();
   })();
 
   await Promise.all([gpuLane, wasmLane, ...cpuReruns]);
@@ -731,6 +759,8 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
     }
   }
   for (const k of ['wasmTrainVanilla', 'wasmTrainApexFull', 'wasmEval']) out[`${k}-tokens-per-s`] = get(`cpuLanes.${k}.result.tokensPerSecond`) ?? null;
+  out['recompute-identical'] = get('recompute.identical') ?? get('recompute.skipped') ?? get('recompute.error') ?? null;
+  out['recompute-median-step-ms'] = get('recompute.medianStepMs') ?? null;
   return out;
 }
 
@@ -795,6 +825,10 @@ async function software(outDir: string, steps: number): Promise<void> {
         vsCpu: compareTraining(got, made.runs[r.key]!, made.wasmRuns[r.key]),
       };
     }
+  }
+  if (!SKIP.has('recompute')) {
+    results.recompute = await recomputeCheck(() => 3600);
+    save();
   }
   // The lanes this mode does not run (speed, wasm, cpu re-runs) are left out of its summary.
   results.summary = Object.fromEntries(Object.entries(summary(results)).filter(([, v]) => v !== null));
