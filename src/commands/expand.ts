@@ -5,6 +5,7 @@
 import { Args, Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { formatBytes } from '../io/byte-size.js';
+import { describeWeightsToDownload } from '../io/hub-headers.js';
 import { OUT_DTYPES, type OutDtype } from '../pipeline/expand-plan.js';
 import { runExpand, type ExpandResult } from '../pipeline/expand.js';
 
@@ -30,7 +31,7 @@ export default class Expand extends ApexCommand<ExpandResult> {
     'max-shard-size': Flags.string({ description: 'Re-shard the output with this shard size limit, e.g. 5GB (default: keep the input\'s layout).' }),
     'max-memory': Flags.string({ description: 'Refuse to start when the memory estimate exceeds this, e.g. 8GiB.' }),
     force: Flags.boolean({ description: 'Replace an existing output folder (atomically).', default: false }),
-    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing. It does not hash the input, so with --run a base model changed since training is found only by the fusion itself.', default: false }),
+    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing. It does not hash the input, so with --run a base model changed since training is found only by the fusion itself. Of a Hub model not in the cache only the small files are downloaded and the weight files\' safetensors headers read over HTTP; the plan says how much the real expand would download.', default: false }),
   };
 
   protected async execute(): Promise<ExpandResult> {
@@ -61,6 +62,7 @@ export default class Expand extends ApexCommand<ExpandResult> {
     const m = r.memory;
     if (r.dryRun) {
       this.say(`dry run: ${r.model.dir} → ${r.output} (nothing written)`);
+      if (r.model.download) this.say(describeWeightsToDownload(r.model.download));
       for (const l of r.layers) {
         const units = [
           l.heads ? `heads P=[${l.heads.P.join(',')}] N=[${l.heads.N.join(',')}]` : undefined,

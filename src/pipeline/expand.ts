@@ -19,10 +19,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { InputError, ResourceLimitError, UsageError, VerificationError } from '../errors.js';
+import { InputError, InternalError, ResourceLimitError, UsageError, VerificationError } from '../errors.js';
 import { refuseInputsInsideOutput } from '../io/output-inputs.js';
 import { outputState } from '../io/atomic-output.js';
 import { formatBytes, parseByteSize } from '../io/byte-size.js';
+import { weightsToDownload, type WeightsToDownload } from '../io/hub-headers.js';
 import { Checkpoint, INDEX_FILE } from '../io/checkpoint.js';
 import { listModelFiles } from '../io/model-files.js';
 import { copiedTensor, writeCheckpoint, type OutputTensor } from '../io/checkpoint-writer.js';
@@ -64,7 +65,8 @@ export interface ExpandResult {
   readonly output: string;
   readonly run?: string;
   readonly stage?: number;
-  readonly model: { readonly argument: string; readonly dir: string; readonly source: ResolvedModel['source'] };
+  /** download: of a Hub model, what a real expand would download (a dry run read the headers only); null when local or cached. */
+  readonly model: { readonly argument: string; readonly dir: string; readonly source: ResolvedModel['source']; readonly download: WeightsToDownload | null };
   readonly baseModel?: string;
   readonly operators?: { readonly path: string; readonly meta: OperatorFileMeta; readonly layers: number };
   readonly updates?: { readonly path: string; readonly tensors: number };
@@ -118,7 +120,7 @@ export async function runExpand(options: ExpandOptions): Promise<ExpandResult> {
       dryRun,
       output,
       ...(paths.run !== undefined ? { run: paths.run, stage: paths.stage! } : inputs.operators ? { stage: inputs.operators.meta.stage } : {}),
-      model: { argument: paths.model, dir: input.dir, source: inputs.resolved.source },
+      model: { argument: paths.model, dir: input.dir, source: inputs.resolved.source, download: weightsToDownload(inputs.resolved.remoteWeights) },
       baseModel: inputs.baseModel,
       ...(inputs.operators ? { operators: { path: paths.operators!, meta: inputs.operators.meta, layers: inputs.operators.layers.length } } : {}),
       ...(inputs.updates ? { updates: { path: paths.updates!, tensors: inputs.updates.names().length } } : {}),
@@ -146,7 +148,14 @@ export async function runExpand(options: ExpandOptions): Promise<ExpandResult> {
 }
 
 async function openInputs(paths: ExpandPaths, options: ExpandOptions): Promise<Inputs> {
-  const resolved = await resolveModel(paths.model, { ...(options.signal ? { signal: options.signal } : {}), ...(options.progress ? { progress: options.progress } : {}) });
+  // A dry run plans from the tensors' names, dtypes and shapes: of a Hub model's weight files
+  // not in the cache only the safetensors headers are read (resolve-model.ts, weights: 'headers').
+  const resolved = await resolveModel(paths.model, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.progress ? { progress: options.progress } : {}),
+    ...(options.dryRun ? { weights: 'headers' as const } : {}),
+  });
+  if (resolved.remoteWeights && !options.dryRun) throw new InternalError(`${paths.model}: resolved without its weights (for a dry run), but expand would write from them`);
   if (resolve(paths.output) === resolve(resolved.dir)) {
     throw new UsageError(`-o/--output ${paths.output} is the input model's own folder; write the expanded checkpoint somewhere else`, 'FLAG_CONFLICT');
   }
@@ -155,7 +164,7 @@ async function openInputs(paths: ExpandPaths, options: ExpandOptions): Promise<I
     ...(paths.operators !== undefined ? [{ label: 'the operators', path: paths.operators }] : []),
     ...(paths.updates !== undefined ? [{ label: 'the trained tensors', path: paths.updates }] : []),
   ], '-o/--output');
-  const input = await Checkpoint.open(resolved.dir);
+  const input = await Checkpoint.open(resolved.dir, resolved.remoteWeights ? { remoteWeights: resolved.remoteWeights } : {});
   let updates: TrainedUpdates | undefined;
   try {
     const { spec, warnings } = describeCheckpoint(input);

@@ -108,3 +108,25 @@ it('the weights\' fingerprint is the Hub\'s sha256: a dry run of stage 1 with th
   expect(plan.download?.bytes).toBe(weightBytes);
   for (const q of hub.requests.slice(before).filter((r) => r.path.endsWith('.safetensors') && r.method === 'GET')) expect(q.range).toMatch(/^bytes=\d+-\d+$/);
 }, 300_000);
+
+it('apex expand --dry-run of a stage whose base model is no longer cached reads the weights\' headers only, and plans what the cached model gives', async () => {
+  const out = join(ws, 'ft-expand');
+  const train = ['finetune', REPO, '--input-ids', ids, '--seq-len', '16', '--batch-size', '2', '--steps', '1', '--calibration-samples', '2', '--setting', 'operators', '-o', out, '--backend', 'cpu', '--no-expand'];
+  const expand = ['expand', '--run', out, '--stage', '1', '--dry-run', '--json'];
+  const [trained, cachedPlan] = await apexInProcess(cases([train, expand]), ws);
+  expect(trained!.status, trained!.stderr.slice(-1500)).toBe(0);
+  expect(cachedPlan!.status, cachedPlan!.stderr.slice(-1500)).toBe(0);
+  rmSync(join(home, 'hub'), { recursive: true });
+  const before = hub.requests.length;
+  const [dry] = await apexInProcess(cases([expand]), ws);
+  expect(dry!.status, `${dry!.stdout.slice(-600)}${dry!.stderr.slice(-1500)}`).toBe(0);
+  const weightGets = hub.requests.slice(before).filter((r) => r.path.endsWith('.safetensors') && r.method === 'GET');
+  expect(weightGets.length).toBeGreaterThan(0);
+  for (const q of weightGets) expect(q.range, q.path).toMatch(/^bytes=\d+-\d+$/);
+  type Planned = { model: { download: { bytes: number } | null; dir: string }; tensors: unknown; layers: unknown; globals: unknown; memory: { totalBytes: number } };
+  const uncached = dry!.json!.data as Planned;
+  const cached = cachedPlan!.json!.data as Planned;
+  expect(uncached.model.download?.bytes).toBe(weightBytes);
+  expect(cached.model.download).toBeNull();
+  expect([uncached.tensors, uncached.layers, uncached.globals, uncached.memory.totalBytes]).toEqual([cached.tensors, cached.layers, cached.globals, cached.memory.totalBytes]);
+}, 300_000);
