@@ -23,7 +23,9 @@
  * `--training` measures finetune alone over every method and setting (vanilla, LoRA r8, APEX
  * operators / structured / full) at two micro-batch sizes per model (docs/reliability.md's
  * training table), each from a copy of one analysis made beforehand, so that the analysis's own
- * peak is not counted.
+ * peak is not counted. `--seq-len N` and `--batches a,b` replace the sizes' sequence length and
+ * micro-batches (long sequences, where the attention-score terms dominate); `--recompute` adds
+ * --recompute-activations to every finetune.
  */
 import { execFile } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,7 +39,7 @@ import { planForward } from '../src/model/memory-estimate.js';
 import type { ModelSpec } from '../src/model/model-spec.js';
 import { ROOT } from './lib/crash-process.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, training: { type: 'boolean', default: false }, json: { type: 'string' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, training: { type: 'boolean', default: false }, 'seq-len': { type: 'string' }, batches: { type: 'string' }, recompute: { type: 'boolean', default: false }, json: { type: 'string' } } });
 const GiB = 2 ** 30;
 const MB = 1e6;
 const FOUR_GIB = 4 * GiB;
@@ -253,7 +255,7 @@ async function trainingMatrix(size: Size, work: string, base: number): Promise<R
       const out = join(dir, `${run.label.replace(' ', '-')}-${batch}`);
       mkdirSync(out, { recursive: true });
       if (run.apex) cpSync(analysis, join(out, 'analysis'), { recursive: true });
-      const m = await timed(['finetune', size.model, '-o', out, '--input-ids', trainIds, ...backend, '--eval-samples', '2', '--batch-size', String(batch), '--steps', String(size.steps), ...run.args, '--no-expand', '--json'], dir);
+      const m = await timed(['finetune', size.model, '-o', out, '--input-ids', trainIds, ...backend, '--eval-samples', '2', '--batch-size', String(batch), '--steps', String(size.steps), ...run.args, ...(values.recompute ? ['--recompute-activations'] : []), '--no-expand', '--json'], dir);
       const estimateBytes = json(m, 'finetune').memoryEstimateBytes as number;
       const usedBytes = m.peakBytes - base;
       const ratio = estimateBytes / usedBytes;
@@ -267,7 +269,11 @@ async function trainingMatrix(size: Size, work: string, base: number): Promise<R
 
 const work = mkdtempSync(join(tmpdir(), 'apex-memory-'));
 try {
-  const sizes = values.sizes!.split(',').map((s) => SIZES[s] ?? (() => { throw new Error(`unknown size ${s}`); })());
+  const sizes = values.sizes!.split(',').map((s) => SIZES[s] ?? (() => { throw new Error(`unknown size ${s}`); })()).map((s) => ({
+    ...s,
+    ...(values['seq-len'] ? { seqLen: Number(values['seq-len']) } : {}),
+    ...(values.batches ? { trainingBatches: values.batches.split(',').map(Number) } : {}),
+  }));
   if (sizes.some((s) => s.name === 'medium')) await ensureMediumModel();
   if (sizes.some((s) => s.name === '10m')) await ensureTenMModel();
   const base = await baseline(work);

@@ -58,12 +58,17 @@
  *                projections are read out for trained.safetensors (measured on a 15.6M model at
  *                1 × 128 tokens: the peak rose by 2.3 copies there, after training; without this
  *                term the LoRA estimate was 0.81–0.94 of the use at batch 1–8)
+ *   command      what the command holds beyond the process baseline (tokenizer, data, checkpoint
+ *                index, oclif), as in the forward's estimate: COMMAND_BYTES (memory-estimate.ts).
+ *                It matters where the rest is small: with activation recomputation at 1 × 512
+ *                tokens on stories260K the estimate without it was 0.68–0.74 of the use
  *
  * On the benchmarks of docs/reliability.md the live-bytes part is within 5% of the measured
  * live allocations and the total within 0.90–1.06 of peak RSS minus the process baseline.
  */
 import { ResourceLimitError } from '../errors.js';
 import { formatBytes } from '../io/byte-size.js';
+import { COMMAND_BYTES } from '../model/memory-estimate.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { modelParamCount } from './trainable-params.js';
 import { fewerTensorsAdvice, type TrainingChoice } from '../model/memory-advice.js';
@@ -111,6 +116,8 @@ export interface TrainingMemoryEstimate {
   readonly tfHeapBytes: number;
   /** JavaScript-side copies of the trainable state while a checkpoint is written. */
   readonly savedStateBytes: number;
+  /** What the command holds beyond the process baseline (COMMAND_BYTES, memory-estimate.ts). */
+  readonly commandBytes: number;
   readonly totalBytes: number;
   /** What the activations and logits are sized by: the training micro-batch, or a larger held-out evaluation batch (more sequences, or longer ones). */
   readonly sizedBy: 'training' | 'evaluation';
@@ -167,22 +174,22 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
     const sizedBy: 'training' | 'evaluation' = evaluation.activationBytes + evaluation.logitBytes > training.activationBytes + training.logitBytes ? 'evaluation' : 'training';
     const { activationBytes, logitBytes } = sizedBy === 'evaluation' ? evaluation : training;
     const tfHeapBytes = Math.round(HEAP_GROWTH * (weightBytes + optimizerBytes + activationBytes + logitBytes));
-    return { activationBytes, logitBytes, tfHeapBytes, totalBytes: tfHeapBytes + savedStateBytes, sizedBy };
+    return { activationBytes, logitBytes, tfHeapBytes, totalBytes: tfHeapBytes + savedStateBytes + COMMAND_BYTES, sizedBy };
   };
   const { activationBytes, logitBytes, tfHeapBytes, totalBytes, sizedBy } = peak(recompute);
   const withRecompute = recompute ? { totalBytes, tfHeapBytes } : peak(true);
   return {
-    weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, totalBytes, sizedBy,
+    weightBytes, optimizerBytes, activationBytes, logitBytes, tfHeapBytes, savedStateBytes, commandBytes: COMMAND_BYTES, totalBytes, sizedBy,
     recompute, totalBytesWithRecompute: withRecompute.totalBytes, tfHeapBytesWithRecompute: withRecompute.tfHeapBytes,
   };
 }
 
 /**
  * Bytes that no micro-batch size or sequence length changes: the weights and the gradients and
- * optimizer state with their allocation slack, and the copies made while saving.
+ * optimizer state with their allocation slack, the copies made while saving and the command's own.
  */
 export function fixedTrainingBytes(estimate: TrainingMemoryEstimate): number {
-  return Math.round(HEAP_GROWTH * (estimate.weightBytes + estimate.optimizerBytes)) + estimate.savedStateBytes;
+  return Math.round(HEAP_GROWTH * (estimate.weightBytes + estimate.optimizerBytes)) + estimate.savedStateBytes + estimate.commandBytes;
 }
 
 /** What to tell the user to change, in the words of the command line (default) or of a run config. */
@@ -198,7 +205,7 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
   const raise = form === 'config' ? 'raise max_memory' : 'raise --max-memory';
   const remedy =
     fixed > budgetBytes
-      ? `the weights, gradients and optimizer state alone (with their slack and the copies while saving) need about ${formatBytes(fixed)}, ` +
+      ? `the weights, gradients and optimizer state alone (with their slack, the copies while saving and the command itself) need about ${formatBytes(fixed)}, ` +
         `which a smaller batch or sequence length does not change: ${raise}${fewer ? `, or ${fewer}` : ''}`
       : `${!estimate.recompute && estimate.totalBytesWithRecompute <= budgetBytes ? `${recomputeAdvice(form, estimate)}; or ` : ''}${
           estimate.sizedBy === 'evaluation'
@@ -220,6 +227,6 @@ export function memoryParts(estimate: TrainingMemoryEstimate): string {
   return (
     `weights ${formatBytes(estimate.weightBytes)}, gradients and optimizer state ${formatBytes(estimate.optimizerBytes)}, ` +
     `${estimate.sizedBy === 'evaluation' ? 'held-out evaluation ' : ''}activations ${formatBytes(estimate.activationBytes)}${estimate.recompute && estimate.sizedBy === 'training' ? ' (recomputed: the layer inputs and one layer\'s)' : ''}, logits ${formatBytes(estimate.logitBytes)}, ` +
-    `allocation slack ${formatBytes(slack)}, copies while saving ${formatBytes(estimate.savedStateBytes)}`
+    `allocation slack ${formatBytes(slack)}, copies while saving ${formatBytes(estimate.savedStateBytes)}, the command itself ${formatBytes(estimate.commandBytes)}`
   );
 }

@@ -85,16 +85,16 @@ it('a stage interrupted after one whose fused model is gone: fused again first, 
 
 it('sizes the run\'s analysis: a max_memory the training stage and the evaluations fit but the analysis does not is refused as the run refuses it, naming the config keys', async () => {
   // stories260K (no tokenizer: ids) with operators, batch 1: training needs less than the
-  // analysis (whose estimate carries the command's fixed runtime), which reads one sequence at a
-  // time and keeps the hidden states of its 16 (the evaluation those of its 4) and statistics.
+  // analysis, which reads one sequence at a time but keeps the hidden states of all its 1,000
+  // (16 kB each; the evaluation those of its 4) and statistics.
   const { dir, file } = configFolder('');
   const ids = path.join(dir, 'ids.safetensors');
-  await writeSafetensors(ids, [i32Tensor('input_ids', [40, 32], Int32Array.from({ length: 40 * 32 }, (_, i) => (7 * Math.floor(i / 32) + 3 * (i % 32)) % 500 + 1))]);
-  const apex = (extra: string) => [`model: ${path.resolve('fixtures/stories260K')}`, 'backend: wasm', 'method: apex', 'setting: operators', 'data:', '  train_input_ids: ids.safetensors', '  seq_len: 32', '  eval_samples: 4', '  calibration_samples: 16', 'stages: { count: 1, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 1 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
+  await writeSafetensors(ids, [i32Tensor('input_ids', [1100, 32], Int32Array.from({ length: 1100 * 32 }, (_, i) => (7 * Math.floor(i / 32) + 3 * (i % 32)) % 500 + 1))]);
+  const apex = (extra: string) => [`model: ${path.resolve('fixtures/stories260K')}`, 'backend: wasm', 'method: apex', 'setting: operators', 'data:', '  train_input_ids: ids.safetensors', '  seq_len: 32', '  eval_samples: 4', '  calibration_samples: 1000', 'stages: { count: 1, steps: 1 }', 'optimizer: { lr: 0.001, batch_size: 1 }', 'eval: { every: null, batch_size: 4 }', 'baseline: { vanilla: false }', 'output: out', extra].join('\n');
   writeFileSync(file, apex(''));
   const plan = await planRun({ resolved: await resolved(file) });
   const analysis = plan.analysis!.memory;
-  expect(plan.analysis!.sequences).toBe(16);
+  expect(plan.analysis!.sequences).toBe(1000);
   expect(analysis.forward.chunkSequences).toBe(1);
   expect(plan.lines[0]!.stage.plan!.memory.totalBytes).toBeLessThan(analysis.totalBytes);
   writeFileSync(file, apex(`max_memory: ${analysis.totalBytes - 1}`));

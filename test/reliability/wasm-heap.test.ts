@@ -34,7 +34,7 @@ describe('wasm heap limit', () => {
     const e = estimateTrainingMemory(spec, { batch: 1, seqLen: 16, trainableEntries: 1000, largestTrainable: 10, operators: false, lora: false });
     expect(e.savedStateBytes).toBe(16000);
     expect(e.tfHeapBytes).toBe(Math.round(1.15 * (e.weightBytes + e.optimizerBytes + e.activationBytes + e.logitBytes)));
-    expect(e.totalBytes).toBe(e.tfHeapBytes + e.savedStateBytes);
+    expect(e.totalBytes).toBe(e.tfHeapBytes + e.savedStateBytes + e.commandBytes);
   });
 
   describe('finetune of a ~96M-parameter model, structured, batch 8 × 128, on wasm', () => {

@@ -26,7 +26,8 @@ beforeAll(async () => {
   held = idSet(chunks.slice(10, 14));
 });
 
-const options = (run: string, extra: Partial<StageOptions> = {}): StageOptions => ({
+const options = (run: string, extra: Partial<StageOptions> = {}): StageOptions => optionsOf(run, extra);
+const optionsOf = (run: string, extra: Partial<StageOptions> = {}): StageOptions => ({
   model: STORIES, modelDir: STORIES, run, stage: 1, train: data, eval: held, steps: 2, batchSize: 2, evalBatchSize: 4, lr: 1e-3,
   saveEvery: 0, evalEvery: 0, expand: false, backend: 'cpu', method: 'apex', setting: 'full', calibrationSamples: 6, ...extra,
 });
@@ -85,8 +86,11 @@ describe('a dry run of a stage', () => {
   });
 
   it('refuses an analysis over --max-memory as the stage then does, when training alone would fit', async () => {
-    // operators trains little: its estimate (≈ 12 MB here) is under the analysis's (≈ 23 MB).
+    // operators trains little: its estimate (≈ 33 MB here, 21 of them the command's) is under the
+    // analysis's of 2,000 sequences (≈ 39 MB: it keeps all their hidden states, 8 kB each).
     const run = newRun();
+    const many = idSet(Array.from({ length: 2000 }, (_, i) => data.sequences[i % data.sequences.length]!));
+    const options = (r: string, extra: Partial<StageOptions>) => optionsOf(r, { train: many, calibrationSamples: 2000, ...extra });
     const dry = await runStage(options(run, { setting: 'operators', dryRun: true }));
     const budget = Math.round((dry.plan!.memory.totalBytes + dry.plan!.analysisMemory!.totalBytes) / 2);
     expect(dry.plan!.memory.totalBytes).toBeLessThan(budget);

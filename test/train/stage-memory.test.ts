@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { ResourceLimitError } from '../../src/errors.js';
 import { parseModelConfig } from '../../src/model/config.js';
+import { COMMAND_BYTES } from '../../src/model/memory-estimate.js';
 import { checkWasmHeap } from '../../src/model/wasm-heap-limit.js';
 import { checkTrainingMemory, CONFIG_MEMORY_ADVICE, estimateTrainingMemory, fixedTrainingBytes } from '../../src/train/stage-memory.js';
 import { modelParamCount } from '../../src/train/trainable-params.js';
@@ -28,7 +29,8 @@ describe('estimateTrainingMemory', () => {
     expect(e.logitBytes).toBe(4 * 6 * 2 * 10);
     expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 3856 + 480)));
     expect(e.savedStateBytes).toBe(4 * 4 * 100);
-    expect(e.totalBytes).toBe(9200 + 1600);
+    expect(e.commandBytes).toBe(20 * 2 ** 20);
+    expect(e.totalBytes).toBe(9200 + 1600 + COMMAND_BYTES);
   });
 
   it('adds the operator-mixed weights (APEX) and the merged projections (LoRA) independently of the tokens', () => {
@@ -58,7 +60,7 @@ describe('estimateTrainingMemory', () => {
     expect([e.activationBytes, e.logitBytes]).toEqual([5424, 0]);
     expect([e.weightBytes, e.optimizerBytes, e.savedStateBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.savedStateBytes]);
     expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)));
-    expect(e.totalBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)) + 1600);
+    expect(e.totalBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)) + 1600 + COMMAND_BYTES);
     // The training formula at 3 × 2 tokens (what was counted before) is 3 · 4336 bytes.
     expect(e.activationBytes + e.logitBytes).toBeLessThan(3 * (3856 + 480));
     // The operator-mixed weights stay resident during the evaluation: 4 · 630 bytes more.
@@ -134,14 +136,14 @@ describe('estimateTrainingMemory', () => {
     const e = estimateTrainingMemory(spec, base);
     expect(() => checkTrainingMemory(e, e.totalBytes, 'stage')).not.toThrow();
     expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(ResourceLimitError);
-    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(/stage needs about .*weights .*activations .*logits .*, allocation slack .*, copies while saving .*\).*--batch-size/);
+    expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).toThrow(/stage needs about .*weights .*activations .*logits .*, allocation slack .*, copies while saving .*, the command itself 21\.0 MB\).*--batch-size/);
     expect(() => checkTrainingMemory(e, e.totalBytes - 1, 'stage')).not.toThrow(/wasm/);
   });
 
   it('does not suggest a smaller batch when the weights and optimizer state alone are over the budget', () => {
     const e = estimateTrainingMemory(spec, base);
-    // 1.15 · (944 + 2720) + 1600 = 5814 bytes that no batch or sequence length changes
-    expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 1600);
+    // 1.15 · (944 + 2720) + 1600 + 20 MiB = 20,977,334 bytes that no batch or sequence length changes
+    expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 1600 + COMMAND_BYTES);
     const refusal = (budget: number, advice?: string, training: { method: string; setting: string | null } = { method: 'apex', setting: 'full' }) => {
       try {
         checkTrainingMemory(e, budget, 'stage', advice, training);
@@ -151,7 +153,7 @@ describe('estimateTrainingMemory', () => {
       throw new Error('expected a refusal');
     };
     expect(refusal(fixedTrainingBytes(e))).toMatch(/; raise --max-memory, or lower --batch-size \/ --seq-len/);
-    expect(refusal(fixedTrainingBytes(e) - 1)).toMatch(/; the weights, gradients and optimizer state alone \(with their slack and the copies while saving\) need about 5\.81 kB, which a smaller batch or sequence length does not change: raise --max-memory, or train fewer tensors \(--setting structured or operators, or --method lora\)$/);
+    expect(refusal(fixedTrainingBytes(e) - 1)).toMatch(/; the weights, gradients and optimizer state alone \(with their slack, the copies while saving and the command itself\) need about 21\.0 MB, which a smaller batch or sequence length does not change: raise --max-memory, or train fewer tensors \(--setting structured or operators, or --method lora\)$/);
     expect(refusal(fixedTrainingBytes(e) - 1, CONFIG_MEMORY_ADVICE)).toMatch(/does not change: raise max_memory, or train fewer tensors \(setting: structured or operators, or method: lora\)$/);
     // Only what the method and setting allow: vanilla is told to switch method; structured to
     // operators or LoRA; operators and LoRA, which train nothing more to drop, only the budget.
