@@ -250,53 +250,67 @@ export class HubClient {
   /**
    * Bytes [start, start + length) of `file` at `commit`, with a Range request (a dry run reads
    * safetensors headers this way instead of downloading the weights). The answer's
-   * Content-Range must start at `start` and give the size the Hub listed; a server that ignores
-   * Range (200) is read only up to the end of the range, and the connection then dropped.
+   * Content-Range must start where asked and give the size the Hub listed; a server that ignores
+   * Range (200) is read only up to the end of the range, and the connection then dropped. A 206
+   * may hold less than was asked (RFC 9110 §15.3.7: its Content-Range says what it holds): the
+   * rest is asked for again, as many times as needed.
    */
   async readRange(ctx: HubContext, commit: string, file: RemoteFile, start: number, length: number): Promise<Uint8Array> {
-    if (length <= 0) return new Uint8Array(0);
-    const end = start + length - 1;
+    const out = new Uint8Array(Math.max(0, length));
+    let got = 0;
+    // Each answer holds at least one byte (a 206's range ends at or after where it starts).
+    while (got < length) got += await this.readRangeOnce(ctx, commit, file, out, start, got);
+    return out;
+  }
+
+  /** One request for bytes [start + got, start + out.length) into out[got…]; returns how many it received. */
+  private async readRangeOnce(ctx: HubContext, commit: string, file: RemoteFile, out: Uint8Array, start: number, got: number): Promise<number> {
+    const from = start + got;
+    const end = start + out.length - 1;
     const url = this.resolveUrl(ctx.repo, commit, file.path);
-    return this.withRetry(`${ctx.repo}/${file.path} (bytes ${start}-${end})`, async (attempt) => {
-      const res = await attempt.fetch(url, { headers: { 'Accept-Encoding': 'identity', Range: `bytes=${start}-${end}` } });
+    return this.withRetry(`${ctx.repo}/${file.path} (bytes ${from}-${end})`, async (attempt) => {
+      const res = await attempt.fetch(url, { headers: { 'Accept-Encoding': 'identity', Range: `bytes=${from}-${end}` } });
       if (res.status === 416) {
         await res.body?.cancel();
-        throw new TransientFailure(`the server refused bytes ${start}-${end} of a file the Hub lists as ${file.size} bytes`, 'integrity');
+        throw new TransientFailure(`the server refused bytes ${from}-${end} of a file the Hub lists as ${file.size} bytes`, 'integrity');
       }
       await this.check(res, ctx, file.path);
       let skip = 0;
+      // Bytes this answer is to give: up to `end`, or a 206's own end when it holds less.
+      let want = end - from + 1;
       if (res.status === 206) {
         const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
-        if (!m || Number(m[1]) !== start) {
+        if (!m || Number(m[1]) !== from || Number(m[2]) < from) {
           await res.body?.cancel();
-          throw new TransientFailure(`asked for bytes ${start}-${end}, the server answered ${JSON.stringify(res.headers.get('content-range'))}`, 'integrity');
+          throw new TransientFailure(`asked for bytes ${from}-${end}, the server answered ${JSON.stringify(res.headers.get('content-range'))}`, 'integrity');
         }
         if (m[3] !== '*' && Number(m[3]) !== file.size) {
           await res.body?.cancel();
           throw new TransientFailure(`the file is ${m[3]} bytes on the server, the Hub lists ${file.size}`, 'integrity');
         }
+        want = Math.min(want, Number(m[2]) - from + 1);
       } else {
-        skip = start; // the whole file from byte 0
+        skip = from; // the whole file from byte 0
       }
-      const out = new Uint8Array(length);
+      const target = out.subarray(got, got + want);
       let at = -skip;
       if (res.body) {
         const reader = (res.body as ReadableStream<Uint8Array>).getReader();
         try {
-          while (at < length) {
+          while (at < want) {
             const { done, value } = await reader.read();
             if (done) break;
             attempt.kick();
-            const from = Math.max(0, -at);
-            if (from < value.length) out.set(value.subarray(from, Math.min(value.length, from + length - Math.max(0, at))), Math.max(0, at));
+            const first = Math.max(0, -at);
+            if (first < value.length) target.set(value.subarray(first, Math.min(value.length, first + want - Math.max(0, at))), Math.max(0, at));
             at += value.length;
           }
         } finally {
           await reader.cancel().catch(() => {});
         }
       }
-      if (at < length) throw new TransientFailure(`connection ended after ${Math.max(0, at)} of the ${length} bytes asked for`, 'network');
-      return out;
+      if (at < want) throw new TransientFailure(`connection ended after ${Math.max(0, at)} of the ${want} bytes asked for`, 'network');
+      return want;
     });
   }
 
