@@ -121,12 +121,12 @@ export class AdamW {
       const packable = this.kernels && onWebgpu() && 8 * param.variable.size <= maxStorageBindingBytes() && (param.mask === undefined || param.mask.dtype === 'float32');
       const webgpu = packable ? (maskLayout(param.variable.shape, param.mask?.shape) ?? undefined) : undefined;
       if (webgpu) {
-        this.slots.set(param.name, { param, webgpu, mv: tf.variable(tf.zeros([2, param.variable.size]), false) });
+        this.slots.set(param.name, { param, webgpu, mv: zeroMoments([2, param.variable.size]) });
         continue;
       }
       // The boolean mask only the tfjs-ops route reads.
       const keep = param.mask === undefined ? undefined : tf.keep(tf.tidy(() => tf.greater(param.mask as tf.Tensor, 0)));
-      this.slots.set(param.name, { param, keep, m: tf.variable(tf.zeros(param.variable.shape), false), v: tf.variable(tf.zeros(param.variable.shape), false) });
+      this.slots.set(param.name, { param, keep, m: zeroMoments(param.variable.shape), v: zeroMoments(param.variable.shape) });
     }
   }
 
@@ -278,6 +278,15 @@ export class AdamW {
     }
     this.slots.clear();
   }
+}
+
+/**
+ * A non-trainable variable of zeros. tf.variable shares its initial tensor's data, so that tensor
+ * must be freed here (the tidy does it): left alive, it kept the moments' memory after dispose(),
+ * twice every trainable tensor per optimizer, i.e. per stage of an `apex run` process.
+ */
+function zeroMoments(shape: readonly number[]): tf.Variable {
+  return tf.tidy(() => tf.variable(tf.zeros([...shape]), false));
 }
 
 function broadcastsTo(mask: readonly number[], shape: readonly number[]): boolean {
