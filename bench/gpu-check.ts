@@ -251,6 +251,11 @@ interface TrainRecord {
   weights: Record<string, TensorSummary>;
   seconds: number;
   medianStepMs: number;
+  /**
+   * The engine's tensors and bytes after the stage minus before it: 0 expected (a stage frees
+   * what it made; test/train/stage-tensor-leak.test.ts checks cpu and wasm, this the webgpu path).
+   */
+  leftBehind: { tensors: number; bytes: number };
 }
 
 function summarize(values: Float32Array): TensorSummary {
@@ -282,6 +287,7 @@ async function partTrain(args: { backend: string; key: string; steps?: number; r
     const gradNorms: number[] = [];
     const stepMs: number[] = [];
     const started = performance.now();
+    const before = tf.memory();
     await runStage({
       model: STORIES, modelDir: STORIES, run, stage: 1, method: spec.method, ...('setting' in spec ? { setting: spec.setting } : {}),
       train: data, steps, batchSize: TRAIN.batchSize, lr: TRAIN.lr, seed: TRAIN.seed, saveEvery: 0, backend: args.backend, expand: false,
@@ -294,13 +300,15 @@ async function partTrain(args: { backend: string; key: string; steps?: number; r
       },
     });
     const seconds = (performance.now() - started) / 1000;
+    const after = tf.memory();
+    const leftBehind = { tensors: after.numTensors - before.numTensors, bytes: after.numBytes - before.numBytes };
     const weights: Record<string, TensorSummary> = {};
     for (const file of ['trained.safetensors', 'operators.safetensors']) {
       const path = join(run, 'stages/1', file);
       if (!existsSync(path)) continue;
       for (const [name, t] of await readAllF32(path)) weights[`${file}:${name}`] = summarize(t.values);
     }
-    return { backend: tf.getBackend(), steps, losses, gradNorms, weights, seconds: round(seconds), medianStepMs: round(median(stepMs.slice(3))) };
+    return { backend: tf.getBackend(), steps, losses, gradNorms, weights, seconds: round(seconds), medianStepMs: round(median(stepMs.slice(3))), leftBehind };
   } finally {
     rmSync(run, { recursive: true, force: true });
   }
@@ -697,7 +705,7 @@ async function all(outDir: string, budget: number, cpuRerun: boolean): Promise<v
       const rec = outcome.result as TrainRecord | undefined;
       training[r.key] = rec
         ? {
-            ok: true, seconds: outcome.seconds, backend: rec.backend, runSeconds: rec.seconds, medianStepMs: rec.medianStepMs,
+            ok: true, seconds: outcome.seconds, backend: rec.backend, runSeconds: rec.seconds, medianStepMs: rec.medianStepMs, leftBehind: rec.leftBehind,
             losses: rec.losses.map((l) => round(l, 7)),
             vsCpuReference: reference?.runs[r.key] ? compareTraining(rec, reference.runs[r.key]!, reference.wasmRuns?.[r.key]) : 'no reference',
           }
@@ -747,6 +755,8 @@ function summary(results: Record<string, unknown>): Record<string, unknown> {
     out[`train-${r.key}-vs-cpu`] = get(`training.${r.key}.vsCpuReference.pass`) ?? get(`training.${r.key}.skipped`) ?? get(`training.${r.key}.error`) ?? null;
     out[`train-${r.key}-loss-max-abs-diff`] = get(`training.${r.key}.vsCpuReference.lossMaxAbsDiff`) ?? null;
     out[`cpu-rerun-${r.key}-identical-to-reference`] = get(`cpuLanes.cpuTrain-${r.key}.vsReference.identical`) ?? null;
+    // Tensors a webgpu stage left on the engine (0 expected).
+    out[`train-${r.key}-tensors-left`] = get(`training.${r.key}.leftBehind.tensors`) ?? null;
   }
   const speed = (get('speed') ?? {}) as Record<string, PartOutcome>;
   for (const [k, v] of Object.entries(speed)) {
@@ -811,7 +821,7 @@ async function software(outDir: string, steps: number): Promise<void> {
   for (const r of TRAIN_RUNS) {
     const outcome = await runPart('train', { backend: 'webgpu', key: r.key, steps }, 3600);
     webgpuRuns[r.key] = outcome.result as TrainRecord | undefined;
-    training[r.key] = outcome.ok ? { ok: true, seconds: outcome.seconds, medianStepMs: webgpuRuns[r.key]!.medianStepMs } : outcome;
+    training[r.key] = outcome.ok ? { ok: true, seconds: outcome.seconds, medianStepMs: webgpuRuns[r.key]!.medianStepMs, leftBehind: webgpuRuns[r.key]!.leftBehind } : outcome;
     save();
   }
   for (const r of TRAIN_RUNS) {
