@@ -60,6 +60,14 @@ export interface AdamWState {
   readonly secondMoments: ReadonlyMap<string, Float32Array>;
 }
 
+/** AdamW's moments read on demand, one parameter at a time (AdamW.moments). */
+export interface AdamWMoments {
+  readonly step: number;
+  readonly names: readonly string[];
+  first(name: string): Promise<Float32Array>;
+  second(name: string): Promise<Float32Array>;
+}
+
 interface Slot {
   readonly param: OptimizedParameter;
   readonly keep?: tf.Tensor;
@@ -216,6 +224,33 @@ export class AdamW {
         for (const moment of [slot.m, slot.v, slot.mv]) moment?.assign(tf.zerosLike(moment));
       });
     }
+  }
+
+  /**
+   * The moments one parameter at a time, for a checkpoint writer that asks for each tensor when
+   * it reaches it: only one parameter's moments are downloaded at a time, where exportState holds
+   * all of them (twice every trainable tensor). Read it before the next update.
+   */
+  moments(): AdamWMoments {
+    const read = async (name: string, which: 0 | 1): Promise<Float32Array> => {
+      const slot = this.slots.get(name);
+      if (!slot) throw new Error(`AdamW: no moments of unknown parameter '${name}'`);
+      if (!slot.mv) return readFloat32(which === 0 ? slot.m! : slot.v!);
+      // webgpu keeps a parameter's two moments packed [2, size]: download only the row asked for
+      // (the writer asks for them apart: its file is ordered by name, every adam_m.* first).
+      const row = tf.slice(slot.mv, [which, 0], [1, slot.param.variable.size]);
+      try {
+        return await readFloat32(row);
+      } finally {
+        row.dispose();
+      }
+    };
+    return {
+      step: this.t,
+      names: [...this.slots.keys()],
+      first: (name) => read(name, 0),
+      second: (name) => read(name, 1),
+    };
   }
 
   async exportState(): Promise<AdamWState> {

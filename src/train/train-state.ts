@@ -23,7 +23,7 @@ import { removeStaleLock } from '../io/output-lock.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
 import { planSafetensorsLayout, type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
 import type { RankRecorderState } from '../ops/rank-counts.js';
-import type { AdamWState } from './adamw.js';
+import type { AdamWMoments, AdamWState } from './adamw.js';
 import type { LrPlan } from './lr-schedule.js';
 import type { ResumeKey } from './stage-resume-key.js';
 import { usableFreeBytes } from '../io/free-space.js';
@@ -95,7 +95,11 @@ export interface TrainableTensor {
 export interface TrainStateToSave {
   readonly scalars: TrainStateScalars;
   readonly trainable: ReadonlyMap<string, TrainableTensor>;
-  readonly optimizer: AdamWState;
+  /**
+   * The moments in memory, or read one tensor at a time as the writer reaches them (the trainer's
+   * way: the checkpoint then holds one tensor's values on the JavaScript side, not all moments).
+   */
+  readonly optimizer: AdamWState | AdamWMoments;
 }
 
 export interface LoadedTrainState {
@@ -135,22 +139,21 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
   if (!Number.isInteger(keep) || keep < 1) throw new Error(`saveTrainState: keep must be an integer >= 1, got ${keep}`);
   const out = join(checkpointsDir, checkpointName(state.scalars.step));
   const names = [...state.trainable.keys()];
+  const moments = momentsOf(state.optimizer);
   for (const name of names) {
-    if (!state.optimizer.firstMoments.has(name) || !state.optimizer.secondMoments.has(name)) {
-      throw new Error(`saveTrainState: no optimizer moments for trainable tensor '${name}'`);
-    }
+    if (!moments.has(name)) throw new Error(`saveTrainState: no optimizer moments for trainable tensor '${name}'`);
   }
   await writeAtomicFolder(out, { force: true, command: 'apex finetune (checkpoint)' }, async (tmp) => {
     const tensors: TensorToWrite[] = [];
     for (const [name, t] of state.trainable) {
       tensors.push(f32(`param.${name}`, t.shape, t.values));
-      tensors.push(f32(`adam_m.${name}`, t.shape, state.optimizer.firstMoments.get(name) as Float32Array));
-      tensors.push(f32(`adam_v.${name}`, t.shape, state.optimizer.secondMoments.get(name) as Float32Array));
+      tensors.push(f32(`adam_m.${name}`, t.shape, moments.first(name)));
+      tensors.push(f32(`adam_v.${name}`, t.shape, moments.second(name)));
     }
     const written = await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, TENSORS_METADATA, { hash: true });
     const file: StateFile = {
       version: TRAIN_STATE_VERSION,
-      optimizerStep: state.optimizer.step,
+      optimizerStep: moments.step,
       trainable: names,
       scalars: state.scalars,
       tensorSha256: Object.fromEntries(written.map((t) => [t.name, t.sha256!])),
@@ -297,6 +300,20 @@ async function pruneCheckpoints(checkpointsDir: string, keep: number): Promise<v
   for (const name of await readdir(checkpointsDir)) {
     if (CHECKPOINT_LOCK_NAME.test(name)) await removeStaleLock(join(checkpointsDir, name));
   }
+}
+
+/** Both forms of the moments as the writer takes them: values, or a function it calls when it reaches the tensor. */
+function momentsOf(optimizer: AdamWState | AdamWMoments): { step: number; has(name: string): boolean; first(name: string): TrainableTensor['values']; second(name: string): TrainableTensor['values'] } {
+  if ('firstMoments' in optimizer) {
+    return {
+      step: optimizer.step,
+      has: (name) => optimizer.firstMoments.has(name) && optimizer.secondMoments.has(name),
+      first: (name) => optimizer.firstMoments.get(name)!,
+      second: (name) => optimizer.secondMoments.get(name)!,
+    };
+  }
+  const names = new Set(optimizer.names);
+  return { step: optimizer.step, has: (name) => names.has(name), first: (name) => () => optimizer.first(name), second: (name) => () => optimizer.second(name) };
 }
 
 function f32(name: string, shape: readonly number[], values: TrainableTensor['values']): TensorToWrite {

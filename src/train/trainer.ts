@@ -356,7 +356,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
           trainable: new Map<string, TrainableTensor>(
             o.params.map((p) => [p.name, { shape: p.variable.shape, values: () => readFloat32(p.variable) }]),
           ),
-          optimizer: await optimizer.exportState(),
+          optimizer: optimizer.moments(),
         },
         o.keepCheckpoints,
       );
