@@ -292,6 +292,17 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   }
 }
 
+/**
+ * Drops a loaded checkpoint's tensor values (the trainer calls it once they are in the
+ * variables and the optimizer), keeping its path and scalars: whoever still holds the state
+ * then holds no tensor data.
+ */
+export function releaseTrainStateTensors(state: LoadedTrainState): void {
+  state.trainable.clear();
+  (state.optimizer.firstMoments as Map<string, Float32Array>).clear();
+  (state.optimizer.secondMoments as Map<string, Float32Array>).clear();
+}
+
 /** Removes all complete checkpoints but the newest `keep`. */
 async function pruneCheckpoints(checkpointsDir: string, keep: number): Promise<void> {
   const all = await listCheckpoints(checkpointsDir);

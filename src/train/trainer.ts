@@ -39,7 +39,7 @@ import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.
 import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
-import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes } from './train-state.js';
+import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, releaseTrainStateTensors, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes } from './train-state.js';
 import type { ResumeKey } from './stage-resume-key.js';
 import { fileChanges, type HashedFile } from '../util/file-changes.js';
 
@@ -303,6 +303,9 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       } catch (e) {
         throw new UsageError(`${o.resumeFrom.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
       }
+      // The tensors are in the variables now; the caller keeps the state (its scalars) for the
+      // whole stage, which kept 3 floats per trainable entry alive on the JavaScript side.
+      releaseTrainStateTensors(o.resumeFrom);
       rng = Rng.fromState([...s.rng]);
       stream = new BatchStream(o.train.sequences.length, rng, s.data);
       step = s.step;
