@@ -52,12 +52,12 @@
  *                the training batch never sets it
  *   heap         the wasm heap's high-water mark is 1.13–1.20 × the live bytes above (memory
  *                grows in 20% steps, large blocks that do not fit a hole go on top): 15% more
- *   saved state  outside the heap: 1 float per trainable entry at the end of the stage, where
- *                the trained tensors are read out for trained.safetensors, and 2 of the largest
- *                trainable tensor, what a checkpoint holds at a time (its writer asks for each
- *                tensor, and each AdamW moment, when it reaches it: AdamW.moments). Until
- *                2026-11-28 a checkpoint downloaded every moment first: 4 floats per trainable
- *                entry, 150–177 MB more peak RSS on the 10m model trained whole. LoRA adds 2
+ *   saved state  outside the heap: 2 of the largest trainable tensor, what a checkpoint or
+ *                trained.safetensors holds at a time (their writers ask for each tensor, and each
+ *                AdamW moment, when they reach it: AdamW.moments, stage-outputs.ts). Until
+ *                2026-11-28 a checkpoint downloaded every moment first and the end of the stage
+ *                every trained tensor: 4 floats per trainable entry, 150–177 MB more peak RSS on
+ *                the 10m model trained whole. LoRA adds 2
  *                copies of the projection weights at the end of the stage, where the merged
  *                projections are read out for trained.safetensors (measured on a 15.6M model at
  *                1 × 128 tokens: the peak rose by 2.3 copies there, after training; without this
@@ -171,7 +171,7 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
       ? { activationBytes: F32 * evalTokens * layersPerToken + hookBytes, logitBytes: 0 }
       : { activationBytes: F32 * evalTokens * D + hookBytes, logitBytes: F32 * evalTokens * 5 * V };
   };
-  const savedStateBytes = F32 * (input.trainableEntries + 2 * input.largestTrainable + (input.lora ? 2 * projections : 0));
+  const savedStateBytes = F32 * (2 * input.largestTrainable + (input.lora ? 2 * projections : 0));
   const peak = (recompute: boolean) => {
     const training = trainingWith(recompute);
     const evaluation = evaluationWith(recompute);

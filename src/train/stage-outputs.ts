@@ -45,8 +45,12 @@ export const HELDOUT_FILE = 'heldout.json';
 export interface StageTensors {
   /** Layers that carry operators (APEX settings). */
   readonly operators: LayerOperators[] | undefined;
-  /** trained.safetensors content by checkpoint tensor name (absent for `operators`). */
-  readonly trained: Map<string, { shape: readonly number[]; values: Float32Array }> | undefined;
+  /**
+   * trained.safetensors content by checkpoint tensor name (absent for `operators`): the values,
+   * or (tensors trained directly) a function that reads them from the variable when the writer
+   * reaches the tensor, so that the file is written holding one tensor at a time.
+   */
+  readonly trained: Map<string, { shape: readonly number[]; values: Float32Array | (() => Promise<Float32Array>) }> | undefined;
   /** LoRA: the trained factors by PEFT tensor name, with rank and alpha (written as adapter/ in PEFT's layout). */
   readonly lora?: { readonly rank: number; readonly alpha: number; readonly tensors: Map<string, { shape: readonly number[]; values: Float32Array }> };
 }
@@ -59,6 +63,14 @@ function checkFinite(name: string, values: Float32Array): void {
 }
 
 /** Reads every tensor a stage writes out of its variables, checking each is finite. */
+/** checkFinite of a tensor without downloading it unless it fails (one boolean read). */
+async function checkFiniteTensor(name: string, t: tf.Tensor): Promise<void> {
+  const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(t))));
+  const found = (await bad.data())[0] !== 0;
+  bad.dispose();
+  if (found) checkFinite(name, await readFloat32(t));
+}
+
 export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): Promise<StageTensors> {
   let operators: LayerOperators[] | undefined;
   if (t.operators) {
@@ -88,9 +100,13 @@ export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): 
     }
   } else if (t.direct.length > 0) {
     trained = new Map();
-    for (const d of t.direct) trained.set(d.name, { shape: d.shape, values: await readFloat32(t.model.tensors.get(d.name)!) });
+    for (const d of t.direct) {
+      const variable = t.model.tensors.get(d.name)!;
+      await checkFiniteTensor(d.name, variable);
+      trained.set(d.name, { shape: d.shape, values: () => readFloat32(variable) });
+    }
   }
-  for (const [name, v] of [...(trained ?? []), ...(lora?.tensors ?? [])]) checkFinite(name, v.values);
+  for (const [name, v] of [...(trained ?? []), ...(lora?.tensors ?? [])]) if (v.values instanceof Float32Array) checkFinite(name, v.values);
   return { operators, trained, ...(lora ? { lora } : {}) };
 }
 
@@ -134,7 +150,11 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
     written.push(OPERATORS_FILE);
   }
   if (o.tensors.trained) {
-    const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => f32Tensor(name, t.shape, t.values));
+    const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => {
+      if (t.values instanceof Float32Array) return f32Tensor(name, t.shape, t.values);
+      const read = t.values;
+      return { name, dtype: 'F32' as const, shape: t.shape, data: async () => { const v = await read(); return new Uint8Array(v.buffer, v.byteOffset, v.byteLength); } };
+    });
     await writeSafetensors(join(o.dir, TRAINED_FILE), tensors, { format: 'pt', apex_format: 'trained', ...o.trainedMetadata });
     written.push(TRAINED_FILE);
   }

@@ -28,10 +28,10 @@ describe('estimateTrainingMemory', () => {
     expect(e.activationBytes).toBe(4 * 2 * (434 + 48));
     expect(e.logitBytes).toBe(4 * 6 * 2 * 10);
     expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 3856 + 480)));
-    // the trained tensors read out at the end (1 float per entry) and a checkpoint's one tensor and one moment (2 · 40)
-    expect(e.savedStateBytes).toBe(4 * (100 + 2 * 40));
+    // what a checkpoint or trained.safetensors holds at a time: one tensor and one moment (2 · 40)
+    expect(e.savedStateBytes).toBe(4 * 2 * 40);
     expect(e.commandBytes).toBe(20 * 2 ** 20);
-    expect(e.totalBytes).toBe(9200 + 720 + COMMAND_BYTES);
+    expect(e.totalBytes).toBe(9200 + 320 + COMMAND_BYTES);
   });
 
   it('adds the operator-mixed weights (APEX) and the merged projections (LoRA) independently of the tokens', () => {
@@ -61,7 +61,7 @@ describe('estimateTrainingMemory', () => {
     expect([e.activationBytes, e.logitBytes]).toEqual([5424, 0]);
     expect([e.weightBytes, e.optimizerBytes, e.savedStateBytes]).toEqual([plain.weightBytes, plain.optimizerBytes, plain.savedStateBytes]);
     expect(e.tfHeapBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)));
-    expect(e.totalBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)) + 720 + COMMAND_BYTES);
+    expect(e.totalBytes).toBe(Math.round(1.15 * (944 + 2720 + 5424)) + 320 + COMMAND_BYTES);
     // The training formula at 3 × 2 tokens (what was counted before) is 3 · 4336 bytes.
     expect(e.activationBytes + e.logitBytes).toBeLessThan(3 * (3856 + 480));
     // The operator-mixed weights stay resident during the evaluation: 4 · 630 bytes more.
@@ -143,8 +143,8 @@ describe('estimateTrainingMemory', () => {
 
   it('does not suggest a smaller batch when the weights and optimizer state alone are over the budget', () => {
     const e = estimateTrainingMemory(spec, base);
-    // 1.15 · (944 + 2720) + 720 + 20 MiB = 20,976,454 bytes that no batch or sequence length changes
-    expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 720 + COMMAND_BYTES);
+    // 1.15 · (944 + 2720) + 320 + 20 MiB = 20,976,054 bytes that no batch or sequence length changes
+    expect(fixedTrainingBytes(e)).toBe(Math.round(1.15 * (944 + 2720)) + 320 + COMMAND_BYTES);
     const refusal = (budget: number, advice?: string, training: { method: string; setting: string | null } = { method: 'apex', setting: 'full' }) => {
       try {
         checkTrainingMemory(e, budget, 'stage', advice, training);
