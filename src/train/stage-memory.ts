@@ -204,8 +204,9 @@ export function checkTrainingMemory(estimate: TrainingMemoryEstimate, budgetByte
   if (estimate.totalBytes <= budgetBytes) return;
   const fixed = fixedTrainingBytes(estimate);
   const form = advice === CONFIG_MEMORY_ADVICE ? 'config' : 'cli';
-  // When the frozen weights alone are over the budget, training fewer tensors cannot help either.
-  const fewer = estimate.weightBytes * HEAP_GROWTH < budgetBytes ? fewerTensorsAdvice(training, form) : undefined;
+  // When the frozen weights alone (with the command's own, which any stage needs) are over the
+  // budget, training fewer tensors cannot help either.
+  const fewer = estimate.weightBytes * HEAP_GROWTH + estimate.commandBytes < budgetBytes ? fewerTensorsAdvice(training, form) : undefined;
   const raise = form === 'config' ? 'raise max_memory' : 'raise --max-memory';
   const remedy =
     fixed > budgetBytes

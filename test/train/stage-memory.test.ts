@@ -165,6 +165,11 @@ describe('estimateTrainingMemory', () => {
     expect(refusal(fixedTrainingBytes(e) - 1, undefined, { method: 'lora', setting: null })).toMatch(/does not change: raise --max-memory$/);
     // Frozen weights alone over the budget (1.15 · 944 bytes): fewer trained tensors cannot help.
     expect(refusal(1000)).toMatch(/does not change: raise --max-memory$/);
+    // Nor when the frozen weights and the command's own 20 MiB are: a stage that trains nothing
+    // still needs them (a 10 MiB budget is above the weights but below the command alone).
+    expect(refusal(10 * 2 ** 20)).toMatch(/does not change: raise --max-memory$/);
+    expect(refusal(Math.floor(1.15 * 944) + COMMAND_BYTES)).toMatch(/does not change: raise --max-memory$/);
+    expect(refusal(Math.ceil(1.15 * 944) + COMMAND_BYTES)).toMatch(/raise --max-memory, or train fewer tensors/);
   });
 });
 
