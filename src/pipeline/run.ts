@@ -360,7 +360,8 @@ export async function checkBeforeWriting(
  * memory that does not depend on the selection is over `max_memory`: weights and activations
  * (at optimizer.batch_size, which the held-out evaluations between steps do not exceed:
  * run-stage-settings.ts), plus, where every weight is trained whatever the selection (`vanilla`, APEX `full`), their
- * gradients and optimizer state. Each stage checks its complete estimate again when it starts.
+ * gradients and optimizer state, and what the command itself holds (and, for those, what a
+ * checkpoint holds while written). Each stage checks its complete estimate again when it starts.
  */
 function refuseImpossibleBudget(config: ResolvedRunConfig['config'], spec: ModelSpec, budgetBytes: number): void {
   const everyWeight = config.method === 'vanilla' || (config.method === 'apex' && config.setting === 'full');
