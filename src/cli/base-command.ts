@@ -4,6 +4,7 @@
  */
 import { Command, Flags } from '@oclif/core';
 import { ApexError, InterruptedError, toApexError } from '../errors.js';
+import { activeWasmHeapBytes, isWasmRuntimeError, wasmHeapExhaustion } from '../model/wasm-heap-exhaustion.js';
 import { redact, redactDeep } from '../util/secrets.js';
 import { createProgress, type Progress } from './progress.js';
 import { didYouMean } from '../util/did-you-mean.js';
@@ -95,7 +96,10 @@ export abstract class ApexCommand<T extends object = object> extends Command {
 
   override async catch(err: unknown): Promise<void> {
     this.progress?.stop();
-    const e: ApexError = this.abort.signal.aborted && !(err instanceof ApexError) ? new InterruptedError() : toApexError(err);
+    const e: ApexError =
+      this.abort.signal.aborted && !(err instanceof ApexError)
+        ? new InterruptedError()
+        : ((isWasmRuntimeError(err) ? wasmHeapExhaustion(err, await activeWasmHeapBytes()) : undefined) ?? toApexError(err));
     const message = this.withFlagSuggestion(redact(e.message));
     process.exitCode = e.exit;
     if (this.jsonEnabled()) {
