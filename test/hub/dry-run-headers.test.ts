@@ -12,11 +12,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InternalError, OfflineCacheMissError, SafetensorsFormatError } from '../../src/errors.js';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { resolveModel } from '../../src/io/resolve-model.js';
-import { describeCheckpoint } from '../../src/model/weight-source.js';
-import { modelRecord } from '../../src/pipeline/analysis-provenance.js';
 import { FakeHub, sha256 } from './fake-hub.js';
 import { commitHash, shardedRepo, singleFileRepo } from './fixture-repos.js';
-import { listTree, makeWorld, SHARDED, SINGLE, TOKEN, type World } from './setup.js';
+import { listTree, fingerprintOf, makeWorld, SHARDED, SINGLE, TOKEN, type World } from './setup.js';
 
 let w: World;
 beforeEach(async () => { w = await makeWorld(); });
@@ -27,15 +25,6 @@ const WEIGHTS = /\.safetensors$/;
 /** Requests for weight files: every one must be a ranged GET (a HEAD carries no data). */
 function weightRequests(hub: FakeHub) {
   return hub.requests.filter((q) => WEIGHTS.test(q.path));
-}
-
-async function fingerprintOf(dir: string, options: Parameters<typeof Checkpoint.open>[1] = {}) {
-  const ck = await Checkpoint.open(dir, options);
-  try {
-    return (await modelRecord(ck, describeCheckpoint(ck).spec)).files.map(({ file, bytes, sha256 }) => ({ file, bytes, sha256 }));
-  } finally {
-    await ck.close();
-  }
 }
 
 describe('a dry run of an uncached Hub model', () => {

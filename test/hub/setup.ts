@@ -7,7 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { Checkpoint } from '../../src/io/checkpoint.js';
 import type { ResolveOptions } from '../../src/io/resolve-model.js';
+import { describeCheckpoint } from '../../src/model/weight-source.js';
+import { modelRecord } from '../../src/pipeline/analysis-provenance.js';
 import { FakeHub } from './fake-hub.js';
 import { commitHash, shardedRepo, singleFileRepo } from './fixture-repos.js';
 
@@ -84,5 +87,15 @@ export async function listTree(dir: string): Promise<string[]> {
       .sort();
   } catch {
     return [];
+  }
+}
+
+/** What a model's provenance records of its weight files (name, bytes, sha256): a header-only checkpoint's must equal the downloaded one's. */
+export async function fingerprintOf(dir: string, options: Parameters<typeof Checkpoint.open>[1] = {}) {
+  const ck = await Checkpoint.open(dir, options);
+  try {
+    return (await modelRecord(ck, describeCheckpoint(ck).spec)).files.map(({ file, bytes, sha256 }) => ({ file, bytes, sha256 }));
+  } finally {
+    await ck.close();
   }
 }
