@@ -645,6 +645,8 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       // Provenance only: recomputation changes speed and memory, not the results (bit for bit), so
       // it is not compared on --resume either.
       recompute_activations: settings.recomputeActivations,
+      // A stage interrupted and resumed with the other setting: which steps ran with which.
+      ...(result.recomputeFrom.length > 1 ? { recompute_activations_from: result.recomputeFrom.map((r) => ({ from_step: r.fromStep, recompute: r.recompute })) } : {}),
       memory_estimate: memory,
       results: {
         steps: result.steps,

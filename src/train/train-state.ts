@@ -84,6 +84,25 @@ export interface TrainStateScalars {
    * Absent (older versions, or nothing owed) means no evaluation is owed.
    */
   readonly pendingEval?: boolean;
+  /**
+   * Whether the sessions that trained this stage so far recomputed activations
+   * (--recompute-activations), from which step, one entry per change (provenance only: the
+   * option changes speed and memory, not the results). `null`: an older checkpoint's session,
+   * which did not record it. Absent in older checkpoints.
+   */
+  readonly recomputeFrom?: readonly RecomputeSpan[];
+}
+
+/** From `fromStep` on (until the next span), the stage was trained with recomputation on or off. */
+export interface RecomputeSpan {
+  readonly fromStep: number;
+  readonly recompute: boolean | null;
+}
+
+/** The spans with this session's setting from `step` on (a change only when it differs from the last span). */
+export function withRecomputeSpan(before: readonly RecomputeSpan[] | undefined, step: number, recompute: boolean): RecomputeSpan[] {
+  const spans = before ? [...before] : step > 0 ? [{ fromStep: 0, recompute: null }] : [];
+  return spans.at(-1)?.recompute === recompute ? spans : [...spans, { fromStep: step, recompute }];
 }
 
 /** A trainable tensor: its values, or a function producing them when the writer reaches it. */

@@ -39,7 +39,7 @@ import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.
 import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
-import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, releaseTrainStateTensors, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes } from './train-state.js';
+import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, type RecomputeSpan, releaseTrainStateTensors, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes, withRecomputeSpan } from './train-state.js';
 import type { ResumeKey } from './stage-resume-key.js';
 import { fileChanges, type HashedFile } from '../util/file-changes.js';
 
@@ -133,6 +133,8 @@ export interface TrainerResult {
   /** Wall seconds of this process's training loop. */
   readonly seconds: number;
   readonly tokensPerSecond: number;
+  /** Activation recomputation over the stage's sessions, this one included (train-state.ts). */
+  readonly recomputeFrom: readonly RecomputeSpan[];
 }
 
 /** sha256 over the training set: its sequence length, then each sequence's length, ids and loss mask. */
@@ -317,6 +319,8 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       await truncateMetrics(o.metricsPath, undefined);
     }
     let boundary: { data: DataPosition; rng: number[] } = { data: stream.position(), rng: rng.state() };
+    // This session's setting from the step it starts at, after those of the sessions before it.
+    const recomputeFrom = withRecomputeSpan(o.resumeFrom?.scalars.recomputeFrom, step, o.recomputeActivations === true);
     const scalars = (): TrainStateScalars => ({
       stage: o.stage,
       step,
@@ -332,6 +336,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       ...(o.resumeKey ? { settings: o.resumeKey } : {}),
       ...(o.backend ? { backend: o.backend } : {}),
       ...(evalOwed ? { pendingEval: true } : {}),
+      recomputeFrom,
     });
     // The stage saves a checkpoint after its last step at the latest: refuse now, before the
     // first evaluation and step, not after training, when there is no room for one.
@@ -517,6 +522,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
       eval: lastEval,
       seconds: ran,
       tokensPerSecond: ran > 0 ? ((step - startStep) * stepTokens) / ran : 0,
+      recomputeFrom,
     };
   } finally {
     accumulator.dispose();

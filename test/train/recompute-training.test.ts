@@ -103,6 +103,12 @@ describe('activation recomputation in training (stories260K, 3 steps of 2 sequen
     expect(recomputed.layers).toBeGreaterThan(0);
     for (const file of APEX_FILES) expect(await stageFileMaxAbsDiff(dir, whole, file), file).toBe(0);
     expect((await stageMetrics(dir)).filter((l) => l.loss !== undefined).map((l) => l.loss)).toEqual((await stageMetrics(whole)).filter((l) => l.loss !== undefined).map((l) => l.loss));
+    // The record says which steps ran with it (the setting of this session alone would say "on").
+    const details = async (run: string) => (JSON.parse(await readFile(join(run, 'stages/1/apex_run.json'), 'utf8')) as { details: Record<string, unknown> }).details;
+    expect(await details(dir)).toMatchObject({ recompute_activations: true, recompute_activations_from: [{ from_step: 0, recompute: false }, { from_step: 1, recompute: true }] });
+    expect(await details(whole)).not.toHaveProperty('recompute_activations_from');
+    // A stage trained in one session records one span in its checkpoints.
+    expect(JSON.parse(await readFile(join(whole, 'stages/1/checkpoints/step-00000003/state.json'), 'utf8')).scalars.recomputeFrom).toEqual([{ fromStep: 0, recompute: false }]);
   });
 
   it('is not part of the resume key: a stage trained without it is reused with --resume and it on', async () => {

@@ -11,6 +11,7 @@ import {
   listCheckpoints,
   loadTrainState,
   saveTrainState,
+  withRecomputeSpan,
 } from '../../src/train/train-state.js';
 
 let dir: string;
@@ -144,5 +145,14 @@ describe('trainer-state checkpoints', () => {
     await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringContaining('the scalars (step, data position, RNG state, …) do not match') });
     await writeFile(stateFile, text);
     expect((await loadTrainState(path)).scalars.tokens).toBe(20480);
+  });
+});
+
+describe('activation recomputation over a stage\'s sessions (provenance)', () => {
+  it('adds a span only when a session changes the setting; an older checkpoint\'s steps are unknown (null)', () => {
+    expect(withRecomputeSpan(undefined, 0, false)).toEqual([{ fromStep: 0, recompute: false }]);
+    expect(withRecomputeSpan([{ fromStep: 0, recompute: false }], 4, false)).toEqual([{ fromStep: 0, recompute: false }]);
+    expect(withRecomputeSpan([{ fromStep: 0, recompute: false }], 4, true)).toEqual([{ fromStep: 0, recompute: false }, { fromStep: 4, recompute: true }]);
+    expect(withRecomputeSpan(undefined, 6, true)).toEqual([{ fromStep: 0, recompute: null }, { fromStep: 6, recompute: true }]);
   });
 });
