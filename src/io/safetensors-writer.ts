@@ -94,8 +94,13 @@ const WRITE_BUFFER_BYTES = 8 << 20;
 /** Node refuses single reads/writes of 2 GiB and more. */
 const MAX_IO_BYTES = 1 << 30;
 
-export function f32Tensor(name: string, shape: readonly number[], values: Float32Array): TensorToWrite {
-  return { name, dtype: 'F32', shape, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+/**
+ * An F32 tensor to write: its values, or a function the writer calls when it reaches the tensor
+ * (so that a file of many tensors is written holding one at a time).
+ */
+export function f32Tensor(name: string, shape: readonly number[], values: Float32Array | (() => Float32Array | Promise<Float32Array>)): TensorToWrite {
+  const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  return { name, dtype: 'F32', shape, data: values instanceof Float32Array ? bytes(values) : async () => bytes(await values()) };
 }
 
 export function i32Tensor(name: string, shape: readonly number[], values: Int32Array): TensorToWrite {

@@ -6,7 +6,7 @@
  * On webgpu a read also fails once the GPU has rejected a command (webgpu-guards.ts): what it
  * would return may be stale.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { assertNoGpuError } from './webgpu-guards.js';
 
 /**
@@ -25,4 +25,14 @@ export async function readScalar(t: tf.Tensor): Promise<number> {
   assertNoGpuError();
   if (data.length !== 1) throw new RangeError(`readScalar: expected one element, got ${data.length}`);
   return Number(data[0]);
+}
+
+/** Whether `t` holds a NaN or ±Inf, computed where it lives (one boolean read, not its values). */
+export async function hasNonFinite(t: tf.Tensor): Promise<boolean> {
+  const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(t))));
+  try {
+    return (await readScalar(bad)) !== 0;
+  } finally {
+    bad.dispose();
+  }
 }

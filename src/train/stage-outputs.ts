@@ -25,7 +25,7 @@ import type { ModelSpec } from '../model/model-spec.js';
 import { findLayerTensor } from '../model/architecture.js';
 import { operatorTensorName, writeOperatorFile, type OperatorFileMeta } from '../ops/operator-file.js';
 import { firstNonFinite } from '../model/finite-check.js';
-import { readFloat32 } from '../model/tensor-read.js';
+import { hasNonFinite, readFloat32 } from '../model/tensor-read.js';
 import { readOperatorVariables } from '../ops/operator-hooks.js';
 import type { LayerOperators } from '../ops/operator-init.js';
 import { countingKMetadata, scoreRecordsFromRecorder, writeScoreFile } from '../ops/score-file.js';
@@ -62,15 +62,15 @@ function checkFinite(name: string, values: Float32Array): void {
   }
 }
 
-/** Reads every tensor a stage writes out of its variables, checking each is finite. */
 /** checkFinite of a tensor without downloading it unless it fails (one boolean read). */
 async function checkFiniteTensor(name: string, t: tf.Tensor): Promise<void> {
-  const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(t))));
-  const found = (await bad.data())[0] !== 0;
-  bad.dispose();
-  if (found) checkFinite(name, await readFloat32(t));
+  if (await hasNonFinite(t)) checkFinite(name, await readFloat32(t));
 }
 
+/**
+ * Every tensor a stage writes, each checked to be finite: operators and LoRA's tensors read out of
+ * their variables now, directly-trained tensors when trained.safetensors' writer reaches them.
+ */
 export async function collectStageTensors(spec: ModelSpec, t: StageTrainables): Promise<StageTensors> {
   let operators: LayerOperators[] | undefined;
   if (t.operators) {
@@ -150,11 +150,7 @@ export async function writeStageFiles(o: StageFileInput): Promise<string[]> {
     written.push(OPERATORS_FILE);
   }
   if (o.tensors.trained) {
-    const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => {
-      if (t.values instanceof Float32Array) return f32Tensor(name, t.shape, t.values);
-      const read = t.values;
-      return { name, dtype: 'F32' as const, shape: t.shape, data: async () => { const v = await read(); return new Uint8Array(v.buffer, v.byteOffset, v.byteLength); } };
-    });
+    const tensors: TensorToWrite[] = [...o.tensors.trained].map(([name, t]) => f32Tensor(name, t.shape, t.values));
     await writeSafetensors(join(o.dir, TRAINED_FILE), tensors, { format: 'pt', apex_format: 'trained', ...o.trainedMetadata });
     written.push(TRAINED_FILE);
   }

@@ -21,7 +21,7 @@ import { formatBytes } from '../io/byte-size.js';
 import { ioError } from '../io/io-error.js';
 import { removeStaleLock } from '../io/output-lock.js';
 import { SafetensorsFile } from '../io/safetensors-reader.js';
-import { planSafetensorsLayout, type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
+import { f32Tensor, planSafetensorsLayout, type TensorToWrite, writeSafetensorsFile } from '../io/safetensors-writer.js';
 import type { RankRecorderState } from '../ops/rank-counts.js';
 import type { AdamWMoments, AdamWState } from './adamw.js';
 import type { LrPlan } from './lr-schedule.js';
@@ -165,9 +165,9 @@ export async function saveTrainState(checkpointsDir: string, state: TrainStateTo
   await writeAtomicFolder(out, { force: true, command: 'apex finetune (checkpoint)' }, async (tmp) => {
     const tensors: TensorToWrite[] = [];
     for (const [name, t] of state.trainable) {
-      tensors.push(f32(`param.${name}`, t.shape, t.values));
-      tensors.push(f32(`adam_m.${name}`, t.shape, moments.first(name)));
-      tensors.push(f32(`adam_v.${name}`, t.shape, moments.second(name)));
+      tensors.push(f32Tensor(`param.${name}`, t.shape, t.values));
+      tensors.push(f32Tensor(`adam_m.${name}`, t.shape, moments.first(name)));
+      tensors.push(f32Tensor(`adam_v.${name}`, t.shape, moments.second(name)));
     }
     const written = await writeSafetensorsFile(join(tmp, TENSORS_FILE), tensors, TENSORS_METADATA, { hash: true });
     const file: StateFile = {
@@ -344,16 +344,6 @@ function momentsOf(optimizer: AdamWState | AdamWMoments): { step: number; has(na
   }
   const names = new Set(optimizer.names);
   return { step: optimizer.step, has: (name) => names.has(name), first: (name) => () => optimizer.first(name), second: (name) => () => optimizer.second(name) };
-}
-
-function f32(name: string, shape: readonly number[], values: TrainableTensor['values']): TensorToWrite {
-  const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  return {
-    name,
-    dtype: 'F32',
-    shape,
-    data: values instanceof Float32Array ? bytes(values) : async () => bytes(await values()),
-  };
 }
 
 async function isFile(path: string): Promise<boolean> {

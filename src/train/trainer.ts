@@ -26,7 +26,7 @@ import * as tf from '@tensorflow/tfjs';
 import { InputError, InterruptedError, UsageError, VerificationError } from '../errors.js';
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
 import type { ModelWeights } from '../model/model-weights.js';
-import { readFloat32, readScalar } from '../model/tensor-read.js';
+import { hasNonFinite, readFloat32, readScalar } from '../model/tensor-read.js';
 import { Rng } from '../util/rng.js';
 import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
 import { BatchStream } from './batch-stream.js';
@@ -199,9 +199,7 @@ function restoreParameters(params: readonly OptimizedParameter[], state: LoadedT
 /** The name of the first gradient holding NaN/Inf, for the error message. */
 async function nonFiniteGradient(grads: ReadonlyMap<string, tf.Tensor>): Promise<string> {
   for (const [name, g] of grads) {
-    const bad = tf.tidy(() => tf.logicalNot(tf.all(tf.isFinite(g))));
-    const isBad = await readScalar(bad).finally(() => bad.dispose());
-    if (isBad) return name;
+    if (await hasNonFinite(g)) return name;
   }
   return '(unknown)';
 }
