@@ -279,27 +279,27 @@ export class AdamW {
       const m = state.firstMoments.get(name);
       const v = state.secondMoments.get(name);
       if (m === undefined || v === undefined) throw new Error(`AdamW state lacks moments of '${name}'`);
-      const n = slot.param.variable.size;
-      if (m.length !== n || v.length !== n) {
-        throw new Error(`AdamW state of '${name}' has ${m.length}/${v.length} values, expected ${n}`);
-      }
+      checkMomentLengths(name, slot, m, v);
     }
-    for (const [name, slot] of this.slots) {
-      const m = state.firstMoments.get(name) as Float32Array;
-      const v = state.secondMoments.get(name) as Float32Array;
-      tf.tidy(() => {
-        if (slot.mv) {
-          const both = new Float32Array(2 * m.length);
-          both.set(m);
-          both.set(v, m.length);
-          slot.mv.assign(tf.tensor(both, slot.mv.shape, 'float32'));
-        } else {
-          slot.m!.assign(tf.tensor(m, slot.m!.shape, 'float32'));
-          slot.v!.assign(tf.tensor(v, slot.v!.shape, 'float32'));
-        }
-      });
-    }
+    for (const [name, slot] of this.slots) restoreSlot(slot, state.firstMoments.get(name)!, state.secondMoments.get(name)!);
     this.t = state.step;
+  }
+
+  /**
+   * Restores one parameter's moments (a checkpoint read one tensor at a time); the step count
+   * comes apart, through `restoreStep`, once every parameter's moments are in.
+   */
+  restoreMoments(name: string, first: Float32Array, second: Float32Array): void {
+    const slot = this.slots.get(name);
+    if (!slot) throw new Error(`AdamW state has moments of unknown parameter '${name}'`);
+    checkMomentLengths(name, slot, first, second);
+    restoreSlot(slot, first, second);
+  }
+
+  /** Sets the number of updates applied so far (t of the bias correction), as restored from a checkpoint. */
+  restoreStep(step: number): void {
+    if (!Number.isSafeInteger(step) || step < 0) throw new Error(`AdamW: the step count must be an integer >= 0, got ${step}`);
+    this.t = step;
   }
 
   /** Frees the moments and mask copies (the parameters stay with their owner). */
@@ -322,6 +322,26 @@ export class AdamW {
  */
 function zeroMoments(shape: readonly number[]): tf.Variable {
   return tf.tidy(() => tf.variable(tf.zeros([...shape]), false));
+}
+
+function checkMomentLengths(name: string, slot: Slot, m: Float32Array, v: Float32Array): void {
+  const n = slot.param.variable.size;
+  if (m.length !== n || v.length !== n) throw new Error(`AdamW state of '${name}' has ${m.length}/${v.length} values, expected ${n}`);
+}
+
+/** Puts a parameter's moments into its slot (packed for webgpu's step, apart otherwise). */
+function restoreSlot(slot: Slot, m: Float32Array, v: Float32Array): void {
+  tf.tidy(() => {
+    if (slot.mv) {
+      const both = new Float32Array(2 * m.length);
+      both.set(m);
+      both.set(v, m.length);
+      slot.mv.assign(tf.tensor(both, slot.mv.shape, 'float32'));
+    } else {
+      slot.m!.assign(tf.tensor(m, slot.m!.shape, 'float32'));
+      slot.v!.assign(tf.tensor(v, slot.v!.shape, 'float32'));
+    }
+  });
 }
 
 function broadcastsTo(mask: readonly number[], shape: readonly number[]): boolean {

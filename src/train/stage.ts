@@ -51,7 +51,7 @@ import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
 import type { WeightsToDownload } from '../io/hub-headers.js';
 import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
-import { checkTrainStateSpace, latestCheckpoint, loadTrainState, readTrainStateScalars } from './train-state.js';
+import { checkTrainStateSpace, latestCheckpoint, loadTrainState } from './train-state.js';
 import { folderBytes } from '../io/folder-bytes.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
@@ -464,10 +464,11 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
     let result: Awaited<ReturnType<typeof train>>;
     let files: string[];
     let metrics: MetricsLine[];
-    // A dry run reads only the checkpoint's scalars (what it compares), not its tensors: a
-    // checkpoint with corrupt tensors passes it, and the stage then refuses it (CHECKPOINT_CORRUPT).
-    const resumeFrom = settings.resume && latest !== undefined && !settings.dryRun ? await loadTrainState(latest) : undefined;
-    const resumeState = settings.resume && latest !== undefined && settings.dryRun ? await readTrainStateScalars(latest) : resumeFrom;
+    // The checkpoint's scalars and its tensors file's header; the trainer reads the tensors (and
+    // checks their sha256) one at a time as it restores them, so a dry run does not see a
+    // corrupt tensor, which the stage then refuses (CHECKPOINT_CORRUPT).
+    const resumeState = settings.resume && latest !== undefined ? await loadTrainState(latest) : undefined;
+    const resumeFrom = settings.dryRun ? undefined : resumeState;
     const recorderShape = settings.method === 'apex' ? stageRecorderShape(settings, spec) : undefined;
     // The resume key hashes the input model: a dry run makes it only to compare with a checkpoint.
     const resumeKey = settings.dryRun && !resumeState ? undefined : stageResumeKey({

@@ -121,11 +121,28 @@ export interface TrainStateToSave {
   readonly optimizer: AdamWState | AdamWMoments;
 }
 
+/**
+ * A checkpoint as `loadTrainState` finds it: its scalars and what its tensors file holds, with no
+ * tensor values read. `readTrainStateTensors` reads them, one trainable tensor at a time.
+ */
 export interface LoadedTrainState {
   readonly path: string;
   readonly scalars: TrainStateScalars;
-  readonly trainable: Map<string, { shape: number[]; values: Float32Array }>;
-  readonly optimizer: AdamWState;
+  /** AdamW's update count when the checkpoint was saved (t of the bias correction). */
+  readonly optimizerStep: number;
+  /** Every trainable tensor's name and shape, in the order they were saved. */
+  readonly trainable: ReadonlyMap<string, readonly number[]>;
+  /** The tensors' recorded sha256 (absent in checkpoints of older versions), checked as they are read. */
+  readonly tensorSha256?: Readonly<Record<string, string>>;
+}
+
+/** One trainable tensor of a checkpoint: its values and both AdamW moments. */
+export interface TrainStateTensor {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly values: Float32Array;
+  readonly firstMoment: Float32Array;
+  readonly secondMoment: Float32Array;
 }
 
 interface StateFile {
@@ -273,53 +290,65 @@ async function readStateFile(path: string): Promise<StateFile> {
   return file;
 }
 
-/** A checkpoint's scalars only (step, plan, settings), without reading its tensors: what a dry run compares. */
-export async function readTrainStateScalars(path: string): Promise<{ readonly path: string; readonly scalars: TrainStateScalars }> {
-  return { path, scalars: (await readStateFile(path)).scalars };
-}
-
-/** Reads a checkpoint written by `saveTrainState`. */
+/**
+ * Opens a checkpoint written by `saveTrainState`: its state file (version and scalars checked)
+ * and its tensors file's header, which must hold every trainable tensor and both moments, all of
+ * one shape. No tensor values are read (`readTrainStateTensors` does, one tensor at a time): a
+ * checkpoint of a 1.1B-parameter model trained whole holds 13 GB of them.
+ */
 export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   const file = await readStateFile(path);
   const tensors = await SafetensorsFile.open(join(path, TENSORS_FILE));
-  const read = async (name: string): Promise<Float32Array> => {
-    const values = await tensors.readFloat32(name);
-    const recorded = file.tensorSha256?.[name];
-    // F32 on a little-endian machine: the decoded array's bytes are the file's bytes.
-    if (recorded !== undefined && sha256Hex(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)) !== recorded) {
-      throw new InputError(`${join(path, TENSORS_FILE)}: tensor '${name}' does not match its recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
-    }
-    return values;
-  };
   try {
-    const trainable = new Map<string, { shape: number[]; values: Float32Array }>();
-    const firstMoments = new Map<string, Float32Array>();
-    const secondMoments = new Map<string, Float32Array>();
+    const trainable = new Map<string, readonly number[]>();
     for (const name of file.trainable) {
-      for (const prefix of ['param', 'adam_m', 'adam_v']) {
-        if (!tensors.has(`${prefix}.${name}`)) {
-          throw new InputError(`${path}: trainer checkpoint lacks tensor '${prefix}.${name}'`, 'CHECKPOINT_INCOMPLETE');
+      const shape = tensorShape(path, tensors, `param.${name}`);
+      for (const moment of [`adam_m.${name}`, `adam_v.${name}`]) {
+        const other = tensorShape(path, tensors, moment);
+        if (other.length !== shape.length || other.some((d, i) => d !== shape[i])) {
+          throw new InputError(`${join(path, TENSORS_FILE)}: tensor '${moment}' has shape [${other}], its parameter 'param.${name}' [${shape}]: the checkpoint is corrupt`, 'CHECKPOINT_CORRUPT');
         }
       }
-      trainable.set(name, { shape: [...tensors.info(`param.${name}`).shape], values: await read(`param.${name}`) });
-      firstMoments.set(name, await read(`adam_m.${name}`));
-      secondMoments.set(name, await read(`adam_v.${name}`));
+      trainable.set(name, shape);
     }
-    return { path, scalars: file.scalars, trainable, optimizer: { step: file.optimizerStep, firstMoments, secondMoments } };
+    return { path, scalars: file.scalars, optimizerStep: file.optimizerStep, trainable, ...(file.tensorSha256 ? { tensorSha256: file.tensorSha256 } : {}) };
   } finally {
     await tensors.close();
   }
 }
 
+function tensorShape(path: string, tensors: SafetensorsFile, name: string): readonly number[] {
+  if (!tensors.has(name)) throw new InputError(`${path}: trainer checkpoint lacks tensor '${name}'`, 'CHECKPOINT_INCOMPLETE');
+  return [...tensors.info(name).shape];
+}
+
 /**
- * Drops a loaded checkpoint's tensor values (the trainer calls it once they are in the
- * variables and the optimizer), keeping its path and scalars: whoever still holds the state
- * then holds no tensor data.
+ * Reads a loaded checkpoint's trainable tensors and their moments, each checked against its
+ * recorded sha256, and hands them to `visit` one trainable tensor at a time: the next is read once
+ * `visit` has returned, so only one tensor's three arrays need be alive (the caller copies them
+ * into its variables and optimizer). A corrupt tensor stops the reading with CHECKPOINT_CORRUPT
+ * after the tensors before it were visited.
  */
-export function releaseTrainStateTensors(state: LoadedTrainState): void {
-  state.trainable.clear();
-  (state.optimizer.firstMoments as Map<string, Float32Array>).clear();
-  (state.optimizer.secondMoments as Map<string, Float32Array>).clear();
+export async function readTrainStateTensors(state: LoadedTrainState, visit: (tensor: TrainStateTensor) => void | Promise<void>): Promise<void> {
+  const tensorsPath = join(state.path, TENSORS_FILE);
+  const tensors = await SafetensorsFile.open(tensorsPath);
+  const read = async (name: string): Promise<Float32Array> => {
+    if (!tensors.has(name)) throw new InputError(`${state.path}: trainer checkpoint lacks tensor '${name}'`, 'CHECKPOINT_INCOMPLETE');
+    const values = await tensors.readFloat32(name);
+    const recorded = state.tensorSha256?.[name];
+    // F32 on a little-endian machine: the decoded array's bytes are the file's bytes.
+    if (recorded !== undefined && sha256Hex(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)) !== recorded) {
+      throw new InputError(`${tensorsPath}: tensor '${name}' does not match its recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+    }
+    return values;
+  };
+  try {
+    for (const [name, shape] of state.trainable) {
+      await visit({ name, shape, values: await read(`param.${name}`), firstMoment: await read(`adam_m.${name}`), secondMoment: await read(`adam_v.${name}`) });
+    }
+  } finally {
+    await tensors.close();
+  }
 }
 
 /** Removes all complete checkpoints but the newest `keep`. */

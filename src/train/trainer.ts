@@ -39,7 +39,7 @@ import { appendMetrics, truncateMetrics, type MetricsLine } from './metrics-log.
 import { modelLoss } from './model-loss.js';
 import { prepareTransforms, type PreparedTransforms } from './prepared-transforms.js';
 import { activationTokenWeights, type TrainingScoreRecorder } from './score-recorder.js';
-import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, type RecomputeSpan, releaseTrainStateTensors, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes, withRecomputeSpan } from './train-state.js';
+import { checkTrainStateSpace, type DataPosition, type LoadedTrainState, readTrainStateTensors, type RecomputeSpan, saveTrainState, type TrainableTensor, type TrainStateScalars, trainStateBytes, withRecomputeSpan } from './train-state.js';
 import type { ResumeKey } from './stage-resume-key.js';
 import { fileChanges, type HashedFile } from '../util/file-changes.js';
 
@@ -178,7 +178,12 @@ function checkSameData(state: LoadedTrainState, fingerprint: string, seed: numbe
 }
 
 /** Restores the trainable tensors of a checkpoint into the variables, checking names and shapes. */
-function restoreParameters(params: readonly OptimizedParameter[], state: LoadedTrainState): void {
+/**
+ * Copies a checkpoint's trainable tensors into the parameters' variables and their moments into
+ * the optimizer, one tensor at a time (readTrainStateTensors), after checking that the checkpoint
+ * holds exactly these tensors in these shapes.
+ */
+async function restoreTrainState(params: readonly OptimizedParameter[], optimizer: AdamW, state: LoadedTrainState): Promise<void> {
   const saved = [...state.trainable.keys()].sort();
   const wanted = params.map((p) => p.name).sort();
   if (saved.length !== wanted.length || saved.some((n, i) => n !== wanted[i])) {
@@ -187,13 +192,23 @@ function restoreParameters(params: readonly OptimizedParameter[], state: LoadedT
       'CHECKPOINT_MISMATCH',
     );
   }
+  const byName = new Map(params.map((p) => [p.name, p]));
   for (const p of params) {
-    const t = state.trainable.get(p.name)!;
-    if (t.shape.length !== p.variable.shape.length || t.shape.some((d, i) => d !== p.variable.shape[i])) {
-      throw new UsageError(`${state.path}: tensor '${p.name}' has shape [${t.shape}] in the checkpoint, [${p.variable.shape}] in this stage`, 'CHECKPOINT_MISMATCH');
+    const shape = state.trainable.get(p.name)!;
+    if (shape.length !== p.variable.shape.length || shape.some((d, i) => d !== p.variable.shape[i])) {
+      throw new UsageError(`${state.path}: tensor '${p.name}' has shape [${shape}] in the checkpoint, [${p.variable.shape}] in this stage`, 'CHECKPOINT_MISMATCH');
     }
-    tf.tidy(() => p.variable.assign(tf.tensor(t.values, p.variable.shape, 'float32')));
   }
+  await readTrainStateTensors(state, (t) => {
+    const p = byName.get(t.name)!;
+    tf.tidy(() => p.variable.assign(tf.tensor(t.values, p.variable.shape, 'float32')));
+    try {
+      optimizer.restoreMoments(t.name, t.firstMoment, t.secondMoment);
+    } catch (e) {
+      throw new UsageError(`${state.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
+    }
+  });
+  optimizer.restoreStep(state.optimizerStep);
 }
 
 /** The name of the first gradient holding NaN/Inf, for the error message. */
@@ -297,15 +312,9 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
     if (o.resumeFrom) {
       const s = o.resumeFrom.scalars;
       checkSameData(o.resumeFrom, dataFingerprint, o.dataSeed, o.train.sequences.length, dataFiles);
-      restoreParameters(o.params, o.resumeFrom);
-      try {
-        optimizer.importState(o.resumeFrom.optimizer);
-      } catch (e) {
-        throw new UsageError(`${o.resumeFrom.path}: ${(e as Error).message}`, 'CHECKPOINT_MISMATCH');
-      }
-      // The tensors are in the variables now; the caller keeps the state (its scalars) for the
-      // whole stage, which kept 3 floats per trainable entry alive on the JavaScript side.
-      releaseTrainStateTensors(o.resumeFrom);
+      // Before anything on disk changes (the metrics are truncated below): a corrupt tensor
+      // stops the resume here with the run folder as it was.
+      await restoreTrainState(o.params, optimizer, o.resumeFrom);
       rng = Rng.fromState([...s.rng]);
       stream = new BatchStream(o.train.sequences.length, rng, s.data);
       step = s.step;

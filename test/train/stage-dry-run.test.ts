@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ResourceLimitError, UsageError } from '../../src/errors.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
-import { idSet, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { f32Tensor, writeSafetensorsFile } from '../../src/io/safetensors-writer.js';
+import { idSet, readAllF32, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 import { fingerprint } from '../pipeline/run-fixtures.js';
 
 const cleanups: (() => void)[] = [];
@@ -130,5 +131,13 @@ describe('a dry run of a stage', () => {
     expect(asked).toBeLessThanOrEqual(bytes);
     expect(bytes - asked).toBeLessThan(0.05 * bytes);
     expect(fingerprint(run)).toEqual(before);
+    // A tensors file that lacks a tensor: refused by the dry run as by the stage, which both open
+    // the checkpoint's header (neither reads tensor values before the restore).
+    const tensorsFile = join(checkpoint, 'tensors.safetensors');
+    const all = await readAllF32(tensorsFile);
+    const dropped = [...all.keys()].find((n) => n.startsWith('adam_v.'))!;
+    await writeSafetensorsFile(tensorsFile, [...all].filter(([n]) => n !== dropped).map(([n, t]) => f32Tensor(n, t.shape, t.values)), { format: 'apex-train-state' });
+    expect(await code(runStage(options(run, { steps: 4, saveEvery: 1, dryRun: true, resume: true })))).toBe('CHECKPOINT_INCOMPLETE');
+    expect(await code(runStage(options(run, { steps: 4, saveEvery: 1, resume: true })))).toBe('CHECKPOINT_INCOMPLETE');
   });
 });

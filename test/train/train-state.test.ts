@@ -4,12 +4,15 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { Rng } from '../../src/util/rng.js';
+import { writeSafetensorsFile, f32Tensor } from '../../src/io/safetensors-writer.js';
+import { readWholeTrainState } from './train-state-whole.js';
 import {
   type TrainStateToSave,
   checkpointName,
   latestCheckpoint,
   listCheckpoints,
   loadTrainState,
+  readTrainStateTensors,
   saveTrainState,
   withRecomputeSpan,
 } from '../../src/train/train-state.js';
@@ -67,7 +70,7 @@ describe('trainer-state checkpoints', () => {
     const saved = state(5);
     const path = await saveTrainState(dir, saved);
     expect(path).toBe(join(dir, 'step-00000005'));
-    const loaded = await loadTrainState(path);
+    const loaded = await readWholeTrainState(path);
     expect(loaded.scalars).toEqual(saved.scalars);
     expect(loaded.optimizer.step).toBe(5);
     const w = loaded.trainable.get('model.layers.0.self_attn.v_proj.weight')!;
@@ -137,7 +140,12 @@ describe('trainer-state checkpoints', () => {
     const flipped = Buffer.from(pristine);
     flipped[flipped.length - 3]! ^= 0x10; // inside the last tensor's data
     await writeFile(tensorsFile, flipped);
-    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringMatching(/tensor '[a-z_]+\.model\.layers\.0\.[a-z_.]+' does not match its recorded sha256: the checkpoint is corrupt/) });
+    // Opening reads the header only; the flipped bit is found when the tensors are read, after
+    // the tensors before it were handed over.
+    const loaded = await loadTrainState(path);
+    const visited: string[] = [];
+    await expect(readTrainStateTensors(loaded, (t) => { visited.push(t.name); })).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringMatching(/tensor '[a-z_]+\.model\.layers\.0\.[a-z_.]+' does not match its recorded sha256: the checkpoint is corrupt/) });
+    expect(visited.length).toBeLessThan(loaded.trainable.size);
     await writeFile(tensorsFile, pristine);
     const stateFile = join(path, 'state.json');
     const text = await readFile(stateFile, 'utf8');
@@ -154,5 +162,51 @@ describe('activation recomputation over a stage\'s sessions (provenance)', () =>
     expect(withRecomputeSpan([{ fromStep: 0, recompute: false }], 4, false)).toEqual([{ fromStep: 0, recompute: false }]);
     expect(withRecomputeSpan([{ fromStep: 0, recompute: false }], 4, true)).toEqual([{ fromStep: 0, recompute: false }, { fromStep: 4, recompute: true }]);
     expect(withRecomputeSpan(undefined, 6, true)).toEqual([{ fromStep: 0, recompute: null }, { fromStep: 6, recompute: true }]);
+  });
+
+  it('opens a checkpoint from its header: every trainable tensor with both moments, of one shape', async () => {
+    const path = await saveTrainState(dir, state(3));
+    const loaded = await loadTrainState(path);
+    expect(loaded.optimizerStep).toBe(3);
+    expect([...loaded.trainable]).toEqual([['model.layers.0.self_attn.v_proj.weight', [2, 3]], ['model.layers.0.mlp.apex.a', [4]]]);
+    const tensorsFile = join(path, 'tensors.safetensors');
+    const whole = await readWholeTrainState(path);
+    const rewrite = async (drop: string, reshape?: string) => {
+      const tensors = [...whole.trainable].flatMap(([name, t]) => [
+        f32Tensor(`param.${name}`, t.shape, t.values),
+        f32Tensor(`adam_m.${name}`, `adam_m.${name}` === reshape ? [t.shape.reduce((a, b) => a * b)] : t.shape, whole.optimizer.firstMoments.get(name)!),
+        f32Tensor(`adam_v.${name}`, t.shape, whole.optimizer.secondMoments.get(name)!),
+      ]).filter((t) => t.name !== drop);
+      await writeSafetensorsFile(tensorsFile, tensors, { format: 'apex-train-state' });
+    };
+    await rewrite('adam_v.model.layers.0.mlp.apex.a');
+    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_INCOMPLETE', message: expect.stringContaining("lacks tensor 'adam_v.model.layers.0.mlp.apex.a'") });
+    await rewrite('', 'adam_m.model.layers.0.self_attn.v_proj.weight');
+    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringContaining("tensor 'adam_m.model.layers.0.self_attn.v_proj.weight' has shape [6], its parameter 'param.model.layers.0.self_attn.v_proj.weight' [2,3]") });
+  });
+
+  it('hands over one trainable tensor at a time, in the saved order, keeping none of those it handed over', async () => {
+    const { setFlagsFromString } = await import('node:v8');
+    const { runInNewContext } = await import('node:vm');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const saved = state(4);
+    const path = await saveTrainState(dir, saved);
+    const handed: WeakRef<Float32Array>[] = [];
+    const alive: number[] = [];
+    const names: string[] = [];
+    await readTrainStateTensors(await loadTrainState(path), async (t) => {
+      names.push(t.name);
+      expect(bits(t.values)).toEqual(bits(await (async () => { const v = saved.trainable.get(t.name)!.values; return typeof v === 'function' ? v() : v; })()));
+      expect(bits(t.firstMoment)).toEqual(bits(saved.optimizer.firstMoments.get(t.name)!));
+      expect(bits(t.secondMoment)).toEqual(bits(saved.optimizer.secondMoments.get(t.name)!));
+      // WeakRefs made in this job keep their targets to its end: collect in a later one.
+      await new Promise((done) => setTimeout(done, 0));
+      gc();
+      alive.push(handed.filter((r) => r.deref() !== undefined).length);
+      handed.push(new WeakRef(t.values), new WeakRef(t.firstMoment), new WeakRef(t.secondMoment));
+    });
+    expect(names).toEqual(['model.layers.0.self_attn.v_proj.weight', 'model.layers.0.mlp.apex.a']);
+    expect(alive).toEqual([0, 0]);
   });
 });

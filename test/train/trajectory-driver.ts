@@ -17,7 +17,8 @@ import type { SequenceSet } from '../../src/train/data.js';
 import { LoraAdapters } from '../../src/train/lora.js';
 import { stageSeeds } from '../../src/train/stage-records.js';
 import { CHECKPOINTS_DIR, runStage, type StageOptions } from '../../src/train/stage.js';
-import { latestCheckpoint, loadTrainState } from '../../src/train/train-state.js';
+import { latestCheckpoint } from '../../src/train/train-state.js';
+import { readWholeTrainState } from './train-state-whole.js';
 import { Rng } from '../../src/util/rng.js';
 import { LLAMA, readAllF32, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
@@ -205,7 +206,7 @@ async function gatherStage(c: TrajectoryCase, run: string, stage: number, data: 
   }
 
   const last = (await latestCheckpoint(join(dir, CHECKPOINTS_DIR)))!;
-  const state = await loadTrainState(last);
+  const state = await readWholeTrainState(last);
   if (state.scalars.step !== c.options.steps) throw new Error(`the last checkpoint ${last} is at step ${state.scalars.step}, not ${c.options.steps}`);
   const final = new Map<string, Tensor>([...state.trainable].map(([name, t]) => [name, { shape: t.shape, values: t.values }]));
 

@@ -1,0 +1,51 @@
+// The trainer reads a checkpoint's tensors one at a time as it restores them, so a corrupt tensor
+// is found in the middle of the restore rather than before it: the resume must still stop with
+// CHECKPOINT_CORRUPT before anything in the run folder changes (metrics.jsonl is cut back to the
+// checkpoint's step only after the restore), and resume normally once the checkpoint is whole.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { InterruptedError } from '../../src/errors.js';
+import type { SequenceSet } from '../../src/train/data.js';
+import { runStage, type StageOptions } from '../../src/train/stage.js';
+import { latestCheckpoint } from '../../src/train/train-state.js';
+import { idSet, LLAMA, stageMetrics, storyChunks, tempRun } from './stage-fixtures.js';
+
+let data: SequenceSet;
+let dir: string;
+let cleanup: () => void;
+beforeAll(async () => {
+  data = idSet((await storyChunks(16)).sequences.slice(0, 12));
+  ({ dir, cleanup } = tempRun('resume-corrupt'));
+});
+afterAll(() => cleanup());
+
+const options = (run: string, extra: Partial<StageOptions>): StageOptions => ({
+  model: LLAMA, modelDir: LLAMA, run, stage: 1, train: data, steps: 4, batchSize: 2, lr: 1e-3, saveEvery: 2, evalEvery: 0, expand: false, backend: 'cpu', method: 'vanilla', ...extra,
+});
+
+it('a corrupt tensor stops the resume with CHECKPOINT_CORRUPT and leaves the run folder as it was', async () => {
+  const run = join(dir, 'run');
+  const abort = new AbortController();
+  // Interrupted after step 3: the checkpoint saved on the way out is step 3's.
+  await expect(runStage(options(run, { signal: abort.signal, onStep: (r) => { if (r.step === 3) abort.abort(); } }))).rejects.toBeInstanceOf(InterruptedError);
+  const checkpoint = (await latestCheckpoint(join(run, 'stages', '1', 'checkpoints')))!;
+  expect(checkpoint).toMatch(/step-00000003$/);
+  const tensorsFile = join(checkpoint, 'tensors.safetensors');
+  const metricsFile = join(run, 'stages', '1', 'metrics.jsonl');
+  const pristine = await readFile(tensorsFile);
+  const metricsBefore = await readFile(metricsFile, 'utf8');
+
+  const flipped = Buffer.from(pristine);
+  flipped[flipped.length - 5]! ^= 0x01; // in the data of the file's last tensor
+  await writeFile(tensorsFile, flipped);
+  await expect(runStage(options(run, { resume: true }))).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT', message: expect.stringContaining('does not match its recorded sha256') });
+  expect(await readFile(metricsFile, 'utf8')).toBe(metricsBefore);
+  expect(await latestCheckpoint(join(run, 'stages', '1', 'checkpoints'))).toBe(checkpoint);
+
+  await writeFile(tensorsFile, pristine);
+  const steps: number[] = [];
+  await runStage(options(run, { resume: true, onStep: (r) => { steps.push(r.step); } }));
+  expect(steps).toEqual([4]);
+  expect((await stageMetrics(run)).map((l) => l.step)).toEqual([1, 2, 3, 4]);
+}, 120_000);
