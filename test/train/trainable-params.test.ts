@@ -13,7 +13,9 @@ import {
   trainableEntryCount,
   trainableMask,
 } from '../../src/train/trainable-params.js';
-import { selection, stories260K } from './model-specs.js';
+import { selectModel } from '../../src/ops/selection.js';
+import { STRUCTURED_DEFAULTS } from '../../src/train/stage-options.js';
+import { llama2_7b, selection, stories260K } from './model-specs.js';
 
 let checkpointTensors: { name: string; shape: readonly number[] }[];
 let parsed: ModelSpec;
@@ -119,6 +121,33 @@ describe('trainable parameters', () => {
       opt.dispose();
       mask.dispose();
     }
+  });
+
+  it("the spec's reference totals on LLaMA-2-7B are the paper's 52% setting (51.8%, §4), operators alone ≈ 0.1%", () => {
+    // The selection's sizes do not depend on the scores; all-zero scores give them.
+    const zeros = (n: number) => ({ rank: new Float32Array(n) });
+    const layers = Array.from({ length: llama2_7b.numLayers }, () => ({ heads: zeros(llama2_7b.numKvHeads), channels: zeros(llama2_7b.intermediateSize) }));
+    // §4's reference totals are the structured defaults.
+    expect(STRUCTURED_DEFAULTS).toEqual({ tunedAttnRatio: 0.5625, tunedFfnRatio: 0.465, trainEmbeddings: true });
+    const sel = selectModel(layers, { stage: 1, tunedAttnRatio: 0.5625, tunedFfnRatio: 0.465 });
+    // By hand: heads k = ⌊32·0.375/2⌋ = 6, tuned max(12, ⌊32·0.5625⌋ = 18) = 18 heads = 2304 rows;
+    // channels k = ⌊11008·0.375/2⌋ = 2064, tuned max(4128, ⌊5118.72⌋) = 5118.
+    // Per layer: q/k/v rows + o columns 4·2304·4096 = 37,748,736; gate/up rows + down columns
+    // 3·5118·4096 = 62,889,984; · 32 layers = 3,220,439,040; embeddings + lm_head 2·32000·4096.
+    const direct = directTrainables(llama2_7b, 'structured', sel, { trainEmbeddings: true });
+    const directCount = direct.reduce((s, t) => s + trainableEntryCount(t), 0);
+    expect(directCount).toBe(32 * (37_748_736 + 62_889_984) + 262_144_000);
+    // Operators per layer: heads n = 768 (nb 24, bs 32): 2·768²/24 + a, b_v = 49,152 + 1,536;
+    // channels n = 2064 (nb 43, bs 48): 2·2064²/43 + a, b_gate, b_up = 198,144 + 6,192.
+    const operators = operatorParamCount(sel, llama2_7b.headDim);
+    expect(operators).toBe(32 * (49_152 + 1_536 + 198_144 + 6_192));
+    // 32 layers · (4·4096² + 3·4096·11008 + 2·4096) + 2·32000·4096 + 4096
+    const model = modelParamCount(llama2_7b);
+    expect(model).toBe(6_738_415_616);
+    const summary = summarizeTrainable('structured', direct, model, { operators });
+    expect(Math.round(summary.fraction * 1000) / 10).toBe(51.8);
+    const alone = summarizeTrainable('operators', [], model, { operators });
+    expect(Math.round(alone.fraction * 1000) / 10).toBe(0.1);
   });
 
   it('has no mask for whole tensors and refuses structured without selections', () => {
