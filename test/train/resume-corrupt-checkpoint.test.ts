@@ -34,7 +34,12 @@ it('a corrupt tensor stops the resume with CHECKPOINT_CORRUPT and leaves the run
   const tensorsFile = join(checkpoint, 'tensors.safetensors');
   const metricsFile = join(run, 'stages', '1', 'metrics.jsonl');
   const pristine = await readFile(tensorsFile);
+  // A step logged after the checkpoint (as a crash after step 4's line, before its checkpoint,
+  // leaves it): a resume cuts it, so the file tells whether the cut came before the restore.
+  const last = (await readFile(metricsFile, 'utf8')).trim().split('\n').at(-1)!;
+  await writeFile(metricsFile, `${await readFile(metricsFile, 'utf8')}${JSON.stringify({ ...JSON.parse(last), step: 4 })}\n`);
   const metricsBefore = await readFile(metricsFile, 'utf8');
+  expect(metricsBefore.trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([1, 2, 3, 4]);
 
   const flipped = Buffer.from(pristine);
   flipped[flipped.length - 5]! ^= 0x01; // in the data of the file's last tensor
