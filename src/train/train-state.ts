@@ -287,6 +287,13 @@ async function readStateFile(path: string): Promise<StateFile> {
   if (file.scalarsSha256 !== undefined && sha256Hex(JSON.stringify(file.scalars)) !== file.scalarsSha256) {
     throw new InputError(`${join(path, STATE_FILE)}: the scalars (step, data position, RNG state, …) do not match their recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
   }
+  // Outside the scalars' digest (and version 1 records none): refused here, when the checkpoint
+  // is opened (a dry run too), rather than by AdamW.restoreStep after the whole restore.
+  const optimizerStep: unknown = file.optimizerStep;
+  const trainable: unknown = file.trainable;
+  if (!Number.isSafeInteger(optimizerStep) || (optimizerStep as number) < 0 || !Array.isArray(trainable) || trainable.some((n) => typeof n !== 'string')) {
+    throw new InputError(`${join(path, STATE_FILE)}: optimizerStep must be an integer >= 0 and trainable a list of tensor names: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+  }
   return file;
 }
 

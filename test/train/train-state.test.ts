@@ -156,6 +156,28 @@ describe('trainer-state checkpoints', () => {
   });
 });
 
+describe('a state.json whose optimizer fields are not what apex writes', () => {
+  // optimizerStep and trainable lie outside scalarsSha256 (and version 1 records no digest):
+  // a hand-edited or damaged state.json is refused when the checkpoint is opened (exit 3, a dry
+  // run too), not by AdamW after every tensor was restored (a plain Error: exit 1, "a bug").
+  it.each([
+    ['optimizerStep missing', (f: Record<string, unknown>) => { delete f.optimizerStep; }],
+    ['optimizerStep negative', (f: Record<string, unknown>) => { f.optimizerStep = -1; }],
+    ['optimizerStep a fraction', (f: Record<string, unknown>) => { f.optimizerStep = 2.5; }],
+    ['optimizerStep a string', (f: Record<string, unknown>) => { f.optimizerStep = '3'; }],
+    ['trainable not a list', (f: Record<string, unknown>) => { f.trainable = 'model.layers.0.mlp.apex.a'; }],
+    ['trainable missing', (f: Record<string, unknown>) => { delete f.trainable; }],
+  ])('%s: CHECKPOINT_CORRUPT', async (_what, edit) => {
+    const path = await saveTrainState(dir, state(3));
+    const stateFile = join(path, 'state.json');
+    const file = JSON.parse(await readFile(stateFile, 'utf8')) as Record<string, unknown>;
+    edit(file);
+    await writeFile(stateFile, JSON.stringify(file));
+    await expect(loadTrainState(path)).rejects.toMatchObject({ code: 'CHECKPOINT_CORRUPT' });
+    await expect(loadTrainState(path)).rejects.toBeInstanceOf(InputError);
+  });
+});
+
 describe('activation recomputation over a stage\'s sessions (provenance)', () => {
   it('adds a span only when a session changes the setting; an older checkpoint\'s steps are unknown (null)', () => {
     expect(withRecomputeSpan(undefined, 0, false)).toEqual([{ fromStep: 0, recompute: false }]);
