@@ -177,7 +177,6 @@ function checkSameData(state: LoadedTrainState, fingerprint: string, seed: numbe
   }
 }
 
-/** Restores the trainable tensors of a checkpoint into the variables, checking names and shapes. */
 /**
  * Copies a checkpoint's trainable tensors into the parameters' variables and their moments into
  * the optimizer, one tensor at a time (readTrainStateTensors), after checking that the checkpoint
