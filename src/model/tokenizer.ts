@@ -41,6 +41,16 @@ export interface ApexTokenizer {
   /** Special ids the post-processor (adjusted by the config) puts before and after a text. */
   readonly prefixIds: readonly number[];
   readonly suffixIds: readonly number[];
+  /**
+   * Where the tokenizer cuts `text` at its added tokens before anything else sees it ([start, end)
+   * of each match, left to right, the way @huggingface/tokenizers matches them: at each position
+   * the longest added token, else the next position). A text that starts at one of these starts
+   * is tokenized the same alone as after the text before it, so the token count of a prefix is
+   * the count up to the last match before its end plus the count of the rest from there
+   * (chat-template.ts). Undefined when that does not hold: an added token that strips the
+   * whitespace on its left (lstrip) changes the text before its match.
+   */
+  addedTokenMatches(text: string): Array<[number, number]> | undefined;
   /** Jinja chat template from tokenizer_config.json `chat_template` or chat_template.jinja. */
   readonly chatTemplate: string | undefined;
   /** The folder the tokenizer came from. */
@@ -174,6 +184,7 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
   const addEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : undefined;
   const { prefix, suffix } = resolveSpecialWrap(postProcessorWrap(tok), { addBos, addEos }, bosId, eosId);
   const vocabSize = tok.get_vocab(true).size;
+  const addedTokenMatches = addedTokenMatcher(tokenizerJson);
 
   return {
     source: modelDir,
@@ -188,6 +199,7 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
     suffixIds: suffix,
     chatTemplate,
     tokenToId: (token) => tok.token_to_id(token),
+    addedTokenMatches,
     encode(text, options = {}) {
       const body = tok.encode(text, { add_special_tokens: false }).ids;
       if (options.addSpecialTokens === false) return body;
@@ -201,5 +213,49 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
       if (list.length === 0) return '';
       return tok.decode(list, { skip_special_tokens: options.skipSpecialTokens ?? false });
     },
+  };
+}
+
+interface AddedTokenEntry {
+  readonly content?: unknown;
+  readonly lstrip?: unknown;
+  readonly normalized?: unknown;
+  readonly special?: unknown;
+}
+
+/**
+ * The matcher of `ApexTokenizer.addedTokenMatches`: the added tokens @huggingface/tokenizers
+ * splits the raw text at (those it does not normalize: `normalized` false, which is the default
+ * for special tokens, or no normalizer at all), matched greedily as its DictionarySplitter does.
+ */
+export function addedTokenMatcher(tokenizerJson: Record<string, unknown>): (text: string) => Array<[number, number]> | undefined {
+  const entries = Array.isArray(tokenizerJson.added_tokens) ? (tokenizerJson.added_tokens as AddedTokenEntry[]) : [];
+  const hasNormalizer = tokenizerJson.normalizer !== null && tokenizerJson.normalizer !== undefined;
+  const raw = entries.filter((t) => typeof t.content === 'string' && (t.content as string).length > 0 && !((t.normalized ?? t.special !== true) === true && hasNormalizer));
+  if (raw.some((t) => t.lstrip === true)) return () => undefined;
+  const contents = new Set(raw.map((t) => t.content as string));
+  const longest = Math.max(0, ...[...contents].map((c) => c.length));
+  const firstChars = new Set([...contents].map((c) => c[0]!));
+  return (text) => {
+    const matches: Array<[number, number]> = [];
+    let i = 0;
+    while (i < text.length) {
+      let end = -1;
+      if (firstChars.has(text[i]!)) {
+        for (let len = Math.min(longest, text.length - i); len >= 1; len--) {
+          if (contents.has(text.slice(i, i + len))) {
+            end = i + len;
+            break;
+          }
+        }
+      }
+      if (end < 0) {
+        i++;
+      } else {
+        matches.push([i, end]);
+        i = end;
+      }
+    }
+    return matches;
   };
 }
