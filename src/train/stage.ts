@@ -521,7 +521,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       }
       say(`resuming stage ${stage} from step ${resumeState.scalars.step} (${resumeState.path})`);
     } else if (settings.resume) {
-      say(`no checkpoint in ${checkpointsDir}: starting stage ${stage} from step 0`);
+      // A warning, not a passing status line: asked to resume, the user must learn that nothing
+      // was there (a mistyped -o or --stage trains from scratch), also in plain and --json output.
+      warn(`nothing to resume: no checkpoint in ${checkpointsDir}; stage ${stage} starts from step 0`);
     }
     if (settings.dryRun) {
       // Everything the stage checks has been checked (a checkpoint to resume from too); it would

@@ -97,3 +97,19 @@ it('a model named ~/… (quoted, so apex expands it): --dry-run plans without wr
   const adapter = JSON.parse(readFileSync(join(out, 'stages', '1', 'adapter', 'adapter_config.json'), 'utf8')) as { base_model_name_or_path: string; revision: string | null };
   expect(adapter).toMatchObject({ base_model_name_or_path: join(home, 'm'), revision: null });
 });
+
+it('--resume where no checkpoint exists (a mistyped -o) warns that the stage starts from step 0, also with --json', () => {
+  // Before, this was only a passing status line: the spinner overwrote it and plain (CI) output
+  // throttled it away, so a resume that silently trained from scratch looked like a resume.
+  const out = join(tmp, 'resume-nothing');
+  const args = [LLAMA, '-o', out, '--corpus', 'in-domain', '--seq-len', '32', '--samples', '8', '--eval-samples', '2', '--batch-size', '2', '--steps', '2', '--backend', 'wasm', '--resume', '--dry-run'];
+  const plain = apex(args);
+  expect(plain.status, plain.stderr).toBe(0);
+  expect(plain.stderr).toMatch(/warning: nothing to resume: no checkpoint in \S+checkpoints; stage 1 starts from step 0/);
+  const json = apex([...args, '--json']);
+  expect(json.status, json.stderr).toBe(0);
+  const body = JSON.parse(json.stdout) as { ok: boolean; warnings: string[] };
+  expect(body.ok).toBe(true);
+  expect(body.warnings.some((w) => /^nothing to resume: no checkpoint in /.test(w))).toBe(true);
+  expect(existsSync(out)).toBe(false);
+});
