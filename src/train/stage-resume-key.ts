@@ -64,10 +64,11 @@ export function stageResumeKey(k: ResumeKeyInputs): ResumeKey {
 
 /**
  * For entries that are digests of something several options decide, which options to restore.
- * The held-out set is the one a changed --seed shows up in first: it draws the held-out split.
+ * The held-out set is the one a changed --seed shows up in first when --eval-samples samples it
+ * (finetune's held-out split itself is always drawn with seed 0: README, Data).
  */
 const CAUSES: Readonly<Record<string, string>> = {
-  'held-out data': 'the held-out sequences differ: was --seed (which draws the held-out split and samples), --eval-samples, --eval-data or the data changed?',
+  'held-out data': 'the held-out sequences differ: were --eval-samples, --seed (which draws that sample; the held-out split is drawn with seed 0 whatever the --seed), --eval-data, --seq-len or the data changed?',
   'input model': 'another model, or its files changed?',
   'selected units (P, N, E of every layer, from the selection settings and the scores)': 'unchanged options give other units under an apex that selects differently, as random selection does since 2026-11-27 with a new permutation per stage: then --force trains the stage again',
 };

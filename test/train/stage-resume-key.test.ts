@@ -8,7 +8,7 @@ describe('resumeKeyChanges', () => {
 
   it('names the options that decide the held-out set (a changed --seed shows up there)', () => {
     expect(resumeKeyChanges(saved, { ...saved, 'held-out data': 'sha256:74d3f942aeebaab9' })).toEqual([
-      'held-out data "sha256:17fdf433e7c1f82d" then, "sha256:74d3f942aeebaab9" now (the held-out sequences differ: was --seed (which draws the held-out split and samples), --eval-samples, --eval-data or the data changed?)',
+      'held-out data "sha256:17fdf433e7c1f82d" then, "sha256:74d3f942aeebaab9" now (the held-out sequences differ: were --eval-samples, --seed (which draws that sample; the held-out split is drawn with seed 0 whatever the --seed), --eval-data, --seq-len or the data changed?)',
     ]);
   });
 
