@@ -31,7 +31,7 @@ export default class Expand extends ApexCommand<ExpandResult> {
     'max-shard-size': Flags.string({ description: 'Re-shard the output with this shard size limit, e.g. 5GB (default: keep the input\'s layout).' }),
     'max-memory': Flags.string({ description: 'Refuse to start when the memory estimate exceeds this, e.g. 8GiB.' }),
     force: Flags.boolean({ description: 'Replace an existing output folder (atomically).', default: false }),
-    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing. It does not hash the input, so with --run a base model changed since training is found only by the fusion itself. Of a Hub model not in the cache only the small files are downloaded and the weight files\' safetensors headers read over HTTP; the plan says how much the real expand would download.', default: false }),
+    'dry-run': Flags.boolean({ description: 'Print which tensors would change and the memory estimate; write nothing (an existing output without --force is refused, exit 2, as by the real expand). It does not hash the input, so with --run a base model changed since training is found only by the fusion itself. Of a Hub model not in the cache only the small files are downloaded and the weight files\' safetensors headers read over HTTP; the plan says how much the real expand would download.', default: false }),
   };
 
   protected async execute(): Promise<ExpandResult> {

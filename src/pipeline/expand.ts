@@ -134,11 +134,12 @@ export async function runExpand(options: ExpandOptions): Promise<ExpandResult> {
       seconds: prov.timingsSoFar(),
       warnings,
     });
-    if (options.dryRun) return result([], true);
-
+    // Before the dry run returns: it answers as the real expand would (exit 2 here), as the
+    // dry runs of finetune and run check what their output folder holds.
     if ((await outputState(output)) === 'present' && !options.force) {
       throw new UsageError(`output ${output} already exists and is not empty; it was left alone (pass --force to replace it)`, 'OUTPUT_EXISTS');
     }
+    if (options.dryRun) return result([], true);
     const shards = await writeExpanded(inputs, output, maxShardBytes, options, prov, say);
     return result(shards, false);
   } finally {

@@ -153,6 +153,12 @@ describe('existing output, dry run', () => {
     expect(e.exit).toBe(2);
     expect(e.code).toBe('OUTPUT_EXISTS');
     expect(await readdir(s.output)).toEqual(['keep.txt']);
+    // A dry run answers as the real expand would: refused without --force, a plan with it.
+    const dry = await failure({ model: s.input, operators: s.operators, output: s.output, dryRun: true });
+    expect(dry.exit).toBe(2);
+    expect(dry.code).toBe('OUTPUT_EXISTS');
+    expect((await runExpand({ model: s.input, operators: s.operators, output: s.output, dryRun: true, force: true })).dryRun).toBe(true);
+    expect(await readdir(s.output)).toEqual(['keep.txt']);
     await runExpand({ model: s.input, operators: s.operators, output: s.output, force: true });
     expect(await readdir(s.output)).not.toContain('keep.txt');
     expect(await readdir(s.output)).toContain('apex_run.json');
