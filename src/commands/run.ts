@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
-import { UsageError } from '../errors.js';
+import { ApexError, InterruptedError, UsageError } from '../errors.js';
 import { runPipeline } from '../pipeline/run.js';
 import { planRun, type RunPlan } from '../pipeline/run-plan.js';
 import { formatBytes } from '../io/byte-size.js';
@@ -23,6 +23,9 @@ import { resolveConfig } from '../run/config.js';
 
 /** `--print-config --json` prints the resolved config instead of a summary; `--dry-run` the plan. */
 type RunCommandResult = RunSummary | RunPlan | { configHash: string; config: ResolvedConfig };
+
+/** How an interrupted run continues (the trainer says the same: run-line.ts resumeHint). */
+const RESUME_HINT = 'run the same apex run command again to continue';
 
 /** `key=value` with a key path (`stages.count=3`, `data.train=[a,b]`), as opposed to a file name. */
 const OVERRIDE = /^[A-Za-z_][\w.[\]]*=/;
@@ -82,11 +85,26 @@ export default class Run extends ApexCommand<RunCommandResult> {
       log: (m) => this.progress.info(m),
       status: (m) => this.progress.update(m),
       onWarning: (m) => this.note(m),
+    }).catch((e: unknown) => {
+      throw this.withResumeHint(e);
     });
     this.progress.stop();
     this.say(renderPerplexityTable(summary, process.stdout.columns || undefined));
     this.say(`run folder: ${summary.run} (summary.json, index.html)`);
     return summary;
+  }
+
+  /**
+   * An interruption outside a training stage (the analysis, an evaluation, fusing, writing the
+   * summary) says how the run continues, as the trainer's own message does: `apex run` has no
+   * --resume, and the bare "interrupted by SIGINT" left a user guessing whether the work was lost.
+   */
+  private withResumeHint(e: unknown): unknown {
+    const interrupted = e instanceof ApexError ? e.code === 'INTERRUPTED' : this.abort.signal.aborted;
+    if (!interrupted) return e;
+    const message = e instanceof ApexError ? e.message : String((this.abort.signal.reason as Error | undefined)?.message ?? 'interrupted');
+    if (message.includes(RESUME_HINT)) return e;
+    return new InterruptedError(`${message}; ${RESUME_HINT}`);
   }
 
   private sayPlan(plan: RunPlan): void {

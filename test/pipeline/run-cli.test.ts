@@ -39,10 +39,10 @@ function apex(args: string[], cwd: string, options: { openFiles?: number } = {})
 }
 
 /**
- * A 400-step micro run with --json, handed to `interrupt` once its first stage trains (its
- * child process, to signal); resolves when the run exits.
+ * A 400-step micro run with --json, handed to `interrupt` once its first stage trains (or once
+ * stderr shows `when`) (its child process, to signal); resolves when the run exits.
  */
-async function interruptedRun(interrupt: (child: ChildProcess) => void): Promise<{ dir: string; status: number | null; stdout: string; stderr: string }> {
+async function interruptedRun(interrupt: (child: ChildProcess) => void, when = 'APEX stage 1 of 2: training'): Promise<{ dir: string; status: number | null; stdout: string; stderr: string }> {
   const { dir } = configFolder(microConfig('baseline: { vanilla: false }').replace('steps: 4', 'steps: 400'));
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'run.js'), 'run', 'run.yaml', '--json'], { cwd: dir, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
   let stdout = '';
@@ -52,7 +52,7 @@ async function interruptedRun(interrupt: (child: ChildProcess) => void): Promise
   const status = await new Promise<number | null>((done) => {
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
-      if (!training && stderr.includes('APEX stage 1 of 2: training')) {
+      if (!training && stderr.includes(when)) {
         training = true;
         interrupt(child);
       }
@@ -169,6 +169,15 @@ describe('apex run CLI', () => {
     const checkpoints = join(dir, 'apex-run', 'stages', '1', 'checkpoints');
     expect(readdirSync(checkpoints).some((f) => /^step-\d{8}$/.test(f))).toBe(true);
     expect(existsSync(join(dir, 'apex-run.lock'))).toBe(false);
+  });
+
+  it('SIGINT before training (hashing, data, evaluation) also says how the run continues', async () => {
+    // Before, only the trainer's message did; an interruption elsewhere said just "interrupted by SIGINT".
+    const { status, stdout, stderr } = await interruptedRun((child) => child.kill('SIGINT'), 'starting run');
+    expect(status, stderr).toBe(130);
+    const body = JSON.parse(stdout) as { ok: boolean; error: { code: string; exit: number; message: string } };
+    expect(body.error).toMatchObject({ code: 'INTERRUPTED', exit: 130 });
+    expect(body.error.message).toMatch(/^interrupted by SIGINT; run the same apex run command again to continue$/);
   });
 
   it('a rerun over a data folder of more files than the open-file limit allows at once still works', async () => {
