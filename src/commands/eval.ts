@@ -4,7 +4,7 @@
  */
 import { Args, Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
-import { VerificationError } from '../errors.js';
+import { UsageError, VerificationError } from '../errors.js';
 import { parseByteSize } from '../io/byte-size.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { openModelForCompute } from '../model/open-model.js';
@@ -51,13 +51,18 @@ export default class Eval extends ApexCommand<EvalResult> {
     samples: Flags.integer({ description: 'Evaluate a seeded sample of this many sequences (default: all).', min: 1 }),
     seed: Flags.integer({ description: 'Seed of the sample.', default: 0, min: 0, max: MAX_SEED }),
     split: Flags.string({ description: 'Which documents: all, or the training / held-out part of the seeded split apex finetune and apex run make of their data (to reproduce their held-out perplexity: --split heldout with their split seed, and --samples/--seed as their eval samples).', options: ['all', 'train', 'heldout'], default: 'all' }),
-    'split-seed': Flags.integer({ description: 'Seed of the split (apex finetune: 0; apex run: its config seed).', default: 0, min: 0, max: MAX_SEED }),
+    'split-seed': Flags.integer({ description: 'Seed of the split of --split heldout or train (apex finetune: 0; apex run: its config seed).', default: 0, min: 0, max: MAX_SEED }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
     'max-memory': Flags.string({ description: 'Memory budget for weights and activations, e.g. 2GiB.', default: '4GiB' }),
   };
 
   protected async execute(): Promise<EvalResult> {
     const { args, flags } = await this.parse(Eval);
+    // Without a split the seed of one changes nothing: say so rather than report the perplexity
+    // of all the data to someone reproducing a run's held-out figure who forgot --split heldout.
+    if (flags['split-seed'] !== 0 && flags.split === 'all') {
+      throw new UsageError(`--split-seed ${flags['split-seed']} only applies with --split heldout or --split train (the documents of that seeded split); --split all evaluates all the data`);
+    }
     const maxMemoryBytes = parseByteSize(flags['max-memory'], '--max-memory');
     const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });
     try {
