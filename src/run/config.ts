@@ -4,12 +4,13 @@
  * every problem collected and reported at once (exit 2) before any heavy work.
  */
 import { existsSync, statSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node as YamlNode } from 'yaml';
 import { InputError, UsageError } from '../errors.js';
 import { expandHome } from '../io/hf-cache.js';
 import { parseRepoArgument } from '../io/resolve-model.js';
+import { didYouMean } from '../util/did-you-mean.js';
 import { applyRunRules } from './config-rules.js';
 import { BUILTIN_PREFIX, CONFIG_SCHEMA, type LeafNode, type ResolvedConfig } from './config-schema.js';
 import { embeddedDefaultConfig } from './default-config.js';
@@ -121,12 +122,27 @@ function keyLines(node: YamlNode | null, keys: readonly string[], lines: LineCou
   }
 }
 
+/** " (did you mean …?)" naming the closest file next to a missing config file (run.yml for run.yaml), or ''. */
+async function nearbyFile(file: string, absolute: string): Promise<string> {
+  let names: string[];
+  try {
+    names = (await readdir(path.dirname(absolute), { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name);
+  } catch {
+    return '';
+  }
+  const near = didYouMean(path.basename(absolute), names);
+  return near === undefined ? '' : ` (did you mean ${path.join(path.dirname(file), near)}?)`;
+}
+
 /** The text of a config file; InputError (exit 3) when it cannot be read, UsageError when it is far too large to be one. */
 async function readConfigText(file: string, absolute: string): Promise<string> {
   let size: number;
   try {
     size = (await stat(absolute)).size;
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new InputError(`config file ${file}: no such file (${absolute})${await nearbyFile(file, absolute)}`, 'CONFIG_UNREADABLE', { cause: err });
+    }
     throw new InputError(`config file ${file}: ${(err as Error).message}`, 'CONFIG_UNREADABLE', { cause: err });
   }
   if (size > MAX_CONFIG_BYTES) throw new UsageError(`config file ${file} is ${size} bytes; a config file is a few kilobytes`, 'CONFIG_INVALID');

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
@@ -235,6 +236,15 @@ describe('config errors: reporting', () => {
     expect(err).toBeInstanceOf(InputError);
     expect((err as InputError).exit).toBe(3);
     expect((err as InputError).message).toContain('missing.yaml');
+  });
+
+  it('a mistyped config file name names the closest file next to it', async () => {
+    const dir = tempFolder();
+    writeFileSync(path.join(dir, 'run.yaml'), MINIMAL);
+    const err = await resolveConfig({ file: 'run.yml', cwd: dir }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as InputError).exit).toBe(3);
+    expect((err as InputError).message).toBe(`config file run.yml: no such file (${path.join(dir, 'run.yml')}) (did you mean run.yaml?)`);
   });
 
   it('a folder given as config file is an input error (exit 3)', async () => {
