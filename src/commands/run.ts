@@ -122,7 +122,7 @@ export default class Run extends ApexCommand<RunCommandResult> {
       const m = p.memory;
       const t = s.trainable;
       const done = line.complete.length === line.stages ? ', all complete' : line.complete.length > 0 ? `, ${line.complete.length} complete` : '';
-      this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}: ${n(line.stages, 'stage')} of ${n(s.steps, 'step')} × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all${done}; ${line.toTrain.toLocaleString('en-US')} tokens to train`);
+      this.say(`${line.name}${line.setting ? ` (${line.setting})` : ''}${s.lora ? ` (rank ${s.lora.rank}, alpha ${s.lora.alpha})` : ''}: ${n(line.stages, 'stage')} of ${n(s.steps, 'step')} × ${p.tokensPerStep.toLocaleString('en-US')} tokens (batch ${p.batchSize} × accumulation ${p.gradAccum} × ${p.seqLen}), ${line.tokens.toLocaleString('en-US')} tokens in all${done}; ${line.toTrain.toLocaleString('en-US')} tokens to train`);
       if (line.fuse.length > 0) this.say(`  stage${line.fuse.length === 1 ? '' : 's'} ${line.fuse.join(', ')}: trained, to be fused again`);
       if (line.next !== null) this.say(`  next: stage ${line.next}${line.resumeStep > 0 ? `, resuming at step ${line.resumeStep}` : ''}`);
       this.say(`  trainable parameters: ${t.trainable.toLocaleString('en-US')} of ${t.modelParams.toLocaleString('en-US')} (${(100 * t.fraction).toFixed(2)}%)`);

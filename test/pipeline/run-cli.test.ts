@@ -180,6 +180,16 @@ describe('apex run CLI', () => {
     expect(body.error.message).toMatch(/^interrupted by SIGINT; run the same apex run command again to continue$/);
   });
 
+  it('--dry-run of a LoRA run names the rank and alpha it would train with', async () => {
+    // Before, the plan showed only the trainable count: with lora.match_params, which rank the
+    // match picked was in the --json plan only.
+    const { dir } = configFolder(microConfig());
+    const r = await apex(['run.yaml', 'method=lora', 'lora.rank=4', 'baseline.vanilla=false', '--dry-run'], dir);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^lora \(rank 4, alpha 8\): 2 stages of 4 steps/m);
+    expect(readdirSync(dir)).toEqual(['run.yaml']);
+  });
+
   it('a rerun over a data folder of more files than the open-file limit allows at once still works', async () => {
     // The rerun compares every data file's sha256 with the run's record: all at once it opened
     // each file together and failed with EMFILE (exit 5) past the limit; one at a time it does not.
