@@ -306,7 +306,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
         if (Math.abs(count - matched.target) > loraParamCount(spec, 1)) {
           warn(`LoRA rank ${rank} (the largest this model allows) trains ${count.toLocaleString('en-US')} parameters, ${(100 * (count / matched.target - 1)).toFixed(1)}% from the ${matched.target.toLocaleString('en-US')} of ${matched.record}`);
         }
-        say(`LoRA rank ${rank} matches the ${matched.target} trainable parameters of ${matched.record}`);
+        say(`LoRA rank ${rank} matches the ${matched.target.toLocaleString('en-US')} trainable parameters of ${matched.record}`);
       }
     }
     // Decided before training, so a base the adapter cannot name fails now, not after the steps.
