@@ -93,7 +93,10 @@ export async function trainLine(ctx: RunContext, line: TrainingLine): Promise<Li
       ctx.log(`${line.name} stage ${n}: complete, skipped (${relative(ctx.run, dir)})`);
     } else {
       const data = await ctx.data();
-      ctx.log(`${line.name} stage ${n} of ${config.stages.count}: training`);
+      // A stage that finished training but lacks its fused model (interrupted while fusing) is only
+      // fused: say so, as the dry run's plan does ("trained, to be fused again"), not "training".
+      const fuseOnly = !retrained && existsSync(join(dir, PROVENANCE_FILE));
+      ctx.log(`${line.name} stage ${n} of ${config.stages.count}: ${fuseOnly ? 'trained, fusing its model' : 'training'}`);
       const settings = stageSettings(config, line, n, config.model);
       const result = await runStage({
         ...settings,

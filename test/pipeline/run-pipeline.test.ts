@@ -215,7 +215,10 @@ describe('apex run (library, micro config)', () => {
     const shards = () => [...fingerprint(model)].filter(([f]) => f.endsWith('.safetensors')).map(([f, v]) => [f, v.split('@')[0]]);
     const before = shards();
     truncateSync(path.join(model, shard), 100);
-    const { summary } = await run(cfg.file);
+    const { summary, lines } = await run(cfg.file);
+    // The log says the stage is fused again, not trained (as the dry run's plan says it).
+    expect(lines).toContain('APEX stage 2 of 2: trained, fusing its model');
+    expect(lines).not.toContain('APEX stage 2 of 2: training');
     expect(summary.invocation.skipped).not.toContain('run/stage/2');
     expect(summary.invocation.skipped).toContain('run/stage/1');
     expect(shards()).toEqual(before);
