@@ -69,7 +69,7 @@ export const finetuneFlags = {
   'recompute-activations': Flags.boolean({ description: 'Recompute each decoder layer\'s activations in the backward pass instead of keeping them (activation checkpointing): training memory for activations falls to the layer inputs plus one layer\'s, at the cost of one more forward of the layers per micro-batch (about +30% step time); the same results.' }),
   'save-every': Flags.integer({ description: 'Checkpoint every N steps (default 100; 0: only at the end and on Ctrl-C).', min: 0 }),
   'keep-checkpoints': Flags.integer({ description: 'Checkpoints kept (default 2).', min: 1 }),
-  resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint, or reuse a complete one (with the same options: a checkpoint or complete stage made with other settings is refused).' }),
+  resume: Flags.boolean({ description: 'Continue an interrupted stage from its last checkpoint, or reuse a complete one (with the same options: a checkpoint or complete stage made with other settings is refused; with neither there, a warning says the stage starts from step 0).' }),
   force: Flags.boolean({ description: 'Train the stage again from scratch: what its folder holds is deleted first (a retraining that fails leaves no stage behind).' }),
   seed: Flags.integer({ description: 'Seed of operator/adapter initialisation, data order and sampling (default 0).', min: 0, max: MAX_SEED }),
   backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER] }),
