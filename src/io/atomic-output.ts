@@ -172,6 +172,24 @@ export async function nearestExistingFolder(path: string): Promise<string> {
 }
 
 /**
+ * Refuses (exit 2, OUTPUT_NOT_WRITABLE) an output path one of whose folders is a file, as
+ * makeOutputFolder does when it comes to create it: for the dry runs, which create nothing and
+ * otherwise met the file as a raw ENOTDIR from stat or readdir (exit 3, as an input problem).
+ */
+export async function refuseFileInOutputPath(path: string): Promise<void> {
+  let folder = dirname(resolve(path));
+  for (;;) {
+    const st = await stat(folder).catch(() => undefined);
+    if (st !== undefined) {
+      if (!st.isDirectory()) throw new UsageError(`${path}: cannot create the output folder, a part of the path is a file, not a folder (${folder})`, 'OUTPUT_NOT_WRITABLE');
+      return;
+    }
+    if (folder === dirname(folder)) return;
+    folder = dirname(folder);
+  }
+}
+
+/**
  * Refuses, before any work and before the free-space check, an output folder that apex could
  * not write: its temporary sibling goes into the parent folder (or the nearest one above it
  * that exists), so that folder must be writable. access(W_OK) says EROFS on a read-only mount

@@ -12,6 +12,7 @@
  * the same budget; only with `stages.decay_k` do they select fewer units.
  */
 import { existsSync } from 'node:fs';
+import { refuseFileInOutputPath } from '../io/atomic-output.js';
 import { refuseLockNameTooLong } from '../io/output-lock.js';
 import { join, resolve } from 'node:path';
 import { stageDir } from './expand-paths.js';
@@ -89,6 +90,8 @@ export async function planRun(options: {
   const { base, tokenizer, backend } = await checkBeforeWriting(config, signal, status, 'headers');
   // The run then locks its folder (<run>.lock beside it): a name that lock cannot have is refused as the run refuses it.
   await refuseLockNameTooLong(run);
+  // The run would create its folder (exit 2 where a part of the path is a file); the dry run creates none.
+  await refuseFileInOutputPath(run);
   const folder = await RunState.peek(run, config, { force: options.force ?? false });
   if (folder.start === 'restarted') refuseInputsInsideRun(run, base.dir, config);
   for (const c of folder.neutralChanges) onWarning(`${c.key} is ${JSON.stringify(c.now)} now, ${JSON.stringify(c.then)} when ${run} last ran: ${c.why}; the run would continue with the new value`);

@@ -56,7 +56,7 @@ import { folderBytes } from '../io/folder-bytes.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
 import { sequenceSetDigest, train, type StepReport } from './trainer.js';
 import { resumeKeyChanges, stageResumeKey } from './stage-resume-key.js';
-import { makeOutputFolder } from '../io/atomic-output.js';
+import { makeOutputFolder, refuseFileInOutputPath } from '../io/atomic-output.js';
 import { inProgressName } from '../io/stale-temps.js';
 import { MODEL_FILES } from '../io/model-files.js';
 
@@ -220,6 +220,8 @@ async function trainStage(options: StageOptions): Promise<StageResult> {
   const settings = resolveStageSettings(options);
   const run = resolve(settings.run);
   if (existsSync(run) && !statSync(run).isDirectory()) throw new UsageError(`-o ${run} is a file; a run is a folder (give a new or existing run folder)`, 'OUTPUT_NOT_A_FOLDER');
+  // A dry run creates no folder: refuse a path through a file here, as creating it would (exit 2).
+  await refuseFileInOutputPath(run);
   if (!planAsEmpty(options)) refuseForeignFolder(run);
   // A dry run writes nothing, not even the run folder or its lock.
   if (options.runLockHeld) return trainStageLocked(options, settings);

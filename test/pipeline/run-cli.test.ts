@@ -190,6 +190,16 @@ describe('apex run CLI', () => {
     expect(readdirSync(dir)).toEqual(['run.yaml']);
   });
 
+  it('--dry-run with -o through a file exits 2 (OUTPUT_NOT_WRITABLE) as the run does, not 3 with a raw ENOTDIR', async () => {
+    const { dir } = configFolder(microConfig());
+    writeFileSync(join(dir, 'a-file'), 'not a folder');
+    for (const dry of [['--dry-run'], []]) {
+      const r = await apex(['run.yaml', '-o', 'a-file/run', '--json', ...dry], dir);
+      expect(r.status, r.stdout).toBe(2);
+      expect((JSON.parse(r.stdout) as { error: { code: string } }).error.code).toBe('OUTPUT_NOT_WRITABLE');
+    }
+  });
+
   it('a rerun over a data folder of more files than the open-file limit allows at once still works', async () => {
     // The rerun compares every data file's sha256 with the run's record: all at once it opened
     // each file together and failed with EMFILE (exit 5) past the limit; one at a time it does not.

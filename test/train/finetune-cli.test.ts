@@ -2,7 +2,7 @@
 // exit 2 naming the flags before anything is written; a small run on llama-mha-f32 with the
 // built-in corpus prints the trainable-parameter count and writes the stage and its fused model.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -112,4 +112,14 @@ it('--resume where no checkpoint exists (a mistyped -o) warns that the stage sta
   expect(body.ok).toBe(true);
   expect(body.warnings.some((w) => /^nothing to resume: no checkpoint in /.test(w))).toBe(true);
   expect(existsSync(out)).toBe(false);
+});
+
+it('--dry-run with -o through a file exits 2 (OUTPUT_NOT_WRITABLE) as the real stage does, not 3 with a raw ENOTDIR', () => {
+  const file = join(tmp, 'a-file');
+  writeFileSync(file, 'not a folder');
+  const args = [LLAMA, '-o', join(file, 'run'), '--corpus', 'in-domain', '--seq-len', '32', '--samples', '8', '--steps', '1', '--backend', 'wasm', '--json'];
+  for (const r of [apex([...args, '--dry-run']), apex(args)]) {
+    expect(r.status, r.stdout).toBe(2);
+    expect((JSON.parse(r.stdout) as { error: { code: string } }).error.code).toBe('OUTPUT_NOT_WRITABLE');
+  }
 });
