@@ -1,9 +1,8 @@
 /**
  * What an analysis was computed from, recorded so a reader (or a later stage) can tell whether
  * a score file belongs to a checkpoint: the model's shape and sha256 fingerprints of its files
- * (config.json, plus the shard index of a sharded checkpoint, or the single weights file of an
- * unsharded one; an index names every shard's tensors and sizes, so hashing it avoids reading
- * tens of gigabytes), and apex's version. A weight file a dry run did not download
+ * (config.json, the shard index of a sharded checkpoint and every weight file), of its tokenizer,
+ * generation and chat-template files apart (provenance, not the fingerprint), and apex's version. A weight file a dry run did not download
  * (Checkpoint.remoteFiles) is fingerprinted by the sha256 the Hub gives for it (its LFS oid),
  * which is the sha256 of its bytes, as sha256OfFile would compute it.
  */
@@ -11,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { INDEX_FILE, type Checkpoint } from '../io/checkpoint.js';
+import { listModelFiles } from '../io/model-files.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { packageRoot } from '../train/data-corpus.js';
 import { apexBuild } from '../util/apex-build.js';
@@ -36,6 +36,12 @@ export interface ModelRecord {
    */
   readonly fingerprint: 'index' | 'weights';
   readonly files: FileFingerprint[];
+  /**
+   * The folder's other model files (generation config, tokenizer files, chat template) and their
+   * sha256: provenance only, not part of the fingerprint `files` make (records before 2026-11-28
+   * lack it). The data's token ids depend on them.
+   */
+  readonly otherFiles?: FileFingerprint[];
 }
 
 export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<FileFingerprint> {
@@ -58,6 +64,10 @@ export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signa
     const fp = remote ? { bytes: remote.bytes, sha256: remote.sha256 } : await sha256OfFile(join(checkpoint.dir, name), signal);
     files.push({ ...fp, file: name });
   }
+  const otherFiles: FileFingerprint[] = [];
+  for (const name of (await listModelFiles(checkpoint.dir)).filter((f) => f !== 'config.json')) {
+    otherFiles.push({ ...(await sha256OfFile(join(checkpoint.dir, name), signal)), file: name });
+  }
   const dtypes = [...new Set(checkpoint.tensors().map((t) => t.dtype))].sort();
   const parameters = checkpoint.tensors().reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0);
   return {
@@ -77,6 +87,7 @@ export async function modelRecord(checkpoint: Checkpoint, spec: ModelSpec, signa
     parameters,
     fingerprint: 'weights',
     files,
+    otherFiles,
   };
 }
 

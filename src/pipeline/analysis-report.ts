@@ -330,6 +330,7 @@ function provenanceSection(a: AnalysisJson, plotFiles: readonly string[]): HtmlS
           ['model folder', a.model.path],
           ['architecture', `${a.model.architecture}, ${formatCount(a.model.parameters)} parameters, stored as ${a.model.dtypes.join(', ')}`],
           ...a.model.files.map((f) => [`sha256 ${f.file}`, `${f.sha256} (${formatBytes(f.bytes)})`] as const),
+          ...(a.model.otherFiles ?? []).map((f) => [`sha256 ${f.file}`, `${f.sha256} (${formatBytes(f.bytes)})`] as const),
           ['data kind', d.kind + (d.builtin ? ` (${d.builtin})` : '')],
           ...d.paths.map((p, i) => [`data file ${i + 1}`, `${p} sha256 ${d.sha256[i] ?? '–'}`] as const),
           ['documents / tokens', `${formatCount(d.documents)} documents, ${formatCount(d.tokens)} tokens`],

@@ -6,7 +6,7 @@
  * nothing written when refused).
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -119,6 +119,10 @@ for (const name of FIXTURES) {
       expect(a.model.path).toBe(resolve(`fixtures/${name}`));
       const sha = createHash('sha256').update(readFileSync(`fixtures/${name}/model.safetensors`)).digest('hex');
       expect(a.model.files.find((f) => f.file === 'model.safetensors')?.sha256).toBe(sha);
+      // The tokenizer and generation files beside them (provenance; the fixtures differ in which they have).
+      const others = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'].filter((f) => existsSync(`fixtures/${name}/${f}`));
+      expect(others.length).toBeGreaterThan(0);
+      expect(a.model.otherFiles).toEqual(others.map((f) => ({ file: f, bytes: statSync(`fixtures/${name}/${f}`).size, sha256: createHash('sha256').update(readFileSync(`fixtures/${name}/${f}`)).digest('hex') })));
       expect(a.data.kind).toBe('input-ids');
       expect(a.backend.name).toBe('wasm');
       expect(a.settings).toMatchObject({ ratio: 0.375, score: 'rank', batchSize: batch, seed: 0, reverse: false, randomSelection: false });
