@@ -24,8 +24,8 @@ export default class Expand extends ApexCommand<ExpandResult> {
   static override flags = {
     operators: Flags.string({ description: 'operators.safetensors to fuse.' }),
     updates: Flags.string({ description: 'trained.safetensors: F32 tensors that replace the model\'s before fusion.' }),
-    output: Flags.string({ char: 'o', description: 'Output folder (must not exist unless --force).' }),
-    run: Flags.string({ description: 'Run folder: take model, operators, updates and output from it (with --stage).' }),
+    output: Flags.string({ char: 'o', description: 'Output folder (must not exist unless --force). With --run: default <run>/stages/<n>/model/; another folder writes the same model there (e.g. an export with --out-dtype) and leaves the run as it is.' }),
+    run: Flags.string({ description: 'Run folder: take the model, operators and trained tensors from it, and the output unless -o (with --stage).' }),
     stage: Flags.integer({ description: 'Stage of the run to fuse (with --run).', min: 1 }),
     'out-dtype': Flags.string({ description: 'Store every float tensor in this dtype (default: keep each tensor\'s).', options: [...OUT_DTYPES] }),
     'max-shard-size': Flags.string({ description: 'Re-shard the output with this shard size limit, e.g. 5GB (default: keep the input\'s layout).' }),

@@ -6,7 +6,7 @@
  *              else `model.path` of <run>/analysis/analysis.json); stage n > 1: <run>/stages/<n-1>/model/
  *   operators  <run>/stages/<n>/operators.safetensors   (absent for vanilla / LoRA stages)
  *   updates    <run>/stages/<n>/trained.safetensors     (absent for the `operators` setting)
- *   output     <run>/stages/<n>/model/
+ *   output     <run>/stages/<n>/model/ (or -o: the same model written elsewhere)
  *
  * A run stage is only fused when its folder holds the record `apex finetune` writes last
  * (`stages/<n>/apex_run.json`), and stage n > 1 only from a previous fused model that holds
@@ -71,10 +71,9 @@ async function runPaths(o: ExpandPathOptions): Promise<ExpandPaths> {
     o.model !== undefined ? '<model>' : undefined,
     o.operators !== undefined ? '--operators' : undefined,
     o.updates !== undefined ? '--updates' : undefined,
-    o.output !== undefined ? '-o/--output' : undefined,
   ].filter((x) => x !== undefined);
   if (clash.length > 0) {
-    throw new UsageError(`--run takes its paths from the run folder; it cannot be combined with ${clash.join(', ')}`, 'FLAG_CONFLICT');
+    throw new UsageError(`--run takes the model, operators and trained tensors from the run folder; it cannot be combined with ${clash.join(', ')}`, 'FLAG_CONFLICT');
   }
   if (o.stage === undefined) throw new UsageError('--run needs --stage <n> (which stage to fuse)', 'MISSING_ARGUMENT');
   if (!Number.isSafeInteger(o.stage) || o.stage < 1) throw new UsageError(`--stage must be a positive integer, got ${o.stage}`, 'BAD_FLAG');
@@ -115,7 +114,9 @@ async function runPaths(o: ExpandPathOptions): Promise<ExpandPaths> {
   }
   return {
     model,
-    output: join(dir, 'model'),
+    // -o writes the stage's model elsewhere (e.g. an export in another dtype or layout); the
+    // run's own stages/<n>/model/ is then left as it is.
+    output: o.output !== undefined ? resolve(o.output) : join(dir, 'model'),
     run,
     stage,
     ...(hasOperators ? { operators } : {}),

@@ -368,7 +368,7 @@ function modelCard(inputs: Inputs, options: ExpandOptions): string {
   const { paths } = inputs;
   const commandLine = argv.length > 0
     ? redact(['apex', 'expand', ...argv].map(shellWord).join(' '))
-    : paths.run !== undefined ? `apex expand --run ${shellWord(paths.run)} --stage ${paths.stage}` : `apex expand ${shellWord(paths.model)}${paths.operators ? ` --operators ${shellWord(paths.operators)}` : ''}${paths.updates ? ` --updates ${shellWord(paths.updates)}` : ''} -o ${shellWord(paths.output)}`;
+    : paths.run !== undefined ? `apex expand --run ${shellWord(paths.run)} --stage ${paths.stage}${resolve(paths.output) === resolve(stageDir(paths.run, paths.stage!), 'model') ? '' : ` -o ${shellWord(paths.output)}`}` : `apex expand ${shellWord(paths.model)}${paths.operators ? ` --operators ${shellWord(paths.operators)}` : ''}${paths.updates ? ` --updates ${shellWord(paths.updates)}` : ''} -o ${shellWord(paths.output)}`;
   const hubId = inputs.resolved.source !== 'local' && inputs.baseModel === paths.model ? inputs.resolved.repo : hubIdOf(inputs.baseModel);
   return renderModelCard({
     baseModel: inputs.baseModel,

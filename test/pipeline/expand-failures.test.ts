@@ -194,7 +194,7 @@ describe('flags', () => {
   it('contradictory or incomplete flag sets are usage errors naming the flags', async () => {
     const s = await setup();
     const cases: [ExpandOptions, RegExp][] = [
-      [{ run: s.dir, stage: 1, model: s.input, output: s.output }, /--run .*cannot be combined with <model>, -o\/--output/],
+      [{ run: s.dir, stage: 1, model: s.input, output: s.output }, /--run .*cannot be combined with <model>$/],
       [{ run: s.dir, stage: 1, operators: s.operators }, /cannot be combined with --operators/],
       [{ model: s.input, operators: s.operators, output: s.output, stage: 1 }, /--stage needs --run/],
       [{ run: s.dir }, /--run needs --stage/],
@@ -265,6 +265,24 @@ describe('run folders (§7)', () => {
 
     const again = await failure({ run, stage: 1 });
     expect(again.code).toBe('OUTPUT_EXISTS');
+
+    // -o: the same stage model written elsewhere (here as BF16), the run left as it is; the model
+    // card's command names the output. Not inside the stage folder, whose inputs it would replace.
+    const before = await tensorBytes(r2.output);
+    const exported = await runExpand({ run, stage: 2, output: join(s.dir, 'export'), outDtype: 'BF16' });
+    expect(exported.output).toBe(join(s.dir, 'export'));
+    const bf16 = await tensorBytes(exported.output);
+    for (const [name, t] of before) {
+      expect(bf16.get(name)!.dtype, name).toBe('BF16');
+      const f32 = new Float32Array(t.bytes.slice().buffer);
+      const back = new Float32Array(Uint32Array.from(new Uint16Array(bf16.get(name)!.bytes.slice().buffer), (h) => h << 16).buffer);
+      for (let i = 0; i < f32.length; i++) expect(Math.abs(back[i]! - f32[i]!), name).toBeLessThanOrEqual(Math.abs(f32[i]!) * 2 ** -8);
+    }
+    expect(await tensorBytes(r2.output)).toEqual(before);
+    expect(await readFile(join(exported.output, 'README.md'), 'utf8')).toContain(`--run ${run} --stage 2 -o ${join(s.dir, 'export')}`);
+    const inside = await failure({ run, stage: 2, output: join(run, 'stages', '2') });
+    expect(inside.exit).toBe(2);
+    expect(inside.message).toMatch(/the trained tensors/);
   });
 
   it('a folder that is not an apex run is refused (exit 3) naming the missing record and the run folder; nothing is written', async () => {
