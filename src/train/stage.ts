@@ -22,6 +22,7 @@ import { InputError, InternalError, UsageError } from '../errors.js';
 import { loraParamCount, maxLoraRank } from './lora.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { acquireOutputLock, refuseLockNameTooLong } from '../io/output-lock.js';
+import { refuseInputsInsideOutput, type NamedInput } from '../io/output-inputs.js';
 import { selectBackend, type BackendRequest } from '../model/backend.js';
 import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { describeCheckpoint } from '../model/weight-source.js';
@@ -184,6 +185,18 @@ export interface StagePlan {
   readonly download?: WeightsToDownload | null;
 }
 
+/** What the stage reads: what --force, deleting the stage folder first, must not delete with it. */
+function stageInputs(options: StageOptions, settings: ResolvedStageSettings, inputDir: string): NamedInput[] {
+  const data = (label: string, set: SequenceSet | undefined) => (set?.source.kind === 'builtin' ? [] : (set?.source.paths ?? []).map((path) => ({ label, path })));
+  return [
+    { label: 'the model', path: inputDir },
+    ...(resolve(options.modelDir) !== inputDir ? [{ label: 'the model argument', path: options.modelDir }] : []),
+    ...data('the training data', options.train),
+    ...data('the held-out data', options.eval),
+    ...(settings.lora?.matchParams !== undefined ? [{ label: '--match-params', path: settings.lora.matchParams }] : []),
+  ];
+}
+
 /** A dry run of a stage whose run folder would be discarded first: what the folder holds now is not looked at. */
 function planAsEmpty(options: StageOptions): boolean {
   return options.dryRun === true && options.planAsEmpty === true;
@@ -278,6 +291,9 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
   if (latest !== undefined && !settings.resume && !settings.force) {
     throw new UsageError(`${dir} holds checkpoints of an interrupted run (${latest}); pass --resume to continue it or --force to start the stage over`, 'CHECKPOINTS_EXIST');
   }
+  // --force deletes the stage folder before training: never with the stage's own inputs in it
+  // (e.g. stage 1 trained again from the model the previous stage 1 fused into stages/1/model).
+  if (settings.force && !planAsEmpty(options)) refuseInputsInsideOutput(dir, stageInputs(options, settings, inputDir), '--force');
 
   const remoteWeights = stage === 1 ? options.modelSource?.remoteWeights : undefined;
   if (remoteWeights && !settings.dryRun) throw new InternalError(`stage ${stage} would train from ${remoteWeights.repo}, whose weights were not downloaded (resolved for a dry run)`);

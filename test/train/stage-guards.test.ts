@@ -327,3 +327,23 @@ it('a stage trained on a stage of another apex build says so', async () => {
   await runStage(await options(run, { stage: 2, steps: 1, force: true, onWarning: (m) => warnings.push(m) }));
   expect(warnings.some((w) => /stage 1 of .* was trained by apex 0\.1\.0\+000000000000, and apex 0\.1\.0\+[0-9a-f]{12} trains stage 2: the run's stages come from two builds/.test(w))).toBe(true);
 });
+
+it('--force refuses to train when the stage folder it would delete holds the model or the data (nothing deleted)', async () => {
+  const run = newRun();
+  await runStage({ ...(await options(run, { steps: 1 })), expand: true });
+  const fused = join(run, 'stages/1/model');
+  const before = readdirSync(fused).sort();
+  // Stage 1 again, from the model the first training fused, into the same run: --force deletes stages/1.
+  const error = await runStage({ ...(await options(run, { model: fused, modelDir: fused, steps: 1, force: true })), expand: true }).catch((e: unknown) => e);
+  expect(error).toMatchObject({ code: 'OUTPUT_HOLDS_INPUT', exit: 2, message: expect.stringContaining(`the model (${fused})`) });
+  expect(readdirSync(fused).sort()).toEqual(before);
+  // A data file inside it too.
+  const data = join(run, 'stages/1/notes.jsonl');
+  writeFileSync(data, '{"text": "x"}\n');
+  const train = await storyChunks(32);
+  const withData = { ...train, source: { ...train.source, paths: [data] } };
+  const dataError = await runStage(await options(run, { steps: 1, force: true, train: withData })).catch((e: unknown) => e);
+  expect(dataError).toMatchObject({ code: 'OUTPUT_HOLDS_INPUT', exit: 2, message: expect.stringContaining(`the training data (${data})`) });
+  expect(existsSync(data)).toBe(true);
+  expect(existsSync(join(run, 'stages/1/apex_run.json'))).toBe(true);
+});
