@@ -216,12 +216,22 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
   const settings = { samples: options.samples, seed: options.seed, split, heldoutFraction, splitSeed };
 
   if (options.inputIds !== undefined) {
-    const { rows, length, lengths } = await readInputIds(options.inputIds);
+    const { rows, length, lengths, tensorName } = await readInputIds(options.inputIds);
     const seqLen = Math.min(length, options.seqLen);
+    // A file narrower than --seq-len sets the length, so the rule --seq-len checks (≥ 2: a
+    // position needs a next token to be a target) is checked here for it; without a target the
+    // loss is 0 and the perplexity 1, which training would report and fuse as a result.
+    if (length < 2) {
+      throw new InputError(`${options.inputIds}: tensor '${tensorName}' has shape [${rows.length}, ${length}]: a row needs at least 2 tokens (a next token to predict); training, evaluation and analysis have nothing to score`, 'BAD_INPUT_IDS');
+    }
     const indexed = rows.map((row, i) => ({ row, real: Math.min(seqLen, lengths?.[i] ?? seqLen) }));
     const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed, options.evalDataName);
     warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`, seqLen);
     const kept = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!);
+    if (lengths !== undefined && kept.length > 0 && kept.every((k) => k.real < 2)) {
+      const which = `${split === 'all' ? '' : ` of the ${split === 'heldout' ? 'held-out' : 'training'} split`}${options.samples !== undefined ? ' in the sample' : ''}`;
+      throw new InputError(`${options.inputIds}: every row${which} has fewer than 2 real tokens (attention_mask): a row needs at least 2 (a next token to predict); training, evaluation and analysis have nothing to score`, 'BAD_INPUT_IDS');
+    }
     const sequences = kept.map((k) => k.row.slice(0, seqLen));
     const sha256 = [await sha256File(options.inputIds)];
     // With an attention_mask the padding is no data: not a target, not counted in statistics.

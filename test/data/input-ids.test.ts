@@ -90,6 +90,33 @@ describe('--input-ids', async () => {
     await expect(loadSequences({ inputIds: shape, seqLen: 16, seed: 0 })).rejects.toThrow(/'attention_mask' has shape \[1, 5\], 'input_ids' \[2, 5\]/);
   });
 
+  it('refuses rows with nothing to predict: one token wide, or every row masked down to one token (exit 3, the file named)', async () => {
+    // Training on these reported loss 0 and perplexity 1 and fused a "trained" model.
+    const narrow = await writeSafetensors(join(dir, 'narrow.safetensors'), [{ name: 'input_ids', dtype: 'I32', shape: [3, 1], data: i32([1, 5, 6]) }]);
+    const error = await loadSequences({ inputIds: narrow, seqLen: 16, seed: 0 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InputError);
+    expect(error).toMatchObject({ code: 'BAD_INPUT_IDS', exit: 3, message: expect.stringMatching(/narrow\.safetensors: tensor 'input_ids' has shape \[3, 1\]: a row needs at least 2 tokens/) });
+    const masked = await writeSafetensors(join(dir, 'masked-to-one.safetensors'), [
+      { name: 'input_ids', dtype: 'I32', shape: [2, 3], data: i32([1, 5, 6, 1, 8, 9]) },
+      { name: 'attention_mask', dtype: 'I32', shape: [2, 3], data: i32([1, 0, 0, 1, 0, 0]) },
+    ]);
+    await expect(loadSequences({ inputIds: masked, seqLen: 16, seed: 0 })).rejects.toMatchObject({ code: 'BAD_INPUT_IDS', message: expect.stringMatching(/masked-to-one\.safetensors: every row has fewer than 2 real tokens \(attention_mask\)/) });
+    // One row with a target is enough.
+    const some = await writeSafetensors(join(dir, 'one-real.safetensors'), [
+      { name: 'input_ids', dtype: 'I32', shape: [2, 3], data: i32([1, 5, 6, 1, 8, 9]) },
+      { name: 'attention_mask', dtype: 'I32', shape: [2, 3], data: i32([1, 0, 0, 1, 1, 0]) },
+    ]);
+    expect((await loadSequences({ inputIds: some, seqLen: 16, seed: 0 })).lengths).toEqual([1, 2]);
+    // The held-out part of the split counts on its own: finetune evaluated such a split as loss 0, perplexity 1.
+    const rows = 40;
+    const mostly = await writeSafetensors(join(dir, 'mostly-one.safetensors'), [
+      { name: 'input_ids', dtype: 'I32', shape: [rows, 2], data: i32(Array.from({ length: rows * 2 }, (_, i) => 1 + (i % 50))) },
+      { name: 'attention_mask', dtype: 'I32', shape: [rows, 2], data: i32(Array.from({ length: rows * 2 }, (_, i) => (i % 2 === 0 || i < 2 ? 1 : 0))) },
+    ]);
+    expect((await loadSequences({ inputIds: mostly, seqLen: 16, seed: 0, split: 'train' })).sequences.length).toBe(38);
+    await expect(loadSequences({ inputIds: mostly, seqLen: 16, seed: 0, split: 'heldout' })).rejects.toMatchObject({ code: 'BAD_INPUT_IDS', message: expect.stringContaining('every row of the held-out split has fewer than 2 real tokens') });
+  });
+
   it('splits rows into train and held-out', async () => {
     const values = Array.from({ length: 40 * 3 }, (_, i) => i);
     const path = await writeSafetensors(join(dir, 'c.safetensors'), [{ name: 'ids', dtype: 'I32', shape: [40, 3], data: i32(values) }]);
