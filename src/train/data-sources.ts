@@ -100,7 +100,8 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string; r
   if (st.size > MAX_TEXT_FILE_BYTES) {
     throw new InputError(`${path}: ${st.size} bytes is more than the ${MAX_TEXT_FILE_BYTES}-byte limit for one data file; split it into several files`, 'DATA_FILE_TOO_LARGE');
   }
-  const bytes = await readFile(path);
+  // A pipe or device (--data /dev/stdin) has no size to check first: read it up to the limit.
+  const bytes = st.isFile() ? await readFile(path) : await readUpTo(path, MAX_TEXT_FILE_BYTES);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -110,6 +111,25 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string; r
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   return { text, sha256: createHash('sha256').update(bytes).digest('hex'), regularFile: st.isFile() };
+}
+
+/** The bytes of a file without a size (a pipe, a device), refused once they pass `limit`. */
+async function readUpTo(path: string, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const stream = createReadStream(path);
+  try {
+    for await (const chunk of stream) {
+      total += (chunk as Buffer).length;
+      if (total > limit) {
+        throw new InputError(`${path}: more than the ${limit}-byte limit for one data file (read from a pipe or device, so not known before reading); split it into several files`, 'DATA_FILE_TOO_LARGE');
+      }
+      chunks.push(chunk as Buffer);
+    }
+  } finally {
+    stream.destroy();
+  }
+  return Buffer.concat(chunks, total);
 }
 
 /** Reads one data file into documents. */

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -8,6 +9,7 @@ import { InputError, UsageError } from '../../src/errors.js';
 import { tokenizeChat } from '../../src/model/chat-template.js';
 import { loadTokenizer, type ApexTokenizer } from '../../src/model/tokenizer.js';
 import { builtinCorpus, loadSequences, sampleSequences } from '../../src/train/data.js';
+import { readSourceFile } from '../../src/train/data-sources.js';
 
 const tokenizer = async (): Promise<ApexTokenizer> => (await loadTokenizer('fixtures/llama-mha-f32'))!;
 
@@ -48,6 +50,29 @@ describe('JSONL errors name file:line and the rule', () => {
     expect(err).toBeInstanceOf(InputError);
     expect(err).toMatchObject({ code: 'MIXED_DATA', exit: 3 });
     expect((err as Error).message).toMatch(/mixes chat JSONL .*chat\.jsonl.* with text .*text-sample\.jsonl/);
+  });
+});
+
+describe('data read from a pipe or device', () => {
+  // stat() gives such a file size 0, so the size limit checked before reading let it through and
+  // it was read whole: /dev/zero grew the process past 20 GB, and SIGTERM (which only asks the
+  // command to stop at its next step) did not end it.
+  it.runIf(existsSync('/dev/zero'))('stops reading at the per-file limit: DATA_FILE_TOO_LARGE (exit 3) naming the file', { timeout: 10_000 }, async () => {
+    const err = await readSourceFile('/dev/zero').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err).toMatchObject({ code: 'DATA_FILE_TOO_LARGE', exit: 3, message: expect.stringMatching(/^\/dev\/zero: more than the 268435456-byte limit for one data file/) });
+  });
+
+  it('a pipe under the limit is read as a file is', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apex-fifo-'));
+    const fifo = join(dir, 'pipe.jsonl');
+    execFileSync('mkfifo', [fifo]);
+    const text = await readFile('fixtures/data/text-sample.jsonl', 'utf8');
+    const writer = writeFile(fifo, text);
+    const read = await readSourceFile(fifo);
+    await writer;
+    expect(read).toMatchObject({ kind: 'jsonl-text', regularFile: false, sha256: createHash('sha256').update(text).digest('hex') });
+    expect(read.documents).toEqual((await readSourceFile('fixtures/data/text-sample.jsonl')).documents.map((d) => ({ ...d, origin: expect.stringContaining('pipe.jsonl') })));
   });
 });
 
