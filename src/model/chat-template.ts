@@ -38,13 +38,13 @@ export interface ChatRenderer {
   render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): string;
 }
 
-export function chatRenderer(options: { template?: string; bosToken?: string; eosToken?: string; specialTokens?: Readonly<Record<string, string | readonly string[]>> }): ChatRenderer {
+export function chatRenderer(options: { template?: string; bosToken?: string; eosToken?: string; specialTokens?: Readonly<Record<string, string | readonly string[]>>; file?: string }): ChatRenderer {
   const source = options.template ?? TULU_CHAT_TEMPLATE;
   let compiled: Template;
   try {
     compiled = new Template(source);
   } catch (e) {
-    throw new InputError(`chat template does not parse: ${(e as Error).message}`, 'BAD_CHAT_TEMPLATE', { cause: e });
+    throw new InputError(`${options.template !== undefined && options.file !== undefined ? `${options.file}: ` : ''}chat template does not parse: ${(e as Error).message}`, 'BAD_CHAT_TEMPLATE', { cause: e });
   }
   return {
     template: source,
@@ -60,14 +60,15 @@ export function chatRenderer(options: { template?: string; bosToken?: string; eo
           eos_token: options.eosToken ?? '',
         });
       } catch (e) {
-        throw new InputError(`chat template failed: ${(e as Error).message}`, 'CHAT_TEMPLATE_FAILED', { cause: e });
+        throw new InputError(`chat template${options.template !== undefined && options.file !== undefined ? ` (${options.file})` : ''} failed: ${(e as Error).message}`, 'CHAT_TEMPLATE_FAILED', { cause: e });
       }
     },
   };
 }
 
 export function rendererFor(tokenizer: ApexTokenizer): ChatRenderer {
-  return chatRenderer({ template: tokenizer.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, specialTokens: tokenizer.specialTokens });
+  if (tokenizer.chatTemplateError) throw tokenizer.chatTemplateError;
+  return chatRenderer({ template: tokenizer.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, specialTokens: tokenizer.specialTokens, ...(tokenizer.chatTemplateFile !== undefined ? { file: tokenizer.chatTemplateFile } : {}) });
 }
 
 /** Character ranges [start, end) of each assistant message inside the full rendering. */

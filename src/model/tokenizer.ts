@@ -53,6 +53,10 @@ export interface ApexTokenizer {
   addedTokenMatches(text: string): Array<[number, number]> | undefined;
   /** Jinja chat template from tokenizer_config.json `chat_template` or chat_template.jinja. */
   readonly chatTemplate: string | undefined;
+  /** The file chatTemplate was read from (tokenizer_config.json or chat_template.jinja), for messages. */
+  readonly chatTemplateFile?: string;
+  /** tokenizer_config.json's chat_template when apex cannot use it (BAD_CHAT_TEMPLATE): thrown where a chat template is needed. */
+  readonly chatTemplateError?: InputError;
   /** The folder the tokenizer came from. */
   readonly source: string;
 }
@@ -96,16 +100,26 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
   }
 }
 
-/** Chat template: a string, or a list of named templates of which `default` is used. */
-function chatTemplateFromConfig(config: TokenizerConfig): string | undefined {
+/**
+ * Chat template: a string, or a list of named templates of which `default` is used (as
+ * transformers: a list without one is refused there too); undefined when the key is absent or
+ * null. Any other value is refused rather than read as "no template", which would render
+ * conversations in the Tulu format instead of the model's.
+ */
+function chatTemplateFromConfig(config: TokenizerConfig, path: string): string | undefined {
   const t = config.chat_template;
+  if (t === undefined || t === null) return undefined;
   if (typeof t === 'string') return t;
+  const bad = (detail: string) => new InputError(`${path}: ${detail}`, 'BAD_CHAT_TEMPLATE');
   if (Array.isArray(t)) {
-    const named = t.find((e) => e && typeof e === 'object' && (e as { name?: unknown }).name === 'default');
-    const template = (named as { template?: unknown } | undefined)?.template;
-    if (typeof template === 'string') return template;
+    const entries = t as unknown[];
+    if (entries.every((e) => e !== null && typeof e === 'object' && typeof (e as { name?: unknown }).name === 'string' && typeof (e as { template?: unknown }).template === 'string')) {
+      const named = entries.find((e) => (e as { name: string }).name === 'default') as { template: string } | undefined;
+      if (named) return named.template;
+      throw bad(`chat_template lists templates ${entries.map((e) => (e as { name: string }).name).join(', ') || '(none)'} but none named "default" (transformers refuses it too); name the one to use "default"`);
+    }
   }
-  return undefined;
+  throw bad(`chat_template must be a string, or a list of {name, template} with a "default" one; got ${Array.isArray(t) ? 'a list of something else' : t !== null && typeof t === 'object' ? 'an object' : `a ${typeof t}`}`);
 }
 
 function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
@@ -158,7 +172,17 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
   const specialMapPath = join(modelDir, 'special_tokens_map.json');
   const specialMap: TokenizerConfig = (await exists(specialMapPath)) ? await readJson(specialMapPath) : {};
   const jinjaPath = join(modelDir, 'chat_template.jinja');
-  const chatTemplate = (await exists(jinjaPath)) ? await readFile(jinjaPath, 'utf8') : chatTemplateFromConfig(config);
+  const jinja = await exists(jinjaPath);
+  let chatTemplate: string | undefined;
+  // A chat_template apex cannot use fails what needs a chat template, not plain text.
+  let chatTemplateError: InputError | undefined;
+  try {
+    chatTemplate = jinja ? await readFile(jinjaPath, 'utf8') : chatTemplateFromConfig(config, configPath);
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    chatTemplateError = e;
+  }
+  const chatTemplateFile = jinja ? jinjaPath : chatTemplate !== undefined ? configPath : undefined;
 
   let tok: Tokenizer;
   try {
@@ -198,6 +222,8 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
     prefixIds: prefix,
     suffixIds: suffix,
     chatTemplate,
+    ...(chatTemplateFile !== undefined ? { chatTemplateFile } : {}),
+    ...(chatTemplateError !== undefined ? { chatTemplateError } : {}),
     tokenToId: (token) => tok.token_to_id(token),
     addedTokenMatches,
     encode(text, options = {}) {

@@ -51,7 +51,13 @@ async function main(): Promise<void> {
   if (!tokenizer) throw new Error(`${data.modelDir}: no tokenizer.json for the tokenizer worker`);
   let renderer: ChatRenderer | undefined;
   const chatWith = (): ChatRenderer =>
-    (renderer ??= chatRenderer({ template: data.chatTemplate, bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, specialTokens: tokenizer.specialTokens }));
+    (renderer ??= chatRenderer({
+      template: data.chatTemplate,
+      bosToken: tokenizer.bosToken,
+      eosToken: tokenizer.eosToken,
+      specialTokens: tokenizer.specialTokens,
+      ...(tokenizer.chatTemplateFile !== undefined && data.chatTemplate === tokenizer.chatTemplate ? { file: tokenizer.chatTemplateFile } : {}),
+    }));
 
   port.on('message', (request: TokenizeRequest) => {
     const ids: Int32Array[] = [];

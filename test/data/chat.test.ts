@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -133,5 +133,43 @@ describe('template variables', () => {
     const r = rendererFor(withTemplate({ ...tok, specialTokens: { ...tok.specialTokens, pad_token: '<pad>', additional_special_tokens: ['<a>', '<b>'] } },
       "{{ unk_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{{ pad_token }}{{ additional_special_tokens[1] }}{{ eos_token }}"));
     expect(r.render([{ role: 'user', content: 'hi' }], false)).toBe('<unk>hi<pad><b></s>');
+  });
+});
+
+describe('chat_template in tokenizer_config.json', () => {
+  async function modelWith(files: Record<string, string>): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'apex-chat-template-'));
+    await writeFile(join(dir, 'tokenizer.json'), await readFile('fixtures/llama-mha-f32/tokenizer.json'));
+    const config = JSON.parse(await readFile('fixtures/llama-mha-f32/tokenizer_config.json', 'utf8')) as Record<string, unknown>;
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+    return dir;
+  }
+  const config = async (chatTemplate: unknown) => JSON.stringify({ ...(JSON.parse(await readFile('fixtures/llama-mha-f32/tokenizer_config.json', 'utf8')) as object), chat_template: chatTemplate });
+
+  it('one it cannot use is refused, naming the file, not taken for none (which rendered conversations in the Tulu format instead)', async () => {
+    for (const [value, rule] of [
+      [5, /tokenizer_config\.json: chat_template must be a string, or a list of \{name, template\} with a "default" one; got a number/],
+      [[{ name: 'tool_use', template: '{{ messages }}' }], /tokenizer_config\.json: chat_template lists templates tool_use but none named "default" \(transformers refuses it too\)/],
+      [{ default: '{{ messages }}' }, /chat_template must be a string, or a list .*; got an object/],
+    ] as const) {
+      const tok = (await loadTokenizer(await modelWith({ 'tokenizer_config.json': await config(value) })))!;
+      expect(() => rendererFor(tok), JSON.stringify(value)).toThrow(expect.objectContaining({ code: 'BAD_CHAT_TEMPLATE', exit: 3, message: expect.stringMatching(rule) }));
+      // Text needs no chat template: it still tokenizes.
+      expect(tok.encode('Hello', { addSpecialTokens: false }).length).toBeGreaterThan(0);
+    }
+    const listed = await loadTokenizer(await modelWith({ 'tokenizer_config.json': await config([{ name: 'tool_use', template: 'x' }, { name: 'default', template: 'y' }]) }));
+    expect(listed!.chatTemplate).toBe('y');
+    expect((await loadTokenizer(await modelWith({ 'tokenizer_config.json': await config(null) })))!.chatTemplate).toBeUndefined();
+  });
+
+  it('a template that does not parse is refused naming the file it came from', async () => {
+    const fromConfig = await loadTokenizer(await modelWith({ 'tokenizer_config.json': await config('{% for m in messages %}{{ m.content ') }));
+    expect(() => rendererFor(fromConfig!)).toThrow(/tokenizer_config\.json: chat template does not parse: /);
+    const fromJinja = await loadTokenizer(await modelWith({ 'chat_template.jinja': '{% if %}' }));
+    expect(() => rendererFor(fromJinja!)).toThrow(/chat_template\.jinja: chat template does not parse: /);
+    // One that parses but raises says which file too (apex generate --chat has no data line to name).
+    const raising = await loadTokenizer(await modelWith({ 'tokenizer_config.json': await config("{{ raise_exception('no system role') }}") }));
+    expect(() => rendererFor(raising!).render([{ role: 'user', content: 'hi' }], true)).toThrow(/^chat template \(.*tokenizer_config\.json\) failed: no system role$/);
   });
 });
