@@ -9,6 +9,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { scanJsonText } from './json-keys.js';
+import { MAX_SMALL_FILE_BYTES, readBoundedText } from './bounded-read.js';
 import type { RemoteWeightFile, RemoteWeights } from './hub-headers.js';
 import { MAX_HEADER_BYTES, SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
 
@@ -195,11 +196,12 @@ async function readConfig(dir: string, required: boolean): Promise<Record<string
   const path = join(dir, 'config.json');
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, MAX_SMALL_FILE_BYTES, 'BAD_CONFIG');
   } catch (e) {
+    if (e instanceof InputError) throw e;
     if (!required) return {};
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(`${path}: cannot read (${code})${code === 'ENOENT' ? ': not a Hugging Face model folder' : ''}`, 'NOT_FOUND');
+    throw new InputError(`${path}: cannot read (${code ?? (e as Error).message})${code === 'ENOENT' ? ': not a Hugging Face model folder' : ''}`, 'NOT_FOUND');
   }
   let parsed: unknown;
   try {
@@ -221,6 +223,7 @@ export async function readIndex(path: string): Promise<ShardIndex> {
   try {
     const st = await stat(path);
     if (st.size > MAX_HEADER_BYTES) throw bad(`${st.size} bytes, larger than the ${MAX_HEADER_BYTES}-byte limit`);
+    if (!st.isFile()) throw bad('not a regular file (a pipe, socket or device)');
     bytes = await readFile(path);
   } catch (e) {
     if (e instanceof InputError) throw e;

@@ -5,7 +5,7 @@
  * generation that ignored them would run past the end of the answer; and, where `apex generate`
  * is not told otherwise, whether and how to sample (`do_sample`, `temperature`, `top_k`, `top_p`).
  */
-import { readFile } from 'node:fs/promises';
+import { MAX_SMALL_FILE_BYTES, readBoundedText } from '../io/bounded-read.js';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { tokenIds } from './config.js';
@@ -49,8 +49,9 @@ async function readGenerationConfig(modelDir: string): Promise<{ path: string; v
   const path = join(modelDir, GENERATION_CONFIG_FILE);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, MAX_SMALL_FILE_BYTES, 'BAD_CONFIG');
   } catch (e) {
+    if (e instanceof InputError) throw e;
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new InputError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code})`, 'NOT_FOUND');
   }

@@ -8,10 +8,11 @@
  * does not, false removes it). A BOS is never doubled: when the text itself already starts with
  * the BOS token (e.g. a chat template that writes `{{ bos_token }}`), none is added.
  */
-import { readFile, access } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../errors.js';
+import { MAX_SMALL_FILE_BYTES, MAX_TOKENIZER_FILE_BYTES, readBoundedText } from '../io/bounded-read.js';
 
 export interface EncodeOptions {
   /** Wrap the text in the model's special tokens (BOS/EOS as the post-processor and config say). Default true. */
@@ -84,11 +85,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function readJson(path: string): Promise<Record<string, unknown>> {
+async function readJson(path: string, maxBytes = MAX_SMALL_FILE_BYTES): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, maxBytes, 'UNREADABLE');
   } catch (e) {
+    if (e instanceof InputError) throw e;
     throw new InputError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'UNREADABLE');
   }
   try {
@@ -166,7 +168,7 @@ export function resolveSpecialWrap(
 export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | undefined> {
   const tokenizerPath = join(modelDir, 'tokenizer.json');
   if (!(await exists(tokenizerPath))) return undefined;
-  const tokenizerJson = await readJson(tokenizerPath);
+  const tokenizerJson = await readJson(tokenizerPath, MAX_TOKENIZER_FILE_BYTES);
   const configPath = join(modelDir, 'tokenizer_config.json');
   const config: TokenizerConfig = (await exists(configPath)) ? await readJson(configPath) : {};
   const specialMapPath = join(modelDir, 'special_tokens_map.json');
@@ -177,7 +179,7 @@ export async function loadTokenizer(modelDir: string): Promise<ApexTokenizer | u
   // A chat_template apex cannot use fails what needs a chat template, not plain text.
   let chatTemplateError: InputError | undefined;
   try {
-    chatTemplate = jinja ? await readFile(jinjaPath, 'utf8') : chatTemplateFromConfig(config, configPath);
+    chatTemplate = jinja ? await readBoundedText(jinjaPath, MAX_SMALL_FILE_BYTES, 'BAD_CHAT_TEMPLATE') : chatTemplateFromConfig(config, configPath);
   } catch (e) {
     if (!(e instanceof InputError)) throw e;
     chatTemplateError = e;

@@ -1,7 +1,14 @@
-import { readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError, UnsupportedModelError } from '../../src/errors.js';
 import { parseModelConfig } from '../../src/model/config.js';
+import { MAX_SMALL_FILE_BYTES } from '../../src/io/bounded-read.js';
+import { Checkpoint } from '../../src/io/checkpoint.js';
+import { generationEosIds } from '../../src/model/generation-config.js';
+import { loadTokenizer } from '../../src/model/tokenizer.js';
 
 const fixtureConfig = (name: string) => JSON.parse(readFileSync(`fixtures/${name}/config.json`, 'utf8')) as Record<string, unknown>;
 const llama = () => fixtureConfig('llama-mha-f32');
@@ -97,5 +104,40 @@ describe('parseModelConfig', () => {
     bad({ tie_word_embeddings: 'yes' }, /tie_word_embeddings/);
     // hidden = heads · head_dim is not required when head_dim is explicit
     expect(parseModelConfig({ ...llama(), head_dim: 16 }, 'cfg').headDim).toBe(16);
+  });
+});
+
+describe('the small files of a model folder are read whole only when they are files of a plausible size', () => {
+  // A 700 MB config.json failed with "cannot read (undefined)"; one linked to /dev/zero (so was
+  // tokenizer.json, generation_config.json, the shard index) was read without end.
+  async function folder(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'apex-small-files-'));
+    for (const f of readdirSync('fixtures/llama-mha-f32')) copyFileSync(join('fixtures/llama-mha-f32', f), join(dir, f));
+    return dir;
+  }
+
+  it.runIf(existsSync('/dev/zero'))('a link to a device: refused naming the file (exit 3), not read', { timeout: 20_000 }, async () => {
+    for (const [file, open, code] of [
+      ['config.json', (d: string) => Checkpoint.open(d), 'BAD_CONFIG'],
+      ['generation_config.json', (d: string) => generationEosIds(d), 'BAD_CONFIG'],
+      ['tokenizer.json', (d: string) => loadTokenizer(d), 'UNREADABLE'],
+      ['tokenizer_config.json', (d: string) => loadTokenizer(d), 'UNREADABLE'],
+    ] as const) {
+      const dir = await folder();
+      rmSync(join(dir, file));
+      symlinkSync('/dev/zero', join(dir, file));
+      await expect(open(dir), file).rejects.toMatchObject({ code, exit: 3, message: `${join(dir, file)}: not a regular file (a pipe, socket or device); apex reads this file whole, so it must be a file` });
+    }
+    const sharded = await folder();
+    writeFileSync(join(sharded, 'model.safetensors.index.json'), '');
+    rmSync(join(sharded, 'model.safetensors.index.json'));
+    symlinkSync('/dev/zero', join(sharded, 'model.safetensors.index.json'));
+    await expect(Checkpoint.open(sharded)).rejects.toMatchObject({ code: 'BAD_INDEX', message: expect.stringContaining('not a regular file') });
+  });
+
+  it('a config.json far larger than a config: refused with its size and the limit', async () => {
+    const dir = await folder();
+    truncateSync(join(dir, 'config.json'), MAX_SMALL_FILE_BYTES + 1);
+    await expect(Checkpoint.open(dir)).rejects.toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: `${join(dir, 'config.json')}: ${MAX_SMALL_FILE_BYTES + 1} bytes, more than the ${MAX_SMALL_FILE_BYTES}-byte limit for this file (is it the right file?)` });
   });
 });

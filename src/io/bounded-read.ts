@@ -1,0 +1,36 @@
+/**
+ * Reading a small file of a model folder (config.json, the tokenizer's JSON, a chat template)
+ * whole, as its parser needs, but only when it is a regular file of a size such a file can
+ * have: a 700 MB config.json was read and failed with "cannot read (undefined)", and a
+ * config.json or tokenizer.json that is a pipe or a device (a link to /dev/zero) was read
+ * without end, the process growing until the machine ran out of memory.
+ */
+import { open } from 'node:fs/promises';
+import { InputError } from '../errors.js';
+
+/** A model folder's JSON files and templates: kilobytes, a tokenizer.json tens of megabytes. */
+export const MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024;
+export const MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The file's bytes; InputError with `code` when it is not a regular file or is larger than
+ * `maxBytes`. File-system errors (ENOENT, EACCES, EISDIR…) are thrown as they come, for the
+ * caller's message.
+ */
+export async function readBoundedFile(path: string, maxBytes: number, code: string): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const st = await handle.stat();
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read`), { code: 'EISDIR' });
+    if (!st.isFile()) throw new InputError(`${path}: not a regular file (a pipe, socket or device); apex reads this file whole, so it must be a file`, code);
+    if (st.size > maxBytes) throw new InputError(`${path}: ${st.size} bytes, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** readBoundedFile as UTF-8 text (a BOM kept, as readFile(path, 'utf8') keeps it). */
+export async function readBoundedText(path: string, maxBytes: number, code: string): Promise<string> {
+  return (await readBoundedFile(path, maxBytes, code)).toString('utf8');
+}
