@@ -285,7 +285,19 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
   }
   if (!planAsEmpty(options) && existsSync(join(dir, PROVENANCE_FILE))) {
     if (settings.resume) return completedStage(settings.dryRun ? { ...settings, expand: false } : settings, options, dir, say);
-    if (!settings.force) throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
+    if (!settings.force) {
+      // Trained but not fused (the fusion was interrupted, or the model was deleted): --resume
+      // finishes it without training again, which "already complete … --force" did not say.
+      const fused = settings.expand && !settings.dryRun ? await fusedModelState(run, stage) : undefined;
+      if (fused !== undefined && fused.kind !== 'complete') {
+        const model = join(dir, 'model');
+        throw new UsageError(
+          `stage ${stage} of ${run} is trained (${join(dir, PROVENANCE_FILE)}) but not fused: ${fused.kind === 'absent' ? `${model} does not exist` : `${model}: ${fused.reason}`}; pass --resume to fuse it without training again, or --force to train it again`,
+          'OUTPUT_EXISTS',
+        );
+      }
+      throw new UsageError(`stage ${stage} of ${run} is already complete (${join(dir, PROVENANCE_FILE)}); pass --force to train it again`, 'OUTPUT_EXISTS');
+    }
   }
   const latest = planAsEmpty(options) ? undefined : await latestCheckpoint(checkpointsDir);
   if (latest !== undefined && !settings.resume && !settings.force) {

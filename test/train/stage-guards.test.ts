@@ -137,6 +137,10 @@ it('Ctrl-C while the stage is being fused: interrupted, no model folder; --resum
   expect(readdirSync(join(run, 'stages/1')).filter((f) => f.startsWith('model')), 'no half-written model folder').toEqual([]);
   expect(existsSync(join(run, 'stages/1/apex_run.json')), 'the trained stage is recorded').toBe(true);
   const trained = readFileSync(join(run, 'stages/1/trained.safetensors'));
+  // The same command again says what the stage lacks and that --resume finishes it (it said the
+  // stage was "already complete" and offered only --force, which trains it again).
+  const again = await runStage({ ...(await options(run, { steps: 2 })), expand: true }).catch((e: unknown) => e);
+  expect(again).toMatchObject({ code: 'OUTPUT_EXISTS', exit: 2, message: expect.stringMatching(/^stage 1 of .* is trained \(.*apex_run\.json\) but not fused: .*stages\/1\/model does not exist; pass --resume to fuse it without training again, or --force to train it again$/) });
 
   const resumed = await runStage({ ...(await options(run, { steps: 2 })), expand: true, resume: true });
   expect(resumed.status).toBe('complete');
