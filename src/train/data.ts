@@ -225,7 +225,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
       throw new InputError(`${options.inputIds}: tensor '${tensorName}' has shape [${rows.length}, ${length}]: a row needs at least 2 tokens (a next token to predict); training, evaluation and analysis have nothing to score`, 'BAD_INPUT_IDS');
     }
     const indexed = rows.map((row, i) => ({ row, real: Math.min(seqLen, lengths?.[i] ?? seqLen) }));
-    const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed, options.evalDataName);
+    const chosen = selectSplit(indexed, split, heldoutFraction, splitSeed, options.evalDataName, options.inputIds);
     warnFewer(options, chosen.length, `${options.inputIds}${split === 'all' ? '' : ` (${split} split)`}`, seqLen);
     const kept = sampleIndices(chosen.length, options.samples, options.seed).map((i) => chosen[i]!);
     if (lengths !== undefined && kept.length > 0 && kept.every((k) => k.real < 2)) {
@@ -254,7 +254,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
   const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!);
   const all = sources.flatMap((s) => s.documents);
   // Indices, not documents: the token cache works per file and needs to know which documents of a file are chosen.
-  const chosenIndices = selectSplit(all.map((_, i) => i), split, heldoutFraction, splitSeed, options.evalDataName);
+  const chosenIndices = selectSplit(all.map((_, i) => i), split, heldoutFraction, splitSeed, options.evalDataName, dataSourceName({ paths: sources.map((s) => s.path), ...(options.builtin !== undefined ? { builtin: options.builtin } : {}) }));
   const chosen = chosenIndices.map((i) => all[i]!);
   const selection: Selection = { sources, chosen: chosenIndices };
   const isChat = sources.some((s) => s.kind === 'jsonl-chat');
