@@ -4,6 +4,7 @@
  * prints text (when the model has a tokenizer) and ids, and can save the ids as an
  * `--input-ids` file (calibration data for a model without a tokenizer).
  */
+import { join } from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { ApexCommand } from '../cli/base-command.js';
 import { UsageError } from '../errors.js';
@@ -12,7 +13,7 @@ import { i32Tensor, writeSafetensors } from '../io/safetensors-writer.js';
 import { BACKEND_ORDER, type BackendName } from '../model/backend.js';
 import { generate, rowSeed } from '../model/generate.js';
 import { generationEosIds, generationSampling } from '../model/generation-config.js';
-import { contextWarning } from '../model/streaming-forward.js';
+import { checkTokens, contextWarning } from '../model/streaming-forward.js';
 import { openGenerationSource, planGeneration, promptGroups } from '../model/generation-source.js';
 import { rendererFor } from '../model/chat-template.js';
 import { openModelForCompute } from '../model/open-model.js';
@@ -95,6 +96,9 @@ export default class Generate extends ApexCommand<GenerateCommandResult> {
         ...(renderer ? { chat: { renderer, ...(flags.system !== undefined ? { system: flags.system } : {}) } } : {}),
         spec: opened.spec,
       });
+      // Every prompt checked here, by its index and with its source: generate() checks each batch
+      // again, but knows neither.
+      checkTokens(opened.spec, prompts, flags['input-ids'] ?? (flags.prompt !== undefined ? `--prompt, as ${join(opened.resolved.dir, 'tokenizer.json')} tokenizes it` : undefined));
       // Stop on every end-of-sequence id the model declares: config.json, generation_config.json (where
       // Hugging Face generate looks, and instruction-tuned models list end-of-turn tokens) and the tokenizer.
       const stops = [...new Set([...opened.spec.eosTokenIds, ...(await generationEosIds(opened.resolved.dir)), ...(tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [])])];

@@ -118,6 +118,15 @@ describe('apex eval', () => {
 });
 
 describe('apex generate', () => {
+  it('a prompt id outside the vocabulary is refused naming the --input-ids file, by prompt index (exit 3)', async () => {
+    // It named no file, and counted "sequence" within a batch of one prompt length, not among the prompts.
+    const file = join(tmp, 'foreign-prompts.safetensors');
+    await writeSafetensors(file, [i32Tensor('input_ids', [3, 4], Int32Array.from([1, 5, 6, 7, 1, 5, 6, 7, 1, 5, 600, 7]))]);
+    const r = apex(['generate', 'fixtures/stories260K', '--input-ids', file, '--max-new-tokens', '1', '--backend', 'wasm']);
+    expect(r.json.error).toMatchObject({ code: 'TOKEN_RANGE', exit: 3 });
+    expect(r.json.error!.message).toBe(`${file}: sequence 2, position 2: token id 600 is outside the model's vocabulary [0, 512) (data made for another model?)`);
+  });
+
   it('continues BOS greedily as the reference does and writes the ids as --input-ids data', async () => {
     const ref = await loadReference('stories260K');
     const out = join(tmp, 'greedy.safetensors');
