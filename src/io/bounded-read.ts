@@ -2,8 +2,8 @@
  * Reading a small file of a model folder (config.json, the tokenizer's JSON, a chat template)
  * whole, as its parser needs, but only when it is a regular file of a size such a file can
  * have: a 700 MB config.json was read and failed with "cannot read (undefined)", and a
- * config.json or tokenizer.json that is a pipe or a device (a link to /dev/zero) was read
- * without end, the process growing until the machine ran out of memory.
+ * config.json or tokenizer.json that is a device (a link to /dev/zero) was read without end, the
+ * process growing until the machine ran out of memory. A pipe is read up to the limit.
  */
 import { open } from 'node:fs/promises';
 import { InputError } from '../errors.js';
@@ -13,7 +13,7 @@ export const MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024;
 export const MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024;
 
 /**
- * The file's bytes; InputError with `code` when it is not a regular file or is larger than
+ * The file's bytes; InputError with `code` when it is a device or socket, or larger than
  * `maxBytes`. File-system errors (ENOENT, EACCES, EISDIR…) are thrown as they come, for the
  * caller's message.
  */
@@ -22,8 +22,20 @@ export async function readBoundedFile(path: string, maxBytes: number, code: stri
   try {
     const st = await handle.stat();
     if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read`), { code: 'EISDIR' });
-    if (!st.isFile()) throw new InputError(`${path}: not a regular file (a pipe, socket or device); apex reads this file whole, so it must be a file`, code);
-    if (st.size > maxBytes) throw new InputError(`${path}: ${st.size} bytes, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+    const tooLarge = (size: string) => new InputError(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+    if (st.isFIFO()) {
+      // A pipe has no size to check first: read up to the limit.
+      const chunks: Buffer[] = [];
+      let total = 0;
+      for await (const chunk of handle.createReadStream({ autoClose: false })) {
+        total += (chunk as Buffer).length;
+        if (total > maxBytes) throw tooLarge('more bytes');
+        chunks.push(chunk as Buffer);
+      }
+      return Buffer.concat(chunks, total);
+    }
+    if (!st.isFile()) throw new InputError(`${path}: not a regular file (a socket or device); apex reads this file whole, so it must be a file`, code);
+    if (st.size > maxBytes) throw tooLarge(`${st.size} bytes`);
     return await handle.readFile();
   } finally {
     await handle.close();

@@ -5,11 +5,11 @@
  * With an index, exactly the files it lists are the checkpoint (other `.safetensors` files in
  * the folder are left unread and reported, as transformers loads only what the index maps).
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { scanJsonText } from './json-keys.js';
-import { MAX_SMALL_FILE_BYTES, readBoundedText } from './bounded-read.js';
+import { MAX_SMALL_FILE_BYTES, readBoundedFile, readBoundedText } from './bounded-read.js';
 import type { RemoteWeightFile, RemoteWeights } from './hub-headers.js';
 import { MAX_HEADER_BYTES, SafetensorsFile, type TensorInfo } from './safetensors-reader.js';
 
@@ -223,8 +223,7 @@ export async function readIndex(path: string): Promise<ShardIndex> {
   try {
     const st = await stat(path);
     if (st.size > MAX_HEADER_BYTES) throw bad(`${st.size} bytes, larger than the ${MAX_HEADER_BYTES}-byte limit`);
-    if (!st.isFile()) throw bad('not a regular file (a pipe, socket or device)');
-    bytes = await readFile(path);
+    bytes = await readBoundedFile(path, MAX_HEADER_BYTES, 'BAD_INDEX');
   } catch (e) {
     if (e instanceof InputError) throw e;
     throw bad(`cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
