@@ -16,6 +16,12 @@ export interface JsonEnvelope<T> {
   error?: { code: string; message: string; exit: number };
 }
 
+/** What bin/run.js notes of SIGINT/SIGTERM before a command has installed its handlers. */
+interface EarlySignals {
+  readonly signals: NodeJS.Signals[];
+  readonly listener: (sig: NodeJS.Signals) => void;
+}
+
 export abstract class ApexCommand<T extends object = object> extends Command {
   static override enableJsonFlag = true;
   static override baseFlags = {
@@ -51,6 +57,14 @@ export abstract class ApexCommand<T extends object = object> extends Command {
     };
     process.on('SIGINT', this.signalHandler);
     process.on('SIGTERM', this.signalHandler);
+    // Signals that came while the command was loading (bin/run.js noted them): handled now, as if
+    // they came this instant; bin/run.js's listener is no longer needed.
+    const early = (globalThis as { __apexEarlySignals?: EarlySignals }).__apexEarlySignals;
+    if (early !== undefined) {
+      process.off('SIGINT', early.listener);
+      process.off('SIGTERM', early.listener);
+      for (const sig of early.signals.splice(0)) this.signalHandler(sig);
+    }
   }
 
   /**

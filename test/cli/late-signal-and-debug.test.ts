@@ -15,7 +15,7 @@
 //    provoke on purpose, so a preloaded module makes fs.promises.stat throw a TypeError for the
 //    model's weights file, which inspectCheckpoint stats after reading the headers.
 import { execFileSync } from 'node:child_process';
-import { constants, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -114,6 +114,32 @@ describe('a signal while the --json envelope is being written', () => {
     const r = await apex(['inspect', LLAMA, '--json'], { home, nodeArgs: ['--import', pathToFileURL(signaller).href], timeoutMs: 60_000 });
     expect([r.status, r.signal], r.stderr).toEqual([0, null]);
     expect(r.json).toMatchObject({ ok: true });
+  });
+});
+
+describe('a signal while the command is still loading', () => {
+  // Loading oclif, the command and TensorFlow.js takes about a second (more on a busy machine)
+  // before the command installs its handlers; a signal then killed the process with no answer
+  // (status null, no envelope). A module-loading hook signals the process when oclif starts to
+  // load, which is before any command exists.
+  const hooks = join(home, 'signal-at-oclif-hooks.mjs');
+  writeFileSync(
+    hooks,
+    `let sent = false;\n` +
+      `export async function load(url, context, next) {\n` +
+      `  if (!sent && url.includes('/@oclif/core/')) { sent = true; process.kill(process.pid, 'SIGTERM'); }\n` +
+      `  return next(url, context);\n` +
+      `}\n`,
+  );
+  const register = join(home, 'signal-at-oclif.mjs');
+  writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+
+  it('--json: exit 130 and the INTERRUPTED envelope once the command starts, nothing done', async () => {
+    const out = join(home, 'loading-signal-analysis');
+    const r = await apex(['analyze', LLAMA, '-o', out, '--json'], { home, nodeArgs: ['--import', pathToFileURL(register).href], timeoutMs: 60_000 });
+    expect([r.status, r.signal], r.stderr).toEqual([130, null]);
+    expect(r.json).toEqual({ ok: false, error: { code: 'INTERRUPTED', exit: 130, message: expect.stringContaining('SIGTERM') } });
+    expect(existsSync(out)).toBe(false);
   });
 });
 
