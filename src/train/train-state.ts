@@ -294,6 +294,21 @@ async function readStateFile(path: string): Promise<StateFile> {
   if (!Number.isSafeInteger(optimizerStep) || (optimizerStep as number) < 0 || !Array.isArray(trainable) || trainable.some((n) => typeof n !== 'string')) {
     throw new InputError(`${join(path, STATE_FILE)}: optimizerStep must be an integer >= 0 and trainable a list of tensor names: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
   }
+  // Checked against what the digests cover: the optimizer steps once per training step (a
+  // non-finite gradient stops the stage rather than skipping one), and the tensors' sha256 are
+  // recorded by name. An edited digit would otherwise resume into other bias corrections.
+  const corrupt = (what: string) =>
+    new InputError(`${join(path, STATE_FILE)}: ${what}: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+  if (file.scalarsSha256 !== undefined && file.optimizerStep !== file.scalars.step) {
+    throw corrupt(`optimizerStep ${file.optimizerStep} is not the checkpoint's step ${file.scalars.step}`);
+  }
+  if (file.tensorSha256 !== undefined) {
+    const listed = new Set(file.trainable.flatMap((n) => ['param', 'adam_m', 'adam_v'].map((prefix) => `${prefix}.${n}`)));
+    const hashed = Object.keys(file.tensorSha256);
+    if (listed.size !== 3 * file.trainable.length || hashed.length !== listed.size || !hashed.every((n) => listed.has(n))) {
+      throw corrupt('the list of trainable tensors does not match the tensors whose sha256 it records');
+    }
+  }
   return file;
 }
 

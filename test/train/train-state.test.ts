@@ -167,6 +167,11 @@ describe('a state.json whose optimizer fields are not what apex writes', () => {
     ['optimizerStep a string', (f: Record<string, unknown>) => { f.optimizerStep = '3'; }],
     ['trainable not a list', (f: Record<string, unknown>) => { f.trainable = 'model.layers.0.mlp.apex.a'; }],
     ['trainable missing', (f: Record<string, unknown>) => { delete f.trainable; }],
+    // Well-formed but not what the digests cover: the optimizer steps once per training step, and
+    // the tensors' sha256 are recorded by name.
+    ['optimizerStep another step count', (f: Record<string, unknown>) => { f.optimizerStep = 1000; }],
+    ['trainable without one of its tensors', (f: Record<string, unknown>) => { f.trainable = (f.trainable as string[]).slice(1); }],
+    ['trainable with a tensor twice', (f: Record<string, unknown>) => { f.trainable = [...(f.trainable as string[]), (f.trainable as string[])[0]]; }],
   ])('%s: CHECKPOINT_CORRUPT', async (_what, edit) => {
     const path = await saveTrainState(dir, state(3));
     const stateFile = join(path, 'state.json');
@@ -185,6 +190,9 @@ describe('activation recomputation over a stage\'s sessions (provenance)', () =>
     expect(withRecomputeSpan([{ fromStep: 0, recompute: false }], 4, true)).toEqual([{ fromStep: 0, recompute: false }, { fromStep: 4, recompute: true }]);
     expect(withRecomputeSpan(undefined, 6, true)).toEqual([{ fromStep: 0, recompute: null }, { fromStep: 6, recompute: true }]);
   });
+});
+
+describe('opening a checkpoint, and reading its tensors one at a time', () => {
 
   it('opens a checkpoint from its header: every trainable tensor with both moments, of one shape', async () => {
     const path = await saveTrainState(dir, state(3));
