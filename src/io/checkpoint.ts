@@ -2,8 +2,9 @@
  * A Hugging Face checkpoint folder: `config.json` plus either `model.safetensors` or
  * `model-0000i-of-0000N.safetensors` shards with `model.safetensors.index.json`. Opening one
  * cross-checks the index against every shard header; tensors are then read one at a time.
- * With an index, exactly the files it lists are the checkpoint (other `.safetensors` files in
- * the folder are left unread and reported, as transformers loads only what the index maps).
+ * As transformers loads them: `model.safetensors` when the folder has it (an index beside it is
+ * ignored), else exactly the files the index lists (other `.safetensors` files in the folder are
+ * left unread and reported).
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -36,12 +37,15 @@ export class Checkpoint {
     private readonly tensorsByName: ReadonlyMap<string, CheckpointTensor>,
     readonly index: ShardIndex | undefined,
     /**
-     * `.safetensors` files in the folder that the index does not list, left unread as
-     * transformers does (e.g. Mistral's `consolidated.safetensors` next to its shards).
+     * `.safetensors` files in the folder that are not part of the checkpoint, left unread as
+     * transformers does: those the index does not list (e.g. Mistral's `consolidated.safetensors`
+     * next to its shards), or, next to `model.safetensors`, every other one.
      */
     readonly unlistedFiles: readonly string[] = [],
     /** Weight files not in `dir`, known by the headers read from the Hub (a dry run's); empty otherwise. */
     readonly remoteFiles: ReadonlyMap<string, RemoteWeightFile> = new Map(),
+    /** The folder also has `model.safetensors.index.json`, ignored for its `model.safetensors`. */
+    readonly ignoredIndex = false,
   ) {}
 
   /**
@@ -72,14 +76,20 @@ export class Checkpoint {
       let index: ShardIndex | undefined;
       let shardFiles: string[];
       let unlisted: string[] = [];
-      if (entries.includes(INDEX_FILE)) {
+      let ignoredIndex = false;
+      // model.safetensors first, as transformers' from_pretrained looks for it first: a folder
+      // with both (a repo that ships one file and shards, not always of the same weights) is
+      // the single file, and the index and every other .safetensors file are left unread.
+      if (entries.includes(SINGLE_FILE)) {
+        shardFiles = [SINGLE_FILE];
+        unlisted = entries.filter((f) => f.endsWith('.safetensors') && f !== SINGLE_FILE).sort();
+        ignoredIndex = entries.includes(INDEX_FILE);
+      } else if (entries.includes(INDEX_FILE)) {
         index = await readIndex(join(dir, INDEX_FILE));
         shardFiles = [...new Set(index.weightMap.values())].sort();
         unlisted = entries.filter((f) => f.endsWith('.safetensors') && !shardFiles.includes(f)).sort();
         for (const f of shardFiles) if (!entries.includes(f)) mismatch(`${join(dir, INDEX_FILE)}: lists shard '${f}' which does not exist`);
         shardFiles = shardFiles.filter((f) => entries.includes(f));
-      } else if (entries.includes(SINGLE_FILE)) {
-        shardFiles = [SINGLE_FILE];
       } else {
         const any = entries.filter((f) => f.endsWith('.safetensors'));
         if (any.length === 0) {
@@ -112,7 +122,7 @@ export class Checkpoint {
           if (!tensors.has(name) && shardFiles.includes(f)) mismatch(`${join(dir, INDEX_FILE)}: maps '${name}' to ${f} but that shard has no such tensor`);
         }
       }
-      return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted, new Map([...remote].filter(([f]) => shardFiles.includes(f))));
+      return new Checkpoint(dir, config, shardFiles, opened, tensors, index, unlisted, new Map([...remote].filter(([f]) => shardFiles.includes(f))), ignoredIndex);
     } catch (e) {
       await closeAll();
       throw e;

@@ -31,8 +31,9 @@ export function metadataFilesIn(repoFiles: ReadonlySet<string>, repo: string): s
 
 /** How the repo stores its safetensors weights; refuses repos that only have other formats. */
 export function weightsLayout(repoFiles: ReadonlySet<string>, repo: string): WeightsLayout {
-  if (repoFiles.has(INDEX_FILE)) return 'index';
+  // As transformers: model.safetensors first, the index only without it.
   if (repoFiles.has(SINGLE_FILE)) return 'single';
+  if (repoFiles.has(INDEX_FILE)) return 'index';
   const other = [...repoFiles].filter((f) => /\.(bin|pth|pt|gguf)$/.test(f)).slice(0, 5);
   throw new InputError(
     `${repo}: the repo has neither ${INDEX_FILE} nor ${SINGLE_FILE}` +

@@ -11,7 +11,7 @@ import { checkCheckpointTensors } from '../model/architecture.js';
 import { parseModelConfig } from '../model/config.js';
 import type { ModelSpec } from '../model/model-spec.js';
 import { formatBytes } from './byte-size.js';
-import { Checkpoint, INDEX_FILE } from './checkpoint.js';
+import { Checkpoint, INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
 import { numel } from './dtype.js';
 
 export interface RopeSummary {
@@ -86,6 +86,11 @@ export async function inspectCheckpoint(dir: string): Promise<InspectResult> {
     const checks: ValidationCheck[] = [
       { check: 'safetensors headers', ok: true, detail: `${ck.shardFiles.length} file(s) valid (offsets, sizes, dtypes, no trailing bytes)` },
     ];
+    if (ck.ignoredIndex) {
+      warnings.push(`${SINGLE_FILE} and ${INDEX_FILE} are both in the folder: ${SINGLE_FILE} is the checkpoint, as transformers loads it; the index${ck.unlistedFiles.length > 0 ? ` and ${ck.unlistedFiles.join(', ')}` : ''} are not read`);
+    } else if (!ck.index && ck.unlistedFiles.length > 0) {
+      warnings.push(`${ck.unlistedFiles.join(', ')} in the folder beside ${SINGLE_FILE}: not part of the checkpoint, not read`);
+    }
     if (ck.index) {
       checks.push(
         indexProblems.length === 0

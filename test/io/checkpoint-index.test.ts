@@ -103,6 +103,38 @@ describe('sharded checkpoint index cross-checks', () => {
     expect(report.validation.warnings.join('\n')).toContain(`consolidated.safetensors, model-00009-of-00009.safetensors in the folder but not in ${INDEX_FILE}`);
   });
 
+  it('model.safetensors beside an index is the checkpoint (transformers looks for it first); the index and its shards are not read', async () => {
+    // Here model.safetensors holds other weights than the shards (one tensor scaled), as a repo
+    // that ships, say, a converted single file next to its original shards may.
+    const d = await variant(async (dd) => {
+      const src = await Checkpoint.open('fixtures/llama-mha-f32');
+      const tensors = [];
+      for (const t of src.tensors()) {
+        const bytes = await src.readBytes(t.name);
+        if (t.name === 'model.norm.weight') new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).forEach((v, i, a) => { a[i] = 2 * v; });
+        tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: bytes });
+      }
+      await src.close();
+      await writeSafetensors(join(dd, 'model.safetensors'), tensors);
+      return false;
+    });
+    const ck = await Checkpoint.open(d);
+    expect(ck.shardFiles).toEqual(['model.safetensors']);
+    expect(ck.index).toBeUndefined();
+    expect(ck.ignoredIndex).toBe(true);
+    expect(ck.unlistedFiles.length).toBeGreaterThan(1);
+    expect(ck.unlistedFiles.every((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f))).toBe(true);
+    const norm = await ck.readBytes('model.norm.weight');
+    const original = await Checkpoint.open('fixtures/llama-mha-f32');
+    const before = await original.readBytes('model.norm.weight');
+    await original.close();
+    expect(new Float32Array(norm.slice().buffer)[0]).toBe(2 * new Float32Array(before.slice().buffer)[0]!);
+    await ck.close();
+    const report = await inspectCheckpoint(d);
+    expect(report.validation.ok).toBe(true);
+    expect(report.validation.warnings.join('\n')).toContain(`model.safetensors and ${INDEX_FILE} are both in the folder: model.safetensors is the checkpoint, as transformers loads it`);
+  });
+
   it('a listed shard that is missing', async () => {
     const d = await variant(async (dd, index) => {
       const f = Object.values(index.weight_map)[0]!;
