@@ -31,7 +31,13 @@ export interface GenerationSampling {
  */
 export async function generationSampling(modelDir: string): Promise<GenerationSampling | undefined> {
   const config = await readGenerationConfig(modelDir);
-  if (config === undefined || config.value.do_sample !== true) return undefined;
+  if (config === undefined) return undefined;
+  const doSample = config.value.do_sample;
+  // Python reads any truthy value ("yes", 1) as true, where apex would generate greedily: refused.
+  if (doSample !== undefined && doSample !== null && typeof doSample !== 'boolean') {
+    throw new InputError(`${config.path}: do_sample must be true or false, got ${JSON.stringify(doSample)}`, 'BAD_CONFIG');
+  }
+  if (doSample !== true) return undefined;
   const number = (key: string, fallback: number, ok: (v: number) => boolean): number => {
     const v = config.value[key];
     if (v === undefined || v === null) return fallback;

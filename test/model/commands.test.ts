@@ -185,6 +185,10 @@ describe('apex generate', () => {
     expect(greedy.json.data.sequences[0].ids).toEqual(Array.from(ref.greedyIds.subarray(0, 17)));
     const plain = apex(['generate', 'fixtures/stories260K', '--max-new-tokens', '1', '--backend', 'wasm']);
     expect(plain.json.data.sampling).toEqual({ temperature: 0, topK: 0, topP: 1, seed: 0, from: 'default' });
+    // Python would sample with any truthy do_sample ("yes"); apex refuses what is not a boolean.
+    writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: 'yes' }));
+    const notBoolean = apex(['generate', model, '--max-new-tokens', '1', '--backend', 'wasm']);
+    expect(notBoolean.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: do_sample must be true or false, got "yes"') });
     writeFileSync(join(model, 'generation_config.json'), JSON.stringify({ ...config, do_sample: true, top_p: 2 }));
     const bad = apex(['generate', model, '--max-new-tokens', '1', '--backend', 'wasm']);
     expect(bad.json.error).toMatchObject({ code: 'BAD_CONFIG', exit: 3, message: expect.stringContaining('generation_config.json: top_p must be a number in its range, got 2') });
