@@ -4,7 +4,8 @@
  * every problem collected and reported at once (exit 2) before any heavy work.
  */
 import { existsSync, statSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import { readBoundedText } from '../io/bounded-read.js';
 import path from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node as YamlNode } from 'yaml';
 import { InputError, UsageError } from '../errors.js';
@@ -147,7 +148,8 @@ async function readConfigText(file: string, absolute: string): Promise<string> {
   }
   if (size > MAX_CONFIG_BYTES) throw new UsageError(`config file ${file} is ${size} bytes; a config file is a few kilobytes`, 'CONFIG_INVALID');
   try {
-    return await readFile(absolute, 'utf8');
+    // Bounded: a device (/dev/zero) has size 0 and would be read without end, a pipe has no size.
+    return await readBoundedText(absolute, MAX_CONFIG_BYTES, 'CONFIG_UNREADABLE');
   } catch (err) {
     throw new InputError(`config file ${file}: ${(err as Error).message}`, 'CONFIG_UNREADABLE', { cause: err });
   }
