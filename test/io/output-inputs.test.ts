@@ -42,4 +42,29 @@ describe('inputs inside an output folder', () => {
     expect(expanded).toMatchObject({ code: 'OUTPUT_HOLDS_INPUT', message: expect.stringContaining('-o/--output would replace') });
     expect(existsSync(join(model, 'model.safetensors'))).toBe(true);
   });
+
+  it('an output folder that is or holds the working folder or the home folder is refused (it would be replaced whole); expand -o . --force left the folder intact', async () => {
+    const root = await tempDir('apex-inside-cwd-');
+    const work = join(root, 'work');
+    mkdirSync(work);
+    writeFileSync(join(work, 'notes.txt'), 'mine');
+    const { homedir } = await import('node:os');
+    const before = process.cwd();
+    process.chdir(work);
+    try {
+      expect(() => refuseInputsInsideOutput('.', [])).toThrow(/--force would replace .*work, which holds the current working folder/);
+      expect(() => refuseInputsInsideOutput('', [])).toThrow(/which holds the current working folder/);
+      expect(() => refuseInputsInsideOutput(root, [])).toThrow(/which holds the current working folder/);
+      expect(() => refuseInputsInsideOutput(join(work, 'out'), [])).not.toThrow();
+      expect(() => refuseInputsInsideOutput(homedir(), [])).toThrow(/which holds your home folder/);
+      const updates = join(root, 'trained.safetensors');
+      await writeSafetensors(updates, [{ name: 'model.norm.weight', dtype: 'F32', shape: [128], data: new Uint8Array(512) }]);
+      const model = join(before, 'fixtures/llama-mha-f32');
+      const expanded = await runExpand({ model, updates, output: '.', force: true }).catch((e: unknown) => e);
+      expect(expanded).toMatchObject({ code: 'OUTPUT_HOLDS_INPUT', exit: 2 });
+      expect(existsSync(join(work, 'notes.txt'))).toBe(true);
+    } finally {
+      process.chdir(before);
+    }
+  });
 });
