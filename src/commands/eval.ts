@@ -49,7 +49,7 @@ export default class Eval extends ApexCommand<EvalResult> {
     'seq-len': Flags.integer({ description: 'Tokens per sequence.', default: 128, min: 2 }),
     'batch-size': Flags.integer({ description: 'Sequences per forward chunk (fewer when --max-memory requires).', default: 8, min: 1 }),
     samples: Flags.integer({ description: 'Evaluate a seeded sample of this many sequences (default: all).', min: 1 }),
-    seed: Flags.integer({ description: 'Seed of the sample.', default: 0, min: 0, max: MAX_SEED }),
+    seed: Flags.integer({ description: 'Seed of the --samples sample (refused without --samples).', default: 0, min: 0, max: MAX_SEED }),
     split: Flags.string({ description: 'Which documents: all, or the training / held-out part of the seeded split apex finetune and apex run make of their data (to reproduce their held-out perplexity: --split heldout with their split seed, and --samples/--seed as their eval samples).', options: ['all', 'train', 'heldout'], default: 'all' }),
     'split-seed': Flags.integer({ description: 'Seed of the split of --split heldout or train (apex finetune: 0; apex run: its config seed).', default: 0, min: 0, max: MAX_SEED }),
     backend: Flags.string({ description: 'TensorFlow.js backend.', options: ['auto', ...BACKEND_ORDER], default: 'auto' }),
@@ -62,6 +62,10 @@ export default class Eval extends ApexCommand<EvalResult> {
     // of all the data to someone reproducing a run's held-out figure who forgot --split heldout.
     if (flags['split-seed'] !== 0 && flags.split === 'all') {
       throw new UsageError(`--split-seed ${flags['split-seed']} only applies with --split heldout or --split train (the documents of that seeded split); --split all evaluates all the data`);
+    }
+    // Likewise a sample's seed without a sample.
+    if (flags.seed !== 0 && flags.samples === undefined) {
+      throw new UsageError(`--seed ${flags.seed} only applies with --samples (it draws that sample); without it every sequence is evaluated`);
     }
     const maxMemoryBytes = parseByteSize(flags['max-memory'], '--max-memory');
     const opened = await openModelForCompute(args.model, { backend: flags.backend as BackendName | 'auto', signal: this.abort.signal, progress: (m) => this.progress.update(m) });

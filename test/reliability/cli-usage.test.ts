@@ -33,6 +33,7 @@ const CASES: Record<string, readonly Case[]> = {
     [['eval', M, '--backend', 'gpu'], /--backend=gpu/],
     [['eval', M, '--data', 'a.txt', '--input-ids', 'ids.safetensors'], /--data[\s\S]*--input-ids/],
     [['eval', M, '--split-seed', '3'], /--split-seed 3 only applies with --split heldout or --split train/],
+    [['eval', M, '--seed', '3'], /--seed 3 only applies with --samples/],
   ],
   generate: [
     [['generate', M, '--temperature', 'warm'], /--temperature/],
