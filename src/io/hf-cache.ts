@@ -130,11 +130,14 @@ export async function fileSize(path: string): Promise<number | undefined> {
 }
 
 /**
- * A folder apex can load without the network: config.json plus either the index and every shard
- * it lists, or model.safetensors. Tokenizer and generation files are optional.
+ * A folder apex can load without the network: config.json plus either model.safetensors or the
+ * index and every shard it lists, in the order Checkpoint.open reads them (model.safetensors
+ * first: an index beside it is not read, so its shards need not be there). Tokenizer and
+ * generation files are optional.
  */
 export async function isCompleteCheckpoint(dir: string): Promise<boolean> {
   if ((await fileSize(join(dir, 'config.json'))) === undefined) return false;
+  if ((await fileSize(join(dir, SINGLE_FILE))) !== undefined) return true;
   if ((await fileSize(join(dir, INDEX_FILE))) !== undefined) {
     let shards: string[];
     try {
@@ -147,5 +150,5 @@ export async function isCompleteCheckpoint(dir: string): Promise<boolean> {
     }
     return true;
   }
-  return (await fileSize(join(dir, SINGLE_FILE))) !== undefined;
+  return false;
 }
