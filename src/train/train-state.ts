@@ -303,6 +303,10 @@ async function readStateFile(path: string): Promise<StateFile> {
     throw corrupt(`optimizerStep ${file.optimizerStep} is not the checkpoint's step ${file.scalars.step}`);
   }
   if (file.tensorSha256 !== undefined) {
+    const recorded: unknown = file.tensorSha256;
+    if (recorded === null || typeof recorded !== 'object' || Array.isArray(recorded) || Object.values(recorded).some((h) => typeof h !== 'string')) {
+      throw corrupt('tensorSha256 must be an object of sha256 strings by tensor name');
+    }
     const listed = new Set(file.trainable.flatMap((n) => ['param', 'adam_m', 'adam_v'].map((prefix) => `${prefix}.${n}`)));
     const hashed = Object.keys(file.tensorSha256);
     if (listed.size !== 3 * file.trainable.length || hashed.length !== listed.size || !hashed.every((n) => listed.has(n))) {

@@ -172,6 +172,11 @@ describe('a state.json whose optimizer fields are not what apex writes', () => {
     ['optimizerStep another step count', (f: Record<string, unknown>) => { f.optimizerStep = 1000; }],
     ['trainable without one of its tensors', (f: Record<string, unknown>) => { f.trainable = (f.trainable as string[]).slice(1); }],
     ['trainable with a tensor twice', (f: Record<string, unknown>) => { f.trainable = [...(f.trainable as string[]), (f.trainable as string[])[0]]; }],
+    // tensorSha256 is read with Object.keys: a null (or a non-object) was a TypeError (exit 1).
+    ['tensorSha256 null', (f: Record<string, unknown>) => { f.tensorSha256 = null; }],
+    ['tensorSha256 a string', (f: Record<string, unknown>) => { f.tensorSha256 = 'abc'; }],
+    ['tensorSha256 a list', (f: Record<string, unknown>) => { f.tensorSha256 = []; }],
+    ['a tensor\'s sha256 not a string', (f: Record<string, unknown>) => { const t = f.tensorSha256 as Record<string, unknown>; t[Object.keys(t)[0]!] = 1; }],
   ])('%s: CHECKPOINT_CORRUPT', async (_what, edit) => {
     const path = await saveTrainState(dir, state(3));
     const stateFile = join(path, 'state.json');
