@@ -16,14 +16,15 @@ import { Rng } from '../../src/util/rng.js';
 
 const CHATML = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-type Added = { content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; normalized?: boolean };
+type Added = { content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; normalized?: boolean; single_word?: boolean };
 
 /** The fixture's byte-level BPE tokenizer.json with extra added tokens and an optional chat template. */
-async function byteLevel(extra: Added[], template?: string): Promise<ApexTokenizer> {
+async function byteLevel(extra: Added[], template?: string, normalizer: unknown = null): Promise<ApexTokenizer> {
   const dir = await mkdtemp(join(tmpdir(), 'apex-chat-prefix-'));
   const json = JSON.parse(await readFile('fixtures/llama-mha-f32/tokenizer.json', 'utf8'));
   let id = Math.max(...Object.values(json.model.vocab as Record<string, number>), ...json.added_tokens.map((t: { id: number }) => t.id)) + 1;
-  for (const t of extra) json.added_tokens.push({ id: id++, content: t.content, single_word: false, lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false, normalized: t.normalized ?? false, special: t.special ?? true });
+  json.normalizer = normalizer;
+  for (const t of extra) json.added_tokens.push({ id: id++, content: t.content, single_word: t.single_word ?? false, lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false, normalized: t.normalized ?? false, special: t.special ?? true });
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(json));
   const config = JSON.parse(await readFile('fixtures/llama-mha-f32/tokenizer_config.json', 'utf8'));
   if (template !== undefined) config.chat_template = template;
@@ -59,7 +60,7 @@ async function sentencePiece(kind: 'prepend' | 'metaspace-first', extra: Added[]
   return (await loadTokenizer(dir))!;
 }
 
-const WORDS = ['the', 'whale', 'and', 'her', ' ', '  ', '\n', '\n\n', '\t', 'What?', 'é', '日本', '🐋', '<|im_start|>', '<|im_end|>', '</s>', '<s>', '<|user|>', '<|assistant|>', '<|', '|>', '_x_', '.', ''];
+const WORDS = ['the', 'whale', 'and', 'her', ' ', '  ', '\n', '\n\n', '\t', 'What?', 'é', '日本', '🐋', '<|im_start|>', '<|im_end|>', '</s>', '<s>', '<|user|>', '<|assistant|>', '<|', '|>', '_x_', '.', '', '<|USER|>', 'ﬁ', 'İ', '<|im', 'im_end|>'];
 
 function conversation(rng: Rng, turns: number): ChatMessage[] {
   const text = () => Array.from({ length: Math.floor(rng.next() * 12) }, () => WORDS[Math.floor(rng.next() * WORDS.length)]!).join(rng.next() < 0.5 ? ' ' : '');
@@ -101,6 +102,9 @@ const CASES: Array<{ name: string; make: () => Promise<ApexTokenizer>; fast: boo
   { name: 'SentencePiece-style, ChatML markers as added tokens, one of them normalized', make: () => sentencePiece('prepend', [{ content: '<|im_start|>' }, { content: '<|im_end|>', normalized: true, special: false }], CHATML), fast: true },
   { name: 'Metaspace prepend_scheme "first", ChatML markers as added tokens', make: () => sentencePiece('metaspace-first', [{ content: '<|im_start|>' }, { content: '<|im_end|>' }], CHATML), fast: true },
   { name: 'Metaspace prepend_scheme "first", Tulu fallback', make: () => sentencePiece('metaspace-first'), fast: true },
+  // Found no difference either (a random search over these and other settings, 2026-11-28):
+  { name: 'byte-level BPE, ChatML, added tokens that are prefixes and suffixes of each other, one single_word', make: () => byteLevel([{ content: '<|im_start|>' }, { content: '<|im_end|>' }, { content: '<|im', single_word: true }, { content: 'im_end|>' }, { content: '<|' }], CHATML), fast: true },
+  { name: 'byte-level BPE under NFKC and Lowercase (lengths change), ChatML, normalized added tokens with upper-case and ligature text', make: () => byteLevel([{ content: '<|im_start|>' }, { content: '<|im_end|>', rstrip: true }, { content: '<|USER|>', normalized: true, special: false }, { content: 'ﬁ', normalized: true, special: false }], CHATML, { type: 'Sequence', normalizers: [{ type: 'NFKC' }, { type: 'Lowercase' }] }), fast: true },
 ];
 
 describe('assistant masks from prefix counts', () => {
