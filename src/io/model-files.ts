@@ -3,7 +3,8 @@
  * over byte for byte: configs, tokenizer files and chat templates. Other weight formats
  * (`*.bin`, `*.pth`, `*.gguf`, `original/`) are never copied: apex writes safetensors only.
  */
-import { copyFile, readdir } from 'node:fs/promises';
+import { copyFile, readdir, stat } from 'node:fs/promises';
+import { InputError } from '../errors.js';
 import { join } from 'node:path';
 import { fsyncFile } from './atomic-output.js';
 import { ioError } from './io-error.js';
@@ -37,7 +38,13 @@ export async function copyModelFiles(fromDir: string, toDir: string, skip: Reado
   for (const name of await listModelFiles(fromDir)) {
     if (skip.has(name)) continue;
     const target = join(toDir, name);
-    await copyFile(join(fromDir, name), target).catch((e: unknown) => { throw ioError(target, 'copy', e); });
+    const source = join(fromDir, name);
+    // A device (a link to /dev/zero) would be copied without end.
+    const st = await stat(source);
+    if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) {
+      throw new InputError(`${source}: not a regular file (a device or socket); apex copies the model's files into its output, so they must be files`, 'NOT_A_FILE');
+    }
+    await copyFile(source, target).catch((e: unknown) => { throw ioError(target, 'copy', e); });
     await fsyncFile(target);
     copied.push(name);
   }

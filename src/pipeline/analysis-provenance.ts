@@ -8,6 +8,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { InputError } from '../errors.js';
 import { join } from 'node:path';
 import { INDEX_FILE, type Checkpoint } from '../io/checkpoint.js';
 import { listModelFiles } from '../io/model-files.js';
@@ -45,6 +47,11 @@ export interface ModelRecord {
 }
 
 export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<FileFingerprint> {
+  // A device (a model file linked to /dev/zero) would be hashed without end.
+  const st = await stat(path);
+  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) {
+    throw new InputError(`${path}: not a regular file (a device or socket); apex hashes the model's files for its records, so they must be files`, 'NOT_A_FILE');
+  }
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
