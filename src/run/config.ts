@@ -151,7 +151,13 @@ async function readConfigText(file: string, absolute: string): Promise<string> {
     // Bounded: a device (/dev/zero) has size 0 and would be read without end, a pipe has no size.
     return await readBoundedText(absolute, MAX_CONFIG_BYTES, 'CONFIG_UNREADABLE');
   } catch (err) {
-    throw new InputError(`config file ${file}: ${(err as Error).message}`, 'CONFIG_UNREADABLE', { cause: err });
+    // A pipe over the limit is too large like a file over it (exit 2); the reader's messages
+    // start with the path, which this one already names.
+    if (err instanceof InputError && /-byte limit for this file/.test(err.message)) {
+      throw new UsageError(`config file ${file} is more than ${MAX_CONFIG_BYTES} bytes; a config file is a few kilobytes`, 'CONFIG_INVALID');
+    }
+    const message = (err as Error).message;
+    throw new InputError(`config file ${file}: ${message.startsWith(`${absolute}: `) ? message.slice(absolute.length + 2) : message}`, 'CONFIG_UNREADABLE', { cause: err });
   }
 }
 

@@ -255,7 +255,7 @@ describe('config errors: reporting', () => {
   it('a device given as config file is refused, not read without end (exit 3)', async () => {
     const err = await resolveConfig({ file: '/dev/zero', cwd: tempFolder() }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
-    expect((err as InputError).message).toBe('config file /dev/zero: /dev/zero: not a regular file (a socket or device); apex reads this file whole, so it must be a file');
+    expect((err as InputError).message).toBe('config file /dev/zero: not a regular file (a socket or device); apex reads this file whole, so it must be a file');
   });
 
   it('override paths get the same unknown-key and section checks', async () => {
