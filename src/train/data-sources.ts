@@ -13,7 +13,8 @@
  * JSONL `text` values are kept verbatim.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream, open } from 'node:fs';
+import { Socket } from 'node:net';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { InputError } from '../errors.js';
@@ -95,13 +96,13 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function readUtf8(path: string): Promise<{ text: string; sha256: string; regularFile: boolean }> {
+async function readUtf8(path: string, signal?: AbortSignal): Promise<{ text: string; sha256: string; regularFile: boolean }> {
   const st = await stat(path);
   if (st.size > MAX_TEXT_FILE_BYTES) {
     throw new InputError(`${path}: ${st.size} bytes is more than the ${MAX_TEXT_FILE_BYTES}-byte limit for one data file; split it into several files`, 'DATA_FILE_TOO_LARGE');
   }
   // A pipe or device (--data /dev/stdin) has no size to check first: read it up to the limit.
-  const bytes = st.isFile() ? await readFile(path) : await readUpTo(path, MAX_TEXT_FILE_BYTES);
+  const bytes = st.isFile() ? await readFile(path) : await readUpTo(path, MAX_TEXT_FILE_BYTES, signal);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -113,12 +114,16 @@ async function readUtf8(path: string): Promise<{ text: string; sha256: string; r
   return { text, sha256: createHash('sha256').update(bytes).digest('hex'), regularFile: st.isFile() };
 }
 
-/** The bytes of a file without a size (a pipe, a device), refused once they pass `limit`. */
-async function readUpTo(path: string, limit: number): Promise<Buffer> {
+/**
+ * The bytes of a file without a size (a pipe, a device), refused once they pass `limit`. A pipe
+ * whose writer keeps it open without writing blocks the read; `signal` (Ctrl-C, SIGTERM) stops
+ * the wait with its reason rather than after the writer's next write.
+ */
+async function readUpTo(path: string, limit: number, signal?: AbortSignal): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
-  const stream = createReadStream(path);
-  try {
+  const stream = await pipeOrDeviceStream(path);
+  const reading = (async () => {
     for await (const chunk of stream) {
       total += (chunk as Buffer).length;
       if (total > limit) {
@@ -126,15 +131,40 @@ async function readUpTo(path: string, limit: number): Promise<Buffer> {
       }
       chunks.push(chunk as Buffer);
     }
+    return Buffer.concat(chunks, total);
+  })();
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_resolve, reject) => {
+    if (signal === undefined) return;
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  // Whichever loses the race is settled later with nobody awaiting it.
+  reading.catch(() => {});
+  stopped.catch(() => {});
+  try {
+    return await Promise.race([reading, stopped]);
   } finally {
+    if (onAbort) signal!.removeEventListener('abort', onAbort);
     stream.destroy();
   }
-  return Buffer.concat(chunks, total);
+}
+
+/**
+ * A pipe is read through a non-blocking descriptor on the event loop (a net.Socket): a blocking
+ * read of a pipe whose writer stays silent holds a thread of libuv's pool, which nothing can
+ * cancel and which even process.exit() waits for. A device is read as a file.
+ */
+async function pipeOrDeviceStream(path: string): Promise<NodeJS.ReadableStream & { destroy(): void }> {
+  if (!(await stat(path)).isFIFO()) return createReadStream(path);
+  const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
+  return new Socket({ fd, readable: true, writable: false });
 }
 
 /** Reads one data file into documents. */
-export async function readSourceFile(path: string): Promise<SourceFile> {
-  const { text, sha256, regularFile } = await readUtf8(path);
+export async function readSourceFile(path: string, signal?: AbortSignal): Promise<SourceFile> {
+  const { text, sha256, regularFile } = await readUtf8(path, signal);
   const ext = extname(path).toLowerCase();
   if (JSONL_EXTENSIONS.has(ext) || ext === JSON_EXTENSION) {
     const { kind, documents } = ext !== JSON_EXTENSION ? parseJsonl(path, text) : text.trimStart().startsWith('[') ? parseJsonArray(path, text) : jsonLinesInJson(path, text);
@@ -247,10 +277,10 @@ function parseMessages(where: string, value: unknown): ChatMessage[] {
 }
 
 /** Reads all files, checking that chat and text data are not mixed (chat is not packed, text is). */
-export async function readSources(paths: readonly string[]): Promise<SourceFile[]> {
+export async function readSources(paths: readonly string[], signal?: AbortSignal): Promise<SourceFile[]> {
   const files = await expandDataPaths(paths);
   const sources: SourceFile[] = [];
-  for (const f of files) sources.push(await readSourceFile(f));
+  for (const f of files) sources.push(await readSourceFile(f, signal));
   const chat = sources.find((s) => s.kind === 'jsonl-chat');
   const text = sources.find((s) => s.kind !== 'jsonl-chat');
   if (chat && text) {

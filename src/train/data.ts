@@ -251,7 +251,7 @@ export async function loadSequences(options: LoadSequencesOptions): Promise<Sequ
   if (!tokenizer) {
     throw new UsageError('this model has no tokenizer.json, so text data cannot be tokenized: pass token ids with --input-ids <file.safetensors> (one I32/I64 [B, T] tensor; `apex generate --ids-out` writes one)', 'NO_TOKENIZER');
   }
-  const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!);
+  const sources = await readSources(options.builtin !== undefined ? builtinCorpus(options.builtin) : options.data!, options.signal);
   const all = sources.flatMap((s) => s.documents);
   // Indices, not documents: the token cache works per file and needs to know which documents of a file are chosen.
   const chosenIndices = selectSplit(all.map((_, i) => i), split, heldoutFraction, splitSeed, options.evalDataName, dataSourceName({ paths: sources.map((s) => s.path), ...(options.builtin !== undefined ? { builtin: options.builtin } : {}) }));

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import { InputError, UsageError } from '../../src/errors.js';
 import { tokenizeChat } from '../../src/model/chat-template.js';
 import { loadTokenizer, type ApexTokenizer } from '../../src/model/tokenizer.js';
 import { builtinCorpus, loadSequences, sampleSequences } from '../../src/train/data.js';
-import { readSourceFile } from '../../src/train/data-sources.js';
+import { readSourceFile, readSources } from '../../src/train/data-sources.js';
 
 const tokenizer = async (): Promise<ApexTokenizer> => (await loadTokenizer('fixtures/llama-mha-f32'))!;
 
@@ -73,6 +73,29 @@ describe('data read from a pipe or device', () => {
     await writer;
     expect(read).toMatchObject({ kind: 'jsonl-text', regularFile: false, sha256: createHash('sha256').update(text).digest('hex') });
     expect(read.documents).toEqual((await readSourceFile('fixtures/data/text-sample.jsonl')).documents.map((d) => ({ ...d, origin: expect.stringContaining('pipe.jsonl') })));
+  });
+});
+
+describe('a pipe whose writer stays silent', () => {
+  // It was read by a blocking read in libuv's thread pool: SIGTERM asked the command to stop, but
+  // the read went on waiting for the writer, and not even process.exit() could leave (it waits for
+  // the pool's threads). It is now read on the event loop, and the signal ends the wait.
+  it('stops at the signal with its reason, within a second', { timeout: 20_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apex-fifo-silent-'));
+    const fifo = join(dir, 'pipe.txt');
+    execFileSync('mkfifo', [fifo]);
+    const writer = spawn('sh', ['-c', `exec 3>"${fifo}"; echo 'one line' >&3; sleep 30`], { stdio: 'ignore' });
+    try {
+      const abort = new AbortController();
+      const reading = readSources([fifo], abort.signal);
+      await new Promise((done) => setTimeout(done, 500));
+      const stopped = Date.now();
+      abort.abort(new Error('interrupted by SIGTERM'));
+      await expect(reading).rejects.toThrow('interrupted by SIGTERM');
+      expect(Date.now() - stopped).toBeLessThan(1000);
+    } finally {
+      writer.kill();
+    }
   });
 });
 
