@@ -5,7 +5,8 @@
  * config.json or tokenizer.json that is a device (a link to /dev/zero) was read without end, the
  * process growing until the machine ran out of memory. A pipe is read up to the limit.
  */
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { openPipeStream } from './pipe-stream.js';
 import { InputError } from '../errors.js';
 
 /** A model folder's JSON files and templates: kilobytes, a tokenizer.json tens of megabytes. */
@@ -18,22 +19,27 @@ export const MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024;
  * caller's message.
  */
 export async function readBoundedFile(path: string, maxBytes: number, code: string): Promise<Buffer> {
-  const handle = await open(path, 'r');
-  try {
-    const st = await handle.stat();
-    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read`), { code: 'EISDIR' });
-    const tooLarge = (size: string) => new InputError(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
-    if (st.isFIFO()) {
-      // A pipe has no size to check first: read up to the limit.
+  const tooLarge = (size: string) => new InputError(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+  if ((await stat(path)).isFIFO()) {
+    // A pipe has no size to check first: read up to the limit, on the event loop (pipe-stream.ts).
+    const stream = await openPipeStream(path);
+    try {
       const chunks: Buffer[] = [];
       let total = 0;
-      for await (const chunk of handle.createReadStream({ autoClose: false })) {
+      for await (const chunk of stream) {
         total += (chunk as Buffer).length;
         if (total > maxBytes) throw tooLarge('more bytes');
         chunks.push(chunk as Buffer);
       }
       return Buffer.concat(chunks, total);
+    } finally {
+      stream.destroy();
     }
+  }
+  const handle = await open(path, 'r');
+  try {
+    const st = await handle.stat();
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read`), { code: 'EISDIR' });
     if (!st.isFile()) throw new InputError(`${path}: not a regular file (a socket or device); apex reads this file whole, so it must be a file`, code);
     if (st.size > maxBytes) throw tooLarge(`${st.size} bytes`);
     return await handle.readFile();

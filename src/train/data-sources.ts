@@ -13,8 +13,8 @@
  * JSONL `text` values are kept verbatim.
  */
 import { createHash } from 'node:crypto';
-import { constants, createReadStream, open } from 'node:fs';
-import { Socket } from 'node:net';
+import { createReadStream } from 'node:fs';
+import { openPipeOrFileStream } from '../io/pipe-stream.js';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { InputError } from '../errors.js';
@@ -122,7 +122,7 @@ async function readUtf8(path: string, signal?: AbortSignal): Promise<{ text: str
 async function readUpTo(path: string, limit: number, signal?: AbortSignal): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
-  const stream = await pipeOrDeviceStream(path);
+  const stream = await openPipeOrFileStream(path);
   const reading = (async () => {
     for await (const chunk of stream) {
       total += (chunk as Buffer).length;
@@ -149,17 +149,6 @@ async function readUpTo(path: string, limit: number, signal?: AbortSignal): Prom
     if (onAbort) signal!.removeEventListener('abort', onAbort);
     stream.destroy();
   }
-}
-
-/**
- * A pipe is read through a non-blocking descriptor on the event loop (a net.Socket): a blocking
- * read of a pipe whose writer stays silent holds a thread of libuv's pool, which nothing can
- * cancel and which even process.exit() waits for. A device is read as a file.
- */
-async function pipeOrDeviceStream(path: string): Promise<NodeJS.ReadableStream & { destroy(): void }> {
-  if (!(await stat(path)).isFIFO()) return createReadStream(path);
-  const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
-  return new Socket({ fd, readable: true, writable: false });
 }
 
 /** Reads one data file into documents. */
