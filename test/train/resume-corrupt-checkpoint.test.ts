@@ -9,7 +9,7 @@ import { InterruptedError } from '../../src/errors.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
 import { latestCheckpoint } from '../../src/train/train-state.js';
-import { idSet, LLAMA, stageMetrics, storyChunks, tempRun } from './stage-fixtures.js';
+import { idSet, llamaCheckpointedStage, stageMetrics, storyChunks, tempRun } from './stage-fixtures.js';
 
 let data: SequenceSet;
 let dir: string;
@@ -20,9 +20,7 @@ beforeAll(async () => {
 });
 afterAll(() => cleanup());
 
-const options = (run: string, extra: Partial<StageOptions>): StageOptions => ({
-  model: LLAMA, modelDir: LLAMA, run, stage: 1, train: data, steps: 4, batchSize: 2, lr: 1e-3, saveEvery: 2, evalEvery: 0, expand: false, backend: 'cpu', method: 'vanilla', ...extra,
-});
+const options = (run: string, extra: Partial<StageOptions>): StageOptions => llamaCheckpointedStage(run, data, extra);
 
 it('a corrupt tensor stops the resume with CHECKPOINT_CORRUPT and leaves the run folder as it was', async () => {
   const run = join(dir, 'run');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { InterruptedError } from '../../src/errors.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
-import { idSet, LLAMA, storyChunks, tempRun } from './stage-fixtures.js';
+import { idSet, llamaCheckpointedStage, storyChunks, tempRun } from './stage-fixtures.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -24,9 +24,7 @@ beforeAll(async () => {
 });
 afterAll(() => cleanup());
 
-const options = (run: string, extra: Partial<StageOptions>): StageOptions => ({
-  model: LLAMA, modelDir: LLAMA, run, stage: 1, train: data, steps: 4, batchSize: 2, lr: 1e-3, saveEvery: 2, evalEvery: 0, expand: false, backend: 'cpu', method: 'vanilla', ...extra,
-});
+const options = (run: string, extra: Partial<StageOptions>): StageOptions => llamaCheckpointedStage(run, data, extra);
 
 /**
  * ArrayBuffer bytes alive when step 3 ends, after full collections. V8 frees the memory of dead

@@ -8,6 +8,7 @@ import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import type { MetricsLine } from '../../src/train/metrics-log.js';
 import { readMetrics } from '../../src/train/metrics-log.js';
+import type { StageOptions } from '../../src/train/stage.js';
 
 export const STORIES = 'fixtures/stories260K';
 export const LLAMA = 'fixtures/llama-mha-f32';
@@ -86,4 +87,9 @@ export async function stageFileMaxAbsDiff(runA: string, runB: string, file: stri
   let worst = 0;
   for (const [name, t] of x) for (let i = 0; i < t.values.length; i++) worst = Math.max(worst, Math.abs(t.values[i]! - y.get(name)!.values[i]!));
   return worst;
+}
+
+/** A short vanilla stage of llama-mha-f32 on cpu (4 steps of 2, a checkpoint every 2 steps): what the resume tests interrupt and resume. */
+export function llamaCheckpointedStage(run: string, train: SequenceSet, extra: Partial<StageOptions> = {}): StageOptions {
+  return { model: LLAMA, modelDir: LLAMA, run, stage: 1, train, steps: 4, batchSize: 2, lr: 1e-3, saveEvery: 2, evalEvery: 0, expand: false, backend: 'cpu', method: 'vanilla', ...extra };
 }
