@@ -273,6 +273,11 @@ export async function latestCheckpoint(checkpointsDir: string): Promise<string |
   return (await listCheckpoints(checkpointsDir)).at(-1)?.path;
 }
 
+/** CHECKPOINT_CORRUPT for `file` (state.json or tensors.safetensors of a checkpoint), with what to do. */
+function corruptCheckpoint(file: string, what: string): InputError {
+  return new InputError(`${file}: ${what}: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+}
+
 /** A checkpoint's state.json, its version and scalars checked. */
 async function readStateFile(path: string): Promise<StateFile> {
   let file: StateFile;
@@ -285,20 +290,19 @@ async function readStateFile(path: string): Promise<StateFile> {
     throw new InputError(`${path}: trainer checkpoint version ${file.version} is not supported (this apex reads ${READABLE_VERSIONS.join(' and ')}: a newer apex wrote it?)`, 'CHECKPOINT_VERSION');
   }
   if (file.scalarsSha256 !== undefined && sha256Hex(JSON.stringify(file.scalars)) !== file.scalarsSha256) {
-    throw new InputError(`${join(path, STATE_FILE)}: the scalars (step, data position, RNG state, …) do not match their recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+    throw corruptCheckpoint(join(path, STATE_FILE), 'the scalars (step, data position, RNG state, …) do not match their recorded sha256');
   }
   // Outside the scalars' digest (and version 1 records none): refused here, when the checkpoint
   // is opened (a dry run too), rather than by AdamW.restoreStep after the whole restore.
   const optimizerStep: unknown = file.optimizerStep;
   const trainable: unknown = file.trainable;
   if (!Number.isSafeInteger(optimizerStep) || (optimizerStep as number) < 0 || !Array.isArray(trainable) || trainable.some((n) => typeof n !== 'string')) {
-    throw new InputError(`${join(path, STATE_FILE)}: optimizerStep must be an integer >= 0 and trainable a list of tensor names: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+    throw corruptCheckpoint(join(path, STATE_FILE), 'optimizerStep must be an integer >= 0 and trainable a list of tensor names');
   }
   // Checked against what the digests cover: the optimizer steps once per training step (a
   // non-finite gradient stops the stage rather than skipping one), and the tensors' sha256 are
   // recorded by name. An edited digit would otherwise resume into other bias corrections.
-  const corrupt = (what: string) =>
-    new InputError(`${join(path, STATE_FILE)}: ${what}: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+  const corrupt = (what: string) => corruptCheckpoint(join(path, STATE_FILE), what);
   if (file.scalarsSha256 !== undefined && file.optimizerStep !== file.scalars.step) {
     throw corrupt(`optimizerStep ${file.optimizerStep} is not the checkpoint's step ${file.scalars.step}`);
   }
@@ -328,11 +332,11 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   try {
     const trainable = new Map<string, readonly number[]>();
     for (const name of file.trainable) {
-      const shape = tensorShape(path, tensors, `param.${name}`);
+      const shape = requireTensor(path, tensors, `param.${name}`);
       for (const moment of [`adam_m.${name}`, `adam_v.${name}`]) {
-        const other = tensorShape(path, tensors, moment);
+        const other = requireTensor(path, tensors, moment);
         if (other.length !== shape.length || other.some((d, i) => d !== shape[i])) {
-          throw new InputError(`${join(path, TENSORS_FILE)}: tensor '${moment}' has shape [${other}], its parameter 'param.${name}' [${shape}]: the checkpoint is corrupt`, 'CHECKPOINT_CORRUPT');
+          throw corruptCheckpoint(join(path, TENSORS_FILE), `tensor '${moment}' has shape [${other}], its parameter 'param.${name}' [${shape}]`);
         }
       }
       trainable.set(name, shape);
@@ -343,7 +347,8 @@ export async function loadTrainState(path: string): Promise<LoadedTrainState> {
   }
 }
 
-function tensorShape(path: string, tensors: SafetensorsFile, name: string): readonly number[] {
+/** The shape of tensor `name` of a checkpoint's tensors file; CHECKPOINT_INCOMPLETE when it lacks it. */
+function requireTensor(path: string, tensors: SafetensorsFile, name: string): readonly number[] {
   if (!tensors.has(name)) throw new InputError(`${path}: trainer checkpoint lacks tensor '${name}'`, 'CHECKPOINT_INCOMPLETE');
   return [...tensors.info(name).shape];
 }
@@ -359,12 +364,12 @@ export async function readTrainStateTensors(state: LoadedTrainState, visit: (ten
   const tensorsPath = join(state.path, TENSORS_FILE);
   const tensors = await SafetensorsFile.open(tensorsPath);
   const read = async (name: string): Promise<Float32Array> => {
-    if (!tensors.has(name)) throw new InputError(`${state.path}: trainer checkpoint lacks tensor '${name}'`, 'CHECKPOINT_INCOMPLETE');
+    requireTensor(state.path, tensors, name);
     const values = await tensors.readFloat32(name);
     const recorded = state.tensorSha256?.[name];
     // F32 on a little-endian machine: the decoded array's bytes are the file's bytes.
     if (recorded !== undefined && sha256Hex(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)) !== recorded) {
-      throw new InputError(`${tensorsPath}: tensor '${name}' does not match its recorded sha256: the checkpoint is corrupt; resume from an earlier one (delete this folder) or start over with --force`, 'CHECKPOINT_CORRUPT');
+      throw corruptCheckpoint(tensorsPath, `tensor '${name}' does not match its recorded sha256`);
     }
     return values;
   };
