@@ -6,9 +6,10 @@
  * which destroy() ends at once. A reader that opens before any writer still waits for one: Linux
  * reports no hang-up on a pipe that never had a writer.
  */
-import { constants, createReadStream, open } from 'node:fs';
+import { close, constants, createReadStream, open } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Socket } from 'node:net';
+import { isatty, ReadStream as TtyReadStream } from 'node:tty';
 
 export type ClosableStream = NodeJS.ReadableStream & { destroy(): void };
 
@@ -18,7 +19,30 @@ export async function openPipeStream(path: string): Promise<ClosableStream> {
   return new Socket({ fd, readable: true, writable: false });
 }
 
-/** A pipe through openPipeStream; anything else (a device) as a file stream. */
+/**
+ * A terminal (`--data /dev/stdin` typed at a prompt, the pipe forgotten) is read on the event
+ * loop too: a file stream's blocking read of it held a pool thread until Ctrl-D, so Ctrl-C and
+ * SIGTERM wrote their message but the process did not leave. Undefined when `fd` is no terminal.
+ */
+function terminalStream(fd: number): ClosableStream | undefined {
+  if (!isatty(fd)) return undefined;
+  return new TtyReadStream(fd);
+}
+
+/** A pipe through openPipeStream, a terminal as a tty stream; anything else (a device) as a file stream. */
 export async function openPipeOrFileStream(path: string): Promise<ClosableStream> {
-  return (await stat(path)).isFIFO() ? openPipeStream(path) : createReadStream(path);
+  const st = await stat(path);
+  if (st.isFIFO()) return openPipeStream(path);
+  if (st.isCharacterDevice()) {
+    const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
+    try {
+      const terminal = terminalStream(fd);
+      if (terminal) return terminal;
+    } catch (e) {
+      close(fd, () => {});
+      throw e;
+    }
+    close(fd, () => {});
+  }
+  return createReadStream(path);
 }
