@@ -8,6 +8,7 @@
  */
 import { close, constants, createReadStream, open } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { Socket } from 'node:net';
 import { isatty, ReadStream as TtyReadStream } from 'node:tty';
 
@@ -29,10 +30,22 @@ function terminalStream(fd: number): ClosableStream | undefined {
   return new TtyReadStream(fd);
 }
 
-/** A pipe through openPipeStream, a terminal as a tty stream; anything else (a device) as a file stream. */
+/**
+ * Whether the pipe `st` can be read through openPipeStream on `platform`. Not a named pipe on
+ * macOS: XNU's kqueue read filter for a FIFO fires only while bytes are buffered, and the last
+ * writer's close posts nothing, so libuv (kqueue on macOS) would never see the end of the data and
+ * the read would wait for ever (nodejs/node#45210, golang/go#24164). There a named pipe is read by
+ * a file stream as before (a silent writer then holds a pool thread). pipe(2) pipes (`/dev/stdin`
+ * fed by another process: st_dev 0 on macOS) have their own filter that reports the end.
+ */
+export function pipeReadsOnEventLoop(st: Pick<Stats, 'dev' | 'isFIFO'>, platform: NodeJS.Platform = process.platform): boolean {
+  return st.isFIFO() && (platform !== 'darwin' || st.dev === 0);
+}
+
+/** A pipe through openPipeStream (pipeReadsOnEventLoop), a terminal as a tty stream; anything else (a device) as a file stream. */
 export async function openPipeOrFileStream(path: string): Promise<ClosableStream> {
   const st = await stat(path);
-  if (st.isFIFO()) return openPipeStream(path);
+  if (pipeReadsOnEventLoop(st)) return openPipeStream(path);
   if (st.isCharacterDevice()) {
     const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
     try {
