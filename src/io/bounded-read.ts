@@ -6,7 +6,7 @@
  * process growing until the machine ran out of memory. A pipe is read up to the limit.
  */
 import { open, stat } from 'node:fs/promises';
-import { openPipeOrFileStream } from './pipe-stream.js';
+import { readUpTo } from './pipe-stream.js';
 import { InputError } from '../errors.js';
 
 /** A model folder's JSON files and templates: kilobytes, a tokenizer.json tens of megabytes. */
@@ -20,23 +20,9 @@ export const MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024;
  */
 export async function readBoundedFile(path: string, maxBytes: number, code: string): Promise<Buffer> {
   const tooLarge = (size: string) => new InputError(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
-  if ((await stat(path)).isFIFO()) {
-    // A pipe has no size to check first: read up to the limit, on the event loop where the
-    // platform allows (pipe-stream.ts).
-    const stream = await openPipeOrFileStream(path);
-    try {
-      const chunks: Buffer[] = [];
-      let total = 0;
-      for await (const chunk of stream) {
-        total += (chunk as Buffer).length;
-        if (total > maxBytes) throw tooLarge('more bytes');
-        chunks.push(chunk as Buffer);
-      }
-      return Buffer.concat(chunks, total);
-    } finally {
-      stream.destroy();
-    }
-  }
+  // A pipe has no size to check first: read up to the limit, on the event loop where the
+  // platform allows (pipe-stream.ts).
+  if ((await stat(path)).isFIFO()) return readUpTo(path, maxBytes, () => tooLarge('more bytes'));
   const handle = await open(path, 'r');
   try {
     const st = await handle.stat();

@@ -14,10 +14,13 @@ import { isatty, ReadStream as TtyReadStream } from 'node:tty';
 
 export type ClosableStream = NodeJS.ReadableStream & { destroy(): void };
 
+function openNonBlocking(path: string): Promise<number> {
+  return new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
+}
+
 /** A readable stream of the pipe at `path`, read on the event loop. */
 export async function openPipeStream(path: string): Promise<ClosableStream> {
-  const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
-  return new Socket({ fd, readable: true, writable: false });
+  return new Socket({ fd: await openNonBlocking(path), readable: true, writable: false });
 }
 
 /**
@@ -47,7 +50,7 @@ export async function openPipeOrFileStream(path: string): Promise<ClosableStream
   const st = await stat(path);
   if (pipeReadsOnEventLoop(st)) return openPipeStream(path);
   if (st.isCharacterDevice()) {
-    const fd = await new Promise<number>((done, fail) => open(path, constants.O_RDONLY | constants.O_NONBLOCK, (e, n) => (e ? fail(e) : done(n))));
+    const fd = await openNonBlocking(path);
     try {
       const terminal = terminalStream(fd);
       if (terminal) return terminal;
@@ -58,4 +61,39 @@ export async function openPipeOrFileStream(path: string): Promise<ClosableStream
     close(fd, () => {});
   }
   return createReadStream(path);
+}
+
+/**
+ * The bytes of the pipe or device at `path` (openPipeOrFileStream), refused with `tooLarge()` once
+ * they pass `limit`: such a file has no size to check before reading. `signal` (Ctrl-C, SIGTERM)
+ * stops a wait for a silent writer with its reason rather than after the writer's next write.
+ */
+export async function readUpTo(path: string, limit: number, tooLarge: () => Error, signal?: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const stream = await openPipeOrFileStream(path);
+  const reading = (async () => {
+    for await (const chunk of stream) {
+      total += (chunk as Buffer).length;
+      if (total > limit) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks, total);
+  })();
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_resolve, reject) => {
+    if (signal === undefined) return;
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  // Whichever loses the race is settled later with nobody awaiting it.
+  reading.catch(() => {});
+  stopped.catch(() => {});
+  try {
+    return await Promise.race([reading, stopped]);
+  } finally {
+    if (onAbort) signal!.removeEventListener('abort', onAbort);
+    stream.destroy();
+  }
 }

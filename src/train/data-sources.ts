@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { openPipeOrFileStream } from '../io/pipe-stream.js';
+import { readUpTo } from '../io/pipe-stream.js';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { InputError } from '../errors.js';
@@ -102,7 +102,8 @@ async function readUtf8(path: string, signal?: AbortSignal): Promise<{ text: str
     throw new InputError(`${path}: ${st.size} bytes is more than the ${MAX_TEXT_FILE_BYTES}-byte limit for one data file; split it into several files`, 'DATA_FILE_TOO_LARGE');
   }
   // A pipe or device (--data /dev/stdin) has no size to check first: read it up to the limit.
-  const bytes = st.isFile() ? await readFile(path) : await readUpTo(path, MAX_TEXT_FILE_BYTES, signal);
+  const tooLarge = () => new InputError(`${path}: more than the ${MAX_TEXT_FILE_BYTES}-byte limit for one data file (read from a pipe or device, so not known before reading); split it into several files`, 'DATA_FILE_TOO_LARGE');
+  const bytes = st.isFile() ? await readFile(path) : await readUpTo(path, MAX_TEXT_FILE_BYTES, tooLarge, signal);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -112,43 +113,6 @@ async function readUtf8(path: string, signal?: AbortSignal): Promise<{ text: str
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   return { text, sha256: createHash('sha256').update(bytes).digest('hex'), regularFile: st.isFile() };
-}
-
-/**
- * The bytes of a file without a size (a pipe, a device), refused once they pass `limit`. A pipe
- * whose writer keeps it open without writing blocks the read; `signal` (Ctrl-C, SIGTERM) stops
- * the wait with its reason rather than after the writer's next write.
- */
-async function readUpTo(path: string, limit: number, signal?: AbortSignal): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  const stream = await openPipeOrFileStream(path);
-  const reading = (async () => {
-    for await (const chunk of stream) {
-      total += (chunk as Buffer).length;
-      if (total > limit) {
-        throw new InputError(`${path}: more than the ${limit}-byte limit for one data file (read from a pipe or device, so not known before reading); split it into several files`, 'DATA_FILE_TOO_LARGE');
-      }
-      chunks.push(chunk as Buffer);
-    }
-    return Buffer.concat(chunks, total);
-  })();
-  let onAbort: (() => void) | undefined;
-  const stopped = new Promise<never>((_resolve, reject) => {
-    if (signal === undefined) return;
-    onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  });
-  // Whichever loses the race is settled later with nobody awaiting it.
-  reading.catch(() => {});
-  stopped.catch(() => {});
-  try {
-    return await Promise.race([reading, stopped]);
-  } finally {
-    if (onAbort) signal!.removeEventListener('abort', onAbort);
-    stream.destroy();
-  }
 }
 
 /** Reads one data file into documents. */
