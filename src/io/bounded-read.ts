@@ -39,3 +39,14 @@ export async function readBoundedFile(path: string, maxBytes: number, code: stri
 export async function readBoundedText(path: string, maxBytes: number, code: string): Promise<string> {
   return (await readBoundedFile(path, maxBytes, code)).toString('utf8');
 }
+
+/**
+ * Refuses (NOT_A_FILE, exit 3) a path that is a device or socket: a model file linked to
+ * /dev/zero would be hashed or copied without end. `why` ends the message: what apex does with it.
+ */
+export async function refuseDevice(path: string, why: string): Promise<void> {
+  const st = await stat(path);
+  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) {
+    throw new InputError(`${path}: not a regular file (a device or socket); ${why}, so they must be files`, 'NOT_A_FILE');
+  }
+}

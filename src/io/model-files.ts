@@ -3,8 +3,8 @@
  * over byte for byte: configs, tokenizer files and chat templates. Other weight formats
  * (`*.bin`, `*.pth`, `*.gguf`, `original/`) are never copied: apex writes safetensors only.
  */
-import { copyFile, readdir, stat } from 'node:fs/promises';
-import { InputError } from '../errors.js';
+import { copyFile, readdir } from 'node:fs/promises';
+import { refuseDevice } from './bounded-read.js';
 import { join } from 'node:path';
 import { fsyncFile } from './atomic-output.js';
 import { ioError } from './io-error.js';
@@ -39,11 +39,7 @@ export async function copyModelFiles(fromDir: string, toDir: string, skip: Reado
     if (skip.has(name)) continue;
     const target = join(toDir, name);
     const source = join(fromDir, name);
-    // A device (a link to /dev/zero) would be copied without end.
-    const st = await stat(source);
-    if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) {
-      throw new InputError(`${source}: not a regular file (a device or socket); apex copies the model's files into its output, so they must be files`, 'NOT_A_FILE');
-    }
+    await refuseDevice(source, "apex copies the model's files into its output");
     await copyFile(source, target).catch((e: unknown) => { throw ioError(target, 'copy', e); });
     await fsyncFile(target);
     copied.push(name);

@@ -8,8 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { InputError } from '../errors.js';
+import { refuseDevice } from '../io/bounded-read.js';
 import { join } from 'node:path';
 import { INDEX_FILE, type Checkpoint } from '../io/checkpoint.js';
 import { listModelFiles } from '../io/model-files.js';
@@ -47,11 +46,7 @@ export interface ModelRecord {
 }
 
 export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<FileFingerprint> {
-  // A device (a model file linked to /dev/zero) would be hashed without end.
-  const st = await stat(path);
-  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) {
-    throw new InputError(`${path}: not a regular file (a device or socket); apex hashes the model's files for its records, so they must be files`, 'NOT_A_FILE');
-  }
+  await refuseDevice(path, "apex hashes the model's files for its records");
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
