@@ -152,7 +152,8 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
     },
     put: (x, updates) => {
       check(x);
-      return usesJsKernels() ? putJs(x, updates) : (tf.gather(tf.concat([x, updates], axis), from, axis) as tf.Tensor2D);
+      // The tidy frees the concatenation where a caller runs outside a scope (AdamW's step).
+      return usesJsKernels() ? putJs(x, updates) : tf.tidy(() => tf.gather(tf.concat([x, updates], axis), from, axis) as tf.Tensor2D);
     },
     dispose: () => {
       idx.dispose();

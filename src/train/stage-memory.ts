@@ -8,10 +8,12 @@
  * its `_malloc`/`_free` and grouping the live blocks by size (docs/reliability.md):
  *
  *   weights      4 · all model parameters (tf tensors)
- *   optimizer    4 · 6 per trainable entry (the gradient, its accumulated sum, the masked and
- *                clipped copies, AdamW's two moments), counted over whole tensors because
- *                moments and gradients have the tensor's shape even when a mask trains a few
- *                rows; plus two temporaries of the largest trainable tensor inside the update
+ *   optimizer    4 · 2 per entry of every trainable tensor, counted whole (the gradient and its
+ *                accumulated sum have the tensor's shape even when a few rows or columns train),
+ *                and 4 · 4 per entry that trains (the gradient as the update reads it, its clipped
+ *                copy, AdamW's two moments: of the trained rows/columns only, adamw.ts `lines`;
+ *                until 2026-11-28 these too were whole-tensor, so 6 per entry of every trainable
+ *                tensor); plus two temporaries of the largest trainable tensor inside the update
  *   activations  per layer and token, in floats: 39·D + 20·q + 19·kv + 15·I + 12 (the saved
  *                intermediates and their gradients, about twice the forward's 18·D + 11·q +
  *                11·kv + 8·I) and 7 · H·T for the attention scores (3 saved, 4 gradients); per
@@ -92,6 +94,11 @@ export interface TrainingMemoryInput {
   readonly evalSeqLen?: number;
   /** Entries of all trainable tensors, whole shapes (model tensors, operators, adapters). */
   readonly trainableEntries: number;
+  /**
+   * Entries that train: trainableEntries less the frozen rows/columns of tensors that train in
+   * part (`structured`). Default: trainableEntries.
+   */
+  readonly trainedEntries?: number;
   /** Entries of the largest trainable tensor. */
   readonly largestTrainable: number;
   /** Whether the APEX operator hooks run in the forward. */
@@ -147,7 +154,7 @@ export function estimateTrainingMemory(spec: ModelSpec, input: TrainingMemoryInp
   const projections = L * (2 * D * q + 2 * D * kv + 3 * D * I);
   const mixedSites = L * D * (kv + q + 3 * I);
   const weightBytes = F32 * modelParamCount(spec);
-  const optimizerBytes = F32 * (6 * input.trainableEntries + 2 * input.largestTrainable);
+  const optimizerBytes = F32 * (2 * input.trainableEntries + 4 * (input.trainedEntries ?? input.trainableEntries) + 2 * input.largestTrainable);
   const hookBytes = F32 * ((input.operators ? 5.25 * mixedSites : 0) + (input.lora ? 5 * projections : 0));
   const trainTokens = input.batch * T;
   // Recomputed: every layer's input and the gradient of its output, and one layer's intermediates.

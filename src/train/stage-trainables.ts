@@ -83,7 +83,9 @@ export async function buildStageTrainables(checkpoint: Checkpoint, spec: ModelSp
       const variable = model.tensors.get(t.name) as tf.Variable;
       const mask = trainableMask(t);
       if (mask) masks.push(mask);
-      params.push({ name: t.name, variable, ...(mask ? { mask } : {}), decay: t.shape.length > 1 });
+      const lines = t.rows !== undefined ? { axis: 0 as const, indices: t.rows } : t.columns !== undefined ? { axis: 1 as const, indices: t.columns } : undefined;
+      // With its lines named, the optimizer keeps moments for those rows/columns only (adamw.ts).
+      params.push({ name: t.name, variable, ...(mask ? { mask } : {}), ...(lines ? { lines } : {}), decay: t.shape.length > 1 });
     }
     let hooks: ((layer: number) => LayerHooks | undefined) | undefined;
     if (usesOperators(plan.setting)) {

@@ -382,6 +382,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       ...(options.eval ? { evalBatch: settings.evalBatchSize, evalSeqLen: options.eval.seqLen } : {}),
       seqLen,
       trainableEntries: direct.reduce((n, t) => n + elementCount(t.shape), 0) + sized.operators + sized.adapters,
+      trainedEntries: sized.trainable,
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',

@@ -463,11 +463,14 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
         prepared?.dispose();
         preparedGrads.dispose();
       }
+      // What the update reads of each gradient: masked, or only the trained lines of a tensor
+      // that trains some rows/columns (AdamW.trainedGradient), which clipping and the NaN check see too.
       const masked = new Map<string, tf.Tensor>();
       for (const p of o.params) {
         const g = mean.get(p.name)!;
-        masked.set(p.name, p.mask ? tf.tidy(() => tf.mul(g, p.mask as tf.Tensor)) : g);
-        if (p.mask) g.dispose();
+        const trained = optimizer.trainedGradient(p.name, g);
+        masked.set(p.name, trained);
+        if (trained !== g) g.dispose();
       }
       // Clipping scales the gradients where AdamW reads them (clipCoefficient).
       const clipped = o.gradClip > 0 ? await clipCoefficient(masked, o.gradClip) : { coefficient: undefined, norm: await globalNorm(masked) };

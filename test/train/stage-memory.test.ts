@@ -34,6 +34,13 @@ describe('estimateTrainingMemory', () => {
     expect(e.totalBytes).toBe(9200 + 320 + COMMAND_BYTES);
   });
 
+  it('counts AdamW\'s moments and the update\'s gradient copies over the trained entries only (structured)', () => {
+    // 100 entries in trainable tensors, 30 of them in trained rows/columns: 2 · 100 whole copies
+    // (gradient, accumulated sum) + 4 · 30 (update's gradient, clipped copy, two moments) + 2 · 40.
+    expect(estimateTrainingMemory(spec, { ...base, trainedEntries: 30 }).optimizerBytes).toBe(4 * (2 * 100 + 4 * 30 + 2 * 40));
+    expect(estimateTrainingMemory(spec, { ...base, trainedEntries: 100 })).toEqual(estimateTrainingMemory(spec, base));
+  });
+
   it('adds the operator-mixed weights (APEX) and the merged projections (LoRA) independently of the tokens', () => {
     // operators: 5.25 · L · D · (kv + q + 3·I) = 5.25 · 4 · 30 = 630 floats
     const ops = estimateTrainingMemory(spec, { ...base, operators: true });
