@@ -28,6 +28,7 @@ import * as tf from '@tensorflow/tfjs';
 import { decoderLayer, type DecoderLayerOptions, type LayerWeights } from './decoder-layer.js';
 import type { ProjectionKey } from './layer-hooks.js';
 import type { ModelSpec } from './model-spec.js';
+import { tapeGradients } from './tape-gradients.js';
 
 /** The order decoder-layer.ts reads the projections in (each weight, then its bias): hooks may rely on it. */
 const FORWARD_ORDER: readonly ProjectionKey[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -53,9 +54,11 @@ function nestedGradients(f: () => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): (t
   const engine = tf.engine();
   const outerTape = engine.state.activeTape;
   try {
-    const { value, grads } = engine.gradients(f, xs, dy, true);
+    // tapeGradients: a throw in the recomputation frees the nested tape's saved tensors (the
+    // outer tape's are freed by the training step's own tapeGradients).
+    const { value, grads } = tapeGradients(f, xs, dy, true);
     value.dispose();
-    return grads as (tf.Tensor | undefined)[];
+    return grads;
   } finally {
     engine.state.activeTape = outerTape;
   }
@@ -105,11 +108,13 @@ export function recomputedDecoderLayer(x: tf.Tensor3D, w: LayerWeights, spec: Mo
 
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
+    const value = tf.tidy(() => decoderLayer(x, weightsFrom(tensors), spec, { layer, rope, ...(observe ? { observe } : {}) }));
     // Saved (clones sharing the data): x, every tensor the layer reads and the rope tables; the
     // tape's tidy may free the originals (x and the hooks' outputs are intermediates) before the
-    // backward pass.
+    // backward pass. Saved after the layer ran: the engine keeps the clones but puts them on the
+    // tape only once this function returns, so a throw in the layer (the observer's checks, a
+    // kernel error) would leave clones saved before it owned by nothing.
     save([x, ...tensors, rope.cos, rope.signedSin]);
-    const value = tf.tidy(() => decoderLayer(x, weightsFrom(tensors), spec, { layer, rope, ...(observe ? { observe } : {}) }));
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {

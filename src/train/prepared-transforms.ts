@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { LayerHooks, ProjectionKey } from '../model/layer-hooks.js';
 import { layerWeightsOf, type ModelWeights } from '../model/model-weights.js';
+import { tapeGradients } from '../model/tape-gradients.js';
 
 /** The order decoder-layer.ts reads the projections in (each weight, then its bias): hooks may rely on it. */
 const FORWARD_ORDER: readonly ProjectionKey[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -105,7 +106,7 @@ export function prepareTransforms(model: ModelWeights, hooks: (layer: number) =>
       const out = new Map<tf.Variable, tf.Tensor>();
       if (upstream.every((g) => g === undefined) || variables.length === 0) return out;
       // Σ_i ⟨T_i(W, θ), g_i⟩ has the gradient Σ_i T_i's backward of g_i with respect to W and θ.
-      const { value, grads } = tf.engine().gradients(
+      const { value, grads } = tapeGradients(
         () => {
           let total: tf.Scalar | undefined;
           let i = 0;

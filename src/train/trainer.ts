@@ -27,6 +27,7 @@ import { InputError, InterruptedError, UsageError, VerificationError } from '../
 import type { LayerHooks, LayerObserver } from '../model/layer-hooks.js';
 import type { ModelWeights } from '../model/model-weights.js';
 import { hasNonFinite, readFloat32, readScalar } from '../model/tensor-read.js';
+import { tapeGradients } from '../model/tape-gradients.js';
 import { Rng } from '../util/rng.js';
 import { AdamW, type AdamWOptions, type OptimizedParameter } from './adamw.js';
 import { BatchStream } from './batch-stream.js';
@@ -430,7 +431,7 @@ export async function train(o: TrainerOptions): Promise<TrainerResult> {
           try {
             const hooks = prepared?.hooks ?? o.hooks;
             const xs: tf.Tensor[] = prepared ? [...variables, ...prepared.tensors] : variables;
-            const { value, grads } = tf.engine().gradients(
+            const { value, grads } = tapeGradients(
               () => modelLoss(o.model, ids, mask, { ...(hooks ? { hooks } : {}), ...(observe ? { observe } : {}), ...(tokenWeighted ? { reduction: 'sum' as const } : {}), ...(o.recomputeActivations ? { recompute: true } : {}) }),
               xs,
               undefined,
