@@ -8,6 +8,7 @@
  * Every set carries the record of exactly what was read, for summary.json.
  */
 import { statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { InputError, UsageError } from '../errors.js';
 import type { ApexTokenizer } from '../model/tokenizer.js';
 import { BUILTIN_PREFIX, type DataConfig, type ResolvedConfig } from '../run/config-schema.js';
@@ -107,7 +108,12 @@ export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
     }
     for (const path of options.data ?? []) {
       try {
-        await expandDataPaths([path]);
+        for (const file of await expandDataPaths([path])) {
+          const problem = await runDataFileProblem(file);
+          if (problem === undefined) continue;
+          code = 'NOT_A_FILE';
+          problems.push(`data.${set}: ${problem}`);
+        }
       } catch (e) {
         if (!(e instanceof InputError)) throw e;
         if (e.code !== 'NOT_FOUND') code = e.code;
@@ -117,6 +123,21 @@ export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
   }
   if (problems.length === 1) throw new InputError(problems[0]!, code);
   if (problems.length > 1) throw new InputError(`${problems.length} data paths of the config cannot be read:\n${problems.map((p) => `  ${p}`).join('\n')}`, code);
+}
+
+/**
+ * Why `file`, a data file a run config names, cannot serve `apex run` (undefined when it can).
+ * A run reads its data files more than once: loaded when a stage needs them, and hashed again on
+ * every rerun to see whether they changed since the run began. A named pipe (or /dev/stdin fed
+ * by one) gives its bytes once, then blocks or ends empty; a device (/dev/zero) never ends. So
+ * they are refused before anything is written, though --data of finetune, eval and analyze, read
+ * once, accepts them (pipe-stream.ts). Folders only ever yield regular files (data-sources.ts).
+ */
+export async function runDataFileProblem(file: string): Promise<string | undefined> {
+  const st = await stat(file);
+  if (st.isFile()) return undefined;
+  const kind = st.isFIFO() ? 'a named pipe' : st.isSocket() ? 'a socket' : 'a device';
+  return `${file}: not a regular file (${kind}); apex run reads its data files again when it resumes or is rerun (it hashes them to see whether they changed), so they must be regular files (a pipe can feed --data of apex finetune, eval or analyze, which read it once)`;
 }
 
 /** Why a token-ids path is not a file, if it is not (its content is checked when it is read). */

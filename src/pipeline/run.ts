@@ -20,7 +20,7 @@
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { UsageError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
 import { maxLoraRank } from '../train/lora.js';
 import { matchedLoraRank } from '../train/stage-records.js';
 import { expectedTensors } from '../model/architecture.js';
@@ -36,7 +36,7 @@ import type { ModelSpec } from '../model/model-spec.js';
 import { ANALYSIS_FILES } from './analysis-json.js';
 import { apexVersion } from './analysis-provenance.js';
 import type { RunContext } from './run-context.js';
-import { checkDataPaths, checkRunTokenizer, dataSource, loadRunData, trainSource, type RunData } from './run-data.js';
+import { checkDataPaths, checkRunTokenizer, dataSource, loadRunData, runDataFileProblem, trainSource, type RunData } from './run-data.js';
 import { builtinCorpus, installIndependentName } from '../train/data-corpus.js';
 import { expandDataPaths, sha256File } from '../train/data-sources.js';
 import { trainLine } from './run-line.js';
@@ -121,7 +121,12 @@ async function dataFileChanges(config: ResolvedRunConfig['config'], known: DataR
     const now: { file: string; sha256: string }[] = [];
     for (const file of files) {
       let sha = hashes.get(file);
-      if (sha === undefined) hashes.set(file, (sha = await sha256File(file)));
+      if (sha === undefined) {
+        // checkDataPaths refused these already; a file swapped for a pipe since would block here.
+        const problem = await runDataFileProblem(file);
+        if (problem !== undefined) throw new InputError(`data.${kind}: ${problem}`, 'NOT_A_FILE');
+        hashes.set(file, (sha = await sha256File(file)));
+      }
       now.push({ file, sha256: sha });
     }
     changes.push(...fileChanges(recordFiles(before), now.map(({ file, sha256 }) => ({ file: installIndependentName(file), sha256 }))).map((c) => `${kind}: ${c}`));
