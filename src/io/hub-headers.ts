@@ -1,7 +1,8 @@
 /**
  * A dry run's view of Hub weight files it does not download: each file's safetensors header,
- * read over HTTP with two Range requests (the first bytes, holding the 8-byte header length,
- * then the header) and validated exactly as the local reader validates a file on disk
+ * read over HTTP with Range requests (the first bytes, holding the 8-byte header length and, on
+ * most files, the whole header; then the rest of the header when it is longer) and validated
+ * exactly as the local reader validates a file on disk
  * (checkHeaderLength, parseHeader: the same SafetensorsFormatError rules, against the size the
  * Hub lists), plus the file's size and sha256 (the LFS oid the Hub gives, which is the sha256
  * of the file's bytes: what `sha256OfFile` would compute after the download, which checks the
@@ -10,8 +11,15 @@
 import { checkHeaderLength, parseHeader, type SafetensorsHeader } from './safetensors-reader.js';
 import { formatBytes, type HubClient, type HubContext, type RemoteFile } from './hub-download.js';
 
-/** How many of a file's first bytes the first request asks for (as many as the local reader looks at). */
-const PREFIX_BYTES = 64;
+/**
+ * How many of a file's first bytes the first request asks for: enough for the whole header of
+ * most checkpoints' files (about 100 bytes per tensor: a 7B model's shards hold 20–40 KiB), so a
+ * shard costs one round trip instead of two, but never more than 1/64 of the file past its
+ * header (small files) and at least the 8-byte length plus a little.
+ */
+export function firstRequestBytes(fileSize: number): number {
+  return Math.min(fileSize, Math.max(64, Math.min(64 * 1024, Math.floor(fileSize / 64))));
+}
 
 export interface RemoteWeightFile {
   /** File name in the repo (and in the snapshot folder, once downloaded). */
@@ -45,11 +53,21 @@ export async function readRemoteHeader(
   file: RemoteFile,
 ): Promise<{ weight: RemoteWeightFile; received: number }> {
   const name = `${ctx.repo}@${ctx.revision}/${file.path}`;
-  const prefix = await client.readRange(ctx, commit, file, 0, Math.min(file.size, PREFIX_BYTES));
+  const prefix = await client.readRange(ctx, commit, file, 0, firstRequestBytes(file.size));
   const headerLength = checkHeaderLength(name, prefix, file.size);
-  const rest = 8 + headerLength <= prefix.length ? prefix.subarray(8, 8 + headerLength) : await client.readRange(ctx, commit, file, 8, headerLength);
+  let rest: Uint8Array;
+  let received = prefix.length;
+  if (8 + headerLength <= prefix.length) {
+    rest = prefix.subarray(8, 8 + headerLength);
+  } else {
+    // Only the part of the header the first answer did not hold.
+    const tail = await client.readRange(ctx, commit, file, prefix.length, 8 + headerLength - prefix.length);
+    received += tail.length;
+    rest = new Uint8Array(headerLength);
+    rest.set(prefix.subarray(8));
+    rest.set(tail, prefix.length - 8);
+  }
   const header = parseHeader(name, rest, file.size);
-  const received = prefix.length + (rest.buffer === prefix.buffer ? 0 : rest.length);
   return { weight: { file: file.path, name, bytes: file.size, sha256: file.etag, header }, received };
 }
 
