@@ -95,8 +95,9 @@ export interface TrainingMemoryInput {
   /** Entries of all trainable tensors, whole shapes (model tensors, operators, adapters). */
   readonly trainableEntries: number;
   /**
-   * Entries that train: trainableEntries less the frozen rows/columns of tensors that train in
-   * part (`structured`). Default: trainableEntries.
+   * Entries that train: trainableEntries less the frozen rows/columns of matrices that train in
+   * part (`structured`; a bias that trains on some rows keeps whole-vector state and counts
+   * whole, stage-trainables.ts optimizerEntryCount). Default: trainableEntries.
    */
   readonly trainedEntries?: number;
   /** Entries of the largest trainable tensor. */

@@ -18,13 +18,15 @@ import { operatorTensorName } from '../ops/operator-file.js';
 import { disposeOperatorVariables, operatorHooks, operatorVariables, type TrainableLayerOperators } from '../ops/operator-hooks.js';
 import type { LayerSelection } from '../ops/selection.js';
 import { Rng } from '../util/rng.js';
-import type { OptimizedParameter } from './adamw.js';
+import type { OptimizedParameter, TrainedLines } from './adamw.js';
 import { LoraAdapters, loraParamCount } from './lora.js';
 import {
   directTrainables,
+  elementCount,
   modelParamCount,
   operatorParamCount,
   summarizeTrainable,
+  trainableEntryCount,
   trainableMask,
   type DirectTrainable,
   type TrainableSummary,
@@ -66,6 +68,21 @@ export function summarizePlan(spec: ModelSpec, plan: TrainablePlan): TrainableSu
   return summarizeTrainable(plan.setting, planDirectTrainables(spec, plan), modelParamCount(spec), { operators, adapters });
 }
 
+/**
+ * The rows or columns of a matrix that trains in part, which the optimizer keeps moments for
+ * (adamw.ts `lines`). A bias that trains on its tuned rows (q/k/v, gate/up) is a vector: it
+ * keeps its mask and whole-vector moments.
+ */
+export function optimizerLines(t: DirectTrainable): TrainedLines | undefined {
+  if (t.shape.length !== 2) return undefined;
+  return t.rows !== undefined ? { axis: 0, indices: t.rows } : t.columns !== undefined ? { axis: 1, indices: t.columns } : undefined;
+}
+
+/** Entries the optimizer keeps state for (moments, masked and clipped gradients): trained lines, or the whole tensor. */
+export function optimizerEntryCount(t: DirectTrainable): number {
+  return optimizerLines(t) !== undefined || (t.rows === undefined && t.columns === undefined) ? trainableEntryCount(t) : elementCount(t.shape);
+}
+
 let instances = 0;
 
 export async function buildStageTrainables(checkpoint: Checkpoint, spec: ModelSpec, plan: TrainablePlan): Promise<StageTrainables> {
@@ -83,8 +100,8 @@ export async function buildStageTrainables(checkpoint: Checkpoint, spec: ModelSp
       const variable = model.tensors.get(t.name) as tf.Variable;
       const mask = trainableMask(t);
       if (mask) masks.push(mask);
-      const lines = t.rows !== undefined ? { axis: 0 as const, indices: t.rows } : t.columns !== undefined ? { axis: 1 as const, indices: t.columns } : undefined;
       // With its lines named, the optimizer keeps moments for those rows/columns only (adamw.ts).
+      const lines = optimizerLines(t);
       params.push({ name: t.name, variable, ...(mask ? { mask } : {}), ...(lines ? { lines } : {}), decay: t.shape.length > 1 });
     }
     let hooks: ((layer: number) => LayerHooks | undefined) | undefined;

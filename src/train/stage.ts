@@ -51,7 +51,7 @@ import { selectStageUnits, sizingSelections, stageCountingK, stageRecorderShape,
 import { adapterBase } from './peft-adapter.js';
 import type { ResolvedModel } from '../io/resolve-model.js';
 import type { WeightsToDownload } from '../io/hub-headers.js';
-import { buildStageTrainables, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
+import { buildStageTrainables, optimizerEntryCount, planDirectTrainables, summarizePlan, type TrainablePlan } from './stage-trainables.js';
 import { checkTrainStateSpace, latestCheckpoint, loadTrainState } from './train-state.js';
 import { folderBytes } from '../io/folder-bytes.js';
 import { elementCount, type TrainableSummary, type TrainingSetting } from './trainable-params.js';
@@ -382,7 +382,7 @@ async function trainStageLocked(options: StageOptions, settings: ResolvedStageSe
       ...(options.eval ? { evalBatch: settings.evalBatchSize, evalSeqLen: options.eval.seqLen } : {}),
       seqLen,
       trainableEntries: direct.reduce((n, t) => n + elementCount(t.shape), 0) + sized.operators + sized.adapters,
-      trainedEntries: sized.trainable,
+      trainedEntries: direct.reduce((n, t) => n + optimizerEntryCount(t), 0) + sized.operators + sized.adapters,
       largestTrainable: Math.max(0, ...direct.map((t) => elementCount(t.shape))),
       operators: settings.method === 'apex',
       lora: settings.method === 'lora',
