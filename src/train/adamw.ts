@@ -61,7 +61,8 @@ export interface OptimizedParameter {
   readonly decay?: boolean;
   /**
    * The rows (axis 0) or columns (axis 1) that train, of a 2-D parameter whose mask selects
-   * exactly them: the optimizer then keeps moments for these lines only (see above).
+   * exactly them: the optimizer then keeps moments for these lines only (see above). Every
+   * line of the parameter (in any order) is read as the whole tensor.
    */
   readonly lines?: TrainedLines;
 }
@@ -443,8 +444,13 @@ function firstNonzeroOutsideLines(slot: Slot, whole: Float32Array): number | und
   return undefined;
 }
 
-/** A parameter's trained lines as the slot's LineSet (checked: a 2-D parameter, distinct lines in range). */
-function trainedLineSet(param: OptimizedParameter): LineSet {
+/**
+ * A parameter's trained lines as the slot's LineSet (checked: a 2-D parameter, distinct lines in
+ * range), or undefined where they are every line of it: the slot then works on the whole tensor,
+ * whose shape its lines' shape would equal, so that a whole gradient is not read as lines listed
+ * in another order.
+ */
+function trainedLineSet(param: OptimizedParameter): LineSet | undefined {
   const { axis, indices } = param.lines!;
   const shape = param.variable.shape;
   if (shape.length !== 2) throw new Error(`AdamW: '${param.name}' names trained lines but has shape [${shape}], not a matrix`);
@@ -453,7 +459,10 @@ function trainedLineSet(param: OptimizedParameter): LineSet {
   if (param.mask !== undefined && !sameShape(param.mask.shape, shape.map((d, i) => (i === axis ? d : 1)))) {
     throw new Error(`AdamW: '${param.name}' names trained ${axis === 0 ? 'rows' : 'columns'} but its mask has shape [${param.mask.shape}]`);
   }
-  return lineSet(Int32Array.from(indices), axis, shape[axis]!);
+  const set = lineSet(Int32Array.from(indices), axis, shape[axis]!);
+  if (set.lines.length < set.extent) return set;
+  set.dispose();
+  return undefined;
 }
 
 /** The shape of a parameter's trained lines: [k, C] for rows, [R, k] for columns. */
