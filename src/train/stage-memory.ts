@@ -39,8 +39,8 @@
  *                batch (--eval-batch-size) and sequence length (a held-out set given apart can be
  *                longer than the training sequences): forward only, no tape, with the weights, the optimizer
  *                state and the operator/LoRA terms above still resident (counted whole, on the safe
- *                side: AdamW's moments and the step's gradients, alive until after the evaluation
- *                in trainer.ts, are 3 of its 6 copies). Their forward runs in one tf.tidy
+ *                side: AdamW's moments and the step's gradients as the update read them, alive until
+ *                after the evaluation in trainer.ts, are 3 of its copies). Their forward runs in one tf.tidy
  *                (model-weights.ts forwardHidden), so every layer's intermediates are alive at its
  *                end: per token L · (18·D + 11·q + 11·kv + 8·I + 4·H·T) + 2·D floats (the streaming
  *                forward's per-layer term, memory-estimate.ts, times the depth); those are freed
