@@ -4,11 +4,15 @@ import { expect } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { floatTensor, writeCheckpoint } from '../../src/io/checkpoint-writer.js';
+import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import { describeCheckpoint } from '../../src/model/weight-source.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import type { MetricsLine } from '../../src/train/metrics-log.js';
 import { readMetrics } from '../../src/train/metrics-log.js';
 import type { StageOptions } from '../../src/train/stage.js';
+import { Rng } from '../../src/util/rng.js';
 
 export const STORIES = 'fixtures/stories260K';
 export const LLAMA = 'fixtures/llama-mha-f32';
@@ -92,4 +96,33 @@ export async function stageFileMaxAbsDiff(runA: string, runB: string, file: stri
 /** A short vanilla stage of llama-mha-f32 on cpu (4 steps of 2, a checkpoint every 2 steps): what the resume tests interrupt and resume. */
 export function llamaCheckpointedStage(run: string, train: SequenceSet, extra: Partial<StageOptions> = {}): StageOptions {
   return { model: LLAMA, modelDir: LLAMA, run, stage: 1, train, steps: 4, batchSize: 2, lr: 1e-3, saveEvery: 2, evalEvery: 0, expand: false, backend: 'cpu', method: 'vanilla', ...extra };
+}
+
+/**
+ * A Qwen2 copy of stories260K (model_type qwen2, GQA, tied) with q/k/v biases, seeded uniform
+ * in ±0.1 so they matter to the logits; o_proj and the MLP have none, as in Qwen2.
+ */
+export async function writeBiasedStories(out: string, seed: number): Promise<void> {
+  const base = await Checkpoint.open(STORIES);
+  try {
+    const { spec } = describeCheckpoint(base);
+    const q = spec.numHeads * spec.headDim;
+    const kv = spec.numKvHeads * spec.headDim;
+    const tensors = [];
+    for (const t of base.tensors()) {
+      const values = new Float32Array(await base.readFloat32(t.name));
+      tensors.push(floatTensor(t.name, 'F32', [...t.shape], async () => values));
+    }
+    const rng = new Rng(seed);
+    for (let l = 0; l < spec.numLayers; l++) {
+      for (const [p, n] of [['q_proj', q], ['k_proj', kv], ['v_proj', kv]] as const) {
+        const values = Float32Array.from({ length: n }, () => 0.2 * rng.next() - 0.1);
+        tensors.push(floatTensor(`model.layers.${l}.self_attn.${p}.bias`, 'F32', [n], async () => values));
+      }
+    }
+    const config = { ...base.config, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', use_sliding_window: false };
+    await writeCheckpoint({ outDir: out, tensors, layout: { kind: 'plan' }, files: { 'config.json': JSON.stringify(config) }, hash: false });
+  } finally {
+    await base.close();
+  }
 }
