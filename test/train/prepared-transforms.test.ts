@@ -3,18 +3,21 @@
 // That must be the same training as transforming and differentiating per micro-batch: same
 // losses, evaluations and gradient norms step by step, same trained tensors, operators and
 // scores, up to float rounding — for APEX (full and structured) and LoRA, whose hooks are the
-// transforms.
+// transforms; APEX structured also on a Qwen2 copy with q/k/v biases, whose v bias the hooks
+// transform (a prepared bias) and whose bias rows train under a mask.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SequenceSet } from '../../src/train/data.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
-import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun, writeBiasedStories } from './stage-fixtures.js';
 
-const cleanups: (() => void)[] = [];
+const biased = tempRun('prepared-qwen2');
+const cleanups: (() => void)[] = [biased.cleanup];
 afterAll(() => cleanups.forEach((c) => c()));
 let data: SequenceSet;
 let held: SequenceSet;
 
 beforeAll(async () => {
+  await writeBiasedStories(biased.dir, 17);
   const chunks = (await storyChunks(16)).sequences;
   data = idSet(chunks.slice(0, 12));
   held = idSet(chunks.slice(12, 16));
@@ -25,6 +28,7 @@ const scenarios = [
   { name: 'APEX full on wasm', options: { method: 'apex', setting: 'full', backend: 'wasm' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
   { name: 'APEX structured', options: { method: 'apex', setting: 'structured' }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
   { name: 'LoRA', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'] },
+  { name: 'APEX structured on wasm, Qwen2 with q/k/v biases', options: { method: 'apex', setting: 'structured', backend: 'wasm', model: biased.dir, modelDir: biased.dir }, files: ['trained.safetensors', 'operators.safetensors', 'scores.safetensors'] },
 ] as const;
 
 async function run(extra: Partial<StageOptions>): Promise<string> {

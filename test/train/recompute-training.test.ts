@@ -3,7 +3,8 @@
 // the same trained tensors, operators, adapters and score counts (scores.safetensors), for every
 // method, with gradient accumulation (the prepared per-step transforms) and without; on cpu, and
 // APEX full also on wasm. The stage records the choice in its provenance, and a stage trained
-// without it resumes with it (it is not part of the resume key).
+// without it resumes with it (it is not part of the resume key). APEX structured also runs on a
+// Qwen2 copy with q/k/v biases (the checkpointed layer's bias slots).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -15,7 +16,7 @@ import { stageSettingsFromFlags } from '../../src/train/stage-flags.js';
 import { resolveStageSettings } from '../../src/train/stage-options.js';
 import { RUN_CONFIG_NAMES, runStage, type StageOptions } from '../../src/train/stage.js';
 import { MINIMAL, tempFolder } from '../run/helpers.js';
-import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { idSet, stageFileMaxAbsDiff, stageMetrics, STORIES, storyChunks, tempRun, writeBiasedStories } from './stage-fixtures.js';
 
 // Counts the checkpointed layers the training runs, so that a stage that ignored the option
 // (and trained the ordinary way, trivially the same) fails.
@@ -25,12 +26,14 @@ vi.mock('../../src/model/recomputed-layer.js', async (importOriginal) => {
   return { ...m, recomputedDecoderLayer: (...args: Parameters<typeof m.recomputedDecoderLayer>) => (recomputed.layers++, m.recomputedDecoderLayer(...args)) };
 });
 
-const cleanups: (() => void)[] = [];
+const biased = tempRun('recompute-qwen2');
+const cleanups: (() => void)[] = [biased.cleanup];
 afterAll(() => cleanups.forEach((c) => c()));
 let data: SequenceSet;
 let held: SequenceSet;
 
 beforeAll(async () => {
+  await writeBiasedStories(biased.dir, 17);
   const chunks = (await storyChunks(16)).sequences;
   data = idSet(chunks.slice(0, 12));
   held = idSet(chunks.slice(12, 16));
@@ -44,6 +47,7 @@ const scenarios = [
   { name: 'LoRA, 3 micro-batches (prepared transforms)', options: { method: 'lora', loraRank: 2 }, files: ['trained.safetensors'], gradAccum: 3 },
   { name: 'APEX operators', options: { method: 'apex', setting: 'operators' }, files: ['operators.safetensors', 'scores.safetensors'], gradAccum: 1 },
   { name: 'APEX structured, 3 micro-batches', options: { method: 'apex', setting: 'structured' }, files: APEX_FILES, gradAccum: 3 },
+  { name: 'APEX structured on wasm, Qwen2 with q/k/v biases, 3 micro-batches', options: { method: 'apex', setting: 'structured', backend: 'wasm', model: biased.dir, modelDir: biased.dir }, files: APEX_FILES, gradAccum: 3 },
   { name: 'APEX full', options: { method: 'apex', setting: 'full' }, files: APEX_FILES, gradAccum: 1 },
   { name: 'APEX full, 3 micro-batches', options: { method: 'apex', setting: 'full' }, files: APEX_FILES, gradAccum: 3 },
   { name: 'APEX full on wasm, 3 micro-batches', options: { method: 'apex', setting: 'full', backend: 'wasm' }, files: APEX_FILES, gradAccum: 3 },
