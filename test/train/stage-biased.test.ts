@@ -1,10 +1,12 @@
-// Every method and setting end to end on a model with q/k/v biases (a Qwen2 copy of
-// stories260K; stage-settings.test.ts covers the bias-free LLaMA fixtures): a short stage (wasm)
-// lowers the held-out loss, its setting's invariants hold on the biases too (§3/§4: a bias
-// follows its rows; LoRA leaves biases alone), and the fused checkpoint `apex expand` writes
-// computes the operator-augmented model: its logits match the operator hooks
-// (src/ops/operator-hooks.ts, not fusion.ts) run on the base with trained.safetensors in place,
-// and its held-out loss the trainer's last evaluation.
+// Every method and setting end to end on models with biases, copies of stories260K
+// (stage-settings.test.ts covers the bias-free LLaMA fixtures): Qwen2 (q/k/v biases) and LLaMA
+// with attention_bias + mlp_bias (all seven). A short stage (wasm) lowers the held-out loss, its
+// setting's invariants hold on the biases too (§3/§4: a bias follows its rows; o_proj/down_proj
+// biases belong to no unit and stay as they are under `structured` and fusion; LoRA leaves
+// biases alone), and the fused checkpoint `apex expand` writes computes the operator-augmented
+// model: its output-side biases and logits match the operator hooks (src/ops/operator-hooks.ts,
+// not fusion.ts) run on the base with trained.safetensors in place, and its held-out loss the
+// trainer's last evaluation.
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 import { floatTensor, writeCheckpoint } from '../../src/io/checkpoint-writer.js';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import type { ProjectionKey } from '../../src/model/layer-hooks.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
 import { computeLogits } from '../../src/model/streaming-forward.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weight-source.js';
@@ -25,27 +28,30 @@ import { readAllF32, stageMetrics, storyChunks, tempRun, writeBiasedStories } fr
 
 const { dir: root, cleanup } = tempRun('biased');
 afterAll(cleanup);
-const BIASED = join(root, 'qwen2-stories260K');
-/** stories260K's 260032 plus 5 layers of q (64), k (32) and v (32) biases. */
-const BIASED_PARAMS = 260032 + 5 * (64 + 32 + 32);
 
-let base: Map<string, Float32Array>;
-let spec: ModelSpec;
-beforeAll(async () => {
-  await writeBiasedStories(BIASED, 17);
-  const ck = await Checkpoint.open(BIASED);
+interface BiasedModel {
+  readonly dir: string;
+  readonly spec: ModelSpec;
+  readonly base: Map<string, Float32Array>;
+}
+
+async function openBiased(kind: 'qwen2' | 'llama-all'): Promise<BiasedModel> {
+  const dir = join(root, kind);
+  await writeBiasedStories(dir, 17, kind);
+  const ck = await Checkpoint.open(dir);
   try {
-    spec = describeCheckpoint(ck).spec;
-    expect(spec.qkvBias).toBe(true);
-    base = new Map();
+    const base = new Map<string, Float32Array>();
     for (const name of ck.tensorNames()) base.set(name, await ck.readFloat32(name));
+    return { dir, spec: describeCheckpoint(ck).spec, base };
   } finally {
     await ck.close();
   }
-});
+}
 
-const BIAS = /^model\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj)\.bias$/;
-const biasNames = () => [...base.keys()].filter((n) => BIAS.test(n));
+const BIAS = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.bias$/;
+const biasNames = (m: BiasedModel) => [...m.base.keys()].filter((n) => BIAS.test(n));
+/** Biases with a fusion rule (§3 output side). */
+const OUTPUT_SIDE = new Set(['v_proj', 'gate_proj', 'up_proj']);
 
 /** Indices where two arrays differ bit for bit (Object.is: −0 ≠ +0, NaN = NaN). */
 function changed(a: Float32Array, b: Float32Array): number[] {
@@ -80,11 +86,11 @@ async function logitsOf(dir: string, sequences: Int32Array[], hooks?: (layer: nu
 }
 
 /** The biased base with the stage's trained.safetensors in place (what fusion starts from, §5). */
-async function writeUnfused(out: string, trained: ReadonlyMap<string, { values: Float32Array }>): Promise<void> {
-  const ck = await Checkpoint.open(BIASED);
+async function writeUnfused(model: BiasedModel, out: string, trained: ReadonlyMap<string, { values: Float32Array }>): Promise<void> {
+  const ck = await Checkpoint.open(model.dir);
   try {
     const tensors = ck.tensors().map((t) => {
-      const values = trained.get(t.name)?.values ?? base.get(t.name)!;
+      const values = trained.get(t.name)?.values ?? model.base.get(t.name)!;
       return floatTensor(t.name, 'F32', [...t.shape], async () => values);
     });
     await writeCheckpoint({ outDir: out, tensors, layout: { kind: 'plan' }, files: { 'config.json': JSON.stringify(ck.config) }, hash: false });
@@ -113,7 +119,7 @@ async function tunedUnits(path: string, kind: 'self_attn' | 'mlp'): Promise<Map<
 }
 
 /** Rows of q (query heads of the groups, HF repeat_kv order) or of k/v (the groups' KV heads). */
-function headRowSet(groups: Set<number>, query: boolean): Set<number> {
+function headRowSet(spec: ModelSpec, groups: Set<number>, query: boolean): Set<number> {
   const rows = new Set<number>();
   const perGroup = spec.numHeads / spec.numKvHeads;
   for (const g of groups) {
@@ -126,128 +132,160 @@ function headRowSet(groups: Set<number>, query: boolean): Set<number> {
 const runs: (() => void)[] = [];
 afterAll(() => runs.forEach((c) => c()));
 
-describe('every method and setting on a model with q/k/v biases (Qwen2 copy of stories260K, wasm)', () => {
-  const cases = [
-    { name: 'apex operators', options: { method: 'apex', setting: 'operators', lr: 3e-2 } },
-    { name: 'apex structured', options: { method: 'apex', setting: 'structured', lr: 3e-3 } },
-    { name: 'apex full', options: { method: 'apex', setting: 'full', lr: 3e-3 } },
-    { name: 'vanilla', options: { method: 'vanilla', lr: 3e-3 } },
-    { name: 'lora', options: { method: 'lora', loraRank: 4, lr: 1e-2 } },
-  ] as const;
+const MODELS = [
+  { kind: 'qwen2', name: 'Qwen2, q/k/v biases', params: 260032 + 5 * (64 + 32 + 32) },
+  { kind: 'llama-all', name: 'LLaMA attention_bias + mlp_bias, all seven biases', params: 260032 + 5 * (64 + 32 + 32 + 64 + 172 + 172 + 64) },
+] as const;
 
-  for (const c of cases) {
-    it(`${c.name}: held-out loss falls; the setting's rule holds on the biases; fused = operator-augmented`, async () => {
-      const data = await storyChunks(32);
-      const { dir: run, cleanup: done } = tempRun('biased-stage');
-      runs.push(done);
-      const result = await runStage({ model: BIASED, modelDir: BIASED, run, stage: 1, train: data, eval: data, steps: 6, batchSize: 4, backend: 'wasm', ...(c.options as Partial<StageOptions>) });
-      const stageDir = join(run, 'stages', '1');
-      const apex = c.options.method === 'apex';
+const CASES = [
+  { name: 'apex operators', options: { method: 'apex', setting: 'operators', lr: 3e-2 } },
+  { name: 'apex structured', options: { method: 'apex', setting: 'structured', lr: 3e-3 } },
+  { name: 'apex full', options: { method: 'apex', setting: 'full', lr: 3e-3 } },
+  { name: 'vanilla', options: { method: 'vanilla', lr: 3e-3 } },
+  { name: 'lora', options: { method: 'lora', loraRank: 4, lr: 1e-2 } },
+] as const;
 
-      // Training: finite, falling held-out loss, as on the bias-free fixtures.
-      const metrics = await stageMetrics(run);
-      const evals = metrics.filter((l) => l.eval_loss !== undefined).map((l) => l.eval_loss!);
-      expect(evals.every(Number.isFinite)).toBe(true);
-      expect(evals[0]!).toBeGreaterThan(6);
-      expect(evals.at(-1)!).toBeLessThan(evals[0]! - 1);
-      expect(result.trainable.modelParams).toBe(BIASED_PARAMS);
-      expect(result.modelDir).toBe(join(stageDir, 'model'));
-      expect(existsSync(join(stageDir, 'operators.safetensors'))).toBe(apex);
-      expect(existsSync(join(stageDir, 'trained.safetensors'))).toBe(c.options.method !== 'apex' || c.options.setting !== 'operators');
-
-      const trained = existsSync(join(stageDir, 'trained.safetensors')) ? await readAllF32(join(stageDir, 'trained.safetensors')) : new Map<string, { shape: number[]; values: Float32Array }>();
-      const fusedTensors = await readAllF32(join(stageDir, 'model', 'model.safetensors'));
-      expect([...fusedTensors.keys()].sort()).toEqual([...base.keys()].sort());
-      const ops = apex ? (await readOperatorFile(join(stageDir, 'operators.safetensors'), spec)).layers : [];
-
-      if (c.name === 'apex operators') {
-        // No model tensor trains; fusion changes only v/o/gate/up/down (weights) and the v bias,
-        // and the v bias only on its operator's rows P ∪ N.
-        expect(result.trainable.direct).toBe(0);
-        for (const [name, values] of base) {
-          if (/\.(v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/.test(name) || name.endsWith('v_proj.bias')) continue;
-          expect(changed(values, fusedTensors.get(name)!.values), name).toEqual([]);
-        }
-      } else if (c.name === 'apex structured') {
-        // Only the tuned rows of q/k/v weights and of their biases change (and o columns, MLP
-        // lines, embeddings): checked here for the attention tensors and the biases.
-        const groups = await tunedUnits(join(stageDir, 'operators.safetensors'), 'self_attn');
-        let expectedDirect = spec.vocabSize * spec.hiddenSize; // tied embeddings, trained by default
-        for (const name of biasNames()) expect(trained.has(name), `${name} in trained.safetensors`).toBe(true);
-        let biasRowsChanged = 0;
-        for (const [name, t] of trained) {
-          const m = /^model\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj)\.(weight|bias)$/.exec(name);
-          if (!m) continue;
-          const rows = headRowSet(groups.get(Number(m[1])) ?? new Set(), m[2] === 'q_proj');
-          const cols = m[3] === 'bias' ? 1 : spec.hiddenSize;
-          expectedDirect += rows.size * cols;
-          const outside = changed(base.get(name)!, t.values).filter((i) => !rows.has(Math.floor(i / cols)));
-          expect(outside.slice(0, 5), `${name}: entries changed outside the tuned rows`).toEqual([]);
-          if (m[3] === 'bias') biasRowsChanged += changed(base.get(name)!, t.values).length;
-        }
-        expect(biasRowsChanged).toBeGreaterThan(0);
-        for (const g of groups.values()) expectedDirect += spec.hiddenSize * headRowSet(g, true).size; // o_proj columns
-        // gate/up rows and down columns of the tuned channels.
-        for (const units of (await tunedUnits(join(stageDir, 'operators.safetensors'), 'mlp')).values()) expectedDirect += 3 * spec.hiddenSize * units.size;
-        expect(result.trainable.direct).toBe(expectedDirect);
-      } else if (c.name === 'apex full' || c.name === 'vanilla') {
-        // Every tensor trains, biases included.
-        expect(result.trainable.direct).toBe(BIASED_PARAMS);
-        for (const name of biasNames()) {
-          expect(trained.has(name), `${name} in trained.safetensors`).toBe(true);
-          expect(changed(base.get(name)!, trained.get(name)!.values).length, `${name} trained`).toBeGreaterThan(0);
-        }
-      } else {
-        // LoRA adapts the seven projection weights; the biases are left as they are.
-        expect(result.trainable.direct).toBe(0);
-        expect(result.trainable.adapters).toBeGreaterThan(0);
-        expect([...trained.keys()].filter((n) => !n.endsWith('_proj.weight'))).toEqual([]);
-        expect(trained.size).toBe(7 * spec.numLayers);
-        for (const name of biasNames()) expect(changed(base.get(name)!, fusedTensors.get(name)!.values), name).toEqual([]);
-        // …and the PEFT adapter says so (PEFT would otherwise look for trained biases).
-        expect(JSON.parse(await readFile(join(stageDir, 'adapter', 'adapter_config.json'), 'utf8')).bias).toBe('none');
-      }
-
-      // q/k biases are never mixed by fusion: the fused model holds the trained (or base) ones.
-      for (const name of biasNames()) {
-        if (name.endsWith('v_proj.bias')) continue;
-        const expected = trained.get(name)?.values ?? base.get(name)!;
-        expect(changed(expected, fusedTensors.get(name)!.values), `${name}: fused = trained`).toEqual([]);
-      }
-
-      // Fusion = the operator-augmented forward (hooks on the base with the trained tensors in place).
-      const unfused = join(run, 'unfused');
-      await writeUnfused(unfused, trained);
-      const vars: TrainableLayerOperators[] = ops.map(operatorVariables);
-      try {
-        const hooksOf = new Map(vars.map((v) => [v.layer, operatorHooks(v, spec)]));
-        // The v bias itself: fused = the hooks' output-side rule applied to the unfused bias.
-        const unfusedF32 = await readAllF32(join(unfused, 'model.safetensors'));
-        for (let l = 0; l < spec.numLayers; l++) {
-          const name = `model.layers.${l}.self_attn.v_proj.bias`;
-          const hooks = hooksOf.get(l);
-          const before = unfusedF32.get(name)!.values;
-          const want = hooks?.transformBias ? tf.tidy(() => hooks.transformBias!('v_proj', tf.tensor1d(before)).dataSync() as Float32Array) : before;
-          expect(maxAbsDiff(want, fusedTensors.get(name)!.values), name).toBeLessThanOrEqual(1e-6);
-          const attn = ops.find((o) => o.layer === l)?.attn;
-          const mixed = headRowSet(new Set([...(attn?.P ?? []), ...(attn?.N ?? [])]), false);
-          const moved = changed(before, fusedTensors.get(name)!.values);
-          expect(moved.filter((r) => !mixed.has(r)), `${name}: rows outside P ∪ N moved`).toEqual([]);
-          if (attn) expect(moved.length, `${name}: the operator moved it`).toBeGreaterThan(0);
-        }
-        const sequences = data.sequences.slice(0, 2);
-        const augmented = await logitsOf(unfused, sequences, apex ? (l) => hooksOf.get(l) : undefined);
-        const fused = await logitsOf(join(stageDir, 'model'), sequences);
-        const scale = maxAbs(augmented);
-        expect(maxAbsDiff(fused, augmented)).toBeLessThanOrEqual(1e-4 * scale);
-        if (apex) expect(maxAbsDiff(await logitsOf(unfused, sequences), augmented), 'the operators matter').toBeGreaterThan(1e-3 * scale);
-      } finally {
-        vars.forEach(disposeOperatorVariables);
-      }
-
-      // The fused checkpoint's held-out loss is the trainer's last evaluation of the augmented model.
-      const fusedEval = await evaluateCheckpoint(join(stageDir, 'model'), data, { batchSize: 4 });
-      expect(Math.abs(fusedEval.meanNll - evals.at(-1)!) / evals.at(-1)!).toBeLessThan(1e-4);
+for (const M of MODELS) {
+  describe(`every method and setting on a biased copy of stories260K: ${M.name} (wasm)`, () => {
+    let model: BiasedModel;
+    beforeAll(async () => {
+      model = await openBiased(M.kind);
+      expect(model.spec.qkvBias).toBe(true);
     });
-  }
-});
+
+    for (const c of CASES) {
+      it(`${c.name}: held-out loss falls; the setting's rule holds on the biases; fused = operator-augmented`, async () => {
+        const { spec, base } = model;
+        const data = await storyChunks(32);
+        const { dir: run, cleanup: done } = tempRun('biased-stage');
+        runs.push(done);
+        const result = await runStage({ model: model.dir, modelDir: model.dir, run, stage: 1, train: data, eval: data, steps: 6, batchSize: 4, backend: 'wasm', ...(c.options as Partial<StageOptions>) });
+        const stageDir = join(run, 'stages', '1');
+        const apex = c.options.method === 'apex';
+        expect(biasNames(model).length).toBe((M.kind === 'qwen2' ? 3 : 7) * spec.numLayers);
+
+        // Training: finite, falling held-out loss, as on the bias-free fixtures.
+        const metrics = await stageMetrics(run);
+        const evals = metrics.filter((l) => l.eval_loss !== undefined).map((l) => l.eval_loss!);
+        expect(evals.every(Number.isFinite)).toBe(true);
+        expect(evals[0]!).toBeGreaterThan(6);
+        expect(evals.at(-1)!).toBeLessThan(evals[0]! - 1);
+        expect(result.trainable.modelParams).toBe(M.params);
+        expect(result.modelDir).toBe(join(stageDir, 'model'));
+        expect(existsSync(join(stageDir, 'operators.safetensors'))).toBe(apex);
+        expect(existsSync(join(stageDir, 'trained.safetensors'))).toBe(c.name !== 'apex operators');
+
+        const trained = existsSync(join(stageDir, 'trained.safetensors')) ? await readAllF32(join(stageDir, 'trained.safetensors')) : new Map<string, { shape: number[]; values: Float32Array }>();
+        const fusedTensors = await readAllF32(join(stageDir, 'model', 'model.safetensors'));
+        expect([...fusedTensors.keys()].sort()).toEqual([...base.keys()].sort());
+        const ops = apex ? (await readOperatorFile(join(stageDir, 'operators.safetensors'), spec)).layers : [];
+
+        if (c.name === 'apex operators') {
+          // No model tensor trains; fusion changes only the v/o/gate/up/down weights and the
+          // output-side (v/gate/up) biases: everything else, o/down biases included, byte for byte.
+          expect(result.trainable.direct).toBe(0);
+          for (const [name, values] of base) {
+            if (/\.(v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/.test(name) || OUTPUT_SIDE.has(BIAS.exec(name)?.[2] ?? '')) continue;
+            expect(changed(values, fusedTensors.get(name)!.values), name).toEqual([]);
+          }
+        } else if (c.name === 'apex structured') {
+          // Only the tuned rows (q/k/v/gate/up, weights and biases) and columns (o/down weights)
+          // change; o/down biases belong to no unit and stay frozen (not in trained.safetensors).
+          const heads = await tunedUnits(join(stageDir, 'operators.safetensors'), 'self_attn');
+          const channels = await tunedUnits(join(stageDir, 'operators.safetensors'), 'mlp');
+          let expectedDirect = spec.vocabSize * spec.hiddenSize; // tied embeddings, trained by default
+          let biasEntriesChanged = 0;
+          for (const [name, values] of base) {
+            const m = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.(weight|bias)$/.exec(name);
+            if (!m) continue;
+            const layer = Number(m[1]);
+            const proj = m[2] as ProjectionKey;
+            const isBias = m[3] === 'bias';
+            const g = heads.get(layer) ?? new Set<number>();
+            const ch = channels.get(layer) ?? new Set<number>();
+            const rowUnits = proj === 'q_proj' ? headRowSet(spec, g, true) : proj === 'k_proj' || proj === 'v_proj' ? headRowSet(spec, g, false) : proj === 'gate_proj' || proj === 'up_proj' ? ch : undefined;
+            const colUnits = isBias ? undefined : proj === 'o_proj' ? headRowSet(spec, g, true) : proj === 'down_proj' ? ch : undefined;
+            const t = trained.get(name);
+            if (rowUnits === undefined && colUnits === undefined) {
+              expect(t, `${name}: frozen, not in trained.safetensors`).toBeUndefined();
+              continue;
+            }
+            expect(t, `${name} in trained.safetensors`).toBeDefined();
+            const cols = isBias ? 1 : (t!.shape[1] as number);
+            const rows = values.length / cols;
+            expectedDirect += rowUnits ? rowUnits.size * cols : colUnits!.size * rows;
+            const moved = changed(values, t!.values);
+            const outside = moved.filter((i) => !(rowUnits?.has(Math.floor(i / cols)) ?? colUnits!.has(i % cols)));
+            expect(outside.slice(0, 5), `${name}: entries changed outside the tuned units`).toEqual([]);
+            if (isBias) biasEntriesChanged += moved.length;
+          }
+          expect(biasEntriesChanged).toBeGreaterThan(0);
+          expect(result.trainable.direct).toBe(expectedDirect);
+        } else if (c.name === 'apex full' || c.name === 'vanilla') {
+          // Every tensor trains, biases included.
+          expect(result.trainable.direct).toBe(M.params);
+          for (const name of biasNames(model)) {
+            expect(trained.has(name), `${name} in trained.safetensors`).toBe(true);
+            expect(changed(base.get(name)!, trained.get(name)!.values).length, `${name} trained`).toBeGreaterThan(0);
+          }
+        } else {
+          // LoRA adapts the seven projection weights; the biases are left as they are.
+          expect(result.trainable.direct).toBe(0);
+          expect(result.trainable.adapters).toBeGreaterThan(0);
+          expect([...trained.keys()].filter((n) => !n.endsWith('_proj.weight'))).toEqual([]);
+          expect(trained.size).toBe(7 * spec.numLayers);
+          for (const name of biasNames(model)) expect(changed(base.get(name)!, fusedTensors.get(name)!.values), name).toEqual([]);
+          // …and the PEFT adapter says so (PEFT would otherwise look for trained biases).
+          expect(JSON.parse(await readFile(join(stageDir, 'adapter', 'adapter_config.json'), 'utf8')).bias).toBe('none');
+        }
+
+        // Biases without a fusion rule (q/k; o/down) are the trained (or base) ones in the fused model.
+        for (const name of biasNames(model)) {
+          if (OUTPUT_SIDE.has(BIAS.exec(name)![2]!)) continue;
+          const expected = trained.get(name)?.values ?? base.get(name)!;
+          expect(changed(expected, fusedTensors.get(name)!.values), `${name}: fused = trained`).toEqual([]);
+        }
+
+        // Fusion = the operator-augmented forward (hooks on the base with the trained tensors in place).
+        const unfused = join(run, 'unfused');
+        await writeUnfused(model, unfused, trained);
+        const vars: TrainableLayerOperators[] = ops.map(operatorVariables);
+        try {
+          const hooksOf = new Map(vars.map((v) => [v.layer, operatorHooks(v, spec)]));
+          // Output-side biases: fused = the hooks' rule on the unfused bias, moved on P ∪ N rows only.
+          const unfusedF32 = await readAllF32(join(unfused, 'model.safetensors'));
+          for (const name of biasNames(model)) {
+            const [, layerText, projText] = BIAS.exec(name)!;
+            const proj = projText as ProjectionKey;
+            if (!OUTPUT_SIDE.has(proj)) continue;
+            const layer = Number(layerText);
+            const hooks = hooksOf.get(layer);
+            const before = unfusedF32.get(name)!.values;
+            const after = fusedTensors.get(name)!.values;
+            const want = hooks?.transformBias ? tf.tidy(() => hooks.transformBias!(proj, tf.tensor1d(before)).dataSync() as Float32Array) : before;
+            expect(maxAbsDiff(want, after), name).toBeLessThanOrEqual(1e-6);
+            const layerOps = ops.find((o) => o.layer === layer);
+            const op = proj === 'v_proj' ? layerOps?.attn : layerOps?.mlp;
+            const units = new Set([...(op?.P ?? []), ...(op?.N ?? [])]);
+            const mixed = proj === 'v_proj' ? headRowSet(spec, units, false) : units;
+            const moved = changed(before, after);
+            expect(moved.filter((r) => !mixed.has(r)), `${name}: rows outside P ∪ N moved`).toEqual([]);
+            if (op) expect(moved.length, `${name}: the operator moved it`).toBeGreaterThan(0);
+          }
+          const sequences = data.sequences.slice(0, 2);
+          const augmented = await logitsOf(unfused, sequences, apex ? (l) => hooksOf.get(l) : undefined);
+          const fused = await logitsOf(join(stageDir, 'model'), sequences);
+          const scale = maxAbs(augmented);
+          expect(maxAbsDiff(fused, augmented)).toBeLessThanOrEqual(1e-4 * scale);
+          if (apex) expect(maxAbsDiff(await logitsOf(unfused, sequences), augmented), 'the operators matter').toBeGreaterThan(1e-3 * scale);
+        } finally {
+          vars.forEach(disposeOperatorVariables);
+        }
+
+        // The fused checkpoint's held-out loss is the trainer's last evaluation of the augmented model.
+        const fusedEval = await evaluateCheckpoint(join(stageDir, 'model'), data, { batchSize: 4 });
+        expect(Math.abs(fusedEval.meanNll - evals.at(-1)!) / evals.at(-1)!).toBeLessThan(1e-4);
+      });
+    }
+  });
+}

@@ -99,10 +99,11 @@ export function llamaCheckpointedStage(run: string, train: SequenceSet, extra: P
 }
 
 /**
- * A Qwen2 copy of stories260K (model_type qwen2, GQA, tied) with q/k/v biases, seeded uniform
- * in ±0.1 so they matter to the logits; o_proj and the MLP have none, as in Qwen2.
+ * A biased copy of stories260K (GQA, tied), its biases seeded uniform in ±0.1 so they matter to
+ * the logits. `qwen2`: model_type qwen2 with q/k/v biases (o_proj and the MLP have none, as in
+ * Qwen2); `llama-all`: LLaMA with attention_bias and mlp_bias, all seven projections biased.
  */
-export async function writeBiasedStories(out: string, seed: number): Promise<void> {
+export async function writeBiasedStories(out: string, seed: number, kind: 'qwen2' | 'llama-all' = 'qwen2'): Promise<void> {
   const base = await Checkpoint.open(STORIES);
   try {
     const { spec } = describeCheckpoint(base);
@@ -113,14 +114,18 @@ export async function writeBiasedStories(out: string, seed: number): Promise<voi
       const values = new Float32Array(await base.readFloat32(t.name));
       tensors.push(floatTensor(t.name, 'F32', [...t.shape], async () => values));
     }
+    const biases: [string, number][] = [['self_attn.q_proj', q], ['self_attn.k_proj', kv], ['self_attn.v_proj', kv]];
+    if (kind === 'llama-all') biases.push(['self_attn.o_proj', spec.hiddenSize], ['mlp.gate_proj', spec.intermediateSize], ['mlp.up_proj', spec.intermediateSize], ['mlp.down_proj', spec.hiddenSize]);
     const rng = new Rng(seed);
     for (let l = 0; l < spec.numLayers; l++) {
-      for (const [p, n] of [['q_proj', q], ['k_proj', kv], ['v_proj', kv]] as const) {
+      for (const [p, n] of biases) {
         const values = Float32Array.from({ length: n }, () => 0.2 * rng.next() - 0.1);
-        tensors.push(floatTensor(`model.layers.${l}.self_attn.${p}.bias`, 'F32', [n], async () => values));
+        tensors.push(floatTensor(`model.layers.${l}.${p}.bias`, 'F32', [n], async () => values));
       }
     }
-    const config = { ...base.config, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', use_sliding_window: false };
+    const config = kind === 'qwen2'
+      ? { ...base.config, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', use_sliding_window: false }
+      : { ...base.config, attention_bias: true, mlp_bias: true };
     await writeCheckpoint({ outDir: out, tensors, layout: { kind: 'plan' }, files: { 'config.json': JSON.stringify(config) }, hash: false });
   } finally {
     await base.close();
