@@ -5,7 +5,6 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, expect, it } from 'vitest';
-import { floatTensor, writeCheckpoint } from '../../src/io/checkpoint-writer.js';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { describeCheckpoint } from '../../src/model/weight-source.js';
@@ -13,32 +12,15 @@ import { selectModel } from '../../src/ops/selection.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { buildStageTrainables, optimizerEntryCount } from '../../src/train/stage-trainables.js';
 import { Rng } from '../../src/util/rng.js';
-import { STORIES, tempRun } from './stage-fixtures.js';
+import { tempRun, writeBiasedStories } from './stage-fixtures.js';
 
 const { dir, cleanup } = tempRun('structured-bias');
 afterAll(cleanup);
 
 it('structured with q/k/v biases: the optimizer builds, steps, and moves the tuned bias rows only', async () => {
   await selectBackend('cpu');
-  const base = await Checkpoint.open(STORIES);
-  const { spec: baseSpec } = describeCheckpoint(base);
-  const q = baseSpec.numHeads * baseSpec.headDim;
-  const kv = baseSpec.numKvHeads * baseSpec.headDim;
-  const tensors = [];
-  for (const t of base.tensors()) {
-    const values = new Float32Array(await base.readFloat32(t.name));
-    tensors.push(floatTensor(t.name, 'F32', [...t.shape], async () => values));
-  }
-  for (let l = 0; l < baseSpec.numLayers; l++) {
-    for (const [p, n] of [['q_proj', q], ['k_proj', kv], ['v_proj', kv]] as const) {
-      const values = Float32Array.from({ length: n }, (_, i) => 0.01 * (i % 7));
-      tensors.push(floatTensor(`model.layers.${l}.self_attn.${p}.bias`, 'F32', [n], async () => values));
-    }
-  }
   const out = join(dir, 'biased');
-  await writeCheckpoint({ outDir: out, tensors, layout: { kind: 'plan' }, files: { 'config.json': JSON.stringify({ ...base.config, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', use_sliding_window: false }) }, hash: false });
-  await base.close();
-
+  await writeBiasedStories(out, 7, 'qwen2');
   const checkpoint = await Checkpoint.open(out);
   const { spec } = describeCheckpoint(checkpoint);
   expect(spec.qkvBias).toBe(true);
@@ -59,6 +41,7 @@ it('structured with q/k/v biases: the optimizer builds, steps, and moves the tun
   const after = await bias!.variable.data() as Float32Array;
   const trained = new Set(t.direct.find((d) => d.name === biasName)!.rows);
   expect(trained.size).toBeGreaterThan(0);
+  const kv = spec.numKvHeads * spec.headDim;
   expect(trained.size).toBeLessThan(kv);
   for (let i = 0; i < kv; i++) {
     if (trained.has(i)) expect(after[i], `row ${i}`).not.toBe(before[i]);
