@@ -36,8 +36,8 @@ let live = 0;
 let peak = 0;
 const malloc = wasm._malloc.bind(wasm);
 const free = wasm._free.bind(wasm);
-wasm._malloc = (n) => { const p = malloc(n); sizes.set(p, n); live += n; peak = Math.max(peak, live); return p; };
-wasm._free = (p) => { live -= sizes.get(p) ?? 0; sizes.delete(p); free(p); };
+wasm._malloc = (n) => { const p = malloc(n); sizes.set(p >>> 0, n); live += n; peak = Math.max(peak, live); return p; };
+wasm._free = (p) => { live -= sizes.get(p >>> 0) ?? 0; sizes.delete(p >>> 0); free(p); };
 
 const abort = new AbortController();
 const MB = (x: number) => Math.round(x / 1e4) / 100;
