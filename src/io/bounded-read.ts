@@ -13,13 +13,24 @@ import { InputError } from '../errors.js';
 export const MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024;
 export const MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024;
 
+/** A file (or a pipe's stream) larger than the limit for its kind: callers may word it their way. */
+export class FileTooLargeError extends InputError {
+  readonly path: string;
+  readonly maxBytes: number;
+  constructor(path: string, size: string, maxBytes: number, code: string) {
+    super(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+    this.path = path;
+    this.maxBytes = maxBytes;
+  }
+}
+
 /**
- * The file's bytes; InputError with `code` when it is a device or socket, or larger than
- * `maxBytes`. File-system errors (ENOENT, EACCES, EISDIR…) are thrown as they come, for the
+ * The file's bytes; InputError with `code` when it is a device or socket, FileTooLargeError when
+ * it is larger than `maxBytes`. File-system errors (ENOENT, EACCES, EISDIR…) are thrown as they come, for the
  * caller's message.
  */
 export async function readBoundedFile(path: string, maxBytes: number, code: string): Promise<Buffer> {
-  const tooLarge = (size: string) => new InputError(`${path}: ${size}, more than the ${maxBytes}-byte limit for this file (is it the right file?)`, code);
+  const tooLarge = (size: string) => new FileTooLargeError(path, size, maxBytes, code);
   // A pipe has no size to check first: read up to the limit, on the event loop where the
   // platform allows (pipe-stream.ts).
   if ((await stat(path)).isFIFO()) return readUpTo(path, maxBytes, () => tooLarge('more bytes'));

@@ -5,7 +5,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { readBoundedText } from '../io/bounded-read.js';
+import { FileTooLargeError, readBoundedText } from '../io/bounded-read.js';
 import path from 'node:path';
 import { LineCounter, isMap, isScalar, parseDocument, type Node as YamlNode } from 'yaml';
 import { InputError, UsageError } from '../errors.js';
@@ -153,7 +153,7 @@ async function readConfigText(file: string, absolute: string): Promise<string> {
   } catch (err) {
     // A pipe over the limit is too large like a file over it (exit 2); the reader's messages
     // start with the path, which this one already names.
-    if (err instanceof InputError && /-byte limit for this file/.test(err.message)) {
+    if (err instanceof FileTooLargeError) {
       throw new UsageError(`config file ${file} is more than ${MAX_CONFIG_BYTES} bytes; a config file is a few kilobytes`, 'CONFIG_INVALID');
     }
     const message = (err as Error).message;

@@ -1,7 +1,8 @@
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
+import { InputError, UsageError } from '../../src/errors.js';
 import { resolveConfig } from '../../src/run/config.js';
 import { MINIMAL, fileProblems, problemLines, tempFolder } from './helpers.js';
 
@@ -256,6 +257,21 @@ describe('config errors: reporting', () => {
     const err = await resolveConfig({ file: '/dev/zero', cwd: tempFolder() }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
     expect((err as InputError).message).toBe('config file /dev/zero: not a regular file (a socket or device); apex reads this file whole, so it must be a file');
+  });
+
+  it.skipIf(process.platform === 'win32')('a pipe given as config file that passes the size limit is too large, as a file is (exit 2, CONFIG_INVALID)', async () => {
+    const dir = tempFolder();
+    const fifo = path.join(dir, 'config.yaml');
+    execFileSync('mkfifo', [fifo]);
+    // A writer of 2 MiB (twice the limit); it may be cut off when the reader stops.
+    const writer = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(fifo)}, 'w'); try { fs.writeSync(fd, Buffer.alloc(2 << 20, 0x23)); } catch {}`], { stdio: 'ignore' });
+    try {
+      const err = await resolveConfig({ file: fifo, cwd: dir }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UsageError);
+      expect(err).toMatchObject({ code: 'CONFIG_INVALID', exit: 2, message: `config file ${fifo} is more than 1048576 bytes; a config file is a few kilobytes` });
+    } finally {
+      writer.kill();
+    }
   });
 
   it('override paths get the same unknown-key and section checks', async () => {
