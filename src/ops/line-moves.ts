@@ -10,10 +10,13 @@
  * kernel of ours: a copy plus a loop over k lines, where tfjs's own route (GatherV2 along a
  * feature axis, or concat + a segment sum to rebuild the full tensor) costs several passes
  * over the whole tensor per call and direction. Other backends (webgpu, tensorflow) run the
- * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put.
+ * same semantics with tfjs ops: gather for take, gather over concat([x, updates]) for put (or,
+ * where that concatenation would not fit one webgpu storage binding, the updates spread to x's
+ * shape by a gather and chosen line by line with a where).
  */
 import * as tf from '@tensorflow/tfjs';
 import { jsKernelRegistration, onJsBackend, type KernelIo } from './js-kernel-io.js';
+import { maxStorageBindingBytes } from './webgpu-programs.js';
 
 export type LineAxis = 0 | 1;
 
@@ -106,9 +109,11 @@ function checkLines(lines: Int32Array, extent: number): void {
 
 /**
  * Lines `lines` along `axis` of tensors with `extent` lines on that axis. `portable: true`
- * forces the tfjs-ops route that non-JavaScript backends take (to check it on any backend).
+ * forces the tfjs-ops route that non-JavaScript backends take, and `spread: true` with it that
+ * route's put without the concatenation (where the concatenation would not fit a webgpu
+ * binding), to check them on any backend.
  */
-export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, options: { portable?: boolean } = {}): LineSet {
+export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, options: { portable?: boolean; spread?: boolean } = {}): LineSet {
   checkLines(lines, extent);
   registerLineKernels();
   const k = lines.length;
@@ -140,6 +145,31 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
     };
   }) as (x: tf.Tensor2D, updates: tf.Tensor2D) => tf.Tensor2D;
 
+  // put without the concatenation: concat([x, updates]) is one tensor larger than x, and on
+  // webgpu a tensor a shader reads or writes must fit one storage binding
+  // (maxStorageBufferBindingSize); past it the concat and the gather are dropped by the device and
+  // the result reads as zeros (or a recycled buffer's bytes). Here no tensor is larger than x:
+  // the updates spread to x's shape (line c from updates' line i where c = lines[i]), then a
+  // where picks them on the listed lines. The same bits (both only copy).
+  let spread: { position: tf.Tensor1D; listed: tf.Tensor } | undefined;
+  const putSpread = (x: tf.Tensor2D, updates: tf.Tensor2D): tf.Tensor2D => {
+    if (spread === undefined) {
+      const positionArr = new Int32Array(extent);
+      const listedArr = new Uint8Array(extent);
+      lines.forEach((c, i) => {
+        positionArr[c] = i;
+        listedArr[c] = 1;
+      });
+      spread = {
+        position: tf.keep(tf.tensor1d(positionArr, 'int32')) as tf.Tensor1D,
+        listed: tf.keep(tf.tensor(listedArr, axis === 0 ? [extent, 1] : [1, extent], 'bool')),
+      };
+    }
+    const { position, listed } = spread;
+    return tf.tidy(() => tf.where(listed, tf.gather(updates, position, axis), x) as tf.Tensor2D);
+  };
+  const concatFits = (x: tf.Tensor2D, updates: tf.Tensor2D) => 4 * (x.size + updates.size) <= maxStorageBindingBytes();
+
   const usesJsKernels = () => !options.portable && onJsBackend();
   const check = (x: tf.Tensor2D) => {
     if (x.rank !== 2 || x.shape[axis] !== extent) throw new RangeError(`line move expects ${extent} lines along axis ${axis}, got [${x.shape}]`);
@@ -153,11 +183,14 @@ export function lineSet(lines: Int32Array, axis: LineAxis, extent: number, optio
     put: (x, updates) => {
       check(x);
       // The tidy frees the concatenation where a caller runs outside a scope (AdamW's step).
-      return usesJsKernels() ? putJs(x, updates) : tf.tidy(() => tf.gather(tf.concat([x, updates], axis), from, axis) as tf.Tensor2D);
+      if (usesJsKernels()) return putJs(x, updates);
+      if (k > 0 && (options.spread === true || !concatFits(x, updates))) return putSpread(x, updates);
+      return tf.tidy(() => tf.gather(tf.concat([x, updates], axis), from, axis) as tf.Tensor2D);
     },
     dispose: () => {
       idx.dispose();
       from.dispose();
+      if (spread !== undefined) tf.dispose([spread.position, spread.listed]);
     },
   };
 }

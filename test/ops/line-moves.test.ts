@@ -1,6 +1,7 @@
 // Line moves against hand-computed values and against tfjs's own gather (values and
 // gradients), on the JavaScript kernels (cpu, wasm) and on the portable route that other
-// backends take.
+// backends take (with put's concatenation, and without it: the route webgpu takes where the
+// concatenation would not fit one storage binding, checked there in line-moves-webgpu.test.ts).
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/model/backend.js';
@@ -9,15 +10,15 @@ import { lineSet, type LineAxis } from '../../src/ops/line-moves.js';
 const x = () => tf.tensor2d([[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]]);
 
 for (const backend of ['cpu', 'wasm'] as const) {
-  for (const portable of [false, true]) {
-    describe(`line moves on ${backend}${portable ? ' (portable route)' : ''}`, () => {
+  for (const [portable, spread] of [[false, false], [true, false], [true, true]] as const) {
+    describe(`line moves on ${backend}${portable ? ` (portable route${spread ? ', put without the concatenation' : ''})` : ''}`, () => {
       beforeAll(async () => {
         await selectBackend(backend);
       });
 
       it('take and put rows / columns by hand', () => {
-        const rows = lineSet(Int32Array.of(2, 0), 0, 3, { portable });
-        const cols = lineSet(Int32Array.of(3, 1), 1, 4, { portable });
+        const rows = lineSet(Int32Array.of(2, 0), 0, 3, { portable, spread });
+        const cols = lineSet(Int32Array.of(3, 1), 1, 4, { portable, spread });
         tf.tidy(() => {
           expect(rows.take(x()).arraySync()).toEqual([[20, 21, 22, 23], [0, 1, 2, 3]]);
           expect(cols.take(x()).arraySync()).toEqual([[3, 1], [13, 11], [23, 21]]);
@@ -30,11 +31,11 @@ for (const backend of ['cpu', 'wasm'] as const) {
 
       for (const axis of [0, 1] as LineAxis[]) {
         it(`gradients equal those of gather / a masked sum (axis ${axis})`, () => {
-          const lines = lineSet(axis === 0 ? Int32Array.of(1, 4, 2) : Int32Array.of(3, 0), axis, axis === 0 ? 5 : 4, { portable });
+          const lines = lineSet(axis === 0 ? Int32Array.of(1, 4, 2) : Int32Array.of(3, 0), axis, axis === 0 ? 5 : 4, { portable, spread });
           const shape: [number, number] = axis === 0 ? [5, 4] : [3, 4];
-          const X = tf.variable(tf.randomNormal(shape, 0, 1, 'float32', 7), true, `lm-x-${backend}-${portable}-${axis}`);
+          const X = tf.variable(tf.randomNormal(shape, 0, 1, 'float32', 7), true, `lm-x-${backend}-${portable}-${spread}-${axis}`);
           const uShape: [number, number] = axis === 0 ? [3, 4] : [3, 2];
-          const U = tf.variable(tf.randomNormal(uShape, 0, 1, 'float32', 8), true, `lm-u-${backend}-${portable}-${axis}`);
+          const U = tf.variable(tf.randomNormal(uShape, 0, 1, 'float32', 8), true, `lm-u-${backend}-${portable}-${spread}-${axis}`);
           const Wt = tf.randomNormal(shape, 0, 1, 'float32', 9);
           const Wu = tf.randomNormal(uShape, 0, 1, 'float32', 10);
           const idx = tf.tensor1d(lines.lines, 'int32');
@@ -59,7 +60,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       it('refuses repeated or out-of-range lines and tensors of another extent', () => {
         expect(() => lineSet(Int32Array.of(1, 1), 0, 3)).toThrow(/listed twice/);
         expect(() => lineSet(Int32Array.of(3), 0, 3)).toThrow(/outside \[0, 3\)/);
-        const l = lineSet(Int32Array.of(0), 1, 5, { portable });
+        const l = lineSet(Int32Array.of(0), 1, 5, { portable, spread });
         expect(() => tf.tidy(() => l.take(x()))).toThrow(/expects 5 lines along axis 1/);
         l.dispose();
       });
