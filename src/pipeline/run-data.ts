@@ -99,7 +99,10 @@ export async function checkDataPaths(config: ResolvedConfig): Promise<void> {
     const ids = config.data[`${set}_input_ids`];
     if (ids !== null) {
       const problem = idsFileProblem(ids);
-      if (problem !== undefined) problems.push(`data.${set}_input_ids: ${problem}`);
+      if (problem !== undefined) {
+        problems.push(`data.${set}_input_ids: ${problem.message}`);
+        if (problem.code !== 'NOT_FOUND') code = problem.code;
+      }
     }
     const options = sourceOptions(config.data[set] ?? []);
     if (options.builtin !== undefined) {
@@ -140,12 +143,16 @@ export async function runDataFileProblem(file: string): Promise<string | undefin
   return `${file}: not a regular file (${kind}); apex run reads its data files again when it resumes or is rerun (it hashes them to see whether they changed), so they must be regular files (a pipe can feed --data of apex finetune, eval or analyze, which read it once)`;
 }
 
-/** Why a token-ids path is not a file, if it is not (its content is checked when it is read). */
-function idsFileProblem(path: string): string | undefined {
+/**
+ * Why a token-ids path is not a file, if it is not (its content is checked when it is read):
+ * NOT_A_FILE when it exists as something else (a folder, a pipe, a device), as for the other
+ * data files; NOT_FOUND otherwise.
+ */
+function idsFileProblem(path: string): { message: string; code: string } | undefined {
   try {
-    return statSync(path).isFile() ? undefined : `${path} is not a file (token ids are one safetensors file)`;
+    return statSync(path).isFile() ? undefined : { message: `${path} is not a regular file (token ids are one safetensors file, which apex run reads again when it resumes or is rerun)`, code: 'NOT_A_FILE' };
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? `no such file ${path}` : `${path}: ${(e as Error).message}`;
+    return { message: (e as NodeJS.ErrnoException).code === 'ENOENT' ? `no such file ${path}` : `${path}: ${(e as Error).message}`, code: 'NOT_FOUND' };
   }
 }
 

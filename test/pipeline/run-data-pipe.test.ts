@@ -53,6 +53,18 @@ describe.skipIf(process.platform === 'win32')('apex run: a data file that is a p
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a token-ids file that is a pipe is refused the same way (NOT_A_FILE, not NOT_FOUND), naming its key', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'apex-run-pipe-'));
+    const fifo = path.join(dir, 'train.safetensors');
+    execFileSync('mkfifo', [fifo]);
+    const config = (await resolveConfig({ overrides: [`model=${MODEL}`, `output=${path.join(dir, 'run')}`, 'data.seq_len=12', 'method=vanilla', 'baseline.vanilla=false', `data.train_input_ids=${fifo}`], cwd: dir })).config;
+    const err = await settled(checkDataPaths(config), 10_000, fifo);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err).toMatchObject({ code: 'NOT_A_FILE', exit: ExitCode.input });
+    expect((err as Error).message).toContain(`data.train_input_ids: ${fifo} is not a regular file`);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('a new run with a pipe as its training data stops before the run folder exists', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'apex-run-pipe-'));
     const fifo = path.join(dir, 'train.txt');
