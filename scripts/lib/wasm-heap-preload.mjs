@@ -4,7 +4,8 @@
 // (WebAssembly memory byteLength, it never shrinks), the live-bytes peak, the heap size at every
 // growth with the live bytes then, and any malloc that returned 0 (the heap ran out). Addresses
 // are keyed unsigned: above 2 GiB the raw export returns them negative, and tfjs frees them
-// `>>> 0` (scripts/run-resources.ts and eval-live-bytes.ts miss those frees: fine below 2 GiB).
+// `>>> 0` (scripts/run-resources.ts and eval-live-bytes.ts keyed them signed, and so missed those
+// frees, until they were changed to unsigned keys too).
 //
 //     APEX_HEAP_STATS=stats.json node --import ./scripts/lib/wasm-heap-preload.mjs bin/run.js finetune …
 import { writeFileSync } from 'node:fs';
