@@ -3,7 +3,9 @@ import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
-import type { DeferredRead, StreamedLayerActivations } from '../../src/model/streaming-forward.js';
+import type { LayerHooks } from '../../src/model/layer-hooks.js';
+import { computeLogits, type DeferredRead, type StreamedLayerActivations } from '../../src/model/streaming-forward.js';
+import { concatArrays } from '../../src/util/typed-arrays.js';
 import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weight-source.js';
 
 export type FixtureName = 'llama-mha-f32' | 'stories260K';
@@ -77,6 +79,27 @@ export function sumsqObserver(spec: ModelSpec, B: number) {
     };
   };
   return { observe, head, gate };
+}
+
+/** Largest |x| (NaN propagates). */
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]!);
+    if (!(d <= m)) m = d;
+  }
+  return m;
+}
+
+/** The logits [Σ B·T·V] of a checkpoint folder on `sequences` (streaming forward), with operator or other hooks if given. */
+export async function checkpointLogits(dir: string, sequences: Int32Array[], hooks?: (layer: number) => LayerHooks | undefined): Promise<Float32Array> {
+  const ck = await Checkpoint.open(dir);
+  try {
+    const parts = await computeLogits(new CheckpointWeightSource(ck, describeCheckpoint(ck).spec), sequences, hooks ? { hooks } : {});
+    return concatArrays(parts, (n) => new Float32Array(n));
+  } finally {
+    await ck.close();
+  }
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

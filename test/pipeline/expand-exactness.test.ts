@@ -4,15 +4,12 @@
 // calling fusion.ts) on the unfused checkpoint. MHA + untied (llama-mha-f32), GQA + tied (stories260K).
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Checkpoint } from '../../src/io/checkpoint.js';
 import { selectBackend } from '../../src/model/backend.js';
-import { computeLogits } from '../../src/model/streaming-forward.js';
-import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weight-source.js';
 import { disposeOperatorVariables, operatorHooks, operatorVariables, type TrainableLayerOperators } from '../../src/ops/operator-hooks.js';
 import { runExpand } from '../../src/pipeline/expand.js';
 import { Rng } from '../../src/util/rng.js';
-import { concatArrays } from '../../src/util/typed-arrays.js';
 import { tempDir } from '../io/helpers.js';
+import { checkpointLogits, maxAbs, maxAbsDiff } from '../model/helpers.js';
 import { copyFixture, fixtureSpec, freshOperators, perturbOperators, writeOperators, type FixtureName } from './expand-fixtures.js';
 
 const BOTH = { heads: true, channels: true };
@@ -24,32 +21,6 @@ const CASES: readonly { fixture: FixtureName; layers: (typeof BOTH)[] }[] = [
   { fixture: 'llama-mha-f32', layers: [BOTH, HEADS, NEITHER, BOTH] },
   { fixture: 'stories260K', layers: [BOTH, CHANNELS, NEITHER, BOTH, HEADS] },
 ];
-
-async function logitsOf(dir: string, sequences: Int32Array[], hooks?: (layer: number) => ReturnType<typeof operatorHooks> | undefined): Promise<Float32Array> {
-  const ck = await Checkpoint.open(dir);
-  try {
-    const { spec } = describeCheckpoint(ck);
-    const parts = await computeLogits(new CheckpointWeightSource(ck, spec), sequences, hooks ? { hooks } : {});
-    return concatArrays(parts, (n) => new Float32Array(n));
-  } finally {
-    await ck.close();
-  }
-}
-
-function maxAbs(a: Float32Array): number {
-  let m = 0;
-  for (const v of a) m = Math.max(m, Math.abs(v));
-  return m;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 describe('fused checkpoint = operator-augmented forward (float32, wasm)', () => {
   beforeAll(async () => {
@@ -76,9 +47,9 @@ describe('fused checkpoint = operator-augmented forward (float32, wasm)', () => 
         const sequences = [0, 1].map(() => Int32Array.from({ length: 24 }, () => Math.floor(rng.next() * spec.vocabSize)));
         for (const o of ops) vars.push(operatorVariables(o));
         const hooksOf = new Map(vars.map((v) => [v.layer, operatorHooks(v, spec)]));
-        const augmented = await logitsOf(input, sequences, (l) => hooksOf.get(l));
-        const fused = await logitsOf(out, sequences);
-        const base = await logitsOf(input, sequences);
+        const augmented = await checkpointLogits(input, sequences, (l) => hooksOf.get(l));
+        const fused = await checkpointLogits(out, sequences);
+        const base = await checkpointLogits(input, sequences);
 
         const scale = maxAbs(augmented);
         expect(maxAbsDiff(fused, augmented)).toBeLessThanOrEqual(1e-4 * scale);

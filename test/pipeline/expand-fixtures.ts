@@ -1,7 +1,7 @@
 // Shared by the expand tests: fixture copies (float32 or bf16, with planted signed zeros and NaN
 // payloads), operators from real selections, random non-zero operators, operator and update files.
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
-import type { TrainingSetting } from '../../src/train/trainable-params.js';
+import type { TrainingSetting } from '../../src/ops/operator-file.js';
 import { join } from 'node:path';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import type { DType } from '../../src/io/dtype.js';

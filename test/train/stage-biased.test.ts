@@ -17,13 +17,12 @@ import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
 import type { ProjectionKey } from '../../src/model/layer-hooks.js';
 import type { ModelSpec } from '../../src/model/model-spec.js';
-import { computeLogits } from '../../src/model/streaming-forward.js';
-import { CheckpointWeightSource, describeCheckpoint } from '../../src/model/weight-source.js';
+import { describeCheckpoint } from '../../src/model/weight-source.js';
 import { readOperatorFile } from '../../src/ops/operator-file.js';
 import { disposeOperatorVariables, operatorHooks, operatorVariables, type TrainableLayerOperators } from '../../src/ops/operator-hooks.js';
 import { evaluateCheckpoint } from '../../src/pipeline/run-eval.js';
 import { runStage, type StageOptions } from '../../src/train/stage.js';
-import { concatArrays } from '../../src/util/typed-arrays.js';
+import { checkpointLogits, maxAbs, maxAbsDiff } from '../model/helpers.js';
 import { readAllF32, stageMetrics, storyChunks, tempRun, writeBiasedStories } from './stage-fixtures.js';
 
 const { dir: root, cleanup } = tempRun('biased');
@@ -58,31 +57,6 @@ function changed(a: Float32Array, b: Float32Array): number[] {
   const out: number[] = [];
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) out.push(i);
   return out;
-}
-
-function maxAbs(a: Float32Array): number {
-  let m = 0;
-  for (const v of a) m = Math.max(m, Math.abs(v));
-  return m;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
-async function logitsOf(dir: string, sequences: Int32Array[], hooks?: (layer: number) => ReturnType<typeof operatorHooks> | undefined): Promise<Float32Array> {
-  const ck = await Checkpoint.open(dir);
-  try {
-    const parts = await computeLogits(new CheckpointWeightSource(ck, describeCheckpoint(ck).spec), sequences, hooks ? { hooks } : {});
-    return concatArrays(parts, (n) => new Float32Array(n));
-  } finally {
-    await ck.close();
-  }
 }
 
 /** The biased base with the stage's trained.safetensors in place (what fusion starts from, §5). */
@@ -273,11 +247,11 @@ for (const M of MODELS) {
             if (op) expect(moved.length, `${name}: the operator moved it`).toBeGreaterThan(0);
           }
           const sequences = data.sequences.slice(0, 2);
-          const augmented = await logitsOf(unfused, sequences, apex ? (l) => hooksOf.get(l) : undefined);
-          const fused = await logitsOf(join(stageDir, 'model'), sequences);
+          const augmented = await checkpointLogits(unfused, sequences, apex ? (l) => hooksOf.get(l) : undefined);
+          const fused = await checkpointLogits(join(stageDir, 'model'), sequences);
           const scale = maxAbs(augmented);
           expect(maxAbsDiff(fused, augmented)).toBeLessThanOrEqual(1e-4 * scale);
-          if (apex) expect(maxAbsDiff(await logitsOf(unfused, sequences), augmented), 'the operators matter').toBeGreaterThan(1e-3 * scale);
+          if (apex) expect(maxAbsDiff(await checkpointLogits(unfused, sequences), augmented), 'the operators matter').toBeGreaterThan(1e-3 * scale);
         } finally {
           vars.forEach(disposeOperatorVariables);
         }
