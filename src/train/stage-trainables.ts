@@ -98,10 +98,11 @@ export async function buildStageTrainables(checkpoint: Checkpoint, spec: ModelSp
     const params: OptimizedParameter[] = [];
     for (const t of direct) {
       const variable = model.tensors.get(t.name) as tf.Variable;
-      const mask = trainableMask(t);
-      if (mask) masks.push(mask);
-      // With its lines named, the optimizer keeps moments for those rows/columns only (adamw.ts).
+      // With its lines named, the optimizer keeps moments for those rows/columns only (adamw.ts)
+      // and needs no mask; a bias trained on some rows keeps a mask.
       const lines = optimizerLines(t);
+      const mask = lines ? undefined : trainableMask(t);
+      if (mask) masks.push(mask);
       params.push({ name: t.name, variable, ...(mask ? { mask } : {}), ...(lines ? { lines } : {}), decay: t.shape.length > 1 });
     }
     let hooks: ((layer: number) => LayerHooks | undefined) | undefined;
