@@ -35,11 +35,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeRandomCheckpoint } from '../bench/random-checkpoint.js';
-import { writeSafetensors, i32Tensor } from '../src/io/safetensors-writer.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { planForward } from '../src/model/memory-estimate.js';
 import type { ModelSpec } from '../src/model/model-spec.js';
 import { ROOT } from './lib/crash-process.js';
+import { writeRandomIds } from './lib/random-ids.js';
 
 const { values } = parseArgs({ options: { sizes: { type: 'string', default: 'stories,small,10m,medium' }, 'with-run': { type: 'boolean', default: false }, training: { type: 'boolean', default: false }, 'seq-len': { type: 'string' }, batches: { type: 'string' }, recompute: { type: 'boolean', default: false }, runs: { type: 'string' }, json: { type: 'string' } } });
 const GiB = 2 ** 30;
@@ -78,17 +78,6 @@ const SIZES: Record<string, Size> = {
 async function ensureTenMModel(): Promise<void> {
   if (existsSync(join(TEN_M, 'model.safetensors'))) return;
   await writeRandomCheckpoint(TEN_M, { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 8192 }, 'F32');
-}
-
-/** Seeded random token ids below the model's vocabulary, [n, seqLen] I32. */
-async function writeIds(path: string, vocab: number, n: number, seqLen: number, seed: number): Promise<void> {
-  const ids = new Int32Array(n * seqLen);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < ids.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    ids[i] = x % vocab;
-  }
-  await writeSafetensors(path, [i32Tensor('input_ids', [n, seqLen], ids)]);
 }
 
 /** ~96M parameters: hidden 768, 10 layers, 12 heads, FFN 2048, vocabulary 16,000, bf16 (192 MB). */
@@ -181,8 +170,8 @@ async function measureSize(size: Size, work: string, base: number): Promise<Row[
   mkdirSync(dir, { recursive: true });
   const evalIds = join(dir, 'eval-ids.safetensors');
   const trainIds = join(dir, 'train-ids.safetensors');
-  await writeIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
-  await writeIds(trainIds, spec.vocabSize, 8 * size.trainBatch, size.seqLen, 2);
+  await writeRandomIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
+  await writeRandomIds(trainIds, spec.vocabSize, 8 * size.trainBatch, size.seqLen, 2);
   const backend = ['--seq-len', String(size.seqLen), '--backend', 'wasm'];
   const run = join(dir, 'ft');
 
@@ -249,8 +238,8 @@ async function trainingMatrix(size: Size, work: string, base: number): Promise<R
   const evalIds = join(dir, 'eval-ids.safetensors');
   const trainIds = join(dir, 'train-ids.safetensors');
   const largest = Math.max(...size.trainingBatches);
-  await writeIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
-  await writeIds(trainIds, spec.vocabSize, 8 * largest, size.seqLen, 2);
+  await writeRandomIds(evalIds, spec.vocabSize, size.samples, size.seqLen, 1);
+  await writeRandomIds(trainIds, spec.vocabSize, 8 * largest, size.seqLen, 2);
   const backend = ['--seq-len', String(size.seqLen), '--backend', 'wasm'];
   const analysis = join(dir, 'analysis');
   json(await timed(['analyze', size.model, '-o', analysis, '--input-ids', evalIds, ...backend, '--batch-size', String(size.batch), '--json'], dir), 'analyze');

@@ -25,9 +25,9 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeRandomCheckpoint } from '../bench/random-checkpoint.js';
-import { writeSafetensors, i32Tensor } from '../src/io/safetensors-writer.js';
 import { WASM_HEAP_USABLE_BYTES } from '../src/model/wasm-heap-limit.js';
 import { ROOT } from './lib/crash-process.js';
+import { writeRandomIds } from './lib/random-ids.js';
 
 const { values } = parseArgs({
   options: {
@@ -54,16 +54,6 @@ const RUNS: Record<string, string[]> = {
   full: ['--setting', 'full'],
   operators: ['--setting', 'operators'],
 };
-
-async function writeIds(path: string, vocab: number, n: number, len: number, seed: number): Promise<void> {
-  const ids = new Int32Array(n * len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < ids.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    ids[i] = x % vocab;
-  }
-  await writeSafetensors(path, [i32Tensor('input_ids', [n, len], ids)]);
-}
 
 interface Timed { status: number; stdout: string; stderr: string; seconds: number; maxRssKb: number }
 function timed(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Timed> {
@@ -92,7 +82,7 @@ async function estimate(label: string, batch: number): Promise<Record<string, nu
 
 mkdirSync(work, { recursive: true });
 if (!existsSync(join(MODEL, 'model.safetensors'))) await writeRandomCheckpoint(MODEL, { layers: 8, hidden: 128, heads: 8, kvHeads: 4, intermediate: 352, vocab: 8192 }, 'F32');
-if (!existsSync(join(work, 'train-ids.safetensors'))) await writeIds(join(work, 'train-ids.safetensors'), 8192, 600, seqLen, 7);
+if (!existsSync(join(work, 'train-ids.safetensors'))) await writeRandomIds(join(work, 'train-ids.safetensors'), 8192, 600, seqLen, 7);
 process.stderr.write(`usable heap (WASM_HEAP_USABLE_BYTES): ${MB(WASM_HEAP_USABLE_BYTES)} MB\n`);
 
 const labels = values.runs!.split(',');
