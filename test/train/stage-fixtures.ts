@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { floatTensor, writeCheckpoint } from '../../src/io/checkpoint-writer.js';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { SafetensorsFile } from '../../src/io/safetensors-reader.js';
+import type { ModelSpec } from '../../src/model/model-spec.js';
 import { describeCheckpoint } from '../../src/model/weight-source.js';
+import { selectModel, type LayerSelection } from '../../src/ops/selection.js';
 import type { SequenceSet } from '../../src/train/data.js';
 import type { MetricsLine } from '../../src/train/metrics-log.js';
 import { readMetrics } from '../../src/train/metrics-log.js';
@@ -130,4 +132,14 @@ export async function writeBiasedStories(out: string, seed: number, kind: 'qwen2
   } finally {
     await base.close();
   }
+}
+
+/** Stage-1 selections from seeded random rank scores (integers in [−10, 10]) for every layer's heads and channels. */
+export function randomSelections(spec: ModelSpec, seed: number): LayerSelection[] {
+  const rng = new Rng(seed);
+  const scores = Array.from({ length: spec.numLayers }, () => ({
+    heads: { rank: Array.from({ length: spec.numKvHeads }, () => rng.nextInt(21) - 10) },
+    channels: { rank: Array.from({ length: spec.intermediateSize }, () => rng.nextInt(21) - 10) },
+  }));
+  return selectModel(scores, { stage: 1 });
 }

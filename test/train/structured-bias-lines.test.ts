@@ -8,11 +8,9 @@ import { afterAll, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { describeCheckpoint } from '../../src/model/weight-source.js';
-import { selectModel } from '../../src/ops/selection.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { buildStageTrainables, optimizerEntryCount } from '../../src/train/stage-trainables.js';
-import { Rng } from '../../src/util/rng.js';
-import { tempRun, writeBiasedStories } from './stage-fixtures.js';
+import { randomSelections, tempRun, writeBiasedStories } from './stage-fixtures.js';
 
 const { dir, cleanup } = tempRun('structured-bias');
 afterAll(cleanup);
@@ -24,12 +22,7 @@ it('structured with q/k/v biases: the optimizer builds, steps, and moves the tun
   const checkpoint = await Checkpoint.open(out);
   const { spec } = describeCheckpoint(checkpoint);
   expect(spec.qkvBias).toBe(true);
-  const rng = new Rng(3);
-  const scores = Array.from({ length: spec.numLayers }, () => ({
-    heads: { rank: Array.from({ length: spec.numKvHeads }, () => rng.nextInt(21) - 10) },
-    channels: { rank: Array.from({ length: spec.intermediateSize }, () => rng.nextInt(21) - 10) },
-  }));
-  const selections = selectModel(scores, { stage: 1 });
+  const selections = randomSelections(spec, 3);
   const t = await buildStageTrainables(checkpoint, spec, { setting: 'structured', selections, operatorSeed: 1 });
   const biasName = 'model.layers.0.self_attn.k_proj.bias';
   const bias = t.params.find((p) => p.name === biasName);

@@ -6,12 +6,10 @@ import { afterAll, expect, it } from 'vitest';
 import { Checkpoint } from '../../src/io/checkpoint.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { describeCheckpoint } from '../../src/model/weight-source.js';
-import { selectModel } from '../../src/ops/selection.js';
 import { planForStages } from '../../src/train/lr-schedule.js';
 import { buildStageTrainables } from '../../src/train/stage-trainables.js';
 import { train } from '../../src/train/trainer.js';
-import { Rng } from '../../src/util/rng.js';
-import { STORIES, storyChunks, tempRun } from './stage-fixtures.js';
+import { randomSelections, STORIES, storyChunks, tempRun } from './stage-fixtures.js';
 
 const { dir, cleanup } = tempRun('frozen');
 afterAll(cleanup);
@@ -20,12 +18,7 @@ it('operators: frozen tensors keep every bit; the operators train', async () => 
   await selectBackend('wasm');
   const checkpoint = await Checkpoint.open(STORIES);
   const { spec } = describeCheckpoint(checkpoint);
-  const rng = new Rng(11);
-  const scores = Array.from({ length: spec.numLayers }, () => ({
-    heads: { rank: Array.from({ length: spec.numKvHeads }, () => rng.nextInt(21) - 10) },
-    channels: { rank: Array.from({ length: spec.intermediateSize }, () => rng.nextInt(21) - 10) },
-  }));
-  const selections = selectModel(scores, { stage: 1 });
+  const selections = randomSelections(spec, 11);
   const t = await buildStageTrainables(checkpoint, spec, { setting: 'operators', selections, operatorSeed: 3 });
   expect(t.params.every((p) => p.name.includes('.apex.'))).toBe(true);
   const data = await storyChunks(32);
