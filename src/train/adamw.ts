@@ -60,9 +60,10 @@ export interface OptimizedParameter {
   /** Whether weight decay applies to this parameter (default true). */
   readonly decay?: boolean;
   /**
-   * The rows (axis 0) or columns (axis 1) that train, of a 2-D parameter whose mask selects
-   * exactly them: the optimizer then keeps moments for these lines only (see above). Every
-   * line of the parameter (in any order) is read as the whole tensor.
+   * The rows (axis 0) or columns (axis 1) that train, of a 2-D parameter: the optimizer then keeps
+   * moments for these lines only (see above) and needs no mask (a mask given too must have the
+   * lines' [R, 1] / [1, C] shape). Every line of the parameter (in any order) is read as the
+   * whole tensor.
    */
   readonly lines?: TrainedLines;
 }
